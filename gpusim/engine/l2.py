@@ -1,0 +1,49 @@
+"""L2 cache: capacity-managed, LRU over tiles, write-back.
+
+Entries are whole tiles keyed by their global region, so two CTAs reading the same K/V tile hit. A
+written tile is dirty; its bytes reach HBM only when it is evicted (as Nsight Compute counts DRAM
+writes during a kernel: output that stays in L2 at the end is not written yet).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+
+class L2Cache:
+    __slots__ = ("capacity_bytes", "used_bytes", "_lines")
+
+    def __init__(self, capacity_bytes: int):
+        self.capacity_bytes = capacity_bytes
+        self.used_bytes = 0
+        self._lines: OrderedDict = OrderedDict()  # key -> [bytes, dirty]
+
+    def hit(self, key) -> bool:
+        """True (and the line becomes most recently used) when the tile is resident."""
+        line = self._lines.get(key)
+        if line is None:
+            return False
+        self._lines.move_to_end(key)
+        return True
+
+    def insert(self, key, nbytes: float, dirty: bool) -> float:
+        """Make a tile resident; returns the dirty bytes evicted to make room (to be written to HBM)."""
+        line = self._lines.get(key)
+        if line is not None:
+            self._lines.move_to_end(key)
+            self.used_bytes += nbytes - line[0]
+            line[0] = nbytes
+            line[1] = line[1] or dirty
+        else:
+            self._lines[key] = [nbytes, dirty]
+            self.used_bytes += nbytes
+        written_back = 0.0
+        while self.used_bytes > self.capacity_bytes and len(self._lines) > 1:
+            _, (size, was_dirty) = self._lines.popitem(last=False)
+            self.used_bytes -= size
+            if was_dirty:
+                written_back += size
+        return written_back
+
+    def dirty_bytes(self) -> float:
+        return sum(size for size, dirty in self._lines.values() if dirty)

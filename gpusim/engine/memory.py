@@ -1,0 +1,109 @@
+"""The memory hierarchy: HBM and L2 shared by all SMs, and each SM's own path to them.
+
+A read from an SM passes, in order of what can hold it back:
+  1. the SM's memory-level-parallelism window: at most `sm_max_inflight_bytes` outstanding, so one SM's
+     bandwidth is bounded by window / latency (Little's law) and a few SMs cannot saturate HBM;
+  2. the SM's link from L2 (`sm_load_bandwidth_bytes_per_clk`);
+  3. the L2 (shared bandwidth, LRU capacity);
+  4. on a miss, HBM (shared achievable bandwidth, latency).
+It completes at the latest of its latency and the drain times of the servers it queued on.
+
+Folded simulation: one representative request can stand for `weight` CTAs' requests, of which `copies`
+are distinct data. Shared servers see weight x bytes (L2) and copies x bytes (HBM on a miss); the SM's
+own path sees the bytes of one CTA.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+from gpusim.engine.l2 import L2Cache
+from gpusim.engine.servers import Server
+from gpusim.hardware import HardwareSpec
+
+
+@dataclass
+class ByteCounters:
+    hbm_read: float = 0.0
+    hbm_write: float = 0.0
+    l2_read: float = 0.0
+    l2_write: float = 0.0
+    l2_hits: float = 0.0
+    l2_misses: float = 0.0
+
+
+class SmMemoryPort:
+    """One SM's outstanding-request window and its L2 links (load and store directions)."""
+
+    __slots__ = ("window_bytes", "inflight", "outstanding_bytes", "load_link", "store_link")
+
+    def __init__(self, hw: HardwareSpec, sm_index: int):
+        self.window_bytes = hw.sm_max_inflight_bytes
+        self.inflight: list = []  # heap of (done_cycle, bytes)
+        self.outstanding_bytes = 0.0
+        self.load_link = Server(f"sm{sm_index}.load", hw.sm_load_bandwidth_bytes_per_clk)
+        self.store_link = Server(f"sm{sm_index}.store", hw.sm_load_bandwidth_bytes_per_clk)
+
+    def admit(self, t: float, nbytes: float) -> float:
+        """Earliest time >= t at which `nbytes` more fit in the in-flight window."""
+        heap = self.inflight
+        while heap and heap[0][0] <= t:
+            self.outstanding_bytes -= heapq.heappop(heap)[1]
+        while heap and self.outstanding_bytes + nbytes > self.window_bytes:
+            done, size = heapq.heappop(heap)
+            self.outstanding_bytes -= size
+            t = max(t, done)
+        return t
+
+    def track(self, done: float, nbytes: float) -> None:
+        heapq.heappush(self.inflight, (done, nbytes))
+        self.outstanding_bytes += nbytes
+
+
+class MemorySystem:
+    def __init__(self, hw: HardwareSpec):
+        self.hw = hw
+        self.hbm = Server("hbm", hw.hbm_bytes_per_clk)
+        self.l2 = Server("l2", hw.l2_bandwidth_bytes_per_clk)
+        self.cache = L2Cache(hw.l2_capacity_bytes)
+        self.bytes = ByteCounters()
+
+    def _write_back(self, t: float, nbytes: float) -> None:
+        if nbytes:
+            self.bytes.hbm_write += nbytes
+            self.hbm.reserve(t, nbytes)
+
+    def read(self, port: SmMemoryPort, t: float, key, nbytes: int, weight: float = 1.0, copies: float = 1.0) -> float:
+        """Read a tile into an SM; returns its completion cycle."""
+        t = port.admit(t, nbytes)
+        l2_bytes = nbytes * weight
+        self.bytes.l2_read += l2_bytes
+        done = max(self.l2.reserve(t, l2_bytes), port.load_link.reserve(t, nbytes))
+        if self.cache.hit(key):
+            self.bytes.l2_hits += weight
+            done = max(done, t + self.hw.l2_hit_latency_cycles)
+        else:
+            dram = nbytes * copies
+            self.bytes.l2_misses += copies
+            self.bytes.l2_hits += weight - copies
+            self.bytes.hbm_read += dram
+            done = max(done, t + self.hw.hbm_latency_cycles, self.hbm.reserve(t, dram))
+            self._write_back(t, self.cache.insert(key, dram, dirty=False))
+        port.track(done, nbytes)
+        return done
+
+    def write(self, port: SmMemoryPort, t: float, key, nbytes: int, weight: float = 1.0,
+              copies: float = 1.0, accumulate: bool = False) -> float:
+        """Post a tile write (write-back L2); returns when L2 has absorbed it. `accumulate` is an atomic
+        add performed at L2: a read-modify-write there, reading HBM only if the line is absent."""
+        l2_bytes = nbytes * weight
+        self.bytes.l2_write += l2_bytes
+        done = max(self.l2.reserve(t, l2_bytes * (2 if accumulate else 1)), port.store_link.reserve(t, nbytes))
+        if accumulate:
+            self.bytes.l2_read += l2_bytes
+            if not self.cache.hit(key):
+                self.bytes.hbm_read += nbytes * copies
+                done = max(done, t + self.hw.hbm_latency_cycles, self.hbm.reserve(t, nbytes * copies))
+        self._write_back(t, self.cache.insert(key, nbytes * copies, dirty=True))
+        return max(done, t + self.hw.l2_hit_latency_cycles)

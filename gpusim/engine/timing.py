@@ -1,0 +1,261 @@
+"""The timing interpreter: runs a kernel plan's CTA programs as simpy processes on the hardware model.
+
+Each op occupies the unit that executes it for the cycles it costs (per-SM tensor core, MUFU, FP32 pipe,
+SMEM port; shared L2 and HBM through `MemorySystem`) and the issuing warp role waits for what it needs.
+Launches run back to back, each after the launch overhead; CTAs are dispatched in grid order to SM slots
+as they free up (occupancy from SMEM, registers and threads), which yields waves and the tail wave.
+
+Folded mode (the default) simulates a GPU with S/f SMs running every f-th block of f consecutive CTAs,
+each representative standing for its block: its demand on shared servers (L2, HBM) is scaled by the
+block's weight and distinct-data count (see `folding`), per-SM behaviour is simulated as is.
+"""
+
+from __future__ import annotations
+
+import math
+import time as wallclock
+from collections import deque
+
+import simpy
+
+from gpusim.engine.folding import Representative, choose_fold_factor, fold_grid
+from gpusim.engine.memory import MemorySystem, SmMemoryPort
+from gpusim.engine.servers import Server
+from gpusim.errors import InputError
+from gpusim.hardware import HardwareSpec
+from gpusim.launch import KernelPlan, Launch
+from gpusim.ops import Acquire, Handle, Load, Mma, Signal, Store, Vector, Wait
+from gpusim.result import LaunchStats
+
+PER_SM_UNITS = ("tensor", "mufu", "fp32", "smem", "sm_load")
+
+
+class SmState:
+    """One simulated SM: its compute units, SMEM budget and memory port."""
+
+    def __init__(self, env: simpy.Environment, hw: HardwareSpec, index: int):
+        self.index = index
+        self.tensor = Server(f"sm{index}.tensor", 1.0)  # work in cycles; the rate is applied per instruction
+        self.mufu = Server(f"sm{index}.mufu", hw.mufu_ops_per_clk_per_sm)
+        self.fp32 = Server(f"sm{index}.fp32", hw.fp32_ops_per_clk_per_sm)
+        self.smem = Server(f"sm{index}.smem", hw.smem_bandwidth_bytes_per_clk_per_sm)
+        self.port = SmMemoryPort(hw, index)
+        self.smem_budget = simpy.Container(env, capacity=hw.smem_per_sm_bytes, init=hw.smem_per_sm_bytes)
+
+    def busy(self) -> dict:
+        return {"tensor": self.tensor.busy_cycles, "mufu": self.mufu.busy_cycles, "fp32": self.fp32.busy_cycles,
+                "smem": self.smem.busy_cycles, "sm_load": self.port.load_link.busy_cycles}
+
+
+class _Counters:
+    __slots__ = ("flops", "smem_read", "smem_write", "events", "mufu_ops", "fp32_ops")
+
+    def __init__(self):
+        self.flops = self.smem_read = self.smem_write = self.mufu_ops = self.fp32_ops = 0.0
+        self.events = 0
+
+
+class TimingInterpreter:
+    def __init__(self, hw: HardwareSpec, *, exact: bool = False, trace: bool = False):
+        self.hw = hw
+        self.exact = exact
+        self.env = simpy.Environment()
+        self.memory = MemorySystem(hw)
+        self.counters = _Counters()
+        self.per_sm_busy = {unit: 0.0 for unit in PER_SM_UNITS}
+        self.launch_stats: list[LaunchStats] = []
+        self.trace: list | None = [] if trace else None
+        self._tensor_rate_cache: dict = {}
+
+    # ------------------------------------------------------------------ public
+    def run(self, plan: KernelPlan) -> dict:
+        plan.validate(self.hw)
+        started = wallclock.perf_counter()
+        self.env.process(self._run_plan(plan))
+        self.env.run()
+        cycles = self.env.now
+        wall = wallclock.perf_counter() - started
+        total = max(cycles, 1e-9)
+        busy = {"hbm": self.memory.hbm.busy_cycles / total, "l2": self.memory.l2.busy_cycles / total}
+        for unit, value in self.per_sm_busy.items():
+            busy[unit] = value / (self.hw.sm_count * total)
+        return {"cycles": cycles, "busy": busy, "wall_s": wall, "counters": self.counters,
+                "bytes": self.memory.bytes, "launches": self.launch_stats, "trace": self.trace}
+
+    # ------------------------------------------------------------------ launches
+    def _run_plan(self, plan: KernelPlan):
+        overhead_cycles = math.ceil(self.hw.kernel_launch_overhead_s * self.hw.sm_clock_hz)
+        for launch in plan.launches:
+            yield self.env.timeout(overhead_cycles)
+            yield from self._run_launch(launch)
+
+    def _run_launch(self, launch: Launch):
+        env, hw = self.env, self.hw
+        occupancy = launch.occupancy(hw)
+        fold = 1 if self.exact else choose_fold_factor(hw.sm_count, len(launch.grid), occupancy)
+        reps = deque(fold_grid(launch.grid, launch.shared_by, fold))
+        simulated = len(reps)
+        sms = [SmState(env, hw, i) for i in range(hw.sm_count // fold)]
+        start = env.now
+        store_done = [start]
+        workers = [env.process(self._sm_slot(sm, launch, reps, store_done))
+                   for _ in range(occupancy) for sm in sms]
+        yield env.all_of(workers)
+        finish = max(env.now, store_done[0])
+        if finish > env.now:
+            yield env.timeout(math.ceil(finish - env.now))
+        for sm in sms:
+            for unit, value in sm.busy().items():
+                self.per_sm_busy[unit] += value * fold
+        seconds = hw.seconds_per_cycle
+        self.launch_stats.append(LaunchStats(
+            name=launch.name, ctas=len(launch.grid), ctas_per_sm=occupancy,
+            waves=len(launch.grid) / (occupancy * hw.sm_count), start_s=start * seconds,
+            time_s=(env.now - start) * seconds, simulated_ctas=simulated, fold_factor=fold))
+
+    def _sm_slot(self, sm: SmState, launch: Launch, reps: deque, store_done: list):
+        env = self.env
+        while reps:
+            rep = reps.popleft()
+            if launch.smem_bytes_per_cta:
+                yield sm.smem_budget.get(launch.smem_bytes_per_cta)
+            roles = launch.program(rep.cta)
+            roles = roles if isinstance(roles, list) else [roles]
+            cta = _CtaState(rep, sm)
+            procs = [env.process(self._run_role(role, cta, launch.name)) for role in roles]
+            yield env.all_of(procs)
+            store_done[0] = max(store_done[0], cta.store_done)
+            if launch.smem_bytes_per_cta:
+                yield sm.smem_budget.put(launch.smem_bytes_per_cta)
+
+    # ------------------------------------------------------------------ ops
+    def _tensor_rate(self, instruction: str, dtype: str) -> float:
+        key = (instruction, dtype)
+        rate = self._tensor_rate_cache.get(key)
+        if rate is None:
+            rate = self.hw.tensor_flops_per_clk(instruction, dtype) * self.hw.tensor_sustained_fraction
+            if rate <= 0:
+                raise InputError(f"hardware {self.hw.name} has no {instruction} tensor instruction for {dtype}")
+            self._tensor_rate_cache[key] = rate
+        return rate
+
+    def _run_role(self, gen, cta: "_CtaState", launch_name: str):
+        env, mem, counters, trace = self.env, self.memory, self.counters, self.trace
+        sm, rep = cta.sm, cta.rep
+        weight = rep.weight
+        value = None
+        while True:
+            try:
+                op = gen.send(value)
+            except StopIteration:
+                return
+            counters.events += 1
+            value = None
+            now = env.now
+            kind = type(op)
+            if kind is Load:
+                src = op.src
+                nbytes = src.nbytes
+                done = mem.read(sm.port, now, src.key, nbytes, weight, rep.copies_of(src.tensor.name))
+                if op.dst.space == "smem":
+                    counters.smem_write += nbytes * weight
+                if trace is not None:
+                    trace.append((f"load {src.tensor.name}", sm.index, "tma", now, done - now))
+                if op.signal is not None:
+                    cta.signal_at(env, op.signal, 1, done)
+                if op.wait:
+                    if done > now:
+                        yield env.timeout(math.ceil(done - now))
+                else:
+                    value = Handle(done)
+            elif kind is Mma:
+                flops = op.flops
+                cycles = flops / self._tensor_rate(op.instruction, op.operand_dtype)
+                done = sm.tensor.reserve(now, cycles)
+                smem_bytes = op.smem_bytes()
+                if smem_bytes:
+                    done = max(done, sm.smem.reserve(now, smem_bytes))
+                    counters.smem_read += smem_bytes * weight
+                counters.flops += flops * weight
+                if trace is not None:
+                    trace.append(("mma", sm.index, "tensor", now, done - now))
+                if op.wait:
+                    if done > now:
+                        yield env.timeout(math.ceil(done - now))
+                else:
+                    value = Handle(done)
+            elif kind is Vector:
+                n = op.element_count()
+                fp32_ops, mufu_ops = n * op.fp32_ops_per_element, n * op.mufu_ops_per_element
+                done = max(sm.fp32.reserve(now, fp32_ops), sm.mufu.reserve(now, mufu_ops))
+                counters.fp32_ops += fp32_ops * weight
+                counters.mufu_ops += mufu_ops * weight
+                if trace is not None:
+                    trace.append(("exp" if mufu_ops else "vector", sm.index, "mufu" if mufu_ops else "fp32",
+                                  now, done - now))
+                if done > now:
+                    yield env.timeout(math.ceil(done - now))
+            elif kind is Store:
+                dst = op.dst
+                nbytes = dst.nbytes
+                done = mem.write(sm.port, now, dst.key, nbytes, weight, rep.copies_of(dst.tensor.name), op.accumulate)
+                if op.src.space == "smem":
+                    counters.smem_read += nbytes * weight
+                if trace is not None:
+                    trace.append((f"store {dst.tensor.name}", sm.index, "tma", now, done - now))
+                cta.store_done = max(cta.store_done, done)
+            elif kind is Wait:
+                if op.handle is not None and op.handle.done_cycle > now:
+                    start = now
+                    yield env.timeout(math.ceil(op.handle.done_cycle - now))
+                    if trace is not None:
+                        trace.append(("wait", sm.index, "wait", start, env.now - start))
+            elif kind is Acquire:
+                event = cta.acquire(env, op.sem, op.count)
+                if event is not None:
+                    start = now
+                    yield event
+                    if trace is not None:
+                        trace.append((f"wait {op.sem.name}", sm.index, "wait", start, env.now - start))
+            elif kind is Signal:
+                cta.release(op.sem, op.count)
+            else:
+                raise TypeError(f"{launch_name}: a CTA program yielded {op!r}, which is not an op")
+
+
+class _CtaState:
+    """Per-CTA state shared by its warp roles: semaphores and the completion of posted stores."""
+
+    __slots__ = ("rep", "sm", "store_done", "_sems")
+
+    def __init__(self, rep: Representative, sm: SmState):
+        self.rep, self.sm, self.store_done = rep, sm, 0.0
+        self._sems: dict = {}
+
+    def _sem(self, sem):
+        state = self._sems.get(sem)
+        if state is None:
+            state = self._sems[sem] = [sem.initial, deque()]
+        return state
+
+    def acquire(self, env: simpy.Environment, sem, count: int):
+        state = self._sem(sem)
+        if state[0] >= count and not state[1]:
+            state[0] -= count
+            return None
+        event = env.event()
+        state[1].append((count, event))
+        return event
+
+    def release(self, sem, count: int) -> None:
+        state = self._sem(sem)
+        state[0] += count
+        waiters = state[1]
+        while waiters and state[0] >= waiters[0][0]:
+            need, event = waiters.popleft()
+            state[0] -= need
+            event.succeed()
+
+    def signal_at(self, env: simpy.Environment, sem, count: int, cycle: float) -> None:
+        delay = max(0, math.ceil(cycle - env.now))
+        env.timeout(delay).callbacks.append(lambda _event: self.release(sem, count))

@@ -1,0 +1,5 @@
+"""Error types. An `InputError` is the user's mistake: the CLI prints its one-line message and exits 2."""
+
+
+class InputError(ValueError):
+    """Bad input (unknown preset or field, impossible size, a tile that does not fit). One line, no traceback."""

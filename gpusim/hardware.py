@@ -1,0 +1,322 @@
+"""Hardware specifications and presets.
+
+A `HardwareSpec` is everything the timing model knows about a GPU. Every field carries its unit in its
+name, every preset value says where it came from, and a hypothetical GPU is a preset plus overrides
+(`with_overrides`). Derived figures (peak TFLOP/s, bytes per cycle) are properties, never stored twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+
+from gpusim.errors import InputError
+
+#: Tensor-core instruction classes the op API knows, oldest first.
+INSTRUCTION_CLASSES = ("mma_sync", "wgmma", "tcgen05")
+#: Element types the model knows, with their size in bytes.
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "int8": 1, "int4": 0.5}
+
+
+@dataclass(frozen=True, kw_only=True)
+class HardwareSpec:
+    """One GPU. All rates are per SM per SM clock unless the name says otherwise."""
+
+    name: str
+    description: str = ""
+    # --- clocks and SMs
+    sm_count: int
+    sm_clock_hz: float
+    # --- HBM
+    hbm_capacity_bytes: int
+    hbm_bandwidth_bytes_per_s: float
+    hbm_achievable_fraction: float
+    hbm_latency_cycles: int
+    # --- L2
+    l2_capacity_bytes: int
+    l2_bandwidth_bytes_per_clk: float
+    l2_hit_latency_cycles: int
+    # --- per-SM memory path: memory-level parallelism and the L2->SM link
+    sm_max_inflight_bytes: int
+    sm_load_bandwidth_bytes_per_clk: float
+    # --- shared memory, registers, occupancy
+    smem_per_sm_bytes: int
+    smem_per_cta_max_bytes: int
+    smem_bandwidth_bytes_per_clk_per_sm: float
+    tmem_per_sm_bytes: int = 0
+    registers_per_sm: int = 65536
+    max_threads_per_sm: int = 2048
+    max_ctas_per_sm: int = 32
+    # --- tensor cores: dense FLOPs per clock per SM by instruction class and operand type (0 = absent)
+    mma_sync_bf16_flops_per_clk_per_sm: float = 0.0
+    mma_sync_fp8_flops_per_clk_per_sm: float = 0.0
+    wgmma_bf16_flops_per_clk_per_sm: float = 0.0
+    wgmma_fp8_flops_per_clk_per_sm: float = 0.0
+    tcgen05_bf16_flops_per_clk_per_sm: float = 0.0
+    tcgen05_fp8_flops_per_clk_per_sm: float = 0.0
+    tensor_sustained_fraction: float = 1.0
+    # --- special-function (exp) and FP32 pipes
+    mufu_ops_per_clk_per_sm: float = 16.0
+    fp32_ops_per_clk_per_sm: float = 128.0
+    # --- asynchronous copy engine
+    has_tma: bool = False
+    # --- launches
+    kernel_launch_overhead_s: float = 4e-6
+    # --- host link (KV offload)
+    pcie_bandwidth_bytes_per_s: float = 55e9
+    pcie_latency_s: float = 2e-6
+    sources: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if value < 0:
+                raise InputError(f"hardware field {f.name}={value}: must not be negative")
+        for name in ("sm_count", "sm_clock_hz", "hbm_bandwidth_bytes_per_s", "l2_bandwidth_bytes_per_clk",
+                     "sm_max_inflight_bytes", "sm_load_bandwidth_bytes_per_clk", "smem_per_sm_bytes",
+                     "smem_bandwidth_bytes_per_clk_per_sm", "mufu_ops_per_clk_per_sm", "fp32_ops_per_clk_per_sm",
+                     "max_ctas_per_sm", "max_threads_per_sm", "registers_per_sm"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"hardware field {name}={getattr(self, name)}: must be positive")
+        for name in ("hbm_achievable_fraction", "tensor_sustained_fraction"):
+            if not 0 < getattr(self, name) <= 1:
+                raise InputError(f"hardware field {name}={getattr(self, name)}: must be in (0, 1]")
+        if self.smem_per_cta_max_bytes > self.smem_per_sm_bytes:
+            raise InputError("hardware field smem_per_cta_max_bytes: exceeds smem_per_sm_bytes")
+        if not any(self.tensor_flops_per_clk(i, "bf16") for i in INSTRUCTION_CLASSES):
+            raise InputError(f"hardware {self.name}: no tensor-core instruction class has a bf16 rate")
+
+    # ------------------------------------------------------------------ derived figures
+    @property
+    def hbm_bytes_per_clk(self) -> float:
+        """Achievable HBM bandwidth in bytes per SM clock, shared by all SMs."""
+        return self.hbm_bandwidth_bytes_per_s * self.hbm_achievable_fraction / self.sm_clock_hz
+
+    @property
+    def seconds_per_cycle(self) -> float:
+        return 1.0 / self.sm_clock_hz
+
+    def tensor_flops_per_clk(self, instruction: str, dtype: str) -> float:
+        """Dense tensor-core FLOPs per clock per SM; 0 when the GPU lacks that instruction or type."""
+        if instruction not in INSTRUCTION_CLASSES:
+            raise InputError(f"unknown tensor instruction class {instruction!r}; known: {', '.join(INSTRUCTION_CLASSES)}")
+        kind = "fp8" if dtype.startswith("fp8") or dtype == "int8" else "bf16"
+        return float(getattr(self, f"{instruction}_{kind}_flops_per_clk_per_sm"))
+
+    def best_instruction(self, dtype: str = "bf16") -> str:
+        """The newest instruction class this GPU has for `dtype` (what a tuned kernel would use)."""
+        for instruction in reversed(INSTRUCTION_CLASSES):
+            if self.tensor_flops_per_clk(instruction, dtype) > 0:
+                return instruction
+        raise InputError(f"hardware {self.name}: no tensor-core instruction for dtype {dtype}")
+
+    def peak_tensor_flops_per_s(self, dtype: str = "bf16", instruction: str | None = None) -> float:
+        instruction = instruction or self.best_instruction(dtype)
+        return self.tensor_flops_per_clk(instruction, dtype) * self.sm_count * self.sm_clock_hz
+
+    @property
+    def peak_mufu_ops_per_s(self) -> float:
+        return self.mufu_ops_per_clk_per_sm * self.sm_count * self.sm_clock_hz
+
+    @property
+    def l2_bandwidth_bytes_per_s(self) -> float:
+        return self.l2_bandwidth_bytes_per_clk * self.sm_clock_hz
+
+    @property
+    def smem_bandwidth_bytes_per_s(self) -> float:
+        return self.smem_bandwidth_bytes_per_clk_per_sm * self.sm_count * self.sm_clock_hz
+
+    # ------------------------------------------------------------------ overrides
+    def with_overrides(self, overrides: dict, origin: str = "--set") -> "HardwareSpec":
+        """A copy with some fields replaced; values may be strings (from the CLI) and are coerced."""
+        if not overrides:
+            return self
+        known = {f.name: f for f in fields(self) if f.name != "sources"}
+        changes = {}
+        for key, raw in overrides.items():
+            if key not in known:
+                hint = difflib.get_close_matches(key, known, n=1)
+                extra = f" (did you mean {hint[0]}?)" if hint else ""
+                raise InputError(f"{origin}: unknown hardware field {key!r}{extra}")
+            changes[key] = _coerce(key, raw, type(getattr(self, key)), origin)
+        sources = dict(self.sources)
+        for key in changes:
+            sources[key] = f"override ({origin})"
+        name = changes.pop("name", None) or f"{self.name}*"
+        return dataclasses.replace(self, name=name, sources=sources, **changes)
+
+    def as_rows(self) -> list[tuple[str, object, str]]:
+        """(field, value, source) for every field, in declaration order."""
+        return [(f.name, getattr(self, f.name), self.sources.get(f.name, ""))
+                for f in fields(self) if f.name not in ("sources",)]
+
+
+def _coerce(key: str, raw, kind: type, origin: str):
+    if not isinstance(raw, str):
+        if kind is bool and not isinstance(raw, bool):
+            raise InputError(f"{origin}: hardware field {key}: expected true or false, got {raw!r}")
+        if kind in (int, float) and (isinstance(raw, bool) or not isinstance(raw, (int, float))):
+            raise InputError(f"{origin}: hardware field {key}: expected a number, got {raw!r}")
+        return kind(raw) if kind in (int, float) else raw
+    text = raw.strip()
+    try:
+        if kind is bool:
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if kind is int:
+            value = float(text)
+            if value != int(value):
+                raise ValueError
+            return int(value)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise InputError(f"{origin}: hardware field {key}: cannot read {raw!r} as {kind.__name__}") from None
+    return text
+
+
+# ---------------------------------------------------------------------------------------------- presets
+_ANCHORS = "anchors.md hardware table (vendor data)"
+_LUO = "Luo et al. 2024, arXiv 2402.13499 (pointer-chase latencies)"
+_CALIB = "validation/data/h200_calibration_reference.json (measured on an H200)"
+_FA3_T1 = "FlashAttention-3 paper Table 1"
+_INFLIGHT = ("calibrated: per-SM bytes in flight so that bandwidth(k SMs) = k * inflight / latency matches "
+             "validation copy_vs_sms; Little's law")
+
+_HOPPER_COMMON = dict(
+    smem_per_sm_bytes=233472, smem_per_cta_max_bytes=232448,
+    smem_bandwidth_bytes_per_clk_per_sm=128.0,
+    wgmma_bf16_flops_per_clk_per_sm=4096.0, wgmma_fp8_flops_per_clk_per_sm=8192.0,
+    mma_sync_bf16_flops_per_clk_per_sm=2048.0, mma_sync_fp8_flops_per_clk_per_sm=0.0,
+    mufu_ops_per_clk_per_sm=16.0, fp32_ops_per_clk_per_sm=128.0, has_tma=True,
+    l2_hit_latency_cycles=260, hbm_latency_cycles=560,
+    sm_max_inflight_bytes=40960, sm_load_bandwidth_bytes_per_clk=64.0,
+    pcie_bandwidth_bytes_per_s=55e9,
+)
+_HOPPER_SOURCES = {
+    "smem_per_sm_bytes": _ANCHORS, "smem_per_cta_max_bytes": "CUDA programming guide: 227 KiB per block on sm_90",
+    "smem_bandwidth_bytes_per_clk_per_sm": _FA3_T1,
+    "wgmma_bf16_flops_per_clk_per_sm": "989 TFLOP/s / (132 SMs * 1.83 GHz), anchors.md",
+    "wgmma_fp8_flops_per_clk_per_sm": "1979 TFLOP/s / (132 SMs * 1.83 GHz), anchors.md",
+    "mma_sync_bf16_flops_per_clk_per_sm": "Ampere-style mma.sync on Hopper issues at about half the wgmma rate "
+                                          "(FA2 paper: same code reaches ~35% of H100 peak); calibrated on the H200 flash rows",
+    "mufu_ops_per_clk_per_sm": _ANCHORS, "fp32_ops_per_clk_per_sm": "128 FP32 lanes per SM (67 TFLOP/s FP32)",
+    "l2_hit_latency_cycles": _LUO, "hbm_latency_cycles": _LUO,
+    "sm_max_inflight_bytes": _INFLIGHT, "sm_load_bandwidth_bytes_per_clk": "64 B/clk L2->SM per SM (Hopper L1 fill width)",
+    "pcie_bandwidth_bytes_per_s": "PCIe Gen5 x16, ~55 GB/s achievable per direction",
+}
+
+PRESETS: dict[str, HardwareSpec] = {}
+
+
+def _preset(**kwargs) -> None:
+    spec = HardwareSpec(**kwargs)
+    PRESETS[spec.name] = spec
+
+
+_preset(
+    name="h200", description="NVIDIA H200 SXM 141GB (Hopper), clocks as found on the calibration machine",
+    sm_count=132, sm_clock_hz=1.98e9,
+    hbm_capacity_bytes=141 * 10**9, hbm_bandwidth_bytes_per_s=4.8e12, hbm_achievable_fraction=0.885,
+    l2_capacity_bytes=62914560, l2_bandwidth_bytes_per_clk=6144.0,
+    tensor_sustained_fraction=0.70, kernel_launch_overhead_s=4e-6,
+    **_HOPPER_COMMON,
+    sources={**_HOPPER_SOURCES,
+             "sm_count": _ANCHORS, "sm_clock_hz": "reference README: 1980 MHz as found",
+             "hbm_capacity_bytes": _ANCHORS, "hbm_bandwidth_bytes_per_s": _ANCHORS,
+             "hbm_achievable_fraction": f"copy 4.25 TB/s read+write over 4.8 TB/s, {_CALIB}",
+             "l2_capacity_bytes": "driver-reported 60 MiB, reference README",
+             "l2_bandwidth_bytes_per_clk": "FA3 paper Table 1: L2 12 TB/s on H100 SXM5 (6144 B/clk at 1.98 GHz)",
+             "tensor_sustained_fraction": f"cuBLAS 8192^3 bf16 690-790 TFLOP/s against 1070 at 1.98 GHz (power-limited clock), {_CALIB}",
+             "kernel_launch_overhead_s": "CUDA launch gap; small decode rows of the calibration data"},
+)
+_preset(
+    name="h100", description="NVIDIA H100 SXM5 80GB (Hopper)",
+    sm_count=132, sm_clock_hz=1.83e9,
+    hbm_capacity_bytes=80 * 10**9, hbm_bandwidth_bytes_per_s=3.35e12, hbm_achievable_fraction=0.90,
+    l2_capacity_bytes=50 * 2**20, l2_bandwidth_bytes_per_clk=6144.0,
+    tensor_sustained_fraction=0.80, kernel_launch_overhead_s=4e-6,
+    **_HOPPER_COMMON,
+    sources={**_HOPPER_SOURCES,
+             "sm_count": _ANCHORS, "sm_clock_hz": "tensor peak basis 1830 MHz, anchors.md",
+             "hbm_capacity_bytes": _ANCHORS, "hbm_bandwidth_bytes_per_s": _FA3_T1,
+             "hbm_achievable_fraction": "achieved DRAM bandwidth 90-92% of theoretical, anchors.md",
+             "l2_capacity_bytes": _FA3_T1, "l2_bandwidth_bytes_per_clk": "as h200",
+             "tensor_sustained_fraction": "FA3 paper: cuBLAS-class GEMMs sustain ~800 of 989 TFLOP/s on H100 SXM",
+             "kernel_launch_overhead_s": "as h200"},
+)
+_preset(
+    name="a100", description="NVIDIA A100 SXM4 80GB (Ampere)",
+    sm_count=108, sm_clock_hz=1.41e9,
+    hbm_capacity_bytes=80 * 10**9, hbm_bandwidth_bytes_per_s=2.039e12, hbm_achievable_fraction=0.90,
+    hbm_latency_cycles=480, l2_capacity_bytes=40 * 10**6, l2_bandwidth_bytes_per_clk=5120.0,
+    l2_hit_latency_cycles=200, sm_max_inflight_bytes=32768, sm_load_bandwidth_bytes_per_clk=64.0,
+    smem_per_sm_bytes=167936, smem_per_cta_max_bytes=166912, smem_bandwidth_bytes_per_clk_per_sm=128.0,
+    mma_sync_bf16_flops_per_clk_per_sm=2048.0, tensor_sustained_fraction=0.85,
+    mufu_ops_per_clk_per_sm=16.0, fp32_ops_per_clk_per_sm=64.0, has_tma=False,
+    kernel_launch_overhead_s=4e-6, pcie_bandwidth_bytes_per_s=26e9,
+    sources={"sm_count": _ANCHORS, "sm_clock_hz": _ANCHORS, "hbm_capacity_bytes": _ANCHORS,
+             "hbm_bandwidth_bytes_per_s": _ANCHORS, "hbm_achievable_fraction": "90-92% achieved, anchors.md",
+             "hbm_latency_cycles": "Jia et al. 2021 A100 microbenchmarks (~290 ns + L2)",
+             "l2_capacity_bytes": _ANCHORS, "l2_bandwidth_bytes_per_clk": "Ampere whitepaper: 5120 B/clk L2 read bandwidth (2.3x V100)",
+             "l2_hit_latency_cycles": "Jia et al. 2021", "sm_max_inflight_bytes": _INFLIGHT + " (h200 value scaled)",
+             "sm_load_bandwidth_bytes_per_clk": "64 B/clk per SM",
+             "smem_per_sm_bytes": _ANCHORS, "smem_per_cta_max_bytes": "CUDA programming guide: 163 KiB per block on sm_80",
+             "smem_bandwidth_bytes_per_clk_per_sm": "128 B/clk/SM (FlashAttention paper: ~19 TB/s on 108 SMs)",
+             "mma_sync_bf16_flops_per_clk_per_sm": "312 TFLOP/s / (108 * 1.41 GHz), anchors.md",
+             "tensor_sustained_fraction": "cuBLAS reaches ~265 of 312 TFLOP/s on A100",
+             "mufu_ops_per_clk_per_sm": _ANCHORS, "fp32_ops_per_clk_per_sm": "64 FP32 lanes per SM (19.5 TFLOP/s)",
+             "pcie_bandwidth_bytes_per_s": "PCIe Gen4 x16, ~26 GB/s achievable"},
+)
+_preset(
+    name="b200", description="NVIDIA B200 (Blackwell)",
+    sm_count=148, sm_clock_hz=1.85e9,
+    hbm_capacity_bytes=180 * 10**9, hbm_bandwidth_bytes_per_s=8.0e12, hbm_achievable_fraction=0.90,
+    hbm_latency_cycles=600, l2_capacity_bytes=126 * 10**6, l2_bandwidth_bytes_per_clk=12288.0,
+    l2_hit_latency_cycles=300, sm_max_inflight_bytes=65536, sm_load_bandwidth_bytes_per_clk=128.0,
+    smem_per_sm_bytes=233472, smem_per_cta_max_bytes=232448, smem_bandwidth_bytes_per_clk_per_sm=128.0,
+    tmem_per_sm_bytes=262144,
+    mma_sync_bf16_flops_per_clk_per_sm=2048.0, tcgen05_bf16_flops_per_clk_per_sm=8192.0,
+    tcgen05_fp8_flops_per_clk_per_sm=16384.0, tensor_sustained_fraction=0.85,
+    mufu_ops_per_clk_per_sm=16.0, fp32_ops_per_clk_per_sm=128.0, has_tma=True,
+    kernel_launch_overhead_s=4e-6, pcie_bandwidth_bytes_per_s=55e9,
+    sources={"sm_count": _ANCHORS + "; FA4 paper", "sm_clock_hz": "FA4 paper: 1850 MHz",
+             "hbm_capacity_bytes": _ANCHORS, "hbm_bandwidth_bytes_per_s": _ANCHORS,
+             "hbm_achievable_fraction": "assumed as Hopper (90%)", "hbm_latency_cycles": "assumed ~Hopper",
+             "l2_capacity_bytes": _ANCHORS, "l2_bandwidth_bytes_per_clk": "assumed 2x Hopper (two dies)",
+             "l2_hit_latency_cycles": "assumed ~Hopper", "sm_max_inflight_bytes": "assumed 1.5x Hopper (deeper TMA queues)",
+             "sm_load_bandwidth_bytes_per_clk": "assumed 2x Hopper",
+             "smem_per_sm_bytes": _ANCHORS, "smem_per_cta_max_bytes": "as Hopper",
+             "smem_bandwidth_bytes_per_clk_per_sm": "FA4 paper: SMEM read 128 B/clk/SM",
+             "tmem_per_sm_bytes": "FA4 paper: TMEM 256 KB/SM",
+             "mma_sync_bf16_flops_per_clk_per_sm": "legacy mma.sync, assumed as Hopper",
+             "tcgen05_bf16_flops_per_clk_per_sm": "FA4 paper: 8192 BF16 FLOP/clk/SM",
+             "tcgen05_fp8_flops_per_clk_per_sm": "2x BF16 (4.5 PFLOP/s FP8 dense, anchors.md)",
+             "tensor_sustained_fraction": "assumed; FA4 reaches 71% of 2.25 PF",
+             "mufu_ops_per_clk_per_sm": "FA4 paper: 16 ops/clk/SM", "fp32_ops_per_clk_per_sm": "128 FP32 lanes per SM",
+             "pcie_bandwidth_bytes_per_s": "PCIe Gen5 x16"},
+)
+
+
+def get_preset(name: str) -> HardwareSpec:
+    try:
+        return PRESETS[name.lower()]
+    except KeyError:
+        raise InputError(f"unknown hardware preset {name!r}; known: {', '.join(sorted(PRESETS))}") from None
+
+
+def field_unit(name: str) -> str:
+    """The unit a field's name declares, for `gpusim hardware show`."""
+    for suffix, unit in (("_bytes_per_clk_per_sm", "B/clk/SM"), ("_bytes_per_clk", "B/clk"),
+                         ("_flops_per_clk_per_sm", "FLOP/clk/SM"), ("_ops_per_clk_per_sm", "op/clk/SM"),
+                         ("_bytes_per_s", "B/s"), ("_bytes", "B"), ("_cycles", "cycles"), ("_hz", "Hz"),
+                         ("_fraction", "fraction"), ("_per_sm", "per SM"), ("_s", "s"), ("_count", "count")):
+        if name.endswith(suffix):
+            return unit
+    return ""

@@ -1,0 +1,122 @@
+"""Launch plans: what a kernel module hands to the interpreters.
+
+A `KernelPlan` is the global tensors plus one or more `Launch`es run back to back (the naive path has
+three or four, FlashDecoding two). A `Launch` is a grid of CTA coordinates in launch (rasterization)
+order and a program factory: `program(cta)` returns one generator, or a list of generators that run
+concurrently as warp roles of one CTA (producer, consumers, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, Mapping, Sequence
+
+from gpusim.errors import InputError
+from gpusim.hardware import HardwareSpec
+from gpusim.ops import GlobalTensor
+
+
+def _no_sharing(cta) -> Mapping[str, Hashable]:
+    return {}
+
+
+@dataclass(kw_only=True)
+class Launch:
+    """One kernel launch.
+
+    `shared_by(cta)` maps a tensor name to a key; CTAs with equal keys read the same tiles of that
+    tensor (e.g. every Q tile of one head reads that head's K and V). Folded simulation uses it to know
+    how many distinct copies of a tile a representative CTA stands for. Tensors it does not name are
+    private to each CTA.
+    """
+
+    name: str
+    grid: Sequence[Any]
+    program: Callable[[Any], Any]
+    smem_bytes_per_cta: int
+    threads_per_cta: int
+    registers_per_thread: int = 128
+    shared_by: Callable[[Any], Mapping[str, Hashable]] = _no_sharing
+    max_ctas_per_sm: int | None = None
+
+    def occupancy(self, hw: HardwareSpec) -> int:
+        """CTAs resident per SM, bounded by SMEM, registers, threads and the hardware CTA limit."""
+        self.check_fits(hw)
+        limits = [hw.max_ctas_per_sm, hw.max_threads_per_sm // self.threads_per_cta,
+                  hw.registers_per_sm // (self.registers_per_thread * self.threads_per_cta)]
+        if self.smem_bytes_per_cta:
+            limits.append(hw.smem_per_sm_bytes // self.smem_bytes_per_cta)
+        if self.max_ctas_per_sm:
+            limits.append(self.max_ctas_per_sm)
+        occupancy = min(limits)
+        if occupancy < 1:
+            raise InputError(f"launch {self.name}: {self.threads_per_cta} threads x {self.registers_per_thread} "
+                             f"registers do not fit one SM of {hw.name}")
+        return occupancy
+
+    def check_fits(self, hw: HardwareSpec) -> None:
+        if self.smem_bytes_per_cta > hw.smem_per_cta_max_bytes:
+            raise InputError(f"launch {self.name}: tiles need {self.smem_bytes_per_cta} bytes of shared memory per "
+                             f"CTA; {hw.name} allows {hw.smem_per_cta_max_bytes} (smem_per_cta_max_bytes)")
+        if self.threads_per_cta > 1024 or self.threads_per_cta <= 0:
+            raise InputError(f"launch {self.name}: {self.threads_per_cta} threads per CTA (must be 1..1024)")
+        if not len(self.grid):
+            raise InputError(f"launch {self.name}: empty grid")
+
+
+@dataclass(kw_only=True)
+class KernelPlan:
+    kernel: str
+    tensors: dict[str, GlobalTensor]
+    launches: list[Launch]
+    info: dict = field(default_factory=dict)  # tile sizes, splits, ... reported in results
+
+    def validate(self, hw: HardwareSpec) -> None:
+        for launch in self.launches:
+            launch.occupancy(hw)
+
+    def outputs(self) -> list[str]:
+        return [name for name, t in self.tensors.items() if t.kind == "output"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """A kernel option users set with --option KEY=VALUE or a scenario's [kernels.NAME] table."""
+
+    kind: type
+    default: Any
+    help: str
+    choices: tuple = ()
+
+    def parse(self, kernel: str, key: str, raw) -> Any:
+        value = raw
+        if isinstance(raw, str):
+            text = raw.strip()
+            try:
+                if self.kind is bool:
+                    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError
+                    value = text.lower() in ("true", "1", "yes")
+                elif self.kind is int:
+                    value = int(text)
+                elif self.kind is float:
+                    value = float(text)
+            except ValueError:
+                raise InputError(f"kernel {kernel} option {key}: cannot read {raw!r} as {self.kind.__name__}") from None
+        elif self.kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+            value = float(raw)
+        if value is not None and not isinstance(value, self.kind):
+            raise InputError(f"kernel {kernel} option {key}: expected {self.kind.__name__}, got {raw!r}")
+        if self.choices and value not in self.choices:
+            raise InputError(f"kernel {kernel} option {key}={value!r}: choose from {', '.join(map(str, self.choices))}")
+        return value
+
+
+def resolve_options(kernel: str, schema: Mapping[str, Option], given: Mapping[str, Any] | None) -> dict:
+    """Defaults overlaid with `given`; unknown keys and unreadable values are InputErrors."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(schema))
+    if unknown:
+        known = ", ".join(sorted(schema)) or "none"
+        raise InputError(f"kernel {kernel}: unknown option {unknown[0]!r} (known: {known})")
+    return {key: (opt.parse(kernel, key, given[key]) if key in given else opt.default) for key, opt in schema.items()}

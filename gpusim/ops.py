@@ -1,0 +1,220 @@
+"""The op API: what a CTA program yields.
+
+A kernel is written once as Python generators that yield these ops on tiles. Two interpreters run them:
+the timing interpreter (`gpusim.engine.timing`) charges each op to the unit that executes it, and the
+functional interpreter (`gpusim.functional`) executes it on numpy arrays. Programs must not branch on
+data values, only on shapes and indices, so that both interpreters see the same op sequence.
+
+Ops and what the program gets back from `yield`:
+
+    Load(src, dst, wait=True, signal=None)  -> Handle | None   global memory -> tile (TMA / cp.async / ld)
+    Store(src, dst, accumulate=False)       -> None            tile -> global memory (atomic add if accumulate)
+    Mma(a, b, out, ...)                     -> Handle | None   out (+)= a @ b   (b^T if b_transposed)
+    Vector(fn, inputs, out, ...)            -> None            elementwise / row-reduction work on FP32 + MUFU pipes
+    Wait(handle)                            -> None            block until an async load or MMA completes
+    Signal(sem, count) / Acquire(sem, count)                   counting semaphores between warp roles
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from gpusim.errors import InputError
+from gpusim.hardware import DTYPE_BYTES
+
+SPACES = ("smem", "reg", "tmem")
+
+
+class GlobalTensor:
+    """A tensor in HBM, declared by a kernel plan. `kind` is input, output or scratch."""
+
+    __slots__ = ("name", "shape", "dtype", "kind")
+
+    def __init__(self, name: str, shape: Sequence[int], dtype: str, kind: str = "input"):
+        if dtype not in DTYPE_BYTES:
+            raise InputError(f"tensor {name}: unknown dtype {dtype!r}")
+        if kind not in ("input", "output", "scratch"):
+            raise InputError(f"tensor {name}: kind must be input, output or scratch")
+        self.name, self.shape, self.dtype, self.kind = name, tuple(int(s) for s in shape), dtype, kind
+
+    @property
+    def nbytes(self) -> int:
+        return int(math.prod(self.shape) * DTYPE_BYTES[self.dtype])
+
+    def region(self, *index) -> "TensorRef":
+        """A rectangular region: ints and slices, one per leading dimension; slices are clamped to the shape."""
+        if len(index) > len(self.shape):
+            raise IndexError(f"{self.name}: {len(index)} indices for {len(self.shape)} dimensions")
+        norm, shape = [], []
+        for i, dim in enumerate(self.shape):
+            ix = index[i] if i < len(index) else slice(None)
+            if isinstance(ix, slice):
+                start, stop, _ = ix.indices(dim)
+                stop = max(start, stop)
+                norm.append((start, stop))
+                shape.append(stop - start)
+            else:
+                ix = int(ix)
+                if not 0 <= ix < dim:
+                    raise IndexError(f"{self.name}: index {ix} out of range for dimension {i} of size {dim}")
+                norm.append(ix)
+        return TensorRef(self, tuple(norm), tuple(shape))
+
+    def __repr__(self) -> str:
+        return f"GlobalTensor({self.name}, {self.shape}, {self.dtype})"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorRef:
+    """A region of a global tensor; `key` identifies it in the L2 cache."""
+
+    tensor: GlobalTensor
+    index: tuple  # per dimension: an int, or a (start, stop) pair
+    shape: tuple  # shape of the region after integer indices are dropped
+
+    @property
+    def key(self) -> tuple:
+        return (self.tensor.name, self.index)
+
+    @property
+    def nbytes(self) -> int:
+        return int(math.prod(self.shape) * DTYPE_BYTES[self.tensor.dtype])
+
+    @property
+    def numpy_index(self) -> tuple:
+        return tuple(slice(*ix) if isinstance(ix, tuple) else ix for ix in self.index)
+
+
+class Tile:
+    """A tile on chip. `shape` is the allocated shape (what compute is charged for); `data` holds the
+    valid part when the functional interpreter runs (it may be smaller at ragged edges)."""
+
+    __slots__ = ("shape", "dtype", "space", "name", "data")
+
+    def __init__(self, shape: Sequence[int], dtype: str, space: str = "reg", name: str = ""):
+        if space not in SPACES:
+            raise InputError(f"tile {name}: space must be one of {SPACES}")
+        if dtype not in DTYPE_BYTES:
+            raise InputError(f"tile {name}: unknown dtype {dtype!r}")
+        self.shape, self.dtype, self.space, self.name, self.data = tuple(shape), dtype, space, name, None
+
+    @property
+    def elements(self) -> int:
+        return int(math.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.elements * DTYPE_BYTES[self.dtype])
+
+    def __repr__(self) -> str:
+        return f"Tile({self.name}, {self.shape}, {self.dtype}, {self.space})"
+
+
+class Semaphore:
+    """A counting semaphore shared by the warp roles of one CTA (an mbarrier's arrive/wait, simplified)."""
+
+    __slots__ = ("name", "initial")
+
+    def __init__(self, name: str = "", initial: int = 0):
+        self.name, self.initial = name, initial
+
+
+class Op:
+    __slots__ = ()
+
+
+@dataclass(slots=True, eq=False)
+class Load(Op):
+    """Copy a global region into a tile. wait=False makes it asynchronous (TMA or cp.async): the yield
+    returns a Handle, and completion also signals `signal` if given."""
+
+    src: TensorRef
+    dst: Tile
+    wait: bool = True
+    signal: Semaphore | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Store(Op):
+    """Write a tile to a global region; posted (the program does not wait). accumulate=True adds (atomics)."""
+
+    src: Tile
+    dst: TensorRef
+    accumulate: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class Mma(Op):
+    """out = a @ b (b^T when b_transposed), plus out when accumulate. `instruction` is the tensor-core
+    class (mma_sync, wgmma, tcgen05). `smem_read_bytes` overrides the shared-memory operand traffic
+    (default: the bytes of operands that live in SMEM, read once)."""
+
+    a: Tile
+    b: Tile
+    out: Tile
+    instruction: str
+    b_transposed: bool = False
+    accumulate: bool = False
+    wait: bool = True
+    smem_read_bytes: int | None = None
+
+    @property
+    def flops(self) -> int:
+        m, k = self.a.shape[-2], self.a.shape[-1]
+        n = self.b.shape[-2] if self.b_transposed else self.b.shape[-1]
+        return 2 * m * n * k
+
+    @property
+    def operand_dtype(self) -> str:
+        return self.a.dtype
+
+    def smem_bytes(self) -> int:
+        if self.smem_read_bytes is not None:
+            return self.smem_read_bytes
+        return sum(t.nbytes for t in (self.a, self.b) if t.space == "smem")
+
+
+@dataclass(slots=True, eq=False)
+class Vector(Op):
+    """Elementwise or row-wise work. `fn(*input_arrays)` gives the new value of `out` (functional
+    interpreter only). The timing cost is `elements` times the per-element op counts on the FP32 and
+    MUFU (exp) pipes; `elements` defaults to the largest tile involved."""
+
+    fn: Callable[..., Any]
+    inputs: Sequence[Tile]
+    out: Tile
+    fp32_ops_per_element: float = 1.0
+    mufu_ops_per_element: float = 0.0
+    elements: int | None = None
+
+    def element_count(self) -> int:
+        if self.elements is not None:
+            return self.elements
+        return max([self.out.elements] + [t.elements for t in self.inputs])
+
+
+@dataclass(slots=True, eq=False)
+class Wait(Op):
+    handle: Any
+
+
+@dataclass(slots=True, eq=False)
+class Signal(Op):
+    sem: Semaphore
+    count: int = 1
+
+
+@dataclass(slots=True, eq=False)
+class Acquire(Op):
+    sem: Semaphore
+    count: int = 1
+
+
+@dataclass(slots=True)
+class Handle:
+    """What an asynchronous op returns: when it completes (timing) or nothing (functional)."""
+
+    done_cycle: float = 0.0
+    meta: dict = field(default_factory=dict)

@@ -1,0 +1,47 @@
+"""`simulate(kernel, problem, hardware) -> Result`: the one entry point every interface goes through."""
+
+from __future__ import annotations
+
+import time as wallclock
+from typing import Any, Mapping
+
+from gpusim.engine.timing import TimingInterpreter
+from gpusim.hardware import HardwareSpec, get_preset
+from gpusim.result import Result
+
+
+def simulate(kernel: str, problem, hardware: HardwareSpec | str, options: Mapping[str, Any] | None = None,
+             *, exact: bool = False, trace: bool = False) -> Result:
+    """Time `kernel` (a name from gpusim.kernels) on `problem` and `hardware` (a spec or preset name).
+
+    exact=True simulates every CTA; the default folds alike CTAs (see gpusim.engine.folding).
+    """
+    from gpusim.kernels import get_kernel
+
+    started = wallclock.perf_counter()
+    hw = get_preset(hardware) if isinstance(hardware, str) else hardware
+    module = get_kernel(kernel)
+    plan = module.build_plan(problem, hw, options)
+    run = TimingInterpreter(hw, exact=exact, trace=trace).run(plan)
+    counters, bytes_ = run["counters"], run["bytes"]
+    return Result(
+        kernel=kernel, hardware=hw.name, problem=problem.describe(),
+        time_s=run["cycles"] * hw.seconds_per_cycle,
+        flops=float(problem.flops),
+        hbm_read_bytes=bytes_.hbm_read, hbm_write_bytes=bytes_.hbm_write,
+        l2_read_bytes=bytes_.l2_read, l2_write_bytes=bytes_.l2_write,
+        smem_read_bytes=counters.smem_read, smem_write_bytes=counters.smem_write,
+        unit_busy=run["busy"], launches=run["launches"],
+        sim_wall_s=wallclock.perf_counter() - started, events=counters.events, exact=exact,
+        info=dict(plan.info), trace=run.get("trace"),
+    )
+
+
+def run_functional_check(kernel: str, problem, hardware: HardwareSpec | str, inputs: Mapping, options=None) -> dict:
+    """Run the kernel's programs on numbers; returns its output arrays by tensor name."""
+    from gpusim.functional import run_functional
+    from gpusim.kernels import get_kernel
+
+    hw = get_preset(hardware) if isinstance(hardware, str) else hardware
+    plan = get_kernel(kernel).build_plan(problem, hw, options)
+    return run_functional(plan, dict(inputs))
