@@ -4,8 +4,8 @@ Blocks are runs of f consecutive CTAs in launch order, and f divides the SM coun
 (S/f SMs running the blocks' representatives) keeps the real one's waves, tail wave and per-SM behaviour.
 Neighbouring CTAs in launch order are what a real GPU runs side by side, so a block is also a set of CTAs
 that share data the way concurrent CTAs do: its representative's read of a tile stands for `weight` L2
-requests of which `copies_of(tensor)` are distinct tiles (the CTAs' `shared_by` keys), so DRAM traffic and
-L2 residency count copies, L2 traffic counts weight.
+requests for the distinct tiles of its block (the CTAs' `shared_by` keys), so DRAM traffic and
+L2 residency count the distinct tiles, L2 traffic counts weight.
 """
 
 from __future__ import annotations
@@ -18,14 +18,33 @@ MIN_SIMULATED_SMS = 4
 
 
 class Representative:
-    __slots__ = ("cta", "weight", "_copies")
+    """One simulated CTA standing for `weight` real ones. `shared[tensor] = (own key, other keys)` lists
+    the distinct `shared_by` keys of its block."""
 
-    def __init__(self, cta: Any, weight: int, copies: Mapping[str, int]):
-        self.cta, self.weight, self._copies = cta, weight, copies
+    __slots__ = ("cta", "weight", "_shared")
 
-    def copies_of(self, tensor: str) -> int:
-        """Distinct tiles of `tensor` that one read by this representative stands for."""
-        return self._copies.get(tensor, self.weight)
+    def __init__(self, cta: Any, weight: int, shared: Mapping[str, tuple]):
+        self.cta, self.weight, self._shared = cta, weight, shared
+
+    def l2_keys(self, ref) -> tuple[tuple, int]:
+        """The L2 keys one access to `ref` by this representative stands for, and how many real tiles
+        each key counts for. Shared tensors: the block's distinct tiles, found by substituting each
+        other CTA's shared key for the leading indices of the region (K[b, kv_head, ...] and key
+        (b, kv_head)); private tensors: the representative's key counted `weight` times."""
+        name = ref.tensor.name
+        entry = self._shared.get(name)
+        if entry is None:
+            return (ref.key,), self.weight
+        own, others = entry
+        if not others:
+            return (ref.key,), 1
+        prefix = own if isinstance(own, tuple) else (own,)
+        index = ref.index
+        if index[:len(prefix)] != prefix:
+            return (ref.key,), len(others) + 1
+        tail = index[len(prefix):]
+        siblings = tuple((name, (o if isinstance(o, tuple) else (o,)) + tail) for o in others)
+        return (ref.key,) + siblings, 1
 
 
 def choose_fold_factor(sm_count: int, grid_size: int, ctas_per_sm: int) -> int:
@@ -45,10 +64,13 @@ def fold_grid(grid: Sequence[Any], shared_by: Callable[[Any], Mapping[str, Hasha
     reps = []
     for start in range(0, len(grid), fold):
         block = grid[start:start + fold]
-        keys: dict[str, set] = {}
+        rep = block[len(block) // 2]
+        own = shared_by(rep)
+        keys: dict[str, dict] = {}
         for cta in block:
             for tensor, key in shared_by(cta).items():
-                keys.setdefault(tensor, set()).add(key)
-        copies = {tensor: len(distinct) for tensor, distinct in keys.items()}
-        reps.append(Representative(block[len(block) // 2], len(block), copies))
+                keys.setdefault(tensor, {})[key] = None
+        shared = {tensor: (own[tensor], tuple(k for k in distinct if k != own[tensor]))
+                  for tensor, distinct in keys.items() if tensor in own}
+        reps.append(Representative(rep, len(block), shared))
     return reps

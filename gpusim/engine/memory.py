@@ -8,9 +8,9 @@ A read from an SM passes, in order of what can hold it back:
   4. on a miss, HBM (shared achievable bandwidth, latency).
 It completes at the latest of its latency and the drain times of the servers it queued on.
 
-Folded simulation: one representative request can stand for `weight` CTAs' requests, of which `copies`
-are distinct data. Shared servers see weight x bytes (L2) and copies x bytes (HBM on a miss); the SM's
-own path sees the bytes of one CTA.
+Folded simulation: one representative request can stand for `weight` CTAs' requests for a few distinct
+tiles (`keys`, each counting `multiplicity` real tiles). The L2 server sees weight x bytes, HBM the bytes of
+the distinct tiles that miss; the SM's own path sees the bytes of one CTA.
 """
 
 from __future__ import annotations
@@ -74,36 +74,47 @@ class MemorySystem:
             self.bytes.hbm_write += nbytes
             self.hbm.reserve(t, nbytes)
 
-    def read(self, port: SmMemoryPort, t: float, key, nbytes: int, weight: float = 1.0, copies: float = 1.0) -> float:
-        """Read a tile into an SM; returns its completion cycle."""
+    def read(self, port: SmMemoryPort, t: float, keys: tuple, nbytes: int, weight: float = 1.0,
+             multiplicity: float = 1.0) -> float:
+        """Read a tile into an SM; returns its completion cycle. `keys` are the distinct tiles the request
+        stands for (the first is the issuing CTA's own), each counting `multiplicity` real tiles."""
         t = port.admit(t, nbytes)
         l2_bytes = nbytes * weight
         self.bytes.l2_read += l2_bytes
         done = max(self.l2.reserve(t, l2_bytes), port.load_link.reserve(t, nbytes))
-        if self.cache.hit(key):
-            self.bytes.l2_hits += weight
-            done = max(done, t + self.hw.l2_hit_latency_cycles)
-        else:
-            dram = nbytes * copies
-            self.bytes.l2_misses += copies
-            self.bytes.l2_hits += weight - copies
+        missed = 0
+        own_hit = True
+        for i, key in enumerate(keys):
+            if not self.cache.hit(key):
+                missed += 1
+                own_hit = own_hit and i > 0
+                self._write_back(t, self.cache.insert(key, nbytes * multiplicity, dirty=False))
+        misses = missed * multiplicity
+        self.bytes.l2_misses += misses
+        self.bytes.l2_hits += weight - misses
+        if missed:
+            dram = nbytes * misses
             self.bytes.hbm_read += dram
-            done = max(done, t + self.hw.hbm_latency_cycles, self.hbm.reserve(t, dram))
-            self._write_back(t, self.cache.insert(key, dram, dirty=False))
+            hbm_done = self.hbm.reserve(t, dram)
+            done = max(done, hbm_done if own_hit else max(hbm_done, t + self.hw.hbm_latency_cycles))
+        done = max(done, t + (self.hw.l2_hit_latency_cycles if own_hit else self.hw.hbm_latency_cycles))
         port.track(done, nbytes)
         return done
 
-    def write(self, port: SmMemoryPort, t: float, key, nbytes: int, weight: float = 1.0,
-              copies: float = 1.0, accumulate: bool = False) -> float:
+    def write(self, port: SmMemoryPort, t: float, keys: tuple, nbytes: int, weight: float = 1.0,
+              multiplicity: float = 1.0, accumulate: bool = False) -> float:
         """Post a tile write (write-back L2); returns when L2 has absorbed it. `accumulate` is an atomic
         add performed at L2: a read-modify-write there, reading HBM only if the line is absent."""
         l2_bytes = nbytes * weight
         self.bytes.l2_write += l2_bytes
         done = max(self.l2.reserve(t, l2_bytes * (2 if accumulate else 1)), port.store_link.reserve(t, nbytes))
+        tile_bytes = nbytes * multiplicity
+        for key in keys:
+            if accumulate:
+                if not self.cache.hit(key):
+                    self.bytes.hbm_read += tile_bytes
+                    done = max(done, t + self.hw.hbm_latency_cycles, self.hbm.reserve(t, tile_bytes))
+            self._write_back(t, self.cache.insert(key, tile_bytes, dirty=True))
         if accumulate:
             self.bytes.l2_read += l2_bytes
-            if not self.cache.hit(key):
-                self.bytes.hbm_read += nbytes * copies
-                done = max(done, t + self.hw.hbm_latency_cycles, self.hbm.reserve(t, nbytes * copies))
-        self._write_back(t, self.cache.insert(key, nbytes * copies, dirty=True))
         return max(done, t + self.hw.l2_hit_latency_cycles)

@@ -156,7 +156,8 @@ class TimingInterpreter:
             if kind is Load:
                 src = op.src
                 nbytes = src.nbytes
-                done = mem.read(sm.port, now, src.key, nbytes, weight, rep.copies_of(src.tensor.name))
+                keys, multiplicity = rep.l2_keys(src)
+                done = mem.read(sm.port, now, keys, nbytes, weight, multiplicity)
                 if op.dst.space == "smem":
                     counters.smem_write += nbytes * weight
                 if trace is not None:
@@ -198,7 +199,8 @@ class TimingInterpreter:
             elif kind is Store:
                 dst = op.dst
                 nbytes = dst.nbytes
-                done = mem.write(sm.port, now, dst.key, nbytes, weight, rep.copies_of(dst.tensor.name), op.accumulate)
+                keys, multiplicity = rep.l2_keys(dst)
+                done = mem.write(sm.port, now, keys, nbytes, weight, multiplicity, op.accumulate)
                 if op.src.space == "smem":
                     counters.smem_read += nbytes * weight
                 if trace is not None:

@@ -1,0 +1,138 @@
+"""Pieces every attention schedule shares: tensor declarations, causal tile bounds, and the online-softmax
+step (FlashAttention-2 paper, Algorithm 1 lines 8-10) as op sequences.
+
+Per-element instruction counts below are the algorithm's own (what the kernels' inner loops execute per
+score element), not hardware efficiency factors; the hardware decides how long each instruction takes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from gpusim.ops import GlobalTensor, Tile, Vector
+from gpusim.problem import AttentionProblem
+
+#: FP32 instructions per score element in the online softmax, split by step:
+#:  scale + causal select + running row max (2), exp2 argument FMA (1), row sum (1).
+MAX_OPS_PER_ELEMENT = 2.0
+EXP_FMA_OPS_PER_ELEMENT = 1.0
+SUM_OPS_PER_ELEMENT = 1.0
+#: Rescaling the output accumulator by exp(m_old - m_new): one multiply per accumulator element.
+RESCALE_OPS_PER_ELEMENT = 1.0
+
+
+def tensor_dtype(problem: AttentionProblem) -> str:
+    return "fp8" if problem.dtype == "fp8" else problem.dtype
+
+
+def declare_tensors(problem: AttentionProblem, *, lse: bool = True, backward: bool = False) -> dict[str, GlobalTensor]:
+    """Q, K, V inputs and O output (and LSE, and the backward pass's dO, dQ, dK, dV)."""
+    b, h, hk, n, l, d = (problem.batch, problem.heads, problem.kv_heads, problem.seq_len, problem.kv_len,
+                         problem.head_dim)
+    dt = tensor_dtype(problem)
+    out_dt = "bf16" if dt == "fp8" else dt
+    forward_kind = "input" if problem.pass_ == "bwd" else "output"  # a backward-only pass reads O and LSE
+    tensors = {
+        "Q": GlobalTensor("Q", (b, h, n, d), dt, "input"),
+        "K": GlobalTensor("K", (b, hk, l, d), dt, "input"),
+        "V": GlobalTensor("V", (b, hk, l, d), dt, "input"),
+        "O": GlobalTensor("O", (b, h, n, d), out_dt, forward_kind),
+    }
+    if lse or backward:
+        tensors["LSE"] = GlobalTensor("LSE", (b, h, n), "fp32", forward_kind)
+    if backward:
+        tensors["dO"] = GlobalTensor("dO", (b, h, n, d), out_dt, "input")
+        tensors["dQ"] = GlobalTensor("dQ", (b, h, n, d), "fp32", "output")
+        tensors["dK"] = GlobalTensor("dK", (b, hk, l, d), out_dt, "output")
+        tensors["dV"] = GlobalTensor("dV", (b, hk, l, d), out_dt, "output")
+    return tensors
+
+
+def causal_offset(problem: AttentionProblem) -> int:
+    """Query i sees keys j <= i + offset (bottom-right alignment)."""
+    return problem.kv_len - problem.seq_len
+
+
+def kv_tiles_for_rows(problem: AttentionProblem, row_start: int, row_stop: int, block_n: int,
+                      kv_start: int = 0, kv_stop: int | None = None) -> range:
+    """Indices of the K/V tiles (of `block_n` keys) that rows [row_start, row_stop) must visit within
+    keys [kv_start, kv_stop): all of them, or under causal masking only those left of the diagonal."""
+    kv_stop = problem.kv_len if kv_stop is None else kv_stop
+    if problem.causal:
+        last_visible = min(row_stop, problem.seq_len) - 1 + causal_offset(problem)
+        kv_stop = min(kv_stop, last_visible + 1)
+    first, stop = kv_start // block_n, math.ceil(kv_stop / block_n)
+    return range(first, max(first, stop))
+
+
+def tile_needs_mask(problem: AttentionProblem, row_start: int, col_start: int, col_stop: int) -> bool:
+    """True when some key in [col_start, col_stop) is hidden from some query row >= row_start."""
+    return problem.causal and col_stop - 1 > row_start + causal_offset(problem)
+
+
+def masked_scores(problem: AttentionProblem, row_start: int, col_start: int, needs_mask: bool):
+    """Function applying scale and (if needed) the causal mask to a raw score tile."""
+    scale, offset = problem.scale, causal_offset(problem)
+
+    def apply(s: np.ndarray) -> np.ndarray:
+        s = s * scale
+        if needs_mask:
+            rows = np.arange(row_start, row_start + s.shape[0])[:, None]
+            cols = np.arange(col_start, col_start + s.shape[1])[None, :]
+            s = np.where(cols <= rows + offset, s, -np.inf)
+        return s
+    return apply
+
+
+def _safe(m: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(m), m, 0.0)
+
+
+def init_row_state(rows: int, block_m: int, head_dim: int, acc_rows: int | None = None):
+    """Ops and tiles for the running max m, running sum l and output accumulator of `rows` valid rows."""
+    m = Tile((block_m,), "fp32", "reg", "m")
+    l_ = Tile((block_m,), "fp32", "reg", "l")
+    acc = Tile((block_m, head_dim), "fp32", "reg", "acc")
+    ops = [Vector(lambda: np.full(rows, -np.inf), [], m, 0.0),
+           Vector(lambda: np.zeros(rows), [], l_, 0.0),
+           Vector(lambda: np.zeros((acc_rows or rows, head_dim)), [], acc, 0.0)]
+    return m, l_, acc, ops
+
+
+def online_softmax(s: Tile, m: Tile, l_: Tile, acc: Tile, p: Tile, scale_and_mask,
+                   *, exp_on_fma_fraction: float = 0.0, fma_ops_per_software_exp: float = 0.0,
+                   rescale: bool = True):
+    """Yield the ops of one online-softmax step on score tile `s` (raw Q K^T):
+    m_new = max(m, rowmax(s')); p = exp(s' - m_new); l = l * exp(m - m_new) + rowsum(p); acc *= exp(m - m_new),
+    where s' = scale_and_mask(s). `p` receives P in its own dtype (the operand of the P V product).
+
+    exp_on_fma_fraction moves that share of the exponentials from the MUFU to a polynomial on the FP32
+    pipe (FlashAttention-4); rescale=False skips the accumulator rescale work (FA4's conditional rescaling
+    when the max did not grow enough; the functional result is still exact because the step is applied
+    with the true max here, see fa4)."""
+    alpha = Tile(m.shape, "fp32", "reg", "alpha")
+    m_old = Tile(m.shape, "fp32", "reg", "m_old")
+    yield Vector(lambda m_: m_.copy(), [m], m_old, 0.0, elements=m.elements)
+    yield Vector(lambda s_, m_: np.maximum(m_, scale_and_mask(s_).max(axis=1)), [s, m], m,
+                 MAX_OPS_PER_ELEMENT, elements=s.elements)
+    mufu = 1.0 - exp_on_fma_fraction
+    fma = EXP_FMA_OPS_PER_ELEMENT + exp_on_fma_fraction * fma_ops_per_software_exp
+    yield Vector(lambda s_, m_: np.exp(scale_and_mask(s_) - _safe(m_)[:, None]), [s, m], p,
+                 fma, mufu, elements=s.elements)
+    yield Vector(lambda mo, mn: np.exp(_safe(mo) - _safe(mn)) * np.isfinite(mo), [m_old, m], alpha,
+                 1.0, 1.0, elements=m.elements)
+    yield Vector(lambda l0, a, p_: l0 * a + p_.sum(axis=1), [l_, alpha, p], l_, SUM_OPS_PER_ELEMENT,
+                 elements=s.elements)
+    yield Vector(lambda o, a: o * a[:, None], [acc, alpha], acc, RESCALE_OPS_PER_ELEMENT if rescale else 0.0,
+                 elements=acc.elements)
+
+
+def finalize_output(acc: Tile, l_: Tile, m: Tile, out: Tile, lse: Tile | None):
+    """O = acc / l (rows with l = 0 give 0) and LSE = m + log(l)."""
+    yield Vector(lambda o, s: np.divide(o, s[:, None], out=np.zeros_like(o), where=s[:, None] > 0),
+                 [acc, l_], out, 1.0, elements=acc.elements)
+    if lse is not None:
+        yield Vector(lambda mx, s: np.where(s > 0, _safe(mx) + np.log(np.where(s > 0, s, 1.0)), -np.inf),
+                     [m, l_], lse, 1.0, 1.0, elements=m.elements)

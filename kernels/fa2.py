@@ -1,0 +1,124 @@
+"""FlashAttention-2 (Dao 2023, arXiv 2307.08691), Sections 3.1-3.2, Algorithm 1 (forward).
+
+One CTA per (Q tile, batch, head), grid order (m_block, batch, head) with the Q tile fastest, so CTAs that
+run together share K/V tiles in L2. Each CTA keeps its Q tile and O accumulator on chip and walks K/V tiles
+left to right (under causal masking only up to the diagonal; tiles past it are skipped), with the
+online softmax; O and the log-sum-exp are written once. Tensor cores through Ampere-style `mma.sync`
+(all four warps read the K and V tiles from SMEM through ldmatrix), K/V prefetched with cp.async one
+tile ahead exactly as the reference kernel does (V_j while computing S_j, K_j+1 while computing P_j V_j),
+and no overlap of softmax with the matrix products inside a CTA: overlap comes only from the second CTA
+resident on the SM.
+
+Differences from the CUDA kernel: warps of a CTA are one process (they run in lockstep in FA2), and the
+per-element softmax work is counted from the algorithm (attention_common), not from SASS. With seq_len 1
+it is FlashAttention's decode path without a KV split (one CTA per (batch, head)). Backward: fa2_backward.
+"""
+
+from __future__ import annotations
+
+from gpusim.errors import InputError
+from gpusim.launch import KernelPlan, Launch, Option, resolve_options
+from gpusim.ops import Load, Mma, Store, Tile, Wait
+from gpusim.problem import AttentionProblem
+from gpusim.kernels.attention_common import (declare_tensors, finalize_output, init_row_state, kv_tiles_for_rows,
+                                      masked_scores, online_softmax, tensor_dtype, tile_needs_mask)
+
+NAME = "fa2"
+PROBLEM = AttentionProblem
+OPTIONS = {
+    "block_m": Option(int, None, "Q rows per CTA (default: FA2's choice for the head dim)"),
+    "block_n": Option(int, None, "K/V rows per tile (default: FA2's choice for the head dim)"),
+    "warps": Option(int, None, "warps per CTA (default 4; 8 for head dim 256)"),
+}
+#: FA2's forward kernels use almost the whole register file per thread (255 registers), which with
+#: 4 warps allows two CTAs per SM; a property of the compiled kernel.
+REGISTERS_PER_THREAD = 255
+
+
+def default_tiles(head_dim: int) -> tuple[int, int, int]:
+    """(block_m, block_n, warps) that FlashAttention-2 picks for sm80/sm90 forward."""
+    if head_dim <= 64:
+        return 128, 128, 4
+    if head_dim <= 128:
+        return 128, 64, 4
+    return 128, 64, 8
+
+
+def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block_n: int, warps: int,
+                   instruction: str = "mma_sync") -> Launch:
+    q_t, k_t, v_t, o_t, lse_t = (tensors[k] for k in ("Q", "K", "V", "O", "LSE"))
+    d, group = problem.head_dim, problem.group_size
+    dt = tensor_dtype(problem)
+    m_blocks = -(-problem.seq_len // block_m)
+    grid = [(mb, b, h) for h in range(problem.heads) for b in range(problem.batch) for mb in range(m_blocks)]
+
+    def program(cta):
+        mb, b, h = cta
+        hk = h // group
+        r0 = mb * block_m
+        rows = slice(r0, r0 + block_m)
+        valid_rows = min(block_m, problem.seq_len - r0)
+        q = Tile((block_m, d), dt, "smem", "Q")
+        k = Tile((block_n, d), dt, "smem", "K")
+        v = Tile((block_n, d), dt, "smem", "V")
+        s = Tile((block_m, block_n), "fp32", "reg", "S")
+        p = Tile((block_m, block_n), dt, "reg", "P")
+        m, l_, acc, init = init_row_state(valid_rows, block_m, d)
+        yield Load(q_t.region(b, h, rows), q)
+        for op in init:
+            yield op
+        tiles = kv_tiles_for_rows(problem, r0, r0 + valid_rows, block_n)
+        kv = lambda j: slice(j * block_n, (j + 1) * block_n)  # noqa: E731
+        k_ready = None
+        if len(tiles):
+            k_ready = yield Load(k_t.region(b, hk, kv(tiles[0])), k, wait=False)
+        for i, j in enumerate(tiles):
+            yield from _wait(k_ready)
+            v_ready = yield Load(v_t.region(b, hk, kv(j)), v, wait=False)
+            yield Mma(q, k, s, instruction, b_transposed=True, smem_read_bytes=warps * k.nbytes)
+            mask = masked_scores(problem, r0, j * block_n, tile_needs_mask(problem, r0, j * block_n, (j + 1) * block_n))
+            yield from online_softmax(s, m, l_, acc, p, mask)
+            yield from _wait(v_ready)
+            if i + 1 < len(tiles):
+                k_ready = yield Load(k_t.region(b, hk, kv(tiles[i + 1])), k, wait=False)
+            yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps * v.nbytes)
+        out = Tile((block_m, d), o_t.dtype, "smem", "O")
+        lse = Tile((block_m,), "fp32", "reg", "LSE")
+        yield from finalize_output(acc, l_, m, out, lse)
+        yield Store(out, o_t.region(b, h, rows))
+        yield Store(lse, lse_t.region(b, h, rows))
+
+    smem = (block_m + 2 * block_n) * d * problem.element_bytes
+    return Launch(name="fa2_fwd", grid=grid, program=program, smem_bytes_per_cta=int(smem),
+                  threads_per_cta=32 * warps, registers_per_thread=REGISTERS_PER_THREAD,
+                  shared_by=lambda cta: {"K": (cta[1], cta[2] // group), "V": (cta[1], cta[2] // group)})
+
+
+def _wait(handle):
+    if handle is not None:
+        yield Wait(handle)
+
+
+def resolve_tiles(problem: AttentionProblem, opts: dict) -> tuple[int, int, int]:
+    bm, bn, warps = default_tiles(problem.head_dim)
+    bm, bn, warps = opts["block_m"] or bm, opts["block_n"] or bn, opts["warps"] or warps
+    if min(bm, bn, warps) <= 0:
+        raise InputError("fa2: block_m, block_n and warps must be positive")
+    return bm, bn, warps
+
+
+def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
+    opts = resolve_options(NAME, OPTIONS, options)
+    if problem.dtype == "fp8":
+        raise InputError("fa2: FlashAttention-2 has no FP8 path; use fa3 for fp8")
+    bm, bn, warps = resolve_tiles(problem, opts)
+    backward = problem.pass_ != "fwd"
+    tensors = declare_tensors(problem, backward=backward)
+    launches = []
+    if problem.pass_ in ("fwd", "fwd_bwd"):
+        launches.append(forward_launch(problem, tensors, bm, bn, warps))
+    if backward:
+        from gpusim.kernels.fa2_backward import backward_launches
+        launches.extend(backward_launches(problem, hw, tensors, opts))
+    return KernelPlan(kernel=NAME, tensors=tensors, launches=launches,
+                      info={"block_m": bm, "block_n": bn, "warps": warps, "instruction": "mma_sync"})
