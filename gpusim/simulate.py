@@ -33,7 +33,7 @@ def simulate(kernel: str, problem, hardware: HardwareSpec | str, options: Mappin
         smem_read_bytes=counters.smem_read, smem_write_bytes=counters.smem_write,
         unit_busy=run["busy"], launches=run["launches"],
         sim_wall_s=wallclock.perf_counter() - started, events=counters.events, exact=exact,
-        info=dict(plan.info), trace=run.get("trace"),
+        info={**plan.info, "sm_clock_hz": hw.sm_clock_hz}, trace=run.get("trace"),
     )
 
 

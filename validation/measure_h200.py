@@ -86,7 +86,7 @@ def nvidia_smi_snapshot():
     """Read-only query of nvidia-smi (never sets anything)."""
     if not shutil.which("nvidia-smi"):
         return {"error": "nvidia-smi not found"}
-    out = {"time_utc": datetime.datetime.utcnow().isoformat() + "Z"}
+    out = {"time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     fields = list(SMI_FIELDS)
     txt = sh("nvidia-smi --query-gpu=%s --format=csv,noheader" % ",".join(fields))
     if "Field" in txt and "is not a valid field" in txt:  # older/newer driver: drop the optional field
@@ -117,7 +117,7 @@ class Recorder:
         self.path = path
         self.doc = {"group": group, "status": "running", "meta": meta, "conventions": conventions,
                     "rows": [], "errors": [], "notes": [], "smi": [], "started_utc":
-                    datetime.datetime.utcnow().isoformat() + "Z"}
+                    datetime.datetime.now(datetime.timezone.utc).isoformat()}
         self.t0 = time.time()
         self.flush()
 
@@ -365,7 +365,8 @@ def group_copy_vs_sms(rec, quick):
     if quick:
         ks = [1, 8, 132, 528]
     # (block bytes per iteration per program, num_warps, num_stages)
-    variants = [(16384, 4, 1), (16384, 4, 3), (65536, 8, 1), (4096, 4, 1)]
+    variants = [(16384, 4, 1), (16384, 4, 3), (65536, 8, 1), (4096, 4, 1), (16384, 8, 1), (32768, 4, 1),
+                (131072, 16, 1)]
     if quick:
         variants = variants[:1] + variants[2:3]
     sms = torch.cuda.get_device_properties(0).multi_processor_count
@@ -394,7 +395,7 @@ def group_copy_vs_sms(rec, quick):
                 ms, lo, hi = bench(lambda: K["copy"][(k,)](src, dst, iters, BLOCK=BLOCK, num_warps=nw,
                                                           num_stages=ns), quick)
                 rw = 2 * nel * 2
-                bw = rw / ms / 1e9  # GB/s
+                bw = rw / ms / 1e6  # GB/s (ms -> s: *1e3, bytes -> GB: /1e9)
                 fn = lambda: K["copy"][(k,)](src, dst, iters, BLOCK=BLOCK, num_warps=nw,  # noqa: E731
                                              num_stages=ns)
                 try:
@@ -406,7 +407,7 @@ def group_copy_vs_sms(rec, quick):
                          "iters_per_program": iters, "buffer_bytes": nel * 2, "rw_bytes": rw, "ms": ms,
                          "ms_p20": lo, "ms_p80": hi, "rw_TBps": bw / 1e3, "per_program_GBps": bw / k,
                          "per_sm_GBps": bw / min(k, sms), "programs_per_sm": k / sms, "verified": ok,
-                         "ms_graph": ms_g, "rw_TBps_graph": (rw / ms_g / 1e12) if ms_g else None})
+                         "ms_graph": ms_g, "rw_TBps_graph": (rw / ms_g / 1e9) if ms_g else None})
                 log("  copy %-40s %8.3f ms  %7.3f TB/s" % (case, ms, bw / 1e3))
             except Exception as e:  # noqa: BLE001
                 rec.error(case, e)
@@ -690,14 +691,16 @@ NCU_METRICS = "dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum,gpu__
 
 def dram_cases(quick):
     cases = []
-    Ns = [4096, 16384, 32768, 65536, 131072]
+    Ns = [4096, 16384, 32768, 65536, 98304, 131072]
+    causal_Ns = [32768, 131072]
     if quick:
-        Ns = [4096, 32768]
+        Ns, causal_Ns = [4096, 32768], [32768]
     for impl in ("flash", "cudnn"):
         for d in (64, 128):
             for N in Ns:
                 cases.append({"kind": "fwd", "impl": impl, "B": 1, "H": 16, "N": N, "d": d, "causal": False})
-            cases.append({"kind": "fwd", "impl": impl, "B": 1, "H": 16, "N": 32768, "d": d, "causal": True})
+            for N in causal_Ns:
+                cases.append({"kind": "fwd", "impl": impl, "B": 1, "H": 16, "N": N, "d": d, "causal": True})
     for L in ([16384] if quick else [16384, 131072]):
         for impl in ("sdpa_flash", "triton_nosplit", "triton_splitk"):
             cases.append({"kind": "decode", "impl": impl, "B": 8, "Hq": DEC_HQ, "Hkv": DEC_HKV, "L": L, "d": DEC_D})
@@ -758,7 +761,9 @@ def _num(s):
 
 
 _UNIT = {"byte": 1.0, "kbyte": 1e3, "mbyte": 1e6, "gbyte": 1e9, "tbyte": 1e12,
-         "nsecond": 1e-6, "usecond": 1e-3, "msecond": 1.0, "second": 1e3}  # bytes; ms
+         "b": 1.0, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+         "nsecond": 1e-6, "usecond": 1e-3, "msecond": 1.0, "second": 1e3,
+         "ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}  # -> bytes; -> ms
 
 
 def parse_ncu_csv(text):
@@ -789,8 +794,8 @@ def parse_ncu_csv(text):
             u = (units.get(m) or "").strip().lower()
             if val is not None and u in _UNIT:
                 val *= _UNIT[u]
-            elif val is not None and m.startswith("gpu__time_duration") and not u:
-                val *= 1e-6  # --print-units base: nanoseconds
+            elif val is not None and m.startswith("gpu__time_duration"):
+                val *= 1e-6  # unknown or missing unit: --print-units base gives nanoseconds
             k[m] = val
             k[m + ".unit"] = units.get(m)
         out.append(k)
@@ -874,6 +879,7 @@ def group_dram(rec, quick, out_dir):
                 row["time_ms"] = sum(x["gpu__time_duration.sum"] for x in ks)
                 row["kernel_names"] = [x["name"][:100] for x in ks]
                 row["per_kernel"] = [{m: x[m] for m in NCU_METRICS.split(",")} for x in ks]
+                row["ncu_units_seen"] = {m: ks[0].get(m + ".unit") for m in NCU_METRICS.split(",")} if ks else None
                 if c["kind"] == "fwd":
                     row["qkvo_bytes_GB"] = 4 * c["B"] * c["H"] * c["N"] * c["d"] * 2 / 1e9
                 else:
@@ -932,7 +938,7 @@ def run_child(group, out_dir, quick):
 
 
 def write_env(out_dir):
-    env = {"time_utc": datetime.datetime.utcnow().isoformat() + "Z", "uname": sh("uname -a"),
+    env = {"time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(), "uname": sh("uname -a"),
            "nvidia_smi": sh("nvidia-smi"), "smi": nvidia_smi_snapshot(),
            "python": sys.version, "executable": sys.executable}
     env["torch_triton"] = sh("%s -c \"import torch, triton; print(torch.__version__, torch.version.cuda, "

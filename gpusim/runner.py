@@ -1,0 +1,100 @@
+"""Run a scenario's points (serially or over processes), collect rows, and write results atomically."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from gpusim.result import Result
+from gpusim.scenario import Point, Scenario
+from gpusim.simulate import simulate
+
+ROW_METRICS = ("time_s", "tflops_per_s", "flops", "hbm_read_bytes", "hbm_write_bytes", "hbm_bytes", "l2_read_bytes",
+               "l2_write_bytes", "l2_bytes", "smem_read_bytes", "hbm_bytes_per_s", "arithmetic_intensity", "bound",
+               "busiest_unit", "sim_wall_s", "events")
+
+
+def run_point(point: Point) -> Result:
+    return simulate(point.kernel, point.problem, point.hardware, point.options, exact=point.exact)
+
+
+def result_row(point: Point, result: Result) -> dict:
+    """One flat row per point: sweep coordinates, problem, metrics and unit busy shares."""
+    row = {"kernel": point.kernel, "hardware": point.hardware.name, **point.coords, "problem": result.problem}
+    for metric in ROW_METRICS:
+        row[metric] = getattr(result, metric)
+    problem = point.problem
+    if hasattr(problem, "compulsory_bytes"):
+        row["compulsory_bytes"] = problem.compulsory_bytes
+    for unit, share in result.unit_busy.items():
+        row[f"busy_{unit}"] = share
+    for key, value in result.info.items():
+        if isinstance(value, (int, float, str, bool)):
+            row[f"info_{key}"] = value
+    return row
+
+
+def run_points(points: list[Point], jobs: int = 1, progress: bool = False) -> list[Result]:
+    """Simulate every point; with jobs > 1 spread them over processes (results in point order)."""
+    if jobs > 1 and len(points) > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            iterator = pool.map(run_point, points)
+            return list(_with_progress(iterator, len(points), progress))
+    return list(_with_progress(map(run_point, points), len(points), progress))
+
+
+def _with_progress(iterator, total: int, enabled: bool):
+    if not enabled:
+        yield from iterator
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task("points", total=total)
+        for item in iterator:
+            bar.advance(task)
+            yield item
+
+
+def write_outputs(scenario: Scenario, rows: list[dict], results: list[Result], figures: dict) -> Path:
+    """Write results.csv, results.json and figures into the scenario's output folder, all or nothing:
+    everything goes to a temporary folder first, which then replaces the output folder."""
+    out = scenario.output_dir
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        columns: list[str] = []
+        for row in rows:
+            columns.extend(k for k in row if k not in columns)
+        with open(staging / "results.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        payload = {"scenario": scenario.name, "description": scenario.description, "source": str(scenario.path),
+                   "rows": rows, "results": [r.to_dict() for r in results]}
+        (staging / "results.json").write_text(json.dumps(payload, indent=1, default=_jsonable))
+        for name, fig in figures.items():
+            for ext in ("png", "svg"):
+                fig.savefig(staging / f"{name}.{ext}", dpi=150 if ext == "png" else None, bbox_inches="tight")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def _jsonable(value):
+    if hasattr(value, "__dataclass_fields__"):
+        from dataclasses import asdict
+        return asdict(value)
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
