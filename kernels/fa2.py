@@ -35,8 +35,11 @@ OPTIONS = {
 REGISTERS_PER_THREAD = 255
 
 
-def default_tiles(head_dim: int) -> tuple[int, int, int]:
-    """(block_m, block_n, warps) that FlashAttention-2 picks for sm80/sm90 forward."""
+def default_tiles(head_dim: int, decode: bool = False) -> tuple[int, int, int]:
+    """(block_m, block_n, warps) that FlashAttention-2 picks for sm80/sm90 forward; its decode (split-KV
+    kernel family) uses 64-row tiles."""
+    if decode:
+        return 64, (256 if head_dim <= 64 else 128 if head_dim <= 128 else 64), 4
     if head_dim <= 64:
         return 128, 128, 4
     if head_dim <= 128:
@@ -46,28 +49,41 @@ def default_tiles(head_dim: int) -> tuple[int, int, int]:
 
 def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block_n: int, warps: int,
                    instruction: str = "mma_sync") -> Launch:
+    """One CTA per (Q tile, batch, head). For decode (seq_len == 1) with GQA the query heads of a KV group
+    are packed as the rows of one tile (FA2's seqlen_q/ngroups swap), one CTA per (batch, KV head)."""
     q_t, k_t, v_t, o_t, lse_t = (tensors[k] for k in ("Q", "K", "V", "O", "LSE"))
     d, group = problem.head_dim, problem.group_size
     dt = tensor_dtype(problem)
-    m_blocks = -(-problem.seq_len // block_m)
-    grid = [(mb, b, h) for h in range(problem.heads) for b in range(problem.batch) for mb in range(m_blocks)]
+    packed = problem.seq_len == 1 and group > 1
+    if packed:
+        grid = [(0, b, hk) for hk in range(problem.kv_heads) for b in range(problem.batch)]
+    else:
+        m_blocks = -(-problem.seq_len // block_m)
+        grid = [(mb, b, h) for h in range(problem.heads) for b in range(problem.batch) for mb in range(m_blocks)]
 
     def program(cta):
         mb, b, h = cta
-        hk = h // group
-        r0 = mb * block_m
-        rows = slice(r0, r0 + block_m)
-        valid_rows = min(block_m, problem.seq_len - r0)
+        if packed:  # rows are the group's query heads at position 0
+            hk, r0, valid_rows = h, 0, group
+            q_ref = q_t.region(b, slice(hk * group, (hk + 1) * group), 0)
+            out_refs = (o_t.region(b, slice(hk * group, (hk + 1) * group), 0),
+                        lse_t.region(b, slice(hk * group, (hk + 1) * group), 0))
+        else:
+            hk, r0 = h // group, mb * block_m
+            valid_rows = min(block_m, problem.seq_len - r0)
+            rows = slice(r0, r0 + block_m)
+            q_ref = q_t.region(b, h, rows)
+            out_refs = (o_t.region(b, h, rows), lse_t.region(b, h, rows))
         q = Tile((block_m, d), dt, "smem", "Q")
         k = Tile((block_n, d), dt, "smem", "K")
         v = Tile((block_n, d), dt, "smem", "V")
         s = Tile((block_m, block_n), "fp32", "reg", "S")
         p = Tile((block_m, block_n), dt, "reg", "P")
         m, l_, acc, init = init_row_state(valid_rows, block_m, d)
-        yield Load(q_t.region(b, h, rows), q)
+        yield Load(q_ref, q)
         for op in init:
             yield op
-        tiles = kv_tiles_for_rows(problem, r0, r0 + valid_rows, block_n)
+        tiles = kv_tiles_for_rows(problem, r0, r0 + (1 if packed else valid_rows), block_n)
         kv = lambda j: slice(j * block_n, (j + 1) * block_n)  # noqa: E731
         k_ready = None
         if len(tiles):
@@ -76,8 +92,8 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
             yield from _wait(k_ready)
             v_ready = yield Load(v_t.region(b, hk, kv(j)), v, wait=False)
             yield Mma(q, k, s, instruction, b_transposed=True, smem_read_bytes=warps * k.nbytes)
-            mask = masked_scores(problem, r0, j * block_n, tile_needs_mask(problem, r0, j * block_n, (j + 1) * block_n))
-            yield from online_softmax(s, m, l_, acc, p, mask)
+            needs_mask = not packed and tile_needs_mask(problem, r0, j * block_n, (j + 1) * block_n)
+            yield from online_softmax(s, m, l_, acc, p, masked_scores(problem, r0, j * block_n, needs_mask))
             yield from _wait(v_ready)
             if i + 1 < len(tiles):
                 k_ready = yield Load(k_t.region(b, hk, kv(tiles[i + 1])), k, wait=False)
@@ -85,13 +101,14 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
         out = Tile((block_m, d), o_t.dtype, "smem", "O")
         lse = Tile((block_m,), "fp32", "reg", "LSE")
         yield from finalize_output(acc, l_, m, out, lse)
-        yield Store(out, o_t.region(b, h, rows))
-        yield Store(lse, lse_t.region(b, h, rows))
+        yield Store(out, out_refs[0])
+        yield Store(lse, out_refs[1])
 
     smem = (block_m + 2 * block_n) * d * problem.element_bytes
+    kv_key = (lambda cta: (cta[1], cta[2])) if packed else (lambda cta: (cta[1], cta[2] // group))
     return Launch(name="fa2_fwd", grid=grid, program=program, smem_bytes_per_cta=int(smem),
                   threads_per_cta=32 * warps, registers_per_thread=REGISTERS_PER_THREAD,
-                  shared_by=lambda cta: {"K": (cta[1], cta[2] // group), "V": (cta[1], cta[2] // group)})
+                  shared_by=lambda cta: {"K": kv_key(cta), "V": kv_key(cta)})
 
 
 def _wait(handle):
@@ -100,7 +117,7 @@ def _wait(handle):
 
 
 def resolve_tiles(problem: AttentionProblem, opts: dict) -> tuple[int, int, int]:
-    bm, bn, warps = default_tiles(problem.head_dim)
+    bm, bn, warps = default_tiles(problem.head_dim, decode=problem.seq_len == 1)
     bm, bn, warps = opts["block_m"] or bm, opts["block_n"] or bn, opts["warps"] or warps
     if min(bm, bn, warps) <= 0:
         raise InputError("fa2: block_m, block_n and warps must be positive")

@@ -1,0 +1,10 @@
+"""The serving layer: decisions a serving system makes on top of the attention kernels.
+
+models      published attention shapes of open models (layers, query heads, KV heads, head dim)
+kv_cache    KV-cache bytes per token, per layer and per batch, for bf16/fp16, fp8, int8 and int4 with scales
+allocator   a request trace served with contiguous max-length reservation against paging (PagedAttention)
+kv_quant    KV-cache quantization (fp8 e4m3/e5m2, int8, int4; per-channel or per-block scales) and its error
+cli         the `gpusim kv-cache` subcommand (`add_parsers`)
+
+Everything here returns result objects; only the CLI and the scenario runner print or write files.
+"""

@@ -1,0 +1,164 @@
+"""`gpusim kv-cache`: KV-cache bytes of a model preset or a custom shape.
+
+    gpusim kv-cache --model llama3-8b --batch 8 --seq-len 4096 --dtype bf16 [--json]
+    gpusim kv-cache --layers 32 --kv-heads 8 --head-dim 128 [--heads 32] --batch 1 --seq-len 1
+    gpusim kv-cache --list-models
+    gpusim kv-cache --model llama3-8b --compare        (every dtype, and MHA/GQA/MQA at equal size)
+
+`add_parsers(subparsers)` registers the subcommand on the main CLI's argparse subparsers; the handler
+returns an exit code and raises InputError on bad input (the main CLI prints it and exits 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from gpusim.errors import InputError
+from gpusim.serving.kv_cache import KV_DTYPE_BITS, SCALE_KINDS, KVCacheSize, attention_variants, dtype_table, kv_cache_size
+from gpusim.serving.models import SOURCES, ModelShape, get_model, list_models
+
+
+def add_parsers(subparsers) -> None:
+    p = subparsers.add_parser("kv-cache", help="KV-cache bytes per token, per layer and per batch",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="model preset (see --list-models)")
+    p.add_argument("--layers", type=int, help="custom shape: layers")
+    p.add_argument("--kv-heads", type=int, help="custom shape: KV heads")
+    p.add_argument("--head-dim", type=int, help="custom shape: head dimension")
+    p.add_argument("--heads", type=int, help="custom shape: query heads (default: --kv-heads, i.e. MHA)")
+    p.add_argument("--batch", type=int, default=1, help="sequences (default 1)")
+    p.add_argument("--seq-len", type=int, default=1, help="tokens per sequence (default 1)")
+    p.add_argument("--dtype", default="bf16", choices=sorted(KV_DTYPE_BITS), help="KV element type (default bf16)")
+    p.add_argument("--scale", choices=SCALE_KINDS, help="scale scheme for fp8/int8/int4 (default per dtype)")
+    p.add_argument("--group-size", type=int, help="elements per scale with --scale block (default per dtype)")
+    p.add_argument("--compare", action="store_true", help="also tabulate every dtype and MHA/GQA/MQA at equal size")
+    p.add_argument("--list-models", action="store_true", help="list the model presets and their sources")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=kv_cache_command)
+
+
+def _shape(args) -> ModelShape:
+    custom = [args.layers, args.kv_heads, args.head_dim, args.heads]
+    if args.model:
+        if any(v is not None for v in custom):
+            raise InputError("kv-cache: give --model or a custom shape (--layers --kv-heads --head-dim), not both")
+        return get_model(args.model)
+    missing = [flag for flag, v in (("--layers", args.layers), ("--kv-heads", args.kv_heads),
+                                    ("--head-dim", args.head_dim)) if v is None]
+    if missing:
+        raise InputError(f"kv-cache: give --model NAME or a custom shape (missing {', '.join(missing)})")
+    heads = args.heads if args.heads is not None else args.kv_heads
+    return ModelShape(name="custom", layers=args.layers, heads=heads, kv_heads=args.kv_heads, head_dim=args.head_dim)
+
+
+def kv_cache_command(args) -> int:
+    if args.list_models:
+        return _list_models(args.json)
+    shape = _shape(args)
+    size = kv_cache_size(shape, batch=args.batch, seq_len=args.seq_len, dtype=args.dtype, scale=args.scale,
+                         group_size=args.group_size)
+    dtypes = variants = None
+    if args.compare:
+        dtypes = dtype_table(shape, batch=args.batch, seq_len=args.seq_len)
+        if shape.heads > 1:
+            variants = attention_variants(shape, batch=args.batch, seq_len=args.seq_len, dtype=args.dtype,
+                                          gqa_kv_heads=_gqa_heads(shape))
+    if args.json:
+        data = size.to_dict()
+        if dtypes is not None:
+            data["dtypes"] = [row.to_dict() for row in dtypes]
+        if variants is not None:
+            data["attention_variants"] = [row.to_dict() for row in variants]
+        print(json.dumps(data, indent=2))
+        return 0
+    _print_tables(size, dtypes, variants)
+    return 0
+
+
+def _gqa_heads(shape: ModelShape) -> int:
+    if 1 < shape.kv_heads < shape.heads:
+        return shape.kv_heads
+    for g in (8, 4, 2, 1):
+        if shape.heads % g == 0 and g < shape.heads:
+            return g
+    return 1
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n:,.0f} B ({n / size:.2f} {unit})"
+    return f"{n:,.0f} B"
+
+
+def _print_tables(size: KVCacheSize, dtypes, variants) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"KV cache: {size.model.describe()}, {size.fmt.describe()}")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("bytes per token per layer", f"{size.bytes_per_token_per_layer:,}")
+    if size.scale_bytes_per_token_per_layer:
+        table.add_row("  of which scales", f"{size.scale_bytes_per_token_per_layer:,}")
+    table.add_row("bytes per token (all layers)", _bytes(size.bytes_per_token))
+    if size.bytes_per_sequence_overhead:
+        table.add_row("per-channel scales per sequence", _bytes(size.bytes_per_sequence_overhead))
+    if size.fixed_bytes:
+        table.add_row("per-tensor scales", _bytes(size.fixed_bytes))
+    table.add_row("batch x seq_len", f"{size.batch} x {size.seq_len}")
+    table.add_row("total", _bytes(size.total_bytes))
+    console.print(table)
+    console.print(f"[dim]{size.formula}[/dim]")
+    if dtypes:
+        t = Table(title="by dtype (default scales)")
+        for col in ("dtype", "scales", "bytes/token/layer", "bytes/token", "total"):
+            t.add_column(col, justify="right" if col.startswith(("bytes", "total")) else "left")
+        for row in dtypes:
+            t.add_row(row.fmt.dtype, row.fmt.describe(), f"{row.bytes_per_token_per_layer:,}",
+                      f"{row.bytes_per_token:,}", _bytes(row.total_bytes))
+        console.print(t)
+    if variants:
+        t = Table(title=f"MHA / GQA / MQA at equal size ({size.model.layers} layers, {size.model.heads} query heads, "
+                        f"head dim {size.model.head_dim})")
+        for col in ("attention", "kv heads", "bytes/token", "vs MHA", "total"):
+            t.add_column(col, justify="left" if col == "attention" else "right")
+        for row in variants:
+            t.add_row(row.kind, str(row.kv_heads), f"{row.size.bytes_per_token:,}", f"{row.ratio_to_mha:.4g}",
+                      _bytes(row.size.total_bytes))
+        console.print(t)
+
+
+def _list_models(as_json: bool) -> int:
+    models = list_models()
+    if as_json:
+        print(json.dumps([{"name": m.name, "layers": m.layers, "heads": m.heads, "kv_heads": m.kv_heads,
+                           "head_dim": m.head_dim, "attention": m.attention_kind, "hidden_size": m.hidden_size,
+                           "params_billions": m.params_billions, "source": SOURCES[m.name], "notes": m.notes}
+                          for m in models], indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="model presets")
+    for col in ("name", "layers", "heads", "kv heads", "head dim", "attention", "bf16 bytes/token"):
+        t.add_column(col, justify="left" if col in ("name", "attention") else "right")
+    for m in models:
+        t.add_row(m.name, str(m.layers), str(m.heads), str(m.kv_heads), str(m.head_dim), m.attention_kind,
+                  f"{kv_cache_size(m).bytes_per_token:,}")
+    Console().print(t)
+    return 0
+
+
+def main(argv=None) -> int:
+    """Stand-alone entry for testing before the main CLI wires `add_parsers` in."""
+    parser = argparse.ArgumentParser(prog="gpusim")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"error: {exc}")
+        return 2

@@ -1,0 +1,118 @@
+"""Build gpusim/data/validation_cases.csv from the raw measurement files and published anchors.
+
+Rerun after adding measurements:  python validation/build_cases.py
+Each output row is one measured number: suite, hardware, kernel (the gpusim kernel that models the measured
+implementation), problem fields, options, metric, measured value and its source.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE.parent / "gpusim" / "data" / "validation_cases.csv"
+COLUMNS = ("suite", "hardware", "kernel", "impl", "batch", "heads", "kv_heads", "seq_len", "kv_len", "head_dim",
+           "causal", "dtype", "pass", "options", "metric", "measured", "unit", "source")
+#: Which gpusim kernel models each measured implementation.
+KERNEL_OF_IMPL = {"flash": "fa2", "cudnn": "fa3", "naive": "naive", "triton_nosplit": "fa2",
+                  "triton_splitk": "flash_decoding", "sdpa_flash": "flash_decoding"}
+
+
+def row(**kw) -> dict:
+    base = {"kv_heads": "", "kv_len": "", "causal": False, "dtype": "bf16", "pass": "fwd", "options": "{}"}
+    base.update(kw)
+    return base
+
+
+def calibration_rows(path: Path, source: str) -> list[dict]:
+    data = json.loads(path.read_text())
+    rows = []
+    for r in data.get("prefill_fwd", []):
+        rows.append(row(suite="h200_prefill", hardware="h200", kernel=KERNEL_OF_IMPL[r["impl"]], impl=r["impl"],
+                        batch=r["B"], heads=r["H"], seq_len=r["N"], head_dim=r["d"], causal=r["causal"],
+                        metric="time_s", measured=r["ms"] * 1e-3, unit="s", source=source))
+    for r in data.get("decode", []):
+        opts = {"num_splits": r["splits"]} if r["impl"] == "triton_splitk" else {}
+        rows.append(row(suite="h200_decode", hardware="h200", kernel=KERNEL_OF_IMPL[r["impl"]], impl=r["impl"],
+                        batch=r["B"], heads=r["Hq"], kv_heads=r["Hkv"], seq_len=1, kv_len=r["L"], head_dim=r["d"],
+                        options=json.dumps(opts), metric="time_s", measured=r["ms"] * 1e-3, unit="s", source=source))
+    for r in data.get("dram_traffic", []):
+        common = dict(suite="h200_dram", hardware="h200", kernel=KERNEL_OF_IMPL[r["impl"]], impl=r["impl"],
+                      batch=r["B"], heads=r["H"], seq_len=r["N"], head_dim=r["d"], source=source)
+        rows.append(row(**common, metric="hbm_read_bytes", measured=r["dram_read_GB"] * 1e9, unit="B"))
+        rows.append(row(**common, metric="l2_bytes", measured=r["l2_GB"] * 1e9, unit="B"))
+        rows.append(row(**common, metric="time_s", measured=r["time_ms"] * 1e-3, unit="s"))
+        if r["dram_write_GB"] > 0.005:  # below a few MB the write-back timing of the profiler window dominates
+            rows.append(row(**common, metric="hbm_write_bytes", measured=r["dram_write_GB"] * 1e9, unit="B"))
+    return rows
+
+
+def anchor_rows() -> list[dict]:
+    """Published figures from ../shared/reference/anchors.md."""
+    fa1 = "FlashAttention paper Fig. 2 (A100, GPT-2 medium, fwd+bwd)"
+    gpt2 = dict(hardware="a100", batch=64, heads=16, seq_len=1024, head_dim=64)
+    rows = [
+        row(suite="anchors", kernel="naive", impl="pytorch", **gpt2, **{"pass": "fwd_bwd"}, metric="hbm_bytes",
+            measured=40.3e9, unit="B", source=fa1),
+        row(suite="anchors", kernel="naive", impl="pytorch", **gpt2, **{"pass": "fwd_bwd"}, metric="time_s",
+            measured=41.7e-3, unit="s", source=fa1),
+        row(suite="anchors", kernel="fa1", impl="flashattention", **gpt2, **{"pass": "fwd_bwd"}, metric="hbm_bytes",
+            measured=4.4e9, unit="B", source=fa1),
+        row(suite="anchors", kernel="fa1", impl="flashattention", **gpt2, **{"pass": "fwd_bwd"}, metric="time_s",
+            measured=7.3e-3, unit="s", source=fa1),
+    ]
+    table2 = "FlashAttention-3 paper Table 2 (H100, B=4, N=8448, H=16, d=128)"
+    for options, tflops in (({}, 661), ({"intra_wg_pipeline": False}, 582), ({"warp_specialization": False}, 570)):
+        rows.append(row(suite="anchors", hardware="h100", kernel="fa3", impl="fa3", batch=4, heads=16, seq_len=8448,
+                        head_dim=128, options=json.dumps(options), metric="tflops_per_s", measured=tflops * 1e12,
+                        unit="FLOP/s", source=table2))
+    rows.append(row(suite="anchors", hardware="h100", kernel="fa3", impl="fa3-fp8", batch=2, heads=8, seq_len=8192,
+                    head_dim=256, dtype="fp8", metric="tflops_per_s", measured=1200e12, unit="FLOP/s",
+                    source="FlashAttention-3 paper: FP8 forward close to 1.2 PFLOP/s (d=256)"))
+    rows.append(row(suite="anchors", hardware="b200", kernel="fa4", impl="fa4", batch=2, heads=16, seq_len=16384,
+                    head_dim=128, metric="tflops_per_s", measured=1613e12, unit="FLOP/s",
+                    source="FlashAttention-4 paper: up to 1613 TFLOP/s BF16 forward on B200"))
+    fa2_4c = "FlashAttention-2 paper Fig. 4c (A100, causal, d=64, fwd+bwd, batch*seq=16k, hidden 2048)"
+    for n, fa2, fa1_ in zip((512, 1024, 2048, 4096, 8192, 16384), (88, 119, 140, 156, 165, 171), (58, 70, 77, 87, 92, 97)):
+        common = dict(suite="anchors", hardware="a100", batch=16384 // n, heads=32, seq_len=n, head_dim=64,
+                      causal=True, metric="tflops_per_s", unit="FLOP/s", source=fa2_4c)
+        rows.append(row(kernel="fa2", impl="fa2", **common, **{"pass": "fwd_bwd"}, measured=fa2 * 1e12))
+        rows.append(row(kernel="fa1", impl="fa1", **common, **{"pass": "fwd_bwd"}, measured=fa1_ * 1e12))
+    fd = "FlashDecoding blog (A100, 16 query heads, 2 KV heads, d=128)"
+    for (b, l), us in zip(((256, 256), (64, 1024), (16, 4096), (4, 16384), (2, 32768), (1, 65536), (1, 131072)),
+                          (63.4, 77.7, 57, 58.2, 60.3, 64.4, 106.6)):
+        rows.append(row(suite="anchors", hardware="a100", kernel="flash_decoding", impl="flashdecoding", batch=b,
+                        heads=16, kv_heads=2, seq_len=1, kv_len=l, head_dim=128, metric="time_s",
+                        measured=us * 1e-6, unit="s", source=fd))
+    return rows
+
+
+def measured_rows() -> list[dict]:
+    """The project's own H200 runs (validation/data/h200_measured_*.json), where present."""
+    rows = []
+    for path in sorted(glob.glob(str(HERE / "data" / "h200_measured_*.json"))):
+        try:
+            from validation_rows import rows_from_measurement  # optional adapter written with the measurements
+        except ImportError:
+            break
+        rows.extend(rows_from_measurement(Path(path)))
+    return rows
+
+
+def main() -> None:
+    rows = calibration_rows(HERE / "data" / "h200_calibration_reference.json",
+                            "validation/data/h200_calibration_reference.json (../shared/reference, H200 campaign)")
+    rows += measured_rows() + anchor_rows()
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    with open(OUT, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {len(rows)} cases to {OUT}")
+
+
+if __name__ == "__main__":
+    main()
