@@ -28,6 +28,8 @@ def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
         return values
     if dtype == "int8":
         return np.clip(np.rint(values), -128, 127).astype(np.float32)
+    if dtype == "int4":  # signed 4-bit codes (two per byte in memory)
+        return np.clip(np.rint(values), -8, 7).astype(np.float32)
     return values.astype(_NUMPY_DTYPES[dtype]).astype(np.float32)
 
 

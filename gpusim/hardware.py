@@ -15,6 +15,8 @@ from gpusim.errors import InputError
 
 #: Tensor-core instruction classes the op API knows, oldest first.
 INSTRUCTION_CLASSES = ("mma_sync", "wgmma", "tcgen05")
+#: Classes issued asynchronously (the warp goes on while the tensor core works); mma.sync is synchronous.
+ASYNC_INSTRUCTIONS = frozenset({"wgmma", "tcgen05"})
 #: Element types the model knows, with their size in bytes.
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "int8": 1, "int4": 0.5}
 
@@ -59,8 +61,10 @@ class HardwareSpec:
     # --- special-function (exp) and FP32 pipes
     mufu_ops_per_clk_per_sm: float = 16.0
     fp32_ops_per_clk_per_sm: float = 128.0
-    # --- asynchronous copy engine
+    # --- asynchronous bulk copy engine (TMA): its own in-flight window and link per SM (0 = no TMA)
     has_tma: bool = False
+    tma_max_inflight_bytes: int = 0
+    tma_bandwidth_bytes_per_clk: float = 0.0
     # --- launches
     kernel_launch_overhead_s: float = 4e-6
     # --- host link (KV offload)
@@ -84,6 +88,9 @@ class HardwareSpec:
         for name in ("hbm_achievable_fraction", "tensor_sustained_fraction"):
             if not 0 < getattr(self, name) <= 1:
                 raise InputError(f"hardware field {name}={getattr(self, name)}: must be in (0, 1]")
+        if self.has_tma and (self.tma_max_inflight_bytes <= 0 or self.tma_bandwidth_bytes_per_clk <= 0):
+            raise InputError("hardware fields tma_max_inflight_bytes and tma_bandwidth_bytes_per_clk: must be "
+                             "positive when has_tma is true")
         if self.smem_per_cta_max_bytes > self.smem_per_sm_bytes:
             raise InputError("hardware field smem_per_cta_max_bytes: exceeds smem_per_sm_bytes")
         if not any(self.tensor_flops_per_clk(i, "bf16") for i in INSTRUCTION_CLASSES):
@@ -146,7 +153,10 @@ class HardwareSpec:
         for key in changes:
             sources[key] = f"override ({origin})"
         name = changes.pop("name", None) or f"{self.name}*"
-        return dataclasses.replace(self, name=name, sources=sources, **changes)
+        try:
+            return dataclasses.replace(self, name=name, sources=sources, **changes)
+        except InputError as exc:  # an impossible value: say where it came from
+            raise InputError(f"{origin}: {exc}") from None
 
     def as_rows(self) -> list[tuple[str, object, str]]:
         """(field, value, source) for every field, in declaration order."""
@@ -193,10 +203,11 @@ _HOPPER_COMMON = dict(
     smem_per_sm_bytes=233472, smem_per_cta_max_bytes=232448,
     smem_bandwidth_bytes_per_clk_per_sm=128.0,
     wgmma_bf16_flops_per_clk_per_sm=4096.0, wgmma_fp8_flops_per_clk_per_sm=8192.0,
-    mma_sync_bf16_flops_per_clk_per_sm=2048.0, mma_sync_fp8_flops_per_clk_per_sm=0.0,
-    mufu_ops_per_clk_per_sm=16.0, fp32_ops_per_clk_per_sm=128.0, has_tma=True,
-    l2_hit_latency_cycles=260, hbm_latency_cycles=560,
-    sm_max_inflight_bytes=40960, sm_load_bandwidth_bytes_per_clk=64.0,
+    mma_sync_bf16_flops_per_clk_per_sm=2816.0, mma_sync_fp8_flops_per_clk_per_sm=0.0,
+    mufu_ops_per_clk_per_sm=16.0, fp32_ops_per_clk_per_sm=128.0,
+    has_tma=True, tma_max_inflight_bytes=131072, tma_bandwidth_bytes_per_clk=128.0,
+    l2_hit_latency_cycles=260, hbm_latency_cycles=700,
+    sm_max_inflight_bytes=49152, sm_load_bandwidth_bytes_per_clk=40.0,
     pcie_bandwidth_bytes_per_s=55e9,
 )
 _HOPPER_SOURCES = {
@@ -204,11 +215,18 @@ _HOPPER_SOURCES = {
     "smem_bandwidth_bytes_per_clk_per_sm": _FA3_T1,
     "wgmma_bf16_flops_per_clk_per_sm": "989 TFLOP/s / (132 SMs * 1.83 GHz), anchors.md",
     "wgmma_fp8_flops_per_clk_per_sm": "1979 TFLOP/s / (132 SMs * 1.83 GHz), anchors.md",
-    "mma_sync_bf16_flops_per_clk_per_sm": "Ampere-style mma.sync on Hopper issues at about half the wgmma rate "
-                                          "(FA2 paper: same code reaches ~35% of H100 peak); calibrated on the H200 flash rows",
+    "mma_sync_bf16_flops_per_clk_per_sm": "calibrated on the H200 flash (FA2) rows: Ampere-style mma.sync reaches "
+                                          "~0.69 of the wgmma rate on Hopper (FA2 paper: same code ~35% of H100 peak)",
     "mufu_ops_per_clk_per_sm": _ANCHORS, "fp32_ops_per_clk_per_sm": "128 FP32 lanes per SM (67 TFLOP/s FP32)",
-    "l2_hit_latency_cycles": _LUO, "hbm_latency_cycles": _LUO,
-    "sm_max_inflight_bytes": _INFLIGHT, "sm_load_bandwidth_bytes_per_clk": "64 B/clk L2->SM per SM (Hopper L1 fill width)",
+    "l2_hit_latency_cycles": _LUO,
+    "hbm_latency_cycles": "validation copy_vs_sms: one SM, synchronous 4-16 KiB loads take 730 + bytes/40 cycles "
+                          "(Luo et al. pointer chase 480-570 plus issue and store)",
+    "sm_max_inflight_bytes": _INFLIGHT + " (64 KiB blocks saturate at 49 GB/s read per SM)",
+    "sm_load_bandwidth_bytes_per_clk": "validation copy_vs_sms: 40 B/clk per SM for LSU loads (slope of time vs block)",
+    "has_tma": "Hopper has the Tensor Memory Accelerator (FA3 paper Sec. 2)",
+    "tma_max_inflight_bytes": "assumed: bulk copies complete on mbarrier transaction counts, not per-thread MSHRs; "
+                              "sized so a 3-4 stage pipeline of 32-48 KiB tiles is not window-limited",
+    "tma_bandwidth_bytes_per_clk": "assumed: 128 B/clk per SM, the SMEM write width",
     "pcie_bandwidth_bytes_per_s": "PCIe Gen5 x16, ~55 GB/s achievable per direction",
 }
 
@@ -284,7 +302,8 @@ _preset(
     tmem_per_sm_bytes=262144,
     mma_sync_bf16_flops_per_clk_per_sm=2048.0, tcgen05_bf16_flops_per_clk_per_sm=8192.0,
     tcgen05_fp8_flops_per_clk_per_sm=16384.0, tensor_sustained_fraction=0.85,
-    mufu_ops_per_clk_per_sm=16.0, fp32_ops_per_clk_per_sm=128.0, has_tma=True,
+    mufu_ops_per_clk_per_sm=16.0, fp32_ops_per_clk_per_sm=128.0,
+    has_tma=True, tma_max_inflight_bytes=196608, tma_bandwidth_bytes_per_clk=128.0,
     kernel_launch_overhead_s=4e-6, pcie_bandwidth_bytes_per_s=55e9,
     sources={"sm_count": _ANCHORS + "; FA4 paper", "sm_clock_hz": "FA4 paper: 1850 MHz",
              "hbm_capacity_bytes": _ANCHORS, "hbm_bandwidth_bytes_per_s": _ANCHORS,
@@ -300,6 +319,8 @@ _preset(
              "tcgen05_fp8_flops_per_clk_per_sm": "2x BF16 (4.5 PFLOP/s FP8 dense, anchors.md)",
              "tensor_sustained_fraction": "assumed; FA4 reaches 71% of 2.25 PF",
              "mufu_ops_per_clk_per_sm": "FA4 paper: 16 ops/clk/SM", "fp32_ops_per_clk_per_sm": "128 FP32 lanes per SM",
+             "has_tma": "Blackwell keeps TMA", "tma_max_inflight_bytes": "assumed 1.5x Hopper",
+             "tma_bandwidth_bytes_per_clk": "FA4 paper: SMEM 128 B/clk/SM",
              "pcie_bandwidth_bytes_per_s": "PCIe Gen5 x16"},
 )
 

@@ -128,12 +128,14 @@ class Op:
 @dataclass(slots=True, eq=False)
 class Load(Op):
     """Copy a global region into a tile. wait=False makes it asynchronous (TMA or cp.async): the yield
-    returns a Handle, and completion also signals `signal` if given."""
+    returns a Handle, and completion also signals `signal` if given. tma=True issues it on the TMA engine
+    (its own in-flight window and link) instead of the load/store units."""
 
     src: TensorRef
     dst: Tile
     wait: bool = True
     signal: Semaphore | None = None
+    tma: bool = False
 
 
 @dataclass(slots=True, eq=False)

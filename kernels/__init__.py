@@ -20,6 +20,7 @@ _MODULES = {
     "flash_decoding": "flash_decoding",
     "fa3": "fa3",
     "fa4": "fa4",
+    "paged_decoding": "paged_decoding",
 }
 MICROBENCHMARKS = ("copy", "gemm")
 

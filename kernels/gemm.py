@@ -64,8 +64,8 @@ def build_plan(problem: GemmProblem, hw, options=None) -> KernelPlan:
                 s = kk % stages
                 yield Acquire(empty[s])
                 ks = slice(kk * bk, (kk + 1) * bk)
-                yield Load(a.region(rows, ks), a_buf[s], wait=False, signal=full[s])
-                yield Load(b.region(ks, cols), b_buf[s], wait=False, signal=full[s])
+                yield Load(a.region(rows, ks), a_buf[s], wait=False, signal=full[s], tma=hw.has_tma)
+                yield Load(b.region(ks, cols), b_buf[s], wait=False, signal=full[s], tma=hw.has_tma)
 
         def consumer():
             for kk in range(tiles_k):

@@ -2,7 +2,7 @@
 """Ground-truth measurements on a real NVIDIA GPU (written for the H200) for validating gpusim.
 
 Usage:
-    python3 validation/measure_h200.py --out DIR [--only GROUP,...] [--quick] [--budget-s SECONDS]
+    python3 validation/measure_h200.py --out DIR [--only GROUP,...] [--quick] [--budget-s SECONDS] [--smi-trace]
 
 Groups (one JSON file per group, DIR/measured_<group>.json, rewritten after every row so a timeout
 still leaves the rows measured so far; DIR/env.json holds the machine and software seen):
@@ -73,12 +73,14 @@ def run_pg(cmd, timeout, env=None, capture=False):
     try:
         out, _ = p.communicate(timeout=timeout)
         return p.returncode, out or ""
-    except subprocess.TimeoutExpired:
+    except (subprocess.TimeoutExpired, KeyboardInterrupt) as e:
         try:
             os.killpg(p.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         out, _ = p.communicate()
+        if isinstance(e, KeyboardInterrupt):
+            raise
         return "timeout", out or ""
 
 
@@ -143,6 +145,7 @@ class Recorder:
 
     def done(self, status="done"):
         self.doc["status"] = status
+        self.doc["finished_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
         self.doc["elapsed_s"] = round(time.time() - self.t0, 2)
         self.flush()
 
@@ -692,7 +695,7 @@ NCU_METRICS = "dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum,gpu__
 def dram_cases(quick):
     cases = []
     Ns = [4096, 16384, 32768, 65536, 98304, 131072]
-    causal_Ns = [32768, 131072]
+    causal_Ns = [32768, 65536, 98304, 131072]
     if quick:
         Ns, causal_Ns = [4096, 32768], [32768]
     for impl in ("flash", "cudnn"):
@@ -1014,6 +1017,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="few sizes, short repeats (smoke test)")
     ap.add_argument("--budget-s", type=float, default=None, help="total wall-clock budget for all groups")
     ap.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every group's timeout")
+    ap.add_argument("--smi-trace", action="store_true",
+                    help="log nvidia-smi clocks/power every 250 ms to DIR/smi_trace.csv while the groups run "
+                         "(read-only query)")
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_dram-driver", dest="dram_driver", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -1034,6 +1040,25 @@ def main():
         ap.error("unknown group(s) %s; known: %s" % (bad, GROUPS))
     t0 = time.time()
     write_env(a.out)
+    tracer = None
+    if a.smi_trace and shutil.which("nvidia-smi"):
+        tracer = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,"
+                                   "temperature.gpu,utilization.gpu,clocks_event_reasons.active", "--format=csv",
+                                   "-lms", "250", "-f", os.path.join(a.out, "smi_trace.csv")])
+    try:
+        run_groups(a, groups, t0)
+    finally:
+        if tracer is not None:
+            tracer.terminate()
+            try:
+                tracer.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                tracer.kill()
+    summary(a.out)
+    log("total %.0f s" % (time.time() - t0))
+
+
+def run_groups(a, groups, t0):
     for g in groups:
         to = GROUP_TIMEOUT_S[g] * a.timeout_scale * (0.4 if a.quick else 1.0)
         if a.budget_s is not None:
@@ -1042,7 +1067,8 @@ def main():
                 log("== %s: skipped, budget spent" % g)
                 continue
             to = min(to, left)
-        log("== %s (timeout %.0f s, elapsed %.0f s)" % (g, to, time.time() - t0))
+        log("== %s (timeout %.0f s, elapsed %.0f s, %s)" % (g, to, time.time() - t0,
+                                                         datetime.datetime.now(datetime.timezone.utc).isoformat()))
         tg = time.time()
         cmd = [sys.executable, SCRIPT, "--out", a.out, "--_child", g] + (["--quick"] if a.quick else [])
         env = dict(os.environ, GPUSIM_GROUP_TIMEOUT=str(to - 10), PYTHONUNBUFFERED="1")
@@ -1053,9 +1079,8 @@ def main():
                 d = json.load(open(path))
                 d["status"] = "timeout after %.0f s (rows so far kept)" % to
                 json.dump(d, open(path, "w"), indent=1)
-        log("== %s finished rc=%s in %.0f s" % (g, rc, time.time() - tg))
-    summary(a.out)
-    log("total %.0f s" % (time.time() - t0))
+        log("== %s finished rc=%s in %.0f s (%s)" % (g, rc, time.time() - tg,
+                                                   datetime.datetime.now(datetime.timezone.utc).isoformat()))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ A read from an SM passes, in order of what can hold it back:
   2. the SM's link from L2 (`sm_load_bandwidth_bytes_per_clk`);
   3. the L2 (shared bandwidth, LRU capacity);
   4. on a miss, HBM (shared achievable bandwidth, latency).
-It completes at the latest of its latency and the drain times of the servers it queued on.
+It completes one access latency after its bytes have drained through the servers it queued on (the
+first byte pays the latency, the rest stream behind it).
 
 Folded simulation: one representative request can stand for `weight` CTAs' requests for a few distinct
 tiles (`keys`, each counting `multiplicity` real tiles). The L2 server sees weight x bytes, HBM the bytes of
@@ -34,16 +35,27 @@ class ByteCounters:
 
 
 class SmMemoryPort:
-    """One SM's outstanding-request window and its L2 links (load and store directions)."""
+    """One path from an SM to L2: an outstanding-request window and its links (load and store
+    directions). Each SM has one for its load/store units and, with TMA, one for the copy engine."""
 
     __slots__ = ("window_bytes", "inflight", "outstanding_bytes", "load_link", "store_link")
 
-    def __init__(self, hw: HardwareSpec, sm_index: int):
-        self.window_bytes = hw.sm_max_inflight_bytes
+    def __init__(self, name: str, window_bytes: int, link_bytes_per_clk: float):
+        self.window_bytes = window_bytes
         self.inflight: list = []  # heap of (done_cycle, bytes)
         self.outstanding_bytes = 0.0
-        self.load_link = Server(f"sm{sm_index}.load", hw.sm_load_bandwidth_bytes_per_clk)
-        self.store_link = Server(f"sm{sm_index}.store", hw.sm_load_bandwidth_bytes_per_clk)
+        self.load_link = Server(f"{name}.load", link_bytes_per_clk)
+        self.store_link = Server(f"{name}.store", link_bytes_per_clk)
+
+    @classmethod
+    def load_store_units(cls, hw: HardwareSpec, sm_index: int) -> "SmMemoryPort":
+        return cls(f"sm{sm_index}.lsu", hw.sm_max_inflight_bytes, hw.sm_load_bandwidth_bytes_per_clk)
+
+    @classmethod
+    def tma_engine(cls, hw: HardwareSpec, sm_index: int) -> "SmMemoryPort | None":
+        if not hw.has_tma:
+            return None
+        return cls(f"sm{sm_index}.tma", hw.tma_max_inflight_bytes, hw.tma_bandwidth_bytes_per_clk)
 
     def admit(self, t: float, nbytes: float) -> float:
         """Earliest time >= t at which `nbytes` more fit in the in-flight window."""
@@ -69,26 +81,30 @@ class MemorySystem:
         self.cache = L2Cache(hw.l2_capacity_bytes)
         self.bytes = ByteCounters()
 
-    def _write_back(self, t: float, nbytes: float) -> None:
-        if nbytes:
-            self.bytes.hbm_write += nbytes
-            self.hbm.reserve(t, nbytes)
+    def _write_back(self, t: float, nbytes: float) -> float:
+        """Write evicted dirty bytes to HBM; returns when they have drained (the line is free again)."""
+        if not nbytes:
+            return t
+        self.bytes.hbm_write += nbytes
+        return self.hbm.reserve(t, nbytes)
 
     def read(self, port: SmMemoryPort, t: float, keys: tuple, nbytes: int, weight: float = 1.0,
              multiplicity: float = 1.0) -> float:
-        """Read a tile into an SM; returns its completion cycle. `keys` are the distinct tiles the request
-        stands for (the first is the issuing CTA's own), each counting `multiplicity` real tiles."""
+        """Read a tile into an SM; returns its completion cycle: the time its bytes have drained through
+        every server on the way (SM link, L2, HBM on a miss) plus the access latency. `keys` are the
+        distinct tiles the request stands for (the first is the issuing CTA's own), each counting
+        `multiplicity` real tiles."""
         t = port.admit(t, nbytes)
         l2_bytes = nbytes * weight
         self.bytes.l2_read += l2_bytes
-        done = max(self.l2.reserve(t, l2_bytes), port.load_link.reserve(t, nbytes))
+        drained = max(self.l2.reserve(t, l2_bytes), port.load_link.reserve(t, nbytes))
         missed = 0
         own_hit = True
         for i, key in enumerate(keys):
             if not self.cache.hit(key):
                 missed += 1
                 own_hit = own_hit and i > 0
-                self._write_back(t, self.cache.insert(key, nbytes * multiplicity, dirty=False))
+                drained = max(drained, self._write_back(t, self.cache.insert(key, nbytes * multiplicity, dirty=False)))
         misses = missed * multiplicity
         self.bytes.l2_misses += misses
         self.bytes.l2_hits += weight - misses
@@ -96,8 +112,9 @@ class MemorySystem:
             dram = nbytes * misses
             self.bytes.hbm_read += dram
             hbm_done = self.hbm.reserve(t, dram)
-            done = max(done, hbm_done if own_hit else max(hbm_done, t + self.hw.hbm_latency_cycles))
-        done = max(done, t + (self.hw.l2_hit_latency_cycles if own_hit else self.hw.hbm_latency_cycles))
+            if not own_hit:
+                drained = max(drained, hbm_done)
+        done = drained + (self.hw.l2_hit_latency_cycles if own_hit else self.hw.hbm_latency_cycles)
         port.track(done, nbytes)
         return done
 
@@ -114,7 +131,7 @@ class MemorySystem:
                 if not self.cache.hit(key):
                     self.bytes.hbm_read += tile_bytes
                     done = max(done, t + self.hw.hbm_latency_cycles, self.hbm.reserve(t, tile_bytes))
-            self._write_back(t, self.cache.insert(key, tile_bytes, dirty=True))
+            done = max(done, self._write_back(t, self.cache.insert(key, tile_bytes, dirty=True)))
         if accumulate:
             self.bytes.l2_read += l2_bytes
         return max(done, t + self.hw.l2_hit_latency_cycles)

@@ -1,33 +1,157 @@
 """Bandwidth servers: the shared-resource primitive of the timing model.
 
-A `Server` is a FIFO fluid queue: work arriving at time t starts when the work before it has drained
-and takes amount / rate cycles. Reserving returns the completion time without creating an event, so a
-load that crosses HBM, L2 and the SM link costs one simpy event, not one per stage. Over any busy period
-it delivers exactly `rate`, which is what bandwidth sharing among many in-flight transfers amounts to
-(processor sharing gives the same total drain time for the same work).
+A `Server` is a work-conserving fluid queue: work arriving at time t takes amount / rate cycles of the
+server's capacity from t on, using the idle time that earlier reservations left. Reserving returns the
+completion time without creating an event, so a load that crosses HBM, L2 and the SM link costs one simpy
+event, not one per stage. Over any busy period it delivers exactly `rate`, which is what bandwidth sharing
+among many in-flight transfers amounts to (processor sharing gives the same total drain time for the same
+work). Reservations may arrive out of time order (a load held back by its SM's in-flight window is
+reserved at the future time it is admitted, before other SMs reserve at the present); the server keeps its
+busy intervals so that such a future reservation does not block the idle capacity before it.
 """
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
+
 
 class Server:
-    __slots__ = ("name", "rate", "free_at", "busy_cycles", "work")
+    __slots__ = ("name", "rate", "free_at", "busy_cycles", "work", "_starts", "_ends")
+
+    #: Busy intervals remembered; beyond this the oldest idle gap is forgotten (treated as busy). Callers
+    #: reserve at or after the simulation's present, so only gaps far in the past are ever dropped.
+    MAX_INTERVALS = 64
 
     def __init__(self, name: str, rate_per_cycle: float):
         if rate_per_cycle <= 0:
             raise ValueError(f"server {name}: rate must be positive")
         self.name, self.rate = name, float(rate_per_cycle)
-        self.free_at = 0.0
+        self.free_at = 0.0  # end of the last busy interval
         self.busy_cycles = 0.0
         self.work = 0.0
+        self._starts: list[float] = []  # disjoint busy intervals, sorted
+        self._ends: list[float] = []
 
     def reserve(self, t: float, amount: float) -> float:
         """Queue `amount` units of work at time t; return when it completes."""
         if amount <= 0:
             return t
-        start = t if t > self.free_at else self.free_at
         duration = amount / self.rate
-        self.free_at = start + duration
         self.busy_cycles += duration
         self.work += amount
+        starts, ends = self._starts, self._ends
+        if not ends or t > ends[-1]:  # idle at t: a new busy interval
+            starts.append(t)
+            ends.append(t + duration)
+            if len(starts) > self.MAX_INTERVALS:
+                del starts[1], ends[0]  # merge the two oldest intervals
+        elif t >= starts[-1]:  # inside the last busy interval: plain FIFO queueing
+            ends[-1] += duration
+        else:
+            return self._fill_gaps(t, duration)
+        self.free_at = ends[-1]
         return self.free_at
+
+    def _fill_gaps(self, t: float, remaining: float) -> float:
+        """Serve work arriving at t, before the last busy interval began, in the idle gaps after t."""
+        starts, ends = self._starts, self._ends
+        i = bisect_right(ends, t)  # intervals i.. end after t
+        cur = t
+        while True:
+            if i == len(starts):
+                finish = cur + remaining
+                if i and ends[i - 1] >= cur:
+                    ends[i - 1] = finish
+                else:
+                    starts.append(cur)
+                    ends.append(finish)
+                break
+            begin = starts[i]
+            if begin > cur:
+                finish = cur + remaining
+                if finish < begin:  # done inside this gap
+                    if i and ends[i - 1] >= cur:
+                        ends[i - 1] = finish
+                    else:
+                        starts.insert(i, cur)
+                        ends.insert(i, finish)
+                    break
+                remaining -= begin - cur  # fill the gap: interval i now begins at cur
+                if i and ends[i - 1] >= cur:
+                    ends[i - 1] = ends[i]
+                    del starts[i], ends[i]
+                    i -= 1
+                else:
+                    starts[i] = cur
+                if remaining <= 0:
+                    finish = begin
+                    break
+            cur = ends[i]
+            i += 1
+        self.free_at = ends[-1]
+        return finish
+
+
+class SharedUnit:
+    """A processor-sharing unit: every op in service progresses at rate / n when n ops share it.
+
+    Used for an SM's execution units (tensor core, MUFU, FP32 pipe, SMEM port). Warp schedulers interleave
+    instructions from all resident warps cycle by cycle, so two warps that start the same kind of work
+    together share the unit and finish together; that is why co-resident CTAs of FlashAttention-2 drift
+    into lockstep and their softmax does not hide behind each other's matrix products, and why
+    FlashAttention-3 needs explicit ping-pong barriers to stagger warpgroups. (A FIFO reservation here
+    would stagger them for free and overstate overlap.)
+    """
+
+    __slots__ = ("env", "name", "rate", "busy_cycles", "work", "_jobs", "_last", "_generation")
+
+    def __init__(self, env, name: str, rate_per_cycle: float):
+        if rate_per_cycle <= 0:
+            raise ValueError(f"unit {name}: rate must be positive")
+        self.env, self.name, self.rate = env, name, float(rate_per_cycle)
+        self.busy_cycles = 0.0
+        self.work = 0.0
+        self._jobs: dict = {}  # completion event -> remaining work
+        self._last = 0.0
+        self._generation = 0
+
+    def submit(self, amount: float):
+        """Start `amount` units of work now; returns a simpy event that fires when it is done."""
+        event = self.env.event()
+        if amount <= 0:
+            event.succeed()
+            return event
+        self._advance()
+        self._jobs[event] = amount
+        self.work += amount
+        self._schedule()
+        return event
+
+    def _advance(self) -> None:
+        now = self.env.now
+        if self._jobs and now > self._last:
+            served = (now - self._last) * self.rate / len(self._jobs)
+            for event in self._jobs:
+                self._jobs[event] -= served
+            self.busy_cycles += now - self._last
+        self._last = now
+
+    def _schedule(self) -> None:
+        self._generation += 1
+        if not self._jobs:
+            return
+        generation = self._generation
+        # Whole cycles (time is an integer cycle count): the first job to finish is done by then.
+        delay = max(1, math.ceil(min(self._jobs.values()) * len(self._jobs) / self.rate - 1e-9))
+        self.env.timeout(delay).callbacks.append(lambda _e: self._wake(generation))
+
+    def _wake(self, generation: int) -> None:
+        if generation != self._generation:
+            return
+        self._advance()
+        finished = [event for event, left in self._jobs.items() if left <= 1e-9]
+        for event in finished:
+            del self._jobs[event]
+            event.succeed()
+        self._schedule()

@@ -20,14 +20,14 @@ import simpy
 
 from gpusim.engine.folding import Representative, choose_fold_factor, fold_grid
 from gpusim.engine.memory import MemorySystem, SmMemoryPort
-from gpusim.engine.servers import Server
+from gpusim.engine.servers import SharedUnit
 from gpusim.errors import InputError
-from gpusim.hardware import HardwareSpec
+from gpusim.hardware import ASYNC_INSTRUCTIONS, HardwareSpec
 from gpusim.launch import KernelPlan, Launch
 from gpusim.ops import Acquire, Handle, Load, Mma, Signal, Store, Vector, Wait
 from gpusim.result import LaunchStats
 
-PER_SM_UNITS = ("tensor", "mufu", "fp32", "smem", "sm_load")
+PER_SM_UNITS = ("tensor", "mufu", "fp32", "smem", "sm_load", "dispatch")
 
 
 class SmState:
@@ -35,16 +35,23 @@ class SmState:
 
     def __init__(self, env: simpy.Environment, hw: HardwareSpec, index: int):
         self.index = index
-        self.tensor = Server(f"sm{index}.tensor", 1.0)  # work in cycles; the rate is applied per instruction
-        self.mufu = Server(f"sm{index}.mufu", hw.mufu_ops_per_clk_per_sm)
-        self.fp32 = Server(f"sm{index}.fp32", hw.fp32_ops_per_clk_per_sm)
-        self.smem = Server(f"sm{index}.smem", hw.smem_bandwidth_bytes_per_clk_per_sm)
-        self.port = SmMemoryPort(hw, index)
+        self.tensor = SharedUnit(env, f"sm{index}.tensor", 1.0)  # work in cycles; rate applied per instruction
+        self.mufu = SharedUnit(env, f"sm{index}.mufu", hw.mufu_ops_per_clk_per_sm)
+        self.fp32 = SharedUnit(env, f"sm{index}.fp32", hw.fp32_ops_per_clk_per_sm)
+        self.smem = SharedUnit(env, f"sm{index}.smem", hw.smem_bandwidth_bytes_per_clk_per_sm)
+        # Instruction dispatch of the SM's sub-partitions: synchronous work (vector math, mma.sync streams)
+        # holds it for its duration, asynchronous MMAs (wgmma, tcgen05) only issue through it. So vector
+        # work of one warp overlaps another warp's async MMA but not its mma.sync stream.
+        self.dispatch = SharedUnit(env, f"sm{index}.dispatch", 1.0)
+        self.port = SmMemoryPort.load_store_units(hw, index)
+        self.tma = SmMemoryPort.tma_engine(hw, index)
         self.smem_budget = simpy.Container(env, capacity=hw.smem_per_sm_bytes, init=hw.smem_per_sm_bytes)
 
     def busy(self) -> dict:
         return {"tensor": self.tensor.busy_cycles, "mufu": self.mufu.busy_cycles, "fp32": self.fp32.busy_cycles,
-                "smem": self.smem.busy_cycles, "sm_load": self.port.load_link.busy_cycles}
+                "smem": self.smem.busy_cycles,
+                "sm_load": self.port.load_link.busy_cycles + (self.tma.load_link.busy_cycles if self.tma else 0.0),
+                "dispatch": self.dispatch.busy_cycles}
 
 
 class _Counters:
@@ -139,6 +146,13 @@ class TimingInterpreter:
             self._tensor_rate_cache[key] = rate
         return rate
 
+    def _submit(self, *parts: tuple):
+        """Start (unit, work) parts at once; the event fires when all are done."""
+        events = [unit.submit(work) for unit, work in parts if work]
+        if len(events) == 1:
+            return events[0]
+        return self.env.all_of(events) if events else self.env.timeout(0)
+
     def _run_role(self, gen, cta: "_CtaState", launch_name: str):
         env, mem, counters, trace = self.env, self.memory, self.counters, self.trace
         sm, rep = cta.sm, cta.rep
@@ -157,7 +171,9 @@ class TimingInterpreter:
                 src = op.src
                 nbytes = src.nbytes
                 keys, multiplicity = rep.l2_keys(src)
-                done = mem.read(sm.port, now, keys, nbytes, weight, multiplicity)
+                if op.tma and sm.tma is None:
+                    raise InputError(f"{launch_name}: a TMA load on {self.hw.name}, which has no TMA (has_tma)")
+                done = mem.read(sm.tma if op.tma else sm.port, now, keys, nbytes, weight, multiplicity)
                 if op.dst.space == "smem":
                     counters.smem_write += nbytes * weight
                 if trace is not None:
@@ -172,30 +188,29 @@ class TimingInterpreter:
             elif kind is Mma:
                 flops = op.flops
                 cycles = flops / self._tensor_rate(op.instruction, op.operand_dtype)
-                done = sm.tensor.reserve(now, cycles)
                 smem_bytes = op.smem_bytes()
+                held = 0.0 if op.instruction in ASYNC_INSTRUCTIONS else cycles
+                done = self._submit((sm.tensor, cycles), (sm.smem, smem_bytes), (sm.dispatch, held))
                 if smem_bytes:
-                    done = max(done, sm.smem.reserve(now, smem_bytes))
                     counters.smem_read += smem_bytes * weight
                 counters.flops += flops * weight
-                if trace is not None:
-                    trace.append(("mma", sm.index, "tensor", now, done - now))
                 if op.wait:
-                    if done > now:
-                        yield env.timeout(math.ceil(done - now))
+                    yield done
+                    if trace is not None:
+                        trace.append(("mma", sm.index, "tensor", now, env.now - now))
                 else:
-                    value = Handle(done)
+                    value = Handle(meta={"event": done, "issued": now, "name": "mma", "sm": sm.index})
             elif kind is Vector:
                 n = op.element_count()
                 fp32_ops, mufu_ops = n * op.fp32_ops_per_element, n * op.mufu_ops_per_element
-                done = max(sm.fp32.reserve(now, fp32_ops), sm.mufu.reserve(now, mufu_ops))
                 counters.fp32_ops += fp32_ops * weight
                 counters.mufu_ops += mufu_ops * weight
-                if trace is not None:
-                    trace.append(("exp" if mufu_ops else "vector", sm.index, "mufu" if mufu_ops else "fp32",
-                                  now, done - now))
-                if done > now:
-                    yield env.timeout(math.ceil(done - now))
+                if fp32_ops or mufu_ops:
+                    held = max(fp32_ops / self.hw.fp32_ops_per_clk_per_sm, mufu_ops / self.hw.mufu_ops_per_clk_per_sm)
+                    yield self._submit((sm.fp32, fp32_ops), (sm.mufu, mufu_ops), (sm.dispatch, held))
+                    if trace is not None:
+                        trace.append(("exp" if mufu_ops else "vector", sm.index, "mufu" if mufu_ops else "fp32",
+                                      now, env.now - now))
             elif kind is Store:
                 dst = op.dst
                 nbytes = dst.nbytes
@@ -207,9 +222,17 @@ class TimingInterpreter:
                     trace.append((f"store {dst.tensor.name}", sm.index, "tma", now, done - now))
                 cta.store_done = max(cta.store_done, done)
             elif kind is Wait:
-                if op.handle is not None and op.handle.done_cycle > now:
+                handle = op.handle
+                if handle is None:
+                    pass
+                elif "event" in handle.meta:
+                    yield handle.meta["event"]
+                    if trace is not None:
+                        trace.append((handle.meta["name"], sm.index, "tensor", handle.meta["issued"],
+                                      env.now - handle.meta["issued"]))
+                elif handle.done_cycle > now:
                     start = now
-                    yield env.timeout(math.ceil(op.handle.done_cycle - now))
+                    yield env.timeout(math.ceil(handle.done_cycle - now))
                     if trace is not None:
                         trace.append(("wait", sm.index, "wait", start, env.now - start))
             elif kind is Acquire:

@@ -3,6 +3,7 @@
 models      published attention shapes of open models (layers, query heads, KV heads, head dim)
 kv_cache    KV-cache bytes per token, per layer and per batch, for bf16/fp16, fp8, int8 and int4 with scales
 allocator   a request trace served with contiguous max-length reservation against paging (PagedAttention)
+paged_cost  the block-size trade-off: paged decode kernel time vs contiguous, and allocator waste
 kv_quant    KV-cache quantization (fp8 e4m3/e5m2, int8, int4; per-channel or per-block scales) and its error
 cli         the `gpusim kv-cache` subcommand (`add_parsers`)
 

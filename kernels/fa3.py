@@ -1,0 +1,586 @@
+"""FlashAttention-3 (Shah et al. 2024, arXiv 2407.08608): forward (Sec. 3.1-3.2, Algorithms 1-2), FP8
+forward (Sec. 3.3) and backward (Appendix B) for Hopper.
+
+Forward. One CTA per (Q tile, batch, head), grid order (m_block, batch, head) with the Q tile fastest (FA3 can
+run persistent CTAs with a tile scheduler; a plain grid is used here, so one CTA's epilogue does not overlap
+the next one's prologue). A producer warpgroup streams K and V tiles with TMA into `stages`-deep SMEM rings
+guarded by full/empty barriers (Sec. 3.1, "producer-consumer asynchrony"); the consumer warpgroups each own
+64 rows of the CTA's Q tile (wgmma's M = 64 per warpgroup), so a 128-row tile has two consumers and a
+192-row tile three. Tile sizes are those of the public FA3 release (hopper/, July 2024): bf16 d <= 64:
+192 x 128; d <= 128: 128 x 176 (128 x 128 causal); d <= 192: 128 x 112; d <= 256: 128 x 80; fp8: 192 x 160,
+128 x 224, 128 x 160, 128 x 128. Both products are asynchronous `wgmma`s (Q and K from SMEM, P from
+registers); mechanisms, each an option:
+  - pingpong (Sec. 3.1, Fig. 1): a round-robin barrier makes the consumer warpgroups issue their GEMMs in
+    turn, so one warpgroup's softmax runs while the other's GEMMs occupy the tensor core. The turn is handed
+    on when the warpgroup's GEMMs complete (the code arrives when they are issued; with the tensor core's
+    in-order execution the next warpgroup's GEMMs start at the same time either way, see PingPong);
+  - intra_wg_pipeline (Sec. 3.2, Algorithm 2): S_next = Q K_{j+1}^T and O += P_j V_j are issued together and
+    the softmax of S_next runs while P_j V_j is on the tensor core (P V is issued when S_next completes,
+    which is when the in-order tensor core would start it); off, each GEMM is waited for (the code's
+    non-IntraWGOverlap path: S, wait, softmax, P V, wait);
+  - warp_specialization: off, there is no producer: every consumer warpgroup loads the Q, K and V tiles it
+    is about to use synchronously into its own buffers and then computes;
+  - causal masking skips the K/V tiles right of the CTA's diagonal (all of the CTA's warpgroups walk the
+    CTA's tiles, as the code does; a warpgroup's tiles past its own diagonal are fully masked).
+
+FP8 (problem.dtype == "fp8"): Q, K, V are e4m3 tensors in HBM with descale factors, P is rounded to e4m3 for
+the P V product, both products run at the wgmma fp8 rate. `fp8_scaling="block"` gives every Q tile and
+every K/V tile its own scale (as later FA3 releases and the paper's discussion of block quantization), "tensor"
+one scale per tensor. The quantization itself happens before the kernel (as with the real FA3 API, which
+takes fp8 tensors plus descales); `quantize_inputs` performs it (optionally with the paper's incoherent
+processing, a random Hadamard rotation of Q and K) and returns the inputs a functional run needs. In the
+kernel the Q and K descales fold into the per-tile softmax scale and the V descale into the accumulator
+rescale, so scaling costs no per-element instruction. Differences: the in-SMEM transpose of V that fp8
+wgmma needs (done by the producer warpgroup, Sec. 3.3) is not charged.
+
+Backward (pass bwd / fwd_bwd), after FA3's Appendix B and hopper/mainloop_bwd: a preprocess launch computes
+D = rowsum(dO * O) and zeroes the fp32 dQ accumulator; the main launch has one CTA per (K/V block, batch,
+KV head); a producer warp loads K and V once and streams (Q, dO, LSE, D) tiles through a ring; each consumer
+warpgroup owns 64 keys and computes S^T = K Q^T and dP^T = V dO^T with wgmma, P^T and dS^T, then
+dV += P^T dO and dK += dS^T Q; dS goes to SMEM and one warpgroup in turn (query tile i by warpgroup
+i mod n) forms dQ_i = dS K and adds it to global dQ with an atomic reduce (Store accumulate=True).
+Differences: query heads of a GQA group are walked inside the CTA (dK, dV stay in registers) instead of
+atomically accumulating dK/dV per head; the forward-only options (pingpong, warp_specialization,
+intra_wg_pipeline) do not change the backward.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpusim.errors import InputError
+from gpusim.launch import KernelPlan, Launch, Option, resolve_options
+from gpusim.ops import Acquire, GlobalTensor, Load, Mma, Semaphore, Signal, Store, Tile, Vector
+from gpusim.problem import AttentionProblem
+from gpusim.kernels.attention_common import (EXP_FMA_OPS_PER_ELEMENT, declare_tensors, finalize_output,
+                                             init_row_state, kv_tiles_for_rows, masked_scores, online_softmax,
+                                             tensor_dtype, tile_needs_mask)
+from gpusim.kernels.warp_specialized import CommitQueue, PingPong, SmemRing, wait_for
+
+NAME = "fa3"
+PROBLEM = AttentionProblem
+OPTIONS = {
+    "block_m": Option(int, None, "Q rows per CTA, a multiple of 64: one consumer warpgroup per 64 rows "
+                                 "(default: FA3's tile for the head dim and dtype)"),
+    "block_n": Option(int, None, "K/V rows per tile (default: FA3's tile for the head dim and dtype)"),
+    "stages": Option(int, 2, "depth of the K and V SMEM rings"),
+    "warp_specialization": Option(bool, True, "a producer warpgroup issues TMA loads; off: every consumer "
+                                              "warpgroup loads its tiles synchronously, then computes"),
+    "pingpong": Option(bool, True, "consumer warpgroups take turns issuing GEMMs (softmax overlaps the other's GEMMs)"),
+    "intra_wg_pipeline": Option(bool, True, "issue S_next = Q K_next^T with P V before the softmax of S_next"),
+    "fp8_scaling": Option(str, "block", "fp8 only: one scale per Q/K/V tile, or one per tensor",
+                          choices=("block", "tensor")),
+    "incoherent_processing": Option(bool, False, "fp8 only, used by quantize_inputs: rotate Q and K by a random "
+                                                 "Hadamard matrix before quantizing (FA3 Sec. 3.3)"),
+}
+
+#: Rows of the Q tile one consumer warpgroup owns: wgmma's M per warpgroup (PTX ISA, wgmma.mma_async).
+WG_ROWS = 64
+#: Keys one backward consumer warpgroup owns (the M of its S^T = K Q^T wgmma).
+BWD_WG_KEYS = 64
+#: Largest finite e4m3 value: the quantizer maps a block's absolute maximum to it.
+E4M3_MAX = 448.0
+#: Per-element FP32 instructions of the backward's softmax-gradient: dS = P * (dP - D) is one subtract and
+#: one multiply; D = rowsum(dO * O) in the preprocess is one FMA per element.
+DS_OPS_PER_ELEMENT = 2.0
+DELTA_OPS_PER_ELEMENT = 1.0
+#: One multiply per element to apply the softmax scale to dK and dQ (FA3 applies it before writing them).
+SCALE_OPS_PER_ELEMENT = 1.0
+
+
+@dataclass(frozen=True)
+class Config:
+    block_m: int
+    block_n: int
+    stages: int
+    warp_specialization: bool
+    pingpong: bool
+    intra_wg_pipeline: bool
+    fp8: bool
+    fp8_scaling: str
+
+    @property
+    def consumers(self) -> int:
+        return self.block_m // WG_ROWS
+
+
+def default_tiles(head_dim: int, dtype: str, causal: bool) -> tuple[int, int]:
+    """(block_m, block_n) of the FA3 release for sm90 forward."""
+    if dtype == "fp8":
+        if head_dim <= 64:
+            return 192, 160
+        if head_dim <= 128:
+            return 128, 224
+        if head_dim <= 192:
+            return 128, 160
+        return 128, 128
+    if head_dim <= 64:
+        return 192, 128
+    if head_dim <= 128:
+        return 128, 128 if causal else 176
+    if head_dim <= 192:
+        return 128, 112
+    return 128, 80
+
+
+def resolve_config(problem: AttentionProblem, opts: dict) -> Config:
+    bm, bn = default_tiles(problem.head_dim, problem.dtype, problem.causal)
+    bm, bn = opts["block_m"] or bm, opts["block_n"] or bn
+    if bm <= 0 or bn <= 0 or opts["stages"] <= 0:
+        raise InputError("fa3: block_m, block_n and stages must be positive")
+    if bm % WG_ROWS:
+        raise InputError(f"fa3: block_m={bm} must be a multiple of {WG_ROWS} (one consumer warpgroup per "
+                         f"{WG_ROWS} rows, wgmma's M)")
+    if problem.head_dim > 256:
+        raise InputError(f"fa3: head_dim {problem.head_dim} > 256 is not supported (FA3 supports up to 256)")
+    return Config(bm, bn, opts["stages"], opts["warp_specialization"], opts["pingpong"],
+                  opts["intra_wg_pipeline"], problem.dtype == "fp8", opts["fp8_scaling"])
+
+
+def _registers(threads: int) -> int:
+    """FA3 redistributes the whole register file with setmaxnreg (producer 24-56, consumers 160-240), so the
+    launch owns it: one CTA per SM."""
+    return min(255, 65536 // threads)
+
+
+# ------------------------------------------------------------------------------------------------ fp8 scales
+def descale_tensors(problem: AttentionProblem, cfg: Config) -> dict[str, GlobalTensor]:
+    """Descale factors (fp32): per Q tile / K-V tile with block scaling, a single value with tensor scaling."""
+    if cfg.fp8_scaling == "tensor":
+        one = (1, 1, 1, 1)
+        return {name: GlobalTensor(name, one, "fp32", "input") for name in ("Q_descale", "K_descale", "V_descale")}
+    b, h, hk = problem.batch, problem.heads, problem.kv_heads
+    mq, nk = -(-problem.seq_len // cfg.block_m), -(-problem.kv_len // cfg.block_n)
+    return {"Q_descale": GlobalTensor("Q_descale", (b, h, mq, 1), "fp32", "input"),
+            "K_descale": GlobalTensor("K_descale", (b, hk, nk, 1), "fp32", "input"),
+            "V_descale": GlobalTensor("V_descale", (b, hk, nk, 1), "fp32", "input")}
+
+
+def _hadamard(d: int, seed: int) -> np.ndarray:
+    if d & (d - 1):
+        raise InputError(f"fa3: incoherent processing needs a power-of-two head_dim, got {d}")
+    h = np.ones((1, 1))
+    while h.shape[0] < d:
+        h = np.block([[h, h], [h, -h]])
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=d)
+    return (signs[:, None] * h) / math.sqrt(d)  # orthogonal: (Q M)(K M)^T = Q K^T
+
+
+def _quantize_blocks(x: np.ndarray, block: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Scale each block of `block` rows (axis 2) of x [B, H, N, d] so its absolute maximum maps to E4M3_MAX,
+    round to e4m3; block None = one scale for the tensor. Returns (values on the e4m3 grid, descales)."""
+    import ml_dtypes
+
+    def q(v, scale):
+        return (v / scale).astype(ml_dtypes.float8_e4m3fn).astype(np.float32)
+
+    if block is None:
+        amax = float(np.abs(x).max())
+        scale = amax / E4M3_MAX if amax > 0 else 1.0
+        return q(x, scale), np.full((1, 1, 1, 1), scale, np.float32)
+    b, h, n, d = x.shape
+    nb = -(-n // block)
+    out = np.empty_like(x, dtype=np.float32)
+    scales = np.empty((b, h, nb, 1), np.float32)
+    for i in range(nb):
+        part = x[:, :, i * block:(i + 1) * block]
+        amax = np.abs(part).max(axis=(2, 3))
+        scale = np.where(amax > 0, amax / E4M3_MAX, 1.0).astype(np.float32)
+        scales[:, :, i, 0] = scale
+        out[:, :, i * block:(i + 1) * block] = q(part, scale[:, :, None, None])
+    return out, scales
+
+
+def quantize_inputs(problem: AttentionProblem, inputs: dict, hw="h200", options=None, seed: int = 0) -> dict:
+    """The fp8 inputs FA3 consumes, from high-precision Q, K, V: values on the e4m3 grid plus descales (the
+    quantization kernel that runs before attention). Other entries of `inputs` pass through."""
+    if problem.dtype != "fp8":
+        return dict(inputs)
+    opts = resolve_options(NAME, OPTIONS, options)
+    cfg = resolve_config(problem, opts)
+    q, k, v = (np.asarray(inputs[name], np.float64) for name in ("Q", "K", "V"))
+    if opts["incoherent_processing"]:
+        rot = _hadamard(problem.head_dim, seed)
+        q, k = q @ rot, k @ rot
+    block = cfg.fp8_scaling == "block"
+    out = dict(inputs)
+    out["Q"], out["Q_descale"] = _quantize_blocks(q, cfg.block_m if block else None)
+    out["K"], out["K_descale"] = _quantize_blocks(k, cfg.block_n if block else None)
+    out["V"], out["V_descale"] = _quantize_blocks(v, cfg.block_n if block else None)
+    return out
+
+
+prepare_inputs = quantize_inputs  # the hook name a generic functional checker can look for
+
+
+# ------------------------------------------------------------------------------------------------ forward
+def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Launch:
+    q_t, k_t, v_t, o_t, lse_t = (tensors[k] for k in ("Q", "K", "V", "O", "LSE"))
+    d, n, group = problem.head_dim, problem.seq_len, problem.group_size
+    bm, bn, n_wg = cfg.block_m, cfg.block_n, cfg.consumers
+    dt = tensor_dtype(problem)
+    block_scales = cfg.fp8 and cfg.fp8_scaling == "block"
+    m_blocks = -(-n // bm)
+    grid = [(mb, b, h) for h in range(problem.heads) for b in range(problem.batch) for mb in range(m_blocks)]
+
+    def program(cta):
+        mb, b, h = cta
+        hk = h // group
+        r0 = mb * bm
+        tiles = kv_tiles_for_rows(problem, r0, min(r0 + bm, n), bn)
+        count = len(tiles)
+
+        def kv(i):
+            return slice(tiles[i] * bn, (tiles[i] + 1) * bn)
+
+        pingpong = PingPong(n_wg, cfg.pingpong)
+        commits = CommitQueue("gemm_done", issuers=n_wg)
+        q_tiles = [Tile((WG_ROWS, d), dt, "smem", f"Q{w}") for w in range(n_wg)]
+        q_full = [Semaphore(f"q_full{w}") for w in range(n_wg)]
+        if cfg.warp_specialization:
+            k_ring = SmemRing("K", cfg.stages, lambda s: [Tile((bn, d), dt, "smem", f"K{s}")], n_wg)
+            v_ring = SmemRing("V", cfg.stages, lambda s: [Tile((bn, d), dt, "smem", f"V{s}")], n_wg)
+        else:
+            own_k = [Tile((bn, d), dt, "smem", f"K.wg{w}") for w in range(n_wg)]
+            own_v = [Tile((bn, d), dt, "smem", f"V.wg{w}") for w in range(n_wg)]
+
+        def wg_rows(w):
+            return slice(r0 + w * WG_ROWS, r0 + (w + 1) * WG_ROWS)
+
+        def producer():
+            for w in range(n_wg):
+                yield Load(q_t.region(b, h, wg_rows(w)), q_tiles[w], wait=False, signal=q_full[w])
+            yield from k_ring.produce(0, [k_t.region(b, hk, kv(0))])
+            for i in range(count):
+                if i + 1 < count:
+                    yield from k_ring.produce(i + 1, [k_t.region(b, hk, kv(i + 1))])
+                yield from v_ring.produce(i, [v_t.region(b, hk, kv(i))])
+
+        def get_k(i, w):
+            if cfg.warp_specialization:
+                return (yield from k_ring.consume(i, w))[0]
+            yield Load(k_t.region(b, hk, kv(i)), own_k[w])
+            return own_k[w]
+
+        def get_v(i, w):
+            if cfg.warp_specialization:
+                return (yield from v_ring.consume(i, w))[0]
+            yield Load(v_t.region(b, hk, kv(i)), own_v[w])
+            return own_v[w]
+
+        def release(ring_name, i):
+            if cfg.warp_specialization:
+                yield from (k_ring if ring_name == "K" else v_ring).release(i)
+
+        def consumer(w):
+            wr0 = r0 + w * WG_ROWS
+            valid = max(0, min(WG_ROWS, n - wr0))
+            q = q_tiles[w]
+            if cfg.warp_specialization:
+                yield Acquire(q_full[w])
+            else:
+                yield Load(q_t.region(b, h, wg_rows(w)), q)
+            m, l_, acc, init = init_row_state(valid, WG_ROWS, d)
+            for op in init:
+                yield op
+            if cfg.fp8:
+                qd, kd, vd, descale_handles = yield from _load_descales(tensors, b, h, hk, mb, block_scales)
+            s_tiles = [Tile((WG_ROWS, bn), "fp32", "reg", f"S{k}") for k in range(2)]
+            p_tiles = [Tile((WG_ROWS, bn), dt, "reg", f"P{k}") for k in range(2)]
+
+            def softmax(i, s, p):
+                j = tiles[i]
+                if cfg.fp8:
+                    if i == 0:
+                        for handle in descale_handles:
+                            yield from wait_for(handle)
+                    kj = j if block_scales else 0
+                    # the Q and K descales fold into the per-tile softmax scale (a scalar): no per-element work
+                    yield Vector(lambda s_, q_, k_, kj=kj: s_ * (q_[0] * k_[kj, 0]), [s, qd, kd], s, 0.0)
+                mask = masked_scores(problem, wr0, j * bn, tile_needs_mask(problem, wr0, j * bn, (j + 1) * bn))
+                yield from online_softmax(s, m, l_, acc, p, mask)
+                if cfg.fp8 and block_scales and i > 0:
+                    # acc is kept in units of the newest V tile's scale; the ratio folds into the rescale multiply
+                    prev = tiles[i - 1]
+                    yield Vector(lambda o, v_, a=prev, c=j: o * (v_[a, 0] / v_[c, 0]), [acc, vd], acc, 0.0)
+
+            def mma_s(k_tile, s):
+                return Mma(q, k_tile, s, "wgmma", b_transposed=True, wait=False)
+
+            if cfg.intra_wg_pipeline:
+                k_tile = yield from get_k(0, w)
+                yield from pingpong.sync(w)
+                hs = yield mma_s(k_tile, s_tiles[0])
+                yield from pingpong.arrive_when_done(w, hs, commits)
+                yield from wait_for(hs)
+                yield from release("K", 0)
+                yield from softmax(0, s_tiles[0], p_tiles[0])
+                for i in range(1, count):
+                    cur, nxt = (i - 1) % 2, i % 2
+                    k_tile = yield from get_k(i, w)
+                    yield from pingpong.sync(w)
+                    hs = yield mma_s(k_tile, s_tiles[nxt])
+                    v_tile = yield from get_v(i - 1, w)
+                    # the tensor core runs a warpgroup's GEMMs in issue order: P V starts when S_next is done
+                    yield from wait_for(hs)
+                    hpv = yield Mma(p_tiles[cur], v_tile, acc, "wgmma", accumulate=True, wait=False)
+                    yield from pingpong.arrive_when_done(w, hpv, commits)
+                    yield from release("K", i)
+                    yield from softmax(i, s_tiles[nxt], p_tiles[nxt])
+                    yield from wait_for(hpv)
+                    yield from release("V", i - 1)
+                v_tile = yield from get_v(count - 1, w)
+                yield from pingpong.sync(w)
+                hpv = yield Mma(p_tiles[(count - 1) % 2], v_tile, acc, "wgmma", accumulate=True, wait=False)
+                yield from pingpong.arrive_when_done(w, hpv, commits)
+                yield from wait_for(hpv)
+                yield from release("V", count - 1)
+            else:
+                for i in range(count):
+                    k_tile = yield from get_k(i, w)
+                    yield from pingpong.sync(w)
+                    hs = yield mma_s(k_tile, s_tiles[0])
+                    yield from pingpong.arrive_when_done(w, hs, commits)
+                    yield from wait_for(hs)
+                    yield from release("K", i)
+                    yield from softmax(i, s_tiles[0], p_tiles[0])
+                    v_tile = yield from get_v(i, w)
+                    yield Mma(p_tiles[0], v_tile, acc, "wgmma", accumulate=True)
+                    yield from release("V", i)
+            if cfg.pingpong:
+                yield from commits.close()
+            if cfg.fp8:
+                last = tiles[count - 1] if block_scales else 0
+                # back from V-tile units: folds into the final 1/l multiply
+                yield Vector(lambda o, v_, c=last: o * v_[c, 0], [acc, vd], acc, 0.0)
+            out = Tile((WG_ROWS, d), o_t.dtype, "smem", "O")
+            lse = Tile((WG_ROWS,), "fp32", "reg", "LSE")
+            yield from finalize_output(acc, l_, m, out, lse)
+            if valid:
+                yield Store(out, o_t.region(b, h, wg_rows(w)))
+                yield Store(lse, lse_t.region(b, h, wg_rows(w)))
+
+        roles = [producer()] if cfg.warp_specialization else []
+        roles += [consumer(w) for w in range(n_wg)]
+        return roles + [commits.role()] if cfg.pingpong else roles
+
+    el = problem.element_bytes
+    smem = bm * d * el + 2 * cfg.stages * bn * d * el if cfg.warp_specialization else (bm + 2 * n_wg * bn) * d * el
+    threads = 128 * (n_wg + (1 if cfg.warp_specialization else 0))
+
+    def shared_by(cta):
+        key = (cta[1], cta[2] // group)
+        return {"K": key, "V": key, "K_descale": key, "V_descale": key} if block_scales else {"K": key, "V": key}
+
+    return Launch(name="fa3_fwd", grid=grid, program=program, smem_bytes_per_cta=int(smem),
+                  threads_per_cta=threads, registers_per_thread=_registers(threads), shared_by=shared_by)
+
+
+def _load_descales(tensors, b, h, hk, mb, block_scales):
+    qd = Tile((1,), "fp32", "reg", "q_descale")
+    kd_t, vd_t = tensors["K_descale"], tensors["V_descale"]
+    rows = kd_t.shape[2]
+    kd = Tile((rows, 1), "fp32", "reg", "k_descale")
+    vd = Tile((rows, 1), "fp32", "reg", "v_descale")
+    q_index = (b, h, mb) if block_scales else (0, 0, 0)
+    kv_index = (b, hk) if block_scales else (0, 0)
+    handles = [(yield Load(tensors["Q_descale"].region(*q_index), qd, wait=False)),
+               (yield Load(kd_t.region(*kv_index), kd, wait=False)),
+               (yield Load(vd_t.region(*kv_index), vd, wait=False))]
+    return qd, kd, vd, handles
+
+
+# ------------------------------------------------------------------------------------------------ backward
+def backward_tiles(head_dim: int) -> tuple[int, int, int]:
+    """(query rows per step, keys per CTA, ring stages) of the FA3 release's sm90 backward."""
+    if head_dim <= 64:
+        return 128, 128, 2
+    if head_dim <= 128:
+        return 64, 128, 2
+    return 64, 64, 1
+
+
+def preprocess_launch(problem: AttentionProblem, tensors: dict) -> Launch:
+    """D = rowsum(dO * O) per query row, and dQ (the fp32 accumulator) zeroed (FA3's flash_bwd_preprocess)."""
+    o_t, do_t, delta_t, dq_t = (tensors[k] for k in ("O", "dO", "Delta", "dQ"))
+    d, bm = problem.head_dim, 128
+    m_blocks = -(-problem.seq_len // bm)
+    grid = [(mb, b, h) for h in range(problem.heads) for b in range(problem.batch) for mb in range(m_blocks)]
+
+    def program(cta):
+        mb, b, h = cta
+        rows = slice(mb * bm, (mb + 1) * bm)
+        valid = min(bm, problem.seq_len - mb * bm)
+        o = Tile((bm, d), o_t.dtype, "smem", "O")
+        do = Tile((bm, d), do_t.dtype, "smem", "dO")
+        delta = Tile((bm,), "fp32", "reg", "D")
+        zeros = Tile((bm, d), "fp32", "smem", "dQ0")
+        ho = yield Load(o_t.region(b, h, rows), o, wait=False)
+        yield Load(do_t.region(b, h, rows), do)
+        yield from wait_for(ho)
+        yield Vector(lambda x, y: (x * y).sum(axis=1), [o, do], delta, DELTA_OPS_PER_ELEMENT)
+        yield Store(delta, delta_t.region(b, h, rows))
+        yield Vector(lambda: np.zeros((valid, d)), [], zeros, 0.0)
+        yield Store(zeros, dq_t.region(b, h, rows))
+
+    return Launch(name="fa3_bwd_preprocess", grid=grid, program=program,
+                  smem_bytes_per_cta=int(bm * d * (2 * problem.element_bytes + 4)),
+                  threads_per_cta=128, registers_per_thread=128)
+
+
+def _masked_scores_t(problem: AttentionProblem, key_start: int, q_start: int, needs_mask: bool):
+    """Scale and (if needed) causal-mask a transposed score tile S^T (keys x queries)."""
+    scale, offset = problem.scale, problem.kv_len - problem.seq_len
+
+    def apply(st: np.ndarray) -> np.ndarray:
+        st = st * scale
+        if needs_mask:
+            keys = np.arange(key_start, key_start + st.shape[0])[:, None]
+            queries = np.arange(q_start, q_start + st.shape[1])[None, :]
+            st = np.where(keys <= queries + offset, st, -np.inf)
+        return st
+    return apply
+
+
+def backward_launch(problem: AttentionProblem, tensors: dict) -> Launch:
+    q_t, k_t, v_t, do_t, lse_t, delta_t, dq_t, dk_t, dv_t = (
+        tensors[k] for k in ("Q", "K", "V", "dO", "LSE", "Delta", "dQ", "dK", "dV"))
+    d, n, group = problem.head_dim, problem.seq_len, problem.group_size
+    bm, bn, stages = backward_tiles(d)
+    n_wg = bn // BWD_WG_KEYS
+    dt = tensor_dtype(problem)
+    offset = problem.kv_len - problem.seq_len
+    n_blocks = -(-problem.kv_len // bn)
+    m_blocks = -(-n // bm)
+    grid = [(nb, b, hk) for hk in range(problem.kv_heads) for b in range(problem.batch) for nb in range(n_blocks)]
+
+    def program(cta):
+        nb, b, hk = cta
+        k0 = nb * bn
+        first = max(0, k0 - offset) // bm if problem.causal else 0
+        steps = [(hq, i) for hq in range(hk * group, (hk + 1) * group) for i in range(first, m_blocks)]
+
+        def q_rows(i):
+            return slice(i * bm, (i + 1) * bm)
+
+        def key_rows(w):
+            return slice(k0 + w * BWD_WG_KEYS, k0 + (w + 1) * BWD_WG_KEYS)
+
+        k_tiles = [Tile((BWD_WG_KEYS, d), dt, "smem", f"K{w}") for w in range(n_wg)]
+        v_tiles = [Tile((BWD_WG_KEYS, d), dt, "smem", f"V{w}") for w in range(n_wg)]
+        kv_full = [Semaphore(f"kv_full{w}") for w in range(n_wg)]
+        ring = SmemRing("QdO", stages, lambda s: [Tile((bm, d), dt, "smem", f"Q{s}"),
+                                                  Tile((bm, d), do_t.dtype, "smem", f"dO{s}"),
+                                                  Tile((bm,), "fp32", "smem", f"LSE{s}"),
+                                                  Tile((bm,), "fp32", "smem", f"D{s}")], n_wg)
+        # dS^T per warpgroup, double-buffered across steps; dS is the same SMEM read through a transposed
+        # descriptor by the dQ product
+        ds_t = [[Tile((BWD_WG_KEYS, bm), dt, "smem", f"dS^T{w}.{k}") for k in range(2)] for w in range(n_wg)]
+        ds = [[Tile((bm, BWD_WG_KEYS), dt, "smem", f"dS{w}.{k}") for k in range(2)] for w in range(n_wg)]
+        ds_ready = [Semaphore(f"ds_ready{k}") for k in range(2)]
+        ds_free = [[Semaphore(f"ds_free{w}.{k}", initial=1) for k in range(2)] for w in range(n_wg)]
+        dq = Tile((bm, d), "fp32", "smem", "dQ")
+
+        def producer():
+            for w in range(n_wg):
+                yield Load(k_t.region(b, hk, key_rows(w)), k_tiles[w], wait=False, signal=kv_full[w])
+                yield Load(v_t.region(b, hk, key_rows(w)), v_tiles[w], wait=False, signal=kv_full[w])
+            for t, (hq, i) in enumerate(steps):
+                yield from ring.produce(t, [q_t.region(b, hq, q_rows(i)), do_t.region(b, hq, q_rows(i)),
+                                            lse_t.region(b, hq, q_rows(i)), delta_t.region(b, hq, q_rows(i))])
+
+        def consumer(w):
+            kw0 = k0 + w * BWD_WG_KEYS
+            keys = max(0, min(BWD_WG_KEYS, problem.kv_len - kw0))
+            yield Acquire(kv_full[w], 2)
+            dk = Tile((BWD_WG_KEYS, d), "fp32", "reg", "dK")
+            dv = Tile((BWD_WG_KEYS, d), "fp32", "reg", "dV")
+            yield Vector(lambda: np.zeros((keys, d)), [], dk, 0.0)
+            yield Vector(lambda: np.zeros((keys, d)), [], dv, 0.0)
+            s_t = Tile((BWD_WG_KEYS, bm), "fp32", "reg", "S^T")
+            dp_t = Tile((BWD_WG_KEYS, bm), "fp32", "reg", "dP^T")
+            p_t = Tile((BWD_WG_KEYS, bm), dt, "reg", "P^T")
+            for t, (hq, i) in enumerate(steps):
+                buf = t % 2
+                q, do, lse, delta = yield from ring.consume(t, w)
+                hs = yield Mma(k_tiles[w], q, s_t, "wgmma", b_transposed=True, wait=False)
+                hdp = yield Mma(v_tiles[w], do, dp_t, "wgmma", b_transposed=True, wait=False)
+                yield from wait_for(hs)
+                q0 = i * bm
+                mask = _masked_scores_t(problem, kw0, q0, problem.causal and kw0 + BWD_WG_KEYS - 1 > q0 + offset)
+                yield Vector(lambda s_, l_, f=mask: np.exp(f(s_) - l_[None, :]), [s_t, lse], p_t,
+                             EXP_FMA_OPS_PER_ELEMENT, 1.0)
+                yield from wait_for(hdp)
+                yield Acquire(ds_free[w][buf])
+                yield Vector(lambda p_, dp_, d_: p_ * (dp_ - d_[None, :]), [p_t, dp_t, delta], ds_t[w][buf],
+                             DS_OPS_PER_ELEMENT)
+                yield Vector(lambda x: x.T, [ds_t[w][buf]], ds[w][buf], 0.0)  # the transposed descriptor
+                hv = yield Mma(p_t, do, dv, "wgmma", accumulate=True, wait=False)
+                hk_ = yield Mma(ds_t[w][buf], q, dk, "wgmma", accumulate=True, wait=False)
+                yield Signal(ds_ready[buf])
+                if t % n_wg == w:
+                    yield Acquire(ds_ready[buf], n_wg)
+                    hq_ = None
+                    for u in range(n_wg):
+                        hq_ = yield Mma(ds[u][buf], k_tiles[u], dq, "wgmma", accumulate=u > 0, wait=False)
+                    yield from wait_for(hq_)
+                    for u in range(n_wg):
+                        yield Signal(ds_free[u][buf])
+                    yield Vector(lambda x: x * problem.scale, [dq], dq, SCALE_OPS_PER_ELEMENT)
+                    yield Store(dq, dq_t.region(b, hq, q_rows(i)), accumulate=True)
+                yield from wait_for(hv)
+                yield from wait_for(hk_)
+                yield from ring.release(t)
+            out_k = Tile((BWD_WG_KEYS, d), dk_t.dtype, "smem", "dK.out")
+            out_v = Tile((BWD_WG_KEYS, d), dv_t.dtype, "smem", "dV.out")
+            yield Vector(lambda x: x * problem.scale, [dk], out_k, SCALE_OPS_PER_ELEMENT)
+            yield Vector(lambda x: x, [dv], out_v, 0.0)  # the conversion to the output type on the way out
+            if keys:
+                yield Store(out_k, dk_t.region(b, hk, key_rows(w)))
+                yield Store(out_v, dv_t.region(b, hk, key_rows(w)))
+
+        return [producer()] + [consumer(w) for w in range(n_wg)]
+
+    el = problem.element_bytes
+    smem = (2 * bn * d * el + stages * (2 * bm * d * el + 2 * bm * 4) + 2 * n_wg * BWD_WG_KEYS * bm * el
+            + bm * d * 4)
+    threads = 128 * (n_wg + 1)
+    return Launch(name="fa3_bwd", grid=grid, program=program, smem_bytes_per_cta=int(smem),
+                  threads_per_cta=threads, registers_per_thread=_registers(threads),
+                  shared_by=lambda cta: dict.fromkeys(("K", "V", "Q", "dO", "LSE", "Delta", "dQ"), (cta[1], cta[2])))
+
+
+# ------------------------------------------------------------------------------------------------ plan
+def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
+    opts = resolve_options(NAME, OPTIONS, options)
+    cfg = resolve_config(problem, opts)
+    operand = "fp8" if cfg.fp8 else "bf16"
+    if hw.tensor_flops_per_clk("wgmma", operand) <= 0:
+        raise InputError(f"fa3: hardware {hw.name} has no wgmma tensor instruction for {operand} "
+                         f"(FlashAttention-3 is a Hopper kernel; use fa2, or fa4 on Blackwell)")
+    if cfg.warp_specialization and not hw.has_tma:
+        raise InputError(f"fa3: hardware {hw.name} has no TMA (has_tma) for the producer warpgroup")
+    backward = problem.pass_ != "fwd"
+    if cfg.fp8 and backward:
+        raise InputError("fa3: the fp8 path is forward only (as in FlashAttention-3)")
+    tensors = declare_tensors(problem, backward=backward)
+    if cfg.fp8:
+        tensors.update(descale_tensors(problem, cfg))
+    launches = []
+    if problem.pass_ in ("fwd", "fwd_bwd"):
+        launches.append(forward_launch(problem, tensors, cfg))
+    info = {"block_m": cfg.block_m, "block_n": cfg.block_n, "consumer_warpgroups": cfg.consumers,
+            "stages": cfg.stages, "instruction": "wgmma", "warp_specialization": cfg.warp_specialization,
+            "pingpong": cfg.pingpong, "intra_wg_pipeline": cfg.intra_wg_pipeline}
+    if cfg.fp8:
+        info["fp8_scaling"] = cfg.fp8_scaling
+    if backward:
+        tensors["Delta"] = GlobalTensor("Delta", (problem.batch, problem.heads, problem.seq_len), "fp32", "scratch")
+        launches.append(preprocess_launch(problem, tensors))
+        launches.append(backward_launch(problem, tensors))
+        bm, bn, stages = backward_tiles(problem.head_dim)
+        info.update(bwd_block_m=bm, bwd_block_n=bn, bwd_stages=stages)
+    return KernelPlan(kernel=NAME, tensors=tensors, launches=launches, info=info)

@@ -1,0 +1,372 @@
+"""FlashDecoding (Dao, Haziza, Massa, Sizov: "Flash-Decoding for long-context inference", PyTorch /
+Stanford CRFM blog, Oct 2023), as FlashAttention-2's split-KV forward path implements it
+(`flash_fwd_splitkv_kernel` + `flash_fwd_splitkv_combine_kernel`, with `num_splits_heuristic`).
+
+Step 1 (launch `flash_decoding_split`): the visible K/V tiles of every (batch, KV head) are cut into
+`num_splits` contiguous chunks and each chunk goes to its own CTA, so a decode step with few sequences
+still puts a CTA on (nearly) every SM. For GQA/MQA a CTA packs the query heads of its KV group and their
+query positions into one M tile, head-major ("seqlenq_ngroups_swapped" in FA2), so each K/V tile is read
+once per group, not once per query head; groups too large for one tile are cut into row blocks. The CTA
+runs the FlashAttention-2 online softmax over its chunk (causal: bottom-right aligned, each packed row
+masked at its own query position) and writes a normalized partial output (fp32 scratch
+`O_part[B, H, splits, N, d]`) and its log-sum-exp (`LSE_part[B, H, splits, N]`). Step 2 (launch
+`flash_decoding_combine`) reduces the splits of one block of query rows per CTA: it reads every split's
+LSE, forms LSE = log sum_s exp(LSE_s) and O = sum_s exp(LSE_s - LSE) O_s streaming the partial outputs
+split by split, and writes O and LSE. Its row block is the split CTA's (the packed heads and positions of
+one (batch, KV head, row block)), so it reads back exactly the partial tiles the split CTAs wrote, from L2.
+With one split the first launch writes O and LSE directly and the combine launch is skipped (FA2 does the
+same: its split kernel's non-split epilogue).
+
+The split count follows the idea of FA2's heuristic: do not split when the (batch, KV head, row block)
+CTAs already almost fill the GPU's CTA slots; otherwise take the fewest splits whose wave efficiency
+(CTAs / slots over whole waves) is within a tolerance of the best, skipping counts that do not shorten the
+longest split, never more splits than K/V tiles (so no split is empty) and at most MAX_SPLITS.
+
+Differences from the CUDA kernels: the CTA is warp-specialized Hopper style (one producer warp streaming
+K and V through a `stages`-deep SMEM ring with asynchronous loads completing on semaphores, one consumer
+warpgroup doing both products and the softmax), where FA2's split kernel uses cp.async prefetch inside
+4 lock-step warps; the tensor instruction is the newest the GPU has (wgmma on Hopper) unless `instruction`
+says otherwise. The split slots come from this launch's real occupancy rather than FA2's hard-coded
+"2 x SMs". K/V tiles are split evenly (chunks differ by at most one tile) instead of FA2's
+ceil(n_blocks / splits) per split. FA2's combine CTA takes a few (batch, head, position) rows of the flat
+row space; here it takes one split CTA's packed rows (a similar count of rows for decode GQA). Nothing in
+the engine knows about decoding: the speed-up at small batch comes only from more CTAs on more SMs, each
+with its own bounded window of bytes in flight.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from gpusim.errors import InputError
+from gpusim.launch import KernelPlan, Launch, Option, resolve_options
+from gpusim.ops import Acquire, GlobalTensor, Load, Mma, Semaphore, Signal, Store, Tile, Vector, Wait
+from gpusim.problem import AttentionProblem
+from gpusim.kernels.attention_common import (causal_offset, declare_tensors, finalize_output, init_row_state,
+                                             kv_tiles_for_rows, online_softmax, tensor_dtype, tile_needs_mask)
+
+NAME = "flash_decoding"
+PROBLEM = AttentionProblem
+OPTIONS = {
+    "num_splits": Option(int, None, "K/V chunks per (batch, KV head) (default: wave-efficiency heuristic)"),
+    "block_m": Option(int, 64, "M tile rows: packed (query head, query position) rows per CTA "
+                               "(64 = the smallest wgmma M, and FA2's fixed split-KV kBlockM)"),
+    "block_n": Option(int, None, "K/V rows per tile (default: 256 for d <= 64, 128 for d <= 128, else 64, "
+                                 "as FA2's split-KV kernel)"),
+    "stages": Option(int, 2, "depth of the K/V SMEM ring (asynchronous loads in flight per CTA)"),
+    "instruction": Option(str, None, "tensor-core instruction class (default: the newest the GPU has)",
+                          choices=("mma_sync", "wgmma", "tcgen05")),
+}
+
+# --- split heuristic constants: FlashAttention-2's num_splits_heuristic (flash_api.cpp) ---------------
+#: Do not split when one split's CTAs already fill this share of the GPU's CTA slots.
+FILL_FRACTION = 0.8
+#: Take the fewest splits whose wave efficiency is at least this share of the best one.
+EFFICIENCY_TOLERANCE = 0.85
+#: Upper bound on splits (FA2 passes 128; the combine kernel's per-row loop is sized for it).
+MAX_SPLITS = 128
+
+# --- CTA shape (properties of the compiled kernel, not hardware speeds) ------------------------------
+#: One consumer warpgroup (4 warps) does the products and the softmax; one producer warp issues loads.
+CONSUMER_WARPS = 4
+PRODUCER_WARPS = 1
+#: Registers per thread of the split kernel: a 64 x d FP32 accumulator and a 64 x block_n FP32 score tile
+#: over 128 consumer threads plus addressing; the producer warp gives its share back (setmaxnreg).
+REGISTERS_PER_THREAD = 168
+#: SMEM the combine CTA gives its ring of partial-output buffers (a tile-size choice; at least 2 buffers).
+COMBINE_TILE_BYTES = 64 * 1024
+COMBINE_THREADS = 128
+#: Smallest M of one tensor-core instruction issue for the CTA (PTX ISA): mma.sync m16n8k16 per warp,
+#: wgmma m64nNk16 per warpgroup, tcgen05.mma M = 64 or 128 (one CTA). The M tile must be a multiple.
+INSTRUCTION_MIN_M = {"mma_sync": 16, "wgmma": 64, "tcgen05": 64}
+
+# --- combine kernel instruction counts per element (the algorithm's, see combine_launch) --------------
+#: Per (split, row): running max (1); then exp argument (1 FP32 + 1 MUFU) and sum (1).
+COMBINE_MAX_FP32_OPS = 1.0
+COMBINE_EXPSUM_FP32_OPS = 2.0
+COMBINE_EXPSUM_MUFU_OPS = 1.0
+#: Per row: log of the sum and add of the max (1 FP32 + 1 MUFU).
+COMBINE_LOG_FP32_OPS = 1.0
+COMBINE_LOG_MUFU_OPS = 1.0
+#: Per (split, row): the split's weight exp(LSE_s - LSE) (1 FP32 + 1 MUFU).
+COMBINE_WEIGHT_FP32_OPS = 1.0
+COMBINE_WEIGHT_MUFU_OPS = 1.0
+#: Per (split, row, d) partial-output element: one fused multiply-add into the output accumulator.
+COMBINE_ACC_FP32_OPS = 1.0
+
+
+def default_block_n(head_dim: int) -> int:
+    """FA2's split-KV kBlockN: 256 for d <= 64, 128 for d <= 128, 64 above."""
+    if head_dim <= 64:
+        return 256
+    if head_dim <= 128:
+        return 128
+    return 64
+
+
+def num_splits_heuristic(ctas_per_split: int, cta_slots: int, kv_tiles: int, max_splits: int = MAX_SPLITS) -> int:
+    """Splits of the K/V sequence that fill the GPU (the idea of FA2's num_splits_heuristic).
+
+    `ctas_per_split` CTAs run per split (batch x KV heads x row blocks), `cta_slots` CTAs fit the GPU at
+    once (SMs x CTAs per SM), `kv_tiles` K/V tiles are to be shared out. One split when the CTAs already
+    almost fill the slots; otherwise the fewest splits whose wave efficiency (waves / whole waves) is within
+    EFFICIENCY_TOLERANCE of the best, among counts that shorten the longest split.
+    """
+    if ctas_per_split >= FILL_FRACTION * cta_slots or kv_tiles <= 1:
+        return 1
+    limit = max(1, min(max_splits, cta_slots, kv_tiles))
+    efficiency = {}
+    for splits in range(1, limit + 1):
+        longest = -(-kv_tiles // splits)
+        if splits > 1 and longest == -(-kv_tiles // (splits - 1)):
+            continue  # the longest split is as long as with one split fewer: more CTAs, no shorter critical path
+        waves = ctas_per_split * splits / cta_slots
+        efficiency[splits] = waves / math.ceil(waves)
+    best = max(efficiency.values())
+    return min(s for s, eff in efficiency.items() if eff >= EFFICIENCY_TOLERANCE * best)
+
+
+class _Layout:
+    """How the query rows of one (batch, KV head) are cut into M tiles, and the K/V tiles of each split."""
+
+    def __init__(self, problem: AttentionProblem, block_m: int, block_n: int):
+        self.problem, self.block_m, self.block_n = problem, block_m, block_n
+        n, group = problem.seq_len, problem.group_size
+        self.rows_per_head = min(n, block_m)  # query positions per M tile
+        self.heads_per_cta = max(1, min(group, block_m // self.rows_per_head))
+        self.head_blocks = -(-group // self.heads_per_cta)
+        self.position_blocks = -(-n // self.rows_per_head)
+        self.row_blocks = self.head_blocks * self.position_blocks
+
+    def rows(self, hk: int, rb: int) -> tuple[int, int, int, int]:
+        """(first query head, head count, first position, position count) of row block `rb`."""
+        hb, pb = divmod(rb, self.position_blocks)
+        h0 = hk * self.problem.group_size + hb * self.heads_per_cta
+        hc = min(self.heads_per_cta, (hk + 1) * self.problem.group_size - h0)
+        n0 = pb * self.rows_per_head
+        return h0, hc, n0, min(self.rows_per_head, self.problem.seq_len - n0)
+
+    def visible_tiles(self, n0: int, nr: int) -> range:
+        return kv_tiles_for_rows(self.problem, n0, n0 + nr, self.block_n)
+
+    def max_tiles(self) -> int:
+        return max(len(self.visible_tiles(*self.rows(0, rb)[2:])) for rb in range(self.row_blocks))
+
+    @staticmethod
+    def split_tiles(tiles: range, split: int, splits: int) -> range:
+        """Split `split` of `splits` even chunks of `tiles` (chunk sizes differ by at most one)."""
+        count = len(tiles)
+        lo, hi = split * count // splits, (split + 1) * count // splits
+        return tiles[lo:hi]
+
+
+def packed_scores(problem: AttentionProblem, n0: int, nr: int, col_start: int, needs_mask: bool):
+    """Scale (and causally mask) a score tile whose rows are (query head, query position) pairs packed
+    head-major: row r is position n0 + r % nr of one of the CTA's heads."""
+    scale, offset = problem.scale, causal_offset(problem)
+
+    def apply(s: np.ndarray) -> np.ndarray:
+        s = s * scale
+        if needs_mask:
+            positions = n0 + (np.arange(s.shape[0]) % nr)[:, None]
+            cols = np.arange(col_start, col_start + s.shape[1])[None, :]
+            s = np.where(cols <= positions + offset, s, -np.inf)
+        return s
+    return apply
+
+
+def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, splits: int, stages: int,
+                 instruction: str) -> Launch:
+    """One CTA per (batch, KV head, split, row block); grid order row block fastest, then split (FA2's)."""
+    q_t, k_t, v_t = tensors["Q"], tensors["K"], tensors["V"]
+    partial = splits > 1
+    o_t, lse_t = (tensors["O_part"], tensors["LSE_part"]) if partial else (tensors["O"], tensors["LSE"])
+    d, bm, bn = problem.head_dim, layout.block_m, layout.block_n
+    dt = tensor_dtype(problem)
+    grid = [(b, hk, s, rb) for b in range(problem.batch) for hk in range(problem.kv_heads)
+            for s in range(splits) for rb in range(layout.row_blocks)]
+    # mma.sync: every consumer warp reads the whole K / V tile from SMEM (ldmatrix), as in FA2;
+    # wgmma / tcgen05 read SMEM operands once per warpgroup (the default accounting).
+    warp_reads = CONSUMER_WARPS if instruction == "mma_sync" else 0
+
+    def program(cta):
+        b, hk, s, rb = cta
+        h0, hc, n0, nr = layout.rows(hk, rb)
+        rows = hc * nr
+        heads, positions = slice(h0, h0 + hc), slice(n0, n0 + nr)
+        tiles = layout.split_tiles(layout.visible_tiles(n0, nr), s, splits)
+        q = Tile((bm, d), dt, "smem", "Q")
+        k_buf = [Tile((bn, d), dt, "smem", f"K{i}") for i in range(stages)]
+        v_buf = [Tile((bn, d), dt, "smem", f"V{i}") for i in range(stages)]
+        q_full = Semaphore("q_full")
+        k_full = [Semaphore(f"k_full{i}") for i in range(stages)]
+        v_full = [Semaphore(f"v_full{i}") for i in range(stages)]
+        empty = [Semaphore(f"empty{i}", initial=1) for i in range(stages)]
+        kv = lambda j: slice(j * bn, (j + 1) * bn)  # noqa: E731
+
+        def producer():
+            yield Load(q_t.region(b, heads, positions), q, wait=False, signal=q_full)
+            for i, j in enumerate(tiles):
+                slot = i % stages
+                yield Acquire(empty[slot])
+                yield Load(k_t.region(b, hk, kv(j)), k_buf[slot], wait=False, signal=k_full[slot])
+                yield Load(v_t.region(b, hk, kv(j)), v_buf[slot], wait=False, signal=v_full[slot])
+
+        def consumer():
+            score = Tile((bm, bn), "fp32", "reg", "S")
+            p = Tile((bm, bn), dt, "reg", "P")
+            m, l_, acc, init = init_row_state(rows, bm, d)
+            for op in init:
+                yield op
+            yield Acquire(q_full)
+            # [heads, positions, d] -> [heads * positions, d]: the packed M tile (an SMEM layout, no work)
+            yield Vector(lambda x: x.reshape(rows, d), [q], q, 0.0, elements=0)
+            for i, j in enumerate(tiles):
+                slot = i % stages
+                k, v = k_buf[slot], v_buf[slot]
+                yield Acquire(k_full[slot])
+                yield Mma(q, k, score, instruction, b_transposed=True,
+                          smem_read_bytes=warp_reads * k.nbytes or None)
+                needs_mask = tile_needs_mask(problem, n0, j * bn, (j + 1) * bn)
+                yield from online_softmax(score, m, l_, acc, p, packed_scores(problem, n0, nr, j * bn, needs_mask))
+                yield Acquire(v_full[slot])
+                yield Mma(p, v, acc, instruction, accumulate=True,
+                          smem_read_bytes=warp_reads * v.nbytes or None)
+                yield Signal(empty[slot])
+            out = Tile((bm, d), o_t.dtype, "smem", "O")
+            lse = Tile((bm,), "fp32", "reg", "LSE")
+            yield from finalize_output(acc, l_, m, out, lse)
+            if partial:
+                yield Store(out, o_t.region(b, heads, s, positions))
+                yield Store(lse, lse_t.region(b, heads, s, positions))
+            else:
+                yield Store(out, o_t.region(b, heads, positions))
+                yield Store(lse, lse_t.region(b, heads, positions))
+
+        return [producer(), consumer()]
+
+    # Alike CTAs for folded simulation: K/V tiles are shared by the row blocks of one (batch, KV head,
+    # split) and Q rows by the splits of one (batch, KV head, row block). Neither is a leading-index prefix
+    # of the regions (the split is a range of the sequence axis), so the folded engine counts one copy per
+    # distinct key of a block (its fallback for keys that are not region prefixes): exact tile counts.
+    shared_by = lambda cta: {"Q": (cta[0], cta[1], cta[3]), "K": cta[:3], "V": cta[:3]}  # noqa: E731
+    smem = (bm + 2 * stages * bn) * d * problem.element_bytes  # Q + the K/V ring; the epilogue reuses the ring
+    return Launch(name="flash_decoding_split", grid=grid, program=program, smem_bytes_per_cta=int(smem),
+                  threads_per_cta=32 * (CONSUMER_WARPS + PRODUCER_WARPS),
+                  registers_per_thread=REGISTERS_PER_THREAD, shared_by=shared_by)
+
+
+def combine_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, splits: int) -> Launch:
+    """One CTA per (batch, KV head, row block): the same packed rows as one split CTA, so it reads back
+    exactly the partial tiles the split CTAs wrote (they are still in L2). As FA2's combine kernel: load
+    every split's LSE, form LSE = log sum_s exp(LSE_s) and the weights exp(LSE_s - LSE), then stream the
+    splits' partial outputs through a ring of SMEM buffers, accumulating O = sum_s w_s O_s."""
+    o_part, lse_part, o_t, lse_t = (tensors[k] for k in ("O_part", "LSE_part", "O", "LSE"))
+    d = problem.head_dim
+    # No tensor cores here, so tiles hold the packed rows themselves, not a padded MMA tile.
+    bm = layout.heads_per_cta * layout.rows_per_head
+    grid = [(b, hk, rb) for b in range(problem.batch) for hk in range(problem.kv_heads)
+            for rb in range(layout.row_blocks)]
+    part_bytes = bm * d * 4
+    ring = max(2, min(splits, COMBINE_TILE_BYTES // part_bytes))
+
+    def program(cta):
+        b, hk, rb = cta
+        h0, hc, n0, nr = layout.rows(hk, rb)
+        rows = hc * nr
+        heads, positions = slice(h0, h0 + hc), slice(n0, n0 + nr)
+        lse_parts = [Tile((bm,), "fp32", "smem", f"LSE{s}") for s in range(splits)]
+        o_bufs = [Tile((bm, d), "fp32", "smem", f"O_part{i}") for i in range(ring)]
+        lse_ready = []
+        for s in range(splits):
+            handle = yield Load(lse_part.region(b, heads, s, positions), lse_parts[s], wait=False)
+            lse_ready.append(handle)
+        o_ready = {}
+        for s in range(min(ring, splits)):
+            o_ready[s] = yield Load(o_part.region(b, heads, s, positions), o_bufs[s % ring], wait=False)
+        for handle in lse_ready:
+            yield Wait(handle)
+        stacked = Tile((splits, bm), "fp32", "reg", "LSE_parts")
+        lse_max = Tile((bm,), "fp32", "reg", "lse_max")
+        total = Tile((bm,), "fp32", "reg", "sum")
+        lse = Tile((bm,), "fp32", "reg", "LSE")
+        weights = Tile((splits, bm), "fp32", "reg", "w")
+        pairs = splits * bm
+        yield Vector(lambda *xs: np.stack([x.reshape(rows) for x in xs]), lse_parts, stacked, 0.0, elements=0)
+        yield Vector(lambda x: x.max(axis=0), [stacked], lse_max, COMBINE_MAX_FP32_OPS, elements=pairs)
+        yield Vector(lambda x, mx: np.exp(x - _finite(mx)).sum(axis=0), [stacked, lse_max], total,
+                     COMBINE_EXPSUM_FP32_OPS, COMBINE_EXPSUM_MUFU_OPS, elements=pairs)
+        yield Vector(lambda sm, mx: np.where(sm > 0, _finite(mx) + np.log(np.where(sm > 0, sm, 1.0)), -np.inf),
+                     [total, lse_max], lse, COMBINE_LOG_FP32_OPS, COMBINE_LOG_MUFU_OPS, elements=bm)
+        yield Vector(lambda x, lz: np.exp(x - _finite(lz)) * np.isfinite(lz), [stacked, lse], weights,
+                     COMBINE_WEIGHT_FP32_OPS, COMBINE_WEIGHT_MUFU_OPS, elements=pairs)
+        acc = Tile((bm, d), "fp32", "reg", "acc")
+        yield Vector(lambda: np.zeros((rows, d)), [], acc, 0.0, elements=0)
+        for s in range(splits):
+            buf = o_bufs[s % ring]
+            yield Wait(o_ready.pop(s))
+            yield Vector(lambda a, o, w, s=s: a + o.reshape(rows, d) * w[s][:, None], [acc, buf, weights], acc,
+                         COMBINE_ACC_FP32_OPS, elements=bm * d)
+            if s + ring < splits:
+                o_ready[s + ring] = yield Load(o_part.region(b, heads, s + ring, positions), buf, wait=False)
+        out = Tile((bm, d), o_t.dtype, "smem", "O")
+        yield Vector(lambda a: a, [acc], out, 0.0, elements=0)  # the conversion rides on the last FMA pass
+        yield Store(out, o_t.region(b, heads, positions))
+        yield Store(lse, lse_t.region(b, heads, positions))
+
+    smem = (ring * bm * d + splits * bm) * 4 + bm * d * problem.element_bytes
+    return Launch(name="flash_decoding_combine", grid=grid, program=program, smem_bytes_per_cta=int(smem),
+                  threads_per_cta=COMBINE_THREADS)
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(x), x, 0.0)
+
+
+def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
+    opts = resolve_options(NAME, OPTIONS, options)
+    if problem.pass_ != "fwd":
+        raise InputError(f"flash_decoding: inference kernel, forward only (pass={problem.pass_!r}); "
+                         "use fa2 or fa3 for the backward pass")
+    if problem.dtype == "fp8":
+        raise InputError("flash_decoding: FA2's split-KV path has no FP8 kernel; use bf16 or fp16")
+    bm = opts["block_m"]
+    bn = opts["block_n"] or default_block_n(problem.head_dim)
+    stages = opts["stages"]
+    if min(bm, bn, stages) <= 0:
+        raise InputError("flash_decoding: block_m, block_n and stages must be positive")
+    instruction = opts["instruction"] or hw.best_instruction(problem.dtype)
+    if hw.tensor_flops_per_clk(instruction, problem.dtype) <= 0:
+        raise InputError(f"flash_decoding: {hw.name} has no {instruction} instruction for {problem.dtype}")
+    if bm % INSTRUCTION_MIN_M[instruction]:
+        raise InputError(f"flash_decoding: block_m={bm} is not a multiple of {instruction}'s smallest M "
+                         f"({INSTRUCTION_MIN_M[instruction]})")
+    requested = opts["num_splits"]
+    if requested is not None and requested <= 0:
+        raise InputError(f"flash_decoding: num_splits={requested} must be positive")
+
+    layout = _Layout(problem, bm, bn)
+    tensors = declare_tensors(problem)
+    kv_tiles = layout.max_tiles()
+    ctas_per_sm = split_launch(problem, tensors, layout, 1, stages, instruction).occupancy(hw)
+    ctas_per_split = problem.batch * problem.kv_heads * layout.row_blocks
+    if requested is None:
+        splits = num_splits_heuristic(ctas_per_split, hw.sm_count * ctas_per_sm, kv_tiles)
+    else:
+        splits = max(1, min(requested, kv_tiles))  # more splits than K/V tiles would leave splits empty
+
+    launches, info = [], {}
+    if splits > 1:
+        b, h, n, d = problem.batch, problem.heads, problem.seq_len, problem.head_dim
+        tensors["O_part"] = GlobalTensor("O_part", (b, h, splits, n, d), "fp32", "scratch")
+        tensors["LSE_part"] = GlobalTensor("LSE_part", (b, h, splits, n), "fp32", "scratch")
+    launches.append(split_launch(problem, tensors, layout, splits, stages, instruction))
+    if splits > 1:
+        launches.append(combine_launch(problem, tensors, layout, splits))
+    info.update({"num_splits": splits, "num_splits_requested": requested, "combine": splits > 1,
+                 "block_m": bm, "block_n": bn, "stages": stages, "instruction": instruction,
+                 "heads_per_cta": layout.heads_per_cta, "row_blocks": layout.row_blocks,
+                 "kv_tiles": kv_tiles, "ctas_per_sm": ctas_per_sm, "split_ctas": ctas_per_split * splits})
+    return KernelPlan(kernel=NAME, tensors=tensors, launches=launches, info=info)

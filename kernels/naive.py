@@ -1,0 +1,398 @@
+"""Standard attention: separate kernel launches with the N x N matrices in HBM.
+
+Follows Algorithm 0 of the FlashAttention paper (Dao et al. 2022, arXiv 2205.14135, Section 2.2): S = Q K^T
+is written to HBM, P = softmax(S) is read back and written, O = P V reads it again. The launch sequence is
+PyTorch's eager path that the calibration data measured (`naive` rows of h200_calibration.json):
+
+  forward   qk_gemm   S  = Q K^T               (tiled tensor-core GEMM per (batch, head), S in HBM as bf16)
+            scale     Ss = S * scale           (its own elementwise kernel; option separate_scale=False fuses
+                                                it into the GEMM epilogue, 3 launches instead of 4)
+            softmax   P  = softmax(Ss)         (row kernel, causal mask applied here; also writes the
+                                                log-sum-exp per row, 4 bytes per row, for interface parity)
+            pv_gemm   O  = P V
+  backward  dv_gemm   dV = P^T dO              (GQA: summed over the group's query heads inside the GEMM's
+                                                reduction loop)
+            dp_gemm   dP = dO V^T
+            softmax_bwd dS = P * (dP - rowsum(P * dP))   (PyTorch's softmax backward; rowsum(P * dP) equals
+                                                rowsum(dO * O), Section B.2 of the paper, and needs no extra reads)
+            scale_bwd dSs = dS * scale         (separate_scale=True; else scale is in the two GEMM epilogues)
+            dq_gemm   dQ = dSs K               (written fp32, the declared dQ type)
+            dk_gemm   dK = dSs^T Q
+
+Backward source of P: with pass fwd_bwd the backward reads the P the forward wrote (what autograd saves);
+with pass bwd (O and LSE are inputs) P is recomputed from S: qk_gemm (+ scale) and then a row kernel
+P = exp(Ss - LSE) with the causal mask, before the backward launches.
+
+GEMMs are cuBLAS-like: a producer role streams A/B tiles through a `stages`-deep SMEM ring, a consumer role
+issues the newest tensor instruction the GPU has (hw.best_instruction), accumulating in FP32; tiles
+128 x 128 x 64 by default, narrowed to the matrix (d = 64 outputs use 128 x 64 tiles) and a ring no deeper
+than the reduction loop. Output tiles are rasterized in groups of `group_m` tile rows per (batch, head).
+Operands stored transposed (P^T, dS^T) are read through the tensor core's transposed SMEM operand path
+(ldmatrix.trans / wgmma transpose), which costs no instructions: modeled as a zero-cost layout op.
+
+Row kernels (softmax, its backward, the P recompute) hold whole rows on chip (PyTorch's persistent and
+shared-memory softmax), so each N x N element is read from HBM once per kernel. Elementwise scale kernels
+walk the matrix in the tiles of the launch that produced it, so that the L2 (keyed by tile) sees the
+producer's tiles when they are still resident.
+
+Differences from the eager path: no GQA expansion copy of K/V (heads index K/V head h // group); causal
+masking costs no extra masked_fill kernel (it is in the softmax); cuBLAS heuristics are replaced by the
+fixed tile choice above.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpusim.errors import InputError
+from gpusim.launch import KernelPlan, Launch, Option, resolve_options
+from gpusim.ops import Acquire, GlobalTensor, Load, Mma, Semaphore, Signal, Store, Tile, Vector, Wait
+from gpusim.problem import AttentionProblem
+from gpusim.kernels.attention_common import causal_offset, declare_tensors, tensor_dtype
+
+NAME = "naive"
+PROBLEM = AttentionProblem
+OPTIONS = {
+    "separate_scale": Option(bool, True, "scale S (and dS) in their own elementwise kernels, as PyTorch's eager "
+                                         "path does; false fuses the scale into the GEMM epilogues"),
+    "block_m": Option(int, 128, "GEMM output tile rows"),
+    "block_n": Option(int, 128, "GEMM output tile columns (narrowed to the matrix width)"),
+    "block_k": Option(int, 64, "GEMM reduction depth per pipeline stage"),
+    "stages": Option(int, 3, "GEMM SMEM ring depth (at most the number of reduction steps)"),
+    "group_m": Option(int, 8, "GEMM tile rows per rasterization group (L2 reuse)"),
+    "row_elements": Option(int, 8192, "elements of the N x N matrix per row-kernel CTA (whole rows, at least one)"),
+}
+
+# ---- per-element instruction counts (algorithm constants, what the kernels execute per element)
+#: GEMM epilogue: convert the FP32 accumulator to the output type (one cvt per element) ...
+EPILOGUE_CONVERT_OPS = 1.0
+#: ... plus one multiply when the GEMM applies a scale (cuBLAS alpha).
+EPILOGUE_ALPHA_OPS = 1.0
+#: Elementwise `x * scale`: one multiply (load/convert folded into it).
+SCALE_OPS = 1.0
+#: Softmax: row max (1), exp argument x - max as one FMA (1) on the FP32 pipe plus the exponential on MUFU,
+#: row sum (1), normalization by the reciprocal of the sum (1). Causal masking adds one select (1).
+SOFTMAX_MAX_OPS, SOFTMAX_EXP_FMA_OPS, SOFTMAX_SUM_OPS, SOFTMAX_NORM_OPS, MASK_OPS = 1.0, 1.0, 1.0, 1.0, 1.0
+#: Softmax backward: rowsum(P * dP) is a multiply-add (1 FMA); dS = P * (dP - D) is a subtract and a multiply (2).
+SOFTMAX_BWD_DOT_OPS, SOFTMAX_BWD_DS_OPS = 1.0, 2.0
+#: P recompute from the log-sum-exp: exp argument x - lse (1 FMA) plus one MUFU exponential.
+RECOMPUTE_FMA_OPS = 1.0
+#: Per-row work (log of the row sum for the LSE): one FP32 op and one MUFU op per row.
+ROW_LOG_OPS = 1.0
+#: Register allocation of the GEMM and row kernels (cuBLAS-class GEMMs ~128 per thread with the producer
+#: warpgroup's registers given to the consumer; row kernels are light).
+GEMM_REGISTERS_PER_THREAD = 128
+ROW_REGISTERS_PER_THREAD = 32
+ROW_THREADS = 256
+
+
+def _ceil16(x: int) -> int:
+    return max(16, -(-x // 16) * 16)
+
+
+# ============================================================================================== GEMMs
+def _tile_grid(t: GlobalTensor, bm: int, bn: int, group_m: int) -> list:
+    """(batch, head, tile row, tile column) of a [B, H, rows, cols] matrix: per (batch, head), groups of
+    `group_m` tile rows swept column by column (cuBLAS-style rasterization for L2 reuse)."""
+    tiles_m, tiles_n = -(-t.shape[2] // bm), -(-t.shape[3] // bn)
+    order = []
+    for gm in range(0, tiles_m, group_m):
+        for tn in range(tiles_n):
+            order.extend((tm, tn) for tm in range(gm, min(gm + group_m, tiles_m)))
+    return [(b, h, tm, tn) for b in range(t.shape[0]) for h in range(t.shape[1]) for tm, tn in order]
+
+
+class _Gemm:
+    """C[b, hc] (m x n) = alpha * sum over (ha, hb) in pairs(hc) of A[b, ha] @ B[b, hb].
+
+    A is stored [.., m, k], or [.., k, m] when a_trans; B is stored [.., k, n], or [.., n, k] when b_trans.
+    """
+
+    def __init__(self, name, out: GlobalTensor, a: GlobalTensor, a_trans: bool, b: GlobalTensor, b_trans: bool,
+                 pairs, alpha: float | None, a_key, b_key):
+        self.name, self.out, self.a, self.a_trans, self.b, self.b_trans = name, out, a, a_trans, b, b_trans
+        self.pairs, self.alpha, self.a_key, self.b_key = pairs, alpha, a_key, b_key
+        self.m, self.n = out.shape[2], out.shape[3]
+        self.k = a.shape[2] if a_trans else a.shape[3]
+
+
+def _gemm_launch(g: _Gemm, problem: AttentionProblem, hw, opts: dict) -> Launch:
+    instruction = hw.best_instruction(problem.dtype)
+    dt = tensor_dtype(problem)
+    e = problem.element_bytes
+    # Tiles narrowed to the matrix (a cuBLAS heuristic picks 128 x 64 for a 64-wide output); wgmma needs
+    # 64-row warpgroup tiles, mma.sync 16: keep at least 64 rows.
+    bm = min(opts["block_m"], max(64, _ceil16(g.m)))
+    bn = min(opts["block_n"], _ceil16(g.n))
+    bk = min(opts["block_k"], _ceil16(g.k))
+    tiles_k = -(-g.k // bk)
+    steps_per_pair = tiles_k
+    # A ring deeper than the reduction loop holds nothing (S = Q K^T at d = 64 has one step).
+    max_steps = steps_per_pair * max(len(g.pairs(h)) for h in range(g.out.shape[1]))
+    stages = max(1, min(opts["stages"], max_steps))
+    # mma.sync: 4 warps in a 2 x 2 layout, each A tile is read by 2 warps and each B tile by 2 (ldmatrix);
+    # a wgmma/tcgen05 warpgroup reads each operand once from SMEM.
+    warps_m, warps_n = (2, 2) if instruction == "mma_sync" else (1, 1)
+    threads = 128 if instruction == "mma_sync" else 256  # + a producer warpgroup on Hopper/Blackwell
+    a_bytes, b_bytes = bm * bk * e, bk * bn * e
+    out_t = g.out
+
+    grid = _tile_grid(out_t, bm, bn, opts["group_m"])
+
+    def program(cta):
+        b, hc, tm, tn = cta
+        rows, cols = slice(tm * bm, (tm + 1) * bm), slice(tn * bn, (tn + 1) * bn)
+        a_buf = [Tile((bk, bm) if g.a_trans else (bm, bk), dt, "smem", f"A{s}") for s in range(stages)]
+        b_buf = [Tile((bn, bk) if g.b_trans else (bk, bn), dt, "smem", f"B{s}") for s in range(stages)]
+        a_view = Tile((bm, bk), dt, "smem", "At")
+        full = [Semaphore(f"full{s}") for s in range(stages)]
+        empty = [Semaphore(f"empty{s}", initial=1) for s in range(stages)]
+        acc = Tile((bm, bn), "fp32", "reg", "acc")
+        steps = [(ha, hb, kk) for ha, hb in g.pairs(hc) for kk in range(tiles_k)]
+
+        def producer():
+            for i, (ha, hb, kk) in enumerate(steps):
+                s = i % stages
+                yield Acquire(empty[s])
+                ks = slice(kk * bk, (kk + 1) * bk)
+                a_ref = g.a.region(b, ha, ks, rows) if g.a_trans else g.a.region(b, ha, rows, ks)
+                b_ref = g.b.region(b, hb, cols, ks) if g.b_trans else g.b.region(b, hb, ks, cols)
+                yield Load(a_ref, a_buf[s], wait=False, signal=full[s])
+                yield Load(b_ref, b_buf[s], wait=False, signal=full[s])
+
+        def consumer():
+            for i in range(len(steps)):
+                s = i % stages
+                yield Acquire(full[s], 2)
+                a_tile = a_buf[s]
+                if g.a_trans:  # transposed SMEM operand: a layout change, no instructions
+                    yield Vector(lambda x: x.T, [a_buf[s]], a_view, 0.0)
+                    a_tile = a_view
+                yield Mma(a_tile, b_buf[s], acc, instruction, b_transposed=g.b_trans, accumulate=i > 0,
+                          smem_read_bytes=int(a_bytes * warps_n + b_bytes * warps_m))
+                yield Signal(empty[s])
+            out = Tile((bm, bn), out_t.dtype, "smem", "C")
+            alpha = g.alpha
+            ops = EPILOGUE_CONVERT_OPS + (EPILOGUE_ALPHA_OPS if alpha is not None else 0.0)
+            yield Vector((lambda x: x * alpha) if alpha is not None else (lambda x: x), [acc], out, ops)
+            yield Store(out, out_t.region(b, hc, rows, cols))
+
+        return [producer(), consumer()]
+
+    smem = stages * (a_bytes + b_bytes) + bm * bn * (4 if out_t.dtype == "fp32" else 2)
+    return Launch(name=g.name, grid=grid, program=program, smem_bytes_per_cta=int(smem), threads_per_cta=threads,
+                  registers_per_thread=GEMM_REGISTERS_PER_THREAD,
+                  shared_by=lambda cta: {g.a.name: g.a_key(cta), g.b.name: g.b_key(cta)}), (bm, bn, bk, stages)
+
+
+# ============================================================================================== row kernels
+def _rows_per_cta(problem: AttentionProblem, opts: dict) -> int:
+    return max(1, opts["row_elements"] // problem.kv_len)
+
+
+def _row_grid(problem: AttentionProblem, rows: int) -> list:
+    groups = -(-problem.seq_len // rows)
+    return [(b, h, g) for b in range(problem.batch) for h in range(problem.heads) for g in range(groups)]
+
+
+def _mask_fn(problem: AttentionProblem, r0: int):
+    offset = causal_offset(problem)
+
+    def visible(x: np.ndarray) -> np.ndarray:
+        rows = np.arange(r0, r0 + x.shape[0])[:, None]
+        cols = np.arange(x.shape[1])[None, :]
+        return cols <= rows + offset
+    return visible
+
+
+def _softmax_launch(problem: AttentionProblem, src: GlobalTensor, p_t: GlobalTensor, lse_t: GlobalTensor | None,
+                    opts: dict) -> Launch:
+    """P = softmax(src) row-wise with the causal mask; optionally the log-sum-exp of each row."""
+    R, L = _rows_per_cta(problem, opts), problem.kv_len
+    causal = problem.causal
+    mask_ops = MASK_OPS if causal else 0.0
+
+    def program(cta):
+        b, h, grp = cta
+        r0 = grp * R
+        rows = slice(r0, r0 + R)
+        visible = _mask_fn(problem, r0)
+        s = Tile((R, L), src.dtype, "smem", "S")
+        m = Tile((R,), "fp32", "reg", "m")
+        e = Tile((R, L), "fp32", "reg", "E")
+        l_ = Tile((R,), "fp32", "reg", "l")
+        p = Tile((R, L), p_t.dtype, "reg", "P")
+        masked = (lambda x: np.where(visible(x), x, -np.inf)) if causal else (lambda x: x)
+        yield Load(src.region(b, h, rows), s)
+        yield Vector(lambda x: masked(x).max(axis=1), [s], m, SOFTMAX_MAX_OPS + mask_ops, elements=s.elements)
+        yield Vector(lambda x, mx: np.exp(masked(x) - np.where(np.isfinite(mx), mx, 0.0)[:, None]), [s, m], e,
+                     SOFTMAX_EXP_FMA_OPS, 1.0, elements=s.elements)
+        yield Vector(lambda x: x.sum(axis=1), [e], l_, SOFTMAX_SUM_OPS, elements=s.elements)
+        yield Vector(lambda x, sm: np.divide(x, sm[:, None], out=np.zeros_like(x), where=sm[:, None] > 0),
+                     [e, l_], p, SOFTMAX_NORM_OPS, elements=s.elements)
+        yield Store(p, p_t.region(b, h, rows))
+        if lse_t is not None:
+            lse = Tile((R,), "fp32", "reg", "LSE")
+            yield Vector(lambda mx, sm: np.where(sm > 0, np.where(np.isfinite(mx), mx, 0.0)
+                                                 + np.log(np.where(sm > 0, sm, 1.0)), -np.inf),
+                         [m, l_], lse, ROW_LOG_OPS, 1.0, elements=R)
+            yield Store(lse, lse_t.region(b, h, rows))
+
+    return Launch(name="softmax", grid=_row_grid(problem, R), program=program,
+                  smem_bytes_per_cta=int(R * L * problem.element_bytes), threads_per_cta=ROW_THREADS,
+                  registers_per_thread=ROW_REGISTERS_PER_THREAD)
+
+
+def _recompute_p_launch(problem: AttentionProblem, src: GlobalTensor, lse_t: GlobalTensor, p_t: GlobalTensor,
+                        opts: dict) -> Launch:
+    """Backward-only pass: P = exp(Ss - LSE) with the causal mask (the LSE is an input)."""
+    R, L = _rows_per_cta(problem, opts), problem.kv_len
+    causal = problem.causal
+
+    def program(cta):
+        b, h, grp = cta
+        r0 = grp * R
+        rows = slice(r0, r0 + R)
+        visible = _mask_fn(problem, r0)
+        s = Tile((R, L), src.dtype, "reg", "S")
+        lse = Tile((R,), "fp32", "reg", "LSE")
+        p = Tile((R, L), p_t.dtype, "reg", "P")
+        s_ready = yield Load(src.region(b, h, rows), s, wait=False)
+        yield Load(lse_t.region(b, h, rows), lse)
+        yield Wait(s_ready)
+
+        def recompute(x, lse_):
+            pr = np.exp(x - np.where(np.isfinite(lse_), lse_, 0.0)[:, None])
+            return np.where(visible(x), pr, 0.0) if causal else pr
+        yield Vector(recompute, [s, lse], p, RECOMPUTE_FMA_OPS + (MASK_OPS if causal else 0.0), 1.0,
+                     elements=s.elements)
+        yield Store(p, p_t.region(b, h, rows))
+
+    return Launch(name="recompute_p", grid=_row_grid(problem, R), program=program, smem_bytes_per_cta=0,
+                  threads_per_cta=ROW_THREADS, registers_per_thread=ROW_REGISTERS_PER_THREAD)
+
+
+def _softmax_bwd_launch(problem: AttentionProblem, p_t: GlobalTensor, dp_t: GlobalTensor, ds_t: GlobalTensor,
+                        opts: dict) -> Launch:
+    """dS = P * (dP - rowsum(P * dP))."""
+    R, L = _rows_per_cta(problem, opts), problem.kv_len
+
+    def program(cta):
+        b, h, grp = cta
+        rows = slice(grp * R, grp * R + R)
+        p = Tile((R, L), p_t.dtype, "smem", "P")
+        dp = Tile((R, L), dp_t.dtype, "smem", "dP")
+        dsum = Tile((R,), "fp32", "reg", "D")
+        ds = Tile((R, L), ds_t.dtype, "reg", "dS")
+        p_ready = yield Load(p_t.region(b, h, rows), p, wait=False)
+        yield Load(dp_t.region(b, h, rows), dp)
+        yield Wait(p_ready)
+        yield Vector(lambda x, y: (x * y).sum(axis=1), [p, dp], dsum, SOFTMAX_BWD_DOT_OPS, elements=p.elements)
+        yield Vector(lambda x, y, dd: x * (y - dd[:, None]), [p, dp, dsum], ds, SOFTMAX_BWD_DS_OPS,
+                     elements=p.elements)
+        yield Store(ds, ds_t.region(b, h, rows))
+
+    return Launch(name="softmax_bwd", grid=_row_grid(problem, R), program=program,
+                  smem_bytes_per_cta=int(2 * R * L * problem.element_bytes), threads_per_cta=ROW_THREADS,
+                  registers_per_thread=ROW_REGISTERS_PER_THREAD)
+
+
+def _scale_launch(name: str, problem: AttentionProblem, src: GlobalTensor, dst: GlobalTensor, block: tuple,
+                  group_m: int = 1) -> Launch:
+    """dst = src * scale, elementwise, walking the matrix in `block` tiles in the producer's order."""
+    br, bc = block
+    scale = problem.scale
+    grid = _tile_grid(src, br, bc, group_m)
+
+    def program(cta):
+        b, h, tr, tc = cta
+        region = (b, h, slice(tr * br, (tr + 1) * br), slice(tc * bc, (tc + 1) * bc))
+        x = Tile((br, bc), src.dtype, "reg", "x")
+        y = Tile((br, bc), dst.dtype, "reg", "y")
+        yield Load(src.region(*region), x)
+        yield Vector(lambda v: v * scale, [x], y, SCALE_OPS)
+        yield Store(y, dst.region(*region))
+
+    return Launch(name=name, grid=grid, program=program, smem_bytes_per_cta=0, threads_per_cta=ROW_THREADS,
+                  registers_per_thread=ROW_REGISTERS_PER_THREAD)
+
+
+# ============================================================================================== plan
+def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
+    opts = resolve_options(NAME, OPTIONS, options)
+    if problem.dtype == "fp8":
+        raise InputError("naive: the eager PyTorch path has no FP8 attention (bf16 or fp16 only)")
+    for key in ("block_m", "block_n", "block_k", "stages", "group_m", "row_elements"):
+        if opts[key] <= 0:
+            raise InputError(f"naive: option {key} must be positive")
+    b, h, hk, n, l = problem.batch, problem.heads, problem.kv_heads, problem.seq_len, problem.kv_len
+    group = problem.group_size
+    dt = tensor_dtype(problem)
+    separate = opts["separate_scale"]
+    scale = problem.scale
+    backward = problem.pass_ != "fwd"
+    tensors = declare_tensors(problem, backward=backward)
+    q_t, k_t, v_t, o_t, lse_t = (tensors[x] for x in ("Q", "K", "V", "O", "LSE"))
+
+    def nn(name: str) -> GlobalTensor:
+        t = GlobalTensor(name, (b, h, n, l), dt, "scratch")
+        tensors[name] = t
+        return t
+
+    def same(head: int):
+        return [(head, head // group)]
+
+    launches: list[Launch] = []
+    info: dict = {"separate_scale": separate, "instruction": hw.best_instruction(problem.dtype)}
+
+    # -------------------------------------------------------------- S = Q K^T (forward, or recompute for bwd)
+    s_t = nn("S")
+    qk = _Gemm("qk_gemm", s_t, q_t, False, k_t, True, same, None if separate else scale,
+               a_key=lambda c: (c[0], c[1], c[2]), b_key=lambda c: (c[0], c[1] // group, c[3]))
+    launch, qk_tiles = _gemm_launch(qk, problem, hw, opts)
+    launches.append(launch)
+    info["gemm_tiles"] = qk_tiles[:3]
+    scores = s_t
+    if separate:
+        scores = nn("Ss")
+        launches.append(_scale_launch("scale", problem, s_t, scores, qk_tiles[:2], opts["group_m"]))
+    p_t = nn("P")
+    if problem.pass_ == "bwd":
+        launches.append(_recompute_p_launch(problem, scores, lse_t, p_t, opts))
+    else:
+        launches.append(_softmax_launch(problem, scores, p_t, lse_t, opts))
+        pv = _Gemm("pv_gemm", o_t, p_t, False, v_t, False, same, None,
+                   a_key=lambda c: (c[0], c[1], c[2]), b_key=lambda c: (c[0], c[1] // group, c[3]))
+        launches.append(_gemm_launch(pv, problem, hw, opts)[0])
+    if not backward:
+        info["launch_count"] = len(launches)
+        return KernelPlan(kernel=NAME, tensors=tensors, launches=launches, info=info)
+
+    # -------------------------------------------------------------- backward
+    do_t, dq_t, dk_t, dv_t = (tensors[x] for x in ("dO", "dQ", "dK", "dV"))
+    group_pairs = lambda kv_head: [(q_head, q_head) for q_head in range(kv_head * group, (kv_head + 1) * group)]  # noqa: E731
+    dv = _Gemm("dv_gemm", dv_t, p_t, True, do_t, False, group_pairs, None,
+               a_key=lambda c: (c[0], c[1], c[2]), b_key=lambda c: (c[0], c[1], c[3]))
+    launches.append(_gemm_launch(dv, problem, hw, opts)[0])
+    dp_t = nn("dP")
+    dp = _Gemm("dp_gemm", dp_t, do_t, False, v_t, True, same, None,
+               a_key=lambda c: (c[0], c[1], c[2]), b_key=lambda c: (c[0], c[1] // group, c[3]))
+    launches.append(_gemm_launch(dp, problem, hw, opts)[0])
+    ds_t = nn("dS")
+    launches.append(_softmax_bwd_launch(problem, p_t, dp_t, ds_t, opts))
+    alpha = None if separate else scale
+    if separate:
+        dss_t = nn("dSs")
+        launches.append(_scale_launch("scale_bwd", problem, ds_t, dss_t, (_rows_per_cta(problem, opts), l)))
+        ds_t = dss_t
+    dq = _Gemm("dq_gemm", dq_t, ds_t, False, k_t, False, same, alpha,
+               a_key=lambda c: (c[0], c[1], c[2]), b_key=lambda c: (c[0], c[1] // group, c[3]))
+    launches.append(_gemm_launch(dq, problem, hw, opts)[0])
+    dk = _Gemm("dk_gemm", dk_t, ds_t, True, q_t, False, group_pairs, alpha,
+               a_key=lambda c: (c[0], c[1], c[2]), b_key=lambda c: (c[0], c[1], c[3]))
+    launches.append(_gemm_launch(dk, problem, hw, opts)[0])
+    info["launch_count"] = len(launches)
+    info["p_source"] = "recomputed from S and LSE" if problem.pass_ == "bwd" else "saved by the forward"
+    return KernelPlan(kernel=NAME, tensors=tensors, launches=launches, info=info)
+
+

@@ -1,0 +1,275 @@
+"""FlashAttention-3 (Hopper) and FlashAttention-4 (Blackwell) kernels: functional correctness against the
+float64 reference, FP8 scaling, and the direction of each mechanism's effect on simulated time.
+
+Tolerances: bf16 tensors (and bf16 P in the P V product) give relative errors around 4e-3; the test bound is
+2e-2. FP8 (e4m3, 3 mantissa bits, P rounded to e4m3 too) gives about 5e-2 on random data; the bound is 0.1.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gpusim.errors import InputError
+from gpusim.kernels import fa3, fa4
+from gpusim.problem import AttentionProblem
+from gpusim.reference import attention_backward, attention_forward, random_inputs, relative_error
+from gpusim.simulate import run_functional_check, simulate
+
+BF16_TOL = 2e-2
+LSE_TOL = 1e-3
+FP8_TOL = 0.1
+
+
+def _forward_errors(kernel, problem, hardware, options=None, seed=0):
+    x = random_inputs(problem, seed)
+    out = run_functional_check(kernel, problem, hardware, x, options)
+    o, lse = attention_forward(x["Q"], x["K"], x["V"], problem.causal)
+    return relative_error(out["O"], o), relative_error(out["LSE"], lse)
+
+
+FWD_SHAPES = [
+    dict(seq_len=97),
+    dict(seq_len=257),
+    dict(seq_len=97, causal=True),
+    dict(seq_len=257, causal=True),
+    dict(seq_len=65, kv_len=200, causal=True),  # bottom-right causal with a longer KV
+]
+
+
+# ------------------------------------------------------------------------------------------------ FA3 forward
+@pytest.mark.parametrize("shape", FWD_SHAPES)
+def test_fa3_forward_bf16(shape):
+    problem = AttentionProblem(batch=1, heads=2, head_dim=64, **shape)
+    err_o, err_lse = _forward_errors("fa3", problem, "h200")
+    assert err_o < BF16_TOL and err_lse < LSE_TOL
+
+
+@pytest.mark.parametrize("kv_heads", [8, 1])
+def test_fa3_forward_gqa_and_mqa(kv_heads):
+    problem = AttentionProblem(batch=1, heads=32, kv_heads=kv_heads, seq_len=33, head_dim=64, causal=True)
+    err_o, err_lse = _forward_errors("fa3", problem, "h200")
+    assert err_o < BF16_TOL and err_lse < LSE_TOL
+
+
+@pytest.mark.parametrize("options", [
+    {"warp_specialization": False}, {"pingpong": False}, {"intra_wg_pipeline": False},
+    {"pingpong": False, "intra_wg_pipeline": False}, {"block_m": 192, "stages": 3},
+])
+def test_fa3_schedule_variants_compute_the_same(options):
+    """Every schedule variant is the same algorithm: its result agrees with the reference (and so with the
+    default schedule) on a causal, ragged, two-head-dim case."""
+    for d in (64, 128):
+        problem = AttentionProblem(batch=1, heads=2, seq_len=200, head_dim=d, causal=True)
+        err_o, err_lse = _forward_errors("fa3", problem, "h200", options)
+        assert err_o < BF16_TOL and err_lse < LSE_TOL
+
+
+def test_fa3_head_dim_256():
+    problem = AttentionProblem(batch=1, heads=1, seq_len=100, head_dim=256, causal=True)
+    assert _forward_errors("fa3", problem, "h200")[0] < BF16_TOL
+
+
+# ------------------------------------------------------------------------------------------------ FA3 backward
+@pytest.mark.parametrize("shape", [
+    dict(seq_len=97), dict(seq_len=150, causal=True), dict(seq_len=97, heads=4, kv_heads=1, causal=True),
+    dict(seq_len=70, kv_len=200, heads=4, kv_heads=2, causal=True), dict(seq_len=97, head_dim=128),
+])
+def test_fa3_backward(shape):
+    """pass_='bwd' reads O and LSE (from the reference forward) and dO; dQ, dK, dV match the float64
+    reference."""
+    spec = dict(batch=1, heads=2, head_dim=64, pass_="bwd")
+    spec.update(shape)
+    problem = AttentionProblem(**spec)
+    x = random_inputs(problem, 1, with_grad=True)
+    x["O"], x["LSE"] = attention_forward(x["Q"], x["K"], x["V"], problem.causal)
+    out = run_functional_check("fa3", problem, "h200", x)
+    dq, dk, dv = attention_backward(x["Q"], x["K"], x["V"], x["dO"], problem.causal)
+    for name, ref in (("dQ", dq), ("dK", dk), ("dV", dv)):
+        assert relative_error(out[name], ref) < BF16_TOL, name
+
+
+def test_fa3_forward_backward():
+    problem = AttentionProblem(batch=1, heads=2, seq_len=130, head_dim=64, causal=True, pass_="fwd_bwd")
+    x = random_inputs(problem, 2, with_grad=True)
+    out = run_functional_check("fa3", problem, "h200", x)
+    o, _ = attention_forward(x["Q"], x["K"], x["V"], True)
+    dq, dk, dv = attention_backward(x["Q"], x["K"], x["V"], x["dO"], True)
+    assert relative_error(out["O"], o) < BF16_TOL
+    for name, ref in (("dQ", dq), ("dK", dk), ("dV", dv)):
+        assert relative_error(out[name], ref) < BF16_TOL, name
+    launches = [launch.name for launch in fa3.build_plan(problem, _hw("h200")).launches]
+    assert launches == ["fa3_fwd", "fa3_bwd_preprocess", "fa3_bwd"]
+
+
+# ------------------------------------------------------------------------------------------------ FA3 fp8
+def _fp8_error(problem, x, mode):
+    options = {"fp8_scaling": mode}
+    out = run_functional_check("fa3", problem, "h200", fa3.quantize_inputs(problem, x, "h200", options), options)
+    o, _ = attention_forward(x["Q"], x["K"], x["V"], problem.causal)
+    return relative_error(out["O"], o)
+
+
+@pytest.mark.parametrize("mode", ["block", "tensor"])
+def test_fa3_fp8_forward_error(mode):
+    problem = AttentionProblem(batch=1, heads=2, seq_len=200, head_dim=64, causal=True, dtype="fp8")
+    assert _fp8_error(problem, random_inputs(problem, 0), mode) < FP8_TOL
+
+
+def test_fa3_fp8_block_scaling_beats_tensor_scaling_with_outliers():
+    """One query token with a massive activation (5e4 in one channel) sets the per-tensor scale so high that
+    typical entries of every other Q tile fall into e4m3's subnormal range; block scaling confines the damage
+    to the tile that holds the outlier. (The outlier's key is made unambiguous so that the outlier row's
+    one-hot attention does not depend on rounding.)"""
+    problem = AttentionProblem(batch=1, heads=2, seq_len=400, head_dim=64, dtype="fp8")
+    for seed in range(2):
+        x = random_inputs(problem, seed)
+        x["Q"][0, 0, 300, 7] = 5e4
+        x["K"][0, 0, 123, 7] = 6.0
+        block, tensor = _fp8_error(problem, x, "block"), _fp8_error(problem, x, "tensor")
+        assert block < tensor < FP8_TOL
+        assert block < 0.9 * tensor
+
+
+def test_fa3_fp8_incoherent_processing_is_exact_rotation():
+    problem = AttentionProblem(batch=1, heads=1, seq_len=64, head_dim=64, dtype="fp8")
+    x = random_inputs(problem, 0)
+    options = {"incoherent_processing": True}
+    q = fa3.quantize_inputs(problem, x, "h200", options)
+    out = run_functional_check("fa3", problem, "h200", q, options)
+    o, _ = attention_forward(x["Q"], x["K"], x["V"])
+    assert relative_error(out["O"], o) < FP8_TOL
+
+
+def test_fa3_fp8_runs_at_the_fp8_rate():
+    bf16 = AttentionProblem(batch=1, heads=16, seq_len=2048, head_dim=256)
+    fp8 = AttentionProblem(batch=1, heads=16, seq_len=2048, head_dim=256, dtype="fp8")
+    assert simulate("fa3", fp8, "h100").tflops_per_s > 1.5 * simulate("fa3", bf16, "h100").tflops_per_s
+
+
+# ------------------------------------------------------------------------------------------------ errors
+def _hw(name):
+    from gpusim.hardware import get_preset
+    return get_preset(name)
+
+
+def test_fa3_rejects_gpus_without_wgmma():
+    problem = AttentionProblem(batch=1, heads=1, seq_len=64, head_dim=64)
+    with pytest.raises(InputError, match="wgmma"):
+        fa3.build_plan(problem, _hw("a100"))
+
+
+def test_fa3_rejects_bad_block_m():
+    problem = AttentionProblem(batch=1, heads=1, seq_len=64, head_dim=64)
+    with pytest.raises(InputError, match="multiple of 64"):
+        fa3.build_plan(problem, _hw("h200"), {"block_m": 96})
+
+
+def test_fa4_rejects_gpus_without_tcgen05():
+    problem = AttentionProblem(batch=1, heads=1, seq_len=64, head_dim=64)
+    with pytest.raises(InputError, match="tcgen05"):
+        fa4.build_plan(problem, _hw("h200"))
+
+
+def test_fa4_is_forward_only():
+    problem = AttentionProblem(batch=1, heads=1, seq_len=64, head_dim=64, pass_="bwd")
+    with pytest.raises(InputError, match="forward"):
+        fa4.build_plan(problem, _hw("b200"))
+
+
+# ------------------------------------------------------------------------------------------------ FA4 forward
+@pytest.mark.parametrize("shape", FWD_SHAPES + [dict(seq_len=97, heads=4, kv_heads=1, causal=True),
+                                                dict(seq_len=130, heads=4, kv_heads=2, causal=True),
+                                                dict(seq_len=97, head_dim=256)])
+def test_fa4_forward(shape):
+    spec = dict(batch=1, heads=2, head_dim=64)
+    spec.update(shape)
+    problem = AttentionProblem(**spec)
+    err_o, err_lse = _forward_errors("fa4", problem, "b200")
+    assert err_o < BF16_TOL and err_lse < LSE_TOL
+
+
+def test_fa4_mechanisms_off_compute_the_same():
+    problem = AttentionProblem(batch=1, heads=4, kv_heads=2, seq_len=300, head_dim=128, causal=True)
+    off = {"two_cta": False, "exp_on_fma_fraction": 0.0, "rescale_threshold": 0.0, "lpt_schedule": False}
+    err_o, err_lse = _forward_errors("fa4", problem, "b200", off)
+    assert err_o < BF16_TOL and err_lse < LSE_TOL
+
+
+def test_fa4_rescale_schedule():
+    charged = [fa4.rescale_charged(i, 8.0) for i in range(101)]
+    assert not charged[0] and sum(charged) == 10  # 10% of the 100 tiles after the first (RESCALED_TILE_FRACTION)
+    assert sum(fa4.rescale_charged(i, 0.0) for i in range(101)) == 100  # every tile after the first
+
+
+def test_fa4_lpt_grid_is_a_permutation_longest_first():
+    problem = AttentionProblem(batch=2, heads=4, kv_heads=2, seq_len=1024, head_dim=128, causal=True)
+    grid = fa4.lpt_grid(problem, 4)
+    plain = [(mb, b, h) for h in range(4) for b in range(2) for mb in range(4)]
+    assert sorted(grid) == sorted(plain)
+    assert all(cta[0] == 3 for cta in grid[:8])  # all heads fit one L2 section: the last Q tiles go first
+
+
+def test_fa4_tmem_budget_limits_q_tiles():
+    """S and O of two 128-row Q tiles fill the 256 KB of TMEM at d = 128; d = 256 leaves room for one."""
+    def q_stages(d):
+        return fa4.build_plan(AttentionProblem(batch=1, heads=1, seq_len=512, head_dim=d), _hw("b200")).info["q_stages"]
+    assert q_stages(128) == 2 and q_stages(256) == 1
+
+
+# ------------------------------------------------------------------------------------------------ timing
+#: FA3 paper Table 2 setting (batch 4, 16 heads, d 128, non-causal) at a quarter of its 8448 tokens, so that
+#: one point simulates in well under a second; the full length is the slow test below.
+TABLE2_SMALL = AttentionProblem(batch=4, heads=16, seq_len=2112, head_dim=128)
+TABLE2 = AttentionProblem(batch=4, heads=16, seq_len=8448, head_dim=128)
+
+
+def _ablation(problem):
+    return {name: simulate("fa3", problem, "h100", options).time_s for name, options in (
+        ("fa3", {}), ("no_intra_wg", {"intra_wg_pipeline": False}), ("no_ws", {"warp_specialization": False}),
+        ("no_pingpong", {"pingpong": False}))}
+
+
+def _assert_table2_order(t):
+    assert t["fa3"] < t["no_intra_wg"] <= t["no_ws"]  # 661 > 582 > 570 TFLOPs/s in the paper
+    assert t["fa3"] < t["no_pingpong"]  # ping-pong: 570 -> 620-640 TFLOPs/s (paper Sec. 3.1)
+
+
+def test_fa3_ablation_order_table2_shape():
+    _assert_table2_order(_ablation(TABLE2_SMALL))
+
+
+@pytest.mark.slow
+def test_fa3_ablation_order_table2():
+    _assert_table2_order(_ablation(TABLE2))
+
+
+def test_fa3_faster_than_fa2_on_h200():
+    problem = AttentionProblem(batch=8, heads=16, seq_len=2048, head_dim=128)
+    assert simulate("fa3", problem, "h200").time_s < simulate("fa2", problem, "h200").time_s
+
+
+def test_fa3_exp_share_at_head_dim_128():
+    """FA3 Sec. 3: at d = 128 the exponentials take about half the matmul cycles (at peak rates; the tensor
+    core sustains less than peak here, so a little less)."""
+    r = simulate("fa3", TABLE2_SMALL, "h100")
+    ratio = r.unit_busy["mufu"] / r.unit_busy["tensor"]
+    assert 0.3 < ratio < 0.6
+    assert r.bound == "compute"
+
+
+FA4_PROBLEM = AttentionProblem(batch=4, heads=16, seq_len=4096, head_dim=128)
+FA4_CAUSAL = AttentionProblem(batch=4, heads=16, seq_len=4096, head_dim=128, causal=True)
+
+
+@pytest.mark.parametrize("problem, option, off, strictly", [
+    (FA4_PROBLEM, "exp_on_fma_fraction", 0.0, True),  # the MUFU is the softmax warpgroups' bottleneck
+    (FA4_PROBLEM, "rescale_threshold", 0.0, False),  # less FP32 work for the correction warpgroup
+    (FA4_PROBLEM, "two_cta", False, False),  # half the B-operand SMEM traffic
+    (FA4_CAUSAL, "lpt_schedule", False, True),  # paper: +4-8% (MHA)
+])
+def test_fa4_mechanisms_help_or_do_not_hurt(problem, option, off, strictly):
+    on_time = simulate("fa4", problem, "b200").time_s
+    off_time = simulate("fa4", problem, "b200", {option: off}).time_s
+    assert on_time <= off_time * 1.001
+    if strictly:
+        assert on_time < 0.99 * off_time

@@ -1,0 +1,221 @@
+"""Hardware specs: presets and their sources, derived figures, overrides, and the issue's acceptance checks
+on the h200 preset (copy bandwidth, GEMM throughput, the per-SM in-flight limit)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import gpusim
+from gpusim.errors import InputError
+from gpusim.hardware import INSTRUCTION_CLASSES, PRESETS, HardwareSpec, field_unit, get_preset
+from gpusim.problem import CopyProblem, GemmProblem
+
+#: Fields every preset must cite a source for: the ones the timing model's answers depend on.
+KEY_FIELDS = ("sm_count", "sm_clock_hz", "hbm_capacity_bytes", "hbm_bandwidth_bytes_per_s", "hbm_achievable_fraction",
+              "hbm_latency_cycles", "l2_capacity_bytes", "l2_bandwidth_bytes_per_clk", "l2_hit_latency_cycles",
+              "sm_max_inflight_bytes", "sm_load_bandwidth_bytes_per_clk", "smem_per_sm_bytes",
+              "smem_per_cta_max_bytes", "smem_bandwidth_bytes_per_clk_per_sm", "tensor_sustained_fraction",
+              "mufu_ops_per_clk_per_sm", "fp32_ops_per_clk_per_sm", "pcie_bandwidth_bytes_per_s")
+
+
+# ---------------------------------------------------------------------------------------------- presets
+def test_presets_exist():
+    assert {"a100", "h100", "h200", "b200"} <= set(PRESETS)
+    for name in ("a100", "h100", "h200", "b200"):
+        assert get_preset(name).name == name
+    assert get_preset("H200") is get_preset("h200")
+
+
+@pytest.mark.parametrize("name", ["a100", "h100", "h200", "b200"])
+def test_presets_cite_a_source_for_key_fields(name):
+    spec = get_preset(name)
+    missing = [f for f in KEY_FIELDS if not spec.sources.get(f)]
+    assert not missing, f"{name}: no source for {missing}"
+    # every tensor-core rate the GPU has is cited too
+    rates = [f"{i}_{kind}_flops_per_clk_per_sm" for i in INSTRUCTION_CLASSES for kind in ("bf16", "fp8")]
+    missing = [f for f in rates if getattr(spec, f) and not spec.sources.get(f)]
+    assert not missing, f"{name}: no source for {missing}"
+
+
+@pytest.mark.parametrize("name, instruction", [("a100", "mma_sync"), ("h100", "wgmma"), ("h200", "wgmma"),
+                                               ("b200", "tcgen05")])
+def test_best_instruction_is_the_newest_the_gpu_has(name, instruction):
+    assert get_preset(name).best_instruction("bf16") == instruction
+
+
+def test_unknown_preset_is_an_input_error_listing_the_known_ones():
+    with pytest.raises(InputError, match=r"unknown hardware preset 'h300'.*a100, b200, h100, h200"):
+        get_preset("h300")
+
+
+def test_specs_are_frozen_and_keyword_only():
+    spec = get_preset("h200")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.sm_count = 1
+    with pytest.raises(TypeError):
+        HardwareSpec("x", "y")
+
+
+# ---------------------------------------------------------------------------------------------- derived figures
+def test_h200_hbm_bytes_per_clock():
+    # 4.8 TB/s x 0.885 achievable / 1.98 GHz
+    assert get_preset("h200").hbm_bytes_per_clk == pytest.approx(4.8e12 * 0.885 / 1.98e9, rel=1e-12)
+    assert get_preset("h200").hbm_bytes_per_clk == pytest.approx(2145.45, abs=0.01)
+
+
+def test_peak_tensor_flops_match_the_datasheets():
+    assert get_preset("h100").peak_tensor_flops_per_s("bf16") == pytest.approx(989e12, rel=0.01)
+    assert get_preset("h100").peak_tensor_flops_per_s("fp8") == pytest.approx(1979e12, rel=0.01)
+    assert get_preset("a100").peak_tensor_flops_per_s("bf16") == pytest.approx(312e12, rel=0.01)
+    assert get_preset("b200").peak_tensor_flops_per_s("bf16") == pytest.approx(2.25e15, rel=0.01)
+    # mma.sync on Hopper: half the wgmma rate
+    h100 = get_preset("h100")
+    assert h100.peak_tensor_flops_per_s("bf16", "mma_sync") == h100.peak_tensor_flops_per_s("bf16") / 2
+
+
+def test_tensor_rate_by_instruction_and_dtype():
+    h200 = get_preset("h200")
+    assert h200.tensor_flops_per_clk("wgmma", "bf16") == 4096
+    assert h200.tensor_flops_per_clk("wgmma", "fp16") == 4096
+    assert h200.tensor_flops_per_clk("wgmma", "fp8_e4m3") == 8192
+    assert h200.tensor_flops_per_clk("tcgen05", "bf16") == 0  # Hopper has no tcgen05
+    with pytest.raises(InputError, match="unknown tensor instruction class 'hmma'"):
+        h200.tensor_flops_per_clk("hmma", "bf16")
+    with pytest.raises(InputError, match="no tensor-core instruction for dtype fp8"):
+        get_preset("a100").best_instruction("fp8")
+
+
+def test_other_derived_rates():
+    h200 = get_preset("h200")
+    assert h200.seconds_per_cycle == 1 / 1.98e9
+    assert h200.l2_bandwidth_bytes_per_s == 6144 * 1.98e9
+    assert h200.smem_bandwidth_bytes_per_s == 128 * 132 * 1.98e9
+    assert h200.peak_mufu_ops_per_s == 16 * 132 * 1.98e9
+
+
+def test_field_units_come_from_field_names():
+    assert field_unit("hbm_bandwidth_bytes_per_s") == "B/s"
+    assert field_unit("l2_bandwidth_bytes_per_clk") == "B/clk"
+    assert field_unit("smem_bandwidth_bytes_per_clk_per_sm") == "B/clk/SM"
+    assert field_unit("wgmma_bf16_flops_per_clk_per_sm") == "FLOP/clk/SM"
+    assert field_unit("hbm_latency_cycles") == "cycles"
+    assert field_unit("sm_clock_hz") == "Hz"
+    assert field_unit("smem_per_sm_bytes") == "B"
+
+
+# ---------------------------------------------------------------------------------------------- overrides
+def test_overrides_coerce_strings_to_the_field_types():
+    spec = get_preset("h200").with_overrides({"smem_per_sm_bytes": "466944", "smem_per_cta_max_bytes": "465920",
+                                              "has_tma": "false", "hbm_bandwidth_bytes_per_s": "9.6e12",
+                                              "hbm_latency_cycles": "1e3"})
+    assert spec.smem_per_sm_bytes == 466944 and type(spec.smem_per_sm_bytes) is int
+    assert spec.smem_per_cta_max_bytes == 465920
+    assert spec.has_tma is False
+    assert spec.hbm_bandwidth_bytes_per_s == 9.6e12 and type(spec.hbm_bandwidth_bytes_per_s) is float
+    assert spec.hbm_latency_cycles == 1000 and type(spec.hbm_latency_cycles) is int
+    assert get_preset("a100").with_overrides({"has_tma": "true"}).has_tma is True
+
+
+def test_overrides_make_a_new_named_spec_and_record_their_source():
+    base = get_preset("h200")
+    spec = base.with_overrides({"l2_capacity_bytes": 2**27})
+    assert spec.name == "h200*"
+    assert spec.l2_capacity_bytes == 2**27
+    assert spec.sources["l2_capacity_bytes"] == "override (--set)"
+    assert base.l2_capacity_bytes == 62914560  # the preset itself is untouched
+    assert base.with_overrides({"name": "h200x", "sm_count": 66}).name == "h200x"
+    assert base.with_overrides({}) is base
+
+
+def test_numbers_from_toml_are_coerced_too():
+    spec = get_preset("h200").with_overrides({"hbm_bandwidth_bytes_per_s": 5, "sm_count": 64.0})
+    assert spec.hbm_bandwidth_bytes_per_s == 5.0 and type(spec.hbm_bandwidth_bytes_per_s) is float
+    assert spec.sm_count == 64 and type(spec.sm_count) is int
+
+
+def test_unknown_override_field_suggests_the_nearest_name():
+    hint = r"unknown hardware field 'smem_per_sm_byte' \(did you mean smem_per_sm_bytes\?\)"
+    with pytest.raises(InputError, match=hint):
+        get_preset("h200").with_overrides({"smem_per_sm_byte": "1"})
+    with pytest.raises(InputError, match="unknown hardware field 'zzz'"):
+        get_preset("h200").with_overrides({"zzz": "1"})
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("hbm_bandwidth_bytes_per_s", "-1", "must not be negative"),
+    ("hbm_latency_cycles", "-5", "must not be negative"),
+    ("sm_count", "0", "must be positive"),
+    ("sm_max_inflight_bytes", "0", "must be positive"),
+    ("l2_bandwidth_bytes_per_clk", "0", "must be positive"),
+    ("hbm_achievable_fraction", "1.5", r"must be in \(0, 1\]"),
+    ("tensor_sustained_fraction", "0", r"must be in \(0, 1\]"),
+])
+def test_impossible_override_values_name_the_field(field, value, reason):
+    with pytest.raises(InputError, match=rf"{field}.*{reason}"):
+        get_preset("h200").with_overrides({field: value})
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("sm_count", "many", "cannot read 'many' as int"),
+    ("sm_count", "1.5", "cannot read '1.5' as int"),
+    ("has_tma", "maybe", "cannot read 'maybe' as bool"),
+    ("hbm_bandwidth_bytes_per_s", "fast", "cannot read 'fast' as float"),
+    ("has_tma", 3, "expected true or false"),
+    ("sm_count", True, "expected a number"),
+])
+def test_unreadable_override_values_name_the_field(field, value, expected):
+    with pytest.raises(InputError, match=rf"{field}: {expected}"):
+        get_preset("h200").with_overrides({field: value})
+
+
+def test_smem_per_cta_cannot_exceed_smem_per_sm():
+    with pytest.raises(InputError, match="smem_per_cta_max_bytes"):
+        get_preset("h200").with_overrides({"smem_per_sm_bytes": 65536})
+
+
+def test_a_gpu_without_bf16_tensor_cores_is_rejected():
+    with pytest.raises(InputError, match="no tensor-core instruction class has a bf16 rate"):
+        get_preset("a100").with_overrides({"mma_sync_bf16_flops_per_clk_per_sm": 0})
+
+
+def test_override_origin_appears_in_errors():
+    with pytest.raises(InputError, match=r"^scen.toml: hardware.set: unknown hardware field"):
+        get_preset("h200").with_overrides({"bogus": 1}, origin="scen.toml: hardware.set")
+    with pytest.raises(InputError, match=r"^scen.toml: hardware.set: hardware field sm_count=0: must be positive"):
+        get_preset("h200").with_overrides({"sm_count": 0}, origin="scen.toml: hardware.set")
+
+
+# ---------------------------------------------------------------------------------------------- acceptance (issue 2)
+def test_h200_copy_reaches_the_measured_bandwidth():
+    # measured: 4.25 TB/s read + write for a 2 GiB device-to-device copy (h200_calibration.json)
+    problem = CopyProblem(bytes=2**31)
+    result = gpusim.simulate("copy", problem, "h200")
+    assert 2 * problem.bytes / result.time_s == pytest.approx(4.25e12, rel=0.10)
+    assert result.hbm_bytes_per_s == pytest.approx(4.25e12, rel=0.10)
+    assert result.hbm_read_bytes >= problem.bytes
+    assert result.bound == "memory"
+
+
+def test_h200_gemm_reaches_the_measured_throughput():
+    # measured: cuBLAS 8192^3 bf16 at 690-790 TFLOP/s; 740 is the band's middle
+    result = gpusim.simulate("gemm", GemmProblem(m=8192, n=8192, k=8192), "h200")
+    assert result.tflops_per_s * 1e12 == pytest.approx(740e12, rel=0.10)
+    assert result.flops == 2 * 8192**3
+    assert result.bound == "compute"
+
+
+def test_h200_copy_on_8_sms_is_held_back_by_the_in_flight_limit():
+    # Little's law: one SM moves at most sm_max_inflight_bytes per hbm_latency_cycles (reads; the copy writes
+    # as much again), so 8 SMs cannot come near the all-SM bandwidth
+    h200 = get_preset("h200")
+    problem = CopyProblem(bytes=2**31)
+    full = gpusim.simulate("copy", problem, h200)
+    few = gpusim.simulate("copy", CopyProblem(bytes=2**31, sms=8), h200)
+    bandwidth = 2 * problem.bytes / few.time_s
+    limit = 8 * h200.sm_max_inflight_bytes / h200.hbm_latency_cycles * h200.sm_clock_hz * 2
+    assert bandwidth <= limit * 1.05
+    assert bandwidth < 0.6 * 2 * problem.bytes / full.time_s
+    assert bandwidth > 0.5 * limit  # held back by the window, not by something else
+    assert few.info["sms"] == 8
