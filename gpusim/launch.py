@@ -28,6 +28,9 @@ class Launch:
     tensor (e.g. every Q tile of one head reads that head's K and V). Folded simulation uses it to know
     how many distinct copies of a tile a representative CTA stands for. Tensors it does not name are
     private to each CTA.
+
+    `work(cta)` is a CTA's relative amount of work (e.g. the K/V tiles it visits); give it when CTAs
+    differ (causal masking, ragged edges) so that folding only merges alike CTAs. None means uniform.
     """
 
     name: str
@@ -38,6 +41,7 @@ class Launch:
     registers_per_thread: int = 128
     shared_by: Callable[[Any], Mapping[str, Hashable]] = _no_sharing
     max_ctas_per_sm: int | None = None
+    work: Callable[[Any], float] | None = None
 
     def occupancy(self, hw: HardwareSpec) -> int:
         """CTAs resident per SM, bounded by SMEM, registers, threads and the hardware CTA limit."""

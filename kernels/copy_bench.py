@@ -55,7 +55,11 @@ def build_plan(problem: CopyProblem, hw, options=None) -> KernelPlan:
             if i + stages < len(mine):
                 yield from issue(i + stages)
 
+    def work(cta: int) -> float:
+        chunks = range(cta, n_chunks, len(grid))
+        return sum(min(chunk, problem.bytes - c * chunk) for c in chunks)
+
     launch = Launch(name="copy", grid=grid, program=program, smem_bytes_per_cta=chunk * stages,
-                    threads_per_cta=128, max_ctas_per_sm=1)
+                    threads_per_cta=128, max_ctas_per_sm=1, work=work)
     return KernelPlan(kernel=NAME, tensors={"src": src, "dst": dst}, launches=[launch],
                       info={"chunk_bytes": chunk, "stages": stages, "sms": len(grid)})

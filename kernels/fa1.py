@@ -9,9 +9,12 @@ last K/V block a Q block visits writes the bf16 output O and the log-sum-exp dir
 converted once, at the end, and the scratch is never copied). Like the CUDA code (`Is_first`), the first
 block does not read the scratch: the paper's line 2 (initialize O, l, m in HBM) is done in registers.
 Block sizes come from the paper's SRAM rule with M = smem_per_cta_max_bytes / element bytes:
-B_c = ceil(M / 4d), B_r = min(B_c, d), then B_c (and if needed B_r) shrunk in steps of 16 until the
-paper's on-chip set (K_j, V_j, double-buffered Q_i, O_i in fp32, S_ij in fp32) fits the SMEM of one CTA;
-block_m / block_n override. Under causal masking blocks left of nothing visible are skipped: the inner
+B_c = ceil(M / 4d), B_r = min(B_c, d) (Algorithm 4 uses the same rule), rounded down to multiples of 16 and
+then shrunk (B_c first) until the tiles the schedule keeps in SMEM fit one CTA's SMEM: K_j, V_j and two Q_i
+buffers forward; K_j, V_j, Q_i, dO_i and the staged P_ij, dS_ij backward. The paper counts S_ij and the
+accumulators in its SRAM too; the CUDA code (and this model) keeps them in registers, whose capacity is
+not checked. block_m / block_n override. On an A100 at d = 64 this gives B_c = 320 forward and 288 backward,
+the same number of K/V blocks at N = 1024 as the CUDA code's 256. Under causal masking blocks left of nothing visible are skipped: the inner
 loop for K/V block j starts at the first Q block that sees a key of it.
 
 Parallelization as in the original CUDA kernels: one CTA per (batch, head) runs the whole double loop
@@ -78,14 +81,15 @@ def _round_up(x: int, q: int = TILE_QUANTUM) -> int:
 
 
 def forward_smem_bytes(br: int, bc: int, d: int, e: float) -> int:
-    """The paper's on-chip set for the forward: K_j, V_j, two Q_i buffers (prefetch), O_i and S_ij in fp32."""
-    return int((2 * bc * d + 2 * br * d) * e + br * d * 4 + br * bc * 4)
+    """SMEM tiles of the forward schedule: K_j, V_j and two Q_i buffers (prefetch). S_ij, P_ij and the O_i, l_i,
+    m_i state live in registers, as in the CUDA code."""
+    return int((2 * bc * d + 2 * br * d) * e)
 
 
 def backward_smem_bytes(br: int, bc: int, d: int, e: float) -> int:
-    """The backward's on-chip set: K_j, V_j, Q_i, O_i, dO_i (input type), dK_j, dV_j, dQ_i and two score-sized
-    tiles (S/P and dP/dS) in fp32."""
-    return int((2 * bc * d + 3 * br * d) * e + (2 * bc * d + br * d) * 4 + 2 * br * bc * 4)
+    """SMEM tiles of the backward schedule: K_j, V_j, Q_i, dO_i and the P_ij and dS_ij tiles staged for the
+    transposed products. O_i, S, dP and the dK_j, dV_j, dQ_i accumulators live in registers."""
+    return int((2 * bc * d + 2 * br * d + 2 * br * bc) * e)
 
 
 def paper_block_sizes(hw, problem: AttentionProblem, footprint, block_m=None, block_n=None) -> tuple[int, int]:

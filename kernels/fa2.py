@@ -106,9 +106,15 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
 
     smem = (block_m + 2 * block_n) * d * problem.element_bytes
     kv_key = (lambda cta: (cta[1], cta[2])) if packed else (lambda cta: (cta[1], cta[2] // group))
+
+    def work(cta) -> float:
+        r0 = cta[0] * block_m
+        return 1 + len(kv_tiles_for_rows(problem, r0, min(r0 + block_m, problem.seq_len), block_n))
+
     return Launch(name="fa2_fwd", grid=grid, program=program, smem_bytes_per_cta=int(smem),
                   threads_per_cta=32 * warps, registers_per_thread=REGISTERS_PER_THREAD,
-                  shared_by=lambda cta: {"K": kv_key(cta), "V": kv_key(cta)})
+                  shared_by=lambda cta: {"K": kv_key(cta), "V": kv_key(cta)},
+                  work=work if problem.causal and not packed else None)
 
 
 def _wait(handle):

@@ -19,7 +19,7 @@ registers); mechanisms, each an option:
     which is when the in-order tensor core would start it); off, each GEMM is waited for (the code's
     non-IntraWGOverlap path: S, wait, softmax, P V, wait);
   - warp_specialization: off, there is no producer: every consumer warpgroup loads the Q, K and V tiles it
-    is about to use synchronously into its own buffers and then computes;
+    is about to use synchronously (TMA, waited for at once) into its own buffers and then computes;
   - causal masking skips the K/V tiles right of the CTA's diagonal (all of the CTA's warpgroups walk the
     CTA's tiles, as the code does; a warpgroup's tiles past its own diagonal are fully masked).
 
@@ -101,6 +101,7 @@ class Config:
     intra_wg_pipeline: bool
     fp8: bool
     fp8_scaling: str
+    tma: bool
 
     @property
     def consumers(self) -> int:
@@ -126,7 +127,7 @@ def default_tiles(head_dim: int, dtype: str, causal: bool) -> tuple[int, int]:
     return 128, 80
 
 
-def resolve_config(problem: AttentionProblem, opts: dict) -> Config:
+def resolve_config(problem: AttentionProblem, opts: dict, tma: bool = True) -> Config:
     bm, bn = default_tiles(problem.head_dim, problem.dtype, problem.causal)
     bm, bn = opts["block_m"] or bm, opts["block_n"] or bn
     if bm <= 0 or bn <= 0 or opts["stages"] <= 0:
@@ -137,7 +138,7 @@ def resolve_config(problem: AttentionProblem, opts: dict) -> Config:
     if problem.head_dim > 256:
         raise InputError(f"fa3: head_dim {problem.head_dim} > 256 is not supported (FA3 supports up to 256)")
     return Config(bm, bn, opts["stages"], opts["warp_specialization"], opts["pingpong"],
-                  opts["intra_wg_pipeline"], problem.dtype == "fp8", opts["fp8_scaling"])
+                  opts["intra_wg_pipeline"], problem.dtype == "fp8", opts["fp8_scaling"], tma)
 
 
 def _registers(threads: int) -> int:
@@ -252,7 +253,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
 
         def producer():
             for w in range(n_wg):
-                yield Load(q_t.region(b, h, wg_rows(w)), q_tiles[w], wait=False, signal=q_full[w])
+                yield Load(q_t.region(b, h, wg_rows(w)), q_tiles[w], wait=False, signal=q_full[w], tma=True)
             yield from k_ring.produce(0, [k_t.region(b, hk, kv(0))])
             for i in range(count):
                 if i + 1 < count:
@@ -262,13 +263,13 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
         def get_k(i, w):
             if cfg.warp_specialization:
                 return (yield from k_ring.consume(i, w))[0]
-            yield Load(k_t.region(b, hk, kv(i)), own_k[w])
+            yield Load(k_t.region(b, hk, kv(i)), own_k[w], tma=cfg.tma)
             return own_k[w]
 
         def get_v(i, w):
             if cfg.warp_specialization:
                 return (yield from v_ring.consume(i, w))[0]
-            yield Load(v_t.region(b, hk, kv(i)), own_v[w])
+            yield Load(v_t.region(b, hk, kv(i)), own_v[w], tma=cfg.tma)
             return own_v[w]
 
         def release(ring_name, i):
@@ -282,7 +283,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
             if cfg.warp_specialization:
                 yield Acquire(q_full[w])
             else:
-                yield Load(q_t.region(b, h, wg_rows(w)), q)
+                yield Load(q_t.region(b, h, wg_rows(w)), q, tma=cfg.tma)
             m, l_, acc, init = init_row_state(valid, WG_ROWS, d)
             for op in init:
                 yield op
@@ -486,8 +487,8 @@ def backward_launch(problem: AttentionProblem, tensors: dict) -> Launch:
 
         def producer():
             for w in range(n_wg):
-                yield Load(k_t.region(b, hk, key_rows(w)), k_tiles[w], wait=False, signal=kv_full[w])
-                yield Load(v_t.region(b, hk, key_rows(w)), v_tiles[w], wait=False, signal=kv_full[w])
+                yield Load(k_t.region(b, hk, key_rows(w)), k_tiles[w], wait=False, signal=kv_full[w], tma=True)
+                yield Load(v_t.region(b, hk, key_rows(w)), v_tiles[w], wait=False, signal=kv_full[w], tma=True)
             for t, (hq, i) in enumerate(steps):
                 yield from ring.produce(t, [q_t.region(b, hq, q_rows(i)), do_t.region(b, hq, q_rows(i)),
                                             lse_t.region(b, hq, q_rows(i)), delta_t.region(b, hq, q_rows(i))])
@@ -556,7 +557,7 @@ def backward_launch(problem: AttentionProblem, tensors: dict) -> Launch:
 # ------------------------------------------------------------------------------------------------ plan
 def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
     opts = resolve_options(NAME, OPTIONS, options)
-    cfg = resolve_config(problem, opts)
+    cfg = resolve_config(problem, opts, tma=hw.has_tma)
     operand = "fp8" if cfg.fp8 else "bf16"
     if hw.tensor_flops_per_clk("wgmma", operand) <= 0:
         raise InputError(f"fa3: hardware {hw.name} has no wgmma tensor instruction for {operand} "

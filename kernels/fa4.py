@@ -199,7 +199,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, bn: int, q_stages: 
 
         def load():
             for st in range(q_stages):
-                yield Load(q_t.region(b, h, rows(st)), q[st], wait=False, signal=sem["q_full"][st])
+                yield Load(q_t.region(b, h, rows(st)), q[st], wait=False, signal=sem["q_full"][st], tma=True)
             for i in range(count):
                 yield from k_ring.produce(i, [k_t.region(b, hk, kv(i))])
                 yield from v_ring.produce(i, [v_t.region(b, hk, kv(i))])

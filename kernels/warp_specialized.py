@@ -35,15 +35,16 @@ def wait_for(handle):
 class SmemRing:
     """`stages` slots of SMEM tiles, each slot holding the tiles `make_tiles(slot)` returns.
 
-    Producer: `yield from ring.produce(i, refs)` loads refs[k] into slot i % stages tile k once every consumer
-    has released the slot's previous use. Consumer c: `tiles = yield from ring.consume(i, c)` waits until the
+    Producer: `yield from ring.produce(i, refs)` loads refs[k] into slot i % stages tile k (on the TMA engine
+    unless tma=False) once every consumer has released the slot's previous use. Consumer c: `tiles = yield from ring.consume(i, c)` waits until the
     bytes have landed; `yield from ring.release(i)` when its reads of the slot are complete.
     """
 
-    def __init__(self, name: str, stages: int, make_tiles: Callable[[int], Sequence[Tile]], consumers: int = 1):
+    def __init__(self, name: str, stages: int, make_tiles: Callable[[int], Sequence[Tile]], consumers: int = 1,
+                 tma: bool = True):
         if stages < 1 or consumers < 1:
             raise ValueError(f"ring {name}: stages and consumers must be positive")
-        self.name, self.stages, self.consumers = name, stages, consumers
+        self.name, self.stages, self.consumers, self.tma = name, stages, consumers, tma
         self.tiles = [list(make_tiles(s)) for s in range(stages)]
         self.full = [[Semaphore(f"{name}.full{s}.{c}") for c in range(consumers)] for s in range(stages)]
         self.empty = [Semaphore(f"{name}.empty{s}", initial=consumers) for s in range(stages)]
@@ -66,11 +67,11 @@ class SmemRing:
         if self.consumers == 1:
             # one waiter: the load's own completion signal is the mbarrier's transaction count
             for ref, tile in zip(refs, tiles):
-                yield Load(ref, tile, wait=False, signal=self.full[s][0])
+                yield Load(ref, tile, wait=False, signal=self.full[s][0], tma=self.tma)
             return
         handles = []
         for ref, tile in zip(refs, tiles):
-            handles.append((yield Load(ref, tile, wait=False)))
+            handles.append((yield Load(ref, tile, wait=False, tma=self.tma)))
         self._handles[s] = handles
         for c in range(self.consumers):
             yield Signal(self.full[s][c])

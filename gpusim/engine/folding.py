@@ -47,13 +47,38 @@ class Representative:
         return (ref.key,) + siblings, 1
 
 
-def choose_fold_factor(sm_count: int, grid_size: int, ctas_per_sm: int) -> int:
-    """Largest divisor f of the SM count that keeps >= MIN_SIMULATED_SMS SMs and one CTA per block."""
-    best = 1
-    for f in range(1, sm_count + 1):
-        if sm_count % f == 0 and sm_count // f >= MIN_SIMULATED_SMS and f <= grid_size:
-            best = f
-    return best
+#: Largest average mismatch between a representative's work and the work of the CTAs it stands for
+#: (sum |w - w_rep| / sum w) a fold may have; causal grids, whose CTAs' work grows along the grid, get
+#: smaller blocks. (A simulation setting: below it folded time stays within a few percent of exact.)
+MAX_WORK_MISMATCH = 0.05
+
+
+def choose_fold_factor(sm_count: int, grid_size: int, ctas_per_sm: int, works: Sequence[float] | None = None) -> int:
+    """Largest divisor f of the SM count that keeps >= MIN_SIMULATED_SMS SMs, one CTA per block and, when
+    the CTAs' relative `works` are given, blocks of alike work (see MAX_WORK_MISMATCH)."""
+    candidates = [f for f in range(sm_count, 0, -1)
+                  if sm_count % f == 0 and (sm_count // f >= MIN_SIMULATED_SMS or f == 1) and f <= grid_size]
+    for f in candidates:
+        if works is None or f == 1:
+            return f
+        # With unequal work only odd blocks: the middle CTA of an odd run of linearly growing work has
+        # exactly the run's mean work; an even block's middle is biased by half a step.
+        if f % 2 and work_mismatch(works, f) <= MAX_WORK_MISMATCH:
+            return f
+    return 1
+
+
+def work_mismatch(works: Sequence[float], fold: int) -> float:
+    """sum over blocks of |w - w_representative| / sum of w, for blocks of `fold` consecutive CTAs."""
+    total = sum(works)
+    if total <= 0:
+        return 0.0
+    off = 0.0
+    for start in range(0, len(works), fold):
+        block = works[start:start + fold]
+        rep = block[len(block) // 2]
+        off += sum(abs(w - rep) for w in block)
+    return off / total
 
 
 def fold_grid(grid: Sequence[Any], shared_by: Callable[[Any], Mapping[str, Hashable]], fold: int) -> list[Representative]:

@@ -99,7 +99,8 @@ class TimingInterpreter:
     def _run_launch(self, launch: Launch):
         env, hw = self.env, self.hw
         occupancy = launch.occupancy(hw)
-        fold = 1 if self.exact else choose_fold_factor(hw.sm_count, len(launch.grid), occupancy)
+        works = [launch.work(cta) for cta in launch.grid] if launch.work and not self.exact else None
+        fold = 1 if self.exact else choose_fold_factor(hw.sm_count, len(launch.grid), occupancy, works)
         reps = deque(fold_grid(launch.grid, launch.shared_by, fold))
         simulated = len(reps)
         sms = [SmState(env, hw, i) for i in range(hw.sm_count // fold)]
