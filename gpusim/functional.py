@@ -107,7 +107,12 @@ def _execute(op, arrays: dict, sems: dict):
         op.out.data = round_to(product, op.out.dtype)
         return None
     if kind is Vector:
-        op.out.data = round_to(op.fn(*[t.data for t in op.inputs]), op.out.dtype)
+        values = op.fn(*[t.data for t in op.inputs])
+        if isinstance(op.out, tuple):
+            for tile, value in zip(op.out, values, strict=True):
+                tile.data = round_to(value, tile.dtype)
+        else:
+            op.out.data = round_to(values, op.out.dtype)
         return None
     if kind is Store:
         dst = op.dst

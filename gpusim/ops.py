@@ -181,20 +181,35 @@ class Mma(Op):
 @dataclass(slots=True, eq=False)
 class Vector(Op):
     """Elementwise or row-wise work. `fn(*input_arrays)` gives the new value of `out` (functional
-    interpreter only). The timing cost is `elements` times the per-element op counts on the FP32 and
-    MUFU (exp) pipes; `elements` defaults to the largest tile involved."""
+    interpreter only); `out` may be a tuple of tiles, and then fn returns a tuple. The timing cost is
+    `elements` times the per-element op counts on the FP32 and MUFU (exp) pipes; `elements` defaults to
+    the largest tile involved. A fused sequence of dependent steps (the online softmax) gives `steps`,
+    one (elements, fp32 ops per element, MUFU ops per element) each, instead: the pipes see the totals,
+    and the issuing warps are held for each step in turn."""
 
     fn: Callable[..., Any]
     inputs: Sequence[Tile]
-    out: Tile
+    out: Any
     fp32_ops_per_element: float = 1.0
     mufu_ops_per_element: float = 0.0
     elements: int | None = None
+    steps: Sequence[tuple] = ()
+
+    @property
+    def outputs(self) -> tuple:
+        return self.out if isinstance(self.out, tuple) else (self.out,)
 
     def element_count(self) -> int:
         if self.elements is not None:
             return self.elements
-        return max([self.out.elements] + [t.elements for t in self.inputs])
+        return max([t.elements for t in self.outputs] + [t.elements for t in self.inputs])
+
+    def step_ops(self) -> list[tuple[float, float]]:
+        """(FP32 ops, MUFU ops) of each dependent step."""
+        if self.steps:
+            return [(n * fp32, n * mufu) for n, fp32, mufu in self.steps]
+        n = self.element_count()
+        return [(n * self.fp32_ops_per_element, n * self.mufu_ops_per_element)]
 
 
 @dataclass(slots=True, eq=False)

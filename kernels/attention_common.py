@@ -104,29 +104,30 @@ def init_row_state(rows: int, block_m: int, head_dim: int, acc_rows: int | None 
 def online_softmax(s: Tile, m: Tile, l_: Tile, acc: Tile, p: Tile, scale_and_mask,
                    *, exp_on_fma_fraction: float = 0.0, fma_ops_per_software_exp: float = 0.0,
                    rescale: bool = True):
-    """Yield the ops of one online-softmax step on score tile `s` (raw Q K^T):
-    m_new = max(m, rowmax(s')); p = exp(s' - m_new); l = l * exp(m - m_new) + rowsum(p); acc *= exp(m - m_new),
-    where s' = scale_and_mask(s). `p` receives P in its own dtype (the operand of the P V product).
+    """Yield the op of one online-softmax step on score tile `s` (raw Q K^T), as one fused Vector op of
+    dependent steps: m_new = max(m, rowmax(s')); p = exp(s' - m_new); alpha = exp(m - m_new);
+    l = l * alpha + rowsum(p); acc *= alpha, where s' = scale_and_mask(s). `p` receives P in its own
+    dtype (the operand of the P V product).
 
     exp_on_fma_fraction moves that share of the exponentials from the MUFU to a polynomial on the FP32
     pipe (FlashAttention-4); rescale=False skips the accumulator rescale work (FA4's conditional rescaling
     when the max did not grow enough; the functional result is still exact because the step is applied
     with the true max here, see fa4)."""
-    alpha = Tile(m.shape, "fp32", "reg", "alpha")
-    m_old = Tile(m.shape, "fp32", "reg", "m_old")
-    yield Vector(lambda m_: m_.copy(), [m], m_old, 0.0, elements=m.elements)
-    yield Vector(lambda s_, m_: np.maximum(m_, scale_and_mask(s_).max(axis=1)), [s, m], m,
-                 MAX_OPS_PER_ELEMENT, elements=s.elements)
+    def step(s_, m0, l0, o):
+        scaled = scale_and_mask(s_)
+        m_new = np.maximum(m0, scaled.max(axis=1))
+        p_ = np.exp(scaled - _safe(m_new)[:, None])
+        alpha = np.exp(_safe(m0) - _safe(m_new)) * np.isfinite(m0)
+        return m_new, p_, l0 * alpha + p_.sum(axis=1), o * alpha[:, None]
+
     mufu = 1.0 - exp_on_fma_fraction
     fma = EXP_FMA_OPS_PER_ELEMENT + exp_on_fma_fraction * fma_ops_per_software_exp
-    yield Vector(lambda s_, m_: np.exp(scale_and_mask(s_) - _safe(m_)[:, None]), [s, m], p,
-                 fma, mufu, elements=s.elements)
-    yield Vector(lambda mo, mn: np.exp(_safe(mo) - _safe(mn)) * np.isfinite(mo), [m_old, m], alpha,
-                 1.0, 1.0, elements=m.elements)
-    yield Vector(lambda l0, a, p_: l0 * a + p_.sum(axis=1), [l_, alpha, p], l_, SUM_OPS_PER_ELEMENT,
-                 elements=s.elements)
-    yield Vector(lambda o, a: o * a[:, None], [acc, alpha], acc, RESCALE_OPS_PER_ELEMENT if rescale else 0.0,
-                 elements=acc.elements)
+    steps = ((s.elements, MAX_OPS_PER_ELEMENT, 0.0),            # scale, mask, running row max
+             (s.elements, fma, mufu),                             # exponentials
+             (m.elements, 1.0, 1.0),                              # alpha = exp(m_old - m_new)
+             (s.elements, SUM_OPS_PER_ELEMENT, 0.0),              # row sums
+             (acc.elements, RESCALE_OPS_PER_ELEMENT if rescale else 0.0, 0.0))  # acc *= alpha
+    yield Vector(step, [s, m, l_, acc], (m, p, l_, acc), steps=steps)
 
 
 def finalize_output(acc: Tile, l_: Tile, m: Tile, out: Tile, lse: Tile | None):

@@ -1,9 +1,18 @@
 """The timing engine on a tiny made-up GPU with round numbers, so every expected time is hand-checkable.
 
 TINY: 2 SMs at 1 GHz; HBM 100 B/clk (1e11 B/s at an achievable fraction of 1), 500 cycles latency; L2
-1000 B/clk, 200 cycles hit latency, 1 MB; the SM's own link and in-flight window are effectively unlimited
-unless a test narrows them; no launch overhead. A read completes at the latest of its latency and the drain
-times of the servers it queued on, so one cold read of n bytes takes max(500, n / 100) cycles.
+1000 B/clk, 200 cycles hit latency, 1 MB; the SM's load/store link and in-flight window are effectively
+unlimited unless a test narrows them; no TMA (TINY_TMA adds one); no launch overhead. Tensor cores: wgmma
+1024 FLOP/clk, mma_sync 512 FLOP/clk; FP32 pipe 1 op/clk, MUFU 16 ops/clk, SMEM 128 B/clk per SM.
+
+Memory reads complete at (the time their bytes have drained through every server they queued on: the SM's
+link, L2 and, on a miss, HBM) + the access latency (200 on an L2 hit, 500 on a miss): latency and
+serialization add. So one cold read of n bytes alone takes n / 100 + 500 cycles, an L2 hit n / 1000 + 200.
+Writes are posted: L2 absorbs them after max(drain, 200).
+
+Per-SM execution units (tensor, MUFU, FP32, SMEM, dispatch) are processor-sharing: n ops in service each
+progress at rate / n, and completions wake on whole cycles. Vector ops and mma_sync also hold the SM's
+dispatch unit for their duration; async MMAs (wgmma, tcgen05) do not.
 """
 
 from __future__ import annotations
@@ -11,17 +20,19 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import simpy
 
 from gpusim.engine.folding import MIN_SIMULATED_SMS, Representative, choose_fold_factor, fold_grid
 from gpusim.engine.l2 import L2Cache
 from gpusim.engine.memory import MemorySystem, SmMemoryPort
-from gpusim.engine.servers import Server
+from gpusim.engine.servers import Server, SharedUnit
 from gpusim.engine.timing import TimingInterpreter
 from gpusim.errors import InputError
-from gpusim.hardware import get_preset
+from gpusim.hardware import ASYNC_INSTRUCTIONS, get_preset
 from gpusim.launch import KernelPlan, Launch
 from gpusim.ops import GlobalTensor, Load, Mma, Store, Tile, Vector, Wait
 from gpusim.problem import AttentionProblem
+from gpusim.result import BOUND_OF_UNIT, Result
 from gpusim.simulate import simulate
 
 TINY = dataclasses.replace(
@@ -30,10 +41,14 @@ TINY = dataclasses.replace(
     hbm_bandwidth_bytes_per_s=1e11, hbm_achievable_fraction=1.0, hbm_latency_cycles=500,
     l2_capacity_bytes=10**6, l2_bandwidth_bytes_per_clk=1000.0, l2_hit_latency_cycles=200,
     sm_load_bandwidth_bytes_per_clk=1e9, sm_max_inflight_bytes=10**9,
-    wgmma_bf16_flops_per_clk_per_sm=1024.0, tensor_sustained_fraction=1.0,
+    has_tma=False, tma_max_inflight_bytes=0, tma_bandwidth_bytes_per_clk=0.0,
+    wgmma_bf16_flops_per_clk_per_sm=1024.0, mma_sync_bf16_flops_per_clk_per_sm=512.0, tensor_sustained_fraction=1.0,
     smem_bandwidth_bytes_per_clk_per_sm=128.0, fp32_ops_per_clk_per_sm=1.0, mufu_ops_per_clk_per_sm=16.0,
     kernel_launch_overhead_s=0.0,
 )
+#: TINY with a TMA engine whose window and link are effectively unlimited unless a test narrows them.
+TINY_TMA = dataclasses.replace(TINY, name="tiny-tma", has_tma=True, tma_max_inflight_bytes=10**9,
+                               tma_bandwidth_bytes_per_clk=1e9)
 SRC = GlobalTensor("src", (10**6,), "int8", "input")
 DST = GlobalTensor("dst", (10**6,), "int8", "output")
 
@@ -47,10 +62,15 @@ def launch_of(grid, program, *, smem: int = 0, max_ctas_per_sm: int | None = 1, 
                   max_ctas_per_sm=max_ctas_per_sm)
 
 
-def run(plan: KernelPlan, hw=TINY, **overrides) -> dict:
+def run(plan: KernelPlan, hw=TINY, *, trace: bool = False, **overrides) -> dict:
     if overrides:
         hw = dataclasses.replace(hw, **overrides)
-    return TimingInterpreter(hw, exact=True).run(plan)
+    return TimingInterpreter(hw, exact=True, trace=trace).run(plan)
+
+
+def finished(out: dict, name: str) -> list[float]:
+    """End cycles of the traced ops called `name` (trace rows: name, sm, unit, start, duration)."""
+    return [start + duration for op, _sm, _unit, start, duration in out["trace"] if op == name]
 
 
 def chunk(start: int, nbytes: int):
@@ -69,52 +89,67 @@ def delay(cycles: int) -> Vector:
 def test_tiny_gpu_has_the_round_numbers_the_tests_assume():
     assert TINY.hbm_bytes_per_clk == 100.0
     assert TINY.tensor_flops_per_clk("wgmma", "bf16") == 1024.0
+    assert TINY.tensor_flops_per_clk("mma_sync", "bf16") == 512.0
+    assert not TINY.has_tma and TINY_TMA.has_tma
+    assert "wgmma" in ASYNC_INSTRUCTIONS and "mma_sync" not in ASYNC_INSTRUCTIONS
 
 
 # ---------------------------------------------------------------------------------------------- transfers
-def test_one_small_transfer_completes_at_the_hbm_latency():
-    # 10000 B drain in 100 cycles, well inside the 500-cycle latency
+def test_latency_adds_to_serialization():
+    # one 10000 B miss: it drains through HBM at 100 B/clk in 100 cycles (L2: 10, link: ~0), then pays the
+    # 500-cycle latency: 100 + 500 = 600 (not max(100, 500) = 500)
     def program(cta):
         yield Load(chunk(0, 10000), buf(10000))
 
     out = run(plan_of(launch_of([0], program)))
-    assert out["cycles"] == 500
+    assert out["cycles"] == 600
     assert out["bytes"].hbm_read == 10000
     assert out["bytes"].l2_read == 10000
     assert out["bytes"].l2_misses == 1
 
 
-def test_one_large_transfer_completes_at_bytes_over_bandwidth():
-    # 100000 B at 100 B/clk = 1000 cycles > 500 latency; HBM busy the whole time
+def test_one_large_transfer_completes_at_bytes_over_bandwidth_plus_latency():
+    # 100000 B at 100 B/clk = 1000 cycles of HBM, then the 500-cycle latency: 1500
     def program(cta):
         yield Load(chunk(0, 100000), buf(100000))
 
     out = run(plan_of(launch_of([0], program)))
-    assert out["cycles"] == 1000
-    assert out["busy"]["hbm"] == 1.0
-    assert out["busy"]["l2"] == pytest.approx(0.1)  # 100 of 1000 cycles at 1000 B/clk
+    assert out["cycles"] == 1500
+    assert out["busy"]["hbm"] == pytest.approx(1000 / 1500)
+    assert out["busy"]["l2"] == pytest.approx(100 / 1500)  # 100000 B at 1000 B/clk
+
+
+def test_the_slowest_server_on_the_way_sets_the_drain_time():
+    # the same 10000 B miss through a 50 B/clk SM link: the link drains it in 200 cycles (HBM: 100, L2: 10),
+    # servers overlap (the bytes stream through them), so 200 + 500 = 700
+    def program(cta):
+        yield Load(chunk(0, 10000), buf(10000))
+
+    assert run(plan_of(launch_of([0], program)), sm_load_bandwidth_bytes_per_clk=50.0)["cycles"] == 700
 
 
 def test_two_transfers_from_two_sms_share_hbm_bandwidth():
-    # each alone: 1000 cycles; together they drain 200000 B at 100 B/clk = 2000 cycles
+    # each alone: 1000 + 500 cycles; together HBM drains their 200000 B at 100 B/clk by 2000 (SM0's by
+    # 1000, SM1's queued behind it), and the last one then pays the latency: 2000 + 500 = 2500
     def program(cta):
         yield Load(chunk(cta * 100000, 100000), buf(100000))
 
     out = run(plan_of(launch_of([0, 1], program)))
-    assert out["cycles"] == 2000
+    assert out["cycles"] == 2500
     assert out["bytes"].hbm_read == 200000
-    assert out["busy"]["hbm"] == 1.0
+    assert out["busy"]["hbm"] == pytest.approx(2000 / 2500)
 
 
 def test_l2_hit_versus_miss_from_the_other_sm():
-    # SM0 misses at t=0 (done at 500); SM1 reads the same 10000 B at t=600 and hits: 600 + 200 = 800.
+    # SM0 misses at t=0 (done at 100 + 500 = 600); SM1 reads the same 10000 B at t=600 and hits: it drains
+    # through L2 at 1000 B/clk in 10 cycles, then the 200-cycle hit latency: 600 + 10 + 200 = 810
     def program(cta):
         if cta == 1:
             yield delay(600)
         yield Load(chunk(0, 10000), buf(10000))
 
     out = run(plan_of(launch_of([0, 1], program)))
-    assert out["cycles"] == 800
+    assert out["cycles"] == 810
     assert out["bytes"].hbm_read == 10000  # DRAM once
     assert out["bytes"].l2_read == 20000  # L2 twice
     assert (out["bytes"].l2_hits, out["bytes"].l2_misses) == (1, 1)
@@ -125,56 +160,68 @@ def test_second_read_on_the_same_sm_costs_the_hit_latency():
         yield Load(chunk(0, 10000), buf(10000))
         yield Load(chunk(0, 10000), buf(10000))
 
+    # miss: 100 + 500 = 600; then a hit at 600: 10 cycles through L2 + 200 latency = 810
     out = run(plan_of(launch_of([0], program)))
-    assert out["cycles"] == 500 + 200
+    assert out["cycles"] == 600 + 10 + 200
     assert out["bytes"].hbm_read == 10000
 
 
 def test_l2_capacity_makes_a_reread_miss():
-    # a 1500-byte L2 holds one 1000-byte tile: a, b, a misses three times
+    # a 1500-byte L2 holds one 1000-byte tile: a, b, a misses three times, each 1000 / 100 + 500 = 510
     def program(cta):
         for start in (0, 1000, 0):
             yield Load(chunk(start, 1000), buf(1000))
 
     out = run(plan_of(launch_of([0], program)), l2_capacity_bytes=1500)
-    assert out["cycles"] == 3 * 500
+    assert out["cycles"] == 3 * 510
     assert out["bytes"].hbm_read == 3000
     assert out["bytes"].l2_misses == 3
 
 
 # ---------------------------------------------------------------------------------------------- per-SM MLP
-def _many_async_loads(n: int, size: int):
+def _many_async_loads(n: int, size: int, tma: bool = False):
     def program(cta):
         handles = []
         for i in range(n):
-            handle = yield Load(chunk((cta * n + i) * size, size), buf(size), wait=False)
+            handle = yield Load(chunk((cta * n + i) * size, size), buf(size), wait=False, tma=tma)
             handles.append(handle)
         for handle in handles:
             yield Wait(handle)
     return program
 
 
-@pytest.mark.parametrize("window, expected", [(1000, 16 * 500), (4000, 4 * 500), (16000, 500)])
-def test_in_flight_window_limits_one_sm_to_window_over_latency(window, expected):
-    # 16 loads of 1000 B; a window of W bytes keeps W/1000 loads in flight, each round trip 500 cycles:
-    # throughput W / 500 B/clk, so 16000 B take 16000 / (W / 500) cycles (HBM at 100 B/clk is never the limit)
+#: 16 async loads of 1000 B issued at t=0 with k = W / 1000 of them in flight. Each drains through HBM in 10
+#: cycles and completes 500 later; the first k queue on HBM 10 cycles apart (done 510 + 10 i), and load i >= k
+#: is admitted when load i - k completes, finds HBM idle, and takes another 510: done(i) = done(i - k) + 510,
+#: so done(15) = 510 * (15 // k) + 510 + 10 * (15 % k):
+#: k = 1: 510 * 15 + 510 = 8160; k = 4: 510 * 3 + 510 + 30 = 2070; k = 16: 510 + 150 = 660.
+WINDOW_CASES = [(1000, 8160), (4000, 2070), (16000, 660)]
+
+
+@pytest.mark.parametrize("window, expected", WINDOW_CASES)
+def test_in_flight_window_limits_one_sm_to_window_over_round_trip(window, expected):
+    # Little's law: about W bytes per 510-cycle round trip (HBM at 100 B/clk is never the limit)
     out = run(plan_of(launch_of([0], _many_async_loads(16, 1000))), sm_max_inflight_bytes=window)
     assert out["cycles"] == expected
     assert out["bytes"].hbm_read == 16000
 
 
 def test_in_flight_window_is_per_sm_so_two_sms_get_twice_the_bandwidth():
-    # two SMs, each 16 loads through a 4000-byte window: each runs at 4000 / 500 = 8 B/clk, together 16 B/clk
-    # of HBM's 100, so both finish at 2000 cycles, as each would alone (Little's law per SM)
+    # two SMs, each 16 loads through a 4000-byte window (4 in flight), together 16 B/clk of HBM's 100.
+    # SM0 issues all 16 at t=0 first: alone it ends at 2070 (WINDOW_CASES). SM1's first 4 queue on HBM behind
+    # SM0's first 4 (drained at 50..80, done 550..580); each later round finds HBM idle and takes 510, as
+    # SM0's rounds do: SM1 ends at 580 + 3 * 510 = 2110, only the one 40-cycle queueing later than alone.
+    # HBM is busy 32000 B / 100 = 320 cycles.
     out = run(plan_of(launch_of([0, 1], _many_async_loads(16, 1000))), sm_max_inflight_bytes=4000)
-    assert out["cycles"] == 2000
+    assert out["cycles"] == 2110
     assert out["bytes"].hbm_read == 32000
-    assert out["busy"]["hbm"] == pytest.approx(320 / 2000)
+    assert out["busy"]["hbm"] == pytest.approx(320 / 2110)
 
 
 def test_sm_port_admits_when_the_window_drains():
     hw = dataclasses.replace(TINY, sm_max_inflight_bytes=3000)
-    port = SmMemoryPort(hw, 0)
+    port = SmMemoryPort.load_store_units(hw, 0)
+    assert port.window_bytes == 3000
     assert port.admit(0, 2000) == 0
     port.track(500, 2000)
     assert port.admit(0, 1000) == 0  # 3000 in flight fits exactly
@@ -183,8 +230,79 @@ def test_sm_port_admits_when_the_window_drains():
     assert port.outstanding_bytes == 1000
 
 
+# ---------------------------------------------------------------------------------------------- TMA path
+def test_each_sm_has_a_tma_port_only_with_tma():
+    hw = dataclasses.replace(TINY_TMA, tma_max_inflight_bytes=8000, tma_bandwidth_bytes_per_clk=64.0)
+    tma = SmMemoryPort.tma_engine(hw, 1)
+    assert tma.window_bytes == 8000
+    assert tma.load_link.rate == 64.0 and tma.load_link.name == "sm1.tma.load"
+    lsu = SmMemoryPort.load_store_units(hw, 1)
+    assert lsu.window_bytes == 10**9 and lsu.load_link.name == "sm1.lsu.load"
+    assert SmMemoryPort.tma_engine(TINY, 0) is None
+
+
+@pytest.mark.parametrize("tma, expected", [(False, 8160), (True, 660)])
+def test_tma_loads_use_the_tma_window_not_the_load_store_window(tma, expected):
+    # a 1000-byte LSU window (one load in flight) and an unlimited TMA window: 16 LSU loads take
+    # WINDOW_CASES' one-at-a-time 16 * 510 = 8160; 16 TMA loads are all in flight at once: 510 + 150 = 660
+    hw = dataclasses.replace(TINY_TMA, sm_max_inflight_bytes=1000)
+    out = run(plan_of(launch_of([0], _many_async_loads(16, 1000, tma=tma))), hw)
+    assert out["cycles"] == expected
+    assert out["bytes"].hbm_read == 16000
+
+
+@pytest.mark.parametrize("tma, expected", [(False, 660), (True, 8160)])
+def test_a_small_tma_window_slows_tma_loads_only(tma, expected):
+    # the mirror image: a 1000-byte TMA window and an unlimited LSU window
+    hw = dataclasses.replace(TINY_TMA, tma_max_inflight_bytes=1000)
+    assert run(plan_of(launch_of([0], _many_async_loads(16, 1000, tma=tma))), hw)["cycles"] == expected
+
+
+@pytest.mark.parametrize("tma, expected", [(False, 600), (True, 1500)])
+def test_tma_loads_drain_through_the_tma_link(tma, expected):
+    # a 10 B/clk TMA link: a 10000 B TMA miss drains through it in 1000 cycles (HBM: 100), + 500 = 1500; the
+    # same load on the (unlimited) LSU link: 100 + 500 = 600. The link's busy time counts as sm_load.
+    hw = dataclasses.replace(TINY_TMA, tma_bandwidth_bytes_per_clk=10.0)
+
+    def program(cta):
+        yield Load(chunk(0, 10000), buf(10000), tma=tma)
+
+    out = run(plan_of(launch_of([0], program)), hw)
+    assert out["cycles"] == expected
+    if tma:
+        assert out["busy"]["sm_load"] == pytest.approx(1000 / (2 * 1500))  # one of two SMs, 1000 of 1500
+
+
+def test_a_tma_load_on_a_gpu_without_tma_is_an_input_error():
+    def program(cta):
+        yield Load(chunk(0, 1000), buf(1000), tma=True)
+
+    with pytest.raises(InputError, match="no TMA"):
+        run(plan_of(launch_of([0], program)))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "engine bug: SmState.busy() reports sm_load as the LSU link's busy cycles plus the TMA link's, so an SM "
+    "whose two links are busy at the same time is 'busy' more than all the time (sm_load = 4/3 here)"))
+def test_sm_load_busy_share_stays_within_one_when_both_paths_are_busy():
+    # both links at 10 B/clk; each SM loads 10000 B on each path at t=0: both links busy 0..1000, HBM drains
+    # the 40000 B by 400, so each load completes at 1000 + 500 = 1500
+    hw = dataclasses.replace(TINY_TMA, sm_load_bandwidth_bytes_per_clk=10.0, tma_bandwidth_bytes_per_clk=10.0)
+
+    def program(cta):
+        a = yield Load(chunk(cta * 20000, 10000), buf(10000), wait=False)
+        b = yield Load(chunk(cta * 20000 + 10000, 10000), buf(10000), wait=False, tma=True)
+        yield Wait(a)
+        yield Wait(b)
+
+    out = run(plan_of(launch_of([0, 1], program)), hw)
+    assert out["cycles"] == 1500
+    assert out["busy"]["sm_load"] <= 1.0
+
+
 # ---------------------------------------------------------------------------------------------- stores, write-back
 def test_store_is_posted_and_absorbed_by_l2():
+    # writes keep max(drain, latency): 1000 B drain through L2 in 1 cycle, absorbed after the 200-cycle latency
     def program(cta):
         yield Store(buf(1000), DST.region(slice(0, 1000)))
 
@@ -218,8 +336,9 @@ def test_a_launch_ends_only_when_the_write_backs_it_caused_have_drained():
 
 
 def test_memory_system_atomic_accumulate_reads_hbm_only_when_absent():
+    # writes keep max(drain, latency): an absent line is read from HBM (10 cycles of drain, 500 of latency)
     mem = MemorySystem(TINY)
-    port = SmMemoryPort(TINY, 0)
+    port = SmMemoryPort.load_store_units(TINY, 0)
     key = ("dst", ((0, 1000),))
     assert mem.write(port, 0, (key,), 1000, accumulate=True) == 500  # read-modify-write of an absent line
     assert mem.bytes.hbm_read == 1000
@@ -229,36 +348,146 @@ def test_memory_system_atomic_accumulate_reads_hbm_only_when_absent():
 
 
 # ---------------------------------------------------------------------------------------------- compute units
-def test_mma_takes_flops_over_the_tensor_rate():
-    # 64x64x64: 2 * 64^3 = 524288 FLOPs at 1024 FLOP/clk = 512 cycles; its SMEM operands (16384 B at
-    # 128 B/clk = 128 cycles) overlap with it
-    a, b, acc = Tile((64, 64), "bf16", "smem"), Tile((64, 64), "bf16", "smem"), Tile((64, 64), "fp32")
+A, B, ACC = Tile((64, 64), "bf16", "smem"), Tile((64, 64), "bf16", "smem"), Tile((64, 64), "fp32")
 
+
+@pytest.mark.parametrize("instruction, cycles, dispatch", [("wgmma", 512, 0.0), ("mma_sync", 1024, 0.5)])
+def test_mma_takes_flops_over_the_tensor_rate(instruction, cycles, dispatch):
+    # 64x64x64: 2 * 64^3 = 524288 FLOPs; wgmma at 1024 FLOP/clk = 512 cycles, mma_sync at 512 = 1024; the
+    # SMEM operands (16384 B at 128 B/clk = 128 cycles) overlap with it. mma_sync holds the SM's dispatch
+    # unit for its duration (one of two SMs: 0.5), wgmma does not
     def program(cta):
-        yield Mma(a, b, acc, "wgmma")
+        yield Mma(A, B, ACC, instruction)
 
     out = run(plan_of(launch_of([0], program)))
-    assert out["cycles"] == 512
+    assert out["cycles"] == cycles
     assert out["counters"].flops == 524288
     assert out["counters"].smem_read == 16384
     assert out["busy"]["tensor"] == pytest.approx(0.5)  # one of two SMs busy all the time
+    assert out["busy"]["dispatch"] == pytest.approx(dispatch)
+    assert out["busy"]["smem"] == pytest.approx(128 / (2 * cycles))
 
 
 def test_vector_op_takes_the_slower_of_fp32_and_mufu():
-    # 1600 elements: 1 FP32 op each at 1/clk = 1600 cycles; 2 exp each at 16/clk = 200 cycles
+    # 1600 elements: 1 FP32 op each at 1/clk = 1600 cycles; 2 exp each at 16/clk = 200 cycles; the op holds
+    # dispatch for the slower of the two, 1600
     def program(cta):
         yield Vector(lambda x: x, [], Tile((1600,), "fp32"), fp32_ops_per_element=1.0, mufu_ops_per_element=2.0)
 
     out = run(plan_of(launch_of([0], program)))
     assert out["cycles"] == 1600
     assert out["counters"].mufu_ops == 3200
+    assert out["busy"]["mufu"] == pytest.approx(200 / (2 * 1600))
+    assert out["busy"]["dispatch"] == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------------------------------------- processor sharing
+def _unit_finish_times(rate: float, jobs: list[tuple[int, float]]) -> tuple[dict, SharedUnit]:
+    """Submit (start cycle, amount) jobs to one SharedUnit; returns {job index: completion cycle}."""
+    env = simpy.Environment()
+    unit = SharedUnit(env, "u", rate)
+    done = {}
+
+    def job(i, start, amount):
+        yield env.timeout(start)
+        yield unit.submit(amount)
+        done[i] = env.now
+
+    for i, (start, amount) in enumerate(jobs):
+        env.process(job(i, start, amount))
+    env.run()
+    return done, unit
+
+
+def test_shared_unit_two_equal_concurrent_ops_finish_together_at_twice_the_duration():
+    # rate 10: 100 units alone take 10 cycles; two at once each progress at 5/clk and both finish at 20
+    alone, _ = _unit_finish_times(10.0, [(0, 100)])
+    assert alone == {0: 10}
+    together, unit = _unit_finish_times(10.0, [(0, 100), (0, 100)])
+    assert together == {0: 20, 1: 20}
+    assert unit.busy_cycles == 20 and unit.work == 200
+
+
+def test_shared_unit_is_processor_sharing_not_fifo():
+    # rate 1: 100 and 300 at t=0 share until the short one has had 100 (t=200), the long one then runs alone
+    # for its last 200: 400 (FIFO would give 100 and 400). A job arriving at t=50 while one of 100 runs: at
+    # 50 the first has 50 left; sharing, it finishes at 150, the second (100 - 50 served) at 200.
+    done, _ = _unit_finish_times(1.0, [(0, 100), (0, 300)])
+    assert done == {0: 200, 1: 400}
+    done, _ = _unit_finish_times(1.0, [(0, 100), (50, 100)])
+    assert done == {0: 150, 1: 200}
+
+
+def test_shared_unit_completions_wake_on_whole_cycles():
+    # rate 3: 10 units take 3.33 cycles, woken at 4; two of 10 take 20 / 3 = 6.67, both woken at 7
+    assert _unit_finish_times(3.0, [(0, 10)])[0] == {0: 4}
+    assert _unit_finish_times(3.0, [(0, 10), (0, 10)])[0] == {0: 7, 1: 7}
+
+
+def test_shared_unit_rejects_a_non_positive_rate():
+    with pytest.raises(ValueError, match="rate"):
+        SharedUnit(simpy.Environment(), "u", 0)
+
+
+def test_two_ctas_on_one_sm_share_its_fp32_pipe():
+    # one SM, two resident CTAs each with 1000 FP32 ops at 1/clk: alone 1000 cycles, together both at 2000
+    def program(cta):
+        yield delay(1000)
+
+    out = run(plan_of(launch_of([0, 1], program, max_ctas_per_sm=2)), sm_count=1, trace=True)
+    assert out["cycles"] == 2000
+    assert finished(out, "vector") == [2000, 2000]
+    assert out["busy"]["fp32"] == 1.0 and out["busy"]["dispatch"] == 1.0
+
+
+def _mma_and_vector(instruction: str, vector_cycles: int):
+    """One CTA of two warp roles: one issues a 64x64x64 MMA, the other a vector op, both at t=0."""
+    def program(cta):
+        def mma():
+            yield Mma(A, B, ACC, instruction)
+
+        def vector():
+            yield delay(vector_cycles)
+
+        return [mma(), vector()]
+    return program
+
+
+def test_mma_sync_and_vector_work_serialize_through_dispatch():
+    # mma_sync alone: 1024 cycles (holds dispatch 1024); the vector op alone: 512 (holds dispatch 512). Both
+    # at t=0 share dispatch: each progresses at 1/2 per cycle, the vector op has had its 512 at 1024, the
+    # mma_sync has 512 left and runs alone until 1536 = 1024 + 512: the sum, no overlap. (The tensor core
+    # itself is done at 1024, the FP32 pipe at 512.)
+    out = run(plan_of(launch_of([0], _mma_and_vector("mma_sync", 512))), trace=True)
+    assert out["cycles"] == 1536
+    assert finished(out, "vector") == [1024]
+    assert finished(out, "mma") == [1536]
+    assert out["busy"]["dispatch"] == pytest.approx(1536 / (2 * 1536))
+    assert out["busy"]["tensor"] == pytest.approx(1024 / (2 * 1536))
+
+
+def test_wgmma_and_vector_work_overlap():
+    # wgmma alone: 512 cycles on the tensor core, no dispatch; the vector op alone: 512 on FP32 + dispatch.
+    # Nothing shared: both done at 512 = max, full overlap.
+    out = run(plan_of(launch_of([0], _mma_and_vector("wgmma", 512))), trace=True)
+    assert out["cycles"] == 512
+    assert finished(out, "vector") == [512]
+    assert finished(out, "mma") == [512]
+    assert out["busy"]["tensor"] == pytest.approx(0.5)
+    assert out["busy"]["dispatch"] == pytest.approx(0.5)  # the vector op's
+
+
+def test_dispatch_counts_as_compute_bound():
+    assert BOUND_OF_UNIT["dispatch"] == "compute"
+    result = Result(kernel="k", hardware="tiny", problem="p", time_s=1.0, flops=0, hbm_read_bytes=0,
+                    hbm_write_bytes=0, l2_read_bytes=0, l2_write_bytes=0, smem_read_bytes=0, smem_write_bytes=0,
+                    unit_busy={"hbm": 0.3, "tensor": 0.4, "dispatch": 0.9}, launches=[])
+    assert result.busiest_unit == "dispatch" and result.bound == "compute"
 
 
 def test_tensor_instruction_the_gpu_lacks_is_an_input_error():
-    a, b, acc = Tile((64, 64), "bf16", "smem"), Tile((64, 64), "bf16", "smem"), Tile((64, 64), "fp32")
-
     def program(cta):
-        yield Mma(a, b, acc, "tcgen05")
+        yield Mma(A, B, ACC, "tcgen05")
 
     with pytest.raises(InputError, match="tcgen05"):
         run(plan_of(launch_of([0], program)))
@@ -266,11 +495,16 @@ def test_tensor_instruction_the_gpu_lacks_is_an_input_error():
 
 # ---------------------------------------------------------------------------------------------- launches
 def _latency_bound(cta):
-    yield Load(chunk(cta * 1000, 1000), buf(1000))  # 500 cycles each, HBM barely used
+    yield Load(chunk(cta * 1000, 1000), buf(1000))  # 10 cycles of HBM + 500 latency = 510 alone
 
 
-@pytest.mark.parametrize("grid, per_sm, waves, cycles", [(4, 1, 2.0, 1000), (4, 2, 1.0, 500), (5, 1, 2.5, 1500),
-                                                         (5, 2, 1.25, 1000)])
+#: CTAs that start together queue on HBM 10 cycles apart (slots start in the order SM0, SM1, SM0's 2nd, ...):
+#:   4 CTAs, 1 per SM: 0, 1 done at 510, 520; 2 starts at 510 -> 1020, 3 at 520 -> 1030.
+#:   4 CTAs, 2 per SM: all four at t=0 -> 510, 520, 530, 540.
+#:   5 CTAs, 1 per SM: as 4, then CTA 4 starts at 1020 on SM0 (HBM idle) -> 1530.
+#:   5 CTAs, 2 per SM: CTA 4 takes the first slot free, at 510 -> 1020.
+@pytest.mark.parametrize("grid, per_sm, waves, cycles", [(4, 1, 2.0, 1030), (4, 2, 1.0, 540), (5, 1, 2.5, 1530),
+                                                         (5, 2, 1.25, 1020)])
 def test_waves_and_the_tail_wave(grid, per_sm, waves, cycles):
     out = run(plan_of(launch_of(range(grid), _latency_bound, max_ctas_per_sm=per_sm)))
     assert out["cycles"] == cycles
@@ -282,15 +516,15 @@ def test_smem_budget_bounds_ctas_per_sm():
     hw = dataclasses.replace(TINY, smem_per_sm_bytes=100000, smem_per_cta_max_bytes=100000)
     launch = launch_of(range(4), _latency_bound, smem=40000, max_ctas_per_sm=None)
     assert launch.occupancy(hw) == 2
-    assert run(plan_of(launch), hw)["cycles"] == 500
+    assert run(plan_of(launch), hw)["cycles"] == 540  # one wave, as (4, 2) above
 
 
 def test_launch_overhead_is_paid_per_launch():
-    # 1 us at 1 GHz = 1000 cycles before each launch
+    # 1 us at 1 GHz = 1000 cycles before each launch of one 510-cycle CTA
     plan = plan_of(launch_of([0], _latency_bound, name="a"), launch_of([1], _latency_bound, name="b"))
     out = run(plan, kernel_launch_overhead_s=1e-6)
-    assert out["cycles"] == 2 * (1000 + 500)
-    assert [s.start_s for s in out["launches"]] == pytest.approx([1e-6, 2.5e-6])
+    assert out["cycles"] == 2 * (1000 + 510)
+    assert [s.start_s for s in out["launches"]] == pytest.approx([1e-6, 2.51e-6])
 
 
 def test_tile_too_large_for_shared_memory_is_an_input_error():

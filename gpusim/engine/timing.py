@@ -202,12 +202,14 @@ class TimingInterpreter:
                 else:
                     value = Handle(meta={"event": done, "issued": now, "name": "mma", "sm": sm.index})
             elif kind is Vector:
-                n = op.element_count()
-                fp32_ops, mufu_ops = n * op.fp32_ops_per_element, n * op.mufu_ops_per_element
+                steps = op.step_ops()
+                fp32_ops = sum(f for f, _ in steps)
+                mufu_ops = sum(m for _, m in steps)
                 counters.fp32_ops += fp32_ops * weight
                 counters.mufu_ops += mufu_ops * weight
                 if fp32_ops or mufu_ops:
-                    held = max(fp32_ops / self.hw.fp32_ops_per_clk_per_sm, mufu_ops / self.hw.mufu_ops_per_clk_per_sm)
+                    fp32_rate, mufu_rate = self.hw.fp32_ops_per_clk_per_sm, self.hw.mufu_ops_per_clk_per_sm
+                    held = sum(max(f / fp32_rate, m / mufu_rate) for f, m in steps)
                     yield self._submit((sm.fp32, fp32_ops), (sm.mufu, mufu_ops), (sm.dispatch, held))
                     if trace is not None:
                         trace.append(("exp" if mufu_ops else "vector", sm.index, "mufu" if mufu_ops else "fp32",

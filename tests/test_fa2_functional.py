@@ -1,0 +1,127 @@
+"""FlashAttention-2 forward and backward (kernels/fa2.py, kernels/fa2_backward.py) on numbers, against the
+float64 reference.
+
+Tolerance: every tensor is bf16 on the way in (Q, K, V, dO rounded), P is rounded to bf16 before each
+product and O, dK, dV are stored in bf16, so errors of a few 1e-3 are expected; the bound is
+relative_error < 2e-2 for bf16 outputs (O, dK, dV), the fp32 dQ accumulator and the fp32 LSE alike.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gpusim.functional import run_functional
+from gpusim.hardware import get_preset
+from gpusim.launch import KernelPlan
+from gpusim.ops import Store
+from gpusim.problem import AttentionProblem
+from gpusim.reference import attention_backward, attention_forward, random_inputs, relative_error
+from gpusim.simulate import run_functional_check
+from gpusim.kernels.attention_common import declare_tensors
+from gpusim.kernels.fa2_backward import backward_launches, default_tiles
+
+BF16_TOL = 2e-2
+
+
+def _inputs(problem: AttentionProblem, seed: int = 0):
+    data = random_inputs(problem, seed, with_grad=problem.pass_ != "fwd")
+    o, lse = attention_forward(data["Q"], data["K"], data["V"], problem.causal)
+    if problem.pass_ == "bwd":
+        data["O"], data["LSE"] = o, lse
+    return data, o, lse
+
+
+def _check(problem: AttentionProblem, out: dict, data: dict, o, lse) -> None:
+    if problem.pass_ != "bwd":
+        assert relative_error(out["O"], o) < BF16_TOL
+        assert relative_error(out["LSE"], lse) < BF16_TOL
+    if problem.pass_ != "fwd":
+        dq, dk, dv = attention_backward(data["Q"], data["K"], data["V"], data["dO"], problem.causal)
+        assert relative_error(out["dQ"], dq) < BF16_TOL
+        assert relative_error(out["dK"], dk) < BF16_TOL
+        assert relative_error(out["dV"], dv) < BF16_TOL
+
+
+@pytest.mark.parametrize("seq_len", [97, 257, 1000])
+@pytest.mark.parametrize("causal", [False, True])
+def test_forward_matches_reference(seq_len, causal):
+    problem = AttentionProblem(batch=1, heads=2, seq_len=seq_len, head_dim=64, causal=causal)
+    data, o, lse = _inputs(problem)
+    _check(problem, run_functional_check("fa2", problem, "h200", data), data, o, lse)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kv_heads", [8, 1], ids=["gqa_32_8", "mqa"])
+@pytest.mark.parametrize("pass_", ["fwd", "bwd", "fwd_bwd"])
+def test_grouped_and_multi_query(kv_heads, causal, pass_):
+    heads = 32 if kv_heads == 8 else 4
+    problem = AttentionProblem(batch=1, heads=heads, kv_heads=kv_heads, seq_len=19, head_dim=32, causal=causal,
+                               pass_=pass_)
+    data, o, lse = _inputs(problem, seed=1)
+    _check(problem, run_functional_check("fa2", problem, "h200", data), data, o, lse)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("pass_", ["fwd", "bwd"])
+def test_decode_one_query_long_kv(causal, pass_):
+    problem = AttentionProblem(batch=2, heads=2, seq_len=1, kv_len=1000, head_dim=64, causal=causal, pass_=pass_)
+    data, o, lse = _inputs(problem, seed=2)
+    _check(problem, run_functional_check("fa2", problem, "h200", data), data, o, lse)
+
+
+@pytest.mark.parametrize("seq_len,causal", [(97, False), (257, True), (1000, True)])
+@pytest.mark.parametrize("pass_", ["bwd", "fwd_bwd"])
+def test_backward_matches_reference(seq_len, causal, pass_):
+    problem = AttentionProblem(batch=1, heads=2, seq_len=seq_len, head_dim=64, causal=causal, pass_=pass_)
+    data, o, lse = _inputs(problem, seed=3)
+    _check(problem, run_functional_check("fa2", problem, "h200", data), data, o, lse)
+
+
+def test_backward_with_kv_longer_than_q_and_batch_two():
+    problem = AttentionProblem(batch=2, heads=2, seq_len=120, kv_len=300, head_dim=64, causal=True, pass_="fwd_bwd")
+    data, o, lse = _inputs(problem, seed=4)
+    _check(problem, run_functional_check("fa2", problem, "h200", data), data, o, lse)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_backward_small_tiles_many_blocks(causal):
+    """16 x 32 tiles: many K/V blocks per head and many Q blocks per CTA, ragged edges on both."""
+    problem = AttentionProblem(batch=1, heads=4, kv_heads=2, seq_len=75, kv_len=90, head_dim=32, causal=causal,
+                               pass_="bwd")
+    data, _, _ = _inputs(problem, seed=5)
+    tensors = declare_tensors(problem, backward=True)
+    launches = backward_launches(problem, get_preset("h200"), tensors, {"bwd_block_m": 16, "bwd_block_n": 32})
+    out = run_functional(KernelPlan(kernel="fa2", tensors=tensors, launches=launches), data)
+    dq, dk, dv = attention_backward(data["Q"], data["K"], data["V"], data["dO"], causal)
+    assert relative_error(out["dQ"], dq) < BF16_TOL
+    assert relative_error(out["dK"], dk) < BF16_TOL
+    assert relative_error(out["dV"], dv) < BF16_TOL
+
+
+def test_backward_plan_shape():
+    """A preprocessing launch (D = rowsum(dO * O), dQ cleared) and one CTA per (K/V block, batch, KV head)."""
+    problem = AttentionProblem(batch=2, heads=8, kv_heads=2, seq_len=1000, head_dim=128, pass_="bwd")
+    tensors = declare_tensors(problem, backward=True)
+    pre, main = backward_launches(problem, get_preset("h200"), tensors, {})
+    bm, bn, warps, _ = default_tiles(128)
+    assert (bm, bn, warps) == (64, 128, 8)
+    assert len(pre.grid) == 2 * 8 * -(-1000 // 64)
+    assert len(main.grid) == 2 * 2 * -(-1000 // 128)
+    assert main.threads_per_cta == 256
+    assert tensors["D"].shape == (2, 8, 1000) and tensors["D"].dtype == "fp32"
+    # Q/dO double-buffered, K, V, P and dS in SMEM: (4*64*128 + 2*128*128 + 2*64*128) * 2 bytes.
+    assert main.smem_bytes_per_cta == (4 * 64 * 128 + 2 * 128 * 128 + 2 * 64 * 128) * 2
+
+
+def test_preprocessing_clears_every_dq_row():
+    """The preprocessing launch stores zeros to every row of dQ before the main launch accumulates into it."""
+    problem = AttentionProblem(batch=1, heads=2, seq_len=40, head_dim=32, pass_="bwd")
+    tensors = declare_tensors(problem, backward=True)
+    pre = backward_launches(problem, get_preset("h200"), tensors, {})[0]
+    cleared = set()
+    for cta in pre.grid:  # walk the op sequence (no data needed: programs never branch on values)
+        for op in pre.program(cta):
+            if isinstance(op, Store) and op.dst.tensor.name == "dQ":
+                assert not op.accumulate
+                cleared.update((op.dst.index[1], row) for row in range(*op.dst.index[2]))
+    assert cleared == {(h, row) for h in range(2) for row in range(40)}

@@ -1,0 +1,178 @@
+"""Standard attention (kernels/naive.py) and FlashAttention-1 (kernels/fa1.py): numbers against the float64
+reference, plan structure, and HBM-traffic sanity on the h200 preset.
+
+Tolerance: bf16 inputs, bf16 N x N matrices (naive) or bf16 P tiles (fa1) and bf16 O/dK/dV give errors of a
+few 1e-3; the bound is relative_error < 2e-2 for bf16 outputs and for the fp32 dQ and LSE alike.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gpusim.errors import InputError
+from gpusim.hardware import get_preset
+from gpusim.problem import AttentionProblem
+from gpusim.reference import attention_backward, attention_forward, random_inputs, relative_error
+from gpusim.simulate import run_functional_check, simulate
+from gpusim.kernels import fa1, naive
+
+BF16_TOL = 2e-2
+#: FA1 with small blocks so the outer and inner loops both run several ragged iterations.
+FA1_SMALL = {"block_m": 16, "block_n": 48}
+VARIANTS = [("naive", None), ("naive", {"separate_scale": False}), ("fa1", None), ("fa1", FA1_SMALL)]
+IDS = ["naive", "naive_fused_scale", "fa1", "fa1_small_blocks"]
+
+
+def _run(kernel, options, problem: AttentionProblem, seed: int = 0) -> None:
+    data = random_inputs(problem, seed, with_grad=problem.pass_ != "fwd")
+    o, lse = attention_forward(data["Q"], data["K"], data["V"], problem.causal)
+    if problem.pass_ == "bwd":
+        data["O"], data["LSE"] = o, lse
+    out = run_functional_check(kernel, problem, "h200", data, options)
+    if problem.pass_ != "bwd":
+        assert relative_error(out["O"], o) < BF16_TOL
+        assert relative_error(out["LSE"], lse) < BF16_TOL
+    if problem.pass_ != "fwd":
+        dq, dk, dv = attention_backward(data["Q"], data["K"], data["V"], data["dO"], problem.causal)
+        assert relative_error(out["dQ"], dq) < BF16_TOL
+        assert relative_error(out["dK"], dk) < BF16_TOL
+        assert relative_error(out["dV"], dv) < BF16_TOL
+
+
+# ---------------------------------------------------------------------------------------------- functional
+@pytest.mark.parametrize("kernel,options", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("seq_len", [97, 257, 1000])
+@pytest.mark.parametrize("causal", [False, True])
+def test_forward_matches_reference(kernel, options, seq_len, causal):
+    _run(kernel, options, AttentionProblem(batch=1, heads=2, seq_len=seq_len, head_dim=64, causal=causal))
+
+
+@pytest.mark.parametrize("kernel,options", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("seq_len,causal", [(97, False), (257, True), (1000, True)])
+@pytest.mark.parametrize("pass_", ["bwd", "fwd_bwd"])
+def test_backward_matches_reference(kernel, options, seq_len, causal, pass_):
+    if seq_len == 1000 and options is not None:
+        pytest.skip("the default variant covers N = 1000; small-block variants stay on small N for speed")
+    problem = AttentionProblem(batch=1, heads=2, seq_len=seq_len, head_dim=64, causal=causal, pass_=pass_)
+    _run(kernel, options, problem, seed=1)
+
+
+@pytest.mark.parametrize("kernel,options", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("kv_heads", [8, 1], ids=["gqa_32_8", "mqa"])
+@pytest.mark.parametrize("pass_", ["fwd", "bwd", "fwd_bwd"])
+def test_grouped_and_multi_query(kernel, options, kv_heads, pass_):
+    heads = 32 if kv_heads == 8 else 4
+    problem = AttentionProblem(batch=1, heads=heads, kv_heads=kv_heads, seq_len=19, head_dim=32, causal=True,
+                               pass_=pass_)
+    _run(kernel, options, problem, seed=2)
+
+
+@pytest.mark.parametrize("kernel,options", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("pass_", ["fwd", "bwd"])
+def test_decode_one_query_long_kv(kernel, options, causal, pass_):
+    problem = AttentionProblem(batch=2, heads=2, seq_len=1, kv_len=1000, head_dim=64, causal=causal, pass_=pass_)
+    _run(kernel, options, problem, seed=3)
+
+
+@pytest.mark.parametrize("kernel,options", VARIANTS, ids=IDS)
+def test_kv_longer_than_q_batch_two(kernel, options):
+    problem = AttentionProblem(batch=2, heads=2, seq_len=120, kv_len=300, head_dim=64, causal=True, pass_="fwd_bwd")
+    _run(kernel, options, problem, seed=4)
+
+
+# ---------------------------------------------------------------------------------------------- plans
+def test_naive_launch_sequence():
+    h200 = get_preset("h200")
+    fwd = AttentionProblem(batch=1, heads=2, seq_len=256, head_dim=64)
+    assert [x.name for x in naive.build_plan(fwd, h200).launches] == ["qk_gemm", "scale", "softmax", "pv_gemm"]
+    fused = naive.build_plan(fwd, h200, {"separate_scale": False})
+    assert [x.name for x in fused.launches] == ["qk_gemm", "softmax", "pv_gemm"]
+    both = naive.build_plan(AttentionProblem(batch=1, heads=2, seq_len=256, head_dim=64, pass_="fwd_bwd"), h200)
+    assert [x.name for x in both.launches] == ["qk_gemm", "scale", "softmax", "pv_gemm", "dv_gemm", "dp_gemm",
+                                               "softmax_bwd", "scale_bwd", "dq_gemm", "dk_gemm"]
+    bwd = naive.build_plan(AttentionProblem(batch=1, heads=2, seq_len=256, head_dim=64, pass_="bwd"), h200)
+    assert [x.name for x in bwd.launches][:3] == ["qk_gemm", "scale", "recompute_p"]
+    # The N x N matrices are scratch tensors in HBM, bf16, [B, H, N, L].
+    assert both.tensors["P"].shape == (1, 2, 256, 256) and both.tensors["dS"].dtype == "bf16"
+
+
+def test_naive_gemm_uses_newest_instruction_and_gemm_tiles():
+    problem = AttentionProblem(batch=1, heads=2, seq_len=512, head_dim=64)
+    assert naive.build_plan(problem, get_preset("h200")).info["instruction"] == "wgmma"
+    assert naive.build_plan(problem, get_preset("a100")).info["instruction"] == "mma_sync"
+    plan = naive.build_plan(problem, get_preset("h200"))
+    qk = plan.launches[0]
+    assert plan.info["gemm_tiles"] == (128, 128, 64)
+    assert len(qk.grid) == 2 * 4 * 4  # (heads) x (512 / 128)^2 output tiles
+    # One reduction step at d = 64, so a one-stage ring: (128*64 + 64*128) * 2 bytes + 128*128*2 epilogue.
+    assert qk.smem_bytes_per_cta == (128 * 64 + 64 * 128) * 2 + 128 * 128 * 2
+
+
+def test_fa1_block_sizes_follow_the_paper_rule():
+    h200, a100 = get_preset("h200"), get_preset("a100")
+    problem = AttentionProblem(batch=1, heads=1, seq_len=8192, head_dim=64)
+    # M = 232448 / 2 elements; B_c = ceil(M / 256) = 454 -> 448 (multiple of 16) fits K, V, 2 Q buffers.
+    assert fa1.paper_block_sizes(h200, problem, fa1.forward_smem_bytes) == (64, 448)
+    # A100: M = 166912 / 2; B_c = 326 -> 320.
+    assert fa1.paper_block_sizes(a100, problem, fa1.forward_smem_bytes) == (64, 320)
+    plan = fa1.build_plan(AttentionProblem(batch=3, heads=5, seq_len=8192, head_dim=64, pass_="fwd_bwd"), h200)
+    assert len(plan.launches[0].grid) == 15 and len(plan.launches[1].grid) == 15  # one CTA per (batch, head)
+    for launch in plan.launches:
+        assert launch.smem_bytes_per_cta <= h200.smem_per_cta_max_bytes
+    # Short sequences cap the blocks at the (rounded-up) lengths.
+    assert fa1.paper_block_sizes(h200, AttentionProblem(batch=1, heads=1, seq_len=1, kv_len=100, head_dim=64),
+                                 fa1.forward_smem_bytes) == (16, 112)
+
+
+def test_fp8_is_rejected_with_a_message():
+    problem = AttentionProblem(batch=1, heads=1, seq_len=64, head_dim=64, dtype="fp8")
+    for module in (naive, fa1):
+        with pytest.raises(InputError, match="FP8"):
+            module.build_plan(problem, get_preset("h200"))
+
+
+def test_fa1_oversized_block_is_an_input_error():
+    problem = AttentionProblem(batch=1, heads=1, seq_len=4096, head_dim=128)
+    with pytest.raises(InputError, match="shared memory"):
+        fa1.build_plan(problem, get_preset("h200"), {"block_n": 2048}).validate(get_preset("h200"))
+
+
+# ---------------------------------------------------------------------------------------------- timing sanity
+def _hbm(kernel: str, seq_len: int, hardware="h200", pass_="fwd") -> float:
+    problem = AttentionProblem(batch=1, heads=16, seq_len=seq_len, head_dim=64, pass_=pass_)
+    return simulate(kernel, problem, hardware).hbm_bytes
+
+
+def test_naive_hbm_bytes_grow_quadratically():
+    ratio = _hbm("naive", 4096) / _hbm("naive", 2048)
+    assert 3.0 < ratio < 4.5
+
+
+def test_naive_moves_each_nxn_matrix_about_three_times_each_way():
+    # S, Ss, P written and read once each: 6 x (16 heads x 4096^2 x 2 bytes) = 3.2 GB, plus Q, K, V, O.
+    nxn = 16 * 4096 * 4096 * 2
+    assert 5.5 * nxn < _hbm("naive", 4096) < 6.5 * nxn
+
+
+@pytest.mark.parametrize("pass_", ["fwd", "fwd_bwd"])
+def test_fused_kernels_move_far_less_than_naive(pass_):
+    naive_bytes = _hbm("naive", 4096, pass_=pass_)
+    for kernel in ("fa1", "fa2"):
+        assert _hbm(kernel, 4096, pass_=pass_) < naive_bytes / 20
+
+
+def test_fa1_rereads_o_when_its_working_set_exceeds_l2():
+    """FA1 re-reads Q and re-reads/re-writes the fp32 O, l, m once per K/V block. On the stock h200 16 heads'
+    worth (~2 MB each at N = 4096) stay in the 60 MB L2, so DRAM sees about what FA2 moves; with an 8 MiB L2
+    the re-reads reach HBM and FA1 moves several times FA2's bytes."""
+    stock = get_preset("h200")
+    small_l2 = stock.with_overrides({"l2_capacity_bytes": 8 * 2**20})
+    assert _hbm("fa1", 4096, small_l2) > 4 * _hbm("fa2", 4096, small_l2)
+    assert _hbm("fa1", 4096, stock) == pytest.approx(_hbm("fa2", 4096, stock), rel=0.1)
+    # Through L2, FA1's extra O traffic is visible on any GPU: fp32 O read + written per outer iteration.
+    problem = AttentionProblem(batch=1, heads=16, seq_len=4096, head_dim=64)
+    fa1_run = simulate("fa1", problem, stock)
+    tc = -(-4096 // fa1_run.info["block_n"])
+    o_scratch = 16 * 4096 * 64 * 4
+    assert fa1_run.l2_bytes > 2 * (tc - 1) * o_scratch
