@@ -111,7 +111,7 @@ class Option:
             value = float(raw)
         if value is not None and not isinstance(value, self.kind):
             raise InputError(f"kernel {kernel} option {key}: expected {self.kind.__name__}, got {raw!r}")
-        if self.choices and value not in self.choices:
+        if self.choices and value not in self.choices and not (value is None and self.default is None):
             raise InputError(f"kernel {kernel} option {key}={value!r}: choose from {', '.join(map(str, self.choices))}")
         return value
 

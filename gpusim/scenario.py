@@ -11,6 +11,10 @@
     [hardware_sweep]                    # optional: one or more fields, swept as a grid
     hbm_bandwidth_bytes_per_s = [2.0e12, 3.35e12, 4.8e12, 8e12]
 
+    [hardware_zip]                      # optional: fields that must move together, swept element by
+    smem_per_sm_bytes = [65536, 131072]           # element (lists of one length); together they are one
+    smem_per_cta_max_bytes = [64512, 130048]      # more axis of the hardware_sweep grid
+
     [[runs]]                            # any problem field may be a list: the product is swept
     kernel = ["naive", "fa2"]
     batch = 1
@@ -46,12 +50,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-TOP_KEYS = {"name", "description", "output_dir", "hardware", "hardware_sweep", "runs", "plots", "exact"}
+TOP_KEYS = {"name", "description", "output_dir", "hardware", "hardware_sweep", "hardware_zip", "runs", "plots",
+            "exact"}
 HARDWARE_KEYS = {"preset", "set"}
 PROBLEM_FIELDS = {"batch", "heads", "kv_heads", "seq_len", "kv_len", "head_dim", "causal", "dtype", "pass"}
 RUN_KEYS = PROBLEM_FIELDS | {"kernel", "options", "bytes", "sms", "m", "n", "k", "label"}
 PLOT_KEYS = {"x", "y", "series", "logx", "logy", "title", "file", "kind", "filter"}
-PLOT_KINDS = ("line", "hbm_traffic", "roofline", "breakdown")
+PLOT_KINDS = ("line", "hbm_traffic", "roofline", "breakdown", "io_law")
 
 
 @dataclass(frozen=True)
@@ -110,14 +115,27 @@ def load_scenario(path: str | Path) -> Scenario:
     for key, values in sweep.items():
         if not isinstance(values, list) or not values:
             raise InputError(f"{path}: hardware_sweep.{key} must be a non-empty list")
+    zipped = data.get("hardware_zip", {})
+    _check_keys(path, "hardware_zip", zipped, set(f.name for f in hardware.__dataclass_fields__.values()))
+    for key, values in zipped.items():
+        if not isinstance(values, list) or not values:
+            raise InputError(f"{path}: hardware_zip.{key} must be a non-empty list")
+        if len(values) != len(next(iter(zipped.values()))):
+            raise InputError(f"{path}: hardware_zip.{key}: all hardware_zip lists must have the same length")
+        if key in sweep:
+            raise InputError(f"{path}: hardware_zip.{key} is also in hardware_sweep")
+    axes = [[{key: value} for value in values] for key, values in sweep.items()]
+    if zipped:
+        axes.append([dict(zip(zipped, values)) for values in zip(*zipped.values())])
     runs = data.get("runs")
     if not runs or not isinstance(runs, list):
         raise InputError(f"{path}: needs at least one [[runs]] table")
     exact = bool(data.get("exact", False))
     points = []
-    for values in itertools.product(*sweep.values()) if sweep else [()]:
-        hw_coords = dict(zip(sweep, values))
-        hw = hardware.with_overrides(hw_coords, origin=f"{path}: hardware_sweep") if hw_coords else hardware
+    for combo in itertools.product(*axes):
+        hw_coords = {key: value for part in combo for key, value in part.items()}
+        origin = f"{path}: hardware_sweep" + (" / hardware_zip" if zipped else "")
+        hw = hardware.with_overrides(hw_coords, origin=origin) if hw_coords else hardware
         for i, run in enumerate(runs):
             points.extend(_expand_run(path, i, run, hw, hw_coords, exact))
     plots = data.get("plots", [])
@@ -130,7 +148,7 @@ def load_scenario(path: str | Path) -> Scenario:
             raise InputError(f"{path}: plots[{i}] needs x and y")
     output_dir = Path(data.get("output_dir", Path("results") / name))
     return Scenario(path=path, name=name, description=str(data.get("description", "")), output_dir=output_dir,
-                    points=points, plots=plots, hardware_sweep=sweep)
+                    points=points, plots=plots, hardware_sweep={**sweep, **zipped})
 
 
 def _load_hardware(path: Path, table: dict) -> HardwareSpec:

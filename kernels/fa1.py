@@ -14,8 +14,8 @@ then shrunk (B_c first) until the tiles the schedule keeps in SMEM fit one CTA's
 buffers forward; K_j, V_j, Q_i, dO_i and the staged P_ij, dS_ij backward. The paper counts S_ij and the
 accumulators in its SRAM too; the CUDA code (and this model) keeps them in registers, whose capacity is
 not checked. block_m / block_n override. On an A100 at d = 64 this gives B_c = 320 forward and 288 backward,
-the same number of K/V blocks at N = 1024 as the CUDA code's 256. Under causal masking blocks left of nothing visible are skipped: the inner
-loop for K/V block j starts at the first Q block that sees a key of it.
+the same number of K/V blocks at N = 1024 as the CUDA code's 256. Under causal masking fully masked blocks
+are skipped: the inner loop for K/V block j starts at the first Q block that sees a key of it.
 
 Parallelization as in the original CUDA kernels: one CTA per (batch, head) runs the whole double loop
 (grid = batch x heads), 4 warps, Ampere `mma.sync`. Its warps split the K/V block (the "1 x N" layout the

@@ -196,9 +196,14 @@ def main_launch(problem: AttentionProblem, tensors: dict, block_m: int, block_n:
     # Q and dO double-buffered, K, V, and the P and dS tiles staged for the transposed products.
     smem = int((4 * block_m * d + 2 * block_n * d + 2 * block_m * block_n) * e)
     shared = {"Q", "dO", "LSE", "D", "dQ"}
+
+    def work(cta) -> float:  # Q blocks visited (under causal masking fewer for K/V blocks right of the diagonal)
+        return 1 + group * (m_blocks - _first_q_block(problem, cta[0], block_m, block_n))
+
     return Launch(name="fa2_bwd", grid=grid, program=program, smem_bytes_per_cta=smem,
                   threads_per_cta=32 * warps, registers_per_thread=REGISTERS_PER_THREAD,
-                  shared_by=lambda cta: {name: (cta[1], cta[2]) for name in shared})
+                  shared_by=lambda cta: {name: (cta[1], cta[2]) for name in shared},
+                  work=work if problem.causal else None)
 
 
 def backward_launches(problem: AttentionProblem, hw, tensors: dict, opts: dict) -> list[Launch]:

@@ -370,7 +370,9 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
 
     # -------------------------------------------------------------- backward
     do_t, dq_t, dk_t, dv_t = (tensors[x] for x in ("dO", "dQ", "dK", "dV"))
-    group_pairs = lambda kv_head: [(q_head, q_head) for q_head in range(kv_head * group, (kv_head + 1) * group)]  # noqa: E731
+
+    def group_pairs(kv_head: int) -> list:  # dV, dK of a KV head sum the products of its query heads
+        return [(q_head, q_head) for q_head in range(kv_head * group, (kv_head + 1) * group)]
     dv = _Gemm("dv_gemm", dv_t, p_t, True, do_t, False, group_pairs, None,
                a_key=lambda c: (c[0], c[1], c[2]), b_key=lambda c: (c[0], c[1], c[3]))
     launches.append(_gemm_launch(dv, problem, hw, opts)[0])

@@ -156,6 +156,8 @@ def test_same_command_same_json(capsys):
     (SMALL_FA2 + ["--set", "sm_count=many"], ["sm_count", "cannot read 'many'"]),
     (SMALL_FA2 + ["--set", "sm_count=0"], ["sm_count", "must be positive"]),
     (SMALL_FA2 + ["--set", "hbm_bandwidth_bytes_per_s=-4.8e12"], ["hbm_bandwidth_bytes_per_s", "negative"]),
+    (SMALL_FA2 + ["--hardware", "a100", "--set", "has_tma=true"],
+     ["--set", "tma_max_inflight_bytes", "tma_bandwidth_bytes_per_clk", "has_tma"]),
     (SMALL_FA2 + ["--set", "sm_count"], ["--set", "sm_count", "FIELD=VALUE"]),
     (["microbench", "copy", "--set", "bogus=1"], ["unknown hardware field", "bogus"]),
     (["microbench", "copy", "--bytes", "0"], ["bytes", "must be positive"]),

@@ -381,6 +381,19 @@ def test_vector_op_takes_the_slower_of_fp32_and_mufu():
     assert out["busy"]["dispatch"] == pytest.approx(0.5)
 
 
+
+def test_fused_vector_steps_hold_dispatch_for_each_step_in_turn():
+    # two dependent steps: 160 exps (at 16/clk: 10 cycles) then 100 FP32 ops (at 1/clk: 100 cycles). The pipes
+    # see the totals (MUFU done at 10, FP32 at 100), the warps are held for 10 + 100 = 110 on dispatch
+    def program(cta):
+        yield Vector(lambda: None, [], Tile((160,), "fp32"), steps=[(160, 0.0, 1.0), (100, 1.0, 0.0)])
+
+    out = run(plan_of(launch_of([0], program)))
+    assert out["cycles"] == 110
+    assert (out["counters"].mufu_ops, out["counters"].fp32_ops) == (160, 100)
+    assert out["busy"]["dispatch"] == pytest.approx(110 / (2 * 110))
+    assert out["busy"]["fp32"] == pytest.approx(100 / (2 * 110))
+
 # ---------------------------------------------------------------------------------------------- processor sharing
 def _unit_finish_times(rate: float, jobs: list[tuple[int, float]]) -> tuple[dict, SharedUnit]:
     """Submit (start cycle, amount) jobs to one SharedUnit; returns {job index: completion cycle}."""

@@ -18,6 +18,8 @@ KEY_FIELDS = ("sm_count", "sm_clock_hz", "hbm_capacity_bytes", "hbm_bandwidth_by
               "sm_max_inflight_bytes", "sm_load_bandwidth_bytes_per_clk", "smem_per_sm_bytes",
               "smem_per_cta_max_bytes", "smem_bandwidth_bytes_per_clk_per_sm", "tensor_sustained_fraction",
               "mufu_ops_per_clk_per_sm", "fp32_ops_per_clk_per_sm", "pcie_bandwidth_bytes_per_s")
+#: Fields a preset with TMA must cite too.
+TMA_FIELDS = ("has_tma", "tma_max_inflight_bytes", "tma_bandwidth_bytes_per_clk")
 
 
 # ---------------------------------------------------------------------------------------------- presets
@@ -37,6 +39,29 @@ def test_presets_cite_a_source_for_key_fields(name):
     rates = [f"{i}_{kind}_flops_per_clk_per_sm" for i in INSTRUCTION_CLASSES for kind in ("bf16", "fp8")]
     missing = [f for f in rates if getattr(spec, f) and not spec.sources.get(f)]
     assert not missing, f"{name}: no source for {missing}"
+    if spec.has_tma:
+        missing = [f for f in TMA_FIELDS if not spec.sources.get(f)]
+        assert not missing, f"{name}: no source for {missing}"
+
+
+@pytest.mark.parametrize("name, has_tma", [("a100", False), ("h100", True), ("h200", True), ("b200", True)])
+def test_presets_with_tma_have_a_positive_tma_window_and_link(name, has_tma):
+    spec = get_preset(name)
+    assert spec.has_tma is has_tma
+    if has_tma:
+        assert spec.tma_max_inflight_bytes > 0 and spec.tma_bandwidth_bytes_per_clk > 0
+
+
+def test_h200_calibrated_values():
+    # the values the copy_vs_sms and FA2 calibration settled on (gpusim/hardware.py cites them)
+    h200 = get_preset("h200")
+    assert h200.hbm_latency_cycles == 700
+    assert h200.sm_max_inflight_bytes == 49152
+    assert h200.sm_load_bandwidth_bytes_per_clk == 40.0
+    assert h200.mma_sync_bf16_flops_per_clk_per_sm == 2816.0
+    assert (h200.tma_max_inflight_bytes, h200.tma_bandwidth_bytes_per_clk) == (131072, 128.0)
+    assert "copy_vs_sms" in h200.sources["hbm_latency_cycles"]
+    assert "copy_vs_sms" in h200.sources["sm_load_bandwidth_bytes_per_clk"]
 
 
 @pytest.mark.parametrize("name, instruction", [("a100", "mma_sync"), ("h100", "wgmma"), ("h200", "wgmma"),
@@ -70,9 +95,11 @@ def test_peak_tensor_flops_match_the_datasheets():
     assert get_preset("h100").peak_tensor_flops_per_s("fp8") == pytest.approx(1979e12, rel=0.01)
     assert get_preset("a100").peak_tensor_flops_per_s("bf16") == pytest.approx(312e12, rel=0.01)
     assert get_preset("b200").peak_tensor_flops_per_s("bf16") == pytest.approx(2.25e15, rel=0.01)
-    # mma.sync on Hopper: half the wgmma rate
+    # mma.sync on Hopper: 2816 of wgmma's 4096 FLOP/clk/SM, 0.6875 of its rate (calibrated on the H200 FA2 rows)
     h100 = get_preset("h100")
-    assert h100.peak_tensor_flops_per_s("bf16", "mma_sync") == h100.peak_tensor_flops_per_s("bf16") / 2
+    assert h100.peak_tensor_flops_per_s("bf16", "mma_sync") == pytest.approx(
+        h100.peak_tensor_flops_per_s("bf16") * 0.6875, rel=1e-12)
+    assert h100.peak_tensor_flops_per_s("bf16", "mma_sync") == pytest.approx(2816 * 132 * 1.83e9, rel=1e-12)
 
 
 def test_tensor_rate_by_instruction_and_dtype():
@@ -80,6 +107,7 @@ def test_tensor_rate_by_instruction_and_dtype():
     assert h200.tensor_flops_per_clk("wgmma", "bf16") == 4096
     assert h200.tensor_flops_per_clk("wgmma", "fp16") == 4096
     assert h200.tensor_flops_per_clk("wgmma", "fp8_e4m3") == 8192
+    assert h200.tensor_flops_per_clk("mma_sync", "bf16") == 2816
     assert h200.tensor_flops_per_clk("tcgen05", "bf16") == 0  # Hopper has no tcgen05
     with pytest.raises(InputError, match="unknown tensor instruction class 'hmma'"):
         h200.tensor_flops_per_clk("hmma", "bf16")
@@ -115,7 +143,33 @@ def test_overrides_coerce_strings_to_the_field_types():
     assert spec.has_tma is False
     assert spec.hbm_bandwidth_bytes_per_s == 9.6e12 and type(spec.hbm_bandwidth_bytes_per_s) is float
     assert spec.hbm_latency_cycles == 1000 and type(spec.hbm_latency_cycles) is int
-    assert get_preset("a100").with_overrides({"has_tma": "true"}).has_tma is True
+    a100 = get_preset("a100").with_overrides({"has_tma": "true", "tma_max_inflight_bytes": "65536",
+                                              "tma_bandwidth_bytes_per_clk": "64"})
+    assert a100.has_tma is True
+    assert a100.tma_max_inflight_bytes == 65536 and type(a100.tma_max_inflight_bytes) is int
+    assert a100.tma_bandwidth_bytes_per_clk == 64.0 and type(a100.tma_bandwidth_bytes_per_clk) is float
+
+
+@pytest.mark.parametrize("base, overrides", [
+    ("a100", {"has_tma": "true"}),  # TMA switched on without a window or link
+    ("h200", {"tma_max_inflight_bytes": "0"}),
+    ("h200", {"tma_bandwidth_bytes_per_clk": "0"}),
+])
+def test_tma_needs_a_positive_window_and_link(base, overrides):
+    with pytest.raises(InputError, match=r"tma_max_inflight_bytes and tma_bandwidth_bytes_per_clk: must be "
+                                         r"positive when has_tma is true"):
+        get_preset(base).with_overrides(overrides)
+
+
+def test_tma_fields_are_checked_on_any_copy_of_a_spec():
+    with pytest.raises(InputError, match="has_tma"):
+        dataclasses.replace(get_preset("h200"), tma_max_inflight_bytes=0)
+
+
+def test_a_gpu_without_tma_needs_no_tma_fields():
+    spec = get_preset("h200").with_overrides({"has_tma": "false", "tma_max_inflight_bytes": "0",
+                                              "tma_bandwidth_bytes_per_clk": "0"})
+    assert spec.has_tma is False
 
 
 def test_overrides_make_a_new_named_spec_and_record_their_source():
@@ -206,16 +260,39 @@ def test_h200_gemm_reaches_the_measured_throughput():
     assert result.bound == "compute"
 
 
-def test_h200_copy_on_8_sms_is_held_back_by_the_in_flight_limit():
-    # Little's law: one SM moves at most sm_max_inflight_bytes per hbm_latency_cycles (reads; the copy writes
-    # as much again), so 8 SMs cannot come near the all-SM bandwidth
+def per_sm_read_limit(hw, chunk_bytes: int) -> float:
+    """Bytes per cycle one SM's load/store path can read: its link, and Little's law over its in-flight
+    window, where each chunk stays in flight for the latency plus its own drain through the link."""
+    link = hw.sm_load_bandwidth_bytes_per_clk
+    return min(link, hw.sm_max_inflight_bytes / (hw.hbm_latency_cycles + chunk_bytes / link))
+
+
+def test_h200_copy_on_8_sms_is_held_back_by_the_per_sm_path():
+    # the copy reads through the SMs' load/store units (and writes as much again). On the h200 preset each SM's
+    # 40 B/clk link binds (49152 / (700 + 16384 / 40) = 44.3 B/clk from the window is looser): 8 SMs read at
+    # most 320 B/clk = 0.63 TB/s, 1.27 TB/s read + write, far below the all-SM bandwidth
     h200 = get_preset("h200")
     problem = CopyProblem(bytes=2**31)
     full = gpusim.simulate("copy", problem, h200)
     few = gpusim.simulate("copy", CopyProblem(bytes=2**31, sms=8), h200)
+    chunk = few.info["chunk_bytes"]
+    assert chunk == 16384
+    assert per_sm_read_limit(h200, chunk) == 40.0
     bandwidth = 2 * problem.bytes / few.time_s
-    limit = 8 * h200.sm_max_inflight_bytes / h200.hbm_latency_cycles * h200.sm_clock_hz * 2
-    assert bandwidth <= limit * 1.05
+    limit = 8 * per_sm_read_limit(h200, chunk) * h200.sm_clock_hz * 2
+    assert bandwidth <= limit * (1 + 1e-9)
+    assert bandwidth > 0.98 * limit  # held back by the per-SM path, not by something else
     assert bandwidth < 0.6 * 2 * problem.bytes / full.time_s
-    assert bandwidth > 0.5 * limit  # held back by the window, not by something else
     assert few.info["sms"] == 8
+
+
+def test_h200_copy_on_8_sms_with_a_one_chunk_window_is_held_back_by_littles_law():
+    # a 16384-byte window keeps one chunk in flight: 16384 B per 700 + 16384 / 40 = 1109.6-cycle round trip,
+    # 14.8 B/clk per SM, well below the 40 B/clk link
+    h200 = get_preset("h200").with_overrides({"sm_max_inflight_bytes": 16384})
+    problem = CopyProblem(bytes=2**27, sms=8)
+    few = gpusim.simulate("copy", problem, h200)
+    assert per_sm_read_limit(h200, 16384) == pytest.approx(16384 / 1109.6)
+    bandwidth = 2 * problem.bytes / few.time_s
+    limit = 8 * per_sm_read_limit(h200, 16384) * h200.sm_clock_hz * 2
+    assert 0.98 * limit < bandwidth <= limit * (1 + 1e-9)

@@ -1,14 +1,16 @@
 """Property tests over random sizes and hardware (a random preset plus random overrides of bandwidths,
-latencies, capacities and SMEM): no simulated time beats the roofline, bytes at each level add up, no unit
-is busy more than all the time, and the same input gives the same result bit for bit."""
+latencies, capacities, SMEM and the TMA path): no simulated time beats the roofline, bytes at each level add
+up, no unit (the dispatch unit included) is busy more than all the time, and the same input gives the same
+result bit for bit."""
 
 from __future__ import annotations
 
 import pytest
+import simpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpusim.engine.servers import Server
+from gpusim.engine.servers import Server, SharedUnit
 from gpusim.hardware import PRESETS, get_preset
 from gpusim.problem import AttentionProblem, CopyProblem, GemmProblem
 from gpusim.simulate import simulate
@@ -45,6 +47,12 @@ def hardware(draw):
         overrides["smem_per_cta_max_bytes"] = smem - 1024
     if draw(st.booleans()):
         overrides["smem_bandwidth_bytes_per_clk_per_sm"] = draw(st.floats(32.0, 512.0))
+    if base.has_tma and draw(st.booleans()):
+        if draw(st.booleans()):
+            overrides["has_tma"] = False  # the GEMM then loads through the load/store units
+        else:
+            overrides["tma_max_inflight_bytes"] = draw(st.integers(4096, 262144))
+            overrides["tma_bandwidth_bytes_per_clk"] = draw(st.floats(16.0, 512.0))
     return base.with_overrides(overrides)
 
 
@@ -74,7 +82,8 @@ cases = st.one_of(
 
 
 def roofline_s(result, problem, hw) -> float:
-    """max(HBM bytes / achievable bandwidth, FLOPs / peak of the tensor instruction the kernel used)."""
+    """max(HBM bytes / achievable bandwidth, FLOPs / peak of the tensor instruction the kernel used). A lower
+    bound whatever the engine adds on top (latencies, SM links and windows, dispatch, unit sharing)."""
     memory = result.hbm_bytes / (hw.hbm_bandwidth_bytes_per_s * hw.hbm_achievable_fraction)
     compute = 0.0
     if result.flops:
@@ -134,7 +143,7 @@ def test_copy_bytes_are_exact_when_every_cta_is_simulated(problem, hw):
 def test_no_unit_is_busy_more_than_all_the_time(case, hw):
     kernel, problem = case
     result = simulate(kernel, problem, hw)
-    assert set(result.unit_busy) >= {"hbm", "l2", "tensor", "mufu", "fp32", "smem"}
+    assert set(result.unit_busy) >= {"hbm", "l2", "tensor", "mufu", "fp32", "smem", "dispatch"}
     over = {unit: share for unit, share in result.unit_busy.items() if not 0 <= share <= 1 + 1e-9}
     assert not over
 
@@ -164,3 +173,34 @@ def test_server_never_exceeds_its_rate_and_never_finishes_early(rate, requests):
     # the work fits in the busy time: capacity between the first arrival and the last completion is enough
     first = min(t for t, _ in requests)
     assert server.free_at - first >= total * (1 - 1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rate=st.sampled_from([0.5, 1.0, 3.0, 100.0]),
+       jobs=st.lists(st.tuples(st.integers(0, 200), st.floats(0.01, 500)), min_size=1, max_size=20))
+def test_shared_unit_is_work_conserving_and_never_finishes_early(rate, jobs):
+    # processor sharing on whole cycles: no job ends before it could alone (start + amount / rate), the unit
+    # is never busy longer than the simulation, and the last job ends no earlier than all the work needs
+    # and no later than that plus one cycle of rounding per completion wake
+    env = simpy.Environment()
+    unit = SharedUnit(env, "u", rate)
+    done = {}
+
+    def job(i, start, amount):
+        yield env.timeout(start)
+        yield unit.submit(amount)
+        done[i] = env.now
+
+    for i, (start, amount) in enumerate(jobs):
+        env.process(job(i, start, amount))
+    env.run()
+    assert len(done) == len(jobs)
+    for i, (start, amount) in enumerate(jobs):
+        assert done[i] >= start + amount / rate - 1e-9
+        assert done[i] == int(done[i])  # whole cycles
+    assert unit.work == pytest.approx(sum(amount for _, amount in jobs))
+    assert unit.busy_cycles <= max(done.values()) + 1e-9
+    assert unit.busy_cycles >= unit.work / rate * (1 - 1e-9)
+    assert max(done.values()) >= min(s for s, _ in jobs) + unit.work / rate * (1 - 1e-9)
+    # after the last arrival every wake finishes a job and wastes under a cycle to rounding
+    assert max(done.values()) <= max(s for s, _ in jobs) + unit.work / rate + len(jobs)

@@ -126,6 +126,8 @@ BAD = [
      ["hardware.set", "sm_count", "must be positive"]),
     ("unreadable hardware value", VALID.replace("hbm_latency_cycles = 600", 'has_tma = "sometimes"'),
      ["hardware.set", "has_tma", "sometimes"]),
+    ("tma without a window", VALID.replace('preset = "h200"', 'preset = "a100"')
+     .replace("hbm_latency_cycles = 600", "has_tma = true"), ["hardware.set", "tma_max_inflight_bytes", "has_tma"]),
     ("unknown preset", VALID.replace('preset = "h200"', 'preset = "h999"'), ["hardware.preset", "h999"]),
     ("negative seq_len", VALID.replace("seq_len = [256, 512]", "seq_len = [256, -512]"),
      ["runs[0]", "seq_len=-512", "must be positive"]),
