@@ -300,7 +300,7 @@ _preset(
     l2_hit_latency_cycles=300, sm_max_inflight_bytes=65536, sm_load_bandwidth_bytes_per_clk=128.0,
     smem_per_sm_bytes=233472, smem_per_cta_max_bytes=232448, smem_bandwidth_bytes_per_clk_per_sm=128.0,
     tmem_per_sm_bytes=262144,
-    mma_sync_bf16_flops_per_clk_per_sm=2048.0, tcgen05_bf16_flops_per_clk_per_sm=8192.0,
+    mma_sync_bf16_flops_per_clk_per_sm=2816.0, tcgen05_bf16_flops_per_clk_per_sm=8192.0,
     tcgen05_fp8_flops_per_clk_per_sm=16384.0, tensor_sustained_fraction=0.85,
     mufu_ops_per_clk_per_sm=16.0, fp32_ops_per_clk_per_sm=128.0,
     has_tma=True, tma_max_inflight_bytes=196608, tma_bandwidth_bytes_per_clk=128.0,

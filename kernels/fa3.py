@@ -376,8 +376,13 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
         key = (cta[1], cta[2] // group)
         return {"K": key, "V": key, "K_descale": key, "V_descale": key} if block_scales else {"K": key, "V": key}
 
+    def work(cta) -> float:  # K/V tiles the CTA visits (plus its prologue/epilogue)
+        r0 = cta[0] * bm
+        return 1 + len(kv_tiles_for_rows(problem, r0, min(r0 + bm, n), bn))
+
     return Launch(name="fa3_fwd", grid=grid, program=program, smem_bytes_per_cta=int(smem),
-                  threads_per_cta=threads, registers_per_thread=_registers(threads), shared_by=shared_by)
+                  threads_per_cta=threads, registers_per_thread=_registers(threads), shared_by=shared_by,
+                  work=work if problem.causal else None)
 
 
 def _load_descales(tensors, b, h, hk, mb, block_scales):
@@ -549,9 +554,14 @@ def backward_launch(problem: AttentionProblem, tensors: dict) -> Launch:
     smem = (2 * bn * d * el + stages * (2 * bm * d * el + 2 * bm * 4) + 2 * n_wg * BWD_WG_KEYS * bm * el
             + bm * d * 4)
     threads = 128 * (n_wg + 1)
+    def work(cta) -> float:  # query tiles the CTA visits (plus its prologue/epilogue)
+        first = max(0, cta[0] * bn - offset) // bm if problem.causal else 0
+        return 1 + group * (m_blocks - first)
+
     return Launch(name="fa3_bwd", grid=grid, program=program, smem_bytes_per_cta=int(smem),
                   threads_per_cta=threads, registers_per_thread=_registers(threads),
-                  shared_by=lambda cta: dict.fromkeys(("K", "V", "Q", "dO", "LSE", "Delta", "dQ"), (cta[1], cta[2])))
+                  shared_by=lambda cta: dict.fromkeys(("K", "V", "Q", "dO", "LSE", "Delta", "dQ"), (cta[1], cta[2])),
+                  work=work if problem.causal else None)
 
 
 # ------------------------------------------------------------------------------------------------ plan

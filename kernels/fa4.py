@@ -275,9 +275,14 @@ def forward_launch(problem: AttentionProblem, tensors: dict, bn: int, q_stages: 
         return [load(), mma(), correction()] + [softmax(st) for st in range(q_stages)]
 
     threads = 128 * q_stages + 128 + 128  # softmax warpgroups, correction warpgroup, load/MMA/epilogue warps
+    def work(cta) -> float:  # K/V tiles the CTA visits (plus its prologue/epilogue)
+        r0 = cta[0] * cta_rows
+        return 1 + len(kv_tiles_for_rows(problem, r0, min(r0 + cta_rows, n), bn))
+
     return Launch(name="fa4_fwd", grid=grid, program=program, smem_bytes_per_cta=smem_bytes,
                   threads_per_cta=threads, registers_per_thread=65536 // threads,
-                  shared_by=lambda cta: {"K": (cta[1], cta[2] // group), "V": (cta[1], cta[2] // group)})
+                  shared_by=lambda cta: {"K": (cta[1], cta[2] // group), "V": (cta[1], cta[2] // group)},
+                  work=work if problem.causal else None)
 
 
 def _safe(m: np.ndarray) -> np.ndarray:

@@ -19,17 +19,18 @@ from gpusim.plots.roofline import point_label, varying_coords  # noqa: E402
 
 #: Units in drawing order, with their legend names (row key busy_<unit>).
 UNIT_LABELS = {
-    "hbm": "HBM", "l2": "L2", "sm_load": "SM load path (LSU + TMA)", "smem": "SMEM",
+    "hbm": "HBM", "l2": "L2", "sm_load": "LSU load path", "tma": "TMA engine", "smem": "SMEM",
     "tensor": "tensor cores", "mufu": "MUFU (exp)", "fp32": "FP32 / FMA", "dispatch": "issue (dispatch)",
 }
-UNIT_COLORS = {"hbm": "tab:blue", "l2": "tab:cyan", "sm_load": "tab:purple", "smem": "tab:olive",
+UNIT_COLORS = {"hbm": "tab:blue", "l2": "tab:cyan", "sm_load": "tab:purple", "tma": "tab:brown", "smem": "tab:olive",
                "tensor": "tab:green", "mufu": "tab:red", "fp32": "tab:orange", "dispatch": "tab:pink",
                "idle": "lightgray"}
 
 
 def units_of(rows: list[dict]) -> list[str]:
-    """Units that have a busy share in any row, known ones in drawing order first."""
-    present = {k.removeprefix("busy_") for r in rows for k in r if k.startswith("busy_")}
+    """Units that were busy in any row, known ones in drawing order first (units idle throughout are left
+    out: a GPU without TMA, a kernel that never uses it)."""
+    present = {k.removeprefix("busy_") for r in rows for k in r if k.startswith("busy_") and r[k]}
     return [u for u in UNIT_LABELS if u in present] + sorted(present - set(UNIT_LABELS))
 
 
@@ -57,7 +58,8 @@ def breakdown_figure(rows: list[dict], hw: HardwareSpec | None = None, title: st
     groups = max((len(v) for v in data.values()), default=1)
     width = 0.85 / len(bars)
     fig_w = max(8.0, 1.5 + groups * len(bars) * 0.16)
-    fig, axes = plt.subplots(max(1, len(data)), 1, figsize=(fig_w, 1.2 + 2.9 * max(1, len(data))), squeeze=False)
+    fig, axes = plt.subplots(max(1, len(data)), 1, figsize=(fig_w, 1.4 + 2.9 * max(1, len(data))), squeeze=False,
+                             layout="constrained")
     for ax, (kernel, entries) in zip(axes[:, 0], data.items()):
         xs = list(range(len(entries)))
         for j, unit in enumerate(bars):
@@ -76,9 +78,7 @@ def breakdown_figure(rows: list[dict], hw: HardwareSpec | None = None, title: st
         ax.set_title(kernel, loc="left", fontsize=10)
         ax.grid(True, axis="y", alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(bars), 5), fontsize=8,
-               bbox_to_anchor=(0.5, 1.0))
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(bars), 5), fontsize=8)
     hw_name = f" on {hw.name}" if hw is not None else ""
-    fig.suptitle(title or f"Where the time goes{hw_name}: busy share of each unit", y=1.0 + 0.35 / fig.get_figheight())
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / fig.get_figheight()))
+    fig.suptitle(title or f"Where the time goes{hw_name}: busy share of each unit")
     return fig

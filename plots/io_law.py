@@ -22,7 +22,7 @@ from gpusim.plots.roofline import hardware_of  # noqa: E402
 
 #: Time within this factor of a kernel's best counts as "stopped falling".
 PLATEAU_WITHIN = 1.02
-SMEM_KEYS = ("smem_per_sm_bytes", "smem_per_cta_max_bytes")
+SMEM_KEYS = {"smem_per_sm_bytes": "SMEM per SM", "smem_per_cta_max_bytes": "SMEM per CTA (max)"}
 
 
 def _kib(value: float, _pos=None) -> str:
@@ -30,7 +30,7 @@ def _kib(value: float, _pos=None) -> str:
 
 
 def io_law_data(rows: list[dict], hw: HardwareSpec) -> dict:
-    """What the figure draws: x key; per kernel sorted (x, hbm_bytes, time_s); the law curve (xs, bytes) with
+    """What the figure draws: x key; per kernel sorted (x, hbm_bytes, time_s, tile label); the law curve (xs, bytes) with
     its constant and anchor kernel; the compulsory bytes; per kernel the plateau x (time stops falling)."""
     x_key = next((k for k in SMEM_KEYS if any(k in r for r in rows)), None)
     if x_key is None:
@@ -41,7 +41,8 @@ def io_law_data(rows: list[dict], hw: HardwareSpec) -> dict:
         spec = hardware_of(row, hw)
         m_elements = spec.smem_per_cta_max_bytes / DTYPE_BYTES[str(row.get("dtype", "bf16"))]
         m_of[row[x_key]] = m_elements
-        series.setdefault(str(row["kernel"]), []).append((row[x_key], row["hbm_bytes"], row["time_s"]))
+        tile = f"B_c={row['info_block_n']}" if "info_block_n" in row else ""
+        series.setdefault(str(row["kernel"]), []).append((row[x_key], row["hbm_bytes"], row["time_s"], tile))
     for pts in series.values():
         pts.sort()
     problems = {(r.get("batch", 1), r.get("heads", 1), r.get("seq_len"), r.get("head_dim")) for r in rows}
@@ -52,7 +53,7 @@ def io_law_data(rows: list[dict], hw: HardwareSpec) -> dict:
     anchor = max(series, key=lambda k: max(p[1] for p in series[k]) / max(min(p[1] for p in series[k]), 1))
     xs = sorted(m_of)
     shape = [batch * heads * n * n * d * d / m_of[x] for x in xs]
-    x0, bytes0, _ = series[anchor][0]
+    x0, bytes0 = series[anchor][0][:2]
     c = bytes0 / shape[xs.index(x0)]
     plateau = {}
     for kernel, pts in series.items():
@@ -67,13 +68,16 @@ def io_law_figure(rows: list[dict], hw: HardwareSpec, title: str = ""):
     data = io_law_data(rows, hw)
     x_key = data["x_key"]
     batch, heads, n, d = data["problem"]
-    fig, (ax_b, ax_t) = plt.subplots(1, 2, figsize=(13, 5.4))
+    fig, (ax_b, ax_t) = plt.subplots(1, 2, figsize=(13, 6.2), layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (kernel, pts) in enumerate(data["series"].items()):
         c = colors[i % len(colors)]
         xs = [p[0] for p in pts]
         ax_b.plot(xs, [p[1] for p in pts], "-o", color=c, label=f"{kernel}: HBM bytes", gid=f"hbm:{kernel}")
         ax_t.plot(xs, [p[2] * 1e6 for p in pts], "-o", color=c, label=kernel, gid=f"time:{kernel}")
+        if len({p[3] for p in pts}) > 1:  # tile sizes that change with SMEM: label them
+            for x, y, _, tile in pts:
+                ax_b.annotate(tile, (x, y), textcoords="offset points", xytext=(4, 5), fontsize=7, color=c)
         x_p = data["plateau"][kernel]
         t_p = next(p[2] for p in pts if p[0] == x_p) * 1e6
         ax_t.plot([x_p], [t_p], marker="*", ms=16, color=c, markeredgecolor="black", linestyle="none",
@@ -86,7 +90,7 @@ def io_law_figure(rows: list[dict], hw: HardwareSpec, title: str = ""):
     if data["compulsory"]:
         ax_b.axhline(data["compulsory"], color="black", ls=":", lw=2, gid="compulsory",
                      label="compulsory: read Q, K, V and write O once")
-    pretty = x_key.replace("_bytes", "").replace("_", " ")
+    pretty = SMEM_KEYS[x_key]
     for ax in (ax_b, ax_t):
         ax.set_xscale("log", base=2)
         ax.set_xticks(law_x)
@@ -98,10 +102,9 @@ def io_law_figure(rows: list[dict], hw: HardwareSpec, title: str = ""):
     ax_b.set_yscale("log")
     ax_b.set_ylabel("HBM bytes (read + write, log scale)")
     ax_b.set_title("HBM traffic against SMEM size")
-    ax_b.legend(fontsize=7)
+    ax_b.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     ax_t.set_ylabel("kernel time (µs)")
     ax_t.set_title("Time against SMEM size")
-    ax_t.legend(fontsize=7)
+    ax_t.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     fig.suptitle(title or f"SMEM what-if on {hw.name}: B={batch} H={heads} N={n} d={d}")
-    fig.tight_layout()
     return fig

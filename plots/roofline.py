@@ -38,6 +38,9 @@ PROBLEM_SHORT = {"batch": "B", "heads": "H", "kv_heads": "kvh", "seq_len": "N", 
                  "causal": "causal", "dtype": "", "pass": "", "m": "m", "n": "n", "k": "k", "bytes": "bytes",
                  "sms": "SMs", "label": ""}
 
+#: Short names of hardware fields often swept.
+HARDWARE_SHORT = {"smem_per_sm_bytes": "SMEM/SM", "smem_per_cta_max_bytes": "SMEM/CTA", "l2_capacity_bytes": "L2"}
+
 
 # ---------------------------------------------------------------------------------------------- row helpers
 def varying_coords(rows: list[dict]) -> list[str]:
@@ -47,7 +50,17 @@ def varying_coords(rows: list[dict]) -> list[str]:
         for key in row:
             if (key in PROBLEM_SHORT or key in HARDWARE_FIELDS) and key not in keys:
                 keys.append(key)
-    return [k for k in keys if len({repr(r.get(k)) for r in rows}) > 1]
+    varying = [k for k in keys if len({repr(r.get(k)) for r in rows}) > 1]
+    kept: list[str] = []
+    for key in varying:  # a key that moves in lockstep with one already kept (a [hardware_zip]) adds nothing
+        if not any(_one_to_one(rows, k, key) for k in kept):
+            kept.append(key)
+    return kept
+
+
+def _one_to_one(rows: list[dict], a: str, b: str) -> bool:
+    pairs = {(repr(r.get(a)), repr(r.get(b))) for r in rows}
+    return len(pairs) == len({p[0] for p in pairs}) == len({p[1] for p in pairs})
 
 
 def _fmt_bytes(value: float) -> str:
@@ -66,6 +79,8 @@ def format_coord(key: str, value) -> str:
         return f"{short}={value}" if short else str(value)
     if key == "hbm_bandwidth_bytes_per_s":
         return f"HBM {value / 1e12:g} TB/s"
+    if key in HARDWARE_SHORT:
+        return f"{HARDWARE_SHORT[key]} {_fmt_bytes(value)}"
     if key.endswith("_bytes") and isinstance(value, (int, float)):
         return f"{key.removesuffix('_bytes').replace('_', ' ')} {_fmt_bytes(value)}"
     return f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
@@ -73,9 +88,8 @@ def format_coord(key: str, value) -> str:
 
 def point_label(row: dict, keys: list[str]) -> str:
     """Label of a row among others: its values of the varying coordinates, or its problem if none vary."""
-    if keys:
-        return " ".join(format_coord(k, row.get(k)) for k in keys)
-    return str(row.get("problem", ""))
+    parts = [format_coord(k, row[k]) for k in keys if row.get(k) is not None]
+    return " ".join(parts) if parts else str(row.get("problem", ""))
 
 
 def hardware_of(row: dict, hw: HardwareSpec) -> HardwareSpec:
@@ -154,7 +168,7 @@ def roofline_figure(rows: list[dict], hw: HardwareSpec, title: str = ""):
     """Log-log roofline of the rows on `hw` (and the hardware variants the rows carry)."""
     points = roofline_points(rows)
     lines = roofs(rows, hw)
-    fig, ax = plt.subplots(figsize=(10, 6.8))
+    fig, ax = plt.subplots(figsize=(13, 7))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     xs_all = [x for pts in points.values() for x, _, _ in pts]
     ceilings = [r for r in lines if r["kind"] == "ceiling"]

@@ -85,3 +85,36 @@ def quantization_figure(rows, *, title: str = "KV-cache quantization"):
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
+
+
+def step_latency_figure(results, *, title: str = "", window_s: tuple | None = None):
+    """Per-step latency over time, one panel per serving run (gpusim.serving.serving_sim.ServingResult, or a
+    ChunkingComparison): steps that compute prompt tokens in orange, decode-only steps in blue. Without
+    chunking, prefill-only steps stall every running request (tall spikes); with chunked prefill every step
+    stays within the token budget. window_s=(t0, t1) zooms on a time range (seconds)."""
+    if hasattr(results, "unchunked"):
+        results = [results.unchunked, results.chunked]
+    results = list(results)
+    fig, axes = plt.subplots(len(results), 1, figsize=(9, 2.6 * len(results) + 0.6), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, res in zip(axes[:, 0], results):
+        steps = res.steps
+        if window_s:
+            steps = [s for s in steps if window_s[0] <= s.start_s <= window_s[1]]
+        t = [s.start_s for s in steps]
+        ms = [1e3 * s.duration_s for s in steps]
+        ax.plot(t, ms, color="C0", lw=0.6, label="step latency")
+        pre = [(s.start_s, 1e3 * s.duration_s) for s in steps if s.prefill_tokens]
+        if pre:
+            ax.scatter(*zip(*pre), s=6, color="C1", zorder=3, label="step with prompt tokens")
+        ax.set_ylabel("step latency (ms)")
+        ax.set_title(f"{res.label}: TTFT p50/p99 {1e3 * res.ttft_p(50):.0f}/{1e3 * res.ttft_p(99):.0f} ms, "
+                     f"TPOT p50/p99 {1e3 * res.tpot_p(50):.2f}/{1e3 * res.tpot_p(99):.2f} ms, "
+                     f"worst stall {1e3 * res.itl_max_s:.0f} ms", fontsize=9)
+        ax.legend(loc="upper right", fontsize=8)
+    axes[-1, 0].set_xlabel("time (s)")
+    first = results[0]
+    fig.suptitle(title or f"{first.model} on {first.hardware}, {len(first.requests)} requests, Poisson "
+                          f"{first.config.rate_per_s:g}/s")
+    fig.tight_layout()
+    return fig

@@ -261,7 +261,7 @@ def test_a_small_tma_window_slows_tma_loads_only(tma, expected):
 @pytest.mark.parametrize("tma, expected", [(False, 600), (True, 1500)])
 def test_tma_loads_drain_through_the_tma_link(tma, expected):
     # a 10 B/clk TMA link: a 10000 B TMA miss drains through it in 1000 cycles (HBM: 100), + 500 = 1500; the
-    # same load on the (unlimited) LSU link: 100 + 500 = 600. The link's busy time counts as sm_load.
+    # same load on the (unlimited) LSU link: 100 + 500 = 600. The TMA link's busy time counts as tma.
     hw = dataclasses.replace(TINY_TMA, tma_bandwidth_bytes_per_clk=10.0)
 
     def program(cta):
@@ -270,7 +270,8 @@ def test_tma_loads_drain_through_the_tma_link(tma, expected):
     out = run(plan_of(launch_of([0], program)), hw)
     assert out["cycles"] == expected
     if tma:
-        assert out["busy"]["sm_load"] == pytest.approx(1000 / (2 * 1500))  # one of two SMs, 1000 of 1500
+        assert out["busy"]["tma"] == pytest.approx(1000 / (2 * 1500))  # one of two SMs, 1000 of 1500
+        assert out["busy"]["sm_load"] == 0
 
 
 def test_a_tma_load_on_a_gpu_without_tma_is_an_input_error():
@@ -281,9 +282,6 @@ def test_a_tma_load_on_a_gpu_without_tma_is_an_input_error():
         run(plan_of(launch_of([0], program)))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: SmState.busy() reports sm_load as the LSU link's busy cycles plus the TMA link's, so an SM "
-    "whose two links are busy at the same time is 'busy' more than all the time (sm_load = 4/3 here)"))
 def test_sm_load_busy_share_stays_within_one_when_both_paths_are_busy():
     # both links at 10 B/clk; each SM loads 10000 B on each path at t=0: both links busy 0..1000, HBM drains
     # the 40000 B by 400, so each load completes at 1000 + 500 = 1500
@@ -298,6 +296,7 @@ def test_sm_load_busy_share_stays_within_one_when_both_paths_are_busy():
     out = run(plan_of(launch_of([0, 1], program)), hw)
     assert out["cycles"] == 1500
     assert out["busy"]["sm_load"] <= 1.0
+    assert out["busy"]["tma"] <= 1.0
 
 
 # ---------------------------------------------------------------------------------------------- stores, write-back
@@ -704,10 +703,6 @@ def test_folded_agrees_with_exact_on_fa2(problem):
     assert folded.flops == exact.flops
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "folding bug: fold_grid's representative (the middle CTA of f consecutive CTAs) does not stand for its "
-    "block under causal masking, where work grows with the Q-tile index along fa2's grid: folded time is "
-    "-39% and HBM bytes -33% against exact for this problem"))
 def test_folded_agrees_with_exact_on_causal_fa2():
     problem = AttentionProblem(batch=1, heads=4, seq_len=1024, head_dim=64, causal=True)
     exact = simulate("fa2", problem, "h200", exact=True)

@@ -105,7 +105,6 @@ def test_time_is_never_below_the_roofline(case, hw):
 @PROPERTY
 @given(case=cases, hw=hardware())
 def test_bytes_add_up(case, hw):
-    # exact mode: folded mode's representatives may stand for CTAs with other work (see the xfail below)
     kernel, problem = case
     result = simulate(kernel, problem, hw, exact=True)
     assert result.l2_read_bytes >= result.hbm_read_bytes * (1 - 1e-12)  # every DRAM read passes through L2
@@ -118,10 +117,6 @@ def test_bytes_add_up(case, hw):
         assert result.hbm_read_bytes >= problem.q_bytes + problem.kv_bytes * (1 - 1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "folding bug: fold_grid takes the middle CTA of each block as its representative and scales its traffic "
-    "by the block's size, also when the block's CTAs do different work; here 2 CTAs (16384 B and 1 B) are "
-    "folded into the 1-byte one, so the folded copy reads 2 bytes from HBM instead of 16385"))
 def test_folded_copy_reads_every_source_byte():
     result = simulate("copy", CopyProblem(bytes=16385), "a100")
     assert result.hbm_read_bytes >= 16385

@@ -16,17 +16,28 @@ class L2Cache:
     def __init__(self, capacity_bytes: int):
         self.capacity_bytes = capacity_bytes
         self.used_bytes = 0
-        self._lines: OrderedDict = OrderedDict()  # key -> [bytes, dirty]
+        self._lines: OrderedDict = OrderedDict()  # key -> [bytes, dirty, ready cycle]
 
     def hit(self, key) -> bool:
         """True (and the line becomes most recently used) when the tile is resident."""
+        return self.arrival(key) is not None
+
+    def arrival(self, key) -> float | None:
+        """The cycle a resident tile's data is (or will be) in L2, making it most recently used; None
+        when absent. A tile whose miss is still in flight is resident with a future arrival: a second
+        reader merges with the miss and waits for it, as L2 miss handling does."""
         line = self._lines.get(key)
         if line is None:
-            return False
+            return None
         self._lines.move_to_end(key)
-        return True
+        return line[2]
 
-    def insert(self, key, nbytes: float, dirty: bool) -> float:
+    def set_arrival(self, key, cycle: float) -> None:
+        line = self._lines.get(key)
+        if line is not None:
+            line[2] = cycle
+
+    def insert(self, key, nbytes: float, dirty: bool, arrival: float = 0.0) -> float:
         """Make a tile resident; returns the dirty bytes evicted to make room (to be written to HBM)."""
         line = self._lines.get(key)
         if line is not None:
@@ -35,15 +46,15 @@ class L2Cache:
             line[0] = nbytes
             line[1] = line[1] or dirty
         else:
-            self._lines[key] = [nbytes, dirty]
+            self._lines[key] = [nbytes, dirty, arrival]
             self.used_bytes += nbytes
         written_back = 0.0
         while self.used_bytes > self.capacity_bytes and len(self._lines) > 1:
-            _, (size, was_dirty) = self._lines.popitem(last=False)
+            _, (size, was_dirty, _ready) = self._lines.popitem(last=False)
             self.used_bytes -= size
             if was_dirty:
                 written_back += size
         return written_back
 
     def dirty_bytes(self) -> float:
-        return sum(size for size, dirty in self._lines.values() if dirty)
+        return sum(size for size, dirty, _ready in self._lines.values() if dirty)

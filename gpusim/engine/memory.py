@@ -98,14 +98,18 @@ class MemorySystem:
         l2_bytes = nbytes * weight
         self.bytes.l2_read += l2_bytes
         drained = max(self.l2.reserve(t, l2_bytes), port.load_link.reserve(t, nbytes))
-        missed = 0
+        missed = []
         own_hit = True
+        own_arrival = 0.0
         for i, key in enumerate(keys):
-            if not self.cache.hit(key):
-                missed += 1
+            arrival = self.cache.arrival(key)
+            if arrival is None:
+                missed.append(key)
                 own_hit = own_hit and i > 0
                 drained = max(drained, self._write_back(t, self.cache.insert(key, nbytes * multiplicity, dirty=False)))
-        misses = missed * multiplicity
+            elif i == 0:
+                own_arrival = arrival
+        misses = len(missed) * multiplicity
         self.bytes.l2_misses += misses
         self.bytes.l2_hits += weight - misses
         if missed:
@@ -114,7 +118,12 @@ class MemorySystem:
             hbm_done = self.hbm.reserve(t, dram)
             if not own_hit:
                 drained = max(drained, hbm_done)
-        done = drained + (self.hw.l2_hit_latency_cycles if own_hit else self.hw.hbm_latency_cycles)
+        if own_hit:
+            done = max(drained + self.hw.l2_hit_latency_cycles, own_arrival)
+        else:
+            done = drained + self.hw.hbm_latency_cycles
+        for key in missed:
+            self.cache.set_arrival(key, done)
         port.track(done, nbytes)
         return done
 

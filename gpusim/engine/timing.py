@@ -27,7 +27,7 @@ from gpusim.launch import KernelPlan, Launch
 from gpusim.ops import Acquire, Handle, Load, Mma, Signal, Store, Vector, Wait
 from gpusim.result import LaunchStats
 
-PER_SM_UNITS = ("tensor", "mufu", "fp32", "smem", "sm_load", "dispatch")
+PER_SM_UNITS = ("tensor", "mufu", "fp32", "smem", "sm_load", "tma", "dispatch")
 
 
 class SmState:
@@ -49,8 +49,8 @@ class SmState:
 
     def busy(self) -> dict:
         return {"tensor": self.tensor.busy_cycles, "mufu": self.mufu.busy_cycles, "fp32": self.fp32.busy_cycles,
-                "smem": self.smem.busy_cycles,
-                "sm_load": self.port.load_link.busy_cycles + (self.tma.load_link.busy_cycles if self.tma else 0.0),
+                "smem": self.smem.busy_cycles, "sm_load": self.port.load_link.busy_cycles,
+                "tma": self.tma.load_link.busy_cycles if self.tma else 0.0,
                 "dispatch": self.dispatch.busy_cycles}
 
 

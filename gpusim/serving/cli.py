@@ -4,6 +4,8 @@
     gpusim kv-cache --layers 32 --kv-heads 8 --head-dim 128 [--heads 32] --batch 1 --seq-len 1
     gpusim kv-cache --list-models
     gpusim kv-cache --model llama3-8b --compare        (every dtype, and MHA/GQA/MQA at equal size)
+    gpusim serve --model llama3-8b --hardware h200 --rate 12 --requests 300 [--chunk 512] [--json] [--out DIR]
+                 (request-level serving simulation, without and with chunked prefill)
 
 `add_parsers(subparsers)` registers the subcommand on the main CLI's argparse subparsers; the handler
 returns an exit code and raises InputError on bad input (the main CLI prints it and exits 2).
@@ -36,6 +38,29 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--list-models", action="store_true", help="list the model presets and their sources")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=kv_cache_command)
+
+    p = subparsers.add_parser("serve", help="request-level serving simulation: chunked prefill vs not",
+                              description="Continuous batching of a Poisson request stream, without and with "
+                                          "chunked prefill; step times from the kernel simulator "
+                                          "(gpusim.serving.serving_sim).")
+    p.add_argument("--model", default="llama3-8b", help="model preset (gpusim kv-cache --list-models)")
+    p.add_argument("--hardware", default="h200", help="preset name (gpusim hardware list)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a hardware field (repeatable)")
+    p.add_argument("--rate", type=float, default=12.0, help="Poisson arrival rate, requests per second (default 12)")
+    p.add_argument("--requests", type=int, default=300, help="requests to simulate (default 300)")
+    p.add_argument("--chunk", type=int, default=512, help="chunked prefill token budget per step (default 512)")
+    p.add_argument("--mean-prompt", type=float, default=None, help="mean prompt tokens (default ShareGPT 161.31)")
+    p.add_argument("--mean-output", type=float, default=None, help="mean output tokens (default ShareGPT 337.99)")
+    p.add_argument("--sigma", type=float, default=1.0, help="lognormal log-space sigma of the lengths (default 1)")
+    p.add_argument("--max-seq-len", type=int, default=2048, help="prompt + output clipped to this (default 2048)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the lengths and arrivals (default 0)")
+    p.add_argument("--max-seqs", type=int, default=256, help="requests in the running batch (default 256)")
+    p.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="no chunking: prompt tokens per prefill step (default max(8192, max-seq-len))")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--out", metavar="DIR", help="write summary.json, steps.csv, requests.csv and "
+                                               "step_latency.png/svg into DIR (atomically)")
+    p.set_defaults(func=serve_command)
 
 
 def _shape(args) -> ModelShape:
@@ -162,3 +187,101 @@ def main(argv=None) -> int:
     except InputError as exc:
         print(f"error: {exc}")
         return 2
+
+
+# ---------------------------------------------------------------------------------------------- serve
+def _serve_config(args):
+    from gpusim.cli import _parse_sets
+    from gpusim.hardware import get_preset
+    from gpusim.serving.allocator import SHAREGPT_MEAN_OUTPUT, SHAREGPT_MEAN_PROMPT, TraceSpec
+    from gpusim.serving.serving_sim import ServingConfig
+
+    hw = get_preset(args.hardware).with_overrides(_parse_sets(args.set))
+    if isinstance(args.requests, int) and args.requests <= 0:
+        raise InputError(f"serve: --requests {args.requests} must be positive")
+    trace = TraceSpec(requests=args.requests, seed=args.seed, sigma=args.sigma, max_seq_len=args.max_seq_len,
+                      mean_prompt=args.mean_prompt if args.mean_prompt is not None else SHAREGPT_MEAN_PROMPT,
+                      mean_output=args.mean_output if args.mean_output is not None else SHAREGPT_MEAN_OUTPUT)
+    if args.chunk is not None and args.chunk <= 0:
+        raise InputError(f"serve: --chunk {args.chunk} must be a positive number of tokens")
+    return ServingConfig(model=get_model(args.model), hardware=hw, rate_per_s=args.rate, trace=trace,
+                         max_seqs=args.max_seqs, max_batch_tokens=args.max_batch_tokens)
+
+
+def serve_command(args) -> int:
+    from gpusim.serving.serving_sim import compare_chunking
+
+    config = _serve_config(args)
+    comparison = compare_chunking(config, args.chunk)
+    rows = comparison.rows()
+    if args.out:
+        out = write_serving_outputs(args.out, comparison)
+    if args.json:
+        data = {"runs": rows}
+        if args.out:
+            data["out"] = str(out)
+        print(json.dumps(data, indent=2))
+        return 0
+    _print_serving(comparison)
+    if args.out:
+        print(f"wrote {out}/summary.json, steps.csv, requests.csv and step_latency.png/svg")
+    return 0
+
+
+def _print_serving(comparison) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    first = comparison.unchunked
+    cfg = first.config
+    t = Table(title=f"serving {first.model} on {first.hardware}: {len(first.requests)} requests, Poisson "
+                    f"{cfg.rate_per_s:g}/s, mean prompt {cfg.trace.mean_prompt:g} / output {cfg.trace.mean_output:g}")
+    cols = ("run", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "ITL p99", "worst stall", "tokens/s", "steps")
+    for col in cols:
+        t.add_column(col, justify="left" if col == "run" else "right")
+    for res in (comparison.unchunked, comparison.chunked):
+        ms = lambda v: f"{1e3 * v:,.2f} ms"  # noqa: E731
+        t.add_row(res.label, ms(res.ttft_p(50)), ms(res.ttft_p(99)), ms(res.tpot_p(50)), ms(res.tpot_p(99)),
+                  ms(res.itl_p(99)), ms(res.itl_max_s), f"{res.throughput_tokens_per_s:,.0f}", f"{len(res.steps):,}")
+    console = Console()
+    console.print(t)
+    console.print(f"[dim]{first.cost_model}; {first.simulator_shapes} kernel shapes simulated[/dim]")
+
+
+def write_serving_outputs(out_dir, comparison):
+    """summary.json, steps.csv, requests.csv and step_latency.png/svg, all or nothing: written into a
+    temporary folder next to `out_dir`, which then replaces it (as gpusim.runner.write_outputs does)."""
+    import csv
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from gpusim.plots.serving import step_latency_figure
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    runs = (comparison.unchunked, comparison.chunked)
+    try:
+        (staging / "summary.json").write_text(json.dumps({"runs": comparison.rows()}, indent=1, default=str))
+        for name, rows in (("steps.csv", [r for res in runs for r in res.step_rows()]),
+                           ("requests.csv", [r for res in runs for r in res.request_rows()])):
+            with open(staging / name, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        fig = step_latency_figure(comparison)
+        for ext in ("png", "svg"):
+            fig.savefig(staging / f"step_latency.{ext}", dpi=150 if ext == "png" else None, bbox_inches="tight")
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+        if out.exists():
+            if not out.is_dir():
+                raise InputError(f"serve: --out {out} exists and is not a folder")
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out

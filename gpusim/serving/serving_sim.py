@@ -365,6 +365,17 @@ class ServingResult:
     def itl_p(self, q: float) -> float:
         return _pct(self.itl_s, q) if len(self.itl_s) else float("nan")
 
+    @property
+    def itl_max_s(self) -> float:
+        """The longest wait between two output tokens of one request (the worst stall)."""
+        return float(self.itl_s.max()) if len(self.itl_s) else float("nan")
+
+    def step_rows(self) -> list[dict]:
+        return [{"run": self.label, "step": i, **s.to_dict()} for i, s in enumerate(self.steps)]
+
+    def request_rows(self) -> list[dict]:
+        return [{"run": self.label, **r.to_dict()} for r in self.requests]
+
     def summary(self) -> dict:
         return {
             "label": self.label, "model": self.model, "hardware": self.hardware, "chunk_size": self.config.chunk_size,
@@ -372,7 +383,7 @@ class ServingResult:
             "prompt_tokens": int(sum(r.prompt for r in self.requests)),
             "ttft_p50_s": self.ttft_p(50), "ttft_p99_s": self.ttft_p(99),
             "tpot_p50_s": self.tpot_p(50), "tpot_p99_s": self.tpot_p(99),
-            "itl_p50_s": self.itl_p(50), "itl_p99_s": self.itl_p(99),
+            "itl_p50_s": self.itl_p(50), "itl_p99_s": self.itl_p(99), "itl_max_s": self.itl_max_s,
             "max_step_s": max(s.duration_s for s in self.steps),
             "throughput_tokens_per_s": self.throughput_tokens_per_s,
             "throughput_requests_per_s": self.throughput_requests_per_s,
