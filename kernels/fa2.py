@@ -29,6 +29,9 @@ OPTIONS = {
     "block_m": Option(int, None, "Q rows per CTA (default: FA2's choice for the head dim)"),
     "block_n": Option(int, None, "K/V rows per tile (default: FA2's choice for the head dim)"),
     "warps": Option(int, None, "warps per CTA (default 4; 8 for head dim 256)"),
+    "bwd_block_m": Option(int, None, "backward: Q rows per inner tile (default: FA2's choice)"),
+    "bwd_block_n": Option(int, None, "backward: K/V rows per CTA (default: FA2's choice)"),
+    "bwd_warps": Option(int, None, "backward: warps per CTA (default: FA2's choice)"),
 }
 #: FA2's forward kernels use almost the whole register file per thread (255 registers), which with
 #: 4 warps allows two CTAs per SM; a property of the compiled kernel.

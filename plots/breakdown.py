@@ -37,7 +37,7 @@ def units_of(rows: list[dict]) -> list[str]:
 def breakdown_data(rows: list[dict]) -> dict[str, list[dict]]:
     """{kernel: [{label, shares: {unit: share}, idle, bound}]} in row order: exactly what the figure draws."""
     units = units_of(rows)
-    keys = [k for k in varying_coords(rows)]
+    keys = varying_coords(rows)
     per_kernel = {}
     for row in rows:
         kernel = str(row["kernel"])

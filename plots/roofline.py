@@ -44,12 +44,14 @@ HARDWARE_SHORT = {"smem_per_sm_bytes": "SMEM/SM", "smem_per_cta_max_bytes": "SME
 
 # ---------------------------------------------------------------------------------------------- row helpers
 def varying_coords(rows: list[dict]) -> list[str]:
-    """Coordinate keys (problem fields, swept hardware fields, run labels) whose value differs among rows."""
+    """Coordinate keys (problem fields, swept hardware fields, run labels) whose value differs among rows,
+    the run label first; a key that moves one-to-one with one already listed (a [hardware_zip]) is left out."""
     keys: list[str] = []
     for row in rows:
         for key in row:
             if (key in PROBLEM_SHORT or key in HARDWARE_FIELDS) and key not in keys:
                 keys.append(key)
+    keys.sort(key=lambda k: k != "label")  # a run's own label first: it names the runs best
     varying = [k for k in keys if len({repr(r.get(k)) for r in rows}) > 1]
     kept: list[str] = []
     for key in varying:  # a key that moves in lockstep with one already kept (a [hardware_zip]) adds nothing
@@ -95,7 +97,7 @@ def point_label(row: dict, keys: list[str]) -> str:
 def hardware_of(row: dict, hw: HardwareSpec) -> HardwareSpec:
     """`hw` with the hardware coordinates the row carries (a swept variant)."""
     overrides = {k: row[k] for k in row if k in HARDWARE_FIELDS and row[k] != getattr(hw, k)}
-    return hw.with_overrides(overrides, origin="row coordinates") if overrides else hw
+    return hw.with_overrides({**overrides, "name": hw.name}, origin="row coordinates") if overrides else hw
 
 
 def hardware_variants(rows: list[dict], hw: HardwareSpec) -> list[HardwareSpec]:
@@ -113,7 +115,7 @@ def hardware_variants(rows: list[dict], hw: HardwareSpec) -> list[HardwareSpec]:
 def roofline_points(rows: list[dict]) -> dict[str, list[tuple[float, float, str]]]:
     """{kernel: [(FLOP per HBM byte, achieved TFLOP/s, label)]}: exactly the markers the figure draws.
     Rows without HBM traffic or FLOPs have no place on log axes and are left out."""
-    keys = [k for k in varying_coords(rows)]
+    keys = varying_coords(rows)
     out: dict[str, list] = {}
     for row in rows:
         if not row.get("hbm_bytes") or not row.get("flops") or not row.get("tflops_per_s"):
@@ -205,8 +207,8 @@ def roofline_figure(rows: list[dict], hw: HardwareSpec, title: str = ""):
     ax.set_ylim(min(ys + [top / 1e12]) / 5, top / 1e12 * 3)
     ax.set_xlabel("arithmetic intensity (FLOP per HBM byte)")
     ax.set_ylabel("achieved throughput (TFLOP/s)")
-    names = ", ".join(sorted({s.name for s in hardware_variants(rows, hw)}))
-    ax.set_title(title or f"Roofline on {names}")
+    variants = len(hardware_variants(rows, hw))
+    ax.set_title(title or f"Roofline on {hw.name}" + (f" ({variants} hardware variants)" if variants > 1 else ""))
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()

@@ -1,6 +1,7 @@
 """Serving figures: KV-cache bytes by model and dtype, allocator memory (contiguous vs paged), the block-size
-trade-off (kernel slowdown against waste), and KV quantization error against bytes. Each function takes result
-objects from gpusim.serving and returns a matplotlib Figure; callers write files."""
+trade-off (kernel slowdown against waste), KV quantization error against bytes, per-step serving latency
+(prefill stalls with and without chunked prefill), offload vs eviction, and tensor parallelism. Each function
+takes result objects from gpusim.serving and returns a matplotlib Figure; callers write files."""
 
 from __future__ import annotations
 
@@ -101,8 +102,14 @@ def step_latency_figure(results, *, title: str = "", window_s: tuple | None = No
         steps = res.steps
         if window_s:
             steps = [s for s in steps if window_s[0] <= s.start_s <= window_s[1]]
-        t = [s.start_s for s in steps]
-        ms = [1e3 * s.duration_s for s in steps]
+        t, ms, end = [], [], None
+        for s in steps:
+            if end is not None and s.start_s > end * (1 + 1e-12):   # idle gap: break the line
+                t.append(float("nan"))
+                ms.append(float("nan"))
+            t.append(s.start_s)
+            ms.append(1e3 * s.duration_s)
+            end = s.start_s + s.duration_s
         ax.plot(t, ms, color="C0", lw=0.6, label="step latency")
         pre = [(s.start_s, 1e3 * s.duration_s) for s in steps if s.prefill_tokens]
         if pre:
@@ -116,5 +123,56 @@ def step_latency_figure(results, *, title: str = "", window_s: tuple | None = No
     first = results[0]
     fig.suptitle(title or f"{first.model} on {first.hardware}, {len(first.requests)} requests, Poisson "
                           f"{first.config.rate_per_s:g}/s")
+    fig.tight_layout()
+    return fig
+
+
+def offload_eviction_figure(offload, eviction, *, title: str = ""):
+    """Left: decode step time against the share of KV offloaded over PCIe (serial and overlapped fetch;
+    gpusim.serving.offload.OffloadResult). Right: step time and output error against the share of tokens kept
+    by H2O eviction (EvictionResult)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
+    f = [r.offload_fraction for r in offload.rows]
+    left.plot(f, [1e3 * r.step_serial_s for r in offload.rows], marker="o", label="fetch, then compute")
+    left.plot(f, [1e3 * r.step_overlapped_s for r in offload.rows], marker="s", label="fetch overlapped")
+    left.set_xlabel("KV fraction on the host")
+    left.set_ylabel("decode step time (ms)")
+    left.set_title(f"offload over PCIe ({offload.batch} x {offload.context_len} tokens)", fontsize=10)
+    left.legend()
+    k = [r.kept_fraction for r in eviction.rows]
+    right.plot(k, [1e3 * r.step_s for r in eviction.rows], marker="o", color="C0", label="step time")
+    right.set_xscale("log")
+    right.set_xlabel("KV fraction kept (H2O)")
+    right.set_ylabel("decode step time (ms)", color="C0")
+    twin = right.twinx()
+    twin.plot(k, [r.eviction_error for r in eviction.rows], marker="s", color="C1", label="H2O error")
+    twin.plot(k, [r.recent_error for r in eviction.rows], marker="^", ls="--", color="C2", label="recent-only error")
+    twin.set_ylabel("output relative error vs full cache")
+    twin.legend(loc="upper right")
+    right.set_title("eviction: time and error", fontsize=10)
+    fig.suptitle(title or f"{offload.model} on {offload.hardware}: beyond GPU memory")
+    fig.tight_layout()
+    return fig
+
+
+def tensor_parallel_figure(rows, *, title: str = ""):
+    """Per-GPU KV bytes and attention time per layer against the TP degree
+    (gpusim.serving.tensor_parallel.TPAttention rows); replicated KV heads are marked."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    tps = [r.plan.tp for r in rows]
+    ax.plot(tps, [r.kv_bytes_per_gpu / 2**30 for r in rows], marker="o", color="C0", label="KV GiB per GPU")
+    for r in rows:
+        if r.plan.replicated:
+            ax.annotate(f"{r.plan.replication:g}x replicated", (r.plan.tp, r.kv_bytes_per_gpu / 2**30),
+                        textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(tps, [str(t) for t in tps])
+    ax.set_xlabel("tensor-parallel degree")
+    ax.set_ylabel("KV GiB per GPU", color="C0")
+    twin = ax.twinx()
+    twin.plot(tps, [1e6 * r.attention_s_per_layer for r in rows], marker="s", color="C1")
+    twin.set_ylabel("attention per layer per GPU (us)", color="C1")
+    first = rows[0]
+    ax.set_title(title or f"{first.plan.model}: batch {first.batch}, {first.kv_len} tokens, {first.kernel}")
     fig.tight_layout()
     return fig

@@ -20,7 +20,8 @@ from gpusim.plots.breakdown import UNIT_LABELS
 from gpusim.plots.io_law import io_law_data
 from gpusim.plots.roofline import varying_coords
 from gpusim.problem import AttentionProblem
-from gpusim.runner import result_row
+from gpusim.report import scenario_figures
+from gpusim.runner import result_row, run_points
 from gpusim.scenario import Point, load_scenario
 from gpusim.simulate import simulate
 
@@ -301,11 +302,28 @@ def test_hardware_zip_errors_name_file_and_key(tmp_path, change, words):
         assert word in message
 
 
-def test_scenario_draws_the_what_if_kinds(tmp_path, capsys):
+def small_zip(tmp_path: Path) -> Path:
     path = tmp_path / "zip.toml"
     path.write_text(ZIP.replace("[2.0e12, 4.8e12]", "[4.8e12]").replace("seq_len = 512", "seq_len = 256"))
+    return path
+
+
+def test_scenario_dispatches_the_what_if_kinds(tmp_path):
+    scenario = load_scenario(small_zip(tmp_path))
+    rows = [result_row(p, r) for p, r in zip(scenario.points, run_points(scenario.points))]
+    figures = scenario_figures(scenario, rows)
+    assert set(figures) == {"law", "roof", "bars"}
+    assert figures["law"]._suptitle.get_text().startswith("SMEM what-if on h200")
+    assert figures["roof"].axes[0].get_title() == "Roofline on h200* (3 hardware variants)"
+    assert [ax.get_title("left") for ax in figures["bars"].axes] == ["fa1"]
+    assert [t.get_text() for t in figures["bars"].axes[0].get_xticklabels()] == \
+        ["SMEM/SM 64 KiB", "SMEM/SM 128 KiB", "SMEM/SM 256 KiB"]
+
+
+@pytest.mark.slow
+def test_gpusim_run_writes_the_what_if_figures(tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["run", str(path), "--out", str(out)]) == 0
+    assert main(["run", str(small_zip(tmp_path)), "--out", str(out)]) == 0
     capsys.readouterr()
     for stem in ("law", "roof", "bars"):
         for ext in ("png", "svg"):

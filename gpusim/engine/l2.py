@@ -58,3 +58,14 @@ class L2Cache:
 
     def dirty_bytes(self) -> float:
         return sum(size for size, dirty, _ready in self._lines.values() if dirty)
+
+    def age(self, clean_bytes: float, dirty_bytes: float, tag, chunks: int = 64) -> float:
+        """Stand-in traffic for work that was extrapolated rather than simulated: insert that many clean
+        (read) and dirty (written) bytes as anonymous lines, interleaved, so that the cache ends as full and
+        as dirty as the real traffic would leave it. Returns the dirty bytes this evicts to HBM."""
+        written_back = 0.0
+        for i in range(chunks):
+            written_back += self.insert((tag, "read", i), clean_bytes / chunks, dirty=False)
+            written_back += self.insert((tag, "write", i), dirty_bytes / chunks, dirty=True)
+        return written_back
+

@@ -80,6 +80,9 @@ class MemorySystem:
         self.l2 = Server("l2", hw.l2_bandwidth_bytes_per_clk)
         self.cache = L2Cache(hw.l2_capacity_bytes)
         self.bytes = ByteCounters()
+        self.hbm_read_by_tensor: dict[str, float] = {}
+        self.rereads_by_tensor: dict[str, int] = {}  # misses on tiles that had missed before (evicted)
+        self._missed_once: set = set()
 
     def _write_back(self, t: float, nbytes: float) -> float:
         """Write evicted dirty bytes to HBM; returns when they have drained (the line is free again)."""
@@ -115,6 +118,13 @@ class MemorySystem:
         if missed:
             dram = nbytes * misses
             self.bytes.hbm_read += dram
+            tensor = keys[0][0]
+            self.hbm_read_by_tensor[tensor] = self.hbm_read_by_tensor.get(tensor, 0.0) + dram
+            for key in missed:
+                if key in self._missed_once:
+                    self.rereads_by_tensor[tensor] = self.rereads_by_tensor.get(tensor, 0) + 1
+                else:
+                    self._missed_once.add(key)
             hbm_done = self.hbm.reserve(t, dram)
             if not own_hit:
                 drained = max(drained, hbm_done)

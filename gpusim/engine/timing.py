@@ -21,6 +21,8 @@ import simpy
 from gpusim.engine.folding import Representative, choose_fold_factor, fold_grid
 from gpusim.engine.memory import MemorySystem, SmMemoryPort
 from gpusim.engine.servers import SharedUnit
+from gpusim.engine.steady_state import (SIMULATED_WAVES, WaveMeter, extrapolated_reads, remaining_time,
+                                        should_extrapolate)
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, HardwareSpec
 from gpusim.launch import KernelPlan, Launch
@@ -102,11 +104,21 @@ class TimingInterpreter:
         works = [launch.work(cta) for cta in launch.grid] if launch.work and not self.exact else None
         fold = 1 if self.exact else choose_fold_factor(hw.sm_count, len(launch.grid), occupancy, works)
         reps = deque(fold_grid(launch.grid, launch.shared_by, fold))
-        simulated = len(reps)
         sms = [SmState(env, hw, i) for i in range(hw.sm_count // fold)]
+        slots = occupancy * len(sms)
+        meter = None
+        skipped = 0
+        if should_extrapolate(len(reps), slots, launch.work is None, self.exact):
+            skipped = len(reps) - SIMULATED_WAVES * slots
+            reps = deque(list(reps)[:SIMULATED_WAVES * slots])
+            meter = WaveMeter(slots, lambda: self._additive_counters(sms, fold))
+        simulated = len(reps)
+        before = self._additive_counters(sms, fold) if meter is not None else None
+        before_reads = dict(self.memory.hbm_read_by_tensor)
+        rereads_before = dict(self.memory.rereads_by_tensor)
         start = env.now
         store_done = [start]
-        workers = [env.process(self._sm_slot(sm, launch, reps, store_done))
+        workers = [env.process(self._sm_slot(sm, launch, reps, store_done, meter))
                    for _ in range(occupancy) for sm in sms]
         yield env.all_of(workers)
         finish = max(env.now, store_done[0])
@@ -115,13 +127,57 @@ class TimingInterpreter:
         for sm in sms:
             for unit, value in sm.busy().items():
                 self.per_sm_busy[unit] += value * fold
+        if meter is not None:
+            # time and busy shares follow the measured steady wave; work counters (bytes, FLOPs) are
+            # proportional to the CTAs run, so they scale with the launch's own simulated average
+            period, deltas = meter.period()
+            launch_totals = {k: v - before[k] for k, v in self._additive_counters(sms, fold).items()}
+            for key in deltas:
+                if not key.startswith(("busy.", "sm.")):
+                    deltas[key] = launch_totals[key] * slots / simulated
+            deltas["mem.hbm_write"] = 0.0  # write-backs depend on L2 capacity, not on work: aged below
+            reads_before = before_reads
+            rereads = {t: n - rereads_before.get(t, 0) for t, n in self.memory.rereads_by_tensor.items()}
+            extra_reads = extrapolated_reads(
+                {t: v - reads_before.get(t, 0.0) for t, v in self.memory.hbm_read_by_tensor.items()},
+                launch.grid, launch.shared_by, simulated * fold, {t for t, n in rereads.items() if n > 0})
+            deltas["mem.hbm_read"] = extra_reads * slots / skipped
+            self._add_counters(deltas, skipped / slots)
+            share = skipped / simulated
+            self.memory.bytes.hbm_write += self.memory.cache.age(
+                launch_totals["mem.hbm_read"] * share, launch_totals["mem.l2_write"] * share, tag=(launch.name, start))
+            yield env.timeout(math.ceil(remaining_time(period, skipped, slots)))
         seconds = hw.seconds_per_cycle
         self.launch_stats.append(LaunchStats(
             name=launch.name, ctas=len(launch.grid), ctas_per_sm=occupancy,
             waves=len(launch.grid) / (occupancy * hw.sm_count), start_s=start * seconds,
             time_s=(env.now - start) * seconds, simulated_ctas=simulated, fold_factor=fold))
 
-    def _sm_slot(self, sm: SmState, launch: Launch, reps: deque, store_done: list):
+    def _additive_counters(self, sms: list, fold: int) -> dict:
+        """Every counter that grows with work, for steady-state extrapolation."""
+        values = {f"mem.{k}": v for k, v in vars(self.memory.bytes).items()}
+        values.update({f"cta.{k}": getattr(self.counters, k) for k in self.counters.__slots__ if k != "events"})
+        values["busy.hbm"], values["busy.l2"] = self.memory.hbm.busy_cycles, self.memory.l2.busy_cycles
+        for sm in sms:
+            for unit, value in sm.busy().items():
+                values[f"sm.{unit}"] = values.get(f"sm.{unit}", 0.0) + value * fold
+        return values
+
+    def _add_counters(self, deltas: dict, times: float) -> None:
+        for key, delta in deltas.items():
+            group, name = key.split(".", 1)
+            extra = delta * times
+            if group == "mem":
+                setattr(self.memory.bytes, name, getattr(self.memory.bytes, name) + extra)
+            elif group == "cta":
+                setattr(self.counters, name, getattr(self.counters, name) + extra)
+            elif group == "busy":
+                server = self.memory.hbm if name == "hbm" else self.memory.l2
+                server.busy_cycles += extra
+            else:
+                self.per_sm_busy[name] += extra
+
+    def _sm_slot(self, sm: SmState, launch: Launch, reps: deque, store_done: list, meter=None):
         env = self.env
         while reps:
             rep = reps.popleft()
@@ -133,6 +189,8 @@ class TimingInterpreter:
             procs = [env.process(self._run_role(role, cta, launch.name)) for role in roles]
             yield env.all_of(procs)
             store_done[0] = max(store_done[0], cta.store_done)
+            if meter is not None:
+                meter.cta_finished(env.now)
             if launch.smem_bytes_per_cta:
                 yield sm.smem_budget.put(launch.smem_bytes_per_cta)
 

@@ -5,7 +5,12 @@ kv_cache    KV-cache bytes per token, per layer and per batch, for bf16/fp16, fp
 allocator   a request trace served with contiguous max-length reservation against paging (PagedAttention)
 paged_cost  the block-size trade-off: paged decode kernel time vs contiguous, and allocator waste
 kv_quant    KV-cache quantization (fp8 e4m3/e5m2, int8, int4; per-channel or per-block scales) and its error
-cli         the `gpusim kv-cache` subcommand (`add_parsers`)
+serving_sim request-level serving on simpy: continuous batching with and without chunked prefill, step times
+            from the kernel simulator (cached per shape); TTFT, TPOT, ITL, throughput, per-step latency
+offload     long context beyond GPU memory: KV pages offloaded over PCIe against H2O heavy-hitter eviction
+            (time, and the output error eviction causes)
+tensor_parallel  a TP degree splitting query and KV heads: per-GPU KV bytes and attention time, replication
+cli         the `gpusim kv-cache` and `gpusim serve` subcommands (`add_parsers`)
 
 Everything here returns result objects; only the CLI and the scenario runner print or write files.
 """

@@ -236,14 +236,16 @@ def _print_serving(comparison) -> None:
     cfg = first.config
     t = Table(title=f"serving {first.model} on {first.hardware}: {len(first.requests)} requests, Poisson "
                     f"{cfg.rate_per_s:g}/s, mean prompt {cfg.trace.mean_prompt:g} / output {cfg.trace.mean_output:g}")
-    cols = ("run", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "ITL p99", "worst stall", "tokens/s", "steps")
+    cols = ("run", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms", "TPOT p99 ms", "ITL p99 ms", "worst stall ms",
+            "tokens/s", "steps")
     for col in cols:
         t.add_column(col, justify="left" if col == "run" else "right")
     for res in (comparison.unchunked, comparison.chunked):
-        ms = lambda v: f"{1e3 * v:,.2f} ms"  # noqa: E731
-        t.add_row(res.label, ms(res.ttft_p(50)), ms(res.ttft_p(99)), ms(res.tpot_p(50)), ms(res.tpot_p(99)),
+        ms = lambda v: f"{1e3 * v:,.2f}"  # noqa: E731
+        label = f"chunk {res.config.chunk_size}" if res.config.chunk_size else "no chunking"
+        t.add_row(label, ms(res.ttft_p(50)), ms(res.ttft_p(99)), ms(res.tpot_p(50)), ms(res.tpot_p(99)),
                   ms(res.itl_p(99)), ms(res.itl_max_s), f"{res.throughput_tokens_per_s:,.0f}", f"{len(res.steps):,}")
-    console = Console()
+    console = Console(width=max(Console().width, 130))
     console.print(t)
     console.print(f"[dim]{first.cost_model}; {first.simulator_shapes} kernel shapes simulated[/dim]")
 

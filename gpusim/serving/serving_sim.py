@@ -31,10 +31,11 @@ Step time (seconds) = layers x attention time per layer + non-attention time:
     grid of powers of two in b and L (L >= KV_MIN) and the time is interpolated bilinearly between the four
     corners (exact at grid points, the simulator's own time there).
   - attention, prefill part: one causal launch of `prefill_kernel` per request piece (a prompt, or a chunk of
-    `c` tokens after `p` cached ones: seq_len = c, kv_len = p + c). The bucket rounds c up to a power of
-    two >= SEQ_MIN and p + c up to a power of two >= the rounded c; the time is the bucket's simulated time x
-    the piece's FLOPs / the bucket's FLOPs (the kernel's simulated FLOP rate at the bucket shape). Real servers
-    pack pieces into one variable-length launch; separate launches overcount small pieces' latency.
+    `c` tokens after `p` cached ones: seq_len = c, kv_len = p + c); pieces longer than PREFILL_PIECE_ROWS
+    (512) are timed as consecutive 512-row pieces. The bucket rounds c up to a power of two >= SEQ_MIN and
+    p + c up to a power of two >= the rounded c; the time is the bucket's simulated time x the piece's FLOPs
+    / the bucket's FLOPs (the kernel's simulated FLOP rate at the bucket shape). Real servers pack pieces into
+    one variable-length launch; separate launches overcount small pieces' latency.
   - non-attention (QKV/O projections, MLP, embeddings; stated model, not simulated): every step streams all
     weights from HBM once and does 2 FLOPs per parameter per token at the tensor-core rate, without overlap:
         t_linear = weight_bytes / (hbm_bandwidth x hbm_achievable_fraction)
@@ -67,6 +68,11 @@ from gpusim.serving.models import ModelShape, get_model
 KV_MIN = 128
 #: Smallest query length of a prefill bucket (one 64-row M tile).
 SEQ_MIN = 64
+#: Longest prefill piece timed as one launch; longer prompts are timed as consecutive pieces of this many
+#: query rows (each over the keys up to its end). Keeps the simulated shapes small (a causal launch's
+#: simulation cost grows with its distinct Q-tile classes); 512 rows x 32 heads is about one wave of
+#: 128-row CTAs on 132 SMs, so the pieces still fill the GPU.
+PREFILL_PIECE_ROWS = 512
 #: Weights stored in bf16.
 WEIGHT_BYTES_PER_PARAM = 2
 #: Multiply-add = 2 FLOPs per parameter per token in the linear layers.
@@ -192,9 +198,15 @@ class StepCostModel:
         return (1 - wb) * low + wb * high
 
     def prefill_attention_s(self, chunk: int, context_end: int) -> float:
-        """One layer's causal attention of `chunk` new tokens after context_end - chunk cached ones."""
+        """One layer's causal attention of `chunk` new tokens after context_end - chunk cached ones; pieces
+        longer than PREFILL_PIECE_ROWS are timed as consecutive sub-pieces of that many query rows."""
         if chunk <= 0:
             return 0.0
+        if chunk > PREFILL_PIECE_ROWS:
+            start = context_end - chunk
+            ends = range(start + PREFILL_PIECE_ROWS, context_end + PREFILL_PIECE_ROWS, PREFILL_PIECE_ROWS)
+            return sum(self.prefill_attention_s(min(e, context_end) - (e - PREFILL_PIECE_ROWS), min(e, context_end))
+                       for e in ends)
         m = self.model
         seq = max(_pow2_ceil(chunk), SEQ_MIN)
         kv = max(seq, _pow2_ceil(context_end))

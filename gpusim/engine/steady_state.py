@@ -1,0 +1,82 @@
+"""Steady-state extrapolation of long, uniform launches.
+
+A launch whose CTAs all do the same work runs in identical waves once the pipeline has filled: each wave
+moves the same bytes, does the same work and takes the same time. Folded mode therefore simulates the
+first SIMULATED_WAVES waves, measures the last one (its time and the units' busy time) and adds the
+remaining waves as multiples of it; the remaining partial wave costs a whole wave's time (the tail wave).
+Work counters (L2 bytes, FLOPs) scale with the CTAs run instead, from the average over all simulated
+CTAs: CTAs overlap wave boundaries, so one wave's count depends on where the boundary falls in the data.
+HBM reads scale per tensor: a tensor the CTAs share (K/V of a head) costs its DRAM bytes once per distinct
+`shared_by` key while L2 holds it, and per CTA when the window already shows re-reads after eviction; a
+private one (Q tiles) once per CTA. HBM writes come from ageing the L2 with stand-in
+traffic of the extrapolated volume (write-backs depend on the cache filling up, not on the work alone).
+Exact mode never extrapolates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+#: Waves simulated before extrapolating; the last of them is the measured period. (A simulation setting.)
+SIMULATED_WAVES = 3
+#: Only launches with at least this many waves are extrapolated.
+MIN_WAVES_TO_EXTRAPOLATE = 6
+
+
+def should_extrapolate(reps: int, slots: int, uniform: bool, exact: bool) -> bool:
+    return uniform and not exact and reps >= MIN_WAVES_TO_EXTRAPOLATE * slots
+
+
+@dataclass
+class Snapshot:
+    cycle: float
+    values: dict = field(default_factory=dict)
+
+
+class WaveMeter:
+    """Counts finished CTAs and snapshots the counters when the last two simulated waves complete."""
+
+    def __init__(self, slots: int, read_counters):
+        self.slots = slots
+        self.read_counters = read_counters  # () -> dict of additive counters
+        self.finished = 0
+        self.snapshots: dict[int, Snapshot] = {}
+
+    def cta_finished(self, cycle: float) -> None:
+        self.finished += 1
+        if self.finished in (self.slots * (SIMULATED_WAVES - 1), self.slots * SIMULATED_WAVES):
+            self.snapshots[self.finished] = Snapshot(cycle, self.read_counters())
+
+    def period(self) -> tuple[float, dict]:
+        """(cycles, counter deltas) of one steady wave."""
+        a = self.snapshots[self.slots * (SIMULATED_WAVES - 1)]
+        b = self.snapshots[self.slots * SIMULATED_WAVES]
+        return b.cycle - a.cycle, {k: b.values[k] - a.values[k] for k in b.values}
+
+
+def remaining_time(period_cycles: float, skipped_reps: int, slots: int) -> float:
+    return period_cycles * math.ceil(skipped_reps / slots)
+
+
+def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, streaming: set = frozenset()) -> float:
+    """HBM read bytes the CTAs after the first `window_ctas` add: per tensor, the window's bytes times the
+    ratio of distinct data in the whole grid to the window: distinct `shared_by` keys for a shared tensor
+    that L2 kept (read once per key), CTAs for a private one or for a `streaming` tensor, whose tiles the
+    window already had to re-read from DRAM after eviction (its traffic grows with the CTAs, not the data)."""
+    keys_all: dict[str, set] = {}
+    keys_window: dict[str, set] = {}
+    for i, cta in enumerate(grid):
+        for tensor, key in shared_by(cta).items():
+            keys_all.setdefault(tensor, set()).add(key)
+            if i < window_ctas:
+                keys_window.setdefault(tensor, set()).add(key)
+    extra = 0.0
+    for tensor, nbytes in window_reads.items():
+        if tensor in keys_all and tensor not in streaming:
+            ratio = len(keys_all[tensor]) / max(1, len(keys_window.get(tensor, ())))
+        else:
+            ratio = len(grid) / window_ctas
+        extra += nbytes * (ratio - 1.0)
+    return extra
+
