@@ -235,3 +235,33 @@ class Handle:
 
     done_cycle: float = 0.0
     meta: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True, eq=False)
+class Loop(Op):
+    """Announce a loop of `count` alike iterations; the yield returns a LoopPlan. The functional
+    interpreter runs every iteration; the folded timing interpreter may run only the first and last few,
+    measure the steady ones and account for the rest (gpusim.engine.loop_sampling). The program iterates
+    over `plan.indices` and yields `plan.mark(i)` at the start of each iteration."""
+
+    count: int
+
+
+@dataclass(slots=True, eq=False)
+class LoopMark(Op):
+    plan: Any
+    index: int
+
+
+class LoopPlan:
+    __slots__ = ("count", "indices", "state")
+
+    def __init__(self, count: int, indices: Sequence[int]):
+        self.count, self.indices, self.state = count, list(indices), None
+
+    def mark(self, index: int) -> LoopMark:
+        return LoopMark(self, index)
+
+    def next_index(self, position: int) -> int | None:
+        """The iteration that runs after the one at `position` in `indices` (for prefetching)."""
+        return self.indices[position + 1] if position + 1 < len(self.indices) else None

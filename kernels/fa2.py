@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from gpusim.errors import InputError
 from gpusim.launch import KernelPlan, Launch, Option, resolve_options
-from gpusim.ops import Load, Mma, Store, Tile, Wait
+from gpusim.ops import Load, Loop, LoopPlan, Mma, Store, Tile, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.kernels.attention_common import (declare_tensors, finalize_output, init_row_state, kv_tiles_for_rows,
                                       masked_scores, online_softmax, tensor_dtype, tile_needs_mask)
@@ -88,18 +88,26 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
             yield op
         tiles = kv_tiles_for_rows(problem, r0, r0 + (1 if packed else valid_rows), block_n)
         kv = lambda j: slice(j * block_n, (j + 1) * block_n)  # noqa: E731
+        if packed:  # decode: K/V private to the CTA, so a long walk may be sampled (engine loop_sampling)
+            plan = yield Loop(len(tiles))
+        else:  # K/V tiles shared with concurrent CTAs in L2: every iteration is simulated
+            plan = LoopPlan(len(tiles), range(len(tiles)))
+        order = plan.indices
         k_ready = None
-        if len(tiles):
-            k_ready = yield Load(k_t.region(b, hk, kv(tiles[0])), k, wait=False)
-        for i, j in enumerate(tiles):
+        if order:
+            k_ready = yield Load(k_t.region(b, hk, kv(tiles[order[0]])), k, wait=False)
+        for pos, i in enumerate(order):
+            yield plan.mark(i)
+            j = tiles[i]
             yield from _wait(k_ready)
             v_ready = yield Load(v_t.region(b, hk, kv(j)), v, wait=False)
             yield Mma(q, k, s, instruction, b_transposed=True, smem_read_bytes=warps * k.nbytes)
             needs_mask = not packed and tile_needs_mask(problem, r0, j * block_n, (j + 1) * block_n)
             yield from online_softmax(s, m, l_, acc, p, masked_scores(problem, r0, j * block_n, needs_mask))
             yield from _wait(v_ready)
-            if i + 1 < len(tiles):
-                k_ready = yield Load(k_t.region(b, hk, kv(tiles[i + 1])), k, wait=False)
+            following = plan.next_index(pos)
+            if following is not None:
+                k_ready = yield Load(k_t.region(b, hk, kv(tiles[following])), k, wait=False)
             yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps * v.nbytes)
         out = Tile((block_m, d), o_t.dtype, "smem", "O")
         lse = Tile((block_m,), "fp32", "reg", "LSE")

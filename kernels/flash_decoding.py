@@ -42,7 +42,7 @@ import numpy as np
 
 from gpusim.errors import InputError
 from gpusim.launch import KernelPlan, Launch, Option, resolve_options
-from gpusim.ops import Acquire, GlobalTensor, Load, Mma, Semaphore, Signal, Store, Tile, Vector, Wait
+from gpusim.ops import Acquire, GlobalTensor, Load, Loop, Mma, Semaphore, Signal, Store, Tile, Vector, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.kernels.attention_common import (causal_offset, declare_tensors, finalize_output, init_row_state,
                                              kv_tiles_for_rows, online_softmax, tensor_dtype, tile_needs_mask)
@@ -206,9 +206,14 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
         empty = [Semaphore(f"empty{i}", initial=1) for i in range(stages)]
         kv = lambda j: slice(j * bn, (j + 1) * bn)  # noqa: E731
 
+        # each CTA walks its own split of its own (batch, KV head): private data, so a long walk may be
+        # sampled (engine loop_sampling); both roles sample the same iterations.
         def producer():
             yield Load(q_t.region(b, heads, positions), q, wait=False, signal=q_full)
-            for i, j in enumerate(tiles):
+            walk = yield Loop(len(tiles))
+            for i, t in enumerate(walk.indices):
+                yield walk.mark(t)
+                j = tiles[t]
                 slot = i % stages
                 yield Acquire(empty[slot])
                 yield Load(k_t.region(b, hk, kv(j)), k_buf[slot], wait=False, signal=k_full[slot])
@@ -223,7 +228,10 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
             yield Acquire(q_full)
             # [heads, positions, d] -> [heads * positions, d]: the packed M tile (an SMEM layout, no work)
             yield Vector(lambda x: x.reshape(rows, d), [q], q, 0.0, elements=0)
-            for i, j in enumerate(tiles):
+            walk = yield Loop(len(tiles))
+            for i, t in enumerate(walk.indices):
+                yield walk.mark(t)
+                j = tiles[t]
                 slot = i % stages
                 k, v = k_buf[slot], v_buf[slot]
                 yield Acquire(k_full[slot])

@@ -258,7 +258,9 @@ def test_fa3_exp_share_at_head_dim_128():
 
 
 FA4_PROBLEM = AttentionProblem(batch=4, heads=16, seq_len=4096, head_dim=128)
-FA4_CAUSAL = AttentionProblem(batch=4, heads=16, seq_len=4096, head_dim=128, causal=True)
+#: Causal CTAs differ in work, so folding merges few of them; a short causal problem keeps the exact
+#: simulation fast (256 CTAs, about 1.7 waves on 148 SMs, where the order of unequal CTAs matters most).
+FA4_CAUSAL = AttentionProblem(batch=4, heads=16, seq_len=1024, head_dim=128, causal=True)
 
 
 @pytest.mark.parametrize("problem, option, off, strictly", [

@@ -109,7 +109,8 @@ def test_attention_cost_uses_the_simulator_on_buckets():
     assert cost.prefill_attention_s(128, 1024) == pytest.approx(tb, rel=1e-12)
     assert cost.prefill_attention_s(100, 1000) == pytest.approx(tb * piece.flops / bucket.flops, rel=1e-12)
     step = cost.step([600, 936], [(100, 1000)])
-    assert step.attention_s == pytest.approx(32 * (cost.decode_attention_s(2, 768) + cost.prefill_attention_s(100, 1000)))
+    per_layer = cost.decode_attention_s(2, 768) + cost.prefill_attention_s(100, 1000)
+    assert step.attention_s == pytest.approx(32 * per_layer)
     assert step.linear_s == pytest.approx(cost.linear_s(102))
 
 

@@ -26,7 +26,8 @@ from gpusim.engine.steady_state import (SIMULATED_WAVES, WaveMeter, extrapolated
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, HardwareSpec
 from gpusim.launch import KernelPlan, Launch
-from gpusim.ops import Acquire, Handle, Load, Mma, Signal, Store, Vector, Wait
+from gpusim.engine.loop_sampling import MEASURED, gap_after, plan_loop
+from gpusim.ops import Acquire, Handle, Load, Loop, LoopMark, Mma, Signal, Store, Vector, Wait
 from gpusim.result import LaunchStats
 
 PER_SM_UNITS = ("tensor", "mufu", "fp32", "smem", "sm_load", "tma", "dispatch")
@@ -212,10 +213,39 @@ class TimingInterpreter:
             return events[0]
         return self.env.all_of(events) if events else self.env.timeout(0)
 
+    def _account_skipped(self, marks: list, work: "_RoleWork", sm: SmState, skipped: int, now: float) -> int:
+        """Add `skipped` copies of the role's last MEASURED iterations to every counter; return the cycles
+        its clock must jump."""
+        t0, before = marks[-MEASURED]
+        after = work.snapshot()
+        per = {name: (a - b) / MEASURED for name, a, b in zip(_RoleWork.FIELDS, after, before)}
+        counters, mem = self.counters, self.memory
+        counters.flops += per["flops"] * skipped
+        counters.smem_read += per["smem_read"] * skipped
+        counters.smem_write += per["smem_write"] * skipped
+        counters.fp32_ops += per["fp32_ops"] * skipped
+        counters.mufu_ops += per["mufu_ops"] * skipped
+        mem.bytes.l2_read += per["l2_read"] * skipped
+        mem.bytes.l2_write += per["l2_write"] * skipped
+        mem.bytes.hbm_read += per["hbm_read"] * skipped
+        mem.bytes.hbm_write += per["hbm_write"] * skipped
+        mem.hbm.busy_cycles += per["hbm_busy"] * skipped
+        mem.l2.busy_cycles += per["l2_busy"] * skipped
+        for unit in ("tensor", "mufu", "fp32", "smem", "dispatch"):
+            getattr(sm, unit).busy_cycles += per[unit] * skipped
+        sm.port.load_link.busy_cycles += per["sm_load"] * skipped
+        if sm.tma is not None:
+            sm.tma.load_link.busy_cycles += per["tma"] * skipped
+        for name, value in per.items():
+            setattr(work, name, getattr(work, name) + value * skipped)
+        return math.ceil((now - t0) / MEASURED * skipped)
+
     def _run_role(self, gen, cta: "_CtaState", launch_name: str):
         env, mem, counters, trace = self.env, self.memory, self.counters, self.trace
         sm, rep = cta.sm, cta.rep
         weight = rep.weight
+        work = _RoleWork()
+        hw = self.hw
         value = None
         while True:
             try:
@@ -232,9 +262,20 @@ class TimingInterpreter:
                 keys, multiplicity = rep.l2_keys(src)
                 if op.tma and sm.tma is None:
                     raise InputError(f"{launch_name}: a TMA load on {self.hw.name}, which has no TMA (has_tma)")
+                hbm_before = mem.bytes.hbm_read + mem.bytes.hbm_write
                 done = mem.read(sm.tma if op.tma else sm.port, now, keys, nbytes, weight, multiplicity)
+                hbm_moved = mem.bytes.hbm_read + mem.bytes.hbm_write - hbm_before
+                work.l2_read += nbytes * weight
+                work.hbm_read += hbm_moved
+                work.hbm_busy += hbm_moved / mem.hbm.rate
+                work.l2_busy += nbytes * weight / mem.l2.rate
+                if op.tma:
+                    work.tma += nbytes / hw.tma_bandwidth_bytes_per_clk
+                else:
+                    work.sm_load += nbytes / hw.sm_load_bandwidth_bytes_per_clk
                 if op.dst.space == "smem":
                     counters.smem_write += nbytes * weight
+                    work.smem_write += nbytes * weight
                 if trace is not None:
                     trace.append((f"load {src.tensor.name}", sm.index, "tma", now, done - now))
                 if op.signal is not None:
@@ -253,6 +294,11 @@ class TimingInterpreter:
                 if smem_bytes:
                     counters.smem_read += smem_bytes * weight
                 counters.flops += flops * weight
+                work.flops += flops * weight
+                work.smem_read += smem_bytes * weight
+                work.tensor += cycles
+                work.smem += smem_bytes / hw.smem_bandwidth_bytes_per_clk_per_sm
+                work.dispatch += held
                 if op.wait:
                     yield done
                     if trace is not None:
@@ -268,6 +314,11 @@ class TimingInterpreter:
                 if fp32_ops or mufu_ops:
                     fp32_rate, mufu_rate = self.hw.fp32_ops_per_clk_per_sm, self.hw.mufu_ops_per_clk_per_sm
                     held = sum(max(f / fp32_rate, m / mufu_rate) for f, m in steps)
+                    work.fp32_ops += fp32_ops * weight
+                    work.mufu_ops += mufu_ops * weight
+                    work.fp32 += fp32_ops / fp32_rate
+                    work.mufu += mufu_ops / mufu_rate
+                    work.dispatch += held
                     yield self._submit((sm.fp32, fp32_ops), (sm.mufu, mufu_ops), (sm.dispatch, held))
                     if trace is not None:
                         trace.append(("exp" if mufu_ops else "vector", sm.index, "mufu" if mufu_ops else "fp32",
@@ -276,7 +327,13 @@ class TimingInterpreter:
                 dst = op.dst
                 nbytes = dst.nbytes
                 keys, multiplicity = rep.l2_keys(dst)
+                hbm_before = mem.bytes.hbm_read + mem.bytes.hbm_write
                 done = mem.write(sm.port, now, keys, nbytes, weight, multiplicity, op.accumulate)
+                hbm_moved = mem.bytes.hbm_read + mem.bytes.hbm_write - hbm_before
+                work.l2_write += nbytes * weight
+                work.hbm_write += hbm_moved
+                work.hbm_busy += hbm_moved / mem.hbm.rate
+                work.l2_busy += nbytes * weight * (2 if op.accumulate else 1) / mem.l2.rate
                 if op.src.space == "smem":
                     counters.smem_read += nbytes * weight
                 if trace is not None:
@@ -305,8 +362,36 @@ class TimingInterpreter:
                         trace.append((f"wait {op.sem.name}", sm.index, "wait", start, env.now - start))
             elif kind is Signal:
                 cta.release(op.sem, op.count)
+            elif kind is Loop:
+                value = plan_loop(op.count, sample=not self.exact)
+            elif kind is LoopMark:
+                plan = op.plan
+                if plan.state is not None:
+                    skipped = gap_after(plan, op.index)
+                    if skipped:
+                        delay = self._account_skipped(plan.state["marks"], work, sm, skipped, now)
+                        if delay > 0:
+                            yield env.timeout(delay)
+                    else:
+                        plan.state["marks"].append((now, work.snapshot()))
             else:
                 raise TypeError(f"{launch_name}: a CTA program yielded {op!r}, which is not an op")
+
+
+class _RoleWork:
+    """What one warp role has done so far (weighted counters, unit busy cycles), so that loop sampling
+    can account skipped iterations as copies of measured ones."""
+
+    FIELDS = ("flops", "smem_read", "smem_write", "fp32_ops", "mufu_ops", "l2_read", "l2_write", "hbm_read",
+              "hbm_write", "tensor", "mufu", "fp32", "smem", "dispatch", "sm_load", "tma", "hbm_busy", "l2_busy")
+    __slots__ = FIELDS
+
+    def __init__(self):
+        for name in self.FIELDS:
+            setattr(self, name, 0.0)
+
+    def snapshot(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.FIELDS)
 
 
 class _CtaState:

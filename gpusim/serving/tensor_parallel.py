@@ -159,7 +159,8 @@ class TPAttention:
 
 
 def tp_attention(model: ModelShape | str, tp: int, *, batch: int = 8, kv_len: int = 4096, seq_len: int = 1,
-                 hardware: HardwareSpec | str = "h200", kv_policy: str = "error", kernel: str | None = None) -> TPAttention:
+                 hardware: HardwareSpec | str = "h200", kv_policy: str = "error",
+                 kernel: str | None = None) -> TPAttention:
     """Per-GPU KV bytes and attention time per layer of `tp`-way tensor parallelism."""
     shape, hw = _model(model), _hardware(hardware)
     plan = tp_plan(shape, tp, kv_policy=kv_policy)
@@ -178,6 +179,7 @@ def tp_attention(model: ModelShape | str, tp: int, *, batch: int = 8, kv_len: in
 
 
 def tp_sweep(model: ModelShape | str = "llama3-70b", *, tps=(1, 2, 4, 8, 16), batch: int = 8, kv_len: int = 4096,
-             seq_len: int = 1, hardware: HardwareSpec | str = "h200", kv_policy: str = "replicate") -> list[TPAttention]:
+             seq_len: int = 1, hardware: HardwareSpec | str = "h200",
+             kv_policy: str = "replicate") -> list[TPAttention]:
     return [tp_attention(model, tp, batch=batch, kv_len=kv_len, seq_len=seq_len, hardware=hardware,
                          kv_policy=kv_policy) for tp in tps]
