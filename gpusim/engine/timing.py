@@ -76,6 +76,7 @@ class TimingInterpreter:
         self.launch_stats: list[LaunchStats] = []
         self.trace: list | None = [] if trace else None
         self._tensor_rate_cache: dict = {}
+        self._resident = 0  # CTAs running now (for loop sampling's fair share of shared servers)
 
     # ------------------------------------------------------------------ public
     def run(self, plan: KernelPlan) -> dict:
@@ -188,7 +189,9 @@ class TimingInterpreter:
             roles = roles if isinstance(roles, list) else [roles]
             cta = _CtaState(rep, sm)
             procs = [env.process(self._run_role(role, cta, launch.name)) for role in roles]
+            self._resident += 1
             yield env.all_of(procs)
+            self._resident -= 1
             store_done[0] = max(store_done[0], cta.store_done)
             if meter is not None:
                 meter.cta_finished(env.now)
@@ -231,6 +234,11 @@ class TimingInterpreter:
         mem.bytes.hbm_write += per["hbm_write"] * skipped
         mem.hbm.busy_cycles += per["hbm_busy"] * skipped
         mem.l2.busy_cycles += per["l2_busy"] * skipped
+        # The skipped traffic is not queued on the shared servers (one huge reservation would serialize the
+        # other CTAs behind it), so the jump lasts at least this CTA's fair share of them: its demand times
+        # the number of CTAs resident now, which all stream at the same rate in steady state.
+        resident = max(1, self._resident)
+        fair_share = max(per["hbm_busy"], per["l2_busy"]) * skipped * resident
         for unit in ("tensor", "mufu", "fp32", "smem", "dispatch"):
             getattr(sm, unit).busy_cycles += per[unit] * skipped
         sm.port.load_link.busy_cycles += per["sm_load"] * skipped
@@ -238,7 +246,7 @@ class TimingInterpreter:
             sm.tma.load_link.busy_cycles += per["tma"] * skipped
         for name, value in per.items():
             setattr(work, name, getattr(work, name) + value * skipped)
-        return math.ceil((now - t0) / MEASURED * skipped)
+        return math.ceil(max((now - t0) / MEASURED * skipped, fair_share))
 
     def _run_role(self, gen, cta: "_CtaState", launch_name: str):
         env, mem, counters, trace = self.env, self.memory, self.counters, self.trace
