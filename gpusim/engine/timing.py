@@ -146,9 +146,16 @@ class TimingInterpreter:
             deltas["mem.hbm_read"] = extra_reads * slots / skipped
             self._add_counters(deltas, skipped / slots)
             share = skipped / simulated
-            self.memory.bytes.hbm_write += self.memory.cache.age(
+            written_back = self.memory.cache.age(
                 launch_totals["mem.hbm_read"] * share, launch_totals["mem.l2_write"] * share, tag=(launch.name, start))
-            yield env.timeout(math.ceil(remaining_time(period, skipped, slots)))
+            self.memory.bytes.hbm_write += written_back
+            self.memory.hbm.busy_cycles += written_back / self.memory.hbm.rate
+            # The measured waves ran while L2 still absorbed writes; in steady state the write-backs share
+            # HBM too, so the launch cannot be faster than its HBM bytes at HBM bandwidth.
+            hbm_bytes = (self.memory.bytes.hbm_read + self.memory.bytes.hbm_write
+                         - before["mem.hbm_read"] - before["mem.hbm_write"])
+            floor = hbm_bytes / self.memory.hbm.rate - (env.now - start)
+            yield env.timeout(math.ceil(max(remaining_time(period, skipped, slots), floor)))
         seconds = hw.seconds_per_cycle
         self.launch_stats.append(LaunchStats(
             name=launch.name, ctas=len(launch.grid), ctas_per_sm=occupancy,
