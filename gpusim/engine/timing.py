@@ -241,6 +241,10 @@ class TimingInterpreter:
         mem.bytes.hbm_write += per["hbm_write"] * skipped
         mem.hbm.busy_cycles += per["hbm_busy"] * skipped
         mem.l2.busy_cycles += per["l2_busy"] * skipped
+        # the skipped iterations' tiles would have passed through L2: age it by their volume
+        written_back = mem.cache.age(per["hbm_read"] * skipped, per["l2_write"] * skipped, tag=("loop", id(marks)),
+                                     chunks=16)
+        mem.bytes.hbm_write += written_back
         # The skipped traffic is not queued on the shared servers (one huge reservation would serialize the
         # other CTAs behind it), so the jump lasts at least this CTA's fair share of them: its demand times
         # the number of CTAs resident now, which all stream at the same rate in steady state.
