@@ -144,7 +144,9 @@ def cmd_run(args) -> int:
     scenario = load_scenario(args.scenario)
     if args.out:
         scenario.output_dir = Path(args.out)
-    results = run_points(scenario.points, jobs=args.jobs, progress=sys.stderr.isatty())
+    if args.jobs < 1:
+        raise InputError(f"--jobs {args.jobs}: must be at least 1")
+    results = run_points(scenario.points, jobs=args.jobs, progress=sys.stderr.isatty(), use_cache=not args.no_cache)
     rows = [result_row(p, r) for p, r in zip(scenario.points, results)]
     figures = scenario_figures(scenario, rows)
     out = write_outputs(scenario, rows, results, figures)

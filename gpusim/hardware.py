@@ -58,6 +58,7 @@ class HardwareSpec:
     tcgen05_bf16_flops_per_clk_per_sm: float = 0.0
     tcgen05_fp8_flops_per_clk_per_sm: float = 0.0
     tensor_sustained_fraction: float = 1.0
+    async_mma_latency_cycles: float = 0.0
     # --- special-function (exp) and FP32 pipes
     mufu_ops_per_clk_per_sm: float = 16.0
     fp32_ops_per_clk_per_sm: float = 128.0
@@ -206,6 +207,7 @@ _HOPPER_COMMON = dict(
     mma_sync_bf16_flops_per_clk_per_sm=2816.0, mma_sync_fp8_flops_per_clk_per_sm=0.0,
     mufu_ops_per_clk_per_sm=16.0, fp32_ops_per_clk_per_sm=128.0,
     has_tma=True, tma_max_inflight_bytes=131072, tma_bandwidth_bytes_per_clk=128.0,
+    async_mma_latency_cycles=256.0,
     l2_hit_latency_cycles=260, hbm_latency_cycles=700,
     sm_max_inflight_bytes=49152, sm_load_bandwidth_bytes_per_clk=40.0,
     pcie_bandwidth_bytes_per_s=55e9,
@@ -224,6 +226,10 @@ _HOPPER_SOURCES = {
     "sm_max_inflight_bytes": _INFLIGHT + " (64 KiB blocks saturate at 49 GB/s read per SM)",
     "sm_load_bandwidth_bytes_per_clk": "validation copy_vs_sms: 40 B/clk per SM for LSU loads (slope of time vs block)",
     "has_tma": "Hopper has the Tensor Memory Accelerator (FA3 paper Sec. 2)",
+    "async_mma_latency_cycles": "calibrated on the H200 cudnn rows: an asynchronous MMA group (wgmma "
+                                "commit/wait) completes this long after the tensor core finishes its FLOPs; "
+                                "a dependent chain (S -> softmax -> PV) pays it, a pipelined GEMM hides it. "
+                                "Explains why d=64 attention (twice the groups per FLOP) falls further below peak",
     "tma_max_inflight_bytes": "assumed: bulk copies complete on mbarrier transaction counts, not per-thread MSHRs; "
                               "sized so a 3-4 stage pipeline of 32-48 KiB tiles is not window-limited",
     "tma_bandwidth_bytes_per_clk": "assumed: 128 B/clk per SM, the SMEM write width",
@@ -304,6 +310,7 @@ _preset(
     tcgen05_fp8_flops_per_clk_per_sm=16384.0, tensor_sustained_fraction=0.85,
     mufu_ops_per_clk_per_sm=16.0, fp32_ops_per_clk_per_sm=128.0,
     has_tma=True, tma_max_inflight_bytes=196608, tma_bandwidth_bytes_per_clk=128.0,
+    async_mma_latency_cycles=0.0,
     kernel_launch_overhead_s=4e-6, pcie_bandwidth_bytes_per_s=55e9,
     sources={"sm_count": _ANCHORS + "; FA4 paper", "sm_clock_hz": "FA4 paper: 1850 MHz",
              "hbm_capacity_bytes": _ANCHORS, "hbm_bandwidth_bytes_per_s": _ANCHORS,
@@ -320,6 +327,9 @@ _preset(
              "tensor_sustained_fraction": "assumed; FA4 reaches 71% of 2.25 PF",
              "mufu_ops_per_clk_per_sm": "FA4 paper: 16 ops/clk/SM", "fp32_ops_per_clk_per_sm": "128 FP32 lanes per SM",
              "has_tma": "Blackwell keeps TMA", "tma_max_inflight_bytes": "assumed 1.5x Hopper",
+             "async_mma_latency_cycles": "no tcgen05 measurement: 0 (FA4's single-thread MMA issue with mbarrier "
+                                         "completion is built to hide it); the Hopper value would put FA4 20% "
+                                         "under its paper figure",
              "tma_bandwidth_bytes_per_clk": "FA4 paper: SMEM 128 B/clk/SM",
              "pcie_bandwidth_bytes_per_s": "PCIe Gen5 x16"},
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
-from gpusim.errors import InputError
+from gpusim.errors import DoesNotFitError, InputError
 from gpusim.hardware import HardwareSpec
 from gpusim.ops import GlobalTensor
 
@@ -60,7 +60,7 @@ class Launch:
 
     def check_fits(self, hw: HardwareSpec) -> None:
         if self.smem_bytes_per_cta > hw.smem_per_cta_max_bytes:
-            raise InputError(f"launch {self.name}: tiles need {self.smem_bytes_per_cta} bytes of shared memory per "
+            raise DoesNotFitError(f"launch {self.name}: tiles need {self.smem_bytes_per_cta} bytes of shared memory per "
                              f"CTA; {hw.name} allows {hw.smem_per_cta_max_bytes} (smem_per_cta_max_bytes)")
         if self.threads_per_cta > 1024 or self.threads_per_cta <= 0:
             raise InputError(f"launch {self.name}: {self.threads_per_cta} threads per CTA (must be 1..1024)")
@@ -78,6 +78,10 @@ class KernelPlan:
     def validate(self, hw: HardwareSpec) -> None:
         for launch in self.launches:
             launch.occupancy(hw)
+        total = sum(t.nbytes for t in self.tensors.values())
+        if total > hw.hbm_capacity_bytes:
+            raise DoesNotFitError(f"{self.kernel}: its tensors need {total / 1e9:,.1f} GB of HBM; {hw.name} has "
+                                  f"{hw.hbm_capacity_bytes / 1e9:,.1f} GB (hbm_capacity_bytes)")
 
     def outputs(self) -> list[str]:
         return [name for name, t in self.tensors.items() if t.kind == "output"]

@@ -22,7 +22,11 @@ def print_rows(scenario: Scenario, rows: list[dict]) -> None:
         table.add_column(title, justify="right" if title not in ("kernel", "problem", "bound") else "left")
     for row in rows:
         cells = [f"{row.get(k):.4g}" if isinstance(row.get(k), float) else str(row.get(k)) for k in sweep]
-        cells += [fmt(row[key]) for key, _, fmt in TABLE_COLUMNS]
+        if "does_not_fit" in row:
+            cells += [row["kernel"], row["problem"], "does not fit"] + [""] * (len(TABLE_COLUMNS) - 4)
+            cells.append(row["does_not_fit"][:60])
+        else:
+            cells += [fmt(row[key]) for key, _, fmt in TABLE_COLUMNS]
         table.add_row(*cells)
     Console(width=200).print(table)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import shutil
@@ -10,6 +11,8 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from gpusim import cache
+from gpusim.errors import DoesNotFitError
 from gpusim.result import Result
 from gpusim.scenario import Point, Scenario
 from gpusim.simulate import simulate
@@ -19,12 +22,29 @@ ROW_METRICS = ("time_s", "tflops_per_s", "flops", "hbm_read_bytes", "hbm_write_b
                "busiest_unit", "sim_wall_s", "events")
 
 
-def run_point(point: Point) -> Result:
-    return simulate(point.kernel, point.problem, point.hardware, point.options, exact=point.exact)
+def run_point(point: Point, use_cache: bool = False) -> Result | DoesNotFitError:
+    """Simulate one point; a point that does not fit the hardware returns its error (reported, not raised).
+    With use_cache, a result simulated before with the same inputs and model is reused."""
+    key = cache.point_key(point.kernel, point.problem, point.hardware, point.options, point.exact) if use_cache else None
+    if key:
+        cached = cache.load(key)
+        if cached is not None:
+            return cached
+    try:
+        result = simulate(point.kernel, point.problem, point.hardware, point.options, exact=point.exact)
+    except DoesNotFitError as exc:
+        result = exc
+    if key:
+        cache.store(key, result)
+    return result
 
 
-def result_row(point: Point, result: Result) -> dict:
-    """One flat row per point: sweep coordinates, problem, metrics and unit busy shares."""
+def result_row(point: Point, result: Result | DoesNotFitError) -> dict:
+    """One flat row per point: sweep coordinates, problem, metrics and unit busy shares (or why it does not
+    fit the hardware)."""
+    if isinstance(result, DoesNotFitError):
+        return {"kernel": point.kernel, "hardware": point.hardware.name, **point.coords,
+                "problem": point.problem.describe(), "does_not_fit": str(result)}
     row = {"kernel": point.kernel, "hardware": point.hardware.name, **point.coords, "problem": result.problem}
     for metric in ROW_METRICS:
         row[metric] = getattr(result, metric)
@@ -39,13 +59,15 @@ def result_row(point: Point, result: Result) -> dict:
     return row
 
 
-def run_points(points: list[Point], jobs: int = 1, progress: bool = False) -> list[Result]:
-    """Simulate every point; with jobs > 1 spread them over processes (results in point order)."""
+def run_points(points: list[Point], jobs: int = 1, progress: bool = False, use_cache: bool = False) -> list:
+    """Simulate every point; with jobs > 1 spread them over processes (results in point order, identical
+    to a serial run: each point is simulated independently)."""
+    work = functools.partial(run_point, use_cache=use_cache)
     if jobs > 1 and len(points) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            iterator = pool.map(run_point, points)
+            iterator = pool.map(work, points)
             return list(_with_progress(iterator, len(points), progress))
-    return list(_with_progress(map(run_point, points), len(points), progress))
+    return list(_with_progress(map(work, points), len(points), progress))
 
 
 def _with_progress(iterator, total: int, enabled: bool):
@@ -77,7 +99,7 @@ def write_outputs(scenario: Scenario, rows: list[dict], results: list[Result], f
             writer.writeheader()
             writer.writerows(rows)
         payload = {"scenario": scenario.name, "description": scenario.description, "source": str(scenario.path),
-                   "rows": rows, "results": [r.to_dict() for r in results]}
+                   "rows": rows, "results": [r.to_dict() for r in results if isinstance(r, Result)]}
         (staging / "results.json").write_text(json.dumps(payload, indent=1, default=_jsonable))
         for name, fig in figures.items():
             for ext in ("png", "svg"):

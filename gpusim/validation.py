@@ -103,6 +103,9 @@ def run_validation(args) -> int:
     rows = []
     for case in cases:
         result = results[keys[(case.hardware, case.kernel, case.problem, json.dumps(case.options, sort_keys=True))]]
+        if isinstance(result, Exception):
+            skipped.append(case)
+            continue
         predicted = predicted_value(result, case.metric)
         error = predicted / case.measured - 1.0
         rows.append({"suite": case.suite, "hardware": case.hardware, "kernel": case.kernel, "impl": case.impl,
@@ -156,7 +159,7 @@ def _print(rows, summary, skipped) -> None:
                       f"{s['worst_abs_error']:.1%}", f"{s['bias']:+.1%}", tol, status)
     console.print(table)
     if skipped:
-        console.print(f"skipped {len(skipped)} case(s) for kernels not built: "
+        console.print(f"skipped {len(skipped)} case(s) (kernel not built, or the problem does not fit the hardware): "
                       f"{', '.join(sorted({c.kernel for c in skipped}))}")
 
 

@@ -325,10 +325,10 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
                     yield from pingpong.sync(w)
                     hs = yield mma_s(k_tile, s_tiles[nxt])
                     v_tile = yield from get_v(i - 1, w)
-                    # the tensor core runs a warpgroup's GEMMs in issue order: P V starts when S_next is done
-                    yield from wait_for(hs)
+                    # issued back to back: the tensor core runs them in order, S_next first
                     hpv = yield Mma(p_tiles[cur], v_tile, acc, "wgmma", accumulate=True, wait=False)
                     yield from pingpong.arrive_when_done(w, hpv, commits)
+                    yield from wait_for(hs)
                     yield from release("K", i)
                     yield from softmax(i, s_tiles[nxt], p_tiles[nxt])
                     yield from wait_for(hpv)

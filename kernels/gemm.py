@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from gpusim.errors import InputError
 from gpusim.launch import KernelPlan, Launch, Option, resolve_options
-from gpusim.ops import Acquire, GlobalTensor, Load, Mma, Semaphore, Signal, Store, Tile, Vector
+from gpusim.ops import Acquire, GlobalTensor, Load, Mma, Semaphore, Signal, Store, Tile, Vector, Wait
 from gpusim.problem import GemmProblem
 
 NAME = "gemm"
@@ -68,11 +68,18 @@ def build_plan(problem: GemmProblem, hw, options=None) -> KernelPlan:
                 yield Load(b.region(ks, cols), b_buf[s], wait=False, signal=full[s], tma=hw.has_tma)
 
         def consumer():
+            # keep one MMA group in flight (wgmma wait<1>): issue step kk, then retire step kk-1 and free
+            # its stage, so the group's completion latency overlaps the next group's work
+            in_flight = None
             for kk in range(tiles_k):
                 s = kk % stages
                 yield Acquire(full[s], 2)
-                yield Mma(a_buf[s], b_buf[s], acc, instruction, accumulate=kk > 0)
-                yield Signal(empty[s])
+                handle = yield Mma(a_buf[s], b_buf[s], acc, instruction, accumulate=kk > 0, wait=False)
+                if in_flight is not None:
+                    yield Wait(in_flight[0])
+                    yield Signal(empty[in_flight[1]])
+                in_flight = (handle, s)
+            yield Wait(in_flight[0])
             out = Tile((bm, bn), "bf16", "smem", "C")
             yield Vector(lambda x: x, [acc], out, fp32_ops_per_element=1)
             yield Store(out, c.region(rows, cols))

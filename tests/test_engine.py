@@ -44,7 +44,7 @@ TINY = dataclasses.replace(
     has_tma=False, tma_max_inflight_bytes=0, tma_bandwidth_bytes_per_clk=0.0,
     wgmma_bf16_flops_per_clk_per_sm=1024.0, mma_sync_bf16_flops_per_clk_per_sm=512.0, tensor_sustained_fraction=1.0,
     smem_bandwidth_bytes_per_clk_per_sm=128.0, fp32_ops_per_clk_per_sm=1.0, mufu_ops_per_clk_per_sm=16.0,
-    kernel_launch_overhead_s=0.0,
+    kernel_launch_overhead_s=0.0, async_mma_latency_cycles=0.0,
 )
 #: TINY with a TMA engine whose window and link are effectively unlimited unless a test narrows them.
 TINY_TMA = dataclasses.replace(TINY, name="tiny-tma", has_tma=True, tma_max_inflight_bytes=10**9,
@@ -639,12 +639,15 @@ def test_server_rejects_a_non_positive_rate():
 # ---------------------------------------------------------------------------------------------- folding
 def test_choose_fold_factor():
     # largest divisor of the SM count that keeps >= MIN_SIMULATED_SMS SMs and at most one CTA per block
-    assert MIN_SIMULATED_SMS == 4
-    assert choose_fold_factor(132, 1000, 2) == 33  # 132 / 33 = 4 SMs simulated
+    assert MIN_SIMULATED_SMS == 2
+    assert choose_fold_factor(132, 1000, 2) == 66  # 132 / 66 = 2 SMs simulated
     assert choose_fold_factor(132, 10, 1) == 6  # no more than the grid
     assert choose_fold_factor(132, 1, 1) == 1
-    assert choose_fold_factor(8, 100, 1) == 2
+    assert choose_fold_factor(8, 100, 1) == 4
     assert choose_fold_factor(2, 100, 1) == 1  # too few SMs to fold at all
+    # unequal work: only odd blocks whose representative's work is within 5% of the block's
+    assert choose_fold_factor(132, 1000, 1, [10.0] * 1000) == 33
+    assert choose_fold_factor(132, 64, 1, [1.0 + i for i in range(64)]) == 3  # 2 of 32.5 off per block
 
 
 def test_fold_grid_weights_sum_to_the_grid_and_representatives_are_block_middles():
@@ -709,3 +712,18 @@ def test_folded_agrees_with_exact_on_causal_fa2():
     folded = simulate("fa2", problem, "h200")
     assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
     assert folded.hbm_bytes == pytest.approx(exact.hbm_bytes, rel=0.01)
+
+
+def test_async_mma_completion_latency_adds_after_the_tensor_work():
+    # a 1024x1024-FLOP wgmma on a 1024 FLOP/clk tensor core: 1024 cycles of work, then 300 cycles of completion
+    # latency before the issuing warp sees it; the tensor core itself is free after 1024
+    hw = dataclasses.replace(TINY, async_mma_latency_cycles=300.0)
+    a, b, c = Tile((16, 32), "bf16"), Tile((32, 1024), "bf16"), Tile((16, 1024), "fp32")
+
+    def program(cta):
+        yield Mma(a, b, c, "wgmma")
+
+    out = run(plan_of(launch_of([0], program)), hw)
+    assert out["cycles"] == 1024 + 300
+    assert out["busy"]["tensor"] == pytest.approx(1024 / (2 * 1324))
+

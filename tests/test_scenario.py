@@ -162,11 +162,22 @@ def test_bad_scenario_names_file_and_key_and_writes_nothing(tmp_path, capsys, te
         assert name in line, f"{name!r} not in {line!r}"
 
 
-def test_a_failure_while_simulating_leaves_no_output(tmp_path, capsys):
-    # the tiles do not fit in shared memory: found only when the plan is built, after loading succeeded
+def test_a_point_that_does_not_fit_is_reported_not_fatal(tmp_path, capsys):
+    # the tiles do not fit in shared memory: found only when the plan is built; in a sweep such a point
+    # becomes a row saying why (a hypothetical GPU may not fit every size), the other points still run
     scenario = write(tmp_path, VALID.replace("block_n = 64", "block_m = 4096"))
-    line = run_bad(capsys, scenario, tmp_path / "out")
-    assert "shared memory" in line
+    out = tmp_path / "out"
+    assert main(["run", str(scenario), "--out", str(out)]) == 0
+    capsys.readouterr()
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert rows and all("shared memory" in row["does_not_fit"] for row in rows)
+
+
+def test_simulate_of_a_tile_that_does_not_fit_is_an_error(capsys):
+    code = main(["simulate", "--kernel", "fa2", "--batch", "1", "--heads", "1", "--seq-len", "256", "--head-dim", "64",
+                 "--option", "block_m=4096"])
+    assert code == 2
+    assert "shared memory" in capsys.readouterr().err
 
 
 def test_a_failed_run_keeps_the_previous_results(tmp_path, capsys):

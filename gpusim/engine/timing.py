@@ -216,6 +216,13 @@ class TimingInterpreter:
             self._tensor_rate_cache[key] = rate
         return rate
 
+    def _delayed(self, event, cycles: float):
+        """An event that fires `cycles` after `event` (completion latency beyond the unit's busy time)."""
+        env = self.env
+        later = env.event()
+        event.callbacks.append(lambda _e: env.timeout(math.ceil(cycles)).callbacks.append(lambda _t: later.succeed()))
+        return later
+
     def _submit(self, *parts: tuple):
         """Start (unit, work) parts at once; the event fires when all are done."""
         events = [unit.submit(work) for unit, work in parts if work]
@@ -307,9 +314,12 @@ class TimingInterpreter:
             elif kind is Mma:
                 flops = op.flops
                 cycles = flops / self._tensor_rate(op.instruction, op.operand_dtype)
+                is_async = op.instruction in ASYNC_INSTRUCTIONS
+                held = 0.0 if is_async else cycles
                 smem_bytes = op.smem_bytes()
-                held = 0.0 if op.instruction in ASYNC_INSTRUCTIONS else cycles
                 done = self._submit((sm.tensor, cycles), (sm.smem, smem_bytes), (sm.dispatch, held))
+                if is_async and hw.async_mma_latency_cycles:
+                    done = self._delayed(done, hw.async_mma_latency_cycles)
                 if smem_bytes:
                     counters.smem_read += smem_bytes * weight
                 counters.flops += flops * weight
