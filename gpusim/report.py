@@ -15,7 +15,7 @@ def print_rows(scenario: Scenario, rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{scenario.name} ({scenario.points[0].hardware.name if scenario.points else ''})")
-    sweep = list(scenario.hardware_sweep)
+    sweep = list(scenario.hardware_sweep) + (["label"] if any("label" in row for row in rows) else [])
     for key in sweep:
         table.add_column(key)
     for _, title, _ in TABLE_COLUMNS:

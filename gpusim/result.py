@@ -49,6 +49,10 @@ class Result:
         return self.flops / self.time_s / 1e12 if self.time_s else 0.0
 
     @property
+    def flops_per_s(self) -> float:
+        return self.flops / self.time_s if self.time_s else 0.0
+
+    @property
     def hbm_bytes(self) -> float:
         return self.hbm_read_bytes + self.hbm_write_bytes
 

@@ -53,7 +53,8 @@ def line_figure(rows: list[dict], x: str, ys: list[str] | str, series: str | Non
         if logy:
             ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(title=series if isinstance(series, str) else None, fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(title=series if isinstance(series, str) else None, fontsize=8)
         ax.set_title(f"{label_of(y)} vs {label_of(x)}")
     if title:
         fig.suptitle(title)

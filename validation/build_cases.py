@@ -67,18 +67,18 @@ def anchor_rows() -> list[dict]:
     table2 = "FlashAttention-3 paper Table 2 (H100, B=4, N=8448, H=16, d=128)"
     for options, tflops in (({}, 661), ({"intra_wg_pipeline": False}, 582), ({"warp_specialization": False}, 570)):
         rows.append(row(suite="anchors", hardware="h100", kernel="fa3", impl="fa3", batch=4, heads=16, seq_len=8448,
-                        head_dim=128, options=json.dumps(options), metric="tflops_per_s", measured=tflops * 1e12,
+                        head_dim=128, options=json.dumps(options), metric="flops_per_s", measured=tflops * 1e12,
                         unit="FLOP/s", source=table2))
     rows.append(row(suite="anchors", hardware="h100", kernel="fa3", impl="fa3-fp8", batch=2, heads=8, seq_len=8192,
-                    head_dim=256, dtype="fp8", metric="tflops_per_s", measured=1200e12, unit="FLOP/s",
+                    head_dim=256, dtype="fp8", metric="flops_per_s", measured=1200e12, unit="FLOP/s",
                     source="FlashAttention-3 paper: FP8 forward close to 1.2 PFLOP/s (d=256)"))
     rows.append(row(suite="anchors", hardware="b200", kernel="fa4", impl="fa4", batch=2, heads=16, seq_len=16384,
-                    head_dim=128, metric="tflops_per_s", measured=1613e12, unit="FLOP/s",
+                    head_dim=128, metric="flops_per_s", measured=1613e12, unit="FLOP/s",
                     source="FlashAttention-4 paper: up to 1613 TFLOP/s BF16 forward on B200"))
     fa2_4c = "FlashAttention-2 paper Fig. 4c (A100, causal, d=64, fwd+bwd, batch*seq=16k, hidden 2048)"
     for n, fa2, fa1_ in zip((512, 1024, 2048, 4096, 8192, 16384), (88, 119, 140, 156, 165, 171), (58, 70, 77, 87, 92, 97)):
         common = dict(suite="anchors", hardware="a100", batch=16384 // n, heads=32, seq_len=n, head_dim=64,
-                      causal=True, metric="tflops_per_s", unit="FLOP/s", source=fa2_4c)
+                      causal=True, metric="flops_per_s", unit="FLOP/s", source=fa2_4c)
         rows.append(row(kernel="fa2", impl="fa2", **common, **{"pass": "fwd_bwd"}, measured=fa2 * 1e12))
         rows.append(row(kernel="fa1", impl="fa1", **common, **{"pass": "fwd_bwd"}, measured=fa1_ * 1e12))
     fd = "FlashDecoding blog (A100, 16 query heads, 2 KV heads, d=128)"
