@@ -246,7 +246,7 @@ def backward_launch(problem: AttentionProblem, tensors: dict, br: int, bc: int, 
     q_t, k_t, v_t, o_t, lse_t = (tensors[x] for x in ("Q", "K", "V", "O", "LSE"))
     do_t, dq_t, dk_t, dv_t = (tensors[x] for x in ("dO", "dQ", "dK", "dV"))
     d, group, dt = problem.head_dim, problem.group_size, tensor_dtype(problem)
-    n, scale = problem.seq_len, problem.scale
+    scale = problem.scale
     tc = -(-problem.kv_len // bc)
     grid = [(b, hk) for b in range(problem.batch) for hk in range(problem.kv_heads)]
 

@@ -325,7 +325,7 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
     for key in ("block_m", "block_n", "block_k", "stages", "group_m", "row_elements"):
         if opts[key] <= 0:
             raise InputError(f"naive: option {key} must be positive")
-    b, h, hk, n, l = problem.batch, problem.heads, problem.kv_heads, problem.seq_len, problem.kv_len
+    b, h, n, l = problem.batch, problem.heads, problem.seq_len, problem.kv_len
     group = problem.group_size
     dt = tensor_dtype(problem)
     separate = opts["separate_scale"]

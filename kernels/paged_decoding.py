@@ -162,7 +162,6 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
         stages = 2 if _smem_bytes(problem, bn, 2, kv_dt, group) <= hw.smem_per_cta_max_bytes else 1
 
     b, h, hk, l = problem.batch, problem.heads, problem.kv_heads, problem.kv_len
-    g = problem.group_size
     dt = tensor_dtype(problem)
     store_dt = kv_dt or dt
     tiles = -(-l // bn)

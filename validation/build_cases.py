@@ -8,7 +8,6 @@ implementation), problem fields, options, metric, measured value and its source.
 from __future__ import annotations
 
 import csv
-import glob
 import json
 from pathlib import Path
 
