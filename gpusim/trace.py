@@ -11,7 +11,8 @@ from gpusim.result import Result
 
 
 def trace_events(result: Result, sm_clock_hz: float | None = None) -> list[dict]:
-    """Trace-event-format 'X' events: one process per SM, one thread per unit; times in microseconds."""
+    """Trace-event-format 'X' events: one process per SM (and one, pid -1, for the HBM shared by all SMs),
+    one thread per unit; times in microseconds."""
     if result.trace is None:
         raise ValueError("result has no trace: simulate with trace=True")
     clock = sm_clock_hz or result.info.get("sm_clock_hz") or 1.0
@@ -21,8 +22,9 @@ def trace_events(result: Result, sm_clock_hz: float | None = None) -> list[dict]
         if (sm, unit) not in named:
             named.add((sm, unit))
             events.append({"ph": "M", "name": "thread_name", "pid": sm, "tid": unit, "args": {"name": unit}})
-            events.append({"ph": "M", "name": "process_name", "pid": sm, "tid": unit,
-                           "args": {"name": f"SM {sm}" + (" (representative CTAs, folded)" if not result.exact else "")}})
+            label = ("HBM (shared by all SMs)" if sm == -1 else
+                     f"SM {sm}" + (" (representative CTAs, folded)" if not result.exact else ""))
+            events.append({"ph": "M", "name": "process_name", "pid": sm, "tid": unit, "args": {"name": label}})
         events.append({"ph": "X", "name": name, "cat": unit, "pid": sm, "tid": unit, "ts": start * us,
                        "dur": max(duration, 0.0) * us})
     return events

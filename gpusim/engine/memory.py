@@ -80,16 +80,25 @@ class MemorySystem:
         self.l2 = Server("l2", hw.l2_bandwidth_bytes_per_clk)
         self.cache = L2Cache(hw.l2_capacity_bytes)
         self.bytes = ByteCounters()
+        self.trace: list | None = None  # when tracing: (name, track, unit, start, duration) of HBM transfers
         self.hbm_read_by_tensor: dict[str, float] = {}
         self.rereads_by_tensor: dict[str, int] = {}  # misses on tiles that had missed before (evicted)
         self._missed_once: set = set()
+
+    def _hbm(self, t: float, nbytes: float, what: str) -> float:
+        """Queue a transfer on HBM; returns when it has drained."""
+        done = self.hbm.reserve(t, nbytes)
+        if self.trace is not None:
+            duration = nbytes / self.hbm.rate
+            self.trace.append((what, -1, "hbm", done - duration, duration))  # track -1: the shared HBM
+        return done
 
     def _write_back(self, t: float, nbytes: float) -> float:
         """Write evicted dirty bytes to HBM; returns when they have drained (the line is free again)."""
         if not nbytes:
             return t
         self.bytes.hbm_write += nbytes
-        return self.hbm.reserve(t, nbytes)
+        return self._hbm(t, nbytes, "write-back")
 
     def read(self, port: SmMemoryPort, t: float, keys: tuple, nbytes: int, weight: float = 1.0,
              multiplicity: float = 1.0) -> float:
@@ -125,7 +134,7 @@ class MemorySystem:
                     self.rereads_by_tensor[tensor] = self.rereads_by_tensor.get(tensor, 0) + 1
                 else:
                     self._missed_once.add(key)
-            hbm_done = self.hbm.reserve(t, dram)
+            hbm_done = self._hbm(t, dram, f"read {keys[0][0]}")
             if not own_hit:
                 drained = max(drained, hbm_done)
         if own_hit:
@@ -149,7 +158,7 @@ class MemorySystem:
             if accumulate:
                 if not self.cache.hit(key):
                     self.bytes.hbm_read += tile_bytes
-                    done = max(done, t + self.hw.hbm_latency_cycles, self.hbm.reserve(t, tile_bytes))
+                    done = max(done, t + self.hw.hbm_latency_cycles, self._hbm(t, tile_bytes, f"read {key[0]}"))
             done = max(done, self._write_back(t, self.cache.insert(key, tile_bytes, dirty=True)))
         if accumulate:
             self.bytes.l2_read += l2_bytes

@@ -75,6 +75,7 @@ class TimingInterpreter:
         self.per_sm_busy = {unit: 0.0 for unit in PER_SM_UNITS}
         self.launch_stats: list[LaunchStats] = []
         self.trace: list | None = [] if trace else None
+        self.memory.trace = self.trace
         self._tensor_rate_cache: dict = {}
         self._resident = 0  # CTAs running now (for loop sampling's fair share of shared servers)
 
