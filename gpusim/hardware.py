@@ -161,8 +161,14 @@ class HardwareSpec:
 
     def as_rows(self) -> list[tuple[str, object, str]]:
         """(field, value, source) for every field, in declaration order."""
-        return [(f.name, getattr(self, f.name), self.sources.get(f.name, ""))
-                for f in fields(self) if f.name not in ("sources",)]
+        rows = []
+        for f in fields(self):
+            if f.name == "sources":
+                continue
+            value = getattr(self, f.name)
+            source = self.sources.get(f.name) or ("absent on this GPU" if value in (0, 0.0, False) else "")
+            rows.append((f.name, value, source))
+        return rows
 
 
 def _coerce(key: str, raw, kind: type, origin: str):
@@ -238,8 +244,19 @@ _HOPPER_SOURCES = {
 
 PRESETS: dict[str, HardwareSpec] = {}
 
+#: Sources of the fields every preset shares (CUDA programming guide, compute capability tables).
+_COMMON_SOURCES = {
+    "registers_per_sm": "CUDA programming guide: 64K 32-bit registers per SM (sm_80, sm_90, sm_100)",
+    "max_threads_per_sm": "CUDA programming guide: 2048 resident threads per SM",
+    "max_ctas_per_sm": "CUDA programming guide: 32 resident blocks per SM",
+    "pcie_latency_s": "typical PCIe round trip for a DMA of one page (~2 us)",
+    "kernel_launch_overhead_s": "CUDA launch gap between back-to-back kernels; small decode rows of the "
+                                "H200 calibration data (assumed the same on every preset)",
+}
+
 
 def _preset(**kwargs) -> None:
+    kwargs["sources"] = {**_COMMON_SOURCES, **kwargs.get("sources", {})}
     spec = HardwareSpec(**kwargs)
     PRESETS[spec.name] = spec
 
@@ -296,7 +313,8 @@ _preset(
              "mma_sync_bf16_flops_per_clk_per_sm": "312 TFLOP/s / (108 * 1.41 GHz), anchors.md",
              "tensor_sustained_fraction": "cuBLAS reaches ~265 of 312 TFLOP/s on A100",
              "mufu_ops_per_clk_per_sm": _ANCHORS, "fp32_ops_per_clk_per_sm": "64 FP32 lanes per SM (19.5 TFLOP/s)",
-             "pcie_bandwidth_bytes_per_s": "PCIe Gen4 x16, ~26 GB/s achievable"},
+             "pcie_bandwidth_bytes_per_s": "PCIe Gen4 x16, ~26 GB/s achievable",
+             "has_tma": "Ampere has cp.async but no TMA (anchors.md)"},
 )
 _preset(
     name="b200", description="NVIDIA B200 (Blackwell)",
