@@ -115,10 +115,9 @@ class TimingInterpreter:
             skipped = len(reps) - SIMULATED_WAVES * slots
             reps = deque(list(reps)[:SIMULATED_WAVES * slots])
             meter = WaveMeter(slots, lambda: self._additive_counters(sms, fold))
+        window = _Window(len(reps), slots, self._additive_counters(sms, fold), dict(self.memory.hbm_read_by_tensor),
+                         dict(self.memory.rereads_by_tensor)) if meter is not None else None
         simulated = len(reps)
-        before = self._additive_counters(sms, fold) if meter is not None else None
-        before_reads = dict(self.memory.hbm_read_by_tensor)
-        rereads_before = dict(self.memory.rereads_by_tensor)
         start = env.now
         store_done = [start]
         workers = [env.process(self._sm_slot(sm, launch, reps, store_done, meter))
@@ -131,37 +130,42 @@ class TimingInterpreter:
             for unit, value in sm.busy().items():
                 self.per_sm_busy[unit] += value * fold
         if meter is not None:
-            # time and busy shares follow the measured steady wave; work counters (bytes, FLOPs) are
-            # proportional to the CTAs run, so they scale with the launch's own simulated average
-            period, deltas = meter.period()
-            launch_totals = {k: v - before[k] for k, v in self._additive_counters(sms, fold).items()}
-            for key in deltas:
-                if not key.startswith(("busy.", "sm.")):
-                    deltas[key] = launch_totals[key] * slots / simulated
-            deltas["mem.hbm_write"] = 0.0  # write-backs depend on L2 capacity, not on work: aged below
-            reads_before = before_reads
-            rereads = {t: n - rereads_before.get(t, 0) for t, n in self.memory.rereads_by_tensor.items()}
-            extra_reads = extrapolated_reads(
-                {t: v - reads_before.get(t, 0.0) for t, v in self.memory.hbm_read_by_tensor.items()},
-                launch.grid, launch.shared_by, simulated * fold, {t for t, n in rereads.items() if n > 0})
-            deltas["mem.hbm_read"] = extra_reads * slots / skipped
-            self._add_counters(deltas, skipped / slots)
-            share = skipped / simulated
-            written_back = self.memory.cache.age(
-                launch_totals["mem.hbm_read"] * share, launch_totals["mem.l2_write"] * share, tag=(launch.name, start))
-            self.memory.bytes.hbm_write += written_back
-            self.memory.hbm.busy_cycles += written_back / self.memory.hbm.rate
-            # The measured waves ran while L2 still absorbed writes; in steady state the write-backs share
-            # HBM too, so the launch cannot be faster than its HBM bytes at HBM bandwidth.
-            hbm_bytes = (self.memory.bytes.hbm_read + self.memory.bytes.hbm_write
-                         - before["mem.hbm_read"] - before["mem.hbm_write"])
-            floor = hbm_bytes / self.memory.hbm.rate - (env.now - start)
-            yield env.timeout(math.ceil(max(remaining_time(period, skipped, slots), floor)))
+            yield from self._extrapolate(launch, meter, window, sms, fold, skipped, start)
         seconds = hw.seconds_per_cycle
         self.launch_stats.append(LaunchStats(
             name=launch.name, ctas=len(launch.grid), ctas_per_sm=occupancy,
             waves=len(launch.grid) / (occupancy * hw.sm_count), start_s=start * seconds,
             time_s=(env.now - start) * seconds, simulated_ctas=simulated, fold_factor=fold))
+
+    def _extrapolate(self, launch: Launch, meter: WaveMeter, window: "_Window", sms: list, fold: int,
+                     skipped: int, start: float):
+        """Account for the `skipped` representatives of a uniform launch after its simulated waves (see
+        steady_state): time and busy shares follow the measured steady wave; work counters scale with the
+        launch's own simulated average; HBM reads per distinct data; write-backs by ageing L2."""
+        env, memory = self.env, self.memory
+        slots, simulated, before = window.slots, window.simulated, window.counters
+        period, deltas = meter.period()
+        launch_totals = {k: v - before[k] for k, v in self._additive_counters(sms, fold).items()}
+        for key in deltas:
+            if not key.startswith(("busy.", "sm.")):
+                deltas[key] = launch_totals[key] * slots / simulated
+        deltas["mem.hbm_write"] = 0.0  # write-backs depend on L2 capacity, not on work: aged below
+        rereads = {t: n - window.rereads.get(t, 0) for t, n in memory.rereads_by_tensor.items()}
+        extra_reads = extrapolated_reads(
+            {t: v - window.reads.get(t, 0.0) for t, v in memory.hbm_read_by_tensor.items()},
+            launch.grid, launch.shared_by, simulated * fold, {t for t, n in rereads.items() if n > 0})
+        deltas["mem.hbm_read"] = extra_reads * slots / skipped
+        self._add_counters(deltas, skipped / slots)
+        share = skipped / simulated
+        written_back = memory.cache.age(launch_totals["mem.hbm_read"] * share, launch_totals["mem.l2_write"] * share,
+                                        tag=(launch.name, start))
+        memory.bytes.hbm_write += written_back
+        memory.hbm.busy_cycles += written_back / memory.hbm.rate
+        # The measured waves ran while L2 still absorbed writes; in steady state the write-backs share HBM
+        # too, so the launch cannot be faster than its HBM bytes at HBM bandwidth.
+        hbm_bytes = (memory.bytes.hbm_read + memory.bytes.hbm_write - before["mem.hbm_read"] - before["mem.hbm_write"])
+        floor = hbm_bytes / memory.hbm.rate - (env.now - start)
+        yield env.timeout(math.ceil(max(remaining_time(period, skipped, slots), floor)))
 
     def _additive_counters(self, sms: list, fold: int) -> dict:
         """Every counter that grows with work, for steady-state extrapolation."""
@@ -406,6 +410,15 @@ class TimingInterpreter:
                         plan.state["marks"].append((now, work.snapshot()))
             else:
                 raise TypeError(f"{launch_name}: a CTA program yielded {op!r}, which is not an op")
+
+
+class _Window:
+    """The counters at the start of an extrapolated launch's simulated waves."""
+
+    __slots__ = ("simulated", "slots", "counters", "reads", "rereads")
+
+    def __init__(self, simulated: int, slots: int, counters: dict, reads: dict, rereads: dict):
+        self.simulated, self.slots, self.counters, self.reads, self.rereads = simulated, slots, counters, reads, rereads
 
 
 class _RoleWork:
