@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", default=None)
     p.add_argument("--out", default="results/validation")
     p.add_argument("--jobs", type=int, default=1, help="processes to spread cases over")
-    p.add_argument("--all", action="store_true", help="also the causal cases beyond 32k tokens (slow)")
+    p.add_argument("--all", action="store_true", help="also causal cases beyond 32k tokens and causal backward (slow)")
     p.set_defaults(func=cmd_validate)
 
     try:
