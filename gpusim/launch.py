@@ -78,10 +78,15 @@ class KernelPlan:
     def validate(self, hw: HardwareSpec) -> None:
         for launch in self.launches:
             launch.occupancy(hw)
-        total = sum(t.nbytes for t in self.tensors.values())
-        if total > hw.hbm_capacity_bytes:
-            raise DoesNotFitError(f"{self.kernel}: its tensors need {total / 1e9:,.1f} GB of HBM; {hw.name} has "
-                                  f"{hw.hbm_capacity_bytes / 1e9:,.1f} GB (hbm_capacity_bytes)")
+        require_hbm(self.kernel, sum(t.nbytes for t in self.tensors.values()), hw)
+
+
+def require_hbm(kernel: str, nbytes: float, hw: HardwareSpec) -> None:
+    """DoesNotFitError when a kernel's tensors exceed HBM; kernels with huge scratch call it before they build
+    their grids (which would otherwise cost memory in proportion to the impossible problem)."""
+    if nbytes > hw.hbm_capacity_bytes:
+        raise DoesNotFitError(f"{kernel}: its tensors need {nbytes / 1e9:,.1f} GB of HBM; {hw.name} has "
+                              f"{hw.hbm_capacity_bytes / 1e9:,.1f} GB (hbm_capacity_bytes)")
 
     def outputs(self) -> list[str]:
         return [name for name, t in self.tensors.items() if t.kind == "output"]

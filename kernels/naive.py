@@ -45,7 +45,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpusim.errors import InputError
-from gpusim.launch import KernelPlan, Launch, Option, resolve_options
+from gpusim.launch import KernelPlan, Launch, Option, require_hbm, resolve_options
 from gpusim.ops import Acquire, GlobalTensor, Load, Mma, Semaphore, Signal, Store, Tile, Vector, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.kernels.attention_common import causal_offset, declare_tensors, tensor_dtype
@@ -333,6 +333,10 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
     backward = problem.pass_ != "fwd"
     tensors = declare_tensors(problem, backward=backward)
     q_t, k_t, v_t, o_t, lse_t = (tensors[x] for x in ("Q", "K", "V", "O", "LSE"))
+    per_pass = 3 if separate else 2  # S (, scaled S), P forward; dP, dS (, scaled dS) backward
+    matrices = per_pass * (2 if backward else 1)
+    require_hbm(NAME, matrices * b * h * n * l * problem.element_bytes
+                + sum(t.nbytes for t in tensors.values()), hw)
 
     def nn(name: str) -> GlobalTensor:
         t = GlobalTensor(name, (b, h, n, l), dt, "scratch")
