@@ -80,6 +80,9 @@ class KernelPlan:
             launch.occupancy(hw)
         require_hbm(self.kernel, sum(t.nbytes for t in self.tensors.values()), hw)
 
+    def outputs(self) -> list[str]:
+        return [name for name, t in self.tensors.items() if t.kind == "output"]
+
 
 def require_hbm(kernel: str, nbytes: float, hw: HardwareSpec) -> None:
     """DoesNotFitError when a kernel's tensors exceed HBM; kernels with huge scratch call it before they build
@@ -87,9 +90,6 @@ def require_hbm(kernel: str, nbytes: float, hw: HardwareSpec) -> None:
     if nbytes > hw.hbm_capacity_bytes:
         raise DoesNotFitError(f"{kernel}: its tensors need {nbytes / 1e9:,.1f} GB of HBM; {hw.name} has "
                               f"{hw.hbm_capacity_bytes / 1e9:,.1f} GB (hbm_capacity_bytes)")
-
-    def outputs(self) -> list[str]:
-        return [name for name, t in self.tensors.items() if t.kind == "output"]
 
 
 @dataclass(frozen=True)
