@@ -5,13 +5,11 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from gpusim import cache
+from gpusim.atomic import replaced_dir
 from gpusim.errors import DoesNotFitError
 from gpusim.result import Result
 from gpusim.scenario import Point, Scenario
@@ -88,9 +86,7 @@ def write_outputs(scenario: Scenario, rows: list[dict], results: list[Result], f
     """Write results.csv, results.json and figures into the scenario's output folder, all or nothing:
     everything goes to a temporary folder first, which then replaces the output folder."""
     out = scenario.output_dir
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with replaced_dir(out) as staging:
         columns: list[str] = []
         for row in rows:
             columns.extend(k for k in row if k not in columns)
@@ -104,12 +100,6 @@ def write_outputs(scenario: Scenario, rows: list[dict], results: list[Result], f
         for name, fig in figures.items():
             for ext in ("png", "svg"):
                 fig.savefig(staging / f"{name}.{ext}", dpi=150 if ext == "png" else None, bbox_inches="tight")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 

@@ -171,15 +171,10 @@ def _print(rows, summary, skipped) -> None:
 
 
 def _write(out: Path, rows: list[dict], summary: list[dict]) -> None:
-    import os
-    import shutil
-    import tempfile
-
+    from gpusim.atomic import replaced_dir
     from gpusim.plots.parity import parity_figure
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with replaced_dir(out) as staging:
         with open(staging / "validation.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
@@ -192,9 +187,3 @@ def _write(out: Path, rows: list[dict], summary: list[dict]) -> None:
             fig = parity_figure([r for r in rows if r["metric"] == metric], metric)
             for ext in ("png", "svg"):
                 fig.savefig(staging / f"parity_{metric}.{ext}", dpi=130 if ext == "png" else None, bbox_inches="tight")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
