@@ -6,6 +6,10 @@
     gpusim kv-cache --model llama3-8b --compare        (every dtype, and MHA/GQA/MQA at equal size)
     gpusim serve --model llama3-8b --hardware h200 --rate 12 --requests 300 [--chunk 512] [--json] [--out DIR]
                  (request-level serving simulation, without and with chunked prefill)
+    gpusim offload --model llama3-8b --hardware h200 --batch 1 --seq-len 131072 [--fractions 0,0.1,0.25,0.5]
+                   [--keep 1,0.5,0.25,0.1] [--json] [--out DIR]   (KV offload over PCIe vs H2O eviction)
+    gpusim tp --model llama3-70b --hardware h200 --batch 8 --seq-len 4096 [--degrees 1,2,4,8,16] [--replicate]
+              [--json] [--out DIR]                               (per-GPU KV bytes and attention time per TP degree)
 
 `add_parsers(subparsers)` registers the subcommand on the main CLI's argparse subparsers; the handler
 returns an exit code and raises InputError on bad input (the main CLI prints it and exits 2).
@@ -61,6 +65,40 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--out", metavar="DIR", help="write summary.json, steps.csv, requests.csv and "
                                                "step_latency.png/svg into DIR (atomically)")
     p.set_defaults(func=serve_command)
+
+    p = subparsers.add_parser("offload", help="long context: KV offload over PCIe vs H2O eviction",
+                              description="Decode step time with a fraction of the KV cache on the host "
+                                          "(gpusim.serving.offload.offload_sweep), and H2O eviction time and "
+                                          "output error per kept fraction (eviction_sweep).")
+    p.add_argument("--model", default="llama3-8b", help="model preset (gpusim kv-cache --list-models)")
+    p.add_argument("--hardware", default="h200", help="preset name (gpusim hardware list)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a hardware field (repeatable)")
+    p.add_argument("--batch", type=int, default=1, help="sequences (default 1)")
+    p.add_argument("--seq-len", type=int, default=131072, help="cached tokens per sequence (default 131072)")
+    p.add_argument("--fractions", default="0,0.1,0.25,0.5", help="KV fractions offloaded to the host, comma list "
+                                                                 "in [0, 1] (default 0,0.1,0.25,0.5)")
+    p.add_argument("--keep", default="1,0.5,0.25,0.1", help="KV fractions kept by H2O eviction, comma list in "
+                                                           "(0, 1] (default 1,0.5,0.25,0.1)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--out", metavar="DIR", help="write summary.json, offload.csv and offload_eviction.png/svg "
+                                               "into DIR (atomically)")
+    p.set_defaults(func=offload_command)
+
+    p = subparsers.add_parser("tp", help="tensor parallelism: per-GPU KV bytes and attention time per degree",
+                              description="Per-GPU KV bytes and decode attention time per layer for each "
+                                          "tensor-parallel degree (gpusim.serving.tensor_parallel).")
+    p.add_argument("--model", default="llama3-70b", help="model preset (gpusim kv-cache --list-models)")
+    p.add_argument("--hardware", default="h200", help="preset name (gpusim hardware list)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a hardware field (repeatable)")
+    p.add_argument("--batch", type=int, default=8, help="sequences (default 8)")
+    p.add_argument("--seq-len", type=int, default=4096, help="cached tokens per sequence (default 4096)")
+    p.add_argument("--degrees", default="1,2,4,8,16", help="TP degrees, comma list (default 1,2,4,8,16)")
+    p.add_argument("--replicate", action="store_true",
+                   help="replicate KV heads a degree does not divide (default: report that row as an error)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--out", metavar="DIR", help="write summary.json, tp.csv and tensor_parallel.png/svg "
+                                               "into DIR (atomically)")
+    p.set_defaults(func=tp_command)
 
 
 def _shape(args) -> ModelShape:
@@ -251,39 +289,170 @@ def _print_serving(comparison) -> None:
 
 
 def write_serving_outputs(out_dir, comparison):
-    """summary.json, steps.csv, requests.csv and step_latency.png/svg, all or nothing: written into a
-    temporary folder next to `out_dir`, which then replaces it (as gpusim.runner.write_outputs does)."""
-    import csv
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
+    """summary.json, steps.csv, requests.csv and step_latency.png/svg (see write_outputs)."""
     from gpusim.plots.serving import step_latency_figure
 
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     runs = (comparison.unchunked, comparison.chunked)
-    try:
-        (staging / "summary.json").write_text(json.dumps({"runs": comparison.rows()}, indent=1, default=str))
-        for name, rows in (("steps.csv", [r for res in runs for r in res.step_rows()]),
-                           ("requests.csv", [r for res in runs for r in res.request_rows()])):
+    return write_outputs(out_dir, "serve", {"runs": comparison.rows()},
+                         {"steps.csv": [r for res in runs for r in res.step_rows()],
+                          "requests.csv": [r for res in runs for r in res.request_rows()]},
+                         {"step_latency": lambda: step_latency_figure(comparison)})
+
+
+def write_outputs(out_dir, command: str, summary: dict, tables: dict, figures: dict):
+    """summary.json, one CSV per `tables` entry (name -> list of row dicts; columns: the union of the rows'
+    keys, in first-seen order) and NAME.png/svg per `figures` entry (name -> function returning a Figure), all
+    or nothing (gpusim.atomic.replaced_dir)."""
+    import csv
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    from gpusim.atomic import replaced_dir
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{command}: --out {out} exists and is not a folder")
+    with replaced_dir(out) as staging:
+        (staging / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        for name, rows in tables.items():
+            fields = list(dict.fromkeys(k for row in rows for k in row))
             with open(staging / name, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer = csv.DictWriter(fh, fieldnames=fields, restval="")
                 writer.writeheader()
                 writer.writerows(rows)
-        fig = step_latency_figure(comparison)
-        for ext in ("png", "svg"):
-            fig.savefig(staging / f"step_latency.{ext}", dpi=150 if ext == "png" else None, bbox_inches="tight")
-        import matplotlib.pyplot as plt
-        plt.close(fig)
-        if out.exists():
-            if not out.is_dir():
-                raise InputError(f"serve: --out {out} exists and is not a folder")
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        for name, make in figures.items():
+            fig = make()
+            for ext in ("png", "svg"):
+                fig.savefig(staging / f"{name}.{ext}", dpi=150 if ext == "png" else None, bbox_inches="tight")
+            plt.close(fig)
     return out
+
+
+# ---------------------------------------------------------------------------------------------- offload, tp
+def _number_list(command: str, flag: str, text: str, kind=float) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{command}: {flag} {text!r}: expected a comma-separated list of "
+                         f"{'whole numbers' if kind is int else 'numbers'}") from None
+    if not values:
+        raise InputError(f"{command}: {flag} is empty")
+    return values
+
+
+def _check_shape(command: str, args) -> None:
+    for flag, v in (("--batch", args.batch), ("--seq-len", args.seq_len)):
+        if v <= 0:
+            raise InputError(f"{command}: {flag} {v} must be positive")
+
+
+def _hw(args):
+    from gpusim.cli import _parse_sets
+    from gpusim.hardware import get_preset
+
+    return get_preset(args.hardware).with_overrides(_parse_sets(args.set))
+
+
+def offload_command(args) -> int:
+    from gpusim.serving.offload import eviction_sweep, offload_sweep
+
+    _check_shape("offload", args)
+    fractions = _number_list("offload", "--fractions", args.fractions)
+    keep = _number_list("offload", "--keep", args.keep)
+    model, hw = get_model(args.model), _hw(args)
+    offload = offload_sweep(model, batch=args.batch, context_len=args.seq_len, hardware=hw, fractions=fractions)
+    eviction = eviction_sweep(model, batch=args.batch, context_len=args.seq_len, hardware=hw, kept_fractions=keep)
+    summary = {"offload": offload.to_dict(), "eviction": eviction.to_dict()}
+    if args.out:
+        from gpusim.plots.serving import offload_eviction_figure
+
+        rows = ([{"sweep": "offload", **r.to_dict()} for r in offload.rows]
+                + [{"sweep": "eviction", **r.to_dict()} for r in eviction.rows])
+        out = write_outputs(args.out, "offload", summary, {"offload.csv": rows},
+                            {"offload_eviction": lambda: offload_eviction_figure(offload, eviction)})
+    if args.json:
+        print(json.dumps({**summary, "out": str(out)} if args.out else summary, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    ms = lambda v: f"{1e3 * v:,.3f}"
+    console = Console(width=max(Console().width, 120))
+    t = Table(title=f"offload: {offload.model} on {offload.hardware}, {offload.batch} x {offload.context_len} tokens, "
+                    f"KV {_bytes(offload.kv_bytes_total)}; smallest fraction that fits: "
+                    f"{offload.min_offload_fraction:.3f}")
+    for col in ("host fraction", "host MiB/layer", "PCIe ms/layer", "compute ms/layer", "step serial ms",
+                "step overlapped ms"):
+        t.add_column(col, justify="right")
+    for r in offload.rows:
+        t.add_row(f"{r.offload_fraction:g}", f"{r.host_bytes_per_layer / 2**20:,.1f}", ms(r.pcie_s_per_layer),
+                  ms(r.compute_s_per_layer), ms(r.step_serial_s), ms(r.step_overlapped_s))
+    console.print(t)
+    t = Table(title="H2O eviction: serving-shape time, error on a small problem (float64, and flash_decoding bf16)")
+    for col in ("kept fraction", "kept tokens", "attention ms/layer", "step ms", "speedup", "H2O error",
+                "recent-only error", "kernel error"):
+        t.add_column(col, justify="right")
+    for r in eviction.rows:
+        t.add_row(f"{r.kept_fraction:g}", f"{r.kept_tokens:,}", ms(r.attention_s_per_layer), ms(r.step_s),
+                  f"{r.speedup:.2f}x", f"{r.eviction_error:.3g}", f"{r.recent_error:.3g}",
+                  "-" if r.kernel_error is None else f"{r.kernel_error:.3g}")
+    console.print(t)
+    if args.out:
+        print(f"wrote {out}/summary.json, offload.csv and offload_eviction.png/svg")
+    return 0
+
+
+def tp_command(args) -> int:
+    from gpusim.serving.tensor_parallel import tp_attention, tp_plan
+
+    _check_shape("tp", args)
+    degrees = _number_list("tp", "--degrees", args.degrees, int)
+    model, hw = get_model(args.model), _hw(args)
+    policy = "replicate" if args.replicate else "error"
+    results, rows = [], []
+    for tp in degrees:
+        plan = tp_plan(model, tp, kv_policy="replicate")      # raises for a degree the query heads reject
+        if plan.replicated and not args.replicate:
+            try:
+                tp_plan(model, tp, kv_policy="error")
+            except InputError as exc:
+                rows.append({"tp": tp, "error": str(exc)})
+                continue
+        res = tp_attention(model, tp, batch=args.batch, kv_len=args.seq_len, hardware=hw, kv_policy=policy)
+        results.append(res)
+        rows.append({**res.to_dict(), "error": ""})
+    summary = {"model": model.name, "hardware": hw.name, "batch": args.batch, "seq_len": args.seq_len,
+               "replicate": args.replicate, "rows": rows}
+    if args.out:
+        if not results:
+            raise InputError(f"tp: no degree of {args.degrees} splits {model.name}'s {model.kv_heads} KV heads; "
+                             f"nothing to plot (add --replicate)")
+        from gpusim.plots.serving import tensor_parallel_figure
+
+        out = write_outputs(args.out, "tp", summary,
+                            {"tp.csv": [{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()}
+                                        for r in rows]},
+                            {"tensor_parallel": lambda: tensor_parallel_figure(results)})
+    if args.json:
+        print(json.dumps({**summary, "out": str(out)} if args.out else summary, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"tensor parallel: {model.name} ({model.heads} query / {model.kv_heads} KV heads) on {hw.name}, "
+                    f"batch {args.batch} x {args.seq_len} tokens, decode")
+    for col in ("tp", "heads/GPU", "KV heads/GPU", "KV per GPU", "replication", "attention us/layer", "speedup"):
+        t.add_column(col, justify="right")
+    by_tp = {r.plan.tp: r for r in results}
+    for row in rows:
+        if row["error"]:
+            t.add_row(str(row["tp"]), "-", "-", "[red]KV heads do not split (use --replicate)[/red]", "-", "-", "-")
+            continue
+        r = by_tp[row["tp"]]
+        t.add_row(str(r.plan.tp), str(r.plan.heads_per_gpu), str(r.plan.kv_heads_per_gpu), _bytes(r.kv_bytes_per_gpu),
+                  f"{r.plan.replication:g}x", f"{1e6 * r.attention_s_per_layer:,.2f}", f"{r.speedup:.2f}x")
+    Console(width=max(Console().width, 120)).print(t)
+    if args.out:
+        print(f"wrote {out}/summary.json, tp.csv and tensor_parallel.png/svg")
+    return 0
