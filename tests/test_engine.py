@@ -639,11 +639,11 @@ def test_server_rejects_a_non_positive_rate():
 # ---------------------------------------------------------------------------------------------- folding
 def test_choose_fold_factor():
     # largest divisor of the SM count that keeps >= MIN_SIMULATED_SMS SMs and at most one CTA per block
-    assert MIN_SIMULATED_SMS == 2
-    assert choose_fold_factor(132, 1000, 2) == 66  # 132 / 66 = 2 SMs simulated
+    assert MIN_SIMULATED_SMS == 4
+    assert choose_fold_factor(132, 1000, 2) == 33  # 132 / 33 = 4 SMs simulated
     assert choose_fold_factor(132, 10, 1) == 6  # no more than the grid
     assert choose_fold_factor(132, 1, 1) == 1
-    assert choose_fold_factor(8, 100, 1) == 4
+    assert choose_fold_factor(8, 100, 1) == 2
     assert choose_fold_factor(2, 100, 1) == 1  # too few SMs to fold at all
     # unequal work: only odd blocks whose representative's work is within 5% of the block's
     assert choose_fold_factor(132, 1000, 1, [10.0] * 1000) == 33

@@ -14,7 +14,7 @@ from typing import Any, Callable, Hashable, Mapping, Sequence
 
 #: Fewest SMs a folded simulation keeps: enough that wave quantization and neighbouring-CTA effects
 #: survive, few enough that a large grid costs a handful of CTAs per wave. (A simulation setting.)
-MIN_SIMULATED_SMS = 2
+MIN_SIMULATED_SMS = 4
 
 
 class Representative:
