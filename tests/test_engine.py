@@ -727,3 +727,15 @@ def test_async_mma_completion_latency_adds_after_the_tensor_work():
     assert out["cycles"] == 1024 + 300
     assert out["busy"]["tensor"] == pytest.approx(1024 / (2 * 1324))
 
+
+
+@pytest.mark.parametrize("kernel, problem", [
+    ("fa3", AttentionProblem(batch=1, heads=8, seq_len=2048, head_dim=128)),
+    ("flash_decoding", AttentionProblem(batch=4, heads=32, kv_heads=8, seq_len=1, kv_len=8192, head_dim=128)),
+])
+def test_folded_agrees_with_exact_on_hopper_kernels(kernel, problem):
+    folded = simulate(kernel, problem, "h200")
+    exact = simulate(kernel, problem, "h200", exact=True)
+    assert folded.launches[0].fold_factor > 1
+    assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
+    assert folded.hbm_bytes == pytest.approx(exact.hbm_bytes, rel=0.01)
