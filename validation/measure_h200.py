@@ -707,7 +707,18 @@ def dram_cases(quick):
     for L in ([16384] if quick else [16384, 131072]):
         for impl in ("sdpa_flash", "triton_nosplit", "triton_splitk"):
             cases.append({"kind": "decode", "impl": impl, "B": 8, "Hq": DEC_HQ, "Hkv": DEC_HKV, "L": L, "d": DEC_D})
+    # the eager path (S = Q K^T, S * scale, softmax, P V), per kernel: where its time goes
+    for N in ([4096] if quick else [2048, 4096, 8192]):
+        cases.append({"kind": "fwd", "impl": "naive", "B": 1, "H": 16, "N": N, "d": 64, "causal": False})
     return cases
+
+
+def naive_attention(q, k, v):
+    """The eager PyTorch path the reference campaign timed as `naive`: four separate ops."""
+    s = torch.matmul(q, k.transpose(-2, -1))
+    s = s * (q.shape[-1] ** -0.5)
+    p = torch.softmax(s, dim=-1)
+    return torch.matmul(p, v)
 
 
 def dram_driver(cases_path):
@@ -727,9 +738,13 @@ def dram_driver(cases_path):
             if c["kind"] == "fwd":
                 q, k, v = (torch.randn(c["B"], c["H"], c["N"], c["d"], device="cuda", dtype=torch.bfloat16)
                            for _ in range(3))
-                ctx = flash_ctx if c["impl"] == "flash" else cudnn_ctx
-                fn = (lambda q=q, k=k, v=v, cz=c["causal"]:  # noqa: E731
-                      F.scaled_dot_product_attention(q, k, v, is_causal=cz))
+                if c["impl"] == "naive":
+                    ctx = _null
+                    fn = (lambda q=q, k=k, v=v: naive_attention(q, k, v))  # noqa: E731
+                else:
+                    ctx = flash_ctx if c["impl"] == "flash" else cudnn_ctx
+                    fn = (lambda q=q, k=k, v=v, cz=c["causal"]:  # noqa: E731
+                          F.scaled_dot_product_attention(q, k, v, is_causal=cz))
             else:
                 dc = make_decode(c["B"], c["L"], sms)
                 ctx = flash_ctx if c["impl"] == "sdpa_flash" else _null
@@ -820,7 +835,11 @@ def group_dram(rec, quick, out_dir):
     cases = dram_cases(quick)
     parts = [("prefill_flash", [c for c in cases if c["impl"] == "flash"]),
              ("prefill_cudnn", [c for c in cases if c["impl"] == "cudnn"]),
+             ("prefill_naive", [c for c in cases if c["impl"] == "naive"]),
              ("decode", [c for c in cases if c["kind"] == "decode"])]
+    wanted = os.environ.get("GPUSIM_DRAM_PARTS")  # e.g. prefill_naive: run only some parts
+    if wanted:
+        parts = [p for p in parts if p[0] in wanted.split(",")]
     budget = float(os.environ.get("GPUSIM_GROUP_TIMEOUT", "300"))
     t0 = time.time()
     for pname, pcases in parts:
