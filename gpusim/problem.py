@@ -11,7 +11,8 @@ PASSES = ("fwd", "bwd", "fwd_bwd")
 ATTENTION_DTYPES = ("bf16", "fp16", "fp8")
 
 
-def _positive(owner: str, **values) -> None:
+def require_positive_ints(owner: str, **values) -> None:
+    """InputError unless every value is a positive whole number (message names owner and field)."""
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int):
             raise InputError(f"{owner} field {name}={value!r}: must be a whole number")
@@ -44,7 +45,7 @@ class AttentionProblem:
             object.__setattr__(self, "kv_heads", self.heads)
         if self.kv_len is None:
             object.__setattr__(self, "kv_len", self.seq_len)
-        _positive("problem", batch=self.batch, heads=self.heads, seq_len=self.seq_len,
+        require_positive_ints("problem", batch=self.batch, heads=self.heads, seq_len=self.seq_len,
                   head_dim=self.head_dim, kv_heads=self.kv_heads, kv_len=self.kv_len)
         if self.heads % self.kv_heads:
             raise InputError(f"problem field kv_heads={self.kv_heads}: heads={self.heads} is not a multiple of it")
@@ -120,9 +121,9 @@ class CopyProblem:
     sms: int | None = None
 
     def __post_init__(self) -> None:
-        _positive("copy", bytes=self.bytes)
+        require_positive_ints("copy", bytes=self.bytes)
         if self.sms is not None:
-            _positive("copy", sms=self.sms)
+            require_positive_ints("copy", sms=self.sms)
 
     @property
     def flops(self) -> int:
@@ -142,7 +143,7 @@ class GemmProblem:
     dtype: str = "bf16"
 
     def __post_init__(self) -> None:
-        _positive("gemm", m=self.m, n=self.n, k=self.k)
+        require_positive_ints("gemm", m=self.m, n=self.n, k=self.k)
         if self.dtype not in ("bf16", "fp16", "fp8"):
             raise InputError(f"gemm field dtype={self.dtype!r}: known bf16, fp16, fp8")
 

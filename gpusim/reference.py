@@ -81,3 +81,17 @@ def relative_error(actual, expected) -> float:
     diff = np.asarray(actual, dtype=np.float64) - expected
     norm = np.linalg.norm(expected)
     return float(np.linalg.norm(diff) / norm) if norm else float(np.linalg.norm(diff))
+
+
+def attention_errors(problem: AttentionProblem, outputs: dict, inputs: dict) -> dict[str, float]:
+    """relative_error of a kernel's outputs against the float64 reference: O and LSE for a forward pass,
+    dQ, dK and dV for a backward one (both for fwd_bwd)."""
+    errors = {}
+    if problem.pass_ != "bwd":
+        o, lse = attention_forward(inputs["Q"], inputs["K"], inputs["V"], problem.causal)
+        errors.update(O=relative_error(outputs["O"], o), LSE=relative_error(outputs["LSE"], lse))
+    if problem.pass_ != "fwd":
+        grads = attention_backward(inputs["Q"], inputs["K"], inputs["V"], inputs["dO"], problem.causal)
+        errors.update({name: relative_error(outputs[name], ref) for name, ref in zip(("dQ", "dK", "dV"), grads)})
+    return errors
+

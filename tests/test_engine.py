@@ -34,6 +34,7 @@ from gpusim.ops import GlobalTensor, Load, Mma, Store, Tile, Vector, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.result import BOUND_OF_UNIT, Result
 from gpusim.simulate import simulate
+from helpers import unit_finish_times
 
 TINY = dataclasses.replace(
     get_preset("h200"), name="tiny", description="2-SM test GPU", sources={},
@@ -393,29 +394,13 @@ def test_fused_vector_steps_hold_dispatch_for_each_step_in_turn():
     assert out["busy"]["dispatch"] == pytest.approx(110 / (2 * 110))
     assert out["busy"]["fp32"] == pytest.approx(100 / (2 * 110))
 
+
 # ---------------------------------------------------------------------------------------------- processor sharing
-def _unit_finish_times(rate: float, jobs: list[tuple[int, float]]) -> tuple[dict, SharedUnit]:
-    """Submit (start cycle, amount) jobs to one SharedUnit; returns {job index: completion cycle}."""
-    env = simpy.Environment()
-    unit = SharedUnit(env, "u", rate)
-    done = {}
-
-    def job(i, start, amount):
-        yield env.timeout(start)
-        yield unit.submit(amount)
-        done[i] = env.now
-
-    for i, (start, amount) in enumerate(jobs):
-        env.process(job(i, start, amount))
-    env.run()
-    return done, unit
-
-
 def test_shared_unit_two_equal_concurrent_ops_finish_together_at_twice_the_duration():
     # rate 10: 100 units alone take 10 cycles; two at once each progress at 5/clk and both finish at 20
-    alone, _ = _unit_finish_times(10.0, [(0, 100)])
+    alone, _ = unit_finish_times(10.0, [(0, 100)])
     assert alone == {0: 10}
-    together, unit = _unit_finish_times(10.0, [(0, 100), (0, 100)])
+    together, unit = unit_finish_times(10.0, [(0, 100), (0, 100)])
     assert together == {0: 20, 1: 20}
     assert unit.busy_cycles == 20 and unit.work == 200
 
@@ -424,16 +409,16 @@ def test_shared_unit_is_processor_sharing_not_fifo():
     # rate 1: 100 and 300 at t=0 share until the short one has had 100 (t=200), the long one then runs alone
     # for its last 200: 400 (FIFO would give 100 and 400). A job arriving at t=50 while one of 100 runs: at
     # 50 the first has 50 left; sharing, it finishes at 150, the second (100 - 50 served) at 200.
-    done, _ = _unit_finish_times(1.0, [(0, 100), (0, 300)])
+    done, _ = unit_finish_times(1.0, [(0, 100), (0, 300)])
     assert done == {0: 200, 1: 400}
-    done, _ = _unit_finish_times(1.0, [(0, 100), (50, 100)])
+    done, _ = unit_finish_times(1.0, [(0, 100), (50, 100)])
     assert done == {0: 150, 1: 200}
 
 
 def test_shared_unit_completions_wake_on_whole_cycles():
     # rate 3: 10 units take 3.33 cycles, woken at 4; two of 10 take 20 / 3 = 6.67, both woken at 7
-    assert _unit_finish_times(3.0, [(0, 10)])[0] == {0: 4}
-    assert _unit_finish_times(3.0, [(0, 10), (0, 10)])[0] == {0: 7, 1: 7}
+    assert unit_finish_times(3.0, [(0, 10)])[0] == {0: 4}
+    assert unit_finish_times(3.0, [(0, 10), (0, 10)])[0] == {0: 7, 1: 7}
 
 
 def test_shared_unit_rejects_a_non_positive_rate():

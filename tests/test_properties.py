@@ -6,14 +6,14 @@ result bit for bit."""
 from __future__ import annotations
 
 import pytest
-import simpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpusim.engine.servers import Server, SharedUnit
+from gpusim.engine.servers import Server
 from gpusim.hardware import PRESETS, get_preset
 from gpusim.problem import AttentionProblem, CopyProblem, GemmProblem
 from gpusim.simulate import simulate
+from helpers import unit_finish_times
 
 PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -177,18 +177,7 @@ def test_shared_unit_is_work_conserving_and_never_finishes_early(rate, jobs):
     # processor sharing on whole cycles: no job ends before it could alone (start + amount / rate), the unit
     # is never busy longer than the simulation, and the last job ends no earlier than all the work needs
     # and no later than that plus one cycle of rounding per completion wake
-    env = simpy.Environment()
-    unit = SharedUnit(env, "u", rate)
-    done = {}
-
-    def job(i, start, amount):
-        yield env.timeout(start)
-        yield unit.submit(amount)
-        done[i] = env.now
-
-    for i, (start, amount) in enumerate(jobs):
-        env.process(job(i, start, amount))
-    env.run()
+    done, unit = unit_finish_times(rate, jobs)
     assert len(done) == len(jobs)
     for i, (start, amount) in enumerate(jobs):
         assert done[i] >= start + amount / rate - 1e-9

@@ -28,7 +28,8 @@ import math
 from dataclasses import asdict, dataclass
 
 from gpusim.errors import InputError
-from gpusim.serving.models import ModelShape, _whole, get_model
+from gpusim.problem import require_positive_ints
+from gpusim.serving.models import ModelShape, get_model
 
 #: Bits per stored element of each KV-cache dtype ("fp8" is e4m3, the format vLLM and TensorRT-LLM default to).
 KV_DTYPE_BITS = {"bf16": 16, "fp16": 16, "fp8": 8, "fp8_e4m3": 8, "fp8_e5m2": 8, "int8": 8, "int4": 4}
@@ -66,7 +67,7 @@ class KVFormat:
         if self.bits < 16 and self.scale == "none":
             raise InputError(f"kv dtype {self.dtype} needs a scale (tensor, channel or block)")
         if self.group_size is not None:
-            _whole("kv format", group_size=self.group_size)
+            require_positive_ints("kv format", group_size=self.group_size)
             if self.scale != "block":
                 raise InputError(f"kv group_size={self.group_size} applies only to scale=block, not {self.scale}")
 
@@ -92,7 +93,7 @@ class KVCacheSize:
     seq_len: int = 1
 
     def __post_init__(self) -> None:
-        _whole("kv-cache", batch=self.batch, seq_len=self.seq_len)
+        require_positive_ints("kv-cache", batch=self.batch, seq_len=self.seq_len)
 
     # ------------------------------------------------------------- per token
     @property
@@ -214,7 +215,7 @@ def attention_variants(model: ModelShape | str = "llama3-8b", *, gqa_kv_heads: i
     base = _model(model)
     if gqa_kv_heads is None:
         gqa_kv_heads = base.kv_heads if 1 < base.kv_heads < base.heads else max(1, base.heads // 8)
-    _whole("attention variants", gqa_kv_heads=gqa_kv_heads)
+    require_positive_ints("attention variants", gqa_kv_heads=gqa_kv_heads)
     if base.heads % gqa_kv_heads:
         raise InputError(f"attention variants: gqa_kv_heads={gqa_kv_heads} does not divide heads={base.heads}")
     rows, mha_bytes = [], None

@@ -13,14 +13,7 @@ import re
 from dataclasses import dataclass, replace
 
 from gpusim.errors import InputError
-
-
-def _whole(owner: str, **values) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(f"{owner} field {name}={value!r}: must be a whole number")
-        if value <= 0:
-            raise InputError(f"{owner} field {name}={value}: must be positive")
+from gpusim.problem import require_positive_ints
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,12 +30,12 @@ class ModelShape:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        _whole(f"model {self.name}", layers=self.layers, heads=self.heads, kv_heads=self.kv_heads,
+        require_positive_ints(f"model {self.name}", layers=self.layers, heads=self.heads, kv_heads=self.kv_heads,
                head_dim=self.head_dim)
         if self.heads % self.kv_heads:
             raise InputError(f"model {self.name}: heads={self.heads} is not a multiple of kv_heads={self.kv_heads}")
         if self.hidden_size is not None:
-            _whole(f"model {self.name}", hidden_size=self.hidden_size)
+            require_positive_ints(f"model {self.name}", hidden_size=self.hidden_size)
 
     @property
     def group_size(self) -> int:
