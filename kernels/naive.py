@@ -42,6 +42,8 @@ fixed tile choice above.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from gpusim.errors import InputError
@@ -60,7 +62,6 @@ OPTIONS = {
     "block_k": Option(int, 64, "GEMM reduction depth per pipeline stage"),
     "stages": Option(int, 3, "GEMM SMEM ring depth (at most the number of reduction steps)"),
     "group_m": Option(int, 8, "GEMM tile rows per rasterization group (L2 reuse)"),
-    "row_elements": Option(int, 8192, "elements of the N x N matrix per row-kernel CTA (whole rows, at least one)"),
 }
 
 # ---- per-element instruction counts (algorithm constants, what the kernels execute per element)
@@ -70,20 +71,61 @@ EPILOGUE_CONVERT_OPS = 1.0
 EPILOGUE_ALPHA_OPS = 1.0
 #: Elementwise `x * scale`: one multiply (load/convert folded into it).
 SCALE_OPS = 1.0
-#: Softmax: row max (1), exp argument x - max as one FMA (1) on the FP32 pipe plus the exponential on MUFU,
-#: row sum (1), normalization by the reciprocal of the sum (1). Causal masking adds one select (1).
-SOFTMAX_MAX_OPS, SOFTMAX_EXP_FMA_OPS, SOFTMAX_SUM_OPS, SOFTMAX_NORM_OPS, MASK_OPS = 1.0, 1.0, 1.0, 1.0, 1.0
-#: Softmax backward: rowsum(P * dP) is a multiply-add (1 FMA); dS = P * (dP - D) is a subtract and a multiply (2).
-SOFTMAX_BWD_DOT_OPS, SOFTMAX_BWD_DS_OPS = 1.0, 2.0
+#: Causal masking adds one select per element to a row kernel.
+MASK_OPS = 1.0
 #: P recompute from the log-sum-exp: exp argument x - lse (1 FMA) plus one MUFU exponential.
 RECOMPUTE_FMA_OPS = 1.0
 #: Per-row work (log of the row sum for the LSE): one FP32 op and one MUFU op per row.
 ROW_LOG_OPS = 1.0
-#: Register allocation of the GEMM and row kernels (cuBLAS-class GEMMs ~128 per thread with the producer
-#: warpgroup's registers given to the consumer; row kernels are light).
+#: Register allocation of the GEMM and elementwise kernels (cuBLAS-class GEMMs ~128 per thread with the
+#: producer warpgroup's registers given to the consumer; PyTorch's vectorized elementwise kernel: 128 threads,
+#: 32 registers, ncu).
 GEMM_REGISTERS_PER_THREAD = 128
-ROW_REGISTERS_PER_THREAD = 32
-ROW_THREADS = 256
+ELEMENTWISE_REGISTERS_PER_THREAD = 32
+ELEMENTWISE_THREADS = 128
+
+
+@dataclass(frozen=True)
+class RowKernel:
+    """One of PyTorch's softmax kernels, which one runs depending on the row length. Their launch shape and
+    the instructions they execute per element were read with Nsight Compute on an H200 (torch 2.11,
+    validation/data/h200_profile_2026-11-28_row_kernels.json, smsp__inst_executed and _pipe_xu per element):
+    the block-per-row kernels spend ~80 instructions per element (index arithmetic, bounds checks, a
+    precise expf evaluated twice, block reductions), so they are issue-bound, not HBM-bound."""
+
+    name: str
+    rows_per_cta: int
+    threads_per_cta: int
+    registers_per_thread: int
+    smem_bytes_per_cta: int
+    instructions_per_element: float  # thread instructions (FP32-pipe issue slots)
+    mufu_per_element: float
+    row_reads: int  # times each row is read (the global-memory kernel re-reads it, from L2)
+
+
+#: softmax_warp_forward: one warp per row, 4 warps per CTA; each thread holds L/32 elements in registers
+#: (48 registers at L = 1024, 80 at 2048). 39 instructions and 3 MUFU ops per element at L = 1024 and 2048.
+WARP_SOFTMAX_MAX_ELEMENTS = 2048
+#: cunn_SoftMaxForwardReg: one row per 1024-thread CTA held in registers (30 registers at L = 4096, 37 at
+#: 8192, so one CTA per SM there). 78 instructions and 4 MUFU ops per element at 4096 and 8192.
+REG_SOFTMAX_MAX_ELEMENTS = 8192
+#: cunn_SoftMaxForwardSmem: the row in shared memory (when it fits the 48 KiB default allocation with the
+#: reduction buffer), 1024 threads, 32 registers; 47 instructions and 4 MUFU ops per element at L = 16384.
+#: Longer rows use cunn_SoftMaxForward, which reads the row three times (max, sum, write) from global memory;
+#: not profiled: the Smem kernel's counts are used for it.
+SMEM_SOFTMAX_MAX_BYTES = 48 * 1024 - 128
+
+
+def row_kernel(problem: AttentionProblem) -> RowKernel:
+    """The softmax kernel PyTorch launches for rows of kv_len elements (its dispatch rule)."""
+    length, nbytes = problem.kv_len, problem.kv_len * problem.element_bytes
+    if length <= WARP_SOFTMAX_MAX_ELEMENTS:
+        return RowKernel("softmax_warp_forward", 4, 128, 16 + -(-length // 32), 0, 39.0, 3.0, 1)
+    if length <= REG_SOFTMAX_MAX_ELEMENTS:
+        return RowKernel("cunn_SoftMaxForwardReg", 1, 1024, 26 + length // 1024, 128, 78.0, 4.0, 1)
+    if nbytes <= SMEM_SOFTMAX_MAX_BYTES:
+        return RowKernel("cunn_SoftMaxForwardSmem", 1, 1024, 32, nbytes + 128, 47.0, 4.0, 1)
+    return RowKernel("cunn_SoftMaxForward", 1, 1024, 32, 128, 47.0, 4.0, 3)
 
 
 def _ceil16(x: int) -> int:
@@ -186,10 +228,6 @@ def _gemm_launch(g: _Gemm, problem: AttentionProblem, hw, opts: dict) -> Launch:
 
 
 # ============================================================================================== row kernels
-def _rows_per_cta(problem: AttentionProblem, opts: dict) -> int:
-    return max(1, opts["row_elements"] // problem.kv_len)
-
-
 def _row_grid(problem: AttentionProblem, rows: int) -> list:
     groups = -(-problem.seq_len // rows)
     return [(b, h, g) for b in range(problem.batch) for h in range(problem.heads) for g in range(groups)]
@@ -206,47 +244,53 @@ def _mask_fn(problem: AttentionProblem, r0: int):
 
 
 def _softmax_launch(problem: AttentionProblem, src: GlobalTensor, p_t: GlobalTensor, lse_t: GlobalTensor | None,
-                    opts: dict) -> Launch:
-    """P = softmax(src) row-wise with the causal mask; optionally the log-sum-exp of each row."""
-    R, L = _rows_per_cta(problem, opts), problem.kv_len
+                    kernel: RowKernel) -> Launch:
+    """P = softmax(src) row-wise with the causal mask; optionally the log-sum-exp of each row. Three passes
+    over the row (max; exp and sum; normalize and write), each a third of the kernel's instructions."""
+    R, L = kernel.rows_per_cta, problem.kv_len
     causal = problem.causal
-    mask_ops = MASK_OPS if causal else 0.0
+    per_pass = kernel.instructions_per_element / 3
+    mufu_half = kernel.mufu_per_element / 2
 
     def program(cta):
         b, h, grp = cta
         r0 = grp * R
-        rows = slice(r0, r0 + R)
+        rows = slice(r0, min(r0 + R, problem.seq_len))
+        n_rows = rows.stop - rows.start
         visible = _mask_fn(problem, r0)
-        s = Tile((R, L), src.dtype, "smem", "S")
-        m = Tile((R,), "fp32", "reg", "m")
-        e = Tile((R, L), "fp32", "reg", "E")
-        l_ = Tile((R,), "fp32", "reg", "l")
-        p = Tile((R, L), p_t.dtype, "reg", "P")
+        s = Tile((n_rows, L), src.dtype, "smem" if kernel.smem_bytes_per_cta > 128 else "reg", "S")
+        m = Tile((n_rows,), "fp32", "reg", "m")
+        e = Tile((n_rows, L), "fp32", "reg", "E")
+        l_ = Tile((n_rows,), "fp32", "reg", "l")
+        p = Tile((n_rows, L), p_t.dtype, "reg", "P")
         masked = (lambda x: np.where(visible(x), x, -np.inf)) if causal else (lambda x: x)
-        yield Load(src.region(b, h, rows), s)
-        yield Vector(lambda x: masked(x).max(axis=1), [s], m, SOFTMAX_MAX_OPS + mask_ops, elements=s.elements)
+        for _ in range(kernel.row_reads):  # the global-memory kernel reads the row once per pass
+            yield Load(src.region(b, h, rows), s)
+        yield Vector(lambda x: masked(x).max(axis=1), [s], m, per_pass + (MASK_OPS if causal else 0.0),
+                     elements=s.elements)
         yield Vector(lambda x, mx: np.exp(masked(x) - np.where(np.isfinite(mx), mx, 0.0)[:, None]), [s, m], e,
-                     SOFTMAX_EXP_FMA_OPS, 1.0, elements=s.elements)
-        yield Vector(lambda x: x.sum(axis=1), [e], l_, SOFTMAX_SUM_OPS, elements=s.elements)
+                     per_pass, mufu_half, elements=s.elements)
+        yield Vector(lambda x: x.sum(axis=1), [e], l_, 0.0, elements=s.elements)
         yield Vector(lambda x, sm: np.divide(x, sm[:, None], out=np.zeros_like(x), where=sm[:, None] > 0),
-                     [e, l_], p, SOFTMAX_NORM_OPS, elements=s.elements)
+                     [e, l_], p, per_pass, mufu_half, elements=s.elements)
         yield Store(p, p_t.region(b, h, rows))
         if lse_t is not None:
-            lse = Tile((R,), "fp32", "reg", "LSE")
+            lse = Tile((n_rows,), "fp32", "reg", "LSE")
             yield Vector(lambda mx, sm: np.where(sm > 0, np.where(np.isfinite(mx), mx, 0.0)
                                                  + np.log(np.where(sm > 0, sm, 1.0)), -np.inf),
-                         [m, l_], lse, ROW_LOG_OPS, 1.0, elements=R)
+                         [m, l_], lse, ROW_LOG_OPS, 1.0, elements=n_rows)
             yield Store(lse, lse_t.region(b, h, rows))
 
     return Launch(name="softmax", grid=_row_grid(problem, R), program=program,
-                  smem_bytes_per_cta=int(R * L * problem.element_bytes), threads_per_cta=ROW_THREADS,
-                  registers_per_thread=ROW_REGISTERS_PER_THREAD)
+                  smem_bytes_per_cta=kernel.smem_bytes_per_cta, threads_per_cta=kernel.threads_per_cta,
+                  registers_per_thread=kernel.registers_per_thread)
 
 
 def _recompute_p_launch(problem: AttentionProblem, src: GlobalTensor, lse_t: GlobalTensor, p_t: GlobalTensor,
-                        opts: dict) -> Launch:
-    """Backward-only pass: P = exp(Ss - LSE) with the causal mask (the LSE is an input)."""
-    R, L = _rows_per_cta(problem, opts), problem.kv_len
+                        kernel: RowKernel) -> Launch:
+    """Backward-only pass: P = exp(Ss - LSE) with the causal mask (the LSE is an input); an elementwise
+    kernel in the softmax's row grid."""
+    R, L = kernel.rows_per_cta, problem.kv_len
     causal = problem.causal
 
     def program(cta):
@@ -269,32 +313,34 @@ def _recompute_p_launch(problem: AttentionProblem, src: GlobalTensor, lse_t: Glo
         yield Store(p, p_t.region(b, h, rows))
 
     return Launch(name="recompute_p", grid=_row_grid(problem, R), program=program, smem_bytes_per_cta=0,
-                  threads_per_cta=ROW_THREADS, registers_per_thread=ROW_REGISTERS_PER_THREAD)
+                  threads_per_cta=kernel.threads_per_cta, registers_per_thread=kernel.registers_per_thread)
 
 
 def _softmax_bwd_launch(problem: AttentionProblem, p_t: GlobalTensor, dp_t: GlobalTensor, ds_t: GlobalTensor,
-                        opts: dict) -> Launch:
-    """dS = P * (dP - rowsum(P * dP))."""
-    R, L = _rows_per_cta(problem, opts), problem.kv_len
+                        kernel: RowKernel) -> Launch:
+    """dS = P * (dP - rowsum(P * dP)), in the launch shape of the forward's softmax kernel (PyTorch pairs
+    each forward kernel with a backward one of the same shape). Its instructions per element were not
+    profiled: the forward kernel's, over its two passes, are assumed."""
+    R, L = kernel.rows_per_cta, problem.kv_len
+    per_pass = kernel.instructions_per_element / 2
 
     def program(cta):
         b, h, grp = cta
         rows = slice(grp * R, grp * R + R)
-        p = Tile((R, L), p_t.dtype, "smem", "P")
-        dp = Tile((R, L), dp_t.dtype, "smem", "dP")
+        p = Tile((R, L), p_t.dtype, "reg", "P")
+        dp = Tile((R, L), dp_t.dtype, "reg", "dP")
         dsum = Tile((R,), "fp32", "reg", "D")
         ds = Tile((R, L), ds_t.dtype, "reg", "dS")
         p_ready = yield Load(p_t.region(b, h, rows), p, wait=False)
         yield Load(dp_t.region(b, h, rows), dp)
         yield Wait(p_ready)
-        yield Vector(lambda x, y: (x * y).sum(axis=1), [p, dp], dsum, SOFTMAX_BWD_DOT_OPS, elements=p.elements)
-        yield Vector(lambda x, y, dd: x * (y - dd[:, None]), [p, dp, dsum], ds, SOFTMAX_BWD_DS_OPS,
-                     elements=p.elements)
+        yield Vector(lambda x, y: (x * y).sum(axis=1), [p, dp], dsum, per_pass, elements=p.elements)
+        yield Vector(lambda x, y, dd: x * (y - dd[:, None]), [p, dp, dsum], ds, per_pass, elements=p.elements)
         yield Store(ds, ds_t.region(b, h, rows))
 
     return Launch(name="softmax_bwd", grid=_row_grid(problem, R), program=program,
-                  smem_bytes_per_cta=int(2 * R * L * problem.element_bytes), threads_per_cta=ROW_THREADS,
-                  registers_per_thread=ROW_REGISTERS_PER_THREAD)
+                  smem_bytes_per_cta=kernel.smem_bytes_per_cta, threads_per_cta=kernel.threads_per_cta,
+                  registers_per_thread=kernel.registers_per_thread)
 
 
 def _scale_launch(name: str, problem: AttentionProblem, src: GlobalTensor, dst: GlobalTensor, block: tuple,
@@ -313,8 +359,8 @@ def _scale_launch(name: str, problem: AttentionProblem, src: GlobalTensor, dst: 
         yield Vector(lambda v: v * scale, [x], y, SCALE_OPS)
         yield Store(y, dst.region(*region))
 
-    return Launch(name=name, grid=grid, program=program, smem_bytes_per_cta=0, threads_per_cta=ROW_THREADS,
-                  registers_per_thread=ROW_REGISTERS_PER_THREAD)
+    return Launch(name=name, grid=grid, program=program, smem_bytes_per_cta=0,
+                  threads_per_cta=ELEMENTWISE_THREADS, registers_per_thread=ELEMENTWISE_REGISTERS_PER_THREAD)
 
 
 # ============================================================================================== plan
@@ -322,7 +368,7 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
     opts = resolve_options(NAME, OPTIONS, options)
     if problem.dtype == "fp8":
         raise InputError("naive: the eager PyTorch path has no FP8 attention (bf16 or fp16 only)")
-    for key in ("block_m", "block_n", "block_k", "stages", "group_m", "row_elements"):
+    for key in ("block_m", "block_n", "block_k", "stages", "group_m"):
         if opts[key] <= 0:
             raise InputError(f"naive: option {key} must be positive")
     b, h, n, l = problem.batch, problem.heads, problem.seq_len, problem.kv_len
@@ -347,7 +393,9 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
         return [(head, head // group)]
 
     launches: list[Launch] = []
-    info: dict = {"separate_scale": separate, "instruction": hw.best_instruction(problem.dtype)}
+    rows = row_kernel(problem)
+    info: dict = {"separate_scale": separate, "instruction": hw.best_instruction(problem.dtype),
+                  "softmax_kernel": rows.name}
 
     # -------------------------------------------------------------- S = Q K^T (forward, or recompute for bwd)
     s_t = nn("S")
@@ -362,9 +410,9 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
         launches.append(_scale_launch("scale", problem, s_t, scores, qk_tiles[:2], opts["group_m"]))
     p_t = nn("P")
     if problem.pass_ == "bwd":
-        launches.append(_recompute_p_launch(problem, scores, lse_t, p_t, opts))
+        launches.append(_recompute_p_launch(problem, scores, lse_t, p_t, rows))
     else:
-        launches.append(_softmax_launch(problem, scores, p_t, lse_t, opts))
+        launches.append(_softmax_launch(problem, scores, p_t, lse_t, rows))
         pv = _Gemm("pv_gemm", o_t, p_t, False, v_t, False, same, None,
                    a_key=lambda c: (c[0], c[1], c[2]), b_key=lambda c: (c[0], c[1] // group, c[3]))
         launches.append(_gemm_launch(pv, problem, hw, opts)[0])
@@ -385,11 +433,11 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
                a_key=lambda c: (c[0], c[1], c[2]), b_key=lambda c: (c[0], c[1] // group, c[3]))
     launches.append(_gemm_launch(dp, problem, hw, opts)[0])
     ds_t = nn("dS")
-    launches.append(_softmax_bwd_launch(problem, p_t, dp_t, ds_t, opts))
+    launches.append(_softmax_bwd_launch(problem, p_t, dp_t, ds_t, rows))
     alpha = None if separate else scale
     if separate:
         dss_t = nn("dSs")
-        launches.append(_scale_launch("scale_bwd", problem, ds_t, dss_t, (_rows_per_cta(problem, opts), l)))
+        launches.append(_scale_launch("scale_bwd", problem, ds_t, dss_t, (rows.rows_per_cta, l)))
         ds_t = dss_t
     dq = _Gemm("dq_gemm", dq_t, ds_t, False, k_t, False, same, alpha,
                a_key=lambda c: (c[0], c[1], c[2]), b_key=lambda c: (c[0], c[1] // group, c[3]))

@@ -3,7 +3,9 @@
 A launch whose CTAs all do the same work runs in identical waves once the pipeline has filled: each wave
 moves the same bytes, does the same work and takes the same time. Folded mode therefore simulates the
 first SIMULATED_WAVES waves, measures the last one (its time and the units' busy time) and adds the
-remaining waves as multiples of it; the remaining partial wave costs a whole wave's time (the tail wave).
+remaining waves as multiples of it. CTAs that drift out of step finish at irregular times, so one wave's
+span can fall short of the steady period; it is never taken shorter than the busy time of the wave's
+busiest unit, which no schedule can beat; the remaining partial wave costs a whole wave's time (the tail wave).
 Work counters (L2 bytes, FLOPs) scale with the CTAs run instead, from the average over all simulated
 CTAs: CTAs overlap wave boundaries, so one wave's count depends on where the boundary falls in the data.
 HBM reads scale per tensor: a tensor the CTAs share (K/V of a head) costs its DRAM bytes once per distinct
@@ -49,10 +51,17 @@ class WaveMeter:
             self.snapshots[self.finished] = Snapshot(cycle, self.read_counters())
 
     def period(self) -> tuple[float, dict]:
-        """(cycles, counter deltas) of one steady wave."""
+        """(cycles, counter deltas) of the last simulated wave."""
         a = self.snapshots[self.slots * (SIMULATED_WAVES - 1)]
         b = self.snapshots[self.slots * SIMULATED_WAVES]
         return b.cycle - a.cycle, {k: b.values[k] - a.values[k] for k in b.values}
+
+
+def busiest_unit_cycles(totals: dict, sm_count: int, waves: float) -> float:
+    """Busy cycles per wave of the busiest SM unit, from the busy totals (`sm.*`, summed over `sm_count`
+    SMs) of `waves` finished waves. (HBM is left out: early waves also drain the previous launch's dirty
+    lines; the extrapolation has its own HBM-bytes floor.)"""
+    return max(v / sm_count for k, v in totals.items() if k.startswith("sm.")) / waves
 
 
 def remaining_time(period_cycles: float, skipped_reps: int, slots: int) -> float:

@@ -21,7 +21,8 @@ import simpy
 from gpusim.engine.folding import Representative, choose_fold_factor, fold_grid
 from gpusim.engine.memory import MemorySystem, SmMemoryPort
 from gpusim.engine.servers import SharedUnit
-from gpusim.engine.steady_state import (SIMULATED_WAVES, WaveMeter, extrapolated_reads, remaining_time,
+from gpusim.engine.steady_state import (SIMULATED_WAVES, WaveMeter, busiest_unit_cycles, extrapolated_reads,
+                                        remaining_time,
                                         should_extrapolate)
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, HardwareSpec
@@ -146,6 +147,7 @@ class TimingInterpreter:
         slots, simulated, before = window.slots, window.simulated, window.counters
         period, deltas = meter.period()
         launch_totals = {k: v - before[k] for k, v in self._additive_counters(sms, fold).items()}
+        period = max(period, busiest_unit_cycles(launch_totals, len(sms) * fold, simulated / slots))
         for key in deltas:
             if not key.startswith(("busy.", "sm.")):
                 deltas[key] = launch_totals[key] * slots / simulated

@@ -1,0 +1,187 @@
+"""Nsight Compute profile of the kernels the naive model's row launches stand for, and an L2 re-read probe.
+
+    python validation/profile_row_kernels.py --out validation/data      (needs torch, CUDA and `ncu`)
+
+Writes `h200_profile_<date>_row_kernels.json` (not an `h200_measured_*` group file: build_cases.py does
+not read it): one row per profiled kernel with its launch configuration
+(block, grid, registers, occupancy limits), achieved occupancy, duration, DRAM/L2 bytes, instruction counts
+and the warp stall shares; then the same cases timed without the profiler (CUDA events, median of 20).
+
+Cases:
+  softmax   torch.softmax(x, -1) on x[1, 16, N, N] bf16 for N = 1024 ... 32768 (PyTorch picks the warp-per-row
+            persistent kernel for short rows and a block-per-row kernel for long ones; the model needs to know
+            which, with how many threads, and what bounds it)
+  scale     x * 0.125 on the same x (the vectorized elementwise kernel)
+  l2_reread torch.sum over a W-byte buffer twice in a row, W = 8 ... 96 MiB: the second pass's DRAM reads
+            show how much of a streamed buffer the L2 keeps (its effective capacity for re-reads)
+
+The profiled region is opened with cudaProfilerStart/Stop around one call of each case after a warm-up call;
+`--profile-from-start off` keeps the warm-up out. Kernel rows are matched to cases by order (the driver
+prints the case list it ran).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+METRICS_FULL = [
+    "gpu__time_duration.sum", "dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum",
+    "launch__block_size", "launch__grid_size", "launch__registers_per_thread",
+    "launch__shared_mem_per_block_dynamic", "launch__shared_mem_per_block_static",
+    "launch__occupancy_limit_registers", "launch__occupancy_limit_shared_mem",
+    "launch__occupancy_limit_warps", "launch__occupancy_limit_blocks",
+    "sm__warps_active.avg.pct_of_peak_sustained_active", "sm__throughput.avg.pct_of_peak_sustained_elapsed",
+    "smsp__inst_executed.sum", "smsp__inst_executed_pipe_xu.sum",
+    "smsp__warp_issue_stalled_long_scoreboard_per_warp_active.pct",
+    "smsp__warp_issue_stalled_barrier_per_warp_active.pct",
+    "smsp__warp_issue_stalled_lg_throttle_per_warp_active.pct",
+    "smsp__warp_issue_stalled_drain_per_warp_active.pct",
+    "smsp__warp_issue_stalled_short_scoreboard_per_warp_active.pct",
+    "smsp__warp_issue_stalled_math_pipe_throttle_per_warp_active.pct",
+    "smsp__warp_issue_stalled_mio_throttle_per_warp_active.pct",
+    "smsp__warp_issue_stalled_wait_per_warp_active.pct",
+    "smsp__warp_issue_stalled_selected_per_warp_active.pct",
+]
+METRICS_MIN = ["gpu__time_duration.sum", "dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum",
+               "launch__block_size", "launch__grid_size", "launch__registers_per_thread",
+               "sm__warps_active.avg.pct_of_peak_sustained_active"]
+
+SOFTMAX_N = [1024, 2048, 4096, 8192, 16384]
+REREAD_MIB = [8, 16, 24, 32, 40, 48, 56, 64, 80, 96]
+
+
+def cases():
+    out = [{"case": "softmax", "N": n} for n in SOFTMAX_N]
+    out += [{"case": "scale", "N": n} for n in (4096, 16384)]
+    out += [{"case": "l2_reread", "MiB": w} for w in REREAD_MIB]
+    return out
+
+
+def _run_case(torch, c, timed=False):
+    """Builds the inputs of case c and returns a callable that launches its kernels once."""
+    if c["case"] in ("softmax", "scale"):
+        x = torch.randn(1, 16, c["N"], c["N"], device="cuda", dtype=torch.bfloat16)
+        if c["case"] == "softmax":
+            return lambda: torch.softmax(x, dim=-1)
+        return lambda: x * 0.125
+    x = torch.randn(c["MiB"] * 2**20 // 2, device="cuda", dtype=torch.bfloat16)
+
+    def twice():
+        torch.sum(x)
+        torch.sum(x)
+    return twice
+
+
+def driver():
+    import torch
+    for i, c in enumerate(cases()):
+        fn = _run_case(torch, c)
+        fn()
+        torch.cuda.synchronize()
+        torch.cuda.profiler.start()
+        fn()
+        torch.cuda.synchronize()
+        torch.cuda.profiler.stop()
+        print("CASE", i, json.dumps(c), flush=True)
+        fn = None
+        torch.cuda.empty_cache()
+
+
+def timings():
+    import torch
+    rows = []
+    for c in cases():
+        fn = _run_case(torch, c)
+        for _ in range(3):
+            fn()
+        ms = []
+        for _ in range(20):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            torch.cuda.synchronize()
+            ms.append(a.elapsed_time(b))
+        ms.sort()
+        rows.append({**c, "time_ms_median": ms[len(ms) // 2], "time_ms_min": ms[0]})
+        fn = None
+        torch.cuda.empty_cache()
+    return rows
+
+
+def parse_raw_csv(text):
+    lines = [ln for ln in text.splitlines() if ln.startswith('"')]
+    rows = list(csv.reader(io.StringIO("\n".join(lines))))
+    hi = next((i for i, r in enumerate(rows) if "Kernel Name" in r), None)
+    if hi is None:
+        return []
+    hdr, body = rows[hi], rows[hi + 1:]
+    units = {}
+    if body and not body[0][0].strip().isdigit():
+        units, body = dict(zip(hdr, body[0])), body[1:]
+    out = []
+    for r in body:
+        if len(r) == len(hdr):
+            d = dict(zip(hdr, r))
+            out.append({k: d[k] for k in hdr if k in ("Kernel Name", "Grid Size", "Block Size") or "__" in k}
+                       | {"units": {k: units.get(k) for k in hdr if "__" in k}})
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="validation/data")
+    ap.add_argument("--_driver", action="store_true")
+    args = ap.parse_args()
+    if args._driver:
+        driver()
+        return
+    import torch
+    ncu = shutil.which("ncu") or next((p for p in ("/usr/local/cuda/bin/ncu",) if os.path.exists(p)), None)
+    doc = {"script": "validation/profile_row_kernels.py", "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+           "device": torch.cuda.get_device_name(0), "torch": torch.__version__, "ncu": ncu, "cases": cases(),
+           "runs": []}
+    kernels = []
+    for metrics in (METRICS_FULL, METRICS_MIN):
+        if not ncu:
+            break
+        t0 = time.time()
+        cmd = [ncu, "--clock-control", "none", "--profile-from-start", "off", "--csv", "--page", "raw",
+               "--print-units", "base", "--metrics", ",".join(metrics), sys.executable, __file__, "--_driver"]
+        p = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=400)
+        msgs = [ln for ln in (p.stdout + p.stderr).splitlines() if "==ERROR==" in ln or "==WARNING==" in ln
+                or ln.startswith("CASE") or "Traceback" in ln][:60]
+        kernels = parse_raw_csv(p.stdout)
+        doc["runs"].append({"metrics": metrics, "rc": p.returncode, "wall_s": round(time.time() - t0, 1),
+                            "kernels": len(kernels), "messages": msgs})
+        print("ncu rc", p.returncode, "kernels", len(kernels), "in", round(time.time() - t0), "s", flush=True)
+        if kernels:
+            break
+        print("\n".join(msgs[-20:]))
+    doc["kernels"] = kernels
+    doc["timings"] = timings()
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"h200_profile_{datetime.date.today().isoformat()}_row_kernels.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(path + ".tmp", path)
+    print("wrote", path)
+    for k in kernels:
+        print(k.get("Kernel Name", "")[:60], k.get("Block Size"), k.get("Grid Size"),
+              k.get("gpu__time_duration.sum"), k.get("dram__bytes_read.sum"), k.get("launch__registers_per_thread"),
+              k.get("sm__warps_active.avg.pct_of_peak_sustained_active"))
+    for t in doc["timings"]:
+        print(t)
+
+
+if __name__ == "__main__":
+    main()
