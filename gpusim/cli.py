@@ -146,6 +146,9 @@ def cmd_run(args) -> int:
         scenario.output_dir = Path(args.out)
     if args.jobs < 1:
         raise InputError(f"--jobs {args.jobs}: must be at least 1")
+    from gpusim.serving.scenario import ServingScenario, run_serving_scenario
+    if isinstance(scenario, ServingScenario):   # one serving study, not kernel points (--jobs, --no-cache unused)
+        return run_serving_scenario(scenario)
     results = run_points(scenario.points, jobs=args.jobs, progress=sys.stderr.isatty(), use_cache=not args.no_cache)
     rows = [result_row(p, r) for p, r in zip(scenario.points, results)]
     figures = scenario_figures(scenario, rows)

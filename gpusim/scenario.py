@@ -31,6 +31,7 @@
     logy = true
 
 Every key is checked: an unknown key or impossible value is an InputError naming the file and key.
+A file with a top-level [serving] table runs one serving study instead (gpusim.serving.scenario).
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def _as_list(value) -> list:
 
 
 def load_scenario(path: str | Path) -> Scenario:
+    """A kernel Scenario, or a gpusim.serving.scenario.ServingScenario for a file with a [serving] table."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -107,6 +109,9 @@ def load_scenario(path: str | Path) -> Scenario:
         raise InputError(f"{path}: no such scenario file") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: not valid TOML ({exc})") from None
+    if "serving" in data:
+        from gpusim.serving.scenario import load_serving_scenario
+        return load_serving_scenario(path, data, _load_hardware(path, data.get("hardware", {})))
     _check_keys(path, "", data, TOP_KEYS)
     name = str(data.get("name", path.stem))
     hardware = _load_hardware(path, data.get("hardware", {}))

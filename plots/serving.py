@@ -176,3 +176,42 @@ def tensor_parallel_figure(rows, *, title: str = ""):
     ax.set_title(title or f"{first.plan.model}: batch {first.batch}, {first.kv_len} tokens, {first.kernel}")
     fig.tight_layout()
     return fig
+
+
+def kv_quant_tradeoff_figure(rows, *, title: str = "KV quantization"):
+    """Left: decode attention speedup against bf16 per KV dtype (timing model). Right: attention output error
+    against float64 (functional interpreter). Rows: gpusim.serving.studies.kv_quant_study's summary rows."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    names = [r["dtype"] for r in rows]
+    left.bar(names, [r["speedup"] for r in rows], color="C0")
+    for i, r in enumerate(rows):
+        left.text(i, r["speedup"], f"{r['bytes_per_token'] / 1024:.0f} KiB/tok", ha="center", va="bottom", fontsize=8)
+    left.axhline(1.0, color="grey", lw=0.8)
+    left.set_ylabel("decode attention speedup vs bf16")
+    right.bar(names, [r["output_error"] for r in rows], color="C1")
+    right.set_yscale("log")
+    right.set_ylabel("output relative error vs float64")
+    for ax in (left, right):
+        ax.tick_params(axis="x", rotation=20)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def serving_memory_figure(results, *, title: str = ""):
+    """Max concurrent requests, throughput, TTFT p99 and TPOT p99 per serving run (one bar per KV dtype and
+    allocator, gpusim.serving.serving_sim.ServingResult): what the KV-cache layout does to serving."""
+    fig, axes = plt.subplots(1, 4, figsize=(14, 4.2))
+    labels = [r.label.replace(", ", "\n", 1) for r in results]
+    metrics = [("max concurrent requests", lambda r: r.max_concurrent_requests),
+               ("throughput (tokens/s)", lambda r: r.throughput_tokens_per_s),
+               ("TTFT p99 (ms)", lambda r: 1e3 * r.ttft_p(99)), ("TPOT p99 (ms)", lambda r: 1e3 * r.tpot_p(99))]
+    for ax, (name, get) in zip(axes, metrics):
+        ax.bar(range(len(results)), [get(r) for r in results], color=[f"C{i}" for i in range(len(results))])
+        ax.set_xticks(range(len(results)), labels, fontsize=7, rotation=30, ha="right")
+        ax.set_title(name, fontsize=10)
+    first = results[0]
+    fig.suptitle(title or f"{first.model} on {first.hardware}: {len(first.requests)} requests, Poisson "
+                          f"{first.config.rate_per_s:g}/s, max {first.config.trace.max_seq_len} tokens")
+    fig.tight_layout()
+    return fig

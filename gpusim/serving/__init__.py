@@ -10,7 +10,10 @@ serving_sim request-level serving on simpy: continuous batching with and without
 offload     long context beyond GPU memory: KV pages offloaded over PCIe against H2O heavy-hitter eviction
             (time, and the output error eviction causes)
 tensor_parallel  a TP degree splitting query and KV heads: per-GPU KV bytes and attention time, replication
-cli         the `gpusim kv-cache` and `gpusim serve` subcommands (`add_parsers`)
+studies     one function per study (paging, kv_quant, chunked_prefill, kv_memory, offload, tp) returning its
+            summary, tables and figures; the CLI commands and `[serving]` scenarios both call them
+scenario    `[serving]` scenario files: loading (every key checked) and running one study
+cli         the `gpusim kv-cache`, `paging`, `kv-quant`, `serve`, `offload` and `tp` subcommands (`add_parsers`)
 
 Everything here returns result objects; only the CLI and the scenario runner print or write files.
 """

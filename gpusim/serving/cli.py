@@ -1,18 +1,25 @@
-"""`gpusim kv-cache`: KV-cache bytes of a model preset or a custom shape.
+"""The serving subcommands: `gpusim kv-cache`, `paging`, `kv-quant`, `serve`, `offload` and `tp`.
 
     gpusim kv-cache --model llama3-8b --batch 8 --seq-len 4096 --dtype bf16 [--json]
     gpusim kv-cache --layers 32 --kv-heads 8 --head-dim 128 [--heads 32] --batch 1 --seq-len 1
     gpusim kv-cache --list-models
     gpusim kv-cache --model llama3-8b --compare        (every dtype, and MHA/GQA/MQA at equal size)
-    gpusim serve --model llama3-8b --hardware h200 --rate 12 --requests 300 [--chunk 512] [--json] [--out DIR]
+    gpusim paging --model llama3-8b --hardware h200 [--block-sizes 8,16,32,64,128,256] [--tile page|gather]
+                  [--json] [--out DIR]     (block size: kernel slowdown, block table, allocator waste, sweet spot)
+    gpusim kv-quant --model llama3-8b --hardware h200 --kv-len 32768 [--batch 8]
+                    [--dtypes bf16,fp8_e4m3,fp8_e5m2,int8,int4] [--scale block|channel] [--json] [--out DIR]
+    gpusim serve --model llama3-8b --hardware h200 --rate 12 --requests 300 [--chunk 512] [--kv-dtype fp8]
+                 [--block-size 16|contiguous] [--json] [--out DIR]
                  (request-level serving simulation, without and with chunked prefill)
     gpusim offload --model llama3-8b --hardware h200 --batch 1 --seq-len 131072 [--fractions 0,0.1,0.25,0.5]
                    [--keep 1,0.5,0.25,0.1] [--json] [--out DIR]   (KV offload over PCIe vs H2O eviction)
     gpusim tp --model llama3-70b --hardware h200 --batch 8 --seq-len 4096 [--degrees 1,2,4,8,16] [--replicate]
               [--json] [--out DIR]                               (per-GPU KV bytes and attention time per TP degree)
 
-`add_parsers(subparsers)` registers the subcommand on the main CLI's argparse subparsers; the handler
-returns an exit code and raises InputError on bad input (the main CLI prints it and exits 2).
+`add_parsers(subparsers)` registers the subcommands on the main CLI's argparse subparsers; each handler
+returns an exit code and raises InputError on bad input (the main CLI prints it and exits 2). The studies
+themselves live in gpusim.serving.studies, shared with `[serving]` scenarios; this module parses flags,
+prints tables (`print_study`) and writes output folders (`write_study`).
 """
 
 from __future__ import annotations
@@ -21,8 +28,16 @@ import argparse
 import json
 
 from gpusim.errors import InputError
-from gpusim.serving.kv_cache import KV_DTYPE_BITS, SCALE_KINDS, KVCacheSize, attention_variants, dtype_table, kv_cache_size
+from gpusim.serving.kv_cache import (
+    KV_DTYPE_BITS,
+    SCALE_KINDS,
+    KVCacheSize,
+    attention_variants,
+    dtype_table,
+    kv_cache_size,
+)
 from gpusim.serving.models import SOURCES, ModelShape, get_model, list_models
+from gpusim.serving.serving_sim import SERVING_KV_DTYPES
 
 
 def add_parsers(subparsers) -> None:
@@ -61,10 +76,62 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--max-seqs", type=int, default=256, help="requests in the running batch (default 256)")
     p.add_argument("--max-batch-tokens", type=int, default=None,
                    help="no chunking: prompt tokens per prefill step (default max(8192, max-seq-len))")
+    p.add_argument("--kv-dtype", choices=SERVING_KV_DTYPES, default=None,
+                   help="KV-cache dtype (default bf16; quantized KV decodes with paged_decoding)")
+    p.add_argument("--block-size", default=None, metavar="TOKENS|contiguous",
+                   help="KV allocator: page size in tokens, or 0 / contiguous = reserve max-seq-len per request "
+                        "(default 16). With --kv-dtype or --block-size other than bf16 / 16, the default memory "
+                        "configuration also runs as the baseline, and the changes are reported")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--out", metavar="DIR", help="write summary.json, steps.csv, requests.csv and "
-                                               "step_latency.png/svg into DIR (atomically)")
+                                               "step_latency.png/svg (and kv_memory.png/svg) into DIR (atomically)")
     p.set_defaults(func=serve_command)
+
+    p = subparsers.add_parser("paging", help="PagedAttention block size: kernel slowdown vs allocator waste",
+                              description="Per block size: paged decode kernel time against contiguous K/V "
+                                          "(timing model), block-table bytes, allocator waste and the largest "
+                                          "batch on one request trace, against contiguous max-length "
+                                          "reservation; names the sweet spot and why (gpusim.serving.studies).")
+    p.add_argument("--model", default="llama3-8b", help="model preset (gpusim kv-cache --list-models)")
+    _hardware_args(p)
+    p.add_argument("--block-sizes", default="8,16,32,64,128,256", help="comma list (default 8,16,32,64,128,256)")
+    p.add_argument("--batch", type=int, default=1, help="kernel: sequences in the decode step (default 1)")
+    p.add_argument("--kv-len", type=int, default=4096, help="kernel: KV tokens per sequence (default 4096)")
+    p.add_argument("--tile", choices=("page", "gather"), default="page",
+                   help="kernel: page = one page per SMEM tile (vLLM's loop; default); gather = pages gathered "
+                        "into 64-token tiles (FlashInfer-style). The other one is shown as a column")
+    p.add_argument("--budget-gib", type=float, default=None,
+                   help="KV memory for the max batch (default: 0.9 x HBM - bf16 weights, as gpusim serve)")
+    _trace_args(p, requests=1000)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--out", metavar="DIR", help="write summary.json, paging.csv, block_size_tradeoff.png/svg and "
+                                               "allocation.png/svg into DIR (atomically)")
+    p.set_defaults(func=paging_command)
+
+    p = subparsers.add_parser("kv-quant", help="KV-cache quantization: bytes, output error, decode time",
+                              description="Per KV dtype: bytes per token with scales, attention output error "
+                                          "against float64 (functional interpreter on a small problem), decode "
+                                          "attention time (timing model) and speedup against bf16.")
+    p.add_argument("--model", help="model preset (or a custom shape: --layers --kv-heads --head-dim [--heads])")
+    p.add_argument("--layers", type=int, help="custom shape: layers")
+    p.add_argument("--kv-heads", type=int, help="custom shape: KV heads")
+    p.add_argument("--head-dim", type=int, help="custom shape: head dimension")
+    p.add_argument("--heads", type=int, help="custom shape: query heads (default: --kv-heads, i.e. MHA)")
+    _hardware_args(p)
+    p.add_argument("--kv-len", type=int, required=True, help="KV tokens per sequence for the decode time")
+    p.add_argument("--batch", type=int, default=1, help="sequences for the decode time (default 1)")
+    p.add_argument("--dtypes", default="bf16,fp8_e4m3,fp8_e5m2,int8,int4",
+                   help="comma list of bf16, fp16, fp8_e4m3 (fp8), fp8_e5m2, int8, int4")
+    p.add_argument("--scale", choices=("block", "channel"), default="block",
+                   help="block: fp16 scales per group of a token's head vector (default); channel: per channel "
+                        "over a sequence (KIVI keys)")
+    p.add_argument("--group-size", type=int, default=None,
+                   help="block scales: elements per scale (default head_dim; int4: 32)")
+    p.add_argument("--error-kv-len", type=int, default=256,
+                   help="KV tokens of the small problem the error is measured on (default 256)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--out", metavar="DIR", help="write summary.json, kv_quant.csv and kv_quant.png/svg into DIR")
+    p.set_defaults(func=kv_quant_command)
 
     p = subparsers.add_parser("offload", help="long context: KV offload over PCIe vs H2O eviction",
                               description="Decode step time with a fraction of the KV cache on the host "
@@ -101,16 +168,30 @@ def add_parsers(subparsers) -> None:
     p.set_defaults(func=tp_command)
 
 
-def _shape(args) -> ModelShape:
+def _hardware_args(p) -> None:
+    p.add_argument("--hardware", default="h200", help="preset name (gpusim hardware list)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a hardware field (repeatable)")
+
+
+def _trace_args(p, requests: int) -> None:
+    p.add_argument("--requests", type=int, default=requests, help=f"requests in the trace (default {requests})")
+    p.add_argument("--mean-prompt", type=float, default=None, help="mean prompt tokens (default ShareGPT 161.31)")
+    p.add_argument("--mean-output", type=float, default=None, help="mean output tokens (default ShareGPT 337.99)")
+    p.add_argument("--sigma", type=float, default=1.0, help="lognormal log-space sigma of the lengths (default 1)")
+    p.add_argument("--max-seq-len", type=int, default=2048, help="prompt + output clipped to this (default 2048)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the lengths (and arrivals) (default 0)")
+
+
+def _shape(args, command: str = "kv-cache") -> ModelShape:
     custom = [args.layers, args.kv_heads, args.head_dim, args.heads]
     if args.model:
         if any(v is not None for v in custom):
-            raise InputError("kv-cache: give --model or a custom shape (--layers --kv-heads --head-dim), not both")
+            raise InputError(f"{command}: give --model or a custom shape (--layers --kv-heads --head-dim), not both")
         return get_model(args.model)
     missing = [flag for flag, v in (("--layers", args.layers), ("--kv-heads", args.kv_heads),
                                     ("--head-dim", args.head_dim)) if v is None]
     if missing:
-        raise InputError(f"kv-cache: give --model NAME or a custom shape (missing {', '.join(missing)})")
+        raise InputError(f"{command}: give --model NAME or a custom shape (missing {', '.join(missing)})")
     heads = args.heads if args.heads is not None else args.kv_heads
     return ModelShape(name="custom", layers=args.layers, heads=heads, kv_heads=args.kv_heads, head_dim=args.head_dim)
 
@@ -227,76 +308,43 @@ def main(argv=None) -> int:
         return 2
 
 
-# ---------------------------------------------------------------------------------------------- serve
-def _serve_config(args):
+# ---------------------------------------------------------------------------------------------- shared
+def _number_list(command: str, flag: str, text: str, kind=float) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{command}: {flag} {text!r}: expected a comma-separated list of "
+                         f"{'whole numbers' if kind is int else 'numbers'}") from None
+    if not values:
+        raise InputError(f"{command}: {flag} is empty")
+    return values
+
+
+def _check_shape(command: str, args) -> None:
+    for flag, v in (("--batch", args.batch), ("--seq-len", args.seq_len)):
+        if v <= 0:
+            raise InputError(f"{command}: {flag} {v} must be positive")
+
+
+def _hw(args):
     from gpusim.cli import _parse_sets
     from gpusim.hardware import get_preset
-    from gpusim.serving.allocator import SHAREGPT_MEAN_OUTPUT, SHAREGPT_MEAN_PROMPT, TraceSpec
-    from gpusim.serving.serving_sim import ServingConfig
 
-    hw = get_preset(args.hardware).with_overrides(_parse_sets(args.set))
-    if isinstance(args.requests, int) and args.requests <= 0:
-        raise InputError(f"serve: --requests {args.requests} must be positive")
-    trace = TraceSpec(requests=args.requests, seed=args.seed, sigma=args.sigma, max_seq_len=args.max_seq_len,
-                      mean_prompt=args.mean_prompt if args.mean_prompt is not None else SHAREGPT_MEAN_PROMPT,
-                      mean_output=args.mean_output if args.mean_output is not None else SHAREGPT_MEAN_OUTPUT)
-    if args.chunk is not None and args.chunk <= 0:
-        raise InputError(f"serve: --chunk {args.chunk} must be a positive number of tokens")
-    return ServingConfig(model=get_model(args.model), hardware=hw, rate_per_s=args.rate, trace=trace,
-                         max_seqs=args.max_seqs, max_batch_tokens=args.max_batch_tokens)
+    return get_preset(args.hardware).with_overrides(_parse_sets(args.set))
 
 
-def serve_command(args) -> int:
-    from gpusim.serving.serving_sim import compare_chunking
+def _trace(command: str, args):
+    from gpusim.serving.allocator import (
+        SHAREGPT_MEAN_OUTPUT,
+        SHAREGPT_MEAN_PROMPT,
+        TraceSpec,
+    )
 
-    config = _serve_config(args)
-    comparison = compare_chunking(config, args.chunk)
-    rows = comparison.rows()
-    if args.out:
-        out = write_serving_outputs(args.out, comparison)
-    if args.json:
-        data = {"runs": rows}
-        if args.out:
-            data["out"] = str(out)
-        print(json.dumps(data, indent=2))
-        return 0
-    _print_serving(comparison)
-    if args.out:
-        print(f"wrote {out}/summary.json, steps.csv, requests.csv and step_latency.png/svg")
-    return 0
-
-
-def _print_serving(comparison) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    first = comparison.unchunked
-    cfg = first.config
-    t = Table(title=f"serving {first.model} on {first.hardware}: {len(first.requests)} requests, Poisson "
-                    f"{cfg.rate_per_s:g}/s, mean prompt {cfg.trace.mean_prompt:g} / output {cfg.trace.mean_output:g}")
-    cols = ("run", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms", "TPOT p99 ms", "ITL p99 ms", "worst stall ms",
-            "tokens/s", "steps")
-    for col in cols:
-        t.add_column(col, justify="left" if col == "run" else "right")
-    for res in (comparison.unchunked, comparison.chunked):
-        ms = lambda v: f"{1e3 * v:,.2f}"  # noqa: E731
-        label = f"chunk {res.config.chunk_size}" if res.config.chunk_size else "no chunking"
-        t.add_row(label, ms(res.ttft_p(50)), ms(res.ttft_p(99)), ms(res.tpot_p(50)), ms(res.tpot_p(99)),
-                  ms(res.itl_p(99)), ms(res.itl_max_s), f"{res.throughput_tokens_per_s:,.0f}", f"{len(res.steps):,}")
-    console = Console(width=max(Console().width, 130))
-    console.print(t)
-    console.print(f"[dim]{first.cost_model}; {first.simulator_shapes} kernel shapes simulated[/dim]")
-
-
-def write_serving_outputs(out_dir, comparison):
-    """summary.json, steps.csv, requests.csv and step_latency.png/svg (see write_outputs)."""
-    from gpusim.plots.serving import step_latency_figure
-
-    runs = (comparison.unchunked, comparison.chunked)
-    return write_outputs(out_dir, "serve", {"runs": comparison.rows()},
-                         {"steps.csv": [r for res in runs for r in res.step_rows()],
-                          "requests.csv": [r for res in runs for r in res.request_rows()]},
-                         {"step_latency": lambda: step_latency_figure(comparison)})
+    if args.requests <= 0:
+        raise InputError(f"{command}: --requests {args.requests} must be positive")
+    return TraceSpec(requests=args.requests, seed=args.seed, sigma=args.sigma, max_seq_len=args.max_seq_len,
+                     mean_prompt=args.mean_prompt if args.mean_prompt is not None else SHAREGPT_MEAN_PROMPT,
+                     mean_output=args.mean_output if args.mean_output is not None else SHAREGPT_MEAN_OUTPUT)
 
 
 def write_outputs(out_dir, command: str, summary: dict, tables: dict, figures: dict):
@@ -329,130 +377,240 @@ def write_outputs(out_dir, command: str, summary: dict, tables: dict, figures: d
     return out
 
 
-# ---------------------------------------------------------------------------------------------- offload, tp
-def _number_list(command: str, flag: str, text: str, kind=float) -> list:
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"{command}: {flag} {text!r}: expected a comma-separated list of "
-                         f"{'whole numbers' if kind is int else 'numbers'}") from None
-    if not values:
-        raise InputError(f"{command}: {flag} is empty")
-    return values
+def write_study(out_dir, output, command: str | None = None):
+    """write_outputs for a gpusim.serving.studies.StudyOutput; returns (folder, a line naming the files)."""
+    out = write_outputs(out_dir, command or output.study, output.summary, output.tables, output.figures)
+    names = ["summary.json", *output.tables, *(f"{f}.png/svg" for f in output.figures)]
+    return out, f"wrote {out}/{', '.join(names)}"
 
 
-def _check_shape(command: str, args) -> None:
-    for flag, v in (("--batch", args.batch), ("--seq-len", args.seq_len)):
-        if v <= 0:
-            raise InputError(f"{command}: {flag} {v} must be positive")
-
-
-def _hw(args):
-    from gpusim.cli import _parse_sets
-    from gpusim.hardware import get_preset
-
-    return get_preset(args.hardware).with_overrides(_parse_sets(args.set))
-
-
-def offload_command(args) -> int:
-    from gpusim.serving.offload import eviction_sweep, offload_sweep
-
-    _check_shape("offload", args)
-    fractions = _number_list("offload", "--fractions", args.fractions)
-    keep = _number_list("offload", "--keep", args.keep)
-    model, hw = get_model(args.model), _hw(args)
-    offload = offload_sweep(model, batch=args.batch, context_len=args.seq_len, hardware=hw, fractions=fractions)
-    eviction = eviction_sweep(model, batch=args.batch, context_len=args.seq_len, hardware=hw, kept_fractions=keep)
-    summary = {"offload": offload.to_dict(), "eviction": eviction.to_dict()}
+def finish(args, output, command: str) -> int:
+    """The end every study command shares: --out files, then JSON or the study's table."""
     if args.out:
-        from gpusim.plots.serving import offload_eviction_figure
-
-        rows = ([{"sweep": "offload", **r.to_dict()} for r in offload.rows]
-                + [{"sweep": "eviction", **r.to_dict()} for r in eviction.rows])
-        out = write_outputs(args.out, "offload", summary, {"offload.csv": rows},
-                            {"offload_eviction": lambda: offload_eviction_figure(offload, eviction)})
+        out, wrote = write_study(args.out, output, command)
     if args.json:
-        print(json.dumps({**summary, "out": str(out)} if args.out else summary, indent=2))
+        print(json.dumps({**output.summary, "out": str(out)} if args.out else output.summary, indent=2,
+                         default=str))
         return 0
+    print_study(output)
+    if args.out:
+        print(wrote)
+    return 0
+
+
+def print_study(output) -> None:
+    """The terminal table of a study (the CLI commands and `gpusim run` of a [serving] scenario)."""
+    {"paging": _print_paging, "kv_quant": _print_kv_quant, "chunked_prefill": _print_serving,
+     "kv_memory": _print_serving, "offload": _print_offload, "tp": _print_tp}[output.study](output)
+
+
+def _console(width: int = 130):
     from rich.console import Console
+
+    return Console(width=max(Console().width, width))
+
+
+def _table(title: str, columns, left=()):
+    """A rich table; `left` columns are left-aligned labels, never wrapped."""
     from rich.table import Table
 
-    ms = lambda v: f"{1e3 * v:,.3f}"
-    console = Console(width=max(Console().width, 120))
-    t = Table(title=f"offload: {offload.model} on {offload.hardware}, {offload.batch} x {offload.context_len} tokens, "
-                    f"KV {_bytes(offload.kv_bytes_total)}; smallest fraction that fits: "
-                    f"{offload.min_offload_fraction:.3f}")
-    for col in ("host fraction", "host MiB/layer", "PCIe ms/layer", "compute ms/layer", "step serial ms",
-                "step overlapped ms"):
-        t.add_column(col, justify="right")
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col, justify="left" if col in left else "right", no_wrap=col in left)
+    return t
+
+
+# ---------------------------------------------------------------------------------------------- paging
+def paging_command(args) -> int:
+    from gpusim.serving.studies import paging_study
+
+    sizes = _number_list("paging", "--block-sizes", args.block_sizes, int)
+    budget = None
+    if args.budget_gib is not None:
+        if args.budget_gib <= 0:
+            raise InputError(f"paging: --budget-gib {args.budget_gib} must be positive")
+        budget = int(args.budget_gib * 2**30)
+    output = paging_study(get_model(args.model), _hw(args), block_sizes=sizes, batch=args.batch, kv_len=args.kv_len,
+                          tile=args.tile, trace=_trace("paging", args), budget_bytes=budget)
+    return finish(args, output, "paging")
+
+
+def _print_paging(output) -> None:
+    s = output.summary
+    tr = s["trace"]
+    other = next(k for k in s["rows"][0] if k.startswith("slowdown_") and k.endswith("_tiles"))
+    console = _console()
+    t = _table(f"PagedAttention block size: {s['model']} on {s['hardware']}; kernel: paged_decoding, tile={s['tile']}, "
+               f"{s['kernel_problem']}; KV budget {_bytes(s['budget_bytes'])}",
+               ("block size", "kernel / contiguous", other.replace("_", " "), "block table B", "waste % of reserved",
+                "reserved MiB/request", "max batch"), left=("block size",))
+    for r in s["rows"] + [s["contiguous"]]:
+        t.add_row(str(r["block_size"]) if r["block_size"] else "contiguous (max length)", f"{r['slowdown']:.3f}x",
+                  f"{r[other]:.3f}x", f"{r['block_table_bytes']:,}", f"{100 * r['waste_fraction']:.2f}%",
+                  f"{r['reserved_bytes_per_request'] / 2**20:,.1f}", f"{r['max_batch']:,}")
+    console.print(t)
+    console.print(f"trace: {tr['requests']} requests, {tr['distribution']}; drawn: prompt mean/p50/p99 "
+                  f"{tr['prompt']['mean']:.0f}/{tr['prompt']['p50']:.0f}/{tr['prompt']['p99']:.0f}, output "
+                  f"{tr['output']['mean']:.0f}/{tr['output']['p50']:.0f}/{tr['output']['p99']:.0f} tokens")
+    console.print(f"paged waste under 4% at block sizes {s['paged_waste_under_4pct']}; contiguous max-length "
+                  f"reservation wastes {100 * s['contiguous']['waste_fraction']:.1f}%")
+    console.print(f"[bold]sweet spot: {s['sweet_spot']}[/bold] ({s['why']})")
+
+
+# ---------------------------------------------------------------------------------------------- kv-quant
+def kv_quant_command(args) -> int:
+    from gpusim.serving.studies import kv_quant_study
+
+    shape = _shape(args, "kv-quant")
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    output = kv_quant_study(shape, _hw(args), kv_len=args.kv_len, batch=args.batch, dtypes=dtypes, scale=args.scale,
+                            group_size=args.group_size, error_kv_len=args.error_kv_len)
+    return finish(args, output, "kv-quant")
+
+
+def _print_kv_quant(output) -> None:
+    s = output.summary
+    console = _console()
+    t = _table(f"KV quantization: {s['model']} on {s['hardware']}, decode {s['timing_problem']}",
+               ("dtype", "scales", "bytes/token", "output error", "float64 ref error", "attention us/layer",
+                "HBM read MB/layer", "fp32 busy", "speedup vs bf16"), left=("dtype", "scales"))
+    for r in s["rows"]:
+        t.add_row(r["dtype"], r["scale"], f"{r['bytes_per_token']:,}", f"{r['output_error']:.3g}",
+                  f"{r['reference_error']:.3g}", f"{1e6 * r['time_s_per_layer']:,.1f}",
+                  f"{r['hbm_read_bytes_per_layer'] / 1e6:,.1f}", f"{r['fp32_busy']:.0%}", f"{r['speedup']:.2f}x")
+    console.print(t)
+    console.print(f"[dim]error: {s['error_method']}, on {s['error_problem']}; time: {s['timing_kernel']}, "
+                  f"{s['channel_or_block_timing']}[/dim]")
+
+
+# ---------------------------------------------------------------------------------------------- serve
+def _block_size(text: str) -> int:
+    if text.strip().lower() == "contiguous":
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"serve: --block-size {text!r}: a page size in tokens, or 0 / contiguous") from None
+
+
+def _serve_config(args):
+    from gpusim.serving.serving_sim import ServingConfig
+
+    if args.chunk is not None and args.chunk <= 0:
+        raise InputError(f"serve: --chunk {args.chunk} must be a positive number of tokens")
+    return ServingConfig(model=get_model(args.model), hardware=_hw(args), rate_per_s=args.rate,
+                         trace=_trace("serve", args), max_seqs=args.max_seqs, max_batch_tokens=args.max_batch_tokens,
+                         kv_dtype=args.kv_dtype or "bf16",
+                         block_size=16 if args.block_size is None else _block_size(args.block_size))
+
+
+def serve_command(args) -> int:
+    from gpusim.serving.studies import serve_memories, serving_study
+
+    config = _serve_config(args)
+    output = serving_study(config, memories=serve_memories(config), chunk_sizes=(None, args.chunk))
+    return finish(args, output, "serve")
+
+
+def _print_serving(output) -> None:
+    results = output.results
+    first = results[0]
+    cfg = first.config
+    t = _table(f"serving {first.model} on {first.hardware}: {len(first.requests)} requests, Poisson "
+               f"{cfg.rate_per_s:g}/s, mean prompt {cfg.trace.mean_prompt:g} / output {cfg.trace.mean_output:g}, "
+               f"max {cfg.trace.max_seq_len} tokens",
+               ("run", "KV bytes/tok", "KV cap (req)", "max conc", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms",
+                "TPOT p99 ms", "ITL p99 ms", "worst stall ms", "tokens/s", "steps"), left=("run",))
+    def ms(v):
+        return f"{1e3 * v:,.2f}"
+
+    for res in results:
+        t.add_row(res.label, f"{res.kv_bytes_per_token:,}", f"{res.kv_capacity_requests:,}",
+                  str(res.max_concurrent_requests), ms(res.ttft_p(50)), ms(res.ttft_p(99)), ms(res.tpot_p(50)),
+                  ms(res.tpot_p(99)), ms(res.itl_p(99)), ms(res.itl_max_s), f"{res.throughput_tokens_per_s:,.0f}",
+                  f"{len(res.steps):,}")
+    console = _console(190)
+    console.print(t)
+    for change in output.summary.get("changes", []):
+        parts = ", ".join(f"{m.removesuffix('_ratio').replace('_', ' ')} x{v:.2f}" for m, v in change.items()
+                          if m.endswith("_ratio"))
+        chunk = f"chunk {change['chunk_size']}" if change["chunk_size"] else "no chunking"
+        console.print(f"{change['memory']} vs {change['baseline']} ({chunk}): {parts}")
+    for model in dict.fromkeys(r.cost_model for r in results):
+        console.print(f"[dim]{model}[/dim]")
+    console.print("[dim]KV capacity in requests: contiguous = budget / max length; paged = budget / the trace's mean "
+                  "page-rounded length[/dim]")
+
+
+def write_serving_outputs(out_dir, comparison):
+    """summary.json, steps.csv, requests.csv and step_latency.png/svg of a ChunkingComparison."""
+    from gpusim.plots.serving import step_latency_figure
+
+    runs = (comparison.unchunked, comparison.chunked)
+    return write_outputs(out_dir, "serve", {"runs": comparison.rows()},
+                         {"steps.csv": [r for res in runs for r in res.step_rows()],
+                          "requests.csv": [r for res in runs for r in res.request_rows()]},
+                         {"step_latency": lambda: step_latency_figure(comparison)})
+
+
+# ---------------------------------------------------------------------------------------------- offload, tp
+def offload_command(args) -> int:
+    from gpusim.serving.studies import offload_study
+
+    _check_shape("offload", args)
+    output = offload_study(get_model(args.model), _hw(args), batch=args.batch, seq_len=args.seq_len,
+                           fractions=_number_list("offload", "--fractions", args.fractions),
+                           keep=_number_list("offload", "--keep", args.keep))
+    return finish(args, output, "offload")
+
+
+def _print_offload(output) -> None:
+    offload, eviction = output.results
+    def ms(v):
+        return f"{1e3 * v:,.3f}"
+
+    console = _console()
+    t = _table(f"offload: {offload.model} on {offload.hardware}, {offload.batch} x {offload.context_len} tokens, "
+               f"KV {_bytes(offload.kv_bytes_total)}; smallest fraction that fits: {offload.min_offload_fraction:.3f}",
+               ("host fraction", "host MiB/layer", "PCIe ms/layer", "compute ms/layer", "step serial ms",
+                "step overlapped ms"))
     for r in offload.rows:
         t.add_row(f"{r.offload_fraction:g}", f"{r.host_bytes_per_layer / 2**20:,.1f}", ms(r.pcie_s_per_layer),
                   ms(r.compute_s_per_layer), ms(r.step_serial_s), ms(r.step_overlapped_s))
     console.print(t)
-    t = Table(title="H2O eviction: serving-shape time, error on a small problem (float64, and flash_decoding bf16)")
-    for col in ("kept fraction", "kept tokens", "attention ms/layer", "step ms", "speedup", "H2O error",
-                "recent-only error", "kernel error"):
-        t.add_column(col, justify="right")
+    t = _table("H2O eviction: serving-shape time, error on a small problem (float64, and flash_decoding bf16)",
+               ("kept fraction", "kept tokens", "attention ms/layer", "step ms", "speedup", "H2O error",
+                "recent-only error", "kernel error"))
     for r in eviction.rows:
         t.add_row(f"{r.kept_fraction:g}", f"{r.kept_tokens:,}", ms(r.attention_s_per_layer), ms(r.step_s),
                   f"{r.speedup:.2f}x", f"{r.eviction_error:.3g}", f"{r.recent_error:.3g}",
                   "-" if r.kernel_error is None else f"{r.kernel_error:.3g}")
     console.print(t)
-    if args.out:
-        print(f"wrote {out}/summary.json, offload.csv and offload_eviction.png/svg")
-    return 0
 
 
 def tp_command(args) -> int:
-    from gpusim.serving.tensor_parallel import tp_attention, tp_plan
+    from gpusim.serving.studies import tp_study
 
     _check_shape("tp", args)
-    degrees = _number_list("tp", "--degrees", args.degrees, int)
-    model, hw = get_model(args.model), _hw(args)
-    policy = "replicate" if args.replicate else "error"
-    results, rows = [], []
-    for tp in degrees:
-        plan = tp_plan(model, tp, kv_policy="replicate")      # raises for a degree the query heads reject
-        if plan.replicated and not args.replicate:
-            try:
-                tp_plan(model, tp, kv_policy="error")
-            except InputError as exc:
-                rows.append({"tp": tp, "error": str(exc)})
-                continue
-        res = tp_attention(model, tp, batch=args.batch, kv_len=args.seq_len, hardware=hw, kv_policy=policy)
-        results.append(res)
-        rows.append({**res.to_dict(), "error": ""})
-    summary = {"model": model.name, "hardware": hw.name, "batch": args.batch, "seq_len": args.seq_len,
-               "replicate": args.replicate, "rows": rows}
-    if args.out:
-        if not results:
-            raise InputError(f"tp: no degree of {args.degrees} splits {model.name}'s {model.kv_heads} KV heads; "
-                             f"nothing to plot (add --replicate)")
-        from gpusim.plots.serving import tensor_parallel_figure
+    output = tp_study(get_model(args.model), _hw(args), batch=args.batch, seq_len=args.seq_len,
+                      degrees=_number_list("tp", "--degrees", args.degrees, int), replicate=args.replicate)
+    if args.out and not output.results:
+        model = get_model(args.model)
+        raise InputError(f"tp: no degree of {args.degrees} splits {model.name}'s {model.kv_heads} KV heads; "
+                         f"nothing to plot (add --replicate)")
+    return finish(args, output, "tp")
 
-        out = write_outputs(args.out, "tp", summary,
-                            {"tp.csv": [{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()}
-                                        for r in rows]},
-                            {"tensor_parallel": lambda: tensor_parallel_figure(results)})
-    if args.json:
-        print(json.dumps({**summary, "out": str(out)} if args.out else summary, indent=2))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
 
-    t = Table(title=f"tensor parallel: {model.name} ({model.heads} query / {model.kv_heads} KV heads) on {hw.name}, "
-                    f"batch {args.batch} x {args.seq_len} tokens, decode")
-    for col in ("tp", "heads/GPU", "KV heads/GPU", "KV per GPU", "replication", "attention us/layer", "speedup"):
-        t.add_column(col, justify="right")
-    by_tp = {r.plan.tp: r for r in results}
-    for row in rows:
+def _print_tp(output) -> None:
+    s = output.summary
+    t = _table(f"tensor parallel: {s['model']} on {s['hardware']}, batch {s['batch']} x {s['seq_len']} tokens, decode",
+               ("tp", "heads/GPU", "KV heads/GPU", "KV per GPU", "replication", "attention us/layer", "speedup"))
+    by_tp = {r.plan.tp: r for r in output.results}
+    for row in s["rows"]:
         if row["error"]:
             t.add_row(str(row["tp"]), "-", "-", "[red]KV heads do not split (use --replicate)[/red]", "-", "-", "-")
             continue
         r = by_tp[row["tp"]]
         t.add_row(str(r.plan.tp), str(r.plan.heads_per_gpu), str(r.plan.kv_heads_per_gpu), _bytes(r.kv_bytes_per_gpu),
                   f"{r.plan.replication:g}x", f"{1e6 * r.attention_s_per_layer:,.2f}", f"{r.speedup:.2f}x")
-    Console(width=max(Console().width, 120)).print(t)
-    if args.out:
-        print(f"wrote {out}/summary.json, tp.csv and tensor_parallel.png/svg")
-    return 0
+    _console().print(t)

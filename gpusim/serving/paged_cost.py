@@ -28,6 +28,7 @@ class PagedCostRow:
     contiguous_hbm_read_bytes: float
     num_splits: int
     stages: int
+    block_table_bytes: int = 0               # the block table the kernel reads: batch x pages x 4 bytes
     waste_fraction: float | None = None     # allocator waste at this block size (block_size_tradeoff only)
     max_batch: int | None = None
 
@@ -52,7 +53,8 @@ def paged_kernel_sweep(problem: AttentionProblem, hardware: HardwareSpec | str =
                      {**extra, "block_size": bs, "tile": tile, "page_table_seed": page_table_seed})
         rows.append(PagedCostRow(block_size=bs, tile=tile, time_s=r.time_s, contiguous_time_s=base.time_s,
                                  hbm_read_bytes=r.hbm_read_bytes, contiguous_hbm_read_bytes=base.hbm_read_bytes,
-                                 num_splits=r.info["num_splits"], stages=r.info["stages"]))
+                                 num_splits=r.info["num_splits"], stages=r.info["stages"],
+                                 block_table_bytes=int(r.info["block_table_bytes"])))
     return rows
 
 

@@ -21,11 +21,25 @@ Schedulers (one engine, one GPU, tensor parallelism 1):
     token each), then the remaining budget goes to prompts in arrival order (requests already part-way
     through their prompt first, then newly admitted ones), up to `chunk_size - decodes` prompt tokens per
     step. A request whose last prompt chunk runs in a step emits its first token at the end of that step.
-  Admission reserves the request's whole KV (prompt + output tokens; the simulator knows the output length)
-  against a KV budget of kv_memory_fraction x HBM capacity - weight bytes; there is no preemption.
+  Admission reserves KV against a budget of kv_memory_fraction x HBM capacity - weight bytes (the budget in
+  tokens follows from the KV bytes per token of `kv_dtype`); there is no preemption. The allocator
+  (`block_size`) decides how much one request reserves:
+    - block_size = 0, contiguous (systems before vLLM): max_seq_len tokens per request, whatever its length;
+    - block_size > 0, paged (PagedAttention): the request's final length (prompt + output; the simulator knows
+      the output length) rounded up to whole pages. vLLM grows pages on demand and preempts when it runs out,
+      so its footprint is smaller still; on-demand growth and preemption are not modeled.
+  So the KV capacity in requests is budget / (max_seq_len x bytes per token) when contiguous, and about
+  budget / (mean paged length x bytes per token) when paged; `max_seqs` caps both.
+
+KV dtype (`kv_dtype`): bf16/fp16 K/V, or quantized fp8 (e4m3, e5m2), int8 or int4 with fp16 block scales
+(one per head vector for fp8/int8, one per 32 elements for int4: KV_GROUP), stored and read as the paged
+decode kernel does (gpusim.kernels.paged_decoding). Fewer bytes per token admit more requests, and the decode
+step reads fewer bytes but dequantizes them.
 
 Step time (seconds) = layers x attention time per layer + non-attention time:
-  - attention, decode part: `flash_decoding` on AttentionProblem(batch=b, heads, kv_heads, seq_len=1,
+  - attention, decode part: the decode kernel (`flash_decoding` for 16-bit KV; `paged_decoding` with
+    kv_dtype for quantized KV, the only kernel with a quantized read path, reading K/V contiguously: the
+    block table's own cost is `gpusim paging`'s subject, about 3% with gathered tiles) on AttentionProblem(batch=b, heads, kv_heads, seq_len=1,
     kv_len=L) with b the decoding requests and L their mean KV length (prompt + tokens generated), so the
     KV bytes read are exact; imbalance between long and short sequences is not modeled. Shapes are bucketed on a
     grid of powers of two in b and L (L >= KV_MIN) and the time is interpolated bilinearly between the four
@@ -43,7 +57,7 @@ Step time (seconds) = layers x attention time per layer + non-attention time:
     with params = model.params_billions x 1e9 (or 12 x layers x hidden^2 when a custom shape has none),
     weight_bytes = 2 bytes per parameter (bf16). No overlap makes it an upper bound of the roofline (max of
     the two); sampling, the LM head's softmax and CPU scheduling are not charged.
-Kernel times are cached in a module-level dict keyed by (kernel, problem, hardware spec) (the spec is frozen
+Kernel times are cached in a module-level dict keyed by (kernel, problem, hardware spec, options) (the spec is frozen
 and hashable, so overridden presets do not collide with the preset of the same name), so a simulation calls
 the kernel simulator a few dozen times at most and repeated simulations (chunked vs not) share the shapes.
 """
@@ -61,7 +75,6 @@ from gpusim.errors import InputError
 from gpusim.hardware import HardwareSpec, get_preset
 from gpusim.problem import AttentionProblem
 from gpusim.serving.allocator import TraceSpec
-from gpusim.serving.kv_cache import kv_cache_size
 from gpusim.serving.models import ModelShape, get_model
 
 #: Smallest KV length of the decode grid (below it the time at KV_MIN is used: the kernel is latency-bound).
@@ -79,6 +92,13 @@ WEIGHT_BYTES_PER_PARAM = 2
 FLOPS_PER_PARAM_PER_TOKEN = 2
 #: Parameters of a decoder layer without a published count: 4 h^2 (attention projections) + 8 h^2 (MLP).
 PARAMS_PER_LAYER_PER_HIDDEN_SQ = 12
+#: KV dtypes the serving simulation takes ("fp8" is e4m3).
+SERVING_KV_DTYPES = ("bf16", "fp16", "fp8", "fp8_e4m3", "fp8_e5m2", "int8", "int4")
+#: Elements per fp16 scale of quantized KV (None = one scale per head vector): int4 needs finer groups to
+#: keep its error near fp8's (KIVI, QServe use 32-128; gpusim.serving.kv_cache's int4 default).
+KV_GROUP = {"fp8_e4m3": None, "fp8_e5m2": None, "int8": None, "int4": 32}
+#: Page sizes the allocator takes (paged_decoding's block sizes); 0 = contiguous max-length reservation.
+SERVING_BLOCK_SIZES = (0, 8, 16, 32, 64, 128, 256)
 
 _KERNEL_TIMES: dict = {}
 
@@ -96,16 +116,16 @@ def _pow2_ceil(n: int) -> int:
 
 
 def _pow2_floor(n: int) -> int:
-    return 1 << max(0, int(math.floor(math.log2(max(n, 1)))))
+    return 1 << max(0, math.floor(math.log2(max(n, 1))))
 
 
-def kernel_time_s(kernel: str, problem: AttentionProblem, hardware: HardwareSpec) -> float:
-    """Simulated time of one launch, cached per (kernel, problem, hardware spec)."""
-    key = (kernel, problem, hardware)
+def kernel_time_s(kernel: str, problem: AttentionProblem, hardware: HardwareSpec, options: dict | None = None) -> float:
+    """Simulated time of one launch, cached per (kernel, problem, hardware spec, options)."""
+    key = (kernel, problem, hardware, tuple(sorted((options or {}).items())))
     if key not in _KERNEL_TIMES:
         from gpusim.simulate import simulate
 
-        _KERNEL_TIMES[key] = simulate(kernel, problem, hardware).time_s
+        _KERNEL_TIMES[key] = simulate(kernel, problem, hardware, options).time_s
     return _KERNEL_TIMES[key]
 
 
@@ -140,11 +160,12 @@ class StepCostModel:
     """Time of one engine step of `model` on `hardware` (see the module docstring for the model)."""
 
     def __init__(self, model: ModelShape | str, hardware: HardwareSpec | str, *, prefill_kernel: str | None = None,
-                 decode_kernel: str = "flash_decoding"):
+                 decode_kernel: str = "flash_decoding", decode_options: dict | None = None):
         self.model = _model(model)
         self.hw = _hardware(hardware)
         self.prefill_kernel = prefill_kernel or default_prefill_kernel(self.hw)
         self.decode_kernel = decode_kernel
+        self.decode_options = dict(decode_options or {})
         self.shapes: set = set()        # distinct (kernel, problem) this model has asked for
 
     # ------------------------------------------------------------------ non-attention part
@@ -167,14 +188,15 @@ class StepCostModel:
         return self.weight_bytes / hbm + FLOPS_PER_PARAM_PER_TOKEN * self.params * tokens / tensor
 
     # ------------------------------------------------------------------ attention, per layer
-    def _time(self, kernel: str, problem: AttentionProblem) -> float:
+    def _time(self, kernel: str, problem: AttentionProblem, options: dict | None = None) -> float:
         self.shapes.add((kernel, problem))
-        return kernel_time_s(kernel, problem, self.hw)
+        return kernel_time_s(kernel, problem, self.hw, options)
 
     def _decode_point(self, batch: int, kv_len: int) -> float:
         m = self.model
         return self._time(self.decode_kernel, AttentionProblem(batch=batch, heads=m.heads, kv_heads=m.kv_heads,
-                                                               seq_len=1, kv_len=kv_len, head_dim=m.head_dim))
+                                                               seq_len=1, kv_len=kv_len, head_dim=m.head_dim),
+                          self.decode_options)
 
     def decode_attention_s(self, batch: int, mean_kv_len: float) -> float:
         """One layer's decode attention for `batch` sequences of mean KV length: bilinear on the pow-2 grid."""
@@ -228,7 +250,9 @@ class StepCostModel:
         return StepCost(attention_s=self.model.layers * attn, linear_s=self.linear_s(tokens))
 
     def describe(self) -> str:
-        return (f"attention: {self.decode_kernel} (decode), {self.prefill_kernel} (prefill) on {self.hw.name}, "
+        opts = ", ".join(f"{k}={v}" for k, v in sorted(self.decode_options.items()))
+        decode = f"{self.decode_kernel} ({opts})" if opts else self.decode_kernel
+        return (f"attention: {decode} (decode), {self.prefill_kernel} (prefill) on {self.hw.name}, "
                 f"x {self.model.layers} layers; non-attention: {self.weight_bytes / 1e9:.1f} GB weights / HBM + "
                 f"2 x {self.params / 1e9:.2f}e9 FLOPs per token / tensor peak")
 
@@ -247,9 +271,22 @@ class ServingConfig:
     max_seqs: int = 256                   # requests in the batch (vLLM max_num_seqs)
     kv_memory_fraction: float = 0.9       # share of HBM for weights + KV (vLLM gpu_memory_utilization default)
     prefill_kernel: str | None = None
-    decode_kernel: str = "flash_decoding"
+    decode_kernel: str | None = None      # default: flash_decoding for 16-bit KV, paged_decoding for quantized
+    kv_dtype: str = "bf16"                # KV-cache element type (SERVING_KV_DTYPES)
+    block_size: int = 16                  # KV allocator: tokens per page; 0 = contiguous max-length reservation
 
     def __post_init__(self) -> None:
+        if self.kv_dtype not in SERVING_KV_DTYPES:
+            raise InputError(f"serve: kv_dtype (--kv-dtype)={self.kv_dtype!r}: known {', '.join(SERVING_KV_DTYPES)}")
+        if self.kv_dtype == "fp8":
+            object.__setattr__(self, "kv_dtype", "fp8_e4m3")
+        if isinstance(self.block_size, bool) or self.block_size not in SERVING_BLOCK_SIZES:
+            raise InputError(f"serve: block_size (--block-size)={self.block_size!r}: 0 (contiguous max-length "
+                             f"reservation) or a "
+                             f"page size of {', '.join(map(str, SERVING_BLOCK_SIZES[1:]))} tokens")
+        if self.quantized_kv and self.decode_kernel not in (None, "paged_decoding"):
+            raise InputError(f"serve: decode_kernel={self.decode_kernel!r} has no quantized KV path; "
+                             f"kv_dtype={self.kv_dtype} needs paged_decoding")
         if not (isinstance(self.rate_per_s, (int, float)) and math.isfinite(self.rate_per_s) and self.rate_per_s > 0):
             raise InputError(f"serve: rate_per_s={self.rate_per_s!r} must be a positive number (requests per second)")
         if self.chunk_size is not None and (isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int)
@@ -269,6 +306,41 @@ class ServingConfig:
     @property
     def prefill_token_budget(self) -> int:
         return self.max_batch_tokens or max(8192, self.trace.max_seq_len)
+
+    @property
+    def quantized_kv(self) -> bool:
+        return self.kv_dtype in KV_GROUP
+
+    @property
+    def allocator(self) -> str:
+        return f"paged {self.block_size}" if self.block_size else "contiguous"
+
+    @property
+    def memory_label(self) -> str:
+        return f"{self.kv_dtype} KV, {self.allocator}"
+
+    def kv_format(self):
+        """The KV storage: 16-bit, or codes with fp16 block scales of KV_GROUP elements (as paged_decoding)."""
+        from gpusim.serving.kv_cache import KVFormat
+
+        if not self.quantized_kv:
+            return KVFormat(dtype=self.kv_dtype)
+        return KVFormat(dtype=self.kv_dtype, scale="block", group_size=KV_GROUP[self.kv_dtype])
+
+    def decode_kernel_and_options(self) -> tuple[str, dict]:
+        """flash_decoding for 16-bit KV (unless set); paged_decoding reading quantized K/V contiguously."""
+        if not self.quantized_kv:
+            return self.decode_kernel or "flash_decoding", {}
+        options = {"kv_dtype": self.kv_dtype, "paged": False}
+        if KV_GROUP[self.kv_dtype]:
+            options["kv_group"] = KV_GROUP[self.kv_dtype]
+        return "paged_decoding", options
+
+    def reserved_tokens(self, prompt: int, output: int) -> int:
+        """KV tokens one request reserves at admission: max_seq_len (contiguous) or its pages (paged)."""
+        if not self.block_size:
+            return self.trace.max_seq_len
+        return -(-(prompt + output) // self.block_size) * self.block_size
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -335,9 +407,24 @@ class ServingResult:
     wall_s: float = 0.0
     cost_model: str = ""
 
+    kv_bytes_per_token: int = 0
+    kv_capacity_requests: int = 0           # contiguous: exact; paged: budget / the trace's mean reservation
+
     @property
     def label(self) -> str:
-        return f"chunked prefill ({self.config.chunk_size})" if self.config.chunk_size else "no chunking"
+        chunking = f"chunked prefill ({self.config.chunk_size})" if self.config.chunk_size else "no chunking"
+        return f"{chunking}, {self.config.memory_label}"
+
+    @property
+    def max_concurrent_requests(self) -> int:
+        """Most requests holding KV at once (admitted, not finished)."""
+        return max((s.running for s in self.steps), default=0)
+
+    @property
+    def mean_concurrent_requests(self) -> float:
+        """Requests holding KV, averaged over busy time (step-duration weighted)."""
+        busy = self.busy_s
+        return float(sum(s.running * s.duration_s for s in self.steps) / busy) if busy else 0.0
 
     @property
     def output_tokens(self) -> int:
@@ -400,6 +487,11 @@ class ServingResult:
             "throughput_tokens_per_s": self.throughput_tokens_per_s,
             "throughput_requests_per_s": self.throughput_requests_per_s,
             "duration_s": self.duration_s, "busy_s": self.busy_s, "steps": len(self.steps),
+            "kv_dtype": self.config.kv_dtype, "block_size": self.config.block_size,
+            "allocator": self.config.allocator, "kv_bytes_per_token": self.kv_bytes_per_token,
+            "kv_capacity_requests": self.kv_capacity_requests,
+            "max_concurrent_requests": self.max_concurrent_requests,
+            "mean_concurrent_requests": self.mean_concurrent_requests,
             "kv_capacity_tokens": self.kv_capacity_tokens, "prefill_kernel": self.prefill_kernel,
             "decode_kernel": self.decode_kernel, "simulator_shapes": self.simulator_shapes,
             "sim_wall_s": self.wall_s, "cost_model": self.cost_model,
@@ -408,7 +500,7 @@ class ServingResult:
 
 # ---------------------------------------------------------------------------------------------- engine
 class _Request:
-    __slots__ = ("id", "arrival", "prompt", "output", "prefilled", "generated", "first", "last", "finish", "gaps")
+    __slots__ = ("arrival", "finish", "first", "gaps", "generated", "id", "last", "output", "prefilled", "prompt")
 
     def __init__(self, rid, arrival, prompt, output):
         self.id, self.arrival, self.prompt, self.output = rid, arrival, int(prompt), int(output)
@@ -433,9 +525,21 @@ def arrival_times(rate_per_s: float, n: int, seed: int) -> np.ndarray:
     return np.cumsum(rng.exponential(1.0 / rate_per_s, n))
 
 
+def kv_bytes_per_token(config: ServingConfig, model: ModelShape) -> int:
+    """KV bytes of one token, all layers, in the config's KV format (scales included)."""
+    from gpusim.serving.kv_cache import KVCacheSize
+
+    return KVCacheSize(model=model, fmt=config.kv_format()).bytes_per_token
+
+
+def kv_budget_bytes(config: ServingConfig, cost: StepCostModel) -> float:
+    """kv_memory_fraction x HBM capacity - bf16 weights: what the KV cache may hold."""
+    return config.kv_memory_fraction * cost.hw.hbm_capacity_bytes - cost.weight_bytes
+
+
 def kv_capacity_tokens(config: ServingConfig, cost: StepCostModel) -> int:
-    budget = config.kv_memory_fraction * cost.hw.hbm_capacity_bytes - cost.weight_bytes
-    per_token = kv_cache_size(cost.model).bytes_per_token
+    budget = kv_budget_bytes(config, cost)
+    per_token = kv_bytes_per_token(config, cost.model)
     if budget <= 0:
         raise InputError(f"serve: {cost.model.name} weights ({cost.weight_bytes / 1e9:.0f} GB bf16) do not fit in "
                          f"{config.kv_memory_fraction:.0%} of {cost.hw.name}'s {cost.hw.hbm_capacity_bytes / 1e9:.0f} "
@@ -448,15 +552,18 @@ def simulate_serving(config: ServingConfig) -> ServingResult:
     import simpy
 
     started = wallclock.perf_counter()
+    decode_kernel, decode_options = config.decode_kernel_and_options()
     cost = StepCostModel(config.model, config.hardware, prefill_kernel=config.prefill_kernel,
-                         decode_kernel=config.decode_kernel)
+                         decode_kernel=decode_kernel, decode_options=decode_options)
     capacity = kv_capacity_tokens(config, cost)
     prompts, outputs = config.trace.lengths()
-    longest = int((prompts + outputs).max())
-    if longest > capacity:
-        raise InputError(f"serve: a request of {longest} tokens does not fit the KV budget of {capacity} tokens")
+    reserved = [config.reserved_tokens(int(p), int(o)) for p, o in zip(prompts, outputs)]
+    if max(reserved) > capacity:
+        raise InputError(f"serve: a request reserving {max(reserved)} tokens ({config.allocator}) does not fit the "
+                         f"KV budget of {capacity} tokens")
     arrivals = arrival_times(config.rate_per_s, len(prompts), config.trace.seed)
     requests = [_Request(i, float(a), p, o) for i, (a, p, o) in enumerate(zip(arrivals, prompts, outputs))]
+    need = {r.id: n for r, n in zip(requests, reserved)}
 
     env = simpy.Environment()
     waiting: deque = deque()
@@ -476,13 +583,12 @@ def simulate_serving(config: ServingConfig) -> ServingResult:
         new, tokens = [], 0
         while waiting and len(running) + len(new) < config.max_seqs and (max_new is None or len(new) < max_new):
             req = waiting[0]
-            need = req.prompt + req.output
-            if state["reserved"] + need > capacity:
+            if state["reserved"] + need[req.id] > capacity:
                 break
             if limit_tokens is not None and new and tokens + req.prompt > limit_tokens:
                 break
             waiting.popleft()
-            state["reserved"] += need
+            state["reserved"] += need[req.id]
             tokens += req.prompt
             new.append(req)
         return new
@@ -541,7 +647,7 @@ def simulate_serving(config: ServingConfig) -> ServingResult:
             finished = [r for r in running if r.finish is not None]
             for r in finished:
                 running.remove(r)
-                state["reserved"] -= r.prompt + r.output
+                state["reserved"] -= need[r.id]
             done += len(finished)
             steps.append(StepRecord(start_s=start, duration_s=step.total_s, decode_tokens=len(decodes),
                                     prefill_tokens=sum(c for _, c in pieces), prefill_requests=len(pieces),
@@ -559,7 +665,8 @@ def simulate_serving(config: ServingConfig) -> ServingResult:
                          prefill_kernel=cost.prefill_kernel, decode_kernel=cost.decode_kernel,
                          kv_capacity_tokens=capacity, steps=tuple(steps), requests=records, itl_s=itl,
                          simulator_shapes=len(cost.shapes), wall_s=wallclock.perf_counter() - started,
-                         cost_model=cost.describe())
+                         cost_model=cost.describe(), kv_bytes_per_token=kv_bytes_per_token(config, cost.model),
+                         kv_capacity_requests=int(capacity // float(np.mean(reserved))))
 
 
 @dataclass(frozen=True, kw_only=True)
