@@ -242,9 +242,12 @@ class Loop(Op):
     """Announce a loop of `count` alike iterations; the yield returns a LoopPlan. The functional
     interpreter runs every iteration; the folded timing interpreter may run only the first and last few,
     measure the steady ones and account for the rest (gpusim.engine.loop_sampling). The program iterates
-    over `plan.indices` and yields `plan.mark(i)` at the start of each iteration."""
+    over `plan.indices` and yields `plan.mark(i)` at the start of each iteration. Loops of one CTA that
+    walk the same data again (an inner loop re-run by an outer one) give the same `data_key`, so that the
+    skipped iterations' tiles are stood in for by the same L2 lines each time instead of new ones."""
 
     count: int
+    data_key: Any = None
 
 
 @dataclass(slots=True, eq=False)

@@ -40,7 +40,7 @@ import numpy as np
 
 from gpusim.errors import InputError
 from gpusim.launch import KernelPlan, Launch, Option, resolve_options
-from gpusim.ops import GlobalTensor, Load, Mma, Store, Tile, Vector, Wait
+from gpusim.ops import GlobalTensor, Load, Loop, LoopPlan, Mma, Store, Tile, Vector, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.kernels.attention_common import (EXP_FMA_OPS_PER_ELEMENT, MAX_OPS_PER_ELEMENT, SUM_OPS_PER_ELEMENT,
                                              declare_tensors, kv_tiles_for_rows, masked_scores, tensor_dtype,
@@ -145,6 +145,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, br: int, bc: int, w
         if blocks:
             plan.append((j, blocks))
     grid = [(b, h) for b in range(problem.batch) for h in range(problem.heads)]
+    sampled = not problem.causal
 
     def program(cta):
         b, h = cta
@@ -163,15 +164,22 @@ def forward_launch(problem: AttentionProblem, tensors: dict, br: int, bc: int, w
         alpha, beta = Tile((br,), "fp32", "reg", "alpha"), Tile((br,), "fp32", "reg", "beta")
         o_new = Tile((br, d), "fp32", "reg", "O_new")
 
-        for j, blocks in plan:
+        # Without causal masking both loops are announced (engine loop_sampling may run only the first and
+        # last iterations of a long one and account for the middle): every K/V block visits every Q block, so
+        # the outer iterations are alike and each inner loop walks the same Q, O, l, m tiles again. (Causal
+        # inner loops start at the diagonal: the sampled tiles would shift from one outer step to the next.)
+        outer = (yield Loop(len(plan))) if sampled else None
+        for jj in (outer.indices if outer is not None else range(len(plan))):
+            if outer is not None:
+                yield outer.mark(jj)
+            j, blocks = plan[jj]
             cols = slice(j * bc, (j + 1) * bc)
             first = j == 0
             k_ready = yield Load(k_t.region(b, hk, cols), k, wait=False)
             v_ready = yield Load(v_t.region(b, hk, cols), v, wait=False)
 
-            def issue(idx):
-                i, x = blocks[idx][0], idx % 2
-                rows = slice(i * br, (i + 1) * br)
+            def issue(idx, x):
+                rows = slice(blocks[idx][0] * br, (blocks[idx][0] + 1) * br)
                 handles = [(yield Load(q_t.region(b, h, rows), q_buf[x], wait=False))]
                 if not first:
                     handles.append((yield Load(oacc_t.region(b, h, rows), o_buf[x], wait=False)))
@@ -179,17 +187,22 @@ def forward_launch(problem: AttentionProblem, tensors: dict, br: int, bc: int, w
                     handles.append((yield Load(m_t.region(b, h, rows), m_buf[x], wait=False)))
                 return handles
 
-            pending = yield from issue(0)
+            inner = (yield Loop(len(blocks), data_key="q_blocks")) if sampled else LoopPlan(len(blocks),
+                                                                                            range(len(blocks)))
+            pending = yield from issue(inner.indices[0], 0)
             yield Wait(k_ready)
-            for idx, (i, last) in enumerate(blocks):
-                x = idx % 2
+            for pos, idx in enumerate(inner.indices):
+                yield inner.mark(idx)
+                i, last = blocks[idx]
+                x = pos % 2
                 r0 = i * br
                 rows = slice(r0, r0 + br)
                 valid = min(br, n - r0)
                 for handle in pending:
                     yield Wait(handle)
-                if idx + 1 < len(blocks):
-                    pending = yield from issue(idx + 1)
+                following = inner.next_index(pos)
+                if following is not None:
+                    pending = yield from issue(following, 1 - x)
                 q, o_old, l_old, m_old = q_buf[x], o_buf[x], l_buf[x], m_buf[x]
                 if first:  # Is_first: O = 0, l = 0, m = -inf start in registers
                     yield Vector(lambda: np.zeros((valid, d)), [], o_old, 0.0)

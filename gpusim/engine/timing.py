@@ -237,10 +237,10 @@ class TimingInterpreter:
             return events[0]
         return self.env.all_of(events) if events else self.env.timeout(0)
 
-    def _account_skipped(self, marks: list, work: "_RoleWork", sm: SmState, skipped: int, now: float) -> int:
+    def _account_skipped(self, state: dict, work: "_RoleWork", sm: SmState, skipped: int, now: float) -> int:
         """Add `skipped` copies of the role's last MEASURED iterations to every counter; return the cycles
         its clock must jump."""
-        t0, before = marks[-MEASURED]
+        t0, before = state["marks"][-MEASURED]
         after = work.snapshot()
         per = {name: (a - b) / MEASURED for name, a, b in zip(_RoleWork.FIELDS, after, before)}
         counters, mem = self.counters, self.memory
@@ -252,11 +252,14 @@ class TimingInterpreter:
         mem.bytes.l2_read += per["l2_read"] * skipped
         mem.bytes.l2_write += per["l2_write"] * skipped
         mem.bytes.hbm_read += per["hbm_read"] * skipped
-        mem.bytes.hbm_write += per["hbm_write"] * skipped
         mem.hbm.busy_cycles += per["hbm_busy"] * skipped
         mem.l2.busy_cycles += per["l2_busy"] * skipped
-        # the skipped iterations' tiles would have passed through L2: age it by their volume
-        written_back = mem.cache.age(per["hbm_read"] * skipped, per["l2_write"] * skipped, tag=("loop", id(marks)),
+        # the skipped iterations' tiles would have passed through L2: age it by their volume (the missed
+        # bytes; for a loop that walks its data again, every tile it reads, those it also writes counted once).
+        # Their write-backs are the dirty lines this evicts (not copies of the measured ones: those came
+        # from evicting older data, which the stand-in lines now evict).
+        clean = max(0.0, per["l2_read"] - per["l2_write"]) if state["revisits"] else per["hbm_read"]
+        written_back = mem.cache.age(clean * skipped, per["l2_write"] * skipped, tag=state["tag"],
                                      chunks=16)
         mem.bytes.hbm_write += written_back
         # The skipped traffic is not queued on the shared servers (one huge reservation would serialize the
@@ -295,12 +298,10 @@ class TimingInterpreter:
                 keys, multiplicity = rep.l2_keys(src)
                 if op.tma and sm.tma is None:
                     raise InputError(f"{launch_name}: a TMA load on {self.hw.name}, which has no TMA (has_tma)")
-                hbm_before = mem.bytes.hbm_read + mem.bytes.hbm_write
+                read_before, write_before = mem.bytes.hbm_read, mem.bytes.hbm_write
                 done = mem.read(sm.tma if op.tma else sm.port, now, keys, nbytes, weight, multiplicity)
-                hbm_moved = mem.bytes.hbm_read + mem.bytes.hbm_write - hbm_before
+                work.add_hbm(mem.bytes.hbm_read - read_before, mem.bytes.hbm_write - write_before, mem.hbm.rate)
                 work.l2_read += nbytes * weight
-                work.hbm_read += hbm_moved
-                work.hbm_busy += hbm_moved / mem.hbm.rate
                 work.l2_busy += nbytes * weight / mem.l2.rate
                 if op.tma:
                     work.tma += nbytes / hw.tma_bandwidth_bytes_per_clk
@@ -363,12 +364,10 @@ class TimingInterpreter:
                 dst = op.dst
                 nbytes = dst.nbytes
                 keys, multiplicity = rep.l2_keys(dst)
-                hbm_before = mem.bytes.hbm_read + mem.bytes.hbm_write
+                read_before, write_before = mem.bytes.hbm_read, mem.bytes.hbm_write
                 done = mem.write(sm.port, now, keys, nbytes, weight, multiplicity, op.accumulate)
-                hbm_moved = mem.bytes.hbm_read + mem.bytes.hbm_write - hbm_before
+                work.add_hbm(mem.bytes.hbm_read - read_before, mem.bytes.hbm_write - write_before, mem.hbm.rate)
                 work.l2_write += nbytes * weight
-                work.hbm_write += hbm_moved
-                work.hbm_busy += hbm_moved / mem.hbm.rate
                 work.l2_busy += nbytes * weight * (2 if op.accumulate else 1) / mem.l2.rate
                 if op.src.space == "smem":
                     counters.smem_read += nbytes * weight
@@ -399,13 +398,14 @@ class TimingInterpreter:
             elif kind is Signal:
                 cta.release(op.sem, op.count)
             elif kind is Loop:
-                value = plan_loop(op.count, sample=not self.exact)
+                tag = None if op.data_key is None else (launch_name, rep.cta, op.data_key)
+                value = plan_loop(op.count, sample=not self.exact, data_tag=tag)
             elif kind is LoopMark:
                 plan = op.plan
                 if plan.state is not None:
                     skipped = gap_after(plan, op.index)
                     if skipped:
-                        delay = self._account_skipped(plan.state["marks"], work, sm, skipped, now)
+                        delay = self._account_skipped(plan.state, work, sm, skipped, now)
                         if delay > 0:
                             yield env.timeout(delay)
                     else:
@@ -437,6 +437,12 @@ class _RoleWork:
 
     def snapshot(self) -> tuple:
         return tuple(getattr(self, name) for name in self.FIELDS)
+
+    def add_hbm(self, read_bytes: float, written_back_bytes: float, hbm_bytes_per_cycle: float) -> None:
+        """HBM traffic an access caused: its misses (or read-modify-write reads) and the dirty lines it evicted."""
+        self.hbm_read += read_bytes
+        self.hbm_write += written_back_bytes
+        self.hbm_busy += (read_bytes + written_back_bytes) / hbm_bytes_per_cycle
 
 
 class _CtaState:
