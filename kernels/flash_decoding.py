@@ -14,8 +14,10 @@ masked at its own query position) and writes a normalized partial output (fp32 s
 LSE, forms LSE = log sum_s exp(LSE_s) and O = sum_s exp(LSE_s - LSE) O_s streaming the partial outputs
 split by split, and writes O and LSE. Its row block is the split CTA's (the packed heads and positions of
 one (batch, KV head, row block)), so it reads back exactly the partial tiles the split CTAs wrote, from L2.
-With one split the first launch writes O and LSE directly and the combine launch is skipped (FA2 does the
-same: its split kernel's non-split epilogue).
+With one split the first launch writes O and LSE directly and the combine launch is skipped (FA2's
+flash_attn_with_kvcache does the same: its split kernel's non-split epilogue). Option api="mha_fwd" follows
+FA2's mha_fwd instead, as PyTorch SDPA calls it: its heuristic counts 2 CTA slots per SM, and one split runs
+FA2's regular forward kernel (kernels/fa2, 128-row tiles, mostly padding for one query position).
 
 The split count follows the idea of FA2's heuristic: do not split when the (batch, KV head, row block)
 CTAs already almost fill the GPU's CTA slots; otherwise take the fewest splits whose wave efficiency
@@ -44,6 +46,7 @@ from gpusim.errors import InputError
 from gpusim.launch import KernelPlan, Launch, Option, resolve_options
 from gpusim.ops import Acquire, GlobalTensor, Load, Loop, Mma, Semaphore, Signal, Store, Tile, Vector, Wait
 from gpusim.problem import AttentionProblem
+from gpusim.kernels import fa2
 from gpusim.kernels.attention_common import (causal_offset, declare_tensors, finalize_output, init_row_state,
                                              kv_tiles_for_rows, online_softmax, tensor_dtype, tile_needs_mask)
 
@@ -58,6 +61,11 @@ OPTIONS = {
     "stages": Option(int, 2, "depth of the K/V SMEM ring (asynchronous loads in flight per CTA)"),
     "instruction": Option(str, None, "tensor-core instruction class (default: the newest the GPU has)",
                           choices=("mma_sync", "wgmma", "tcgen05")),
+    "api": Option(str, "with_kvcache", "FA2 entry point: with_kvcache (flash_attn_with_kvcache: the split-KV "
+                                       "kernel even for one split; split slots from this kernel's occupancy) or "
+                                       "mha_fwd (as PyTorch SDPA calls it: FA2's heuristic counts 2 CTAs per SM, "
+                                       "and one split runs FA2's regular forward kernel, 128-row tiles)",
+                  choices=("with_kvcache", "mha_fwd")),
 }
 
 # --- split heuristic constants: FlashAttention-2's num_splits_heuristic (flash_api.cpp) ---------------
@@ -67,6 +75,8 @@ FILL_FRACTION = 0.8
 EFFICIENCY_TOLERANCE = 0.85
 #: Upper bound on splits (FA2 passes 128; the combine kernel's per-row loop is sized for it).
 MAX_SPLITS = 128
+#: CTA slots per SM that FA2's mha_fwd assumes in its heuristic (it passes 2 x the SM count).
+MHA_FWD_CTAS_PER_SM = 2
 
 # --- CTA shape (properties of the compiled kernel, not hardware speeds) ------------------------------
 #: One consumer warpgroup (4 warps) does the products and the softmax; one producer warp issues loads.
@@ -360,11 +370,15 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
     kv_tiles = layout.max_tiles()
     ctas_per_sm = split_launch(problem, tensors, layout, 1, stages, instruction).occupancy(hw)
     ctas_per_split = problem.batch * problem.kv_heads * layout.row_blocks
+    mha_fwd = opts["api"] == "mha_fwd"
     if requested is None:
-        splits = num_splits_heuristic(ctas_per_split, hw.sm_count * ctas_per_sm, kv_tiles)
+        slots = hw.sm_count * (MHA_FWD_CTAS_PER_SM if mha_fwd else ctas_per_sm)
+        splits = num_splits_heuristic(ctas_per_split, slots, kv_tiles)
     else:
         splits = max(1, min(requested, kv_tiles))  # more splits than K/V tiles would leave splits empty
 
+    if splits == 1 and mha_fwd:
+        return _forward_kernel_plan(problem, hw)
     launches, info = [], {}
     if splits > 1:
         b, h, n, d = problem.batch, problem.heads, problem.seq_len, problem.head_dim
@@ -378,3 +392,13 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
                  "heads_per_cta": layout.heads_per_cta, "row_blocks": layout.row_blocks,
                  "kv_tiles": kv_tiles, "ctas_per_sm": ctas_per_sm, "split_ctas": ctas_per_split * splits})
     return KernelPlan(kernel=NAME, tensors=tensors, launches=launches, info=info)
+
+
+def _forward_kernel_plan(problem: AttentionProblem, hw) -> KernelPlan:
+    """FA2's mha_fwd with one split runs its regular forward kernel (run_mha_fwd_, not the split-KV one):
+    FA2's forward tiles for the head dim, mma.sync, the GQA group packed as rows of one M tile (most of the
+    128 rows are padding, but the tensor core computes them)."""
+    block_m, block_n, warps = fa2.default_tiles(problem.head_dim)
+    plan = fa2.build_plan(problem, hw, {"block_m": block_m, "block_n": block_n, "warps": warps})
+    plan.info.update({"num_splits": 1, "combine": False, "api": "mha_fwd"})
+    return plan

@@ -175,3 +175,21 @@ def test_module_contract():
     assert flash_decoding.NAME == "flash_decoding" and flash_decoding.PROBLEM is AttentionProblem
     assert {"num_splits", "block_n", "stages", "instruction"} <= set(flash_decoding.OPTIONS)
     assert "FlashDecoding" in flash_decoding.__doc__
+
+
+def test_mha_fwd_entry_counts_two_ctas_per_sm_and_runs_the_forward_kernel_for_one_split():
+    # FA2's mha_fwd (what PyTorch SDPA calls) passes 2 x SMs to its heuristic, so 16 x 8 = 128 CTAs still
+    # split; at 32 x 8 = 256 it does not, and one split runs FA2's regular forward kernel (128-row tiles,
+    # mostly padding for a decode step), slower than the split-KV kernel's 64-row tiles
+    h16 = AttentionProblem(batch=16, heads=32, kv_heads=8, seq_len=1, kv_len=8192, head_dim=128)
+    assert build_plan(h16, H200).info["num_splits"] == 1
+    assert build_plan(h16, H200, {"api": "mha_fwd"}).info["num_splits"] > 1
+    h32 = AttentionProblem(batch=32, heads=32, kv_heads=8, seq_len=1, kv_len=4096, head_dim=128)
+    plan = build_plan(h32, H200, {"api": "mha_fwd"})
+    assert plan.info["num_splits"] == 1 and plan.info["block_m"] == 128
+    assert [launch.name for launch in plan.launches] == ["fa2_fwd"]
+    sdpa = simulate("flash_decoding", h32, "h200", {"api": "mha_fwd"})
+    kvcache = simulate("flash_decoding", h32, "h200")
+    assert sdpa.time_s > 1.2 * kvcache.time_s
+    check(AttentionProblem(batch=2, heads=8, kv_heads=2, seq_len=1, kv_len=300, head_dim=64),
+          {"api": "mha_fwd", "num_splits": 1})

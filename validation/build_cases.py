@@ -20,6 +20,17 @@ KERNEL_OF_IMPL = {"flash": "fa2", "cudnn": "fa3", "naive": "naive", "triton_nosp
                   "triton_splitk": "flash_decoding", "sdpa_flash": "flash_decoding"}
 
 
+def decode_options(r: dict) -> dict:
+    """Kernel options that describe how a measured decode implementation runs: the Triton split kernel's
+    fixed split count; SDPA's FLASH backend calls FA2's mha_fwd (its own split heuristic, and its regular
+    forward kernel when that picks one split)."""
+    if r["impl"] == "triton_splitk" and r.get("splits"):
+        return {"num_splits": r["splits"]}
+    if r["impl"] == "sdpa_flash":
+        return {"api": "mha_fwd"}
+    return {}
+
+
 def row(**kw) -> dict:
     base = {"kv_heads": "", "kv_len": "", "causal": False, "dtype": "bf16", "pass": "fwd", "options": "{}"}
     base.update(kw)
@@ -34,7 +45,7 @@ def calibration_rows(path: Path, source: str) -> list[dict]:
                         batch=r["B"], heads=r["H"], seq_len=r["N"], head_dim=r["d"], causal=r["causal"],
                         metric="time_s", measured=r["ms"] * 1e-3, unit="s", source=source))
     for r in data.get("decode", []):
-        opts = {"num_splits": r["splits"]} if r["impl"] == "triton_splitk" else {}
+        opts = decode_options(r)
         rows.append(row(suite="h200_decode", hardware="h200", kernel=KERNEL_OF_IMPL[r["impl"]], impl=r["impl"],
                         batch=r["B"], heads=r["Hq"], kv_heads=r["Hkv"], seq_len=1, kv_len=r["L"], head_dim=r["d"],
                         options=json.dumps(opts), metric="time_s", measured=r["ms"] * 1e-3, unit="s", source=source))
@@ -111,7 +122,7 @@ def measured_rows() -> list[dict]:
         for r in json.loads(decode.read_text())["rows"]:
             if r.get("phase") != "decode" or r["impl"] not in KERNEL_OF_IMPL:
                 continue
-            opts = {"num_splits": r["splits"]} if r["impl"] == "triton_splitk" else {}
+            opts = decode_options(r)
             rows.append(row(suite="h200_campaign_decode", hardware="h200", kernel=KERNEL_OF_IMPL[r["impl"]],
                             impl=r["impl"], batch=r["B"], heads=r["Hq"], kv_heads=r["Hkv"], seq_len=1, kv_len=r["L"],
                             head_dim=r["d"], options=json.dumps(opts), metric="time_s",
@@ -124,7 +135,7 @@ def measured_rows() -> list[dict]:
                 continue
             if r["kind"] == "decode":
                 shape = dict(batch=r["B"], heads=r.get("Hq", 32), kv_heads=r.get("Hkv", 8), seq_len=1, kv_len=r["L"])
-                opts = {"num_splits": r["splits"]} if r["impl"] == "triton_splitk" and r.get("splits") else {}
+                opts = decode_options(r)
             else:
                 shape = dict(batch=r["B"], heads=r["H"], seq_len=r["N"], causal=bool(r.get("causal")))
                 opts = {}
