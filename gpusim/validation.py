@@ -79,6 +79,9 @@ def suspect(case: Case, result, error: float) -> str:
         return ""
     if case.metric == "time_s" and case.measured < HOST_BOUND_BELOW_S:
         return "launch overhead / host-bound small kernel"
+    if case.metric == "hbm_read_bytes" and error < 0 and case.problem.seq_len >= 32768:
+        return ("K/V re-read from DRAM by CTAs that drift out of step over many waves (the model's waves stay "
+                "in lockstep, so one pass of a wave shares each K/V tile through L2)")
     if case.metric in ("hbm_read_bytes", "hbm_write_bytes"):
         return "L2 capacity and eviction order (write-back timing)" if case.problem.seq_len >= 8192 else "L2 residency"
     if case.metric == "l2_bytes":
