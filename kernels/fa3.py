@@ -16,8 +16,13 @@ registers); mechanisms, each an option:
     in-order execution the next warpgroup's GEMMs start at the same time either way, see PingPong);
   - intra_wg_pipeline (Sec. 3.2, Algorithm 2): S_next = Q K_{j+1}^T and O += P_j V_j are issued together and
     the softmax of S_next runs while P_j V_j is on the tensor core (P V is issued when S_next completes,
-    which is when the in-order tensor core would start it); off, each GEMM is waited for (the code's
-    non-IntraWGOverlap path: S, wait, softmax, P V, wait);
+    which is when the in-order tensor core would start it); off, the code's non-IntraWGOverlap mainloop
+    (CollectiveMainloopFwdSm90::mma in hopper/mainloop_fwd_sm90_tma_gmma_ws.hpp): S, wait, softmax, P V,
+    wait, with the scheduler barrier around the pair, not the single GEMM: a warpgroup's turn is P_{j-1} V_{j-1}
+    (waited for to completion) followed by S_j, so the other warpgroup's GEMMs never overlap a P V and every
+    turn pays the P V completion latency; the barrier is used only with two consumer warpgroups
+    (UseSchedulerBarrier), and the producer loads K_j and V_j in turn (V is no longer one tile behind K).
+    Tiles and register split are those of the default (tile_size_fwd_sm90 ties no other tile to it at d 128);
   - warp_specialization: off, there is no producer: every consumer warpgroup loads the Q, K and V tiles it
     is about to use synchronously (TMA, waited for at once) into its own buffers and then computes;
   - causal masking skips the K/V tiles right of the CTA's diagonal (all of the CTA's warpgroups walk the
@@ -238,6 +243,9 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
             return slice(tiles[i] * bn, (tiles[i] + 1) * bn)
 
         pingpong = PingPong(n_wg, cfg.pingpong)
+        # Without intra-warpgroup overlap the code uses its scheduler barrier only with two consumer
+        # warpgroups (UseSchedulerBarrier in hopper/mainloop_fwd_sm90_tma_gmma_ws.hpp)
+        no_overlap_turns = PingPong(n_wg, cfg.pingpong and n_wg == 2)
         commits = CommitQueue("gemm_done", issuers=n_wg)
         q_tiles = [Tile((WG_ROWS, d), dt, "smem", f"Q{w}") for w in range(n_wg)]
         q_full = [Semaphore(f"q_full{w}") for w in range(n_wg)]
@@ -254,6 +262,11 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
         def producer():
             for w in range(n_wg):
                 yield Load(q_t.region(b, h, wg_rows(w)), q_tiles[w], wait=False, signal=q_full[w], tma=True)
+            if not cfg.intra_wg_pipeline:  # V_j is consumed right after S_j: the code loads K_j, V_j in turn
+                for i in range(count):
+                    yield from k_ring.produce(i, [k_t.region(b, hk, kv(i))])
+                    yield from v_ring.produce(i, [v_t.region(b, hk, kv(i))])
+                return
             yield from k_ring.produce(0, [k_t.region(b, hk, kv(0))])
             for i in range(count):
                 if i + 1 < count:
@@ -340,17 +353,24 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
                 yield from wait_for(hpv)
                 yield from release("V", count - 1)
             else:
+                # The code's non-IntraWGOverlap mainloop: a warpgroup's turn covers P_{j-1} V_{j-1}, waited for
+                # to completion, and then S_j = Q K_j^T; the turn is handed on after S_j (sync before the loop
+                # and before each P V, arrive after each S and after the loop). So one warpgroup's P V never
+                # overlaps the other's GEMMs, and each turn pays the P V completion before S is issued.
+                turns = no_overlap_turns
+                yield from turns.sync(w)
                 for i in range(count):
                     k_tile = yield from get_k(i, w)
-                    yield from pingpong.sync(w)
                     hs = yield mma_s(k_tile, s_tiles[0])
-                    yield from pingpong.arrive_when_done(w, hs, commits)
+                    yield from turns.arrive_when_done(w, hs, commits)
                     yield from wait_for(hs)
                     yield from release("K", i)
                     yield from softmax(i, s_tiles[0], p_tiles[0])
                     v_tile = yield from get_v(i, w)
+                    yield from turns.sync(w)
                     yield Mma(p_tiles[0], v_tile, acc, "wgmma", accumulate=True)
                     yield from release("V", i)
+                yield from turns.arrive(w)
             if cfg.pingpong:
                 yield from commits.close()
             if cfg.fp8:
