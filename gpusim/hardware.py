@@ -68,6 +68,9 @@ class HardwareSpec:
     tma_bandwidth_bytes_per_clk: float = 0.0
     # --- launches
     kernel_launch_overhead_s: float = 4e-6
+    #: relative std of one CTA's duration across SMs and waves: CTAs of a long launch drift out of step,
+    #: so a shared K/V stream is re-read from DRAM once their spread outgrows the L2 (engine steady_state.Drift)
+    cta_duration_jitter: float = 0.0
     # --- host link (KV offload)
     pcie_bandwidth_bytes_per_s: float = 55e9
     pcie_latency_s: float = 2e-6
@@ -255,8 +258,18 @@ _COMMON_SOURCES = {
 }
 
 
+#: Relative std of a CTA's duration (see HardwareSpec.cta_duration_jitter), calibrated on the H200.
+CTA_DURATION_JITTER = 0.08
+_JITTER_SOURCE = ("calibrated: DRAM reads of FA2 and cuDNN forward at 64k-128k tokens with 1, 4 and 16 heads "
+                  "(validation/data/h200_profile_2026-11-28_l2.json): one DRAM pass per wave of a head's K/V "
+                  "after a few waves, up to 2-3 after 60-120 waves")
+
+
 def _preset(**kwargs) -> None:
     kwargs["sources"] = {**_COMMON_SOURCES, **kwargs.get("sources", {})}
+    kwargs.setdefault("cta_duration_jitter", CTA_DURATION_JITTER)
+    kwargs["sources"].setdefault("cta_duration_jitter", _JITTER_SOURCE if kwargs["name"] == "h200"
+                                 else "as h200 (not measured on this GPU)")
     spec = HardwareSpec(**kwargs)
     PRESETS[spec.name] = spec
 

@@ -26,6 +26,7 @@ from gpusim.engine.folding import MIN_SIMULATED_SMS, Representative, choose_fold
 from gpusim.engine.l2 import L2Cache
 from gpusim.engine.memory import MemorySystem, SmMemoryPort
 from gpusim.engine.servers import Server, SharedUnit
+from gpusim.engine.steady_state import Drift, extrapolated_reads
 from gpusim.engine.timing import TimingInterpreter
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, get_preset
@@ -738,3 +739,34 @@ def test_sampled_fa1_loops_agree_with_exact(problem):
     assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
     assert folded.hbm_bytes == pytest.approx(exact.hbm_bytes, rel=0.01)
     assert folded.sim_wall_s < exact.sim_wall_s
+
+
+# ---------------------------------------------------------------------------------------------- CTA drift
+def _stream_reads(jitter: float, ctas: int) -> float:
+    """Extra DRAM reads of a K tensor every CTA streams (one shared key), 3 window waves of 10 CTAs that
+    read it once per wave, each CTA streaming 2x the L2."""
+    drift = Drift(jitter, stream_bytes_per_cta=200.0, l2_bytes=100.0)
+    grid = list(range(ctas))
+    return extrapolated_reads({"K": 3.0}, grid, lambda c: {"K": 0}, 30, {"K"}, slots=10, drift=drift)
+
+
+def test_in_step_ctas_read_a_streamed_tensor_once_per_wave():
+    assert _stream_reads(0.0, 100) == pytest.approx(7.0)  # 7 more waves, one pass each
+
+
+def test_drifting_ctas_reread_a_streamed_tensor_more_as_waves_go_by():
+    # passes per wave = max(1, 2 jitter sqrt(k) x 200 / 100): with jitter 0.1 the band outgrows the L2
+    # after 6 waves, so later waves take more than one pass, and more so the longer the launch
+    drift = Drift(0.1, stream_bytes_per_cta=200.0, l2_bytes=100.0)
+    assert drift.passes(4) == 1.0
+    assert drift.passes(25) == pytest.approx(2.0)
+    assert _stream_reads(0.1, 100) > 7.0
+    per_wave = [_stream_reads(0.1, n) / (n / 10 - 3) for n in (100, 400, 1600)]
+    assert per_wave == sorted(per_wave)
+
+
+def test_drift_leaves_tensors_that_l2_keeps_alone():
+    drift = Drift(0.5, stream_bytes_per_cta=200.0, l2_bytes=100.0)
+    kept = extrapolated_reads({"K": 3.0}, list(range(100)), lambda c: {"K": c // 50}, 30, set(), slots=10,
+                              drift=drift)
+    assert kept == pytest.approx(3.0)  # two keys, the window saw one: read once more

@@ -82,6 +82,7 @@ class MemorySystem:
         self.bytes = ByteCounters()
         self.trace: list | None = None  # when tracing: (name, track, unit, start, duration) of HBM transfers
         self.hbm_read_by_tensor: dict[str, float] = {}
+        self.l2_read_by_tensor: dict[str, float] = {}
         self.rereads_by_tensor: dict[str, int] = {}  # misses on tiles that had missed before (evicted)
         self._missed_once: set = set()
 
@@ -109,6 +110,7 @@ class MemorySystem:
         t = port.admit(t, nbytes)
         l2_bytes = nbytes * weight
         self.bytes.l2_read += l2_bytes
+        self.l2_read_by_tensor[keys[0][0]] = self.l2_read_by_tensor.get(keys[0][0], 0.0) + l2_bytes
         drained = max(self.l2.reserve(t, l2_bytes), port.load_link.reserve(t, nbytes))
         missed = []
         own_hit = True

@@ -68,11 +68,38 @@ def remaining_time(period_cycles: float, skipped_reps: int, slots: int) -> float
     return period_cycles * math.ceil(skipped_reps / slots)
 
 
-def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, streaming: set = frozenset()) -> float:
+@dataclass(frozen=True)
+class Drift:
+    """CTAs that run the same schedule drift out of step: each CTA's duration varies a little (relative
+    std `jitter`, a property of the GPU), so after k waves the start times of the CTAs running together
+    spread over about 2 jitter sqrt(k) of a CTA's duration (a random walk; the band holds the CTAs within
+    one standard deviation either side). While that band's share of the tiles a CTA streams fits the L2,
+    one DRAM pass per wave serves it; a wider band is served by one pass per L2-sized slice of it."""
+
+    jitter: float
+    stream_bytes_per_cta: float  # bytes of the shared, streamed tensors one CTA reads through L2
+    l2_bytes: float
+
+    def passes(self, wave: int) -> float:
+        """DRAM passes over the shared streamed data during wave `wave` (1-based) of the launch."""
+        spread = 2.0 * self.jitter * math.sqrt(wave)
+        return max(1.0, spread * self.stream_bytes_per_cta / self.l2_bytes)
+
+    def passes_after(self, first_waves: float, total_waves: float) -> float:
+        """Passes of the waves after the first `first_waves`, counted in window waves (1 each in lockstep)."""
+        whole = int(total_waves)
+        passes = sum(self.passes(k) for k in range(int(first_waves) + 1, whole + 1))
+        return passes + (total_waves - whole) * self.passes(whole + 1)
+
+
+def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, streaming: set = frozenset(),
+                       slots: int | None = None, drift: Drift | None = None) -> float:
     """HBM read bytes the CTAs after the first `window_ctas` add: per tensor, the window's bytes times the
     ratio of distinct data in the whole grid to the window: distinct `shared_by` keys for a shared tensor
     that L2 kept (read once per key), CTAs for a private one or for a `streaming` tensor, whose tiles the
-    window already had to re-read from DRAM after eviction (its traffic grows with the CTAs, not the data)."""
+    window already had to re-read from DRAM after eviction (its traffic grows with the CTAs, not the data).
+    A shared streaming tensor's later waves take `drift`'s passes each (the window's waves ran in step);
+    `slots` is the CTAs per wave."""
     keys_all: dict[str, set] = {}
     keys_window: dict[str, set] = {}
     for i, cta in enumerate(grid):
@@ -84,8 +111,10 @@ def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, st
     for tensor, nbytes in window_reads.items():
         if tensor in keys_all and tensor not in streaming:
             ratio = len(keys_all[tensor]) / max(1, len(keys_window.get(tensor, ())))
+        elif tensor in keys_all and drift is not None and slots:
+            window_waves = window_ctas / slots
+            ratio = 1.0 + drift.passes_after(window_waves, len(grid) / slots) / window_waves
         else:
             ratio = len(grid) / window_ctas
         extra += nbytes * (ratio - 1.0)
     return extra
-

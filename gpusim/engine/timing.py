@@ -21,7 +21,8 @@ import simpy
 from gpusim.engine.folding import Representative, choose_fold_factor, fold_grid
 from gpusim.engine.memory import MemorySystem, SmMemoryPort
 from gpusim.engine.servers import SharedUnit
-from gpusim.engine.steady_state import (SIMULATED_WAVES, WaveMeter, busiest_unit_cycles, extrapolated_reads,
+from gpusim.engine.steady_state import (SIMULATED_WAVES, Drift, WaveMeter, busiest_unit_cycles,
+                                        extrapolated_reads,
                                         remaining_time,
                                         should_extrapolate)
 from gpusim.errors import InputError
@@ -117,7 +118,8 @@ class TimingInterpreter:
             reps = deque(list(reps)[:SIMULATED_WAVES * slots])
             meter = WaveMeter(slots, lambda: self._additive_counters(sms, fold))
         window = _Window(len(reps), slots, self._additive_counters(sms, fold), dict(self.memory.hbm_read_by_tensor),
-                         dict(self.memory.rereads_by_tensor)) if meter is not None else None
+                         dict(self.memory.rereads_by_tensor),
+                         dict(self.memory.l2_read_by_tensor)) if meter is not None else None
         simulated = len(reps)
         start = env.now
         store_done = [start]
@@ -152,10 +154,14 @@ class TimingInterpreter:
             if not key.startswith(("busy.", "sm.")):
                 deltas[key] = launch_totals[key] * slots / simulated
         deltas["mem.hbm_write"] = 0.0  # write-backs depend on L2 capacity, not on work: aged below
-        rereads = {t: n - window.rereads.get(t, 0) for t, n in memory.rereads_by_tensor.items()}
+        streaming = {t for t, n in memory.rereads_by_tensor.items() if n > window.rereads.get(t, 0)}
+        shared = set(launch.shared_by(launch.grid[0])) if launch.grid else set()
+        streamed = sum(v - window.l2_reads.get(t, 0.0) for t, v in memory.l2_read_by_tensor.items()
+                       if t in streaming and t in shared)
+        drift = Drift(self.hw.cta_duration_jitter, streamed / (simulated * fold), memory.cache.capacity_bytes)
         extra_reads = extrapolated_reads(
             {t: v - window.reads.get(t, 0.0) for t, v in memory.hbm_read_by_tensor.items()},
-            launch.grid, launch.shared_by, simulated * fold, {t for t, n in rereads.items() if n > 0})
+            launch.grid, launch.shared_by, simulated * fold, streaming, slots * fold, drift)
         deltas["mem.hbm_read"] = extra_reads * slots / skipped
         self._add_counters(deltas, skipped / slots)
         share = skipped / simulated
@@ -417,10 +423,11 @@ class TimingInterpreter:
 class _Window:
     """The counters at the start of an extrapolated launch's simulated waves."""
 
-    __slots__ = ("simulated", "slots", "counters", "reads", "rereads")
+    __slots__ = ("simulated", "slots", "counters", "reads", "rereads", "l2_reads")
 
-    def __init__(self, simulated: int, slots: int, counters: dict, reads: dict, rereads: dict):
+    def __init__(self, simulated: int, slots: int, counters: dict, reads: dict, rereads: dict, l2_reads: dict):
         self.simulated, self.slots, self.counters, self.reads, self.rereads = simulated, slots, counters, reads, rereads
+        self.l2_reads = l2_reads
 
 
 class _RoleWork:
