@@ -7,7 +7,10 @@ online softmax; O and the log-sum-exp are written once. Tensor cores through Amp
 (all four warps read the K and V tiles from SMEM through ldmatrix), K/V prefetched with cp.async one
 tile ahead exactly as the reference kernel does (V_j while computing S_j, K_j+1 while computing P_j V_j),
 and no overlap of softmax with the matrix products inside a CTA: overlap comes only from the second CTA
-resident on the SM.
+resident on the SM. SMEM port traffic of S = Q K^T: every warp reads K, Q is read again from SMEM on every
+iteration (Is_Q_in_regs = false in the default Flash_fwd_kernel_traits), and the cp.async fill of V_j lands
+meanwhile; of P V: every warp reads V while K_j+1 lands. Head dim 256 on H100/H200 runs 64 x 64 tiles with
+4 warps, two CTAs per SM (run_mha_fwd_hdim256 picks it from the SMEM per SM and per CTA).
 
 Differences from the CUDA kernel: warps of a CTA are one process (they run in lockstep in FA2), and the
 per-element softmax work is counted from the algorithm (attention_common), not from SASS. With seq_len 1
@@ -38,16 +41,25 @@ OPTIONS = {
 REGISTERS_PER_THREAD = 255
 
 
-def default_tiles(head_dim: int, decode: bool = False) -> tuple[int, int, int]:
-    """(block_m, block_n, warps) that FlashAttention-2 picks for sm80/sm90 forward; its decode (split-KV
-    kernel family) uses 64-row tiles."""
+def default_tiles(head_dim: int, decode: bool = False, hw=None) -> tuple[int, int, int]:
+    """(block_m, block_n, warps) that FlashAttention-2 picks for sm80/sm90 forward (flash_fwd_launch_template.h,
+    run_mha_fwd_hdim*); its decode (split-KV kernel family) uses 64-row tiles.
+
+    Head dim 256 depends on the GPU's shared memory: 128 x 64 with 8 warps (128 KiB, one CTA per SM) where a
+    CTA may take 2 d (128 + 2*64) bytes but an SM holds less than two 64 x 64 CTAs' 4 d (64 + 2*64) (A100), else
+    64 x 64 with 4 warps (96 KiB, two CTAs per SM: H100, H200)."""
     if decode:
         return 64, (256 if head_dim <= 64 else 128 if head_dim <= 128 else 64), 4
     if head_dim <= 64:
         return 128, 128, 4
     if head_dim <= 128:
         return 128, 64, 4
-    return 128, 64, 8
+    if head_dim <= 224 or hw is None:  # hdim160/192/224 kernels: 128 x 64, 8 warps on sm80/sm90
+        return 128, 64, 8
+    d256 = 256  # the kernel is instantiated for d = 256; the rule reads its SMEM sizes
+    if hw.smem_per_cta_max_bytes >= 2 * d256 * (128 + 2 * 64) and hw.smem_per_sm_bytes < 4 * d256 * (64 + 2 * 64):
+        return 128, 64, 8
+    return 64, 64, 4
 
 
 def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block_n: int, warps: int,
@@ -101,14 +113,18 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
             j = tiles[i]
             yield from _wait(k_ready)
             v_ready = yield Load(v_t.region(b, hk, kv(j)), v, wait=False)
-            yield Mma(q, k, s, instruction, b_transposed=True, smem_read_bytes=warps * k.nbytes)
+            # SMEM port: every warp reads K (ldmatrix), Q is read again from SMEM (Is_Q_in_regs = false), and
+            # the cp.async of V_j lands in SMEM while this product runs.
+            yield Mma(q, k, s, instruction, b_transposed=True, smem_read_bytes=warps * k.nbytes + q.nbytes + v.nbytes)
             needs_mask = not packed and tile_needs_mask(problem, r0, j * block_n, (j + 1) * block_n)
             yield from online_softmax(s, m, l_, acc, p, masked_scores(problem, r0, j * block_n, needs_mask))
             yield from _wait(v_ready)
             following = plan.next_index(pos)
+            fill = 0
             if following is not None:
                 k_ready = yield Load(k_t.region(b, hk, kv(tiles[following])), k, wait=False)
-            yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps * v.nbytes)
+                fill = k.nbytes  # K_j+1 lands in SMEM during P V_j
+            yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps * v.nbytes + fill)
         out = Tile((block_m, d), o_t.dtype, "smem", "O")
         lse = Tile((block_m,), "fp32", "reg", "LSE")
         yield from finalize_output(acc, l_, m, out, lse)
@@ -133,8 +149,8 @@ def _wait(handle):
         yield Wait(handle)
 
 
-def resolve_tiles(problem: AttentionProblem, opts: dict) -> tuple[int, int, int]:
-    bm, bn, warps = default_tiles(problem.head_dim, decode=problem.seq_len == 1)
+def resolve_tiles(problem: AttentionProblem, opts: dict, hw=None) -> tuple[int, int, int]:
+    bm, bn, warps = default_tiles(problem.head_dim, decode=problem.seq_len == 1, hw=hw)
     bm, bn, warps = opts["block_m"] or bm, opts["block_n"] or bn, opts["warps"] or warps
     if min(bm, bn, warps) <= 0:
         raise InputError("fa2: block_m, block_n and warps must be positive")
@@ -145,7 +161,7 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
     opts = resolve_options(NAME, OPTIONS, options)
     if problem.dtype == "fp8":
         raise InputError("fa2: FlashAttention-2 has no FP8 path; use fa3 for fp8")
-    bm, bn, warps = resolve_tiles(problem, opts)
+    bm, bn, warps = resolve_tiles(problem, opts, hw)
     backward = problem.pass_ != "fwd"
     tensors = declare_tensors(problem, backward=backward)
     launches = []

@@ -398,7 +398,7 @@ def _forward_kernel_plan(problem: AttentionProblem, hw) -> KernelPlan:
     """FA2's mha_fwd with one split runs its regular forward kernel (run_mha_fwd_, not the split-KV one):
     FA2's forward tiles for the head dim, mma.sync, the GQA group packed as rows of one M tile (most of the
     128 rows are padding, but the tensor core computes them)."""
-    block_m, block_n, warps = fa2.default_tiles(problem.head_dim)
+    block_m, block_n, warps = fa2.default_tiles(problem.head_dim, hw=hw)
     plan = fa2.build_plan(problem, hw, {"block_m": block_m, "block_n": block_n, "warps": warps})
     plan.info.update({"num_splits": 1, "combine": False, "api": "mha_fwd"})
     return plan

@@ -93,29 +93,32 @@ def test_backward_small_tiles_many_blocks(causal):
 
 
 def test_backward_plan_shape():
-    """A preprocessing launch (D = rowsum(dO * O), dQ cleared) and one CTA per (K/V block, batch, KV head)."""
+    """A preprocessing launch (D = rowsum(dO * O), dQaccum cleared), one CTA per (K/V block, batch, KV head),
+    and the dQ conversion launch, as run_flash_bwd_seqk_parallel launches them."""
     problem = AttentionProblem(batch=2, heads=8, kv_heads=2, seq_len=1000, head_dim=128, pass_="bwd")
     tensors = declare_tensors(problem, backward=True)
-    pre, main = backward_launches(problem, get_preset("h200"), tensors, {})
-    bm, bn, warps, _ = default_tiles(128)
+    pre, main, convert = backward_launches(problem, get_preset("h200"), tensors, {})
+    bm, bn, warps, _ = default_tiles(128, get_preset("h200"))
     assert (bm, bn, warps) == (64, 128, 8)
-    assert len(pre.grid) == 2 * 8 * -(-1000 // 64)
+    assert default_tiles(64, get_preset("h200"))[:3] == (128, 128, 8)  # >= 144 KiB per CTA: 128 x 128
+    assert len(pre.grid) == len(convert.grid) == 2 * 8 * -(-1000 // 64)
     assert len(main.grid) == 2 * 2 * -(-1000 // 128)
     assert main.threads_per_cta == 256
     assert tensors["D"].shape == (2, 8, 1000) and tensors["D"].dtype == "fp32"
-    # Q/dO double-buffered, K, V, P and dS in SMEM: (4*64*128 + 2*128*128 + 2*64*128) * 2 bytes.
-    assert main.smem_bytes_per_cta == (4 * 64 * 128 + 2 * 128 * 128 + 2 * 64 * 128) * 2
+    assert tensors["dQaccum"].dtype == "fp32" and tensors["dQ"].dtype == "bf16"
+    # kSmemSize1colblock: Q double-buffered, one dO, K, V, P and dS: (3*64*128 + 2*128*128 + 2*64*128) * 2 bytes.
+    assert main.smem_bytes_per_cta == (3 * 64 * 128 + 2 * 128 * 128 + 2 * 64 * 128) * 2
 
 
 def test_preprocessing_clears_every_dq_row():
-    """The preprocessing launch stores zeros to every row of dQ before the main launch accumulates into it."""
+    """The preprocessing launch stores zeros to every row of dQaccum before the main launch accumulates into it."""
     problem = AttentionProblem(batch=1, heads=2, seq_len=40, head_dim=32, pass_="bwd")
     tensors = declare_tensors(problem, backward=True)
     pre = backward_launches(problem, get_preset("h200"), tensors, {})[0]
     cleared = set()
     for cta in pre.grid:  # walk the op sequence (no data needed: programs never branch on values)
         for op in pre.program(cta):
-            if isinstance(op, Store) and op.dst.tensor.name == "dQ":
+            if isinstance(op, Store) and op.dst.tensor.name == "dQaccum":
                 assert not op.accumulate
                 cleared.update((op.dst.index[1], row) for row in range(*op.dst.index[2]))
     assert cleared == {(h, row) for h in range(2) for row in range(40)}
