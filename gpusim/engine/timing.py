@@ -287,6 +287,7 @@ class TimingInterpreter:
         sm, rep = cta.sm, cta.rep
         weight = rep.weight
         work = _RoleWork()
+        tracking = False  # the role's work is counted from its first sampled loop on (loop sampling needs it)
         hw = self.hw
         value = None
         while True:
@@ -306,16 +307,18 @@ class TimingInterpreter:
                     raise InputError(f"{launch_name}: a TMA load on {self.hw.name}, which has no TMA (has_tma)")
                 read_before, write_before = mem.bytes.hbm_read, mem.bytes.hbm_write
                 done = mem.read(sm.tma if op.tma else sm.port, now, keys, nbytes, weight, multiplicity)
-                work.add_hbm(mem.bytes.hbm_read - read_before, mem.bytes.hbm_write - write_before, mem.hbm.rate)
-                work.l2_read += nbytes * weight
-                work.l2_busy += nbytes * weight / mem.l2.rate
-                if op.tma:
-                    work.tma += nbytes / hw.tma_bandwidth_bytes_per_clk
-                else:
-                    work.sm_load += nbytes / hw.sm_load_bandwidth_bytes_per_clk
+                if tracking:
+                    work.add_hbm(mem.bytes.hbm_read - read_before, mem.bytes.hbm_write - write_before, mem.hbm.rate)
+                    work.l2_read += nbytes * weight
+                    work.l2_busy += nbytes * weight / mem.l2.rate
+                    if op.tma:
+                        work.tma += nbytes / hw.tma_bandwidth_bytes_per_clk
+                    else:
+                        work.sm_load += nbytes / hw.sm_load_bandwidth_bytes_per_clk
+                    if op.dst.space == "smem":
+                        work.smem_write += nbytes * weight
                 if op.dst.space == "smem":
                     counters.smem_write += nbytes * weight
-                    work.smem_write += nbytes * weight
                 if trace is not None:
                     trace.append((f"load {src.tensor.name}", sm.index, "tma", now, done - now))
                 if op.signal is not None:
@@ -337,11 +340,12 @@ class TimingInterpreter:
                 if smem_bytes:
                     counters.smem_read += smem_bytes * weight
                 counters.flops += flops * weight
-                work.flops += flops * weight
-                work.smem_read += smem_bytes * weight
-                work.tensor += cycles
-                work.smem += smem_bytes / hw.smem_bandwidth_bytes_per_clk_per_sm
-                work.dispatch += held
+                if tracking:
+                    work.flops += flops * weight
+                    work.smem_read += smem_bytes * weight
+                    work.tensor += cycles
+                    work.smem += smem_bytes / hw.smem_bandwidth_bytes_per_clk_per_sm
+                    work.dispatch += held
                 if op.wait:
                     yield done
                     if trace is not None:
@@ -357,11 +361,12 @@ class TimingInterpreter:
                 if fp32_ops or mufu_ops:
                     fp32_rate, mufu_rate = self.hw.fp32_ops_per_clk_per_sm, self.hw.mufu_ops_per_clk_per_sm
                     held = sum(max(f / fp32_rate, m / mufu_rate) for f, m in steps)
-                    work.fp32_ops += fp32_ops * weight
-                    work.mufu_ops += mufu_ops * weight
-                    work.fp32 += fp32_ops / fp32_rate
-                    work.mufu += mufu_ops / mufu_rate
-                    work.dispatch += held
+                    if tracking:
+                        work.fp32_ops += fp32_ops * weight
+                        work.mufu_ops += mufu_ops * weight
+                        work.fp32 += fp32_ops / fp32_rate
+                        work.mufu += mufu_ops / mufu_rate
+                        work.dispatch += held
                     yield self._submit((sm.fp32, fp32_ops), (sm.mufu, mufu_ops), (sm.dispatch, held))
                     if trace is not None:
                         trace.append(("exp" if mufu_ops else "vector", sm.index, "mufu" if mufu_ops else "fp32",
@@ -372,9 +377,10 @@ class TimingInterpreter:
                 keys, multiplicity = rep.l2_keys(dst)
                 read_before, write_before = mem.bytes.hbm_read, mem.bytes.hbm_write
                 done = mem.write(sm.port, now, keys, nbytes, weight, multiplicity, op.accumulate)
-                work.add_hbm(mem.bytes.hbm_read - read_before, mem.bytes.hbm_write - write_before, mem.hbm.rate)
-                work.l2_write += nbytes * weight
-                work.l2_busy += nbytes * weight * (2 if op.accumulate else 1) / mem.l2.rate
+                if tracking:
+                    work.add_hbm(mem.bytes.hbm_read - read_before, mem.bytes.hbm_write - write_before, mem.hbm.rate)
+                    work.l2_write += nbytes * weight
+                    work.l2_busy += nbytes * weight * (2 if op.accumulate else 1) / mem.l2.rate
                 if op.src.space == "smem":
                     counters.smem_read += nbytes * weight
                 if trace is not None:
@@ -406,6 +412,7 @@ class TimingInterpreter:
             elif kind is Loop:
                 tag = None if op.data_key is None else (launch_name, rep.cta, op.data_key)
                 value = plan_loop(op.count, sample=not self.exact, data_tag=tag)
+                tracking = tracking or value.state is not None
             elif kind is LoopMark:
                 plan = op.plan
                 if plan.state is not None:
