@@ -79,7 +79,7 @@ class TimingInterpreter:
         self.trace: list | None = [] if trace else None
         self.memory.trace = self.trace
         self._tensor_rate_cache: dict = {}
-        self._resident = 0  # CTAs running now (for loop sampling's fair share of shared servers)
+        self._resident = 0  # real CTAs running now (representatives' weights; loop sampling's fair share)
 
     # ------------------------------------------------------------------ public
     def run(self, plan: KernelPlan) -> dict:
@@ -209,9 +209,9 @@ class TimingInterpreter:
             roles = roles if isinstance(roles, list) else [roles]
             cta = _CtaState(rep, sm)
             procs = [env.process(self._run_role(role, cta, launch.name)) for role in roles]
-            self._resident += 1
+            self._resident += rep.weight
             yield env.all_of(procs)
-            self._resident -= 1
+            self._resident -= rep.weight
             store_done[0] = max(store_done[0], cta.store_done)
             if meter is not None:
                 meter.cta_finished(env.now)
@@ -243,7 +243,8 @@ class TimingInterpreter:
             return events[0]
         return self.env.all_of(events) if events else self.env.timeout(0)
 
-    def _account_skipped(self, state: dict, work: "_RoleWork", sm: SmState, skipped: int, now: float) -> int:
+    def _account_skipped(self, state: dict, work: "_RoleWork", sm: SmState, skipped: int, now: float,
+                         weight: float) -> int:
         """Add `skipped` copies of the role's last MEASURED iterations to every counter; return the cycles
         its clock must jump."""
         t0, before = state["marks"][-MEASURED]
@@ -270,8 +271,9 @@ class TimingInterpreter:
         mem.bytes.hbm_write += written_back
         # The skipped traffic is not queued on the shared servers (one huge reservation would serialize the
         # other CTAs behind it), so the jump lasts at least this CTA's fair share of them: its demand times
-        # the number of CTAs resident now, which all stream at the same rate in steady state.
-        resident = max(1, self._resident)
+        # the number of real CTAs resident now per CTA this one stands for, which all stream at the same rate in
+        # steady state.
+        resident = max(weight, self._resident) / weight
         fair_share = max(per["hbm_busy"], per["l2_busy"]) * skipped * resident
         for unit in ("tensor", "mufu", "fp32", "smem", "dispatch"):
             getattr(sm, unit).busy_cycles += per[unit] * skipped
@@ -418,7 +420,7 @@ class TimingInterpreter:
                 if plan.state is not None:
                     skipped = gap_after(plan, op.index)
                     if skipped:
-                        delay = self._account_skipped(plan.state, work, sm, skipped, now)
+                        delay = self._account_skipped(plan.state, work, sm, skipped, now, weight)
                         if delay > 0:
                             yield env.timeout(delay)
                     else:
