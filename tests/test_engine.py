@@ -770,3 +770,15 @@ def test_drift_leaves_tensors_that_l2_keeps_alone():
     kept = extrapolated_reads({"K": 3.0}, list(range(100)), lambda c: {"K": c // 50}, 30, set(), slots=10,
                               drift=drift)
     assert kept == pytest.approx(3.0)  # two keys, the window saw one: read once more
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("problem", [
+    AttentionProblem(batch=8, heads=32, kv_heads=8, seq_len=1, kv_len=65536, head_dim=128),   # HBM-bound walk
+    AttentionProblem(batch=1, heads=32, kv_heads=8, seq_len=1, kv_len=131072, head_dim=128),  # 112 of 132 SMs
+])
+def test_sampled_decode_loops_agree_with_exact(problem):
+    folded = simulate("flash_decoding", problem, "h200")
+    exact = simulate("flash_decoding", problem, "h200", exact=True)
+    assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
+    assert folded.hbm_bytes == pytest.approx(exact.hbm_bytes, rel=0.01)

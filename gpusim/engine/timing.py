@@ -33,6 +33,8 @@ from gpusim.ops import Acquire, Handle, Load, Loop, LoopMark, Mma, Signal, Store
 from gpusim.result import LaunchStats
 
 PER_SM_UNITS = ("tensor", "mufu", "fp32", "smem", "sm_load", "tma", "dispatch")
+#: HBM busy share over a sampled loop's measured iterations above which the loop is taken as bandwidth-bound.
+HBM_SATURATED = 0.95
 
 
 class SmState:
@@ -247,7 +249,8 @@ class TimingInterpreter:
                          weight: float) -> int:
         """Add `skipped` copies of the role's last MEASURED iterations to every counter; return the cycles
         its clock must jump."""
-        t0, before = state["marks"][-MEASURED]
+        t0, before, hbm_busy_at_t0 = state["marks"][-MEASURED]
+        hbm_saturated = self.memory.hbm.busy_cycles - hbm_busy_at_t0 >= HBM_SATURATED * (now - t0)
         after = work.snapshot()
         per = {name: (a - b) / MEASURED for name, a, b in zip(_RoleWork.FIELDS, after, before)}
         counters, mem = self.counters, self.memory
@@ -282,6 +285,11 @@ class TimingInterpreter:
             sm.tma.load_link.busy_cycles += per["tma"] * skipped
         for name, value in per.items():
             setattr(work, name, getattr(work, name) + value * skipped)
+        # With HBM saturated over the measured iterations the CTAs share it and the fair share is their steady
+        # pace (one CTA's window can fall short of its share while another's exceeds it); otherwise the loop
+        # runs at its measured pace, or slower if its share of HBM needs longer.
+        if hbm_saturated:
+            return math.ceil(fair_share)
         return math.ceil(max((now - t0) / MEASURED * skipped, fair_share))
 
     def _run_role(self, gen, cta: "_CtaState", launch_name: str):
@@ -424,7 +432,7 @@ class TimingInterpreter:
                         if delay > 0:
                             yield env.timeout(delay)
                     else:
-                        plan.state["marks"].append((now, work.snapshot()))
+                        plan.state["marks"].append((now, work.snapshot(), mem.hbm.busy_cycles))
             else:
                 raise TypeError(f"{launch_name}: a CTA program yielded {op!r}, which is not an op")
 
