@@ -20,14 +20,24 @@ def _no_sharing(cta) -> Mapping[str, Hashable]:
     return {}
 
 
+class RegionKey(tuple):
+    """A `shared_by` key that names tile regions by some of their index entries, wherever they sit:
+    RegionKey({0: b, 1: h, 3: (r0, r1)}) for tiles [b, h, k-slice, rows] of a transposed operand. A plain
+    key is the leading entries of the region index (K[b, kv_head, ...] and key (b, kv_head))."""
+
+    def __new__(cls, entries: Mapping[int, Hashable]):
+        return super().__new__(cls, sorted(entries.items()))
+
+
 @dataclass(kw_only=True)
 class Launch:
     """One kernel launch.
 
     `shared_by(cta)` maps a tensor name to a key; CTAs with equal keys read the same tiles of that
     tensor (e.g. every Q tile of one head reads that head's K and V). Folded simulation uses it to know
-    how many distinct copies of a tile a representative CTA stands for. Tensors it does not name are
-    private to each CTA.
+    how many distinct copies of a tile a representative CTA stands for, substituting another CTA's key
+    into the representative's region index: the leading entries for a plain key, the named ones for a
+    RegionKey. Tensors it does not name are private to each CTA.
 
     `work(cta)` is a CTA's relative amount of work (e.g. the K/V tiles it visits); give it when CTAs
     differ (causal masking, ragged edges) so that folding only merges alike CTAs. None means uniform.

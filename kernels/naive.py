@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gpusim.errors import InputError
-from gpusim.launch import KernelPlan, Launch, Option, require_hbm, resolve_options
+from gpusim.launch import KernelPlan, Launch, Option, RegionKey, require_hbm, resolve_options
 from gpusim.ops import Acquire, GlobalTensor, Load, Mma, Semaphore, Signal, Store, Tile, Vector, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.kernels.attention_common import causal_offset, declare_tensors, tensor_dtype
@@ -151,9 +151,9 @@ class _Gemm:
     """
 
     def __init__(self, name, out: GlobalTensor, a: GlobalTensor, a_trans: bool, b: GlobalTensor, b_trans: bool,
-                 pairs, alpha: float | None, a_key, b_key):
+                 pairs, alpha: float | None):
         self.name, self.out, self.a, self.a_trans, self.b, self.b_trans = name, out, a, a_trans, b, b_trans
-        self.pairs, self.alpha, self.a_key, self.b_key = pairs, alpha, a_key, b_key
+        self.pairs, self.alpha = pairs, alpha
         self.m, self.n = out.shape[2], out.shape[3]
         self.k = a.shape[2] if a_trans else a.shape[3]
 
@@ -222,9 +222,21 @@ def _gemm_launch(g: _Gemm, problem: AttentionProblem, hw, opts: dict) -> Launch:
         return [producer(), consumer()]
 
     smem = stages * (a_bytes + b_bytes) + bm * bn * (4 if out_t.dtype == "fp32" else 2)
+    def shared_by(cta):
+        """A tiles are shared by the CTAs of one output tile row, B tiles by those of one tile column (of the
+        first head pair: a GQA group's sum walks more heads, which folding then counts per CTA)."""
+        b, hc, tm, tn = cta
+        (ha, hb), rows, cols = g.pairs(hc)[0], _span(tm, bm, g.m), _span(tn, bn, g.n)
+        return {g.a.name: RegionKey({0: b, 1: ha, (3 if g.a_trans else 2): rows}),
+                g.b.name: RegionKey({0: b, 1: hb, (2 if g.b_trans else 3): cols})}
+
     return Launch(name=g.name, grid=grid, program=program, smem_bytes_per_cta=int(smem), threads_per_cta=threads,
-                  registers_per_thread=GEMM_REGISTERS_PER_THREAD,
-                  shared_by=lambda cta: {g.a.name: g.a_key(cta), g.b.name: g.b_key(cta)}), (bm, bn, bk, stages)
+                  registers_per_thread=GEMM_REGISTERS_PER_THREAD, shared_by=shared_by), (bm, bn, bk, stages)
+
+
+def _span(index: int, size: int, extent: int) -> tuple[int, int]:
+    """(start, stop) of tile `index` of `size` along a dimension of `extent`, as a region index holds it."""
+    return index * size, min((index + 1) * size, extent)
 
 
 # ============================================================================================== row kernels
@@ -399,8 +411,7 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
 
     # -------------------------------------------------------------- S = Q K^T (forward, or recompute for bwd)
     s_t = nn("S")
-    qk = _Gemm("qk_gemm", s_t, q_t, False, k_t, True, same, None if separate else scale,
-               a_key=lambda c: (c[0], c[1], c[2]), b_key=lambda c: (c[0], c[1] // group, c[3]))
+    qk = _Gemm("qk_gemm", s_t, q_t, False, k_t, True, same, None if separate else scale)
     launch, qk_tiles = _gemm_launch(qk, problem, hw, opts)
     launches.append(launch)
     info["gemm_tiles"] = qk_tiles[:3]
@@ -413,8 +424,7 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
         launches.append(_recompute_p_launch(problem, scores, lse_t, p_t, rows))
     else:
         launches.append(_softmax_launch(problem, scores, p_t, lse_t, rows))
-        pv = _Gemm("pv_gemm", o_t, p_t, False, v_t, False, same, None,
-                   a_key=lambda c: (c[0], c[1], c[2]), b_key=lambda c: (c[0], c[1] // group, c[3]))
+        pv = _Gemm("pv_gemm", o_t, p_t, False, v_t, False, same, None)
         launches.append(_gemm_launch(pv, problem, hw, opts)[0])
     if not backward:
         info["launch_count"] = len(launches)
@@ -425,12 +435,10 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
 
     def group_pairs(kv_head: int) -> list:  # dV, dK of a KV head sum the products of its query heads
         return [(q_head, q_head) for q_head in range(kv_head * group, (kv_head + 1) * group)]
-    dv = _Gemm("dv_gemm", dv_t, p_t, True, do_t, False, group_pairs, None,
-               a_key=lambda c: (c[0], c[1], c[2]), b_key=lambda c: (c[0], c[1], c[3]))
+    dv = _Gemm("dv_gemm", dv_t, p_t, True, do_t, False, group_pairs, None)
     launches.append(_gemm_launch(dv, problem, hw, opts)[0])
     dp_t = nn("dP")
-    dp = _Gemm("dp_gemm", dp_t, do_t, False, v_t, True, same, None,
-               a_key=lambda c: (c[0], c[1], c[2]), b_key=lambda c: (c[0], c[1] // group, c[3]))
+    dp = _Gemm("dp_gemm", dp_t, do_t, False, v_t, True, same, None)
     launches.append(_gemm_launch(dp, problem, hw, opts)[0])
     ds_t = nn("dS")
     launches.append(_softmax_bwd_launch(problem, p_t, dp_t, ds_t, rows))
@@ -439,11 +447,9 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
         dss_t = nn("dSs")
         launches.append(_scale_launch("scale_bwd", problem, ds_t, dss_t, (rows.rows_per_cta, l)))
         ds_t = dss_t
-    dq = _Gemm("dq_gemm", dq_t, ds_t, False, k_t, False, same, alpha,
-               a_key=lambda c: (c[0], c[1], c[2]), b_key=lambda c: (c[0], c[1] // group, c[3]))
+    dq = _Gemm("dq_gemm", dq_t, ds_t, False, k_t, False, same, alpha)
     launches.append(_gemm_launch(dq, problem, hw, opts)[0])
-    dk = _Gemm("dk_gemm", dk_t, ds_t, True, q_t, False, group_pairs, alpha,
-               a_key=lambda c: (c[0], c[1], c[2]), b_key=lambda c: (c[0], c[1], c[3]))
+    dk = _Gemm("dk_gemm", dk_t, ds_t, True, q_t, False, group_pairs, alpha)
     launches.append(_gemm_launch(dk, problem, hw, opts)[0])
     info["launch_count"] = len(launches)
     info["p_source"] = "recomputed from S and LSE" if problem.pass_ == "bwd" else "saved by the forward"

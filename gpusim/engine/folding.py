@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
+from gpusim.launch import RegionKey
+
 #: Fewest SMs a folded simulation keeps: enough that wave quantization and neighbouring-CTA effects
 #: survive, few enough that a large grid costs a handful of CTAs per wave. (A simulation setting.)
 MIN_SIMULATED_SMS = 4
@@ -38,13 +40,26 @@ class Representative:
         own, others = entry
         if not others:
             return (ref.key,), 1
-        prefix = own if isinstance(own, tuple) else (own,)
         index = ref.index
+        if isinstance(own, RegionKey):
+            if any(index[dim] != value for dim, value in own):
+                return (ref.key,), len(others) + 1
+            siblings = tuple((name, _substituted(index, other)) for other in others)
+            return (ref.key,) + siblings, 1
+        prefix = own if isinstance(own, tuple) else (own,)
         if index[:len(prefix)] != prefix:
             return (ref.key,), len(others) + 1
         tail = index[len(prefix):]
         siblings = tuple((name, (o if isinstance(o, tuple) else (o,)) + tail) for o in others)
         return (ref.key,) + siblings, 1
+
+
+def _substituted(index: tuple, key: RegionKey) -> tuple:
+    """`index` with the entries `key` names replaced by its values."""
+    entries = list(index)
+    for dim, value in key:
+        entries[dim] = value
+    return tuple(entries)
 
 
 #: Largest average mismatch between a representative's work and the work of the CTAs it stands for
