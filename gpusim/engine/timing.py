@@ -21,10 +21,8 @@ import simpy
 from gpusim.engine.folding import Representative, choose_fold_factor, fold_grid
 from gpusim.engine.memory import MemorySystem, SmMemoryPort
 from gpusim.engine.servers import SharedUnit
-from gpusim.engine.steady_state import (SIMULATED_WAVES, Drift, WaveMeter, busiest_unit_cycles,
-                                        extrapolated_reads,
-                                        remaining_time,
-                                        should_extrapolate)
+from gpusim.engine.steady_state import (SIMULATED_WAVES, Drift, WaveMeter, busiest_unit_cycles, extrapolated_reads,
+                                        remaining_time, should_extrapolate)
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, HardwareSpec
 from gpusim.launch import KernelPlan, Launch
