@@ -459,16 +459,8 @@ def preprocess_launch(problem: AttentionProblem, tensors: dict) -> Launch:
 
 def _masked_scores_t(problem: AttentionProblem, key_start: int, q_start: int, needs_mask: bool):
     """Scale and (if needed) causal-mask a transposed score tile S^T (keys x queries)."""
-    scale, offset = problem.scale, problem.kv_len - problem.seq_len
-
-    def apply(st: np.ndarray) -> np.ndarray:
-        st = st * scale
-        if needs_mask:
-            keys = np.arange(key_start, key_start + st.shape[0])[:, None]
-            queries = np.arange(q_start, q_start + st.shape[1])[None, :]
-            st = np.where(keys <= queries + offset, st, -np.inf)
-        return st
-    return apply
+    apply = masked_scores(problem, q_start, key_start, needs_mask)
+    return lambda st: apply(st.T).T
 
 
 def backward_launch(problem: AttentionProblem, tensors: dict) -> Launch:

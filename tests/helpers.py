@@ -22,3 +22,16 @@ def unit_finish_times(rate: float, jobs: list[tuple[int, float]]) -> tuple[dict,
         env.process(job(i, start, amount))
     env.run()
     return done, unit
+
+
+def assert_bad_cli_input(main, capsys, tmp_path, argv: list[str]) -> str:
+    """Run the CLI with `--out tmp_path/out` on bad input: exit 2, one `gpusim: error:` line on stderr, no
+    traceback, nothing written. Returns the error line."""
+    out = tmp_path / "out"
+    assert main(argv + ["--out", str(out)]) == 2
+    stdout, err = capsys.readouterr()
+    assert stdout == "" and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpusim: error: ")
+    assert list(tmp_path.iterdir()) == []
+    return lines[0]

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from gpusim.cli import main
+from helpers import assert_bad_cli_input
 
 OFFLOAD = ["offload", "--model", "llama3-8b", "--hardware", "h200", "--batch", "1", "--seq-len", "8192",
            "--fractions", "0,0.5", "--keep", "1,0.25"]
@@ -77,10 +78,4 @@ def test_out_writes_files(capsys, tmp_path):
     TP[:-1] + ["0"],
 ])
 def test_bad_input_exits_2_without_folder(capsys, tmp_path, argv):
-    out = tmp_path / "out"
-    assert main(argv + ["--out", str(out)]) == 2
-    stdout, err = capsys.readouterr()
-    assert stdout == "" and "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gpusim: error: ")
-    assert list(tmp_path.iterdir()) == []
+    assert_bad_cli_input(main, capsys, tmp_path, argv)

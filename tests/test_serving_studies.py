@@ -16,6 +16,7 @@ from gpusim.scenario import load_scenario
 from gpusim.serving.allocator import TraceSpec
 from gpusim.serving.serving_sim import ServingConfig, simulate_serving
 from gpusim.serving.studies import sweet_spot
+from helpers import assert_bad_cli_input
 
 REPO = Path(__file__).resolve().parents[1]
 PAGING = ["paging", "--model", "llama3-8b", "--hardware", "h200", "--requests", "500", "--seed", "1"]
@@ -32,14 +33,7 @@ def run_json(capsys, argv: list[str]) -> dict:
 
 
 def run_bad(capsys, tmp_path, argv: list[str]) -> str:
-    out = tmp_path / "out"
-    assert main(argv + ["--out", str(out)]) == 2
-    stdout, err = capsys.readouterr()
-    assert stdout == "" and "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gpusim: error: ")
-    assert list(tmp_path.iterdir()) == []
-    return lines[0]
+    return assert_bad_cli_input(main, capsys, tmp_path, argv)
 
 
 # ---------------------------------------------------------------------------------------------- paging

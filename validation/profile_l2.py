@@ -19,15 +19,13 @@ Parts:
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
-import io
-import json
 import os
-import shutil
 import subprocess
 import sys
 import time
+
+from ncu_profile import find_ncu, parse_raw_csv, run_cases, write_json
 
 METRICS = "gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum,launch__grid_size"
 SIZES_MIB = [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112]
@@ -64,31 +62,7 @@ def _callable(torch, c):
 
 
 def driver(part):
-    import torch
-    for i, c in enumerate(cases(part)):
-        fn = _callable(torch, c)
-        fn()
-        torch.cuda.synchronize()
-        torch.cuda.profiler.start()
-        fn()
-        torch.cuda.synchronize()
-        torch.cuda.profiler.stop()
-        print("CASE", i, json.dumps(c), flush=True)
-        fn = None
-        torch.cuda.empty_cache()
-
-
-def parse(text):
-    lines = [ln for ln in text.splitlines() if ln.startswith('"')]
-    rows = list(csv.reader(io.StringIO("\n".join(lines))))
-    hi = next((i for i, r in enumerate(rows) if "Kernel Name" in r), None)
-    if hi is None:
-        return []
-    hdr, body = rows[hi], rows[hi + 1:]
-    if body and not body[0][0].strip().isdigit():
-        body = body[1:]
-    return [{k: v for k, v in zip(hdr, r) if k in ("Kernel Name", "Grid Size", "Block Size") or "__" in k}
-            for r in body if len(r) == len(hdr)]
+    run_cases(cases(part), _callable)
 
 
 def main():
@@ -100,7 +74,7 @@ def main():
         driver(args._driver)
         return
     import torch
-    ncu = shutil.which("ncu") or ("/usr/local/cuda/bin/ncu" if os.path.exists("/usr/local/cuda/bin/ncu") else None)
+    ncu = find_ncu()
     doc = {"script": "validation/profile_l2.py", "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
            "device": torch.cuda.get_device_name(0), "torch": torch.__version__, "ncu": ncu, "parts": {}}
     for part, cache in (("reread", "none"), ("write_read", "none"), ("attention", "all")):
@@ -109,7 +83,7 @@ def main():
                "--page", "raw", "--print-units", "base", "--metrics", METRICS, sys.executable, __file__,
                "--_driver", part]
         p = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
-        kernels = parse(p.stdout)
+        kernels = parse_raw_csv(p.stdout)
         msgs = [ln for ln in (p.stdout + p.stderr).splitlines()
                 if "==ERROR==" in ln or ln.startswith("CASE") or "Traceback" in ln or "Error" in ln][:80]
         doc["parts"][part] = {"cache_control": cache, "cases": cases(part), "rc": p.returncode,
@@ -122,9 +96,7 @@ def main():
             print("\n".join(msgs[-15:]))
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"h200_profile_{datetime.date.today().isoformat()}_l2.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_json(path, doc)
     print("wrote", path)
 
 

@@ -23,15 +23,13 @@ prints the case list it ran).
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
-import io
-import json
 import os
-import shutil
 import subprocess
 import sys
 import time
+
+from ncu_profile import find_ncu, parse_raw_csv, run_cases, write_json
 
 METRICS_FULL = [
     "gpu__time_duration.sum", "dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum",
@@ -82,18 +80,7 @@ def _run_case(torch, c, timed=False):
 
 
 def driver():
-    import torch
-    for i, c in enumerate(cases()):
-        fn = _run_case(torch, c)
-        fn()
-        torch.cuda.synchronize()
-        torch.cuda.profiler.start()
-        fn()
-        torch.cuda.synchronize()
-        torch.cuda.profiler.stop()
-        print("CASE", i, json.dumps(c), flush=True)
-        fn = None
-        torch.cuda.empty_cache()
+    run_cases(cases(), _run_case)
 
 
 def timings():
@@ -118,25 +105,6 @@ def timings():
     return rows
 
 
-def parse_raw_csv(text):
-    lines = [ln for ln in text.splitlines() if ln.startswith('"')]
-    rows = list(csv.reader(io.StringIO("\n".join(lines))))
-    hi = next((i for i, r in enumerate(rows) if "Kernel Name" in r), None)
-    if hi is None:
-        return []
-    hdr, body = rows[hi], rows[hi + 1:]
-    units = {}
-    if body and not body[0][0].strip().isdigit():
-        units, body = dict(zip(hdr, body[0])), body[1:]
-    out = []
-    for r in body:
-        if len(r) == len(hdr):
-            d = dict(zip(hdr, r))
-            out.append({k: d[k] for k in hdr if k in ("Kernel Name", "Grid Size", "Block Size") or "__" in k}
-                       | {"units": {k: units.get(k) for k in hdr if "__" in k}})
-    return out
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="validation/data")
@@ -146,7 +114,7 @@ def main():
         driver()
         return
     import torch
-    ncu = shutil.which("ncu") or next((p for p in ("/usr/local/cuda/bin/ncu",) if os.path.exists(p)), None)
+    ncu = find_ncu()
     doc = {"script": "validation/profile_row_kernels.py", "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
            "device": torch.cuda.get_device_name(0), "torch": torch.__version__, "ncu": ncu, "cases": cases(),
            "runs": []}
@@ -160,7 +128,7 @@ def main():
         p = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=400)
         msgs = [ln for ln in (p.stdout + p.stderr).splitlines() if "==ERROR==" in ln or "==WARNING==" in ln
                 or ln.startswith("CASE") or "Traceback" in ln][:60]
-        kernels = parse_raw_csv(p.stdout)
+        kernels = parse_raw_csv(p.stdout, with_units=True)
         doc["runs"].append({"metrics": metrics, "rc": p.returncode, "wall_s": round(time.time() - t0, 1),
                             "kernels": len(kernels), "messages": msgs})
         print("ncu rc", p.returncode, "kernels", len(kernels), "in", round(time.time() - t0), "s", flush=True)
@@ -171,9 +139,7 @@ def main():
     doc["timings"] = timings()
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"h200_profile_{datetime.date.today().isoformat()}_row_kernels.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_json(path, doc)
     print("wrote", path)
     for k in kernels:
         print(k.get("Kernel Name", "")[:60], k.get("Block Size"), k.get("Grid Size"),

@@ -63,8 +63,7 @@ def add_parsers(subparsers) -> None:
                                           "chunked prefill; step times from the kernel simulator "
                                           "(gpusim.serving.serving_sim).")
     p.add_argument("--model", default="llama3-8b", help="model preset (gpusim kv-cache --list-models)")
-    p.add_argument("--hardware", default="h200", help="preset name (gpusim hardware list)")
-    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a hardware field (repeatable)")
+    _hardware_args(p)
     p.add_argument("--rate", type=float, default=12.0, help="Poisson arrival rate, requests per second (default 12)")
     p.add_argument("--requests", type=int, default=300, help="requests to simulate (default 300)")
     p.add_argument("--chunk", type=int, default=512, help="chunked prefill token budget per step (default 512)")
@@ -138,8 +137,7 @@ def add_parsers(subparsers) -> None:
                                           "(gpusim.serving.offload.offload_sweep), and H2O eviction time and "
                                           "output error per kept fraction (eviction_sweep).")
     p.add_argument("--model", default="llama3-8b", help="model preset (gpusim kv-cache --list-models)")
-    p.add_argument("--hardware", default="h200", help="preset name (gpusim hardware list)")
-    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a hardware field (repeatable)")
+    _hardware_args(p)
     p.add_argument("--batch", type=int, default=1, help="sequences (default 1)")
     p.add_argument("--seq-len", type=int, default=131072, help="cached tokens per sequence (default 131072)")
     p.add_argument("--fractions", default="0,0.1,0.25,0.5", help="KV fractions offloaded to the host, comma list "
@@ -155,8 +153,7 @@ def add_parsers(subparsers) -> None:
                               description="Per-GPU KV bytes and decode attention time per layer for each "
                                           "tensor-parallel degree (gpusim.serving.tensor_parallel).")
     p.add_argument("--model", default="llama3-70b", help="model preset (gpusim kv-cache --list-models)")
-    p.add_argument("--hardware", default="h200", help="preset name (gpusim hardware list)")
-    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a hardware field (repeatable)")
+    _hardware_args(p)
     p.add_argument("--batch", type=int, default=8, help="sequences (default 8)")
     p.add_argument("--seq-len", type=int, default=4096, help="cached tokens per sequence (default 4096)")
     p.add_argument("--degrees", default="1,2,4,8,16", help="TP degrees, comma list (default 1,2,4,8,16)")

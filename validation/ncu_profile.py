@@ -1,0 +1,63 @@
+"""What the profiling scripts share: where `ncu` is, the driver that brackets each case with
+cudaProfilerStart/Stop (run under `ncu --profile-from-start off`), the parser of `ncu --csv --page raw`
+output, and atomic writing of the result JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+
+KEPT_COLUMNS = ("Kernel Name", "Grid Size", "Block Size")
+
+
+def find_ncu() -> str | None:
+    return shutil.which("ncu") or ("/usr/local/cuda/bin/ncu" if os.path.exists("/usr/local/cuda/bin/ncu") else None)
+
+
+def run_cases(cases: list, make_callable) -> None:
+    """For each case: build its callable, warm it up once, then run it once inside the profiled region
+    (`make_callable(torch, case)` returns a function that launches the case's kernels)."""
+    import torch
+    for i, case in enumerate(cases):
+        fn = make_callable(torch, case)
+        fn()
+        torch.cuda.synchronize()
+        torch.cuda.profiler.start()
+        fn()
+        torch.cuda.synchronize()
+        torch.cuda.profiler.stop()
+        print("CASE", i, json.dumps(case), flush=True)
+        fn = None
+        torch.cuda.empty_cache()
+
+
+def parse_raw_csv(text: str, with_units: bool = False) -> list[dict]:
+    """One dict per profiled kernel: its name, grid, block and every metric column (values as printed);
+    with `with_units`, also the units row under "units"."""
+    lines = [ln for ln in text.splitlines() if ln.startswith('"')]
+    rows = list(csv.reader(io.StringIO("\n".join(lines))))
+    hi = next((i for i, r in enumerate(rows) if "Kernel Name" in r), None)
+    if hi is None:
+        return []
+    hdr, body = rows[hi], rows[hi + 1:]
+    units = {}
+    if body and not body[0][0].strip().isdigit():
+        units, body = dict(zip(hdr, body[0])), body[1:]
+    kernels = []
+    for r in body:
+        if len(r) != len(hdr):
+            continue
+        kernel = {k: v for k, v in zip(hdr, r) if k in KEPT_COLUMNS or "__" in k}
+        if with_units:
+            kernel["units"] = {k: units.get(k) for k in hdr if "__" in k}
+        kernels.append(kernel)
+    return kernels
+
+
+def write_json(path: str, doc: dict) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(path + ".tmp", path)
