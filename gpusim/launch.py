@@ -28,6 +28,12 @@ class RegionKey(tuple):
     def __new__(cls, entries: Mapping[int, Hashable]):
         return super().__new__(cls, sorted(entries.items()))
 
+    @classmethod
+    def of_region(cls, ref) -> "RegionKey":
+        """The key naming a whole region: for tiles one CTA owns (its rows of O, a partial output) that
+        another launch reads back, so that a representative's siblings are the real tiles, not stand-ins."""
+        return cls(dict(enumerate(ref.index)))
+
 
 @dataclass(kw_only=True)
 class Launch:

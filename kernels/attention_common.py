@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from gpusim.launch import RegionKey
 from gpusim.ops import GlobalTensor, Tile, Vector
 from gpusim.problem import AttentionProblem
 
@@ -48,6 +49,13 @@ def declare_tensors(problem: AttentionProblem, *, lse: bool = True, backward: bo
         tensors["dK"] = GlobalTensor("dK", (b, hk, l, d), out_dt, "output")
         tensors["dV"] = GlobalTensor("dV", (b, hk, l, d), out_dt, "output")
     return tensors
+
+
+def own_regions(tensors: dict[str, GlobalTensor], names, *index) -> dict[str, RegionKey]:
+    """`shared_by` keys for tiles a CTA owns (the same region of each named tensor) that another launch
+    reads back, e.g. a preprocessing launch's rows of dO: folded runs then stand for the real tiles, which
+    that launch finds in L2, rather than stand-ins."""
+    return {name: RegionKey.of_region(tensors[name].region(*index)) for name in names}
 
 
 def causal_offset(problem: AttentionProblem) -> int:

@@ -23,8 +23,17 @@ registers); mechanisms, each an option:
     turn pays the P V completion latency; the barrier is used only with two consumer warpgroups
     (UseSchedulerBarrier), and the producer loads K_j and V_j in turn (V is no longer one tile behind K).
     Tiles and register split are those of the default (tile_size_fwd_sm90 ties no other tile to it at d 128);
-  - warp_specialization: off, there is no producer: every consumer warpgroup loads the Q, K and V tiles it
-    is about to use synchronously (TMA, waited for at once) into its own buffers and then computes;
+  - warp_specialization: off, there is no producer warpgroup and no setmaxnreg (two consumer warpgroups get
+    255 registers a thread without it, more than setmaxnreg's 240, so registers limit nothing). The paper's
+    no-WS kernel is not public; this one follows CUTLASS's. The K/V rings stay in SMEM, shared
+    by the consumer warpgroups (per-warpgroup copies would not fit two stages in SMEM and would double L2
+    traffic), and one elected thread of consumer warpgroup 0 issues their TMA loads in its own instruction
+    stream, as CUTLASS's non-warp-specialized sm90 mainloop does (KernelTma, sm90_mma_tma_gmma_ss.hpp: a
+    prologue fills every stage; after releasing a slot the thread acquires it again for the tile `stages`
+    ahead, see warp_specialized.InlineLoader). The acquire waits for the other warpgroup's release of the
+    same tile, and with ping-pong that warpgroup is a GEMM turn behind: warpgroup 0 stalls before its
+    softmax every iteration and the stagger that ping-pong builds collapses into lockstep (consistent with
+    the paper: its no-WS row, 570 TFLOP/s in Table 2, is where Sec. 3.1 puts FA3 without ping-pong, ~570);
   - causal masking skips the K/V tiles right of the CTA's diagonal (all of the CTA's warpgroups walk the
     CTA's tiles, as the code does; a warpgroup's tiles past its own diagonal are fully masked).
 
@@ -62,8 +71,8 @@ from gpusim.ops import Acquire, GlobalTensor, Load, Mma, Semaphore, Signal, Stor
 from gpusim.problem import AttentionProblem
 from gpusim.kernels.attention_common import (EXP_FMA_OPS_PER_ELEMENT, declare_tensors, finalize_output,
                                              init_row_state, kv_tiles_for_rows, masked_scores, online_softmax,
-                                             tensor_dtype, tile_needs_mask)
-from gpusim.kernels.warp_specialized import CommitQueue, PingPong, SmemRing, wait_for
+                                             own_regions, tensor_dtype, tile_needs_mask)
+from gpusim.kernels.warp_specialized import CommitQueue, InlineLoader, PingPong, SmemRing, wait_for
 
 NAME = "fa3"
 PROBLEM = AttentionProblem
@@ -72,8 +81,9 @@ OPTIONS = {
                                  "(default: FA3's tile for the head dim and dtype)"),
     "block_n": Option(int, None, "K/V rows per tile (default: FA3's tile for the head dim and dtype)"),
     "stages": Option(int, 2, "depth of the K and V SMEM rings"),
-    "warp_specialization": Option(bool, True, "a producer warpgroup issues TMA loads; off: every consumer "
-                                              "warpgroup loads its tiles synchronously, then computes"),
+    "warp_specialization": Option(bool, True, "a producer warpgroup issues TMA loads; off: consumer warpgroup 0 "
+                                              "issues them in-line, refilling each slot once every consumer "
+                                              "has released it"),
     "pingpong": Option(bool, True, "consumer warpgroups take turns issuing GEMMs (softmax overlaps the other's GEMMs)"),
     "intra_wg_pipeline": Option(bool, True, "issue S_next = Q K_next^T with P V before the softmax of S_next"),
     "fp8_scaling": Option(str, "block", "fp8 only: one scale per Q/K/V tile, or one per tensor",
@@ -249,54 +259,57 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
         commits = CommitQueue("gemm_done", issuers=n_wg)
         q_tiles = [Tile((WG_ROWS, d), dt, "smem", f"Q{w}") for w in range(n_wg)]
         q_full = [Semaphore(f"q_full{w}") for w in range(n_wg)]
-        if cfg.warp_specialization:
-            k_ring = SmemRing("K", cfg.stages, lambda s: [Tile((bn, d), dt, "smem", f"K{s}")], n_wg)
-            v_ring = SmemRing("V", cfg.stages, lambda s: [Tile((bn, d), dt, "smem", f"V{s}")], n_wg)
-        else:
-            own_k = [Tile((bn, d), dt, "smem", f"K.wg{w}") for w in range(n_wg)]
-            own_v = [Tile((bn, d), dt, "smem", f"V.wg{w}") for w in range(n_wg)]
+        # One K ring and one V ring shared by the CTA's consumer warpgroups, with or without a producer
+        # (without one, TMA needs an SM with TMA; otherwise the same ring is filled with cp.async)
+        k_ring = SmemRing("K", cfg.stages, lambda s: [Tile((bn, d), dt, "smem", f"K{s}")], n_wg, tma=cfg.tma)
+        v_ring = SmemRing("V", cfg.stages, lambda s: [Tile((bn, d), dt, "smem", f"V{s}")], n_wg, tma=cfg.tma)
+        rings = {"K": (k_ring, k_t), "V": (v_ring, v_t)}
 
         def wg_rows(w):
             return slice(r0 + w * WG_ROWS, r0 + (w + 1) * WG_ROWS)
 
-        def producer():
+        def load_order():
+            """(ring, tile) in the order the code issues the loads: with intra-warpgroup overlap K_{j+1}
+            before V_j (V is used one step after K); without it K_j, V_j in turn."""
+            if not cfg.intra_wg_pipeline:
+                return [(name, i) for i in range(count) for name in ("K", "V")]
+            return [("K", 0)] + [(name, j) for i in range(count) for name, j in (("K", i + 1), ("V", i))
+                                 if j < count]
+
+        def fill(name, i):
+            ring, tensor = rings[name]
+            yield from ring.produce(i, [tensor.region(b, hk, kv(i))])
+
+        def load_q():
             for w in range(n_wg):
-                yield Load(q_t.region(b, h, wg_rows(w)), q_tiles[w], wait=False, signal=q_full[w], tma=True)
-            if not cfg.intra_wg_pipeline:  # V_j is consumed right after S_j: the code loads K_j, V_j in turn
-                for i in range(count):
-                    yield from k_ring.produce(i, [k_t.region(b, hk, kv(i))])
-                    yield from v_ring.produce(i, [v_t.region(b, hk, kv(i))])
-                return
-            yield from k_ring.produce(0, [k_t.region(b, hk, kv(0))])
-            for i in range(count):
-                if i + 1 < count:
-                    yield from k_ring.produce(i + 1, [k_t.region(b, hk, kv(i + 1))])
-                yield from v_ring.produce(i, [v_t.region(b, hk, kv(i))])
+                yield Load(q_t.region(b, h, wg_rows(w)), q_tiles[w], wait=False, signal=q_full[w], tma=cfg.tma)
+
+        def producer():
+            yield from load_q()
+            for name, i in load_order():
+                yield from fill(name, i)
+
+        loader = None if cfg.warp_specialization else InlineLoader(cfg.stages, fill)
 
         def get_k(i, w):
-            if cfg.warp_specialization:
-                return (yield from k_ring.consume(i, w))[0]
-            yield Load(k_t.region(b, hk, kv(i)), own_k[w], tma=cfg.tma)
-            return own_k[w]
+            return (yield from k_ring.consume(i, w))[0]
 
         def get_v(i, w):
-            if cfg.warp_specialization:
-                return (yield from v_ring.consume(i, w))[0]
-            yield Load(v_t.region(b, hk, kv(i)), own_v[w], tma=cfg.tma)
-            return own_v[w]
+            return (yield from v_ring.consume(i, w))[0]
 
-        def release(ring_name, i):
-            if cfg.warp_specialization:
-                yield from (k_ring if ring_name == "K" else v_ring).release(i)
+        def release(ring_name, i, w, holds_turn=False):
+            yield from rings[ring_name][0].release(i)
+            if loader is not None and w == 0:
+                yield from loader.refill(ring_name, i, count, holds_turn)
 
         def consumer(w):
             wr0 = r0 + w * WG_ROWS
             valid = max(0, min(WG_ROWS, n - wr0))
             q = q_tiles[w]
-            if cfg.warp_specialization:
-                yield Acquire(q_full[w])
-            else:
-                yield Load(q_t.region(b, h, wg_rows(w)), q, tma=cfg.tma)
+            if loader is not None and w == 0:  # warp 0 of warpgroup 0 issues the prologue loads
+                yield from load_q()
+                yield from loader.prologue(load_order())
+            yield Acquire(q_full[w])
             m, l_, acc, init = init_row_state(valid, WG_ROWS, d)
             for op in init:
                 yield op
@@ -330,7 +343,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
                 hs = yield mma_s(k_tile, s_tiles[0])
                 yield from pingpong.arrive_when_done(w, hs, commits)
                 yield from wait_for(hs)
-                yield from release("K", 0)
+                yield from release("K", 0, w)
                 yield from softmax(0, s_tiles[0], p_tiles[0])
                 for i in range(1, count):
                     cur, nxt = (i - 1) % 2, i % 2
@@ -342,16 +355,16 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
                     hpv = yield Mma(p_tiles[cur], v_tile, acc, "wgmma", accumulate=True, wait=False)
                     yield from pingpong.arrive_when_done(w, hpv, commits)
                     yield from wait_for(hs)
-                    yield from release("K", i)
+                    yield from release("K", i, w)
                     yield from softmax(i, s_tiles[nxt], p_tiles[nxt])
                     yield from wait_for(hpv)
-                    yield from release("V", i - 1)
+                    yield from release("V", i - 1, w)
                 v_tile = yield from get_v(count - 1, w)
                 yield from pingpong.sync(w)
                 hpv = yield Mma(p_tiles[(count - 1) % 2], v_tile, acc, "wgmma", accumulate=True, wait=False)
                 yield from pingpong.arrive_when_done(w, hpv, commits)
                 yield from wait_for(hpv)
-                yield from release("V", count - 1)
+                yield from release("V", count - 1, w)
             else:
                 # The code's non-IntraWGOverlap mainloop: a warpgroup's turn covers P_{j-1} V_{j-1}, waited for
                 # to completion, and then S_j = Q K_j^T; the turn is handed on after S_j (sync before the loop
@@ -364,12 +377,12 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
                     hs = yield mma_s(k_tile, s_tiles[0])
                     yield from turns.arrive_when_done(w, hs, commits)
                     yield from wait_for(hs)
-                    yield from release("K", i)
+                    yield from release("K", i, w)
                     yield from softmax(i, s_tiles[0], p_tiles[0])
                     v_tile = yield from get_v(i, w)
                     yield from turns.sync(w)
                     yield Mma(p_tiles[0], v_tile, acc, "wgmma", accumulate=True)
-                    yield from release("V", i)
+                    yield from release("V", i, w, holds_turn=turns.enabled)
                 yield from turns.arrive(w)
             if cfg.pingpong:
                 yield from commits.close()
@@ -389,7 +402,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
         return roles + [commits.role()] if cfg.pingpong else roles
 
     el = problem.element_bytes
-    smem = bm * d * el + 2 * cfg.stages * bn * d * el if cfg.warp_specialization else (bm + 2 * n_wg * bn) * d * el
+    smem = bm * d * el + 2 * cfg.stages * bn * d * el
     threads = 128 * (n_wg + (1 if cfg.warp_specialization else 0))
 
     def shared_by(cta):
@@ -430,9 +443,10 @@ def backward_tiles(head_dim: int) -> tuple[int, int, int]:
 
 
 def preprocess_launch(problem: AttentionProblem, tensors: dict) -> Launch:
-    """D = rowsum(dO * O) per query row, and dQ (the fp32 accumulator) zeroed (FA3's flash_bwd_preprocess)."""
+    """D = rowsum(dO * O) per query row, and dQ (the fp32 accumulator) zeroed (FA3's flash_bwd_preprocess,
+    whose tile is the main kernel's kBlockM: so the main kernel finds these dO rows and dQ tiles in L2)."""
     o_t, do_t, delta_t, dq_t = (tensors[k] for k in ("O", "dO", "Delta", "dQ"))
-    d, bm = problem.head_dim, 128
+    d, bm = problem.head_dim, backward_tiles(problem.head_dim)[0]
     m_blocks = -(-problem.seq_len // bm)
     grid = [(mb, b, h) for h in range(problem.heads) for b in range(problem.batch) for mb in range(m_blocks)]
 
@@ -452,9 +466,13 @@ def preprocess_launch(problem: AttentionProblem, tensors: dict) -> Launch:
         yield Vector(lambda: np.zeros((valid, d)), [], zeros, 0.0)
         yield Store(zeros, dq_t.region(b, h, rows))
 
+    def shared_by(cta):
+        mb, b, h = cta
+        return own_regions(tensors, ("O", "dO", "Delta", "dQ"), b, h, slice(mb * bm, (mb + 1) * bm))
+
     return Launch(name="fa3_bwd_preprocess", grid=grid, program=program,
                   smem_bytes_per_cta=int(bm * d * (2 * problem.element_bytes + 4)),
-                  threads_per_cta=128, registers_per_thread=128)
+                  threads_per_cta=128, registers_per_thread=128, shared_by=shared_by)
 
 
 def _masked_scores_t(problem: AttentionProblem, key_start: int, q_start: int, needs_mask: bool):
@@ -572,7 +590,7 @@ def backward_launch(problem: AttentionProblem, tensors: dict) -> Launch:
 
     return Launch(name="fa3_bwd", grid=grid, program=program, smem_bytes_per_cta=int(smem),
                   threads_per_cta=threads, registers_per_thread=_registers(threads),
-                  shared_by=lambda cta: dict.fromkeys(("K", "V", "Q", "dO", "LSE", "Delta", "dQ"), (cta[1], cta[2])),
+                  shared_by=lambda cta: dict.fromkeys(("Q", "dO", "LSE", "Delta", "dQ"), (cta[1], cta[2])),
                   work=work if problem.causal else None)
 
 

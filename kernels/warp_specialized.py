@@ -4,6 +4,7 @@
   drained by one or more consumer roles, guarded by full/empty barriers (CUTLASS's PipelineTmaAsync).
 - `PingPong`: the named-barrier round robin FlashAttention-3 uses so that consumer warpgroups issue their
   GEMMs in turn (its `warp_scheduler_barrier_sync/arrive`).
+- `InlineLoader`: the same rings filled in-line by a consumer role when there is no producer warp.
 - `wait_for`: wait on an asynchronous op's handle.
 - `CommitQueue`: completion of asynchronous tensor-core work announced to other roles (`tcgen05.commit` to
   an mbarrier, or a wgmma whose completion another role waits on).
@@ -88,6 +89,40 @@ class SmemRing:
 
     def release(self, i: int):
         yield Signal(self.empty[i % self.stages])
+
+
+class InlineLoader:
+    """The loads of a kernel without a producer warp: one elected thread of the first consumer warpgroup fills
+    the shared rings in its own instruction stream, as CUTLASS's non-warp-specialized sm90 mainloop does
+    (KernelTma, include/cutlass/gemm/collective/sm90_mma_tma_gmma_ss.hpp; examples/88_hopper_fmha
+    FmhaMainloopTma): a prologue issues the first `stages` tiles of each ring, then every time the warpgroup
+    releases a slot it acquires that slot again for the tile `stages` ahead and issues its copy. The acquire
+    waits until every consumer has released the slot, so the issuing warpgroup stalls on the slowest one:
+    free when the warpgroups run in lockstep (a GEMM), a wait for the other warpgroup's turn when they are
+    staggered (FlashAttention-3's ping-pong). A warpgroup that holds a round-robin turn when it releases
+    defers the refill until it has handed the turn on (waiting with the turn held could wait for a release
+    that needs the turn).
+
+    `fill(ring_name, i)` is the producer's load of tile i into its ring (a generator)."""
+
+    def __init__(self, stages: int, fill: Callable):
+        self.stages, self.fill = stages, fill
+        self.pending: list[tuple[str, int]] = []
+
+    def prologue(self, order: Sequence[tuple[str, int]]):
+        """Issue the first `stages` tiles of every ring, in the producer's order."""
+        for name, i in order:
+            if i < self.stages:
+                yield from self.fill(name, i)
+
+    def refill(self, name: str, released: int, count: int, holds_turn: bool = False):
+        """After releasing tile `released` of ring `name`: load tile released + stages (of `count`) into it."""
+        if released + self.stages < count:
+            self.pending.append((name, released + self.stages))
+        if holds_turn:
+            return
+        while self.pending:
+            yield from self.fill(*self.pending.pop(0))
 
 
 class PingPong:
