@@ -24,7 +24,8 @@ from gpusim.launch import KernelPlan, Launch, Option, resolve_options
 from gpusim.ops import Load, Loop, LoopPlan, Mma, Store, Tile, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.kernels.attention_common import (declare_tensors, finalize_output, init_row_state, kv_tiles_for_rows,
-                                      masked_scores, online_softmax, tensor_dtype, tile_needs_mask)
+                                      masked_scores, online_softmax, own_regions, tensor_dtype,
+                                      tile_needs_mask)
 
 NAME = "fa2"
 PROBLEM = AttentionProblem
@@ -138,9 +139,17 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
         r0 = cta[0] * block_m
         return 1 + len(kv_tiles_for_rows(problem, r0, min(r0 + block_m, problem.seq_len), block_n))
 
+    def shared_by(cta):
+        keys = {"K": kv_key(cta), "V": kv_key(cta)}
+        if packed:
+            return keys
+        # Q rows, O and LSE are the CTA's own; named by region so a folded block counts its partial last tile
+        mb, b, h = cta
+        return keys | own_regions(tensors, ("Q", "O", "LSE"), b, h, slice(mb * block_m, (mb + 1) * block_m))
+
     return Launch(name="fa2_fwd", grid=grid, program=program, smem_bytes_per_cta=int(smem),
                   threads_per_cta=32 * warps, registers_per_thread=REGISTERS_PER_THREAD,
-                  shared_by=lambda cta: {"K": kv_key(cta), "V": kv_key(cta)},
+                  shared_by=shared_by,
                   work=work if problem.causal and not packed else None)
 
 

@@ -406,8 +406,11 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
     threads = 128 * (n_wg + (1 if cfg.warp_specialization else 0))
 
     def shared_by(cta):
-        key = (cta[1], cta[2] // group)
-        return {"K": key, "V": key, "K_descale": key, "V_descale": key} if block_scales else {"K": key, "V": key}
+        mb, b, h = cta
+        key = (b, h // group)
+        keys = {"K": key, "V": key, "K_descale": key, "V_descale": key} if block_scales else {"K": key, "V": key}
+        # Q rows, O and LSE are the CTA's own; named by region so a folded block counts its partial last tile
+        return keys | own_regions(tensors, ("Q", "O", "LSE"), b, h, slice(mb * bm, (mb + 1) * bm))
 
     def work(cta) -> float:  # K/V tiles the CTA visits (plus its prologue/epilogue)
         r0 = cta[0] * bm

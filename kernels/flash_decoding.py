@@ -43,7 +43,7 @@ import math
 import numpy as np
 
 from gpusim.errors import InputError
-from gpusim.launch import KernelPlan, Launch, Option, resolve_options
+from gpusim.launch import KernelPlan, Launch, Option, RegionKey, resolve_options
 from gpusim.ops import Acquire, GlobalTensor, Load, Loop, Mma, Semaphore, Signal, Store, Tile, Vector, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.kernels import fa2
@@ -269,11 +269,29 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
     # split) and Q rows by the splits of one (batch, KV head, row block). Neither is a leading-index prefix
     # of the regions (the split is a range of the sequence axis), so the folded engine counts one copy per
     # distinct key of a block (its fallback for keys that are not region prefixes): exact tile counts.
-    shared_by = lambda cta: {"Q": (cta[0], cta[1], cta[3]), "K": cta[:3], "V": cta[:3]}  # noqa: E731
+    # The partial outputs are each CTA's own, read back by the combine launch: keyed by their whole region,
+    # so that a representative's siblings are the real tiles the combine will look for in L2.
+    def shared_by(cta):
+        b, hk, s, rb = cta
+        keys = {"Q": (b, hk, rb), "K": (b, hk, s), "V": (b, hk, s)}
+        if partial:
+            h0, hc, n0, nr = layout.rows(hk, rb)
+            heads, positions = slice(h0, h0 + hc), slice(n0, n0 + nr)
+            keys.update(O_part=RegionKey.of_region(o_t.region(b, heads, s, positions)),
+                        LSE_part=RegionKey.of_region(lse_t.region(b, heads, s, positions)))
+        return keys
+
+    def work(cta) -> int:  # K/V tiles the CTA walks (+1: its prologue and epilogue)
+        _, hk, s, rb = cta
+        n0, nr = layout.rows(hk, rb)[2:]
+        return 1 + len(layout.split_tiles(layout.visible_tiles(n0, nr), s, splits))
+
+    works = {work(cta) for cta in grid[:splits * layout.row_blocks]}  # every (batch, KV head) alike
     smem = (bm + 2 * stages * bn) * d * problem.element_bytes  # Q + the K/V ring; the epilogue reuses the ring
     return Launch(name="flash_decoding_split", grid=grid, program=program, smem_bytes_per_cta=int(smem),
                   threads_per_cta=32 * (CONSUMER_WARPS + PRODUCER_WARPS),
-                  registers_per_thread=REGISTERS_PER_THREAD, shared_by=shared_by)
+                  registers_per_thread=REGISTERS_PER_THREAD, shared_by=shared_by,
+                  work=work if len(works) > 1 else None)
 
 
 def combine_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, splits: int) -> Launch:
@@ -334,9 +352,17 @@ def combine_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, sp
         yield Store(out, o_t.region(b, heads, positions))
         yield Store(lse, lse_t.region(b, heads, positions))
 
+    def shared_by(cta):  # every split's partial tile of these rows: the tiles the split CTAs wrote
+        b, hk, rb = cta
+        h0, hc, n0, nr = layout.rows(hk, rb)
+        heads, positions = slice(h0, h0 + hc), slice(n0, n0 + nr)
+        return {t.name: RegionKey({dim: value for dim, value in RegionKey.of_region(t.region(b, heads, 0, positions))
+                                   if dim != 2})
+                for t in (o_part, lse_part)}
+
     smem = (ring * bm * d + splits * bm) * 4 + bm * d * problem.element_bytes
     return Launch(name="flash_decoding_combine", grid=grid, program=program, smem_bytes_per_cta=int(smem),
-                  threads_per_cta=COMBINE_THREADS)
+                  threads_per_cta=COMBINE_THREADS, shared_by=shared_by)
 
 
 def _finite(x: np.ndarray) -> np.ndarray:

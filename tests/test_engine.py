@@ -30,7 +30,7 @@ from gpusim.engine.steady_state import Drift, extrapolated_reads
 from gpusim.engine.timing import TimingInterpreter
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, get_preset
-from gpusim.launch import KernelPlan, Launch
+from gpusim.launch import KernelPlan, Launch, RegionKey
 from gpusim.ops import GlobalTensor, Load, Mma, Store, Tile, Vector, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.result import BOUND_OF_UNIT, Result
@@ -648,7 +648,7 @@ def test_fold_grid_without_folding_is_the_grid():
     reps = fold_grid([(0, 0), (1, 0), (0, 1)], lambda cta: {"K": cta[1]}, 1)
     assert [(r.cta, r.weight) for r in reps] == [((0, 0), 1), ((1, 0), 1), ((0, 1), 1)]
     ref = GlobalTensor("K", (2, 8), "bf16").region(0, slice(0, 4))
-    assert reps[0].l2_keys(ref) == ((ref.key,), 1)
+    assert reps[0].l2_keys(ref) == ((ref.key,), 1, None)
 
 
 def test_fold_grid_substitutes_the_shared_keys_of_the_block():
@@ -658,23 +658,45 @@ def test_fold_grid_substitutes_the_shared_keys_of_the_block():
     reps = fold_grid(list(range(10)), lambda cta: {"K": cta // 2}, 4)
     first = reps[0]  # block 0..3, representative 2 (key 1); the block also holds key 0
     ref = k.region(1, slice(0, 8))
-    keys, multiplicity = first.l2_keys(ref)
+    keys, multiplicity, _ = first.l2_keys(ref)
     assert keys == (("K", (1, (0, 8))), ("K", (0, (0, 8))))
     assert multiplicity == 1
-    # a private tensor: the representative's own tile stands for `weight` tiles
-    assert first.l2_keys(q.region(2)) == ((("Q", (2, (0, 16))),), 4)
+    # a private tensor: the representative's tile stands for one tile per CTA of the block, each its own line
+    keys, multiplicity, _ = first.l2_keys(q.region(2))
+    assert keys[0] == ("Q", (2, (0, 16))) and len(set(keys)) == 4 and multiplicity == 1
     # a shared tensor read at an index that is not the representative's key: counted once per distinct key
-    assert first.l2_keys(k.region(4, slice(0, 8))) == ((("K", (4, (0, 8))),), 2)
+    assert first.l2_keys(k.region(4, slice(0, 8))) == ((("K", (4, (0, 8))),), 2, None)
     last = reps[2]  # block 8, 9: one key (4), nothing to substitute
-    assert last.l2_keys(k.region(4)) == ((("K", (4, (0, 16))),), 1)
+    assert last.l2_keys(k.region(4)) == ((("K", (4, (0, 16))),), 1, None)
 
 
 def test_representative_with_tuple_keys():
     k = GlobalTensor("K", (2, 3, 8, 4), "bf16")
     rep = Representative((0, 1, 1), 3, {"K": ((1, 1), ((1, 0), (0, 2)))})
-    keys, multiplicity = rep.l2_keys(k.region(1, 1, slice(0, 4)))
+    keys, multiplicity, _ = rep.l2_keys(k.region(1, 1, slice(0, 4)))
     assert multiplicity == 1
     assert [key[1][:2] for key in keys] == [(1, 1), (1, 0), (0, 2)]
+
+
+def test_region_keys_name_the_real_tiles_with_their_sizes():
+    # rows of a tensor owned by each CTA (10 rows in tiles of 4: the last tile holds 2): the representative's
+    # read stands for its siblings' own regions, the partial one with its real size
+    o = GlobalTensor("O", (10, 8), "bf16")
+
+    def shared_by(cta):
+        return {"O": RegionKey.of_region(o.region(slice(4 * cta, 4 * cta + 4)))}
+    rep = fold_grid([0, 1, 2], shared_by, 3)[0]
+    keys, multiplicity, key_bytes = rep.l2_keys(o.region(slice(4, 8)))
+    assert [key[1][0] for key in keys] == [(4, 8), (0, 4), (8, 10)]
+    assert multiplicity == 1 and key_bytes == (64, 64, 32)
+
+
+def test_uneven_blocks_scale_the_representatives_demand_by_their_work():
+    # works 1, 1, 4: a block of three moves 6 units; in a one-wave launch its longest CTA represents it
+    reps = fold_grid([0, 1, 2], lambda cta: {}, 3, works=[1, 1, 4], one_wave=True)
+    assert reps[0].cta == 2 and reps[0].count == 3 and reps[0].weight == pytest.approx(1.5)
+    middle = fold_grid([0, 1, 2], lambda cta: {}, 3, works=[1, 2, 3])[0]
+    assert middle.cta == 1 and middle.weight == pytest.approx(3.0)
 
 
 # ---------------------------------------------------------------------------------------------- folded vs exact

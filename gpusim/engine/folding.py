@@ -10,6 +10,7 @@ L2 residency count the distinct tiles, L2 traffic counts weight.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
 from gpusim.launch import RegionKey
@@ -20,45 +21,90 @@ MIN_SIMULATED_SMS = 4
 
 
 class Representative:
-    """One simulated CTA standing for `weight` real ones. `shared[tensor] = (own key, other keys)` lists
-    the distinct `shared_by` keys of its block."""
+    """One simulated CTA standing for the `count` real CTAs of its block. Its demands on shared resources
+    are scaled by `weight`: the block's work over the representative's own (`count` when the CTAs are alike),
+    so a block of uneven CTAs still moves its real bytes and FLOPs. `shared[tensor] = (own key, other keys)`
+    lists the distinct `shared_by` keys of its block."""
 
-    __slots__ = ("cta", "weight", "_shared")
+    __slots__ = ("cta", "weight", "count", "_shared")
 
-    def __init__(self, cta: Any, weight: int, shared: Mapping[str, tuple]):
+    def __init__(self, cta: Any, weight: float, shared: Mapping[str, tuple], count: int | None = None):
         self.cta, self.weight, self._shared = cta, weight, shared
+        self.count = int(weight) if count is None else count
 
-    def l2_keys(self, ref) -> tuple[tuple, int]:
+    def l2_keys(self, ref) -> tuple[tuple, float, tuple | None]:
         """The L2 keys one access to `ref` by this representative stands for, and how many real tiles
         each key counts for. Shared tensors: the block's distinct tiles, found by substituting each
-        other CTA's shared key for the leading indices of the region (K[b, kv_head, ...] and key
-        (b, kv_head)); private tensors: the representative's key counted `weight` times."""
+        other CTA's shared key for the named (RegionKey) or leading indices of the region (K[b, kv_head, ...]
+        and key (b, kv_head)); keys that are not part of the region count each distinct key once. Private
+        tensors: one tile per CTA of the block. Third: each key's bytes where they differ from the
+        representative's tile (a sibling's region is a partial tile at the edge of the tensor), else None."""
         name = ref.tensor.name
         entry = self._shared.get(name)
+        scale = self.weight / self.count
         if entry is None:
-            return (ref.key,), self.weight
+            return self._private_keys(ref.key), scale, None
         own, others = entry
         if not others:
-            return (ref.key,), 1
+            return (ref.key,), scale, None
         index = ref.index
         if isinstance(own, RegionKey):
-            if any(index[dim] != value for dim, value in own):
-                return (ref.key,), len(others) + 1
-            siblings = tuple((name, _substituted(index, other)) for other in others)
-            return (ref.key,) + siblings, 1
+            if not all(_within(index[dim], value) for dim, value in own):
+                return (ref.key,), (len(others) + 1) * scale, None
+            indices = [sibling for sibling in (_substituted(index, own, other) for other in others)
+                       if sibling is not None]
+            siblings = tuple((name, sibling) for sibling in indices)
+            return (ref.key,) + siblings, 1, _region_bytes(ref, index, indices)
         prefix = own if isinstance(own, tuple) else (own,)
         if index[:len(prefix)] != prefix:
-            return (ref.key,), len(others) + 1
+            return (ref.key,), (len(others) + 1) * scale, None
         tail = index[len(prefix):]
         siblings = tuple((name, (o if isinstance(o, tuple) else (o,)) + tail) for o in others)
-        return (ref.key,) + siblings, 1
+        return (ref.key,) + siblings, 1, None
+
+    def _private_keys(self, key) -> tuple:
+        """A private tile stands for `count` distinct tiles, one per CTA of the block: each its own L2 line
+        of the tile's size, so that eviction (and write-back) happens tile by tile as on the real GPU."""
+        return (key,) + tuple((key, "cta", i) for i in range(1, self.count))
 
 
-def _substituted(index: tuple, key: RegionKey) -> tuple:
-    """`index` with the entries `key` names replaced by its values."""
+def _elements(index: tuple) -> int:
+    return math.prod(entry[1] - entry[0] for entry in index if isinstance(entry, tuple))
+
+
+def _region_bytes(ref, own_index: tuple, indices: list) -> tuple | None:
+    """Bytes of the representative's region and of each sibling region, or None when all are the same."""
+    own = _elements(own_index)
+    counts = [_elements(index) for index in indices]
+    if all(count == own for count in counts):
+        return None
+    per_element = ref.nbytes / own if own else 0.0
+    return (ref.nbytes,) + tuple(count * per_element for count in counts)
+
+
+def _within(entry, value) -> bool:
+    """An index entry lies in a key's entry: the same int, or a range inside the key's range."""
+    if isinstance(value, tuple) and isinstance(entry, tuple):
+        return value[0] <= entry[0] and entry[1] <= value[1]
+    return entry == value
+
+
+def _substituted(index: tuple, own: RegionKey, other: RegionKey) -> tuple | None:
+    """The sibling's counterpart of `index`: each entry `own` names replaced by `other`'s; an index range
+    that is part of the representative's range (one warpgroup's rows of its tile) is moved by the same
+    offset and clipped to the sibling's range (whose tile may be partial). None when nothing is left."""
     entries = list(index)
-    for dim, value in key:
-        entries[dim] = value
+    own_values = dict(own)
+    for dim, value in other:
+        entry, mine = entries[dim], own_values[dim]
+        if entry == mine or not isinstance(entry, tuple):
+            entries[dim] = value
+            continue
+        shift = value[0] - mine[0]
+        start, stop = max(entry[0] + shift, value[0]), min(entry[1] + shift, value[1])
+        if start >= stop:
+            return None
+        entries[dim] = (start, stop)
     return tuple(entries)
 
 
@@ -96,15 +142,25 @@ def work_mismatch(works: Sequence[float], fold: int) -> float:
     return off / total
 
 
-def fold_grid(grid: Sequence[Any], shared_by: Callable[[Any], Mapping[str, Hashable]], fold: int) -> list[Representative]:
-    """Representatives of consecutive blocks of `fold` CTAs: the middle CTA of each block (so causal work,
-    which grows along the grid, averages out)."""
+def fold_grid(grid: Sequence[Any], shared_by: Callable[[Any], Mapping[str, Hashable]], fold: int,
+              works: Sequence[float] | None = None, one_wave: bool = False) -> list[Representative]:
+    """Representatives of consecutive blocks of `fold` CTAs. Usually the middle CTA of each block (causal
+    work, which grows along the grid, averages out); in a launch of one wave with uneven `works`, the
+    block's longest CTA, because the slowest CTA sets the launch's time there."""
     if fold == 1:
         return [Representative(cta, 1, {}) for cta in grid]
     reps = []
     for start in range(0, len(grid), fold):
         block = grid[start:start + fold]
-        rep = block[len(block) // 2]
+        pick = len(block) // 2
+        weight: float = len(block)
+        if works is not None:
+            block_works = works[start:start + fold]
+            if one_wave:
+                pick = max(range(len(block)), key=lambda i: (block_works[i], -abs(i - len(block) // 2)))
+            if block_works[pick] > 0:
+                weight = sum(block_works) / block_works[pick]
+        rep = block[pick]
         own = shared_by(rep)
         keys: dict[str, dict] = {}
         for cta in block:
@@ -112,5 +168,5 @@ def fold_grid(grid: Sequence[Any], shared_by: Callable[[Any], Mapping[str, Hasha
                 keys.setdefault(tensor, {})[key] = None
         shared = {tensor: (own[tensor], tuple(k for k in distinct if k != own[tensor]))
                   for tensor, distinct in keys.items() if tensor in own}
-        reps.append(Representative(rep, len(block), shared))
+        reps.append(Representative(rep, weight, shared, count=len(block)))
     return reps

@@ -102,32 +102,35 @@ class MemorySystem:
         return self._hbm(t, nbytes, "write-back")
 
     def read(self, port: SmMemoryPort, t: float, keys: tuple, nbytes: int, weight: float = 1.0,
-             multiplicity: float = 1.0) -> float:
+             multiplicity: float = 1.0, key_bytes: tuple | None = None) -> float:
         """Read a tile into an SM; returns its completion cycle: the time its bytes have drained through
         every server on the way (SM link, L2, HBM on a miss) plus the access latency. `keys` are the
         distinct tiles the request stands for (the first is the issuing CTA's own), each counting
-        `multiplicity` real tiles."""
+        `multiplicity` real tiles of `nbytes`, or of `key_bytes[i]` where they differ."""
         t = port.admit(t, nbytes)
-        l2_bytes = nbytes * weight
+        l2_bytes = nbytes * weight if key_bytes is None else sum(key_bytes) * weight / len(keys)
         self.bytes.l2_read += l2_bytes
         self.l2_read_by_tensor[keys[0][0]] = self.l2_read_by_tensor.get(keys[0][0], 0.0) + l2_bytes
         drained = max(self.l2.reserve(t, l2_bytes), port.load_link.reserve(t, nbytes))
         missed = []
         own_hit = True
         own_arrival = 0.0
+        missed_bytes = 0.0
         for i, key in enumerate(keys):
             arrival = self.cache.arrival(key)
             if arrival is None:
                 missed.append(key)
                 own_hit = own_hit and i > 0
-                drained = max(drained, self._write_back(t, self.cache.insert(key, nbytes * multiplicity, dirty=False)))
+                size = (nbytes if key_bytes is None else key_bytes[i]) * multiplicity
+                missed_bytes += size
+                drained = max(drained, self._write_back(t, self.cache.insert(key, size, dirty=False)))
             elif i == 0:
                 own_arrival = arrival
         misses = len(missed) * multiplicity
         self.bytes.l2_misses += misses
         self.bytes.l2_hits += weight - misses
         if missed:
-            dram = nbytes * misses
+            dram = missed_bytes
             self.bytes.hbm_read += dram
             tensor = keys[0][0]
             self.hbm_read_by_tensor[tensor] = self.hbm_read_by_tensor.get(tensor, 0.0) + dram
@@ -149,14 +152,14 @@ class MemorySystem:
         return done
 
     def write(self, port: SmMemoryPort, t: float, keys: tuple, nbytes: int, weight: float = 1.0,
-              multiplicity: float = 1.0, accumulate: bool = False) -> float:
+              multiplicity: float = 1.0, accumulate: bool = False, key_bytes: tuple | None = None) -> float:
         """Post a tile write (write-back L2); returns when L2 has absorbed it. `accumulate` is an atomic
         add performed at L2: a read-modify-write there, reading HBM only if the line is absent."""
-        l2_bytes = nbytes * weight
+        l2_bytes = nbytes * weight if key_bytes is None else sum(key_bytes) * weight / len(keys)
         self.bytes.l2_write += l2_bytes
         done = max(self.l2.reserve(t, l2_bytes * (2 if accumulate else 1)), port.store_link.reserve(t, nbytes))
-        tile_bytes = nbytes * multiplicity
-        for key in keys:
+        for i, key in enumerate(keys):
+            tile_bytes = (nbytes if key_bytes is None else key_bytes[i]) * multiplicity
             if accumulate:
                 if not self.cache.hit(key):
                     self.bytes.hbm_read += tile_bytes

@@ -108,7 +108,8 @@ class TimingInterpreter:
         occupancy = launch.occupancy(hw)
         works = [launch.work(cta) for cta in launch.grid] if launch.work and not self.exact else None
         fold = 1 if self.exact else choose_fold_factor(hw.sm_count, len(launch.grid), occupancy, works)
-        reps = deque(fold_grid(launch.grid, launch.shared_by, fold))
+        one_wave = len(launch.grid) <= occupancy * hw.sm_count
+        reps = deque(fold_grid(launch.grid, launch.shared_by, fold, works, one_wave))
         sms = [SmState(env, hw, i) for i in range(hw.sm_count // fold)]
         slots = occupancy * len(sms)
         meter = None
@@ -209,9 +210,9 @@ class TimingInterpreter:
             roles = roles if isinstance(roles, list) else [roles]
             cta = _CtaState(rep, sm)
             procs = [env.process(self._run_role(role, cta, launch.name)) for role in roles]
-            self._resident += rep.weight
+            self._resident += rep.count
             yield env.all_of(procs)
-            self._resident -= rep.weight
+            self._resident -= rep.count
             store_done[0] = max(store_done[0], cta.store_done)
             if meter is not None:
                 meter.cta_finished(env.now)
@@ -271,9 +272,9 @@ class TimingInterpreter:
                                      chunks=16)
         mem.bytes.hbm_write += written_back
         # The skipped traffic is not queued on the shared servers (one huge reservation would serialize the
-        # other CTAs behind it), so the jump lasts at least this CTA's fair share of them: its demand times
-        # the number of real CTAs resident now per CTA this one stands for, which all stream at the same rate in
-        # steady state.
+        # other CTAs behind it), so the jump lasts at least this CTA's fair share of them: one real CTA's
+        # demand (the representative's over its weight) times the real CTAs resident now, which all stream
+        # at the same rate in steady state.
         resident = max(weight, self._resident) / weight
         fair_share = max(per["hbm_busy"], per["l2_busy"]) * skipped * resident
         for unit in ("tensor", "mufu", "fp32", "smem", "dispatch"):
@@ -310,11 +311,11 @@ class TimingInterpreter:
             if kind is Load:
                 src = op.src
                 nbytes = src.nbytes
-                keys, multiplicity = rep.l2_keys(src)
+                keys, multiplicity, key_bytes = rep.l2_keys(src)
                 if op.tma and sm.tma is None:
                     raise InputError(f"{launch_name}: a TMA load on {self.hw.name}, which has no TMA (has_tma)")
                 read_before, write_before = mem.bytes.hbm_read, mem.bytes.hbm_write
-                done = mem.read(sm.tma if op.tma else sm.port, now, keys, nbytes, weight, multiplicity)
+                done = mem.read(sm.tma if op.tma else sm.port, now, keys, nbytes, weight, multiplicity, key_bytes)
                 if tracking:
                     work.add_hbm(mem.bytes.hbm_read - read_before, mem.bytes.hbm_write - write_before, mem.hbm.rate)
                     work.l2_read += nbytes * weight
@@ -382,9 +383,9 @@ class TimingInterpreter:
             elif kind is Store:
                 dst = op.dst
                 nbytes = dst.nbytes
-                keys, multiplicity = rep.l2_keys(dst)
+                keys, multiplicity, key_bytes = rep.l2_keys(dst)
                 read_before, write_before = mem.bytes.hbm_read, mem.bytes.hbm_write
-                done = mem.write(sm.port, now, keys, nbytes, weight, multiplicity, op.accumulate)
+                done = mem.write(sm.port, now, keys, nbytes, weight, multiplicity, op.accumulate, key_bytes)
                 if tracking:
                     work.add_hbm(mem.bytes.hbm_read - read_before, mem.bytes.hbm_write - write_before, mem.hbm.rate)
                     work.l2_write += nbytes * weight
@@ -426,7 +427,7 @@ class TimingInterpreter:
                 if plan.state is not None:
                     skipped = gap_after(plan, op.index)
                     if skipped:
-                        delay = self._account_skipped(plan.state, work, sm, skipped, now, weight)
+                        delay = self._account_skipped(plan.state, work, sm, skipped, now, rep.weight)
                         if delay > 0:
                             yield env.timeout(delay)
                     else:

@@ -1,0 +1,68 @@
+"""Folded against exact simulation (issue 8): on a grid of problems small enough to simulate every CTA,
+print the folded run's time and byte errors against the exact run. A script, not a test: it prints figures.
+The target is time within 3% and HBM bytes within 1% on every row.
+
+    python benchmarks/folded_vs_exact.py [--jobs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+from gpusim import AttentionProblem, simulate
+
+TIME_TOLERANCE = 0.03
+BYTES_TOLERANCE = 0.01
+
+GRID = [  # (kernel, problem kwargs, hardware)
+    ("naive", dict(batch=1, heads=8, seq_len=2048, head_dim=64), "h200"),
+    ("naive", dict(batch=2, heads=16, seq_len=1000, head_dim=64, causal=True), "h200"),
+    ("fa1", dict(batch=1, heads=32, seq_len=2048, head_dim=128), "h200"),
+    ("fa1", dict(batch=2, heads=8, seq_len=1000, head_dim=64, causal=True), "h200"),
+    ("fa2", dict(batch=1, heads=16, seq_len=4096, head_dim=128), "h200"),
+    ("fa2", dict(batch=2, heads=8, seq_len=1000, head_dim=64), "h200"),
+    ("fa2", dict(batch=1, heads=8, seq_len=2048, head_dim=128, causal=True), "h200"),
+    ("fa2", dict(batch=1, heads=16, kv_heads=4, seq_len=2048, head_dim=128), "h200"),
+    ("fa2", dict(batch=1, heads=8, seq_len=1024, head_dim=64, pass_="bwd"), "h200"),
+    ("fa3", dict(batch=1, heads=16, seq_len=1024, head_dim=64), "h200"),
+    ("fa3", dict(batch=1, heads=16, seq_len=4096, head_dim=128), "h200"),
+    ("fa3", dict(batch=1, heads=8, seq_len=2048, head_dim=128, causal=True), "h200"),
+    ("fa3", dict(batch=1, heads=8, seq_len=1024, head_dim=128, pass_="bwd"), "h200"),
+    ("fa4", dict(batch=1, heads=16, seq_len=4096, head_dim=128), "b200"),
+    ("flash_decoding", dict(batch=2, heads=32, kv_heads=8, seq_len=1, kv_len=8192, head_dim=128), "h200"),
+    ("flash_decoding", dict(batch=8, heads=32, kv_heads=8, seq_len=1, kv_len=16384, head_dim=128), "h200"),
+    ("flash_decoding", dict(batch=1, heads=32, kv_heads=8, seq_len=1, kv_len=65536, head_dim=128), "h200"),
+]
+
+
+def compare(case: tuple) -> tuple:
+    kernel, kwargs, hw = case
+    problem = AttentionProblem(**kwargs)
+    folded = simulate(kernel, problem, hw)
+    exact = simulate(kernel, problem, hw, exact=True)
+    return (kernel, problem.describe(), hw, folded.time_s / exact.time_s - 1,
+            folded.hbm_bytes / exact.hbm_bytes - 1, folded.sim_wall_s, exact.sim_wall_s)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    print(f"{'kernel':15s} {'problem':44s} {'hw':5s} {'time':>8s} {'HBM bytes':>10s} {'folded s':>9s} "
+          f"{'exact s':>8s}")
+    worst_time = worst_bytes = 0.0
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for kernel, problem, hw, time_err, bytes_err, folded_s, exact_s in pool.map(compare, GRID):
+            flag = "" if abs(time_err) <= TIME_TOLERANCE and abs(bytes_err) <= BYTES_TOLERANCE else "  <-- off"
+            print(f"{kernel:15s} {problem:44s} {hw:5s} {time_err:+8.2%} {bytes_err:+10.2%} {folded_s:9.2f} "
+                  f"{exact_s:8.2f}{flag}")
+            worst_time, worst_bytes = max(worst_time, abs(time_err)), max(worst_bytes, abs(bytes_err))
+    print(f"worst |time error| {worst_time:.2%} (target {TIME_TOLERANCE:.0%}), "
+          f"worst |HBM bytes error| {worst_bytes:.2%} (target {BYTES_TOLERANCE:.0%})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
