@@ -333,6 +333,22 @@ _preset(
              "pcie_bandwidth_bytes_per_s": "PCIe Gen4 x16, ~26 GB/s achievable",
              "has_tma": "Ampere has cp.async but no TMA (anchors.md)"},
 )
+#: The A100 the FlashAttention paper (Dao et al. 2022, arXiv 2205.14135, Sec. 4.3 / App. E) ran on: "one A100
+#: GPU with 40 GB HBM", the SXM4 40GB part. Same GA100 die and clocks as `a100` (108 SMs, 1410 MHz boost, 40 MB
+#: L2, 164 KB SMEM per SM); HBM2 at 1215 MHz on a 5120-bit bus = 1555 GB/s instead of the 80GB part's HBM2e
+#: 2039 GB/s (NVIDIA A100 datasheet, "GPU memory bandwidth: 1,555 GB/s" for A100 40GB SXM; A100 Tensor Core GPU
+#: Architecture whitepaper, Table 3).
+_A100_40GB_CHANGES = dict(hbm_capacity_bytes=40 * 10**9, hbm_bandwidth_bytes_per_s=1.555e12)
+_A100_40GB_SOURCES = {
+    "hbm_capacity_bytes": "NVIDIA A100 datasheet: 40 GB HBM2 (SXM4 40GB)",
+    "hbm_bandwidth_bytes_per_s": "NVIDIA A100 datasheet: 1,555 GB/s (A100 40GB); A100 whitepaper Table 3 "
+                                 "(5120-bit HBM2 at 1215 MHz)",
+    "hbm_achievable_fraction": "as a100 (90-92% achieved on HBM2e; not measured on the HBM2 part)",
+}
+_preset(**{**{f.name: getattr(PRESETS["a100"], f.name) for f in fields(HardwareSpec)},
+           **_A100_40GB_CHANGES, "name": "a100-40gb",
+           "description": "NVIDIA A100 SXM4 40GB (Ampere), the FlashAttention paper's GPU",
+           "sources": {**PRESETS["a100"].sources, **_A100_40GB_SOURCES}})
 _preset(
     name="b200", description="NVIDIA B200 (Blackwell)",
     sm_count=148, sm_clock_hz=1.85e9,

@@ -38,6 +38,20 @@ producer's tiles when they are still resident.
 Differences from the eager path: no GQA expansion copy of K/V (heads index K/V head h // group); causal
 masking costs no extra masked_fill kernel (it is in the softmax); cuBLAS heuristics are replaced by the
 fixed tile choice above.
+
+The FlashAttention paper's "standard attention" (Fig. 1 right: Matmul, Mask, Softmax, Dropout, Matmul; its
+benchmarks run with dropout and a mask) is this sequence with options, each a kernel PyTorch launches:
+  mask_pass   add: `scores + mask` (broadcast mask; AddBackward passes the gradient through, no kernel);
+              masked_fill: `scores.masked_fill_(mask, -inf)` (the FA1 repo's attention_ref), whose backward
+              grad.masked_fill(mask, 0) is a kernel. The softmax then needs no mask of its own.
+  dropout_p   F.dropout -> native_dropout: fused_dropout_kernel_vec reads P, writes the dropped P (which P V,
+              and dV in the backward, read) and a 1-byte keep mask; backward masked_scale reads dP and the mask.
+  softmax_bwd_premul  softmax_backward_cuda_out computes `tmp = grad * output` in its own kernel (in
+              aten/src/ATen/native/cuda/SoftMax.cu since PyTorch 1.0), then softmax_warp_backward
+              dS = tmp - P * rowsum(tmp) reads tmp and P again.
+The sequence and each kernel's launch shape and instructions per element were read with Nsight Compute on an
+H200 (torch 2.11, B=4 H=16 N=1024: see PointwiseKernel); the per-kernel HBM bytes matched this model within a
+few percent. The defaults (none, 0, False) keep the sequence the H200 `naive` rows were measured with.
 """
 
 from __future__ import annotations
@@ -54,6 +68,7 @@ from gpusim.kernels.attention_common import causal_offset, declare_tensors, tens
 
 NAME = "naive"
 PROBLEM = AttentionProblem
+MASK_PASSES = ("none", "add", "masked_fill")
 OPTIONS = {
     "separate_scale": Option(bool, True, "scale S (and dS) in their own elementwise kernels, as PyTorch's eager "
                                          "path does; false fuses the scale into the GEMM epilogues"),
@@ -62,6 +77,15 @@ OPTIONS = {
     "block_k": Option(int, 64, "GEMM reduction depth per pipeline stage"),
     "stages": Option(int, 3, "GEMM SMEM ring depth (at most the number of reduction steps)"),
     "group_m": Option(int, 8, "GEMM tile rows per rasterization group (L2 reuse)"),
+    "mask_pass": Option(str, "none", "a separate masking kernel after the QK^T GEMM, as eager attention code writes "
+                                     "it: none (the softmax masks), add (scores + mask: no backward kernel) or "
+                                     "masked_fill (its backward grad.masked_fill(mask, 0) is a kernel)",
+                        choices=MASK_PASSES),
+    "dropout_p": Option(float, 0.0, "attention dropout probability: PyTorch's fused dropout kernel after the "
+                                    "softmax (writes the dropped P and a 1-byte keep mask) and its backward"),
+    "dropout_seed": Option(int, 0, "seed of the keep mask the functional run draws (dropout_keep)"),
+    "softmax_bwd_premul": Option(bool, False, "PyTorch's softmax backward: tmp = grad * P in its own elementwise "
+                                              "kernel, then the row kernel dS = tmp - P * rowsum(tmp)"),
 }
 
 # ---- per-element instruction counts (algorithm constants, what the kernels execute per element)
@@ -83,6 +107,50 @@ ROW_LOG_OPS = 1.0
 GEMM_REGISTERS_PER_THREAD = 128
 ELEMENTWISE_REGISTERS_PER_THREAD = 32
 ELEMENTWISE_THREADS = 128
+
+
+@dataclass(frozen=True)
+class PointwiseKernel:
+    """Launch shape and thread instructions per element of one of PyTorch's elementwise kernels, read with
+    Nsight Compute on an H200 (torch 2.11, B=4 H=16 N=1024 d=64 bf16, smsp__inst_executed x 32 / elements;
+    the ncu run is quoted in the kernel's comment). Integer work (Philox, index division) is counted like the
+    rest: one FP32-pipe issue slot per instruction (on sm_80 the INT32 and FP32 pipes both have 64 lanes)."""
+
+    name: str
+    threads_per_cta: int
+    registers_per_thread: int
+    instructions_per_element: float
+
+
+#: `scores + mask` / `scores.masked_fill_(mask, v)` with a broadcast [N, N] (or [B, 1, 1, N]) mask: TensorIterator
+#: cannot vectorize a broadcast operand, so the generic elementwise_kernel<128, 4> computes three offsets per
+#: element by integer division (56.75 instructions per element: 21 ALU, 11 FMA-pipe integer multiplies, 3 LSU).
+#: The masked_fill backward, grad.masked_fill(mask, 0), is the same broadcast kernel.
+BROADCAST_MASK_KERNEL = PointwiseKernel("broadcast_mask", 128, 18, 56.75)
+#: fused_dropout_kernel_vec<bf16, float, uint, 1, 8, bool> (aten/src/ATen/native/cuda/Dropout.cu): a grid-stride
+#: loop, 256 threads, 55 registers; curand_uniform4 runs Philox4x32-10 (10 rounds of two 32-bit mul.hi/lo and
+#: XORs) per 4 elements, then compare, scale and the byte mask: 28.8 instructions per element (13.3 ALU,
+#: 13.2 FMA pipe; none on MUFU).
+DROPOUT_KERNEL = PointwiseKernel("fused_dropout", 256, 55, 28.8)
+#: native_dropout_backward = masked_scale_kernel (vectorized_elementwise_kernel<8>): grad * mask * 1/(1-p),
+#: 11.4 instructions per element.
+DROPOUT_BWD_KERNEL = PointwiseKernel("masked_scale", 128, 40, 11.38)
+#: softmax_backward_cuda_out (aten/src/ATen/native/cuda/SoftMax.cu): `Tensor tmp = grad * output;` before the
+#: row kernel, a vectorized BinaryFunctor<MulFunctor>: 7.25 instructions per element.
+PREMUL_KERNEL = PointwiseKernel("softmax_bwd_mul", 128, 40, 7.25)
+#: softmax_warp_backward<bf16, bf16, float, 10> after the premultiply: dS = tmp - P * rowsum(tmp), one warp per
+#: row, 96 registers, 13.94 instructions per element at L = 1024. Longer rows (block kernels) were not profiled:
+#: the forward kernel's count is kept for them, as for the default softmax_bwd.
+WARP_SOFTMAX_BWD_INSTRUCTIONS = 13.94
+WARP_SOFTMAX_BWD_REGISTERS = 96
+
+
+def dropout_keep(seed: int, batch: int, head: int, rows: range, kv_len: int, p: float) -> np.ndarray:
+    """The keep mask (True = kept) of rows `rows` of (batch, head): uniform draws >= p, one seeded stream per
+    row, so any tile of any launch and the tests' float64 reference draw the same mask (like Philox, whose
+    counter is the element offset)."""
+    return np.array([np.random.default_rng((seed, batch, head, r)).random(kv_len) >= p for r in rows],
+                    dtype=bool).reshape(len(rows), kv_len)
 
 
 @dataclass(frozen=True)
@@ -256,11 +324,12 @@ def _mask_fn(problem: AttentionProblem, r0: int):
 
 
 def _softmax_launch(problem: AttentionProblem, src: GlobalTensor, p_t: GlobalTensor, lse_t: GlobalTensor | None,
-                    kernel: RowKernel) -> Launch:
-    """P = softmax(src) row-wise with the causal mask; optionally the log-sum-exp of each row. Three passes
-    over the row (max; exp and sum; normalize and write), each a third of the kernel's instructions."""
+                    kernel: RowKernel, causal: bool | None = None) -> Launch:
+    """P = softmax(src) row-wise with the causal mask (unless `causal` is False: a mask pass already wrote
+    -inf there); optionally the log-sum-exp of each row. Three passes over the row (max; exp and sum;
+    normalize and write), each a third of the kernel's instructions."""
     R, L = kernel.rows_per_cta, problem.kv_len
-    causal = problem.causal
+    causal = problem.causal if causal is None else causal
     per_pass = kernel.instructions_per_element / 3
     mufu_half = kernel.mufu_per_element / 2
 
@@ -375,6 +444,98 @@ def _scale_launch(name: str, problem: AttentionProblem, src: GlobalTensor, dst: 
                   threads_per_cta=ELEMENTWISE_THREADS, registers_per_thread=ELEMENTWISE_REGISTERS_PER_THREAD)
 
 
+def _pointwise_launch(name: str, problem: AttentionProblem, srcs: list, dsts: list, fn, block: tuple,
+                      kernel: PointwiseKernel, group_m: int = 1) -> Launch:
+    """dsts = fn(b, h, rows, cols, *srcs) elementwise, walking [B, H, N, L] in `block` tiles in the order of
+    the launch that produced srcs[0] (so the L2 sees that launch's tiles while they are still resident).
+    fn gets the tile's row range and column slice, for position-dependent work (masks, dropout)."""
+    br, bc = block
+    n, length = srcs[0].shape[2], srcs[0].shape[3]
+    grid = _tile_grid(srcs[0], br, bc, group_m)
+
+    def program(cta):
+        b, h, tr, tc = cta
+        rows = range(tr * br, min((tr + 1) * br, n))
+        cols = slice(tc * bc, min((tc + 1) * bc, length))
+        shape = (len(rows), cols.stop - cols.start)
+        region = (b, h, slice(rows.start, rows.stop), cols)
+        ins = [Tile(shape, t.dtype, "reg", f"x{i}") for i, t in enumerate(srcs)]
+        outs = tuple(Tile(shape, t.dtype, "reg", f"y{i}") for i, t in enumerate(dsts))
+        handles = []
+        for t, tile in zip(srcs, ins):
+            handles.append((yield Load(t.region(*region), tile, wait=False)))
+        for handle in handles:
+            yield Wait(handle)
+        yield Vector(lambda *xs: fn(b, h, rows, cols, *xs), ins, outs if len(outs) > 1 else outs[0],
+                     kernel.instructions_per_element, elements=shape[0] * shape[1])
+        for t, tile in zip(dsts, outs):
+            yield Store(tile, t.region(*region))
+
+    return Launch(name=name, grid=grid, program=program, smem_bytes_per_cta=0, threads_per_cta=kernel.threads_per_cta,
+                  registers_per_thread=kernel.registers_per_thread)
+
+
+def _mask_fill(problem: AttentionProblem, value: float = -np.inf):
+    """fn for the mask pass: `value` where the causal mask hides a key (PyTorch's masked_fill_ with -inf; an
+    additive -10000 mask gives the same softmax in bf16). Without causal masking the mask (a key-padding mask
+    with every key valid) changes nothing, but the kernel still streams the matrix. value=0 is the backward of
+    masked_fill."""
+    offset = causal_offset(problem)
+
+    def fill(b, h, rows, cols, x):
+        if not problem.causal:
+            return x
+        visible = np.arange(cols.start, cols.stop)[None, :] <= np.arange(rows.start, rows.stop)[:, None] + offset
+        return np.where(visible, x, value)
+    return fill
+
+
+def _mask_fill_grad(problem: AttentionProblem):
+    return _mask_fill(problem, 0.0)
+
+
+def _dropout_fns(problem: AttentionProblem, p: float, seed: int):
+    """(forward fn: P -> (dropped P, keep mask), backward fn: (dPd, keep) -> dP), PyTorch's inverted dropout:
+    kept elements are scaled by 1 / (1 - p) in both directions."""
+    scale = 1.0 / (1.0 - p)
+
+    def forward(b, h, rows, cols, x):
+        keep = dropout_keep(seed, b, h, rows, problem.kv_len, p)[:, cols]
+        return np.where(keep, x * scale, 0.0), keep.astype(np.float32)
+
+    def backward(b, h, rows, cols, grad, keep):
+        return grad * keep * scale
+    return forward, backward
+
+
+def _softmax_bwd_premul_launch(problem: AttentionProblem, t_t: GlobalTensor, p_t: GlobalTensor,
+                               ds_t: GlobalTensor, kernel: RowKernel) -> Launch:
+    """The row kernel after PyTorch's premultiply: dS = tmp - P * rowsum(tmp) with tmp = dP * P (in HBM)."""
+    R, L = kernel.rows_per_cta, problem.kv_len
+    warp = kernel.name == "softmax_warp_forward"
+    per_element = WARP_SOFTMAX_BWD_INSTRUCTIONS if warp else kernel.instructions_per_element
+    registers = WARP_SOFTMAX_BWD_REGISTERS if warp else kernel.registers_per_thread
+
+    def program(cta):
+        b, h, grp = cta
+        rows = slice(grp * R, min(grp * R + R, problem.seq_len))
+        n_rows = rows.stop - rows.start
+        t = Tile((n_rows, L), t_t.dtype, "reg", "T")
+        p = Tile((n_rows, L), p_t.dtype, "reg", "P")
+        tsum = Tile((n_rows,), "fp32", "reg", "D")
+        ds = Tile((n_rows, L), ds_t.dtype, "reg", "dS")
+        t_ready = yield Load(t_t.region(b, h, rows), t, wait=False)
+        yield Load(p_t.region(b, h, rows), p)
+        yield Wait(t_ready)
+        yield Vector(lambda x: x.sum(axis=1), [t], tsum, per_element / 2, elements=t.elements)
+        yield Vector(lambda x, y, dd: x - y * dd[:, None], [t, p, tsum], ds, per_element / 2, elements=t.elements)
+        yield Store(ds, ds_t.region(b, h, rows))
+
+    return Launch(name="softmax_bwd", grid=_row_grid(problem, R), program=program,
+                  smem_bytes_per_cta=kernel.smem_bytes_per_cta, threads_per_cta=kernel.threads_per_cta,
+                  registers_per_thread=registers)
+
+
 # ============================================================================================== plan
 def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
     opts = resolve_options(NAME, OPTIONS, options)
@@ -383,6 +544,11 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
     for key in ("block_m", "block_n", "block_k", "stages", "group_m"):
         if opts[key] <= 0:
             raise InputError(f"naive: option {key} must be positive")
+    drop_p, mask_pass, premul = opts["dropout_p"], opts["mask_pass"], opts["softmax_bwd_premul"]
+    if not 0.0 <= drop_p < 1.0:
+        raise InputError(f"naive: option dropout_p={drop_p} must be in [0, 1)")
+    if drop_p and problem.pass_ == "bwd":
+        raise InputError("naive: dropout_p needs the keep mask its forward draws; use pass fwd or fwd_bwd")
     b, h, n, l = problem.batch, problem.heads, problem.seq_len, problem.kv_len
     group = problem.group_size
     dt = tensor_dtype(problem)
@@ -391,13 +557,11 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
     backward = problem.pass_ != "fwd"
     tensors = declare_tensors(problem, backward=backward)
     q_t, k_t, v_t, o_t, lse_t = (tensors[x] for x in ("Q", "K", "V", "O", "LSE"))
-    per_pass = 3 if separate else 2  # S (, scaled S), P forward; dP, dS (, scaled dS) backward
-    matrices = per_pass * (2 if backward else 1)
-    require_hbm(NAME, matrices * b * h * n * l * problem.element_bytes
-                + sum(t.nbytes for t in tensors.values()), hw)
+    require_hbm(NAME, _scratch_matrices(opts, backward) * b * h * n * l * problem.element_bytes
+                + (b * h * n * l if drop_p else 0) + sum(t.nbytes for t in tensors.values()), hw)
 
-    def nn(name: str) -> GlobalTensor:
-        t = GlobalTensor(name, (b, h, n, l), dt, "scratch")
+    def nn(name: str, dtype: str = dt) -> GlobalTensor:
+        t = GlobalTensor(name, (b, h, n, l), dtype, "scratch")
         tensors[name] = t
         return t
 
@@ -406,8 +570,11 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
 
     launches: list[Launch] = []
     rows = row_kernel(problem)
+    row_block = (rows.rows_per_cta, l)
     info: dict = {"separate_scale": separate, "instruction": hw.best_instruction(problem.dtype),
                   "softmax_kernel": rows.name}
+    if mask_pass != "none" or drop_p or premul:
+        info.update(mask_pass=mask_pass, dropout_p=drop_p, softmax_bwd_premul=premul)
 
     # -------------------------------------------------------------- S = Q K^T (forward, or recompute for bwd)
     s_t = nn("S")
@@ -419,12 +586,24 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
     if separate:
         scores = nn("Ss")
         launches.append(_scale_launch("scale", problem, s_t, scores, qk_tiles[:2], opts["group_m"]))
+    if mask_pass != "none":
+        masked = nn("Sm")
+        launches.append(_pointwise_launch("mask", problem, [scores], [masked], _mask_fill(problem), qk_tiles[:2],
+                                          BROADCAST_MASK_KERNEL, opts["group_m"]))
+        scores = masked
     p_t = nn("P")
+    dropout_fwd, dropout_bwd = _dropout_fns(problem, drop_p, opts["dropout_seed"])
     if problem.pass_ == "bwd":
         launches.append(_recompute_p_launch(problem, scores, lse_t, p_t, rows))
+        p_used = p_t
     else:
-        launches.append(_softmax_launch(problem, scores, p_t, lse_t, rows))
-        pv = _Gemm("pv_gemm", o_t, p_t, False, v_t, False, same, None)
+        launches.append(_softmax_launch(problem, scores, p_t, lse_t, rows, problem.causal and mask_pass == "none"))
+        p_used = p_t
+        if drop_p:
+            p_used, keep_t = nn("Pd"), nn("Keep", "int8")
+            launches.append(_pointwise_launch("dropout", problem, [p_t], [p_used, keep_t], dropout_fwd, row_block,
+                                              DROPOUT_KERNEL))
+        pv = _Gemm("pv_gemm", o_t, p_used, False, v_t, False, same, None)
         launches.append(_gemm_launch(pv, problem, hw, opts)[0])
     if not backward:
         info["launch_count"] = len(launches)
@@ -435,17 +614,33 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
 
     def group_pairs(kv_head: int) -> list:  # dV, dK of a KV head sum the products of its query heads
         return [(q_head, q_head) for q_head in range(kv_head * group, (kv_head + 1) * group)]
-    dv = _Gemm("dv_gemm", dv_t, p_t, True, do_t, False, group_pairs, None)
+    dv = _Gemm("dv_gemm", dv_t, p_used, True, do_t, False, group_pairs, None)
     launches.append(_gemm_launch(dv, problem, hw, opts)[0])
-    dp_t = nn("dP")
+    dp_t = nn("dPd" if drop_p else "dP")
     dp = _Gemm("dp_gemm", dp_t, do_t, False, v_t, True, same, None)
     launches.append(_gemm_launch(dp, problem, hw, opts)[0])
+    if drop_p:
+        undropped = nn("dP")
+        launches.append(_pointwise_launch("dropout_bwd", problem, [dp_t, keep_t], [undropped], dropout_bwd,
+                                          row_block, DROPOUT_BWD_KERNEL))
+        dp_t = undropped
     ds_t = nn("dS")
-    launches.append(_softmax_bwd_launch(problem, p_t, dp_t, ds_t, rows))
+    if premul:
+        t_t = nn("dPxP")
+        launches.append(_pointwise_launch("softmax_bwd_mul", problem, [dp_t, p_t], [t_t],
+                                          lambda b_, h_, r, c, x, y: x * y, row_block, PREMUL_KERNEL))
+        launches.append(_softmax_bwd_premul_launch(problem, t_t, p_t, ds_t, rows))
+    else:
+        launches.append(_softmax_bwd_launch(problem, p_t, dp_t, ds_t, rows))
+    if mask_pass == "masked_fill":  # autograd of masked_fill_: grad.masked_fill(mask, 0), its own kernel
+        dsm_t = nn("dSm")
+        launches.append(_pointwise_launch("mask_bwd", problem, [ds_t], [dsm_t], _mask_fill_grad(problem), row_block,
+                                          BROADCAST_MASK_KERNEL))
+        ds_t = dsm_t
     alpha = None if separate else scale
     if separate:
         dss_t = nn("dSs")
-        launches.append(_scale_launch("scale_bwd", problem, ds_t, dss_t, (rows.rows_per_cta, l)))
+        launches.append(_scale_launch("scale_bwd", problem, ds_t, dss_t, row_block))
         ds_t = dss_t
     dq = _Gemm("dq_gemm", dq_t, ds_t, False, k_t, False, same, alpha)
     launches.append(_gemm_launch(dq, problem, hw, opts)[0])
@@ -456,3 +651,11 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
     return KernelPlan(kernel=NAME, tensors=tensors, launches=launches, info=info)
 
 
+def _scratch_matrices(opts: dict, backward: bool) -> int:
+    """How many N x N matrices of the element type the launch sequence keeps in HBM (an upper bound on
+    its footprint: in-place masking would reuse S)."""
+    forward = 2 + opts["separate_scale"] + (opts["mask_pass"] != "none") + bool(opts["dropout_p"])
+    if not backward:
+        return forward
+    return (forward + 2 + opts["separate_scale"] + (opts["mask_pass"] == "masked_fill")
+            + bool(opts["dropout_p"]) + opts["softmax_bwd_premul"])

@@ -30,7 +30,7 @@ def test_presets_exist():
     assert get_preset("H200") is get_preset("h200")
 
 
-@pytest.mark.parametrize("name", ["a100", "h100", "h200", "b200"])
+@pytest.mark.parametrize("name", ["a100", "a100-40gb", "h100", "h200", "b200"])
 def test_presets_cite_a_source_for_key_fields(name):
     spec = get_preset(name)
     missing = [f for f in KEY_FIELDS if not spec.sources.get(f)]
@@ -52,6 +52,18 @@ def test_presets_with_tma_have_a_positive_tma_window_and_link(name, has_tma):
         assert spec.tma_max_inflight_bytes > 0 and spec.tma_bandwidth_bytes_per_clk > 0
 
 
+def test_a100_40gb_is_the_a100_with_hbm2():
+    """The FlashAttention paper's A100 40GB: the same die as the 80GB preset, 1555 GB/s HBM2 (datasheet)."""
+    a100, a100_40 = get_preset("a100"), get_preset("a100-40gb")
+    assert a100_40.hbm_bandwidth_bytes_per_s == 1.555e12 and a100_40.hbm_capacity_bytes == 40 * 10**9
+    differing = {f.name for f in dataclasses.fields(HardwareSpec)
+                 if f.name not in ("sources", "description") and getattr(a100, f.name) != getattr(a100_40, f.name)}
+    assert differing == {"name", "hbm_bandwidth_bytes_per_s", "hbm_capacity_bytes"}
+    assert "1,555 GB/s" in a100_40.sources["hbm_bandwidth_bytes_per_s"]
+    # 1555 GB/s * 0.9 achievable / 1.41 GHz
+    assert a100_40.hbm_bytes_per_clk == pytest.approx(1.555e12 * 0.9 / 1.41e9)
+
+
 def test_h200_calibrated_values():
     # the values the copy_vs_sms and FA2 calibration settled on (gpusim/hardware.py cites them)
     h200 = get_preset("h200")
@@ -71,7 +83,7 @@ def test_best_instruction_is_the_newest_the_gpu_has(name, instruction):
 
 
 def test_unknown_preset_is_an_input_error_listing_the_known_ones():
-    with pytest.raises(InputError, match=r"unknown hardware preset 'h300'.*a100, b200, h100, h200"):
+    with pytest.raises(InputError, match=r"unknown hardware preset 'h300'.*a100, a100-40gb, b200, h100, h200"):
         get_preset("h300")
 
 

@@ -7,12 +7,14 @@ few 1e-3; the bound is relative_error < 2e-2 for bf16 outputs and for the fp32 d
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from gpusim.errors import InputError
 from gpusim.hardware import get_preset
 from gpusim.problem import AttentionProblem
-from gpusim.reference import attention_errors, attention_forward, random_inputs
+from gpusim.reference import (attention_errors, attention_forward, causal_mask, random_inputs,
+                              relative_error)
 from gpusim.simulate import run_functional_check, simulate
 from gpusim.kernels import fa1, naive
 
@@ -172,3 +174,103 @@ def test_fa1_rereads_o_when_its_working_set_exceeds_l2():
     tc = -(-4096 // fa1_run.info["block_n"])
     o_scratch = 16 * 4096 * 64 * 4
     assert fa1_run.l2_bytes > 2 * (tc - 1) * o_scratch
+
+
+# ---------------------------------------------------------------------------------------------- Fig. 2 options
+#: The FlashAttention paper's standard attention (Fig. 1 right): scale in the GEMM, a mask kernel, softmax,
+#: dropout, P V; PyTorch's softmax backward premultiplies grad * P.
+FIG2 = {"separate_scale": False, "mask_pass": "add", "dropout_p": 0.1, "softmax_bwd_premul": True}
+
+
+def _dropout_reference(problem: AttentionProblem, data: dict, p: float, seed: int) -> dict:
+    """Float64 attention with inverted dropout on P, using the kernel's keep mask (naive.dropout_keep)."""
+    q, k, v = (np.asarray(data[x], dtype=np.float64) for x in ("Q", "K", "V"))
+    group = problem.group_size
+    k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+    s = np.einsum("bhnd,bhld->bhnl", q, k) * problem.scale
+    if problem.causal:
+        s = np.where(causal_mask(problem.seq_len, problem.kv_len), s, -np.inf)
+    prob = np.exp(s - s.max(axis=-1, keepdims=True))
+    prob /= prob.sum(axis=-1, keepdims=True)
+    rows = range(problem.seq_len)
+    keep = np.stack([np.stack([naive.dropout_keep(seed, b, h, rows, problem.kv_len, p)
+                               for h in range(problem.heads)]) for b in range(problem.batch)])
+    dropped = prob * keep / (1 - p)
+    ref = {"O": np.einsum("bhnl,bhld->bhnd", dropped, v)}
+    if problem.pass_ == "fwd":
+        return ref
+    d_out = np.asarray(data["dO"], dtype=np.float64)
+    dp = np.einsum("bhnd,bhld->bhnl", d_out, v) * keep / (1 - p)
+    ds = prob * (dp - (prob * dp).sum(axis=-1, keepdims=True))
+    fold = lambda x: x.reshape(x.shape[0], problem.kv_heads, group, *x.shape[2:]).sum(axis=2)
+    ref.update(dQ=np.einsum("bhnl,bhld->bhnd", ds, k) * problem.scale,
+               dK=fold(np.einsum("bhnl,bhnd->bhld", ds, q) * problem.scale),
+               dV=fold(np.einsum("bhnl,bhnd->bhld", dropped, d_out)))
+    return ref
+
+
+@pytest.mark.parametrize("mask_pass", ["add", "masked_fill"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("pass_", ["fwd", "fwd_bwd"])
+def test_fig2_sequence_matches_a_dropout_reference(mask_pass, causal, pass_):
+    problem = AttentionProblem(batch=2, heads=4, kv_heads=2, seq_len=97, head_dim=32, causal=causal, pass_=pass_)
+    options = {**FIG2, "mask_pass": mask_pass, "dropout_p": 0.25, "dropout_seed": 7}
+    data = random_inputs(problem, 5, with_grad=pass_ != "fwd")
+    out = run_functional_check("naive", problem, "h200", data, options)
+    ref = _dropout_reference(problem, data, 0.25, 7)
+    errors = {name: relative_error(out[name], expected) for name, expected in ref.items()}
+    assert all(error < BF16_TOL for error in errors.values()), errors
+    # The dropout is real: without the keep mask the output is far off.
+    o_plain, lse = attention_forward(data["Q"], data["K"], data["V"], causal)
+    assert relative_error(out["O"], o_plain) > 0.1
+    assert relative_error(out["LSE"], lse) < BF16_TOL  # the log-sum-exp is taken before the dropout
+
+
+def test_fig2_options_without_dropout_match_the_plain_reference():
+    problem = AttentionProblem(batch=1, heads=2, seq_len=130, head_dim=64, causal=True, pass_="fwd_bwd")
+    for mask_pass in ("add", "masked_fill"):
+        _run("naive", {**FIG2, "mask_pass": mask_pass, "dropout_p": 0.0}, problem, seed=6)
+
+
+def test_dropout_keep_mask_is_seeded_per_row_and_keeps_one_minus_p():
+    rows = naive.dropout_keep(3, 1, 2, range(10, 14), 4096, 0.1)
+    assert rows.shape == (4, 4096) and rows.dtype == bool
+    assert np.array_equal(rows[1:3], naive.dropout_keep(3, 1, 2, range(11, 13), 4096, 0.1))
+    assert not np.array_equal(rows, naive.dropout_keep(4, 1, 2, range(10, 14), 4096, 0.1))
+    assert rows.mean() == pytest.approx(0.9, abs=0.01)
+
+
+def test_fig2_launch_sequence():
+    problem = AttentionProblem(batch=1, heads=2, seq_len=256, head_dim=64, pass_="fwd_bwd")
+    plan = naive.build_plan(problem, get_preset("a100-40gb"), FIG2)
+    assert [x.name for x in plan.launches] == ["qk_gemm", "mask", "softmax", "dropout", "pv_gemm", "dv_gemm",
+                                               "dp_gemm", "dropout_bwd", "softmax_bwd_mul", "softmax_bwd",
+                                               "dq_gemm", "dk_gemm"]
+    assert plan.tensors["Keep"].dtype == "int8"  # PyTorch's bool keep mask, one byte per element
+    filled = naive.build_plan(problem, get_preset("a100-40gb"), {**FIG2, "mask_pass": "masked_fill"})
+    names = [x.name for x in filled.launches]
+    assert names[names.index("softmax_bwd") + 1] == "mask_bwd"  # masked_fill's backward is a kernel; add's is not
+    # The kernels' launch shapes are the profiled ones.
+    launches = {x.name: x for x in plan.launches}
+    assert (launches["dropout"].threads_per_cta, launches["dropout"].registers_per_thread) == (256, 55)
+    assert launches["softmax_bwd"].registers_per_thread == 96
+
+
+def test_fig2_moves_21_matrix_passes():
+    """Bytes per N x N element (bf16 = 2 B, keep mask 1 B): forward S write 2, mask 2 + 2, softmax 2 + 2,
+    dropout 2 + 2 + 1, P V 2 (= 17); backward dV 2, dP 2, dropout backward 2 + 1 + 2, premultiply 2 + 2 + 2,
+    softmax backward 2 + 2 + 2, dQ 2, dK 2 (= 25): 42 B = 21 bf16 matrices, plus Q, K, V, O and gradients."""
+    problem = AttentionProblem(batch=1, heads=16, seq_len=4096, head_dim=64, pass_="fwd_bwd")
+    nxn = 16 * 4096 * 4096 * 2
+    small = 16 * 4096 * 64 * 2
+    hbm = simulate("naive", problem, "h200", FIG2).hbm_bytes
+    assert 21 * nxn < hbm < 21 * nxn + 40 * small
+
+
+@pytest.mark.parametrize("options,pass_,message", [
+    ({"dropout_p": 1.0}, "fwd", "dropout_p"), ({"dropout_p": -0.1}, "fwd", "dropout_p"),
+    ({"dropout_p": 0.1}, "bwd", "keep mask"), ({"mask_pass": "where"}, "fwd", "choose from")])
+def test_fig2_option_errors(options, pass_, message):
+    problem = AttentionProblem(batch=1, heads=1, seq_len=64, head_dim=64, pass_=pass_)
+    with pytest.raises(InputError, match=message):
+        naive.build_plan(problem, get_preset("h200"), options)
