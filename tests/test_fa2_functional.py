@@ -13,7 +13,7 @@ import pytest
 from gpusim.functional import run_functional
 from gpusim.hardware import get_preset
 from gpusim.launch import KernelPlan
-from gpusim.ops import Store
+from gpusim.ops import Mma, Store
 from gpusim.problem import AttentionProblem
 from gpusim.reference import attention_backward, attention_errors, attention_forward, random_inputs, relative_error
 from gpusim.simulate import run_functional_check
@@ -122,3 +122,22 @@ def test_preprocessing_clears_every_dq_row():
                 assert not op.accumulate
                 cleared.update((op.dst.index[1], row) for row in range(*op.dst.index[2]))
     assert cleared == {(h, row) for h in range(2) for row in range(40)}
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_backward_smem_operand_reads_match_measured_ldmatrix(head_dim):
+    """SMEM read traffic of the five products of one main-loop iteration (one Q block against the CTA's K/V
+    block) is what the real kernel's ldmatrix instructions move: Nsight Compute counted 1152 ldmatrix.x4
+    (512 B each) per iteration for both d = 64 (128 x 128 tiles) and d = 128 (64 x 128 tiles) on an H200
+    (validation/data/h200_profile_2026-11-29_fa2_bwd.json: 1.51e8 LDSM over 131072 iterations). The products
+    also carry the P and dS stores and the cp.async fills of the next Q and dO blocks (one tile each)."""
+    problem = AttentionProblem(batch=1, heads=1, seq_len=512, head_dim=head_dim, pass_="bwd")
+    tensors = declare_tensors(problem, backward=True)
+    main = backward_launches(problem, get_preset("h200"), tensors, {})[1]
+    bm, bn, _, _ = default_tiles(head_dim, get_preset("h200"))
+    mmas = [op for op in main.program(main.grid[0]) if isinstance(op, Mma)]
+    assert len(mmas) == 5 * (512 // bm)
+    first_iteration = sum(op.smem_read_bytes for op in mmas[:5])
+    ldmatrix_bytes = 1152 * 512
+    stores_and_fills = 2 * bm * bn * 2 + 2 * bm * head_dim * 2  # P, dS (bf16); next Q, dO (bf16)
+    assert first_iteration == ldmatrix_bytes + stores_and_fills
