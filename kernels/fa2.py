@@ -36,6 +36,8 @@ OPTIONS = {
     "bwd_block_m": Option(int, None, "backward: Q rows per inner tile (default: FA2's choice)"),
     "bwd_block_n": Option(int, None, "backward: K/V rows per CTA (default: FA2's choice)"),
     "bwd_warps": Option(int, None, "backward: warps per CTA (default: FA2's choice)"),
+    "sdpa_copies": Option(bool, False, "backward as PyTorch SDPA calls it: dO and O are first copied into "
+                                       "FA2's layout by two elementwise copy kernels"),
 }
 #: FA2's forward kernels use almost the whole register file per thread (255 registers), which with
 #: 4 warps allows two CTAs per SM; a property of the compiled kernel.

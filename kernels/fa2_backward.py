@@ -38,7 +38,8 @@ from gpusim.errors import InputError
 from gpusim.launch import Launch
 from gpusim.ops import GlobalTensor, Load, Mma, Store, Tile, Vector, Wait
 from gpusim.problem import AttentionProblem
-from gpusim.kernels.attention_common import kv_tiles_for_rows, masked_scores, tensor_dtype, tile_needs_mask
+from gpusim.kernels.attention_common import (kv_tiles_for_rows, masked_scores, own_regions, tensor_dtype,
+                                             tile_needs_mask)
 
 #: FA2's backward kernels use the whole register file per thread (255), one 8-warp CTA per SM.
 REGISTERS_PER_THREAD = 255
@@ -56,6 +57,9 @@ DS_OPS = 2.0
 SCALE_OPS = 1.0
 #: Convert an fp32 accumulator to the output type.
 CONVERT_OPS = 1.0
+#: PyTorch's elementwise copy kernel: index arithmetic, load and store per element; 128-thread CTAs.
+COPY_OPS = 4.0
+COPY_THREADS = 128
 
 
 def default_tiles(head_dim: int, hw=None) -> tuple[int, int, int, tuple[int, int, int]]:
@@ -115,8 +119,12 @@ def dot_do_o_launch(problem: AttentionProblem, tensors: dict, block_m: int, warp
         yield Vector(lambda: np.zeros((valid, d)), [], zero, 0.0)
         yield Store(zero, dq_t.region(b, h, rows))  # clear the fp32 dQ accumulator
 
+    def shared_by(cta):  # the CTA's own rows, read back (dO, D) or accumulated into (dQaccum) by the main loop
+        mb, b, h = cta
+        return own_regions(tensors, ("O", "dO", "D", "dQaccum"), b, h, slice(mb * block_m, (mb + 1) * block_m))
+
     return Launch(name="fa2_bwd_dot_do_o", grid=grid, program=program, smem_bytes_per_cta=0,
-                  threads_per_cta=32 * warps, registers_per_thread=64)
+                  threads_per_cta=32 * warps, registers_per_thread=64, shared_by=shared_by)
 
 
 def main_launch(problem: AttentionProblem, tensors: dict, block_m: int, block_n: int, warps: int,
@@ -256,9 +264,36 @@ def convert_dq_launch(problem: AttentionProblem, tensors: dict, block_m: int, wa
         yield Vector(lambda t: t * scale, [acc], out, SCALE_OPS + CONVERT_OPS)
         yield Store(out, dq_t.region(b, h, rows))
 
+    def shared_by(cta):
+        mb, b, h = cta
+        return own_regions(tensors, ("dQaccum", "dQ"), b, h, slice(mb * block_m, (mb + 1) * block_m))
+
     return Launch(name="fa2_bwd_convert_dq", grid=grid, program=program,
                   smem_bytes_per_cta=int(block_m * d * problem.element_bytes),
-                  threads_per_cta=32 * warps, registers_per_thread=64)
+                  threads_per_cta=32 * warps, registers_per_thread=64, shared_by=shared_by)
+
+
+def layout_copy_launch(problem: AttentionProblem, src: GlobalTensor, dst: GlobalTensor, block_m: int) -> Launch:
+    """PyTorch's elementwise copy (direct_copy_kernel_cuda) of one [B, H, N, d] tensor into the layout FA2's
+    backward wants; SDPA runs two before the backward (validation/README.md run 7)."""
+    d, n = problem.head_dim, problem.seq_len
+    grid = [(mb, b, h) for h in range(problem.heads) for b in range(problem.batch) for mb in range(-(-n // block_m))]
+
+    def program(cta):
+        mb, b, h = cta
+        rows = slice(mb * block_m, (mb + 1) * block_m)
+        tile = Tile((block_m, d), src.dtype, "reg", src.name)
+        yield Load(src.region(b, h, rows), tile)
+        yield Vector(lambda t: t, [tile], tile, COPY_OPS)
+        yield Store(tile, dst.region(b, h, rows))
+
+    def shared_by(cta):
+        mb, b, h = cta
+        return own_regions({src.name: src, dst.name: dst}, (src.name, dst.name), b, h,
+                           slice(mb * block_m, (mb + 1) * block_m))
+
+    return Launch(name=f"sdpa_copy_{src.name}", grid=grid, program=program, smem_bytes_per_cta=0,
+                  threads_per_cta=COPY_THREADS, registers_per_thread=32, shared_by=shared_by)
 
 
 def backward_launches(problem: AttentionProblem, hw, tensors: dict, opts: dict) -> list[Launch]:
@@ -277,6 +312,14 @@ def backward_launches(problem: AttentionProblem, hw, tensors: dict, opts: dict) 
     tensors["D"] = GlobalTensor("D", (b, h, n), "fp32", "scratch")
     tensors["dQaccum"] = GlobalTensor("dQaccum", (b, h, n, d), "fp32", "scratch")
     tensors["dQ"] = GlobalTensor("dQ", (b, h, n, d), tensors["dO"].dtype, "output")
-    return [dot_do_o_launch(problem, tensors, bm, warps),
-            main_launch(problem, tensors, bm, bn, warps, layouts),
-            convert_dq_launch(problem, tensors, bm, warps)]
+    launches = []
+    used = tensors
+    if opts.get("sdpa_copies"):  # the kernels read dO and O from the copies
+        used = dict(tensors)
+        for name in ("dO", "O"):
+            copy = GlobalTensor(f"{name}.copy", tensors[name].shape, tensors[name].dtype, "scratch")
+            tensors[copy.name] = used[name] = copy
+            launches.append(layout_copy_launch(problem, tensors[name], copy, bm))
+    return launches + [dot_do_o_launch(problem, used, bm, warps),
+                       main_launch(problem, used, bm, bn, warps, layouts),
+                       convert_dq_launch(problem, used, bm, warps)]

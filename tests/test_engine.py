@@ -47,6 +47,7 @@ TINY = dataclasses.replace(
     wgmma_bf16_flops_per_clk_per_sm=1024.0, mma_sync_bf16_flops_per_clk_per_sm=512.0, tensor_sustained_fraction=1.0,
     smem_bandwidth_bytes_per_clk_per_sm=128.0, fp32_ops_per_clk_per_sm=1.0, mufu_ops_per_clk_per_sm=16.0,
     kernel_launch_overhead_s=0.0, async_mma_latency_cycles=0.0,
+    mma_sync_sustained_fraction=None, mma_sync_serial_operands=False,
 )
 #: TINY with a TMA engine whose window and link are effectively unlimited unless a test narrows them.
 TINY_TMA = dataclasses.replace(TINY, name="tiny-tma", has_tma=True, tma_max_inflight_bytes=10**9,
@@ -462,6 +463,16 @@ def test_mma_sync_and_vector_work_serialize_through_dispatch():
     assert finished(out, "mma") == [1536]
     assert out["busy"]["dispatch"] == pytest.approx(1536 / (2 * 1536))
     assert out["busy"]["tensor"] == pytest.approx(1024 / (2 * 1536))
+
+
+def test_mma_sync_with_serial_operands_reads_smem_before_the_tensor_work():
+    # a 64x64x64 mma_sync reads A and B (2 x 8 KiB) from SMEM at 128 B/clk: 128 cycles, then 1024 on the
+    # tensor core (as the H200 runs FA2's ldmatrix + HMMA stream); a wgmma still overlaps them
+    serial = dataclasses.replace(TINY, mma_sync_serial_operands=True)
+    out = run(plan_of(launch_of([0], _mma_and_vector("mma_sync", 0))), serial)
+    assert out["cycles"] == 128 + 1024
+    out = run(plan_of(launch_of([0], _mma_and_vector("wgmma", 0))), serial)
+    assert out["cycles"] == 512
 
 
 def test_wgmma_and_vector_work_overlap():

@@ -18,6 +18,7 @@ from gpusim.problem import AttentionProblem
 from gpusim.reference import attention_backward, attention_errors, attention_forward, random_inputs, relative_error
 from gpusim.simulate import run_functional_check
 from gpusim.kernels.attention_common import declare_tensors
+from gpusim.kernels.fa2 import build_plan
 from gpusim.kernels.fa2_backward import backward_launches, default_tiles
 
 BF16_TOL = 2e-2
@@ -69,6 +70,17 @@ def test_backward_matches_reference(seq_len, causal, pass_):
     problem = AttentionProblem(batch=1, heads=2, seq_len=seq_len, head_dim=64, causal=causal, pass_=pass_)
     data, o, lse = _inputs(problem, seed=3)
     _check(problem, run_functional_check("fa2", problem, "h200", data), data, o, lse)
+
+
+@pytest.mark.parametrize("pass_", ["bwd", "fwd_bwd"])
+def test_backward_through_sdpa_layout_copies(pass_):
+    # SDPA's two copies of dO and O come first; the backward then reads the copies and still matches
+    problem = AttentionProblem(batch=1, heads=2, seq_len=257, head_dim=64, causal=True, pass_=pass_)
+    data, o, lse = _inputs(problem, seed=5)
+    _check(problem, run_functional_check("fa2", problem, "h200", data, {"sdpa_copies": True}), data, o, lse)
+    plan = build_plan(problem, get_preset("h200"), {"sdpa_copies": True})
+    names = [launch.name for launch in plan.launches]
+    assert names[-5:-3] == ["sdpa_copy_dO", "sdpa_copy_O"]
 
 
 def test_backward_with_kv_longer_than_q_and_batch_two():

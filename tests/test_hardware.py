@@ -70,7 +70,8 @@ def test_h200_calibrated_values():
     assert h200.hbm_latency_cycles == 700
     assert h200.sm_max_inflight_bytes == 49152
     assert h200.sm_load_bandwidth_bytes_per_clk == 40.0
-    assert h200.mma_sync_bf16_flops_per_clk_per_sm == 2816.0
+    assert h200.mma_sync_bf16_flops_per_clk_per_sm == 2731.0  # 4 x 4096 / 6: one HMMA per 6 cycles (ncu)
+    assert (h200.mma_sync_sustained_fraction, h200.mma_sync_serial_operands) == (1.0, True)
     assert (h200.tma_max_inflight_bytes, h200.tma_bandwidth_bytes_per_clk) == (131072, 128.0)
     assert "copy_vs_sms" in h200.sources["hbm_latency_cycles"]
     assert "copy_vs_sms" in h200.sources["sm_load_bandwidth_bytes_per_clk"]
@@ -107,11 +108,9 @@ def test_peak_tensor_flops_match_the_datasheets():
     assert get_preset("h100").peak_tensor_flops_per_s("fp8") == pytest.approx(1979e12, rel=0.01)
     assert get_preset("a100").peak_tensor_flops_per_s("bf16") == pytest.approx(312e12, rel=0.01)
     assert get_preset("b200").peak_tensor_flops_per_s("bf16") == pytest.approx(2.25e15, rel=0.01)
-    # mma.sync on Hopper: 2816 of wgmma's 4096 FLOP/clk/SM, 0.6875 of its rate (calibrated on the H200 FA2 rows)
+    # mma.sync on Hopper: one HMMA.16816 (4096 FLOPs) per 6 cycles per sub-partition, 2731 FLOP/clk/SM (ncu)
     h100 = get_preset("h100")
-    assert h100.peak_tensor_flops_per_s("bf16", "mma_sync") == pytest.approx(
-        h100.peak_tensor_flops_per_s("bf16") * 0.6875, rel=1e-12)
-    assert h100.peak_tensor_flops_per_s("bf16", "mma_sync") == pytest.approx(2816 * 132 * 1.83e9, rel=1e-12)
+    assert h100.peak_tensor_flops_per_s("bf16", "mma_sync") == pytest.approx(4 * 4096 / 6 * 132 * 1.83e9, rel=1e-3)
 
 
 def test_tensor_rate_by_instruction_and_dtype():
@@ -119,7 +118,7 @@ def test_tensor_rate_by_instruction_and_dtype():
     assert h200.tensor_flops_per_clk("wgmma", "bf16") == 4096
     assert h200.tensor_flops_per_clk("wgmma", "fp16") == 4096
     assert h200.tensor_flops_per_clk("wgmma", "fp8_e4m3") == 8192
-    assert h200.tensor_flops_per_clk("mma_sync", "bf16") == 2816
+    assert h200.tensor_flops_per_clk("mma_sync", "bf16") == 2731
     assert h200.tensor_flops_per_clk("tcgen05", "bf16") == 0  # Hopper has no tcgen05
     with pytest.raises(InputError, match="unknown tensor instruction class 'hmma'"):
         h200.tensor_flops_per_clk("hmma", "bf16")

@@ -224,7 +224,10 @@ class TimingInterpreter:
         key = (instruction, dtype)
         rate = self._tensor_rate_cache.get(key)
         if rate is None:
-            rate = self.hw.tensor_flops_per_clk(instruction, dtype) * self.hw.tensor_sustained_fraction
+            sustained = self.hw.tensor_sustained_fraction
+            if instruction not in ASYNC_INSTRUCTIONS and self.hw.mma_sync_sustained_fraction is not None:
+                sustained = self.hw.mma_sync_sustained_fraction
+            rate = self.hw.tensor_flops_per_clk(instruction, dtype) * sustained
             if rate <= 0:
                 raise InputError(f"hardware {self.hw.name} has no {instruction} tensor instruction for {dtype}")
             self._tensor_rate_cache[key] = rate
@@ -236,6 +239,15 @@ class TimingInterpreter:
         later = env.event()
         event.callbacks.append(lambda _e: env.timeout(math.ceil(cycles)).callbacks.append(lambda _t: later.succeed()))
         return later
+
+    def _after(self, first, *parts: tuple):
+        """An event that fires when `parts` (started once `first` has fired) are done: a synchronous MMA
+        whose warps load their operands from SMEM (ldmatrix) and only then issue the MMAs, so the two do
+        not overlap within the warps (hw.mma_sync_serial_operands; measured on the H200, validation/README.md
+        run 7)."""
+        done = self.env.event()
+        first.callbacks.append(lambda _e: self._submit(*parts).callbacks.append(lambda _x: done.succeed()))
+        return done
 
     def _submit(self, *parts: tuple):
         """Start (unit, work) parts at once; the event fires when all are done."""
@@ -343,7 +355,10 @@ class TimingInterpreter:
                 is_async = op.instruction in ASYNC_INSTRUCTIONS
                 held = 0.0 if is_async else cycles
                 smem_bytes = op.smem_bytes()
-                done = self._submit((sm.tensor, cycles), (sm.smem, smem_bytes), (sm.dispatch, held))
+                if is_async or not smem_bytes or not hw.mma_sync_serial_operands:
+                    done = self._submit((sm.tensor, cycles), (sm.smem, smem_bytes), (sm.dispatch, held))
+                else:
+                    done = self._after(sm.smem.submit(smem_bytes), (sm.tensor, cycles), (sm.dispatch, held))
                 if is_async and hw.async_mma_latency_cycles:
                     done = self._delayed(done, hw.async_mma_latency_cycles)
                 if smem_bytes:
