@@ -46,6 +46,8 @@ class HardwareSpec:
     smem_per_sm_bytes: int
     smem_per_cta_max_bytes: int
     smem_bandwidth_bytes_per_clk_per_sm: float
+    #: the SM's unified L1 + shared-memory SRAM (the FlashAttention paper's M); 0: smem_per_sm_bytes
+    sram_per_sm_bytes: int = 0
     tmem_per_sm_bytes: int = 0
     registers_per_sm: int = 65536
     max_threads_per_sm: int = 2048
@@ -215,7 +217,7 @@ _INFLIGHT = ("calibrated: per-SM bytes in flight so that bandwidth(k SMs) = k * 
              "validation copy_vs_sms; Little's law")
 
 _HOPPER_COMMON = dict(
-    smem_per_sm_bytes=233472, smem_per_cta_max_bytes=232448,
+    smem_per_sm_bytes=233472, smem_per_cta_max_bytes=232448, sram_per_sm_bytes=262144,
     smem_bandwidth_bytes_per_clk_per_sm=128.0,
     wgmma_bf16_flops_per_clk_per_sm=4096.0, wgmma_fp8_flops_per_clk_per_sm=8192.0,
     mma_sync_bf16_flops_per_clk_per_sm=2731.0, mma_sync_fp8_flops_per_clk_per_sm=0.0,
@@ -229,6 +231,7 @@ _HOPPER_COMMON = dict(
 )
 _HOPPER_SOURCES = {
     "smem_per_sm_bytes": _ANCHORS, "smem_per_cta_max_bytes": "CUDA programming guide: 227 KiB per block on sm_90",
+    "sram_per_sm_bytes": "Hopper tuning guide: 256 KB combined L1 / shared memory per SM",
     "smem_bandwidth_bytes_per_clk_per_sm": _FA3_T1,
     "wgmma_bf16_flops_per_clk_per_sm": "989 TFLOP/s / (132 SMs * 1.83 GHz), anchors.md",
     "wgmma_fp8_flops_per_clk_per_sm": "1979 TFLOP/s / (132 SMs * 1.83 GHz), anchors.md",
@@ -325,6 +328,7 @@ _preset(
     hbm_latency_cycles=480, l2_capacity_bytes=40 * 10**6, l2_bandwidth_bytes_per_clk=5120.0,
     l2_hit_latency_cycles=200, sm_max_inflight_bytes=32768, sm_load_bandwidth_bytes_per_clk=64.0,
     smem_per_sm_bytes=167936, smem_per_cta_max_bytes=166912, smem_bandwidth_bytes_per_clk_per_sm=128.0,
+    sram_per_sm_bytes=196608,
     mma_sync_bf16_flops_per_clk_per_sm=2048.0, tensor_sustained_fraction=0.85,
     mufu_ops_per_clk_per_sm=16.0, fp32_ops_per_clk_per_sm=64.0, has_tma=False,
     kernel_launch_overhead_s=4e-6, pcie_bandwidth_bytes_per_s=26e9,
@@ -335,6 +339,7 @@ _preset(
              "l2_hit_latency_cycles": "Jia et al. 2021", "sm_max_inflight_bytes": _INFLIGHT + " (h200 value scaled)",
              "sm_load_bandwidth_bytes_per_clk": "64 B/clk per SM",
              "smem_per_sm_bytes": _ANCHORS, "smem_per_cta_max_bytes": "CUDA programming guide: 163 KiB per block on sm_80",
+             "sram_per_sm_bytes": "anchors.md: 192 KB SRAM per SM (combined L1 / shared memory)",
              "smem_bandwidth_bytes_per_clk_per_sm": "128 B/clk/SM (FlashAttention paper: ~19 TB/s on 108 SMs)",
              "mma_sync_bf16_flops_per_clk_per_sm": "312 TFLOP/s / (108 * 1.41 GHz), anchors.md",
              "tensor_sustained_fraction": "cuBLAS reaches ~265 of 312 TFLOP/s on A100",
@@ -366,7 +371,8 @@ _preset(
     l2_hit_latency_cycles=300, sm_max_inflight_bytes=65536, sm_load_bandwidth_bytes_per_clk=128.0,
     smem_per_sm_bytes=233472, smem_per_cta_max_bytes=232448, smem_bandwidth_bytes_per_clk_per_sm=128.0,
     tmem_per_sm_bytes=262144,
-    mma_sync_bf16_flops_per_clk_per_sm=2816.0, tcgen05_bf16_flops_per_clk_per_sm=8192.0,
+    mma_sync_bf16_flops_per_clk_per_sm=2731.0, mma_sync_sustained_fraction=1.0, mma_sync_serial_operands=True,
+    sram_per_sm_bytes=262144, tcgen05_bf16_flops_per_clk_per_sm=8192.0,
     tcgen05_fp8_flops_per_clk_per_sm=16384.0, tensor_sustained_fraction=0.85,
     mufu_ops_per_clk_per_sm=16.0, fp32_ops_per_clk_per_sm=128.0,
     has_tma=True, tma_max_inflight_bytes=196608, tma_bandwidth_bytes_per_clk=128.0,
@@ -382,6 +388,8 @@ _preset(
              "smem_bandwidth_bytes_per_clk_per_sm": "FA4 paper: SMEM read 128 B/clk/SM",
              "tmem_per_sm_bytes": "FA4 paper: TMEM 256 KB/SM",
              "mma_sync_bf16_flops_per_clk_per_sm": "legacy mma.sync, assumed as Hopper",
+             "mma_sync_sustained_fraction": "assumed as Hopper", "mma_sync_serial_operands": "assumed as Hopper",
+             "sram_per_sm_bytes": "assumed as Hopper (256 KB L1 / shared memory)",
              "tcgen05_bf16_flops_per_clk_per_sm": "FA4 paper: 8192 BF16 FLOP/clk/SM",
              "tcgen05_fp8_flops_per_clk_per_sm": "2x BF16 (4.5 PFLOP/s FP8 dense, anchors.md)",
              "tensor_sustained_fraction": "assumed; FA4 reaches 71% of 2.25 PF",

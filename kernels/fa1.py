@@ -8,13 +8,14 @@ them back. O, l and m live in FP32 scratch tensors (`Oacc`, `Lsum`, `Mmax`) betw
 last K/V block a Q block visits writes the bf16 output O and the log-sum-exp directly instead (so O is
 converted once, at the end, and the scratch is never copied). Like the CUDA code (`Is_first`), the first
 block does not read the scratch: the paper's line 2 (initialize O, l, m in HBM) is done in registers.
-Block sizes come from the paper's SRAM rule with M = smem_per_cta_max_bytes / element bytes:
-B_c = ceil(M / 4d), B_r = min(B_c, d) (Algorithm 4 uses the same rule), rounded down to multiples of 16 and
-then shrunk (B_c first) until the tiles the schedule keeps in SMEM fit one CTA's SMEM: K_j, V_j and two Q_i
-buffers forward; K_j, V_j, Q_i, dO_i and the staged P_ij, dS_ij backward. The paper counts S_ij and the
-accumulators in its SRAM too; the CUDA code (and this model) keeps them in registers, whose capacity is
-not checked. block_m / block_n override. On an A100 at d = 64 this gives B_c = 320 forward and 288 backward,
-the same number of K/V blocks at N = 1024 as the CUDA code's 256. Under causal masking fully masked blocks
+Block sizes come from the paper's SRAM rule with M = the SM's on-chip SRAM in elements (the unified L1 and
+shared memory, sram_per_sm_bytes: 192 KB on an A100, the paper's figure): B_c = ceil(M / 4d), B_r = min(B_c, d)
+(Algorithm 4 uses the same rule), rounded down to multiples of 16 and then shrunk (B_c first) until the
+tiles the schedule keeps in SMEM fit one CTA's SMEM (smem_per_cta_max_bytes): K_j, V_j and two Q_i buffers
+forward; K_j, V_j, Q_i, dO_i and the staged P_ij, dS_ij backward. The paper counts S_ij and the accumulators
+in its SRAM too; the CUDA code (and this model) keeps them in registers, whose capacity is not checked.
+block_m / block_n override. On an A100 at d = 64 this gives B_c = 384 forward (three K/V blocks at N = 1024)
+and 288 backward (four). Under causal masking fully masked blocks
 are skipped: the inner loop for K/V block j starts at the first Q block that sees a key of it.
 
 Parallelization as in the original CUDA kernels: one CTA per (batch, head) runs the whole double loop
@@ -27,9 +28,10 @@ Backward (Algorithm 4): one CTA per (batch, KV head); the outer loop over K/V bl
 dK_j, dV_j accumulators on chip; the inner loop over Q blocks (and, for GQA, over the group's query heads,
 so dK/dV are summed on chip without atomics) loads Q_i, O_i, dO_i and the LSE, recomputes
 P_ij = exp(tau S_ij - LSE_i) (the paper keeps l and m; LSE = m + log l is the same information),
-recomputes D_i = rowsum(dO_i * O_i) on every visit as the paper does, and adds dQ_i += tau dS_ij K_j into
-the fp32 dQ in HBM with an accumulating store (a read-modify-write at L2). The CUDA code instead saves
-D in the first outer iteration; the paper's version is followed here.
+computes D_i = rowsum(dO_i * O_i) on its first visit (K/V block 0, which every row sees) and saves it to HBM,
+reading those 4 bytes per row back later, as the CUDA code does (the paper's Algorithm 4 recomputes it on
+every visit, reading O_i again), and adds dQ_i += tau dS_ij K_j into the fp32 dQ in HBM with an accumulating
+store (a read-modify-write at L2).
 """
 
 from __future__ import annotations
@@ -93,11 +95,11 @@ def backward_smem_bytes(br: int, bc: int, d: int, e: float) -> int:
 
 
 def paper_block_sizes(hw, problem: AttentionProblem, footprint, block_m=None, block_n=None) -> tuple[int, int]:
-    """B_c = ceil(M / 4d), B_r = min(B_c, d) with M the SMEM of one CTA in elements, then shrunk (B_c first,
+    """B_c = ceil(M / 4d), B_r = min(B_c, d) with M the SM's SRAM in elements, then shrunk (B_c first,
     while B_c > B_r, else B_r) in steps of 16 until `footprint` fits; capped at the (rounded-up) sequence
     lengths. Explicit block sizes are used as given."""
     d, e = problem.head_dim, problem.element_bytes
-    m_elements = hw.smem_per_cta_max_bytes / e
+    m_elements = (hw.sram_per_sm_bytes or hw.smem_per_sm_bytes) / e
     bc = math.ceil(m_elements / (4 * d))
     br = min(bc, d)
     bc = _round_down(min(bc, _round_up(problem.kv_len)))
@@ -257,7 +259,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, br: int, bc: int, w
 # ============================================================================================== backward
 def backward_launch(problem: AttentionProblem, tensors: dict, br: int, bc: int, warps: int) -> Launch:
     q_t, k_t, v_t, o_t, lse_t = (tensors[x] for x in ("Q", "K", "V", "O", "LSE"))
-    do_t, dq_t, dk_t, dv_t = (tensors[x] for x in ("dO", "dQ", "dK", "dV"))
+    do_t, dq_t, dk_t, dv_t, d_t = (tensors[x] for x in ("dO", "dQ", "dK", "dV", "D"))
     d, group, dt = problem.head_dim, problem.group_size, tensor_dtype(problem)
     scale = problem.scale
     tc = -(-problem.kv_len // bc)
@@ -294,9 +296,13 @@ def backward_launch(problem: AttentionProblem, tensors: dict, br: int, bc: int, 
                 for i in _q_blocks_for_kv_block(problem, j, br, bc):
                     r0 = i * br
                     rows = slice(r0, r0 + br)
+                    first_visit = j == 0  # key 0 is visible to every row, causal or not
                     handles = [(yield Load(q_t.region(b, h, rows), q, wait=False)),
-                               (yield Load(o_t.region(b, h, rows), o, wait=False)),
                                (yield Load(do_t.region(b, h, rows), do, wait=False))]
+                    if first_visit:
+                        handles.append((yield Load(o_t.region(b, h, rows), o, wait=False)))
+                    else:
+                        handles.append((yield Load(d_t.region(b, h, rows), dd, wait=False)))
                     yield Load(lse_t.region(b, h, rows), lse)
                     for handle in handles:
                         yield Wait(handle)
@@ -310,9 +316,12 @@ def backward_launch(problem: AttentionProblem, tensors: dict, br: int, bc: int, 
                     yield Vector(lambda t: t.T, [p], pt, 0.0)
                     yield Mma(pt, do, dv_acc, "mma_sync", accumulate=True,
                               smem_read_bytes=warps * do.nbytes + p.nbytes)
-                    # dP_ij = dO_i V_j^T; D_i = rowsum(dO_i * O_i); dS_ij = P_ij (dP_ij - D_i).
+                    # dP_ij = dO_i V_j^T; D_i = rowsum(dO_i * O_i) (first visit; saved); dS_ij = P_ij (dP_ij - D_i).
                     yield Mma(do, v, dp, "mma_sync", b_transposed=True, smem_read_bytes=warps * do.nbytes + v.nbytes)
-                    yield Vector(lambda a, c: (a * c).sum(axis=1), [do, o], dd, 2 * BWD_D_OPS, elements=do.elements)
+                    if first_visit:
+                        yield Vector(lambda a, c: (a * c).sum(axis=1), [do, o], dd, 2 * BWD_D_OPS,
+                                     elements=do.elements)
+                        yield Store(dd, d_t.region(b, h, rows))
                     yield Vector(lambda p_, dp_, d_: p_ * (dp_ - d_[:, None]), [p, dp, dd], ds, BWD_DS_OPS,
                                  elements=s.elements)
                     # dQ_i += tau dS_ij K_j, accumulated in HBM (read-modify-write at L2).
@@ -360,6 +369,7 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
         info.update(block_m=br, block_n=bc)
     if backward:
         br, bc = paper_block_sizes(hw, problem, backward_smem_bytes, opts["block_m"], opts["block_n"])
+        tensors["D"] = GlobalTensor("D", (b, h, n), "fp32", "scratch")
         launches.append(backward_launch(problem, tensors, br, bc, opts["warps"]))
         info.update(bwd_block_m=br, bwd_block_n=bc)
     return KernelPlan(kernel=NAME, tensors=tensors, launches=launches, info=info)

@@ -27,6 +27,9 @@ from gpusim.kernels.attention_common import (declare_tensors, finalize_output, i
                                       masked_scores, online_softmax, own_regions, tensor_dtype,
                                       tile_needs_mask)
 
+#: Rows of one mma.sync m16n8k16 tile: the rows one warp owns.
+MMA_M = 16
+
 NAME = "fa2"
 PROBLEM = AttentionProblem
 OPTIONS = {
@@ -79,6 +82,11 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
         m_blocks = -(-problem.seq_len // block_m)
         grid = [(mb, b, h) for h in range(problem.heads) for b in range(problem.batch) for mb in range(m_blocks)]
 
+    # FA2 gives each warp 16 rows of the tile (warps_m = warps); a tile of fewer rows (a Triton decode kernel's
+    # 16) has its warps split the keys / the head dim instead, so each reads a share of K and V.
+    warps_m = max(1, min(warps, block_m // MMA_M))
+    warps_n = warps // warps_m
+
     def program(cta):
         mb, b, h = cta
         if packed:  # rows are the group's query heads at position 0
@@ -116,9 +124,11 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
             j = tiles[i]
             yield from _wait(k_ready)
             v_ready = yield Load(v_t.region(b, hk, kv(j)), v, wait=False)
-            # SMEM port: every warp reads K (ldmatrix), Q is read again from SMEM (Is_Q_in_regs = false), and
-            # the cp.async of V_j lands in SMEM while this product runs.
-            yield Mma(q, k, s, instruction, b_transposed=True, smem_read_bytes=warps * k.nbytes + q.nbytes + v.nbytes)
+            # SMEM port: each K tile is read (ldmatrix) by every warp of a row slice, Q again from SMEM
+            # (Is_Q_in_regs = false) by every warp of a key slice, and the cp.async of V_j lands in SMEM
+            # while this product runs.
+            yield Mma(q, k, s, instruction, b_transposed=True,
+                      smem_read_bytes=warps_m * k.nbytes + warps_n * q.nbytes + v.nbytes)
             needs_mask = not packed and tile_needs_mask(problem, r0, j * block_n, (j + 1) * block_n)
             yield from online_softmax(s, m, l_, acc, p, masked_scores(problem, r0, j * block_n, needs_mask))
             yield from _wait(v_ready)
@@ -127,7 +137,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
             if following is not None:
                 k_ready = yield Load(k_t.region(b, hk, kv(tiles[following])), k, wait=False)
                 fill = k.nbytes  # K_j+1 lands in SMEM during P V_j
-            yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps * v.nbytes + fill)
+            yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps_m * v.nbytes + fill)
         out = Tile((block_m, d), o_t.dtype, "smem", "O")
         lse = Tile((block_m,), "fp32", "reg", "LSE")
         yield from finalize_output(acc, l_, m, out, lse)

@@ -108,10 +108,13 @@ def test_naive_gemm_uses_newest_instruction_and_gemm_tiles():
 def test_fa1_block_sizes_follow_the_paper_rule():
     h200, a100 = get_preset("h200"), get_preset("a100")
     problem = AttentionProblem(batch=1, heads=1, seq_len=8192, head_dim=64)
-    # M = 232448 / 2 elements; B_c = ceil(M / 256) = 454 -> 448 (multiple of 16) fits K, V, 2 Q buffers.
-    assert fa1.paper_block_sizes(h200, problem, fa1.forward_smem_bytes) == (64, 448)
-    # A100: M = 166912 / 2; B_c = 326 -> 320.
-    assert fa1.paper_block_sizes(a100, problem, fa1.forward_smem_bytes) == (64, 320)
+    # M = the SM's 256 KB of L1 + shared memory, 131072 elements; B_c = ceil(M / 256) = 512: K, V and two Q
+    # buffers (147 KiB) fit one CTA's 227 KiB.
+    assert fa1.paper_block_sizes(h200, problem, fa1.forward_smem_bytes) == (64, 512)
+    # A100: M = 192 KB (the paper's SRAM) = 98304 elements; B_c = 384.
+    assert fa1.paper_block_sizes(a100, problem, fa1.forward_smem_bytes) == (64, 384)
+    # the backward keeps P and dS in SMEM too: shrunk until it fits 163 KiB (B_c 288)
+    assert fa1.paper_block_sizes(a100, problem, fa1.backward_smem_bytes) == (64, 288)
     plan = fa1.build_plan(AttentionProblem(batch=3, heads=5, seq_len=8192, head_dim=64, pass_="fwd_bwd"), h200)
     assert len(plan.launches[0].grid) == 15 and len(plan.launches[1].grid) == 15  # one CTA per (batch, head)
     for launch in plan.launches:

@@ -20,12 +20,22 @@ KERNEL_OF_IMPL = {"flash": "fa2", "cudnn": "fa3", "naive": "naive", "triton_nosp
                   "triton_splitk": "flash_decoding", "sdpa_flash": "flash_decoding"}
 
 
+#: The Triton decode kernel both triton_* rows ran (validation/measure_h200.py decode_attn_kernel): the group's
+#: 4 query heads padded to GP = 16 rows (tl.dot's smallest M, so mma.sync, not wgmma), BLOCK_N = 64 keys per
+#: step, 4 warps, 3 pipeline stages.
+TRITON_DECODE_TILES = {"block_m": 16, "block_n": 64}
+TRITON_DECODE_WARPS, TRITON_DECODE_STAGES = 4, 3
+
+
 def decode_options(r: dict) -> dict:
-    """Kernel options that describe how a measured decode implementation runs: the Triton split kernel's
-    fixed split count; SDPA's FLASH backend calls FA2's mha_fwd (its own split heuristic, and its regular
+    """Kernel options that describe how a measured decode implementation runs: the Triton kernel's tiles and
+    its split kernel's fixed split count; SDPA's FLASH backend calls FA2's mha_fwd (its own split heuristic, and its regular
     forward kernel when that picks one split)."""
-    if r["impl"] == "triton_splitk" and r.get("splits"):
-        return {"num_splits": r["splits"]}
+    if r["impl"] == "triton_splitk":
+        opts = {"num_splits": r["splits"]} if r.get("splits") else {}
+        return opts | TRITON_DECODE_TILES | {"stages": TRITON_DECODE_STAGES, "instruction": "mma_sync"}
+    if r["impl"] == "triton_nosplit":
+        return TRITON_DECODE_TILES | {"warps": TRITON_DECODE_WARPS}
     if r["impl"] == "sdpa_flash":
         return {"api": "mha_fwd"}
     return {}
