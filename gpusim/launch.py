@@ -45,6 +45,11 @@ class Launch:
     into the representative's region index: the leading entries for a plain key, the named ones for a
     RegionKey. Tensors it does not name are private to each CTA.
 
+    `owned_by(cta)` names, by RegionKey.of_region, the regions of tensors a CTA owns alone (its rows of Q
+    and O, a partial output) when their real identity matters to folding: another launch reads them back
+    from L2, or the last tile is partial. A folded representative then stands for its block's real tiles
+    (computed only for the representatives simulated); unnamed private tiles get stand-in keys.
+
     `work(cta)` is a CTA's relative amount of work (e.g. the K/V tiles it visits); give it when CTAs
     differ (causal masking, ragged edges) so that folding only merges alike CTAs. None means uniform.
     """
@@ -56,6 +61,7 @@ class Launch:
     threads_per_cta: int
     registers_per_thread: int = 128
     shared_by: Callable[[Any], Mapping[str, Hashable]] = _no_sharing
+    owned_by: Callable[[Any], Mapping[str, Hashable]] | None = None
     max_ctas_per_sm: int | None = None
     work: Callable[[Any], float] | None = None
 

@@ -151,17 +151,13 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
         r0 = cta[0] * block_m
         return 1 + len(kv_tiles_for_rows(problem, r0, min(r0 + block_m, problem.seq_len), block_n))
 
-    def shared_by(cta):
-        keys = {"K": kv_key(cta), "V": kv_key(cta)}
-        if packed:
-            return keys
-        # Q rows, O and LSE are the CTA's own; named by region so a folded block counts its partial last tile
+    def owned_by(cta):  # named by region so that a folded block counts its partial last tile
         mb, b, h = cta
-        return keys | own_regions(tensors, ("Q", "O", "LSE"), b, h, slice(mb * block_m, (mb + 1) * block_m))
+        return own_regions(tensors, ("Q", "O", "LSE"), b, h, slice(mb * block_m, (mb + 1) * block_m))
 
     return Launch(name="fa2_fwd", grid=grid, program=program, smem_bytes_per_cta=int(smem),
                   threads_per_cta=32 * warps, registers_per_thread=REGISTERS_PER_THREAD,
-                  shared_by=shared_by,
+                  shared_by=lambda cta: {"K": kv_key(cta), "V": kv_key(cta)}, owned_by=None if packed else owned_by,
                   work=work if problem.causal and not packed else None)
 
 

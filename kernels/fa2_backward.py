@@ -119,12 +119,12 @@ def dot_do_o_launch(problem: AttentionProblem, tensors: dict, block_m: int, warp
         yield Vector(lambda: np.zeros((valid, d)), [], zero, 0.0)
         yield Store(zero, dq_t.region(b, h, rows))  # clear the fp32 dQ accumulator
 
-    def shared_by(cta):  # the CTA's own rows, read back (dO, D) or accumulated into (dQaccum) by the main loop
+    def owned_by(cta):  # the CTA's own rows, read back (dO, D) or accumulated into (dQaccum) by the main loop
         mb, b, h = cta
         return own_regions(tensors, ("O", "dO", "D", "dQaccum"), b, h, slice(mb * block_m, (mb + 1) * block_m))
 
     return Launch(name="fa2_bwd_dot_do_o", grid=grid, program=program, smem_bytes_per_cta=0,
-                  threads_per_cta=32 * warps, registers_per_thread=64, shared_by=shared_by)
+                  threads_per_cta=32 * warps, registers_per_thread=64, owned_by=owned_by)
 
 
 def main_launch(problem: AttentionProblem, tensors: dict, block_m: int, block_n: int, warps: int,
@@ -264,13 +264,13 @@ def convert_dq_launch(problem: AttentionProblem, tensors: dict, block_m: int, wa
         yield Vector(lambda t: t * scale, [acc], out, SCALE_OPS + CONVERT_OPS)
         yield Store(out, dq_t.region(b, h, rows))
 
-    def shared_by(cta):
+    def owned_by(cta):
         mb, b, h = cta
         return own_regions(tensors, ("dQaccum", "dQ"), b, h, slice(mb * block_m, (mb + 1) * block_m))
 
     return Launch(name="fa2_bwd_convert_dq", grid=grid, program=program,
                   smem_bytes_per_cta=int(block_m * d * problem.element_bytes),
-                  threads_per_cta=32 * warps, registers_per_thread=64, shared_by=shared_by)
+                  threads_per_cta=32 * warps, registers_per_thread=64, owned_by=owned_by)
 
 
 def layout_copy_launch(problem: AttentionProblem, src: GlobalTensor, dst: GlobalTensor, block_m: int) -> Launch:
@@ -287,13 +287,13 @@ def layout_copy_launch(problem: AttentionProblem, src: GlobalTensor, dst: Global
         yield Vector(lambda t: t, [tile], tile, COPY_OPS)
         yield Store(tile, dst.region(b, h, rows))
 
-    def shared_by(cta):
+    def owned_by(cta):
         mb, b, h = cta
         return own_regions({src.name: src, dst.name: dst}, (src.name, dst.name), b, h,
                            slice(mb * block_m, (mb + 1) * block_m))
 
     return Launch(name=f"sdpa_copy_{src.name}", grid=grid, program=program, smem_bytes_per_cta=0,
-                  threads_per_cta=COPY_THREADS, registers_per_thread=32, shared_by=shared_by)
+                  threads_per_cta=COPY_THREADS, registers_per_thread=32, owned_by=owned_by)
 
 
 def backward_launches(problem: AttentionProblem, hw, tensors: dict, opts: dict) -> list[Launch]:

@@ -406,11 +406,12 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
     threads = 128 * (n_wg + (1 if cfg.warp_specialization else 0))
 
     def shared_by(cta):
+        key = (cta[1], cta[2] // group)
+        return {"K": key, "V": key, "K_descale": key, "V_descale": key} if block_scales else {"K": key, "V": key}
+
+    def owned_by(cta):  # named by region so that a folded block counts its partial last tile
         mb, b, h = cta
-        key = (b, h // group)
-        keys = {"K": key, "V": key, "K_descale": key, "V_descale": key} if block_scales else {"K": key, "V": key}
-        # Q rows, O and LSE are the CTA's own; named by region so a folded block counts its partial last tile
-        return keys | own_regions(tensors, ("Q", "O", "LSE"), b, h, slice(mb * bm, (mb + 1) * bm))
+        return own_regions(tensors, ("Q", "O", "LSE"), b, h, slice(mb * bm, (mb + 1) * bm))
 
     def work(cta) -> float:  # K/V tiles the CTA visits (plus its prologue/epilogue)
         r0 = cta[0] * bm
@@ -418,7 +419,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
 
     return Launch(name="fa3_fwd", grid=grid, program=program, smem_bytes_per_cta=int(smem),
                   threads_per_cta=threads, registers_per_thread=_registers(threads), shared_by=shared_by,
-                  work=work if problem.causal else None)
+                  owned_by=owned_by, work=work if problem.causal else None)
 
 
 def _load_descales(tensors, b, h, hk, mb, block_scales):
@@ -469,13 +470,13 @@ def preprocess_launch(problem: AttentionProblem, tensors: dict) -> Launch:
         yield Vector(lambda: np.zeros((valid, d)), [], zeros, 0.0)
         yield Store(zeros, dq_t.region(b, h, rows))
 
-    def shared_by(cta):
+    def owned_by(cta):
         mb, b, h = cta
         return own_regions(tensors, ("O", "dO", "Delta", "dQ"), b, h, slice(mb * bm, (mb + 1) * bm))
 
     return Launch(name="fa3_bwd_preprocess", grid=grid, program=program,
                   smem_bytes_per_cta=int(bm * d * (2 * problem.element_bytes + 4)),
-                  threads_per_cta=128, registers_per_thread=128, shared_by=shared_by)
+                  threads_per_cta=128, registers_per_thread=128, owned_by=owned_by)
 
 
 def _masked_scores_t(problem: AttentionProblem, key_start: int, q_start: int, needs_mask: bool):

@@ -271,15 +271,12 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
     # distinct key of a block (its fallback for keys that are not region prefixes): exact tile counts.
     # The partial outputs are each CTA's own, read back by the combine launch: keyed by their whole region,
     # so that a representative's siblings are the real tiles the combine will look for in L2.
-    def shared_by(cta):
+    def owned_by(cta):
         b, hk, s, rb = cta
-        keys = {"Q": (b, hk, rb), "K": (b, hk, s), "V": (b, hk, s)}
-        if partial:
-            h0, hc, n0, nr = layout.rows(hk, rb)
-            heads, positions = slice(h0, h0 + hc), slice(n0, n0 + nr)
-            keys.update(O_part=RegionKey.of_region(o_t.region(b, heads, s, positions)),
-                        LSE_part=RegionKey.of_region(lse_t.region(b, heads, s, positions)))
-        return keys
+        h0, hc, n0, nr = layout.rows(hk, rb)
+        heads, positions = slice(h0, h0 + hc), slice(n0, n0 + nr)
+        return {"O_part": RegionKey.of_region(o_t.region(b, heads, s, positions)),
+                "LSE_part": RegionKey.of_region(lse_t.region(b, heads, s, positions))}
 
     def work(cta) -> int:  # K/V tiles the CTA walks (+1: its prologue and epilogue)
         _, hk, s, rb = cta
@@ -290,8 +287,9 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
     smem = (bm + 2 * stages * bn) * d * problem.element_bytes  # Q + the K/V ring; the epilogue reuses the ring
     return Launch(name="flash_decoding_split", grid=grid, program=program, smem_bytes_per_cta=int(smem),
                   threads_per_cta=32 * (CONSUMER_WARPS + PRODUCER_WARPS),
-                  registers_per_thread=REGISTERS_PER_THREAD, shared_by=shared_by,
-                  work=work if len(works) > 1 else None)
+                  registers_per_thread=REGISTERS_PER_THREAD,
+                  shared_by=lambda cta: {"Q": (cta[0], cta[1], cta[3]), "K": cta[:3], "V": cta[:3]},
+                  owned_by=owned_by if partial else None, work=work if len(works) > 1 else None)
 
 
 def combine_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, splits: int) -> Launch:
@@ -352,7 +350,7 @@ def combine_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, sp
         yield Store(out, o_t.region(b, heads, positions))
         yield Store(lse, lse_t.region(b, heads, positions))
 
-    def shared_by(cta):  # every split's partial tile of these rows: the tiles the split CTAs wrote
+    def owned_by(cta):  # every split's partial tile of these rows: the tiles the split CTAs wrote
         b, hk, rb = cta
         h0, hc, n0, nr = layout.rows(hk, rb)
         heads, positions = slice(h0, h0 + hc), slice(n0, n0 + nr)
@@ -362,7 +360,7 @@ def combine_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, sp
 
     smem = (ring * bm * d + splits * bm) * 4 + bm * d * problem.element_bytes
     return Launch(name="flash_decoding_combine", grid=grid, program=program, smem_bytes_per_cta=int(smem),
-                  threads_per_cta=COMBINE_THREADS, shared_by=shared_by)
+                  threads_per_cta=COMBINE_THREADS, owned_by=owned_by)
 
 
 def _finite(x: np.ndarray) -> np.ndarray:

@@ -143,14 +143,21 @@ def work_mismatch(works: Sequence[float], fold: int) -> float:
 
 
 def fold_grid(grid: Sequence[Any], shared_by: Callable[[Any], Mapping[str, Hashable]], fold: int,
-              works: Sequence[float] | None = None, one_wave: bool = False) -> list[Representative]:
-    """Representatives of consecutive blocks of `fold` CTAs. Usually the middle CTA of each block (causal
-    work, which grows along the grid, averages out); in a launch of one wave with uneven `works`, the
-    block's longest CTA, because the slowest CTA sets the launch's time there."""
+              works: Sequence[float] | None = None, one_wave: bool = False,
+              owned_by: Callable[[Any], Mapping[str, Hashable]] | None = None,
+              limit: int | None = None) -> list[Representative]:
+    """Representatives of consecutive blocks of `fold` CTAs (the first `limit` blocks only, when given).
+    Usually the middle CTA of each block (causal work, which grows along the grid, averages out); in a
+    launch of one wave with uneven `works`, the block's longest CTA, because the slowest CTA sets the
+    launch's time there. `owned_by` keys join the shared ones (every CTA's is distinct)."""
+    def keys_of(cta) -> Mapping[str, Hashable]:
+        keys = shared_by(cta)
+        return {**keys, **owned_by(cta)} if owned_by is not None else keys
+
     if fold == 1:
-        return [Representative(cta, 1, {}) for cta in grid]
+        return [Representative(cta, 1, {}) for cta in grid[:limit]]
     reps = []
-    for start in range(0, len(grid), fold):
+    for start in range(0, len(grid) if limit is None else min(len(grid), limit * fold), fold):
         block = grid[start:start + fold]
         pick = len(block) // 2
         weight: float = len(block)
@@ -161,10 +168,10 @@ def fold_grid(grid: Sequence[Any], shared_by: Callable[[Any], Mapping[str, Hasha
             if block_works[pick] > 0:
                 weight = sum(block_works) / block_works[pick]
         rep = block[pick]
-        own = shared_by(rep)
+        own = keys_of(rep)
         keys: dict[str, dict] = {}
         for cta in block:
-            for tensor, key in shared_by(cta).items():
+            for tensor, key in keys_of(cta).items():
                 keys.setdefault(tensor, {})[key] = None
         shared = {tensor: (own[tensor], tuple(k for k in distinct if k != own[tensor]))
                   for tensor, distinct in keys.items() if tensor in own}

@@ -109,14 +109,16 @@ class TimingInterpreter:
         works = [launch.work(cta) for cta in launch.grid] if launch.work and not self.exact else None
         fold = 1 if self.exact else choose_fold_factor(hw.sm_count, len(launch.grid), occupancy, works)
         one_wave = len(launch.grid) <= occupancy * hw.sm_count
-        reps = deque(fold_grid(launch.grid, launch.shared_by, fold, works, one_wave))
         sms = [SmState(env, hw, i) for i in range(hw.sm_count // fold)]
         slots = occupancy * len(sms)
         meter = None
         skipped = 0
-        if should_extrapolate(len(reps), slots, launch.work is None, self.exact):
-            skipped = len(reps) - SIMULATED_WAVES * slots
-            reps = deque(list(reps)[:SIMULATED_WAVES * slots])
+        blocks = -(-len(launch.grid) // fold)
+        extrapolate = should_extrapolate(blocks, slots, launch.work is None, self.exact)
+        reps = deque(fold_grid(launch.grid, launch.shared_by, fold, works, one_wave, launch.owned_by,
+                               limit=SIMULATED_WAVES * slots if extrapolate else None))
+        if extrapolate:
+            skipped = blocks - len(reps)
             meter = WaveMeter(slots, lambda: self._additive_counters(sms, fold))
         window = _Window(len(reps), slots, self._additive_counters(sms, fold), dict(self.memory.hbm_read_by_tensor),
                          dict(self.memory.rereads_by_tensor),
