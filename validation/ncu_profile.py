@@ -34,6 +34,30 @@ def run_cases(cases: list, make_callable) -> None:
         torch.cuda.empty_cache()
 
 
+def event_timings(cases: list, make_callable, warmup: int = 3, repeats: int = 20) -> list[dict]:
+    """Each case timed without the profiler: CUDA events around one call, `repeats` times after `warmup`
+    calls; the case's fields plus the median and minimum milliseconds."""
+    import torch
+    rows = []
+    for case in cases:
+        fn = make_callable(torch, case)
+        for _ in range(warmup):
+            fn()
+        ms = []
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            ms.append(start.elapsed_time(end))
+        ms.sort()
+        rows.append({**case, "time_ms_median": ms[len(ms) // 2], "time_ms_min": ms[0]})
+        fn = None
+        torch.cuda.empty_cache()
+    return rows
+
+
 def parse_raw_csv(text: str, with_units: bool = False) -> list[dict]:
     """One dict per profiled kernel: its name, grid, block and every metric column (values as printed);
     with `with_units`, also the units row under "units"."""

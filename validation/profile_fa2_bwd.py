@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 
-from ncu_profile import find_ncu, parse_raw_csv, run_cases, write_json
+from ncu_profile import event_timings, find_ncu, parse_raw_csv, run_cases, write_json
 
 _STALLS = ("barrier", "long_scoreboard", "short_scoreboard", "mio_throttle", "math_pipe_throttle", "wait",
            "lg_throttle", "not_selected", "selected", "dispatch_stall", "no_instruction", "tex_throttle",
@@ -104,25 +104,7 @@ def known_metrics(ncu: str, wanted: list[str]) -> tuple[list[str], list[str]]:
 
 
 def timings():
-    import torch
-    rows = []
-    for c in cases():
-        fn = _run_case(torch, c)
-        for _ in range(3):
-            fn()
-        ms = []
-        for _ in range(20):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            torch.cuda.synchronize()
-            ms.append(a.elapsed_time(b))
-        ms.sort()
-        rows.append({**c, "time_ms_median": ms[len(ms) // 2], "time_ms_min": ms[0]})
-        fn = None
-        torch.cuda.empty_cache()
-    return rows
+    return event_timings(cases(), _run_case)
 
 
 def main():

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 
-from ncu_profile import find_ncu, parse_raw_csv, run_cases, write_json
+from ncu_profile import event_timings, find_ncu, parse_raw_csv, run_cases, write_json
 
 METRICS_FULL = [
     "gpu__time_duration.sum", "dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum",
@@ -84,25 +84,7 @@ def driver():
 
 
 def timings():
-    import torch
-    rows = []
-    for c in cases():
-        fn = _run_case(torch, c)
-        for _ in range(3):
-            fn()
-        ms = []
-        for _ in range(20):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            torch.cuda.synchronize()
-            ms.append(a.elapsed_time(b))
-        ms.sort()
-        rows.append({**c, "time_ms_median": ms[len(ms) // 2], "time_ms_min": ms[0]})
-        fn = None
-        torch.cuda.empty_cache()
-    return rows
+    return event_timings(cases(), _run_case)
 
 
 def main():
