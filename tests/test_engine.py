@@ -702,6 +702,15 @@ def test_region_keys_name_the_real_tiles_with_their_sizes():
     assert multiplicity == 1 and key_bytes == (64, 64, 32)
 
 
+def test_folded_busy_fractions_count_only_the_sms_a_one_wave_launch_uses():
+    # 112 uneven split CTAs on 132 SMs: folded, each simulated SM's busy time stands for its blocks' real
+    # work, not for `fold` busy SMs
+    problem = AttentionProblem(batch=2, heads=32, kv_heads=8, seq_len=1, kv_len=8192, head_dim=128)
+    folded = simulate("flash_decoding", problem, "h200")
+    exact = simulate("flash_decoding", problem, "h200", exact=True)
+    assert folded.unit_busy["tensor"] == pytest.approx(exact.unit_busy["tensor"], rel=0.08)
+
+
 def test_uneven_blocks_scale_the_representatives_demand_by_their_work():
     # works 1, 1, 4: a block of three moves 6 units; in a one-wave launch its longest CTA represents it
     reps = fold_grid([0, 1, 2], lambda cta: {}, 3, works=[1, 1, 4], one_wave=True)

@@ -51,6 +51,14 @@ class SmState:
         self.port = SmMemoryPort.load_store_units(hw, index)
         self.tma = SmMemoryPort.tma_engine(hw, index)
         self.smem_budget = simpy.Container(env, capacity=hw.smem_per_sm_bytes, init=hw.smem_per_sm_bytes)
+        self.reps_run = 0
+        self.work_represented = 0.0  # its representatives' weights: the real CTAs' work they stood for
+
+    def real_sms(self) -> float:
+        """How many real SMs' worth of work this folded SM's busy time stands for: the fold factor for full
+        blocks of alike CTAs, less for short blocks (the grid's last, or a one-wave launch that leaves SMs
+        idle) and blocks whose representative worked more than its block's average."""
+        return self.work_represented / self.reps_run if self.reps_run else 0.0
 
     def busy(self) -> dict:
         return {"tensor": self.tensor.busy_cycles, "mufu": self.mufu.busy_cycles, "fp32": self.fp32.busy_cycles,
@@ -134,7 +142,7 @@ class TimingInterpreter:
             yield env.timeout(math.ceil(finish - env.now))
         for sm in sms:
             for unit, value in sm.busy().items():
-                self.per_sm_busy[unit] += value * fold
+                self.per_sm_busy[unit] += value * sm.real_sms()
         if meter is not None:
             yield from self._extrapolate(launch, meter, window, sms, fold, skipped, start)
         seconds = hw.seconds_per_cycle
@@ -211,6 +219,8 @@ class TimingInterpreter:
             roles = launch.program(rep.cta)
             roles = roles if isinstance(roles, list) else [roles]
             cta = _CtaState(rep, sm)
+            sm.reps_run += 1
+            sm.work_represented += rep.weight
             procs = [env.process(self._run_role(role, cta, launch.name)) for role in roles]
             self._resident += rep.count
             yield env.all_of(procs)
