@@ -41,8 +41,9 @@ def scenario_figures(scenario: Scenario, rows: list[dict]) -> dict:
         selected = [r for r in rows if all(r.get(k) == v for k, v in spec.get("filter", {}).items())]
         name = spec.get("file", f"{scenario.name}_{i}")
         if kind == "hbm_traffic":
-            smem = scenario.points[0].hardware.smem_per_sm_bytes
-            figures[name] = hbm_traffic_figure(selected, smem, spec.get("title", ""))
+            hw = scenario.points[0].hardware
+            sram = hw.sram_per_sm_bytes or hw.smem_per_sm_bytes  # the M of FlashAttention's IO bound
+            figures[name] = hbm_traffic_figure(selected, sram, spec.get("title", ""))
         elif kind == "line":
             figures[name] = line_figure(selected, spec["x"], spec["y"], spec.get("series", "kernel"),
                                         logx=spec.get("logx", False), logy=spec.get("logy", False),

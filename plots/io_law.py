@@ -39,7 +39,8 @@ def io_law_data(rows: list[dict], hw: HardwareSpec) -> dict:
     m_of: dict[float, float] = {}
     for row in rows:
         spec = hardware_of(row, hw)
-        m_elements = spec.smem_per_cta_max_bytes / DTYPE_BYTES[str(row.get("dtype", "bf16"))]
+        sram = spec.sram_per_sm_bytes or spec.smem_per_sm_bytes  # FA1's M (kernels/fa1.paper_block_sizes)
+        m_elements = sram / DTYPE_BYTES[str(row.get("dtype", "bf16"))]
         m_of[row[x_key]] = m_elements
         tile = f"B_c={row['info_block_n']}" if "info_block_n" in row else ""
         series.setdefault(str(row["kernel"]), []).append((row[x_key], row["hbm_bytes"], row["time_s"], tile))
@@ -85,7 +86,7 @@ def io_law_figure(rows: list[dict], hw: HardwareSpec, title: str = ""):
                   label=f"{kernel}: time stops falling at {_kib(x_p)} (within {PLATEAU_WITHIN - 1:.0%} of best)")
     law_x, law_y = data["law"]
     ax_b.plot(law_x, law_y, "-.", color="gray", lw=2, gid="law",
-              label=f"Θ(N²d²/M): {data['law_constant']:.3g} x B·H·N²d²/M bytes, M = SMEM per CTA in elements "
+              label=f"Θ(N²d²/M): {data['law_constant']:.3g} x B·H·N²d²/M bytes, M = the SM's SRAM in elements "
                     f"(constant fitted to {data['anchor']} at the smallest SMEM)")
     if data["compulsory"]:
         ax_b.axhline(data["compulsory"], color="black", ls=":", lw=2, gid="compulsory",

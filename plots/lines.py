@@ -62,7 +62,7 @@ def line_figure(rows: list[dict], x: str, ys: list[str] | str, series: str | Non
     return fig
 
 
-def hbm_traffic_figure(rows: list[dict], smem_bytes: float, title: str = ""):
+def hbm_traffic_figure(rows: list[dict], sram_bytes: float, title: str = ""):
     """The headline figure: HBM (solid) and L2 (dashed) bytes against sequence length per kernel and head
     dim, with the compulsory bytes and FlashAttention's IO bound Theta(N^2 d^2 / M) for reference."""
     fig, ax = plt.subplots(figsize=(8.5, 6))
@@ -81,8 +81,8 @@ def hbm_traffic_figure(rows: list[dict], smem_bytes: float, title: str = ""):
                 label=f"compulsory (read Q,K,V, write O) d={d}")
         heads = [r.get("batch", 1) * r.get("heads", 1) for r in sel]
         elem = 2
-        bound = [h * n * n * d * d / (smem_bytes / elem) * elem for h, n in zip(heads, xs)]
-        ax.plot(xs, bound, "-.", color="gray", label=f"FA IO bound N²d²/M (M = SMEM/SM) d={d}")
+        bound = [h * n * n * d * d / (sram_bytes / elem) * elem for h, n in zip(heads, xs)]
+        ax.plot(xs, bound, "-.", color="gray", label=f"FA IO bound N²d²/M (M = SRAM/SM) d={d}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel(label_of("seq_len"))

@@ -194,12 +194,17 @@ def test_hbm_traffic_figure_plots_the_rows(rows):
 
 
 # ---------------------------------------------------------------------------------------------- io law
+#: The part of the H200's 256 KB L1/shared SRAM not given to shared memory.
+L1_KIB = 28
+
+
 @pytest.fixture(scope="module")
 def smem_rows():
     problem = AttentionProblem(batch=1, heads=2, seq_len=512, head_dim=64)
     rows = []
     for kib in (64, 128):
-        fields = {"smem_per_sm_bytes": kib * 1024, "smem_per_cta_max_bytes": kib * 1024 - 1024}
+        fields = {"smem_per_sm_bytes": kib * 1024, "smem_per_cta_max_bytes": kib * 1024 - 1024,
+                  "sram_per_sm_bytes": kib * 1024 + L1_KIB * 1024}
         rows += make_rows(["fa1", "fa2"], [problem], H200.with_overrides(fields),
                           coords_of=lambda p, f=fields: {**f, "batch": 1, "heads": 2, "seq_len": 512, "head_dim": 64})
     return rows
@@ -222,9 +227,9 @@ def test_io_law_figure_plots_rows_and_the_law(smem_rows):
         best = min(r["time_s"] for r in sel)
         first = next(r for r in sel if r["time_s"] <= 1.02 * best)
         assert line_by_gid(ax_time, f"plateau:{kernel}").get_xdata().tolist() == [first["smem_per_sm_bytes"]]
-    # the law falls as 1 / M, M = the per-CTA SMEM in bf16 elements
+    # the law falls as 1 / M, M = the SM's SRAM (its SMEM plus the L1 share) in bf16 elements
     law_x, law_y = line_by_gid(ax_bytes, "law").get_data()
-    m = [(x - 1024) / 2 for x in law_x]
+    m = [(x + L1_KIB * 1024) / 2 for x in law_x]
     assert law_y[0] * m[0] == pytest.approx(law_y[1] * m[1], rel=1e-9)
     assert line_by_gid(ax_bytes, "compulsory").get_ydata()[0] == smem_rows[0]["compulsory_bytes"]
     data = io_law_data(smem_rows, H200)
