@@ -27,6 +27,22 @@ TRITON_DECODE_TILES = {"block_m": 16, "block_n": 64}
 TRITON_DECODE_WARPS, TRITON_DECODE_STAGES = 4, 3
 
 
+#: cuDNN's Hopper forward (validation/README.md run 9, ncu): 384 threads (a producer and two consumer warpgroups
+#: of 64 x 128 tiles, as its name ..._64x128x{d}_4x1x1 reads) and 8 CTAs per head at N = 1024: 128 query rows
+#: per tile for d = 64 and 128, where FA3's own kernel takes 192 rows at d = 64.
+CUDNN_FPROP_TILES = {"block_m": 128, "block_n": 128}
+
+
+def prefill_options(impl: str, phase: str, head_dim: int) -> dict:
+    """Kernel options that describe how a measured prefill implementation runs: cuDNN's forward tiles; SDPA's
+    flash backward copies dO and O first (validation/README.md run 7)."""
+    if impl == "cudnn" and phase == "fwd" and head_dim <= 128:
+        return dict(CUDNN_FPROP_TILES)
+    if impl == "flash" and phase != "fwd":
+        return {"sdpa_copies": True}
+    return {}
+
+
 def decode_options(r: dict) -> dict:
     """Kernel options that describe how a measured decode implementation runs: the Triton kernel's tiles and
     its split kernel's fixed split count; SDPA's FLASH backend calls FA2's mha_fwd (its own split heuristic, and its regular
@@ -53,6 +69,7 @@ def calibration_rows(path: Path, source: str) -> list[dict]:
     for r in data.get("prefill_fwd", []):
         rows.append(row(suite="h200_prefill", hardware="h200", kernel=KERNEL_OF_IMPL[r["impl"]], impl=r["impl"],
                         batch=r["B"], heads=r["H"], seq_len=r["N"], head_dim=r["d"], causal=r["causal"],
+                        options=json.dumps(prefill_options(r["impl"], "fwd", r["d"])),
                         metric="time_s", measured=r["ms"] * 1e-3, unit="s", source=source))
     for r in data.get("decode", []):
         opts = decode_options(r)
@@ -61,7 +78,8 @@ def calibration_rows(path: Path, source: str) -> list[dict]:
                         options=json.dumps(opts), metric="time_s", measured=r["ms"] * 1e-3, unit="s", source=source))
     for r in data.get("dram_traffic", []):
         common = dict(suite="h200_dram", hardware="h200", kernel=KERNEL_OF_IMPL[r["impl"]], impl=r["impl"],
-                      batch=r["B"], heads=r["H"], seq_len=r["N"], head_dim=r["d"], source=source)
+                      batch=r["B"], heads=r["H"], seq_len=r["N"], head_dim=r["d"], source=source,
+                      options=json.dumps(prefill_options(r["impl"], "fwd", r["d"])))
         rows.append(row(**common, metric="hbm_read_bytes", measured=r["dram_read_GB"] * 1e9, unit="B"))
         rows.append(row(**common, metric="l2_bytes", measured=r["l2_GB"] * 1e9, unit="B"))
         rows.append(row(**common, metric="time_s", measured=r["time_ms"] * 1e-3, unit="s"))
@@ -128,8 +146,7 @@ def measured_rows() -> list[dict]:
         for r in json.loads(prefill.read_text())["rows"]:
             if r["phase"] not in ("fwd", "bwd", "fwd_bwd") or r["impl"] not in KERNEL_OF_IMPL:
                 continue
-            # SDPA's flash backward copies dO and O before FA2's kernels (validation/README.md run 7)
-            opts = {"sdpa_copies": True} if r["impl"] == "flash" and r["phase"] != "fwd" else {}
+            opts = prefill_options(r["impl"], r["phase"], r["d"])
             rows.append(row(suite="h200_campaign_prefill", hardware="h200", kernel=KERNEL_OF_IMPL[r["impl"]],
                             impl=r["impl"], batch=r["B"], heads=r["H"], seq_len=r["N"], head_dim=r["d"],
                             causal=r["causal"], options=json.dumps(opts), metric="time_s", measured=r["ms"] * 1e-3,
@@ -156,7 +173,7 @@ def measured_rows() -> list[dict]:
                 opts = decode_options(r)
             else:
                 shape = dict(batch=r["B"], heads=r["H"], seq_len=r["N"], causal=bool(r.get("causal")))
-                opts = {}
+                opts = prefill_options(r["impl"], "fwd", r["d"])
             common = dict(suite="h200_campaign_dram", hardware="h200", kernel=KERNEL_OF_IMPL[r["impl"]],
                           impl=r["impl"], head_dim=r["d"], options=json.dumps(opts), source=source, **shape)
             rows.append(row(**common, metric="hbm_read_bytes", measured=r["dram_read_GB"] * 1e9, unit="B"))
