@@ -57,7 +57,9 @@ DS_OPS = 2.0
 SCALE_OPS = 1.0
 #: Convert an fp32 accumulator to the output type.
 CONVERT_OPS = 1.0
-#: PyTorch's elementwise copy kernel: index arithmetic, load and store per element; 128-thread CTAs.
+#: PyTorch's elementwise copy kernel (direct_copy_kernel_cuda): 128-thread CTAs (validation/README.md run 7);
+#: instructions per element assumed (a load, a store and index arithmetic). Run 7's profile of this strided copy
+#: executed about 66 per element (smsp__inst_executed x 32 / elements), not yet adopted: see issue #5.
 COPY_OPS = 4.0
 COPY_THREADS = 128
 

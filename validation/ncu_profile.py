@@ -9,12 +9,25 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 KEPT_COLUMNS = ("Kernel Name", "Grid Size", "Block Size")
 
 
 def find_ncu() -> str | None:
     return shutil.which("ncu") or ("/usr/local/cuda/bin/ncu" if os.path.exists("/usr/local/cuda/bin/ncu") else None)
+
+
+def profile_script(script: str, metrics: list, check: bool = False) -> subprocess.CompletedProcess | None:
+    """Run `script --driver` (which calls run_cases) under Nsight Compute, collecting `metrics` as a raw CSV
+    on stdout from the profiled regions only; None when ncu is not installed."""
+    ncu = find_ncu()
+    if ncu is None:
+        return None
+    cmd = [ncu, "--profile-from-start", "off", "--clock-control", "none", "--metrics", ",".join(metrics),
+           "--csv", "--page", "raw", sys.executable, os.path.abspath(script), "--driver"]
+    return subprocess.run(cmd, capture_output=True, text=True, check=check)
 
 
 def run_cases(cases: list, make_callable) -> None:

@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import subprocess
 import sys
 
-from ncu_profile import find_ncu, parse_raw_csv, run_cases, write_json
+from ncu_profile import parse_raw_csv, profile_script, run_cases, write_json
 
 METRICS = ["gpu__time_duration.sum", "dram__bytes_read.sum", "lts__t_bytes.sum", "launch__grid_size",
            "launch__block_size", "launch__registers_per_thread", "launch__shared_mem_per_block_dynamic",
@@ -48,13 +47,10 @@ def main() -> int:
     if args.driver:
         run_cases(CASES, cudnn_forward)
         return 0
-    ncu = find_ncu()
-    if ncu is None:
+    done = profile_script(__file__, METRICS)
+    if done is None:
         print("ncu not found", file=sys.stderr)
         return 1
-    cmd = [ncu, "--profile-from-start", "off", "--clock-control", "none", "--metrics", ",".join(METRICS),
-           "--csv", "--page", "raw", sys.executable, os.path.abspath(__file__), "--driver"]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     kernels = parse_raw_csv(done.stdout)
     cases = [line for line in done.stdout.splitlines() if line.startswith("CASE")]
     path = os.path.join(args.out, f"h200_profile_{datetime.date.today()}_cudnn_tiles.json")

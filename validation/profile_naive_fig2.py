@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import subprocess
 import sys
 
-from ncu_profile import find_ncu, parse_raw_csv, run_cases, write_json
+from ncu_profile import parse_raw_csv, profile_script, run_cases, write_json
 
 METRICS = ["gpu__time_duration.sum", "dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum",
            "launch__grid_size", "launch__block_size", "launch__registers_per_thread", "smsp__inst_executed.sum",
@@ -53,14 +52,11 @@ def main() -> int:
     if args.driver:
         run_cases([CASE], standard_attention)
         return 0
-    ncu = find_ncu()
-    if ncu is None:
+    done = profile_script(__file__, METRICS, check=True)
+    if done is None:
         print("ncu not found", file=sys.stderr)
         return 1
-    cmd = [ncu, "--profile-from-start", "off", "--clock-control", "none", "--metrics", ",".join(METRICS),
-           "--csv", "--page", "raw", sys.executable, os.path.abspath(__file__), "--driver"]
-    text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    kernels = parse_raw_csv(text)
+    kernels = parse_raw_csv(done.stdout)
     path = os.path.join(args.out, f"h200_profile_{datetime.date.today()}_naive_fig2.json")
     write_json(path, {"case": CASE, "metrics": METRICS, "kernels": kernels})
     print(f"{len(kernels)} kernels -> {path}")
