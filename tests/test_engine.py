@@ -24,6 +24,7 @@ import simpy
 
 from gpusim.engine.folding import MIN_SIMULATED_SMS, Representative, choose_fold_factor, fold_grid
 from gpusim.engine.l2 import L2Cache
+from gpusim.engine.loop_sampling import ONE_WAVE_FULL_ITERATIONS, TAIL_ITERATIONS, WARM_ITERATIONS, FullRuns
 from gpusim.engine.memory import MemorySystem, SmMemoryPort
 from gpusim.engine.servers import Server, SharedUnit
 from gpusim.engine.steady_state import Drift, extrapolated_reads
@@ -819,7 +820,8 @@ def test_drift_leaves_tensors_that_l2_keeps_alone():
     AttentionProblem(batch=8, heads=32, kv_heads=8, seq_len=1, kv_len=65536, head_dim=128),   # HBM-bound walk
     AttentionProblem(batch=1, heads=32, kv_heads=8, seq_len=1, kv_len=131072, head_dim=128),  # 112 of 132 SMs
 ])
-def test_sampled_decode_loops_agree_with_exact(problem):
+def test_folded_one_wave_decode_agrees_with_exact(problem):
+    # one wave: every loop iteration runs (no sampling), so the CTAs' finishing order matches exact mode
     folded = simulate("flash_decoding", problem, "h200")
     exact = simulate("flash_decoding", problem, "h200", exact=True)
     assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
@@ -835,3 +837,21 @@ def test_folded_agrees_with_exact_on_naive():
     assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
     assert folded.hbm_read_bytes == pytest.approx(exact.hbm_read_bytes, rel=0.01)
     assert folded.hbm_bytes == pytest.approx(exact.hbm_bytes, rel=0.01)
+
+
+def test_one_wave_loops_run_in_full_within_their_budget():
+    assert FullRuns(0).plan(100, sample=True).state is not None  # not one wave: sampled
+    assert FullRuns(4).plan(ONE_WAVE_FULL_ITERATIONS // 4, sample=True).state is None
+    assert FullRuns(4).plan(ONE_WAVE_FULL_ITERATIONS // 4 + 1, sample=True).state is not None
+    assert FullRuns(1).plan(100, sample=False).state is None  # exact mode
+
+
+def test_a_full_run_loop_that_holds_another_is_sampled_after_all():
+    runs = FullRuns(1)
+    outer = runs.plan(100, sample=True)
+    walk = iter(outer.indices)
+    assert next(walk) == 0 and outer.state is None
+    inner = runs.plan(50, sample=True)  # announced in the outer loop's first iteration
+    assert outer.state is not None and list(walk)[-2:] == [98, 99]
+    assert len(outer.indices) == WARM_ITERATIONS + TAIL_ITERATIONS
+    assert inner.indices == list(range(50))  # the innermost loop runs in full

@@ -26,7 +26,7 @@ from gpusim.engine.steady_state import (SIMULATED_WAVES, Drift, WaveMeter, busie
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, HardwareSpec
 from gpusim.launch import KernelPlan, Launch
-from gpusim.engine.loop_sampling import MEASURED, gap_after, plan_loop
+from gpusim.engine.loop_sampling import MEASURED, FullRuns, gap_after
 from gpusim.ops import Acquire, Handle, Load, Loop, LoopMark, Mma, Signal, Store, Vector, Wait
 from gpusim.result import LaunchStats
 
@@ -88,6 +88,7 @@ class TimingInterpreter:
         self.memory.trace = self.trace
         self._tensor_rate_cache: dict = {}
         self._resident = 0  # real CTAs running now (representatives' weights; loop sampling's fair share)
+        self._one_wave_reps = 0  # representatives of the running launch when it fits in one wave, else 0
 
     # ------------------------------------------------------------------ public
     def run(self, plan: KernelPlan) -> dict:
@@ -132,6 +133,7 @@ class TimingInterpreter:
                          dict(self.memory.rereads_by_tensor),
                          dict(self.memory.l2_read_by_tensor)) if meter is not None else None
         simulated = len(reps)
+        self._one_wave_reps = simulated if one_wave else 0
         start = env.now
         store_done = [start]
         workers = [env.process(self._sm_slot(sm, launch, reps, store_done, meter))
@@ -320,7 +322,8 @@ class TimingInterpreter:
         sm, rep = cta.sm, cta.rep
         weight = rep.weight
         work = _RoleWork()
-        tracking = False  # the role's work is counted from its first sampled loop on (loop sampling needs it)
+        tracking = False  # the role's work is counted from its first loop on (loop sampling needs it)
+        full_runs = FullRuns(self._one_wave_reps)  # the loops this role runs unsampled
         hw = self.hw
         value = None
         while True:
@@ -447,10 +450,11 @@ class TimingInterpreter:
                 cta.release(op.sem, op.count)
             elif kind is Loop:
                 tag = None if op.data_key is None else (launch_name, rep.cta, op.data_key)
-                value = plan_loop(op.count, sample=not self.exact, data_tag=tag)
-                tracking = tracking or value.state is not None
+                value = full_runs.plan(op.count, sample=not self.exact, data_tag=tag)
+                tracking = True  # (a full-run loop may turn into a sampled one when a loop nests in it)
             elif kind is LoopMark:
                 plan = op.plan
+                full_runs.marked(plan, op.index)
                 if plan.state is not None:
                     skipped = gap_after(plan, op.index)
                     if skipped:
