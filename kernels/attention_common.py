@@ -54,8 +54,9 @@ def declare_tensors(problem: AttentionProblem, *, lse: bool = True, backward: bo
 def own_regions(tensors: dict[str, GlobalTensor], names, *index) -> dict[str, RegionKey]:
     """`shared_by` keys for tiles a CTA owns (the same region of each named tensor) that another launch
     reads back, e.g. a preprocessing launch's rows of dO: folded runs then stand for the real tiles, which
-    that launch finds in L2, rather than stand-ins."""
-    return {name: RegionKey.of_region(tensors[name].region(*index)) for name in names}
+    that launch finds in L2, rather than stand-ins. Keyed by each tensor's own name (which a role name such as
+    "dO" may map to a copy, "dO.copy"), as the engine looks tiles up by it."""
+    return {tensors[name].name: RegionKey.of_region(tensors[name].region(*index)) for name in names}
 
 
 def causal_offset(problem: AttentionProblem) -> int:

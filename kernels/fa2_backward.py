@@ -238,7 +238,8 @@ def main_launch(problem: AttentionProblem, tensors: dict, block_m: int, block_n:
     # kSmemSize1colblock (kernel_traits.h): Q double-buffered and one dO buffer, K, V, and the P and dS tiles
     # staged for the transposed products.
     smem = int((3 * block_m * d + 2 * block_n * d + 2 * block_m * block_n) * e)
-    shared = {"Q", "dO", "LSE", "D", "dQaccum"}
+    # by the tensors' own names: with sdpa_copies dO is the copy ("dO.copy"), read by every CTA of the head too
+    shared = {t.name for t in (q_t, do_t, lse_t, d_t, dqa_t)}
 
     def work(cta) -> float:  # Q blocks visited (under causal masking fewer for K/V blocks right of the diagonal)
         return 1 + group * (m_blocks - _first_q_block(problem, cta[0], block_m, block_n))

@@ -855,3 +855,14 @@ def test_a_full_run_loop_that_holds_another_is_sampled_after_all():
     assert outer.state is not None and list(walk)[-2:] == [98, 99]
     assert len(outer.indices) == WARM_ITERATIONS + TAIL_ITERATIONS
     assert inner.indices == list(range(50))  # the innermost loop runs in full
+
+
+def test_extrapolated_atomic_accumulation_writes_back_distinct_lines_only():
+    # FA2's backward adds every CTA's dQ_i into the same fp32 dQaccum tile with atomics (7.8 waves, so the
+    # main launch is extrapolated): L2 absorbs the repeated adds, and the stand-in write-backs of the skipped
+    # waves must count the lines they dirty, not the atomic traffic (which gave 6.6x the written data)
+    problem = AttentionProblem(batch=2, heads=16, seq_len=4096, head_dim=128, pass_="bwd")
+    result = simulate("fa2", problem, "h200")
+    rows = problem.batch * problem.heads * problem.seq_len * problem.head_dim
+    written = rows * 4 + 3 * rows * problem.element_bytes  # dQaccum (fp32), dK, dV, dQ
+    assert result.hbm_write_bytes < 2 * written

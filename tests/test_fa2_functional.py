@@ -16,7 +16,7 @@ from gpusim.launch import KernelPlan
 from gpusim.ops import Mma, Store
 from gpusim.problem import AttentionProblem
 from gpusim.reference import attention_backward, attention_errors, attention_forward, random_inputs, relative_error
-from gpusim.simulate import run_functional_check
+from gpusim.simulate import run_functional_check, simulate
 from gpusim.kernels.attention_common import declare_tensors
 from gpusim.kernels.fa2 import build_plan
 from gpusim.kernels.fa2_backward import backward_launches, default_tiles
@@ -153,3 +153,13 @@ def test_backward_smem_operand_reads_match_measured_ldmatrix(head_dim):
     ldmatrix_bytes = 1152 * 512
     stores_and_fills = 2 * bm * bn * 2 + 2 * bm * head_dim * 2  # P, dS (bf16); next Q, dO (bf16)
     assert first_iteration == ldmatrix_bytes + stores_and_fills
+
+
+def test_backward_reads_the_sdpa_copies_once_per_head():
+    # the copies read dO and O; with everything fitting L2 the kernels then find the copies there instead of
+    # reading dO and O from DRAM, so the DRAM reads stay those of the plain backward. (A folded block must
+    # name the copies' tiles as it names dO's: keyed by "dO", they read 1.6x more.)
+    problem = AttentionProblem(batch=1, heads=16, seq_len=2048, head_dim=64, pass_="bwd")
+    plain = simulate("fa2", problem, "h200")
+    copied = simulate("fa2", problem, "h200", {"sdpa_copies": True})
+    assert copied.hbm_read_bytes == pytest.approx(plain.hbm_read_bytes, rel=0.02)

@@ -32,6 +32,11 @@ class L2Cache:
         self._lines.move_to_end(key)
         return line[2]
 
+    def is_dirty(self, key) -> bool:
+        """True when the tile is resident and holds data not yet written to HBM (LRU order unchanged)."""
+        line = self._lines.get(key)
+        return line is not None and line[1]
+
     def set_arrival(self, key, cycle: float) -> None:
         line = self._lines.get(key)
         if line is not None:

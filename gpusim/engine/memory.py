@@ -30,6 +30,7 @@ class ByteCounters:
     hbm_write: float = 0.0
     l2_read: float = 0.0
     l2_write: float = 0.0
+    l2_dirtied: float = 0.0  # bytes of L2 lines a write made dirty (absent or clean before): distinct data
     l2_hits: float = 0.0
     l2_misses: float = 0.0
 
@@ -160,6 +161,8 @@ class MemorySystem:
         done = max(self.l2.reserve(t, l2_bytes * (2 if accumulate else 1)), port.store_link.reserve(t, nbytes))
         for i, key in enumerate(keys):
             tile_bytes = (nbytes if key_bytes is None else key_bytes[i]) * multiplicity
+            if not self.cache.is_dirty(key):
+                self.bytes.l2_dirtied += tile_bytes
             if accumulate:
                 if not self.cache.hit(key):
                     self.bytes.hbm_read += tile_bytes

@@ -11,7 +11,8 @@ CTAs: CTAs overlap wave boundaries, so one wave's count depends on where the bou
 HBM reads scale per tensor: a tensor the CTAs share (K/V of a head) costs its DRAM bytes once per distinct
 `shared_by` key while L2 holds it, and per CTA when the window already shows re-reads after eviction; a
 private one (Q tiles) once per CTA. HBM writes come from ageing the L2 with stand-in
-traffic of the extrapolated volume (write-backs depend on the cache filling up, not on the work alone).
+traffic of the extrapolated volume (write-backs depend on the cache filling up, not on the work alone): the
+lines the skipped waves' writes would dirty, not their write traffic (repeated atomic adds hit one line).
 Exact mode never extrapolates.
 """
 

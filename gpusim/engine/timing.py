@@ -178,8 +178,10 @@ class TimingInterpreter:
         deltas["mem.hbm_read"] = extra_reads * slots / skipped
         self._add_counters(deltas, skipped / slots)
         share = skipped / simulated
-        written_back = memory.cache.age(launch_totals["mem.hbm_read"] * share, launch_totals["mem.l2_write"] * share,
-                                        tag=(launch.name, start))
+        # stand-in lines: the reads that missed and the lines the writes dirtied (atomic adds into a resident
+        # dirty line, FA2's dQaccum, dirty nothing new)
+        written_back = memory.cache.age(launch_totals["mem.hbm_read"] * share,
+                                        launch_totals["mem.l2_dirtied"] * share, tag=(launch.name, start))
         memory.bytes.hbm_write += written_back
         memory.hbm.busy_cycles += written_back / memory.hbm.rate
         # The measured waves ran while L2 still absorbed writes; in steady state the write-backs share HBM
@@ -286,6 +288,7 @@ class TimingInterpreter:
         counters.mufu_ops += per["mufu_ops"] * skipped
         mem.bytes.l2_read += per["l2_read"] * skipped
         mem.bytes.l2_write += per["l2_write"] * skipped
+        mem.bytes.l2_dirtied += per["l2_dirtied"] * skipped
         mem.bytes.hbm_read += per["hbm_read"] * skipped
         mem.hbm.busy_cycles += per["hbm_busy"] * skipped
         mem.l2.busy_cycles += per["l2_busy"] * skipped
@@ -294,7 +297,7 @@ class TimingInterpreter:
         # Their write-backs are the dirty lines this evicts (not copies of the measured ones: those came
         # from evicting older data, which the stand-in lines now evict).
         clean = max(0.0, per["l2_read"] - per["l2_write"]) if state["revisits"] else per["hbm_read"]
-        written_back = mem.cache.age(clean * skipped, per["l2_write"] * skipped, tag=state["tag"],
+        written_back = mem.cache.age(clean * skipped, per["l2_dirtied"] * skipped, tag=state["tag"],
                                      chunks=16)
         mem.bytes.hbm_write += written_back
         # The skipped traffic is not queued on the shared servers (one huge reservation would serialize the
@@ -415,10 +418,12 @@ class TimingInterpreter:
                 nbytes = dst.nbytes
                 keys, multiplicity, key_bytes = rep.l2_keys(dst)
                 read_before, write_before = mem.bytes.hbm_read, mem.bytes.hbm_write
+                dirtied_before = mem.bytes.l2_dirtied
                 done = mem.write(sm.port, now, keys, nbytes, weight, multiplicity, op.accumulate, key_bytes)
                 if tracking:
                     work.add_hbm(mem.bytes.hbm_read - read_before, mem.bytes.hbm_write - write_before, mem.hbm.rate)
                     work.l2_write += nbytes * weight
+                    work.l2_dirtied += mem.bytes.l2_dirtied - dirtied_before
                     work.l2_busy += nbytes * weight * (2 if op.accumulate else 1) / mem.l2.rate
                 if op.src.space == "smem":
                     counters.smem_read += nbytes * weight
@@ -481,8 +486,9 @@ class _RoleWork:
     """What one warp role has done so far (weighted counters, unit busy cycles), so that loop sampling
     can account skipped iterations as copies of measured ones."""
 
-    FIELDS = ("flops", "smem_read", "smem_write", "fp32_ops", "mufu_ops", "l2_read", "l2_write", "hbm_read",
-              "hbm_write", "tensor", "mufu", "fp32", "smem", "dispatch", "sm_load", "tma", "hbm_busy", "l2_busy")
+    FIELDS = ("flops", "smem_read", "smem_write", "fp32_ops", "mufu_ops", "l2_read", "l2_write", "l2_dirtied",
+              "hbm_read", "hbm_write", "tensor", "mufu", "fp32", "smem", "dispatch", "sm_load", "tma", "hbm_busy",
+              "l2_busy")
     __slots__ = FIELDS
 
     def __init__(self):
