@@ -58,14 +58,22 @@ OPTIONS = {
                                "(64 = the smallest wgmma M, and FA2's fixed split-KV kBlockM)"),
     "block_n": Option(int, None, "K/V rows per tile (default: 256 for d <= 64, 128 for d <= 128, else 64, "
                                  "as FA2's split-KV kernel)"),
-    "stages": Option(int, 2, "depth of the K/V SMEM ring (asynchronous loads in flight per CTA)"),
+    "stages": Option(int, None, "depth of the K/V SMEM ring (asynchronous loads in flight per CTA; default 2, "
+                                "and 1 with api=mha_fwd: FA2's split kernel holds one K and one V tile, 80 KiB "
+                                "at d = 128, two CTAs per SM, validation/README.md run 10)"),
     "instruction": Option(str, None, "tensor-core instruction class (default: the newest the GPU has)",
                           choices=("mma_sync", "wgmma", "tcgen05")),
     "api": Option(str, "with_kvcache", "FA2 entry point: with_kvcache (flash_attn_with_kvcache: the split-KV "
                                        "kernel even for one split; split slots from this kernel's occupancy) or "
                                        "mha_fwd (as PyTorch SDPA calls it: FA2's heuristic counts 2 CTAs per SM, "
-                                       "and one split runs FA2's regular forward kernel, 128-row tiles)",
+                                       "one split runs FA2's regular forward kernel, 128-row tiles, and the "
+                                       "split kernel uses mma.sync)",
                   choices=("with_kvcache", "mha_fwd")),
+    "combine_loads": Option(str, "serial", "how the combine CTA reads the splits' partial outputs: serial (FA2's "
+                                           "flash_fwd_splitkv_combine_kernel: one split's rows are loaded, then "
+                                           "accumulated, before the next load) or together (one load of every "
+                                           "split, as a Triton reduce over a [splits, d] block)",
+                            choices=("serial", "together")),
 }
 
 # --- split heuristic constants: FlashAttention-2's num_splits_heuristic (flash_api.cpp) ---------------
@@ -85,8 +93,6 @@ PRODUCER_WARPS = 1
 #: Registers per thread of the split kernel: a 64 x d FP32 accumulator and a 64 x block_n FP32 score tile
 #: over 128 consumer threads plus addressing; the producer warp gives its share back (setmaxnreg).
 REGISTERS_PER_THREAD = 168
-#: SMEM the combine CTA gives its ring of partial-output buffers (a tile-size choice; at least 2 buffers).
-COMBINE_TILE_BYTES = 64 * 1024
 COMBINE_THREADS = 128
 #: Smallest M of one tensor-core instruction issue for the CTA (PTX ISA): mma.sync m16n8k16 per warp,
 #: wgmma m64nNk16 per warpgroup, tcgen05.mma M = 64 or 128 (one CTA). The M tile must be a multiple.
@@ -292,19 +298,21 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
                   owned_by=owned_by if partial else None, work=work if len(works) > 1 else None)
 
 
-def combine_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, splits: int) -> Launch:
+def combine_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, splits: int,
+                   serial: bool = True) -> Launch:
     """One CTA per (batch, KV head, row block): the same packed rows as one split CTA, so it reads back
     exactly the partial tiles the split CTAs wrote (they are still in L2). As FA2's combine kernel: load
-    every split's LSE, form LSE = log sum_s exp(LSE_s) and the weights exp(LSE_s - LSE), then stream the
-    splits' partial outputs through a ring of SMEM buffers, accumulating O = sum_s w_s O_s."""
+    every split's LSE, form LSE = log sum_s exp(LSE_s) and the weights exp(LSE_s - LSE), then accumulate
+    O = sum_s w_s O_s. `serial`: FA2's loop loads one split's partial output into registers and adds it
+    before loading the next (a memory round trip per split: validation/README.md run 10 measured about
+    0.4 us per split at B = 1); otherwise every split's partial output is loaded at once."""
     o_part, lse_part, o_t, lse_t = (tensors[k] for k in ("O_part", "LSE_part", "O", "LSE"))
     d = problem.head_dim
     # No tensor cores here, so tiles hold the packed rows themselves, not a padded MMA tile.
     bm = layout.heads_per_cta * layout.rows_per_head
     grid = [(b, hk, rb) for b in range(problem.batch) for hk in range(problem.kv_heads)
             for rb in range(layout.row_blocks)]
-    part_bytes = bm * d * 4
-    ring = max(2, min(splits, COMBINE_TILE_BYTES // part_bytes))
+    in_flight = 1 if serial else splits
 
     def program(cta):
         b, hk, rb = cta
@@ -312,14 +320,14 @@ def combine_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, sp
         rows = hc * nr
         heads, positions = slice(h0, h0 + hc), slice(n0, n0 + nr)
         lse_parts = [Tile((bm,), "fp32", "smem", f"LSE{s}") for s in range(splits)]
-        o_bufs = [Tile((bm, d), "fp32", "smem", f"O_part{i}") for i in range(ring)]
+        o_bufs = [Tile((bm, d), "fp32", "reg", f"O_part{i}") for i in range(in_flight)]
         lse_ready = []
         for s in range(splits):
             handle = yield Load(lse_part.region(b, heads, s, positions), lse_parts[s], wait=False)
             lse_ready.append(handle)
         o_ready = {}
-        for s in range(min(ring, splits)):
-            o_ready[s] = yield Load(o_part.region(b, heads, s, positions), o_bufs[s % ring], wait=False)
+        for s in range(in_flight):
+            o_ready[s] = yield Load(o_part.region(b, heads, s, positions), o_bufs[s], wait=False)
         for handle in lse_ready:
             yield Wait(handle)
         stacked = Tile((splits, bm), "fp32", "reg", "LSE_parts")
@@ -339,12 +347,13 @@ def combine_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, sp
         acc = Tile((bm, d), "fp32", "reg", "acc")
         yield Vector(lambda: np.zeros((rows, d)), [], acc, 0.0, elements=0)
         for s in range(splits):
-            buf = o_bufs[s % ring]
+            buf = o_bufs[s % in_flight]
             yield Wait(o_ready.pop(s))
             yield Vector(lambda a, o, w, s=s: a + o.reshape(rows, d) * w[s][:, None], [acc, buf, weights], acc,
                          COMBINE_ACC_FP32_OPS, elements=bm * d)
-            if s + ring < splits:
-                o_ready[s + ring] = yield Load(o_part.region(b, heads, s + ring, positions), buf, wait=False)
+            if s + in_flight < splits:  # serial: the next split's load waits for this one's adds
+                o_ready[s + in_flight] = yield Load(o_part.region(b, heads, s + in_flight, positions), buf,
+                                                    wait=False)
         out = Tile((bm, d), o_t.dtype, "smem", "O")
         yield Vector(lambda a: a, [acc], out, 0.0, elements=0)  # the conversion rides on the last FMA pass
         yield Store(out, o_t.region(b, heads, positions))
@@ -358,7 +367,7 @@ def combine_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, sp
                                    if dim != 2})
                 for t in (o_part, lse_part)}
 
-    smem = (ring * bm * d + splits * bm) * 4 + bm * d * problem.element_bytes
+    smem = splits * bm * 4  # the splits' LSEs; partial outputs and the accumulator live in registers
     return Launch(name="flash_decoding_combine", grid=grid, program=program, smem_bytes_per_cta=int(smem),
                   threads_per_cta=COMBINE_THREADS, owned_by=owned_by)
 
@@ -376,10 +385,12 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
         raise InputError("flash_decoding: FA2's split-KV path has no FP8 kernel; use bf16 or fp16")
     bm = opts["block_m"]
     bn = opts["block_n"] or default_block_n(problem.head_dim)
-    stages = opts["stages"]
+    stages = opts["stages"] or (1 if opts["api"] == "mha_fwd" else 2)
     if min(bm, bn, stages) <= 0:
         raise InputError("flash_decoding: block_m, block_n and stages must be positive")
-    instruction = opts["instruction"] or hw.best_instruction(problem.dtype)
+    mha_fwd = opts["api"] == "mha_fwd"
+    # FA2's own kernels (mha_fwd) are Ampere-style: mma.sync; otherwise the newest instruction the GPU has
+    instruction = opts["instruction"] or ("mma_sync" if mha_fwd else hw.best_instruction(problem.dtype))
     if hw.tensor_flops_per_clk(instruction, problem.dtype) <= 0:
         raise InputError(f"flash_decoding: {hw.name} has no {instruction} instruction for {problem.dtype}")
     if bm % INSTRUCTION_MIN_M[instruction]:
@@ -394,7 +405,6 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
     kv_tiles = layout.max_tiles()
     ctas_per_sm = split_launch(problem, tensors, layout, 1, stages, instruction).occupancy(hw)
     ctas_per_split = problem.batch * problem.kv_heads * layout.row_blocks
-    mha_fwd = opts["api"] == "mha_fwd"
     if requested is None:
         slots = hw.sm_count * (MHA_FWD_CTAS_PER_SM if mha_fwd else ctas_per_sm)
         splits = num_splits_heuristic(ctas_per_split, slots, kv_tiles)
@@ -410,7 +420,8 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
         tensors["LSE_part"] = GlobalTensor("LSE_part", (b, h, splits, n), "fp32", "scratch")
     launches.append(split_launch(problem, tensors, layout, splits, stages, instruction))
     if splits > 1:
-        launches.append(combine_launch(problem, tensors, layout, splits))
+        serial = opts["combine_loads"] == "serial"
+        launches.append(combine_launch(problem, tensors, layout, splits, serial))
     info.update({"num_splits": splits, "num_splits_requested": requested, "combine": splits > 1,
                  "block_m": bm, "block_n": bn, "stages": stages, "instruction": instruction,
                  "heads_per_cta": layout.heads_per_cta, "row_blocks": layout.row_blocks,

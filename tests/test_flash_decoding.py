@@ -193,3 +193,37 @@ def test_mha_fwd_entry_counts_two_ctas_per_sm_and_runs_the_forward_kernel_for_on
     assert sdpa.time_s > 1.2 * kvcache.time_s
     check(AttentionProblem(batch=2, heads=8, kv_heads=2, seq_len=1, kv_len=300, head_dim=64),
           {"api": "mha_fwd", "num_splits": 1})
+
+
+def test_mha_fwd_split_kernel_is_fa2s_two_ctas_per_sm_with_mma_sync():
+    # FA2's split kernel (run 10, ncu): mma.sync, one K and one V tile in SMEM (80 KiB at d = 128), 2 CTAs/SM
+    problem = AttentionProblem(batch=8, heads=32, kv_heads=8, seq_len=1, kv_len=16384, head_dim=128)
+    plan = build_plan(problem, H200, {"api": "mha_fwd"})
+    assert plan.info["stages"] == 1 and plan.info["instruction"] == "mma_sync"
+    split = plan.launches[0]
+    assert split.smem_bytes_per_cta == 80 * 1024 and split.occupancy(H200) == 2
+
+
+def test_serial_combine_pays_a_round_trip_per_split():
+    # FA2's combine loads one split's partial rows and adds them before the next load (run 10: its time grows
+    # by about 0.4 us per split); a combine that loads every split at once pays one round trip
+    problem = AttentionProblem(batch=1, heads=32, kv_heads=8, seq_len=1, kv_len=16384, head_dim=128)
+
+    def combine_s(splits: int, loads: str) -> float:
+        result = simulate("flash_decoding", problem, "h200", {"num_splits": splits, "combine_loads": loads})
+        return result.launches[-1].time_s
+
+    grows_by = combine_s(32, "serial") - combine_s(8, "serial")
+    assert grows_by > 24 * H200.l2_hit_latency_cycles * H200.seconds_per_cycle
+    assert combine_s(32, "together") < combine_s(32, "serial") / 3
+
+
+@pytest.mark.slow
+def test_folded_agrees_with_exact_on_two_waves_of_latency_bound_ctas():
+    # 512 CTAs at 2 per SM: the second wave samples its loops while the first wave's CTAs have already
+    # jumped; their skipped HBM time must not count as the second wave's measured bandwidth (it made the
+    # loops look HBM-saturated and jump at the fair share: -22% against exact)
+    problem = AttentionProblem(batch=64, heads=32, kv_heads=8, seq_len=1, kv_len=4096, head_dim=128)
+    folded = simulate("flash_decoding", problem, "h200", {"api": "mha_fwd"})
+    exact = simulate("flash_decoding", problem, "h200", {"api": "mha_fwd"}, exact=True)
+    assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)

@@ -49,7 +49,8 @@ def decode_options(r: dict) -> dict:
     forward kernel when that picks one split)."""
     if r["impl"] == "triton_splitk":
         opts = {"num_splits": r["splits"]} if r.get("splits") else {}
-        return opts | TRITON_DECODE_TILES | {"stages": TRITON_DECODE_STAGES, "instruction": "mma_sync"}
+        return opts | TRITON_DECODE_TILES | {"stages": TRITON_DECODE_STAGES, "instruction": "mma_sync",
+                                             "combine_loads": "together"}
     if r["impl"] == "triton_nosplit":
         return TRITON_DECODE_TILES | {"warps": TRITON_DECODE_WARPS}
     if r["impl"] == "sdpa_flash":

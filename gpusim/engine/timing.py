@@ -89,6 +89,7 @@ class TimingInterpreter:
         self._tensor_rate_cache: dict = {}
         self._resident = 0  # real CTAs running now (representatives' weights; loop sampling's fair share)
         self._one_wave_reps = 0  # representatives of the running launch when it fits in one wave, else 0
+        self._hbm_busy_jumped = 0.0  # HBM busy cycles that loop sampling added for skipped iterations
 
     # ------------------------------------------------------------------ public
     def run(self, plan: KernelPlan) -> dict:
@@ -272,12 +273,17 @@ class TimingInterpreter:
             return events[0]
         return self.env.all_of(events) if events else self.env.timeout(0)
 
+    def _hbm_busy_simulated(self) -> float:
+        """HBM busy cycles of the transfers actually simulated: what a sampled loop's measured iterations
+        compare with their span (another CTA's jump adds its skipped iterations' busy time at once)."""
+        return self.memory.hbm.busy_cycles - self._hbm_busy_jumped
+
     def _account_skipped(self, state: dict, work: "_RoleWork", sm: SmState, skipped: int, now: float,
                          weight: float) -> int:
         """Add `skipped` copies of the role's last MEASURED iterations to every counter; return the cycles
         its clock must jump."""
         t0, before, hbm_busy_at_t0 = state["marks"][-MEASURED]
-        hbm_saturated = self.memory.hbm.busy_cycles - hbm_busy_at_t0 >= HBM_SATURATED * (now - t0)
+        hbm_saturated = self._hbm_busy_simulated() - hbm_busy_at_t0 >= HBM_SATURATED * (now - t0)
         after = work.snapshot()
         per = {name: (a - b) / MEASURED for name, a, b in zip(_RoleWork.FIELDS, after, before)}
         counters, mem = self.counters, self.memory
@@ -291,6 +297,7 @@ class TimingInterpreter:
         mem.bytes.l2_dirtied += per["l2_dirtied"] * skipped
         mem.bytes.hbm_read += per["hbm_read"] * skipped
         mem.hbm.busy_cycles += per["hbm_busy"] * skipped
+        self._hbm_busy_jumped += per["hbm_busy"] * skipped
         mem.l2.busy_cycles += per["l2_busy"] * skipped
         # the skipped iterations' tiles would have passed through L2: age it by their volume (the missed
         # bytes; for a loop that walks its data again, every tile it reads, those it also writes counted once).
@@ -467,7 +474,7 @@ class TimingInterpreter:
                         if delay > 0:
                             yield env.timeout(delay)
                     else:
-                        plan.state["marks"].append((now, work.snapshot(), mem.hbm.busy_cycles))
+                        plan.state["marks"].append((now, work.snapshot(), self._hbm_busy_simulated()))
             else:
                 raise TypeError(f"{launch_name}: a CTA program yielded {op!r}, which is not an op")
 
