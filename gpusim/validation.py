@@ -73,6 +73,11 @@ def predicted_value(result, metric: str) -> float:
     return float(getattr(result, metric))
 
 
+#: Predicted tensor-core busy share above which a fast prediction points at the power-capped clock: run 10's
+#: decode kernel (52-57% tensor pipe) ran at 1.70 GHz, run 7's FA2 kernels at 1.79 GHz.
+CLOCK_CAPPED_TENSOR_BUSY = 0.3
+
+
 def suspect(case: Case, result, error: float) -> str:
     """A first guess at the mechanism behind a miss, from what the prediction says bounds it."""
     if abs(error) < 0.10:
@@ -86,6 +91,9 @@ def suspect(case: Case, result, error: float) -> str:
         return "L2 capacity and eviction order (write-back timing)" if case.problem.seq_len >= 8192 else "L2 residency"
     if case.metric == "l2_bytes":
         return "L2 traffic per tile (sector granularity, multicast)"
+    if case.metric == "time_s" and error < 0 and result.unit_busy.get("tensor", 0.0) >= CLOCK_CAPPED_TENSOR_BUSY:
+        return ("SM clock under load: tensor-heavy kernels ran at 1.6-1.8 GHz under the power cap (validation/"
+                "README.md runs 2, 7, 10), the preset's clock is fixed")
     return f"{result.bound}-bound prediction: busiest unit {result.busiest_unit}"
 
 
