@@ -98,3 +98,34 @@ def write_json(path: str, doc: dict) -> None:
     with open(path + ".tmp", "w") as f:
         json.dump(doc, f, indent=1)
     os.replace(path + ".tmp", path)
+
+
+def profile_cases_main(script: str, doc: str, name: str, cases: list, make_callable, metrics: list,
+                       timed=None) -> tuple[int, dict | None]:
+    """The command line of a script that profiles `cases` (`--out DIR`, and `--driver` for the profiled child):
+    optionally `timed()` first (CUDA-event timings without the profiler, as a dict of fields to keep), then
+    every case under Nsight Compute; writes `h200_profile_<date>_<name>.json` in DIR and returns (exit status,
+    the written record, or None when nothing was written)."""
+    import argparse
+    import datetime
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", default="validation/data")
+    parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.driver:
+        run_cases(cases, make_callable)
+        return 0, None
+    extra = timed() if timed is not None else {}
+    done = profile_script(script, metrics)
+    if done is None:
+        print("ncu not found", file=sys.stderr)
+        return 1, None
+    kernels = parse_raw_csv(done.stdout)
+    record = {"cases": cases, "case_lines": [ln for ln in done.stdout.splitlines() if ln.startswith("CASE")],
+              "metrics": metrics, "kernels": kernels, **extra,
+              "returncode": done.returncode, "stderr_tail": done.stderr[-2000:]}
+    path = os.path.join(args.out, f"h200_profile_{datetime.date.today()}_{name}.json")
+    write_json(path, record)
+    print(f"{len(kernels)} kernels -> {path}")
+    return 0, record

@@ -11,12 +11,9 @@ duration, DRAM and L2 bytes.
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import os
 import sys
 
-from ncu_profile import parse_raw_csv, profile_script, run_cases, write_json
+from ncu_profile import profile_cases_main
 
 METRICS = ["gpu__time_duration.sum", "dram__bytes_read.sum", "lts__t_bytes.sum", "launch__grid_size",
            "launch__block_size", "launch__registers_per_thread", "launch__shared_mem_per_block_dynamic",
@@ -40,28 +37,12 @@ def cudnn_forward(torch, case):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="validation/data")
-    parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.driver:
-        run_cases(CASES, cudnn_forward)
-        return 0
-    done = profile_script(__file__, METRICS)
-    if done is None:
-        print("ncu not found", file=sys.stderr)
-        return 1
-    kernels = parse_raw_csv(done.stdout)
-    cases = [line for line in done.stdout.splitlines() if line.startswith("CASE")]
-    path = os.path.join(args.out, f"h200_profile_{datetime.date.today()}_cudnn_tiles.json")
-    write_json(path, {"cases": CASES, "case_lines": cases, "metrics": METRICS, "kernels": kernels,
-                      "returncode": done.returncode, "stderr_tail": done.stderr[-2000:]})
-    print(f"{len(kernels)} kernels -> {path}")
-    for kernel in kernels:
+    status, record = profile_cases_main(__file__, __doc__, "cudnn_tiles", CASES, cudnn_forward, METRICS)
+    for kernel in (record or {}).get("kernels", []):
         print(kernel.get("Kernel Name", "")[:90], kernel.get("Grid Size"), kernel.get("Block Size"),
               kernel.get("launch__grid_size"), kernel.get("launch__block_size"),
               kernel.get("launch__registers_per_thread"), kernel.get("gpu__time_duration.sum"))
-    return 0
+    return status
 
 
 if __name__ == "__main__":

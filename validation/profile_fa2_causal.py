@@ -12,12 +12,9 @@ Writes `h200_profile_<date>_fa2_causal.json`.
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import os
 import sys
 
-from ncu_profile import event_timings, parse_raw_csv, profile_script, run_cases, write_json
+from ncu_profile import event_timings, profile_cases_main
 
 METRICS = ["gpu__time_duration.sum", "launch__grid_size", "launch__block_size", "launch__registers_per_thread",
            "smsp__inst_executed.sum", "smsp__inst_executed_pipe_fma.sum", "smsp__inst_executed_pipe_alu.sum",
@@ -42,35 +39,22 @@ def fa2_forward(torch, case):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="validation/data")
-    parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.driver:
-        run_cases(CASES, fa2_forward)
-        return 0
-    import torch
-    timings = event_timings(CASES, fa2_forward)
-    done = profile_script(__file__, METRICS)
-    if done is None:
-        print("ncu not found", file=sys.stderr)
-        return 1
-    kernels = parse_raw_csv(done.stdout)
-    cases = [line for line in done.stdout.splitlines() if line.startswith("CASE")]
-    path = os.path.join(args.out, f"h200_profile_{datetime.date.today()}_fa2_causal.json")
-    write_json(path, {"cases": CASES, "case_lines": cases, "metrics": METRICS, "kernels": kernels,
-                      "event_timings": timings, "torch": torch.__version__,
-                      "returncode": done.returncode, "stderr_tail": done.stderr[-2000:]})
-    print(f"{len(kernels)} kernels -> {path}")
-    for row in timings:
+    def timed() -> dict:
+        import torch
+        return {"event_timings": event_timings(CASES, fa2_forward), "torch": torch.__version__}
+
+    status, record = profile_cases_main(__file__, __doc__, "fa2_causal", CASES, fa2_forward, METRICS, timed)
+    if record is None:
+        return status
+    for row in record["event_timings"]:
         print(row["batch"], row["heads"], row["seq_len"], row["head_dim"], row["causal"],
               f"{row['time_ms_median'] * 1e3:.1f} us")
-    for kernel in kernels:
+    for kernel in record["kernels"]:
         print(kernel.get("Kernel Name", "")[:60], kernel.get("launch__grid_size"), kernel.get("gpu__time_duration.sum"),
               kernel.get("smsp__inst_executed.sum"), kernel.get("smsp__inst_executed_pipe_fma.sum"),
               kernel.get("smsp__inst_executed_pipe_alu.sum"), kernel.get("smsp__inst_executed_pipe_xu.sum"),
               kernel.get("sm__cycles_active.avg"))
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -11,12 +11,9 @@ Writes `h200_profile_<date>_sdpa_decode.json`.
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import os
 import sys
 
-from ncu_profile import event_timings, parse_raw_csv, profile_script, run_cases, write_json
+from ncu_profile import event_timings, profile_cases_main
 
 METRICS = ["gpu__time_duration.sum", "dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum",
            "launch__grid_size", "launch__block_size", "launch__registers_per_thread",
@@ -73,35 +70,22 @@ def graph_timings(cases: list, warmup: int = 3, repeats: int = 50) -> list[dict]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="validation/data")
-    parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.driver:
-        run_cases(CASES, sdpa_decode)
-        return 0
-    import torch
-    timings = event_timings(CASES, sdpa_decode)
-    graphs = graph_timings(CASES)
-    done = profile_script(__file__, METRICS)
-    if done is None:
-        print("ncu not found", file=sys.stderr)
-        return 1
-    kernels = parse_raw_csv(done.stdout)
-    cases = [line for line in done.stdout.splitlines() if line.startswith("CASE")]
-    path = os.path.join(args.out, f"h200_profile_{datetime.date.today()}_sdpa_decode.json")
-    write_json(path, {"cases": CASES, "case_lines": cases, "metrics": METRICS, "kernels": kernels,
-                      "event_timings": timings, "graph_timings": graphs, "torch": torch.__version__,
-                      "returncode": done.returncode, "stderr_tail": done.stderr[-2000:]})
-    print(f"{len(kernels)} kernels -> {path}")
-    for row, graph in zip(timings, graphs):
+    def timed() -> dict:
+        import torch
+        return {"event_timings": event_timings(CASES, sdpa_decode), "graph_timings": graph_timings(CASES),
+                "torch": torch.__version__}
+
+    status, record = profile_cases_main(__file__, __doc__, "sdpa_decode", CASES, sdpa_decode, METRICS, timed)
+    if record is None:
+        return status
+    for row, graph in zip(record["event_timings"], record["graph_timings"]):
         print(row["batch"], row["kv_len"], f"plain {row['time_ms_median'] * 1e3:.1f} us",
               f"graph {graph['graph_ms_median'] * 1e3:.1f} us")
-    for kernel in kernels:
+    for kernel in record["kernels"]:
         print(kernel.get("Kernel Name", "")[:80], kernel.get("launch__grid_size"), kernel.get("launch__block_size"),
               kernel.get("launch__registers_per_thread"), kernel.get("gpu__time_duration.sum"),
               kernel.get("smsp__inst_executed.sum"), kernel.get("dram__bytes_read.sum"))
-    return 0
+    return status
 
 
 if __name__ == "__main__":
