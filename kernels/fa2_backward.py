@@ -250,7 +250,8 @@ def main_launch(problem: AttentionProblem, tensors: dict, block_m: int, block_n:
                   work=work if problem.causal else None)
 
 
-def convert_dq_launch(problem: AttentionProblem, tensors: dict, block_m: int, warps: int) -> Launch:
+def convert_dq_launch(problem: AttentionProblem, tensors: dict, block_m: int, warps: int,
+                      name: str = "fa2_bwd_convert_dq") -> Launch:
     """flash_bwd_convert_dq_kernel: one CTA per (Q block, batch, head) reads its rows of the fp32 dQaccum,
     applies tau and writes dQ in the output type (staged through SMEM)."""
     dqa_t, dq_t = tensors["dQaccum"], tensors["dQ"]
@@ -271,7 +272,7 @@ def convert_dq_launch(problem: AttentionProblem, tensors: dict, block_m: int, wa
         mb, b, h = cta
         return own_regions(tensors, ("dQaccum", "dQ"), b, h, slice(mb * block_m, (mb + 1) * block_m))
 
-    return Launch(name="fa2_bwd_convert_dq", grid=grid, program=program,
+    return Launch(name=name, grid=grid, program=program,
                   smem_bytes_per_cta=int(block_m * d * problem.element_bytes),
                   threads_per_cta=32 * warps, registers_per_thread=64, owned_by=owned_by)
 

@@ -52,8 +52,8 @@ D = rowsum(dO * O) and zeroes the fp32 dQ accumulator; the main launch has one C
 KV head); a producer warp loads K and V once and streams (Q, dO, LSE, D) tiles through a ring; each consumer
 warpgroup owns 64 keys and computes S^T = K Q^T and dP^T = V dO^T with wgmma, P^T and dS^T, then
 dV += P^T dO and dK += dS^T Q; dS goes to SMEM and one warpgroup in turn (query tile i by warpgroup
-i mod n) forms dQ_i = dS K and adds it to global dQ with an atomic reduce (Store accumulate=True).
-Differences: query heads of a GQA group are walked inside the CTA (dK, dV stay in registers) instead of
+i mod n) forms dQ_i = dS K and adds it to the fp32 dQaccum with an atomic reduce (Store accumulate=True); a
+postprocess launch writes dQ = scale * dQaccum in the output type (flash_bwd_postprocess). Differences: query heads of a GQA group are walked inside the CTA (dK, dV stay in registers) instead of
 atomically accumulating dK/dV per head; the forward-only options (pingpong, warp_specialization,
 intra_wg_pipeline) do not change the backward.
 """
@@ -72,6 +72,7 @@ from gpusim.problem import AttentionProblem
 from gpusim.kernels.attention_common import (EXP_FMA_OPS_PER_ELEMENT, declare_tensors, finalize_output,
                                              init_row_state, kv_tiles_for_rows, masked_scores, online_softmax,
                                              own_regions, tensor_dtype, tile_needs_mask)
+from gpusim.kernels.fa2_backward import convert_dq_launch
 from gpusim.kernels.warp_specialized import CommitQueue, InlineLoader, PingPong, SmemRing, wait_for
 
 NAME = "fa3"
@@ -96,13 +97,15 @@ OPTIONS = {
 WG_ROWS = 64
 #: Keys one backward consumer warpgroup owns (the M of its S^T = K Q^T wgmma).
 BWD_WG_KEYS = 64
+#: Warps of the dQ postprocess CTA (FA3's flash_bwd_postprocess and cuDNN's convert kernel: 128 threads, run 12).
+POSTPROCESS_WARPS = 4
 #: Largest finite e4m3 value: the quantizer maps a block's absolute maximum to it.
 E4M3_MAX = 448.0
 #: Per-element FP32 instructions of the backward's softmax-gradient: dS = P * (dP - D) is one subtract and
 #: one multiply; D = rowsum(dO * O) in the preprocess is one FMA per element.
 DS_OPS_PER_ELEMENT = 2.0
 DELTA_OPS_PER_ELEMENT = 1.0
-#: One multiply per element to apply the softmax scale to dK and dQ (FA3 applies it before writing them).
+#: One multiply per element to apply the softmax scale to dK before writing it (dQ's is the postprocess launch's).
 SCALE_OPS_PER_ELEMENT = 1.0
 
 
@@ -447,9 +450,9 @@ def backward_tiles(head_dim: int) -> tuple[int, int, int]:
 
 
 def preprocess_launch(problem: AttentionProblem, tensors: dict) -> Launch:
-    """D = rowsum(dO * O) per query row, and dQ (the fp32 accumulator) zeroed (FA3's flash_bwd_preprocess,
+    """D = rowsum(dO * O) per query row, and dQaccum (the fp32 accumulator) zeroed (FA3's flash_bwd_preprocess,
     whose tile is the main kernel's kBlockM: so the main kernel finds these dO rows and dQ tiles in L2)."""
-    o_t, do_t, delta_t, dq_t = (tensors[k] for k in ("O", "dO", "Delta", "dQ"))
+    o_t, do_t, delta_t, dq_t = (tensors[k] for k in ("O", "dO", "Delta", "dQaccum"))
     d, bm = problem.head_dim, backward_tiles(problem.head_dim)[0]
     m_blocks = -(-problem.seq_len // bm)
     grid = [(mb, b, h) for h in range(problem.heads) for b in range(problem.batch) for mb in range(m_blocks)]
@@ -472,7 +475,7 @@ def preprocess_launch(problem: AttentionProblem, tensors: dict) -> Launch:
 
     def owned_by(cta):
         mb, b, h = cta
-        return own_regions(tensors, ("O", "dO", "Delta", "dQ"), b, h, slice(mb * bm, (mb + 1) * bm))
+        return own_regions(tensors, ("O", "dO", "Delta", "dQaccum"), b, h, slice(mb * bm, (mb + 1) * bm))
 
     return Launch(name="fa3_bwd_preprocess", grid=grid, program=program,
                   smem_bytes_per_cta=int(bm * d * (2 * problem.element_bytes + 4)),
@@ -487,7 +490,7 @@ def _masked_scores_t(problem: AttentionProblem, key_start: int, q_start: int, ne
 
 def backward_launch(problem: AttentionProblem, tensors: dict) -> Launch:
     q_t, k_t, v_t, do_t, lse_t, delta_t, dq_t, dk_t, dv_t = (
-        tensors[k] for k in ("Q", "K", "V", "dO", "LSE", "Delta", "dQ", "dK", "dV"))
+        tensors[k] for k in ("Q", "K", "V", "dO", "LSE", "Delta", "dQaccum", "dK", "dV"))
     d, n, group = problem.head_dim, problem.seq_len, problem.group_size
     bm, bn, stages = backward_tiles(d)
     n_wg = bn // BWD_WG_KEYS
@@ -569,7 +572,7 @@ def backward_launch(problem: AttentionProblem, tensors: dict) -> Launch:
                     yield from wait_for(hq_)
                     for u in range(n_wg):
                         yield Signal(ds_free[u][buf])
-                    yield Vector(lambda x: x * problem.scale, [dq], dq, SCALE_OPS_PER_ELEMENT)
+                    # unscaled: the postprocess launch applies the softmax scale when it converts dQaccum
                     yield Store(dq, dq_t.region(b, hq, q_rows(i)), accumulate=True)
                 yield from wait_for(hv)
                 yield from wait_for(hk_)
@@ -594,7 +597,7 @@ def backward_launch(problem: AttentionProblem, tensors: dict) -> Launch:
 
     return Launch(name="fa3_bwd", grid=grid, program=program, smem_bytes_per_cta=int(smem),
                   threads_per_cta=threads, registers_per_thread=_registers(threads),
-                  shared_by=lambda cta: dict.fromkeys(("Q", "dO", "LSE", "Delta", "dQ"), (cta[1], cta[2])),
+                  shared_by=lambda cta: dict.fromkeys(("Q", "dO", "LSE", "Delta", "dQaccum"), (cta[1], cta[2])),
                   work=work if problem.causal else None)
 
 
@@ -623,9 +626,14 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
     if cfg.fp8:
         info["fp8_scaling"] = cfg.fp8_scaling
     if backward:
-        tensors["Delta"] = GlobalTensor("Delta", (problem.batch, problem.heads, problem.seq_len), "fp32", "scratch")
+        b, h, n, d = problem.batch, problem.heads, problem.seq_len, problem.head_dim
+        tensors["Delta"] = GlobalTensor("Delta", (b, h, n), "fp32", "scratch")
+        tensors["dQaccum"] = GlobalTensor("dQaccum", (b, h, n, d), "fp32", "scratch")
+        tensors["dQ"] = GlobalTensor("dQ", (b, h, n, d), tensors["dO"].dtype, "output")
+        bm, bn, stages = backward_tiles(problem.head_dim)
         launches.append(preprocess_launch(problem, tensors))
         launches.append(backward_launch(problem, tensors))
-        bm, bn, stages = backward_tiles(problem.head_dim)
+        # flash_bwd_postprocess: dQ = scale * dQaccum in the output type (cuDNN's convert_dq_to_16bits, run 12)
+        launches.append(convert_dq_launch(problem, tensors, bm, POSTPROCESS_WARPS, name="fa3_bwd_postprocess"))
         info.update(bwd_block_m=bm, bwd_block_n=bn, bwd_stages=stages)
     return KernelPlan(kernel=NAME, tensors=tensors, launches=launches, info=info)

@@ -98,7 +98,7 @@ def test_fa3_forward_backward():
     for name, ref in (("dQ", dq), ("dK", dk), ("dV", dv)):
         assert relative_error(out[name], ref) < BF16_TOL, name
     launches = [launch.name for launch in fa3.build_plan(problem, _hw("h200")).launches]
-    assert launches == ["fa3_fwd", "fa3_bwd_preprocess", "fa3_bwd"]
+    assert launches == ["fa3_fwd", "fa3_bwd_preprocess", "fa3_bwd", "fa3_bwd_postprocess"]
 
 
 # ------------------------------------------------------------------------------------------------ FA3 fp8
