@@ -16,7 +16,7 @@ from gpusim import AttentionProblem, simulate
 TIME_TOLERANCE = 0.03
 BYTES_TOLERANCE = 0.01
 
-GRID = [  # (kernel, problem kwargs, hardware)
+GRID = [  # (kernel, problem kwargs, hardware[, options])
     ("naive", dict(batch=1, heads=8, seq_len=2048, head_dim=64), "h200"),
     ("naive", dict(batch=2, heads=16, seq_len=1000, head_dim=64, causal=True), "h200"),
     ("fa1", dict(batch=1, heads=32, seq_len=2048, head_dim=128), "h200"),
@@ -34,14 +34,19 @@ GRID = [  # (kernel, problem kwargs, hardware)
     ("flash_decoding", dict(batch=2, heads=32, kv_heads=8, seq_len=1, kv_len=8192, head_dim=128), "h200"),
     ("flash_decoding", dict(batch=8, heads=32, kv_heads=8, seq_len=1, kv_len=16384, head_dim=128), "h200"),
     ("flash_decoding", dict(batch=1, heads=32, kv_heads=8, seq_len=1, kv_len=65536, head_dim=128), "h200"),
+    # the Triton split-K decode of the campaign (5 splits: 320 CTAs, 2 per SM, 1.2 waves): a long tail wave
+    ("flash_decoding", dict(batch=8, heads=32, kv_heads=8, seq_len=1, kv_len=65536, head_dim=128), "h200",
+     {"num_splits": 5, "block_m": 16, "block_n": 64, "stages": 3, "instruction": "mma_sync",
+      "combine_loads": "together"}),
 ]
 
 
 def compare(case: tuple) -> tuple:
-    kernel, kwargs, hw = case
+    kernel, kwargs, hw, *options = case
+    options = options[0] if options else None
     problem = AttentionProblem(**kwargs)
-    folded = simulate(kernel, problem, hw)
-    exact = simulate(kernel, problem, hw, exact=True)
+    folded = simulate(kernel, problem, hw, options)
+    exact = simulate(kernel, problem, hw, options, exact=True)
     return (kernel, problem.describe(), hw, folded.time_s / exact.time_s - 1,
             folded.hbm_bytes / exact.hbm_bytes - 1, folded.sim_wall_s, exact.sim_wall_s)
 
