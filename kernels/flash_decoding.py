@@ -47,6 +47,7 @@ from gpusim.launch import KernelPlan, Launch, Option, RegionKey, resolve_options
 from gpusim.ops import Acquire, GlobalTensor, Load, Loop, Mma, Semaphore, Signal, Store, Tile, Vector, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.kernels import fa2
+from gpusim.kernels.fa2 import MMA_M
 from gpusim.kernels.attention_common import (causal_offset, declare_tensors, finalize_output, init_row_state,
                                              kv_tiles_for_rows, online_softmax, tensor_dtype, tile_needs_mask)
 
@@ -203,9 +204,13 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
     dt = tensor_dtype(problem)
     grid = [(b, hk, s, rb) for b in range(problem.batch) for hk in range(problem.kv_heads)
             for s in range(splits) for rb in range(layout.row_blocks)]
-    # mma.sync: every consumer warp reads the whole K / V tile from SMEM (ldmatrix), as in FA2;
+    # mma.sync: the warps read their operands from SMEM (ldmatrix). FA2 gives each warp 16 rows of the tile, so
+    # every warp reads the whole K / V tile; a tile of fewer rows (the Triton kernel's 16) has its warps split
+    # the keys / the head dim instead, each reading a share of K and V and all of Q (as kernels/fa2).
     # wgmma / tcgen05 read SMEM operands once per warpgroup (the default accounting).
-    warp_reads = CONSUMER_WARPS if instruction == "mma_sync" else 0
+    sync = instruction == "mma_sync"
+    warps_m = max(1, min(CONSUMER_WARPS, bm // MMA_M))
+    warps_n = CONSUMER_WARPS // warps_m
 
     def program(cta):
         b, hk, s, rb = cta
@@ -252,12 +257,12 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
                 k, v = k_buf[slot], v_buf[slot]
                 yield Acquire(k_full[slot])
                 yield Mma(q, k, score, instruction, b_transposed=True,
-                          smem_read_bytes=warp_reads * k.nbytes or None)
+                          smem_read_bytes=warps_m * k.nbytes + warps_n * q.nbytes if sync else None)
                 needs_mask = tile_needs_mask(problem, n0, j * bn, (j + 1) * bn)
                 yield from online_softmax(score, m, l_, acc, p, packed_scores(problem, n0, nr, j * bn, needs_mask))
                 yield Acquire(v_full[slot])
                 yield Mma(p, v, acc, instruction, accumulate=True,
-                          smem_read_bytes=warp_reads * v.nbytes or None)
+                          smem_read_bytes=warps_m * v.nbytes if sync else None)
                 yield Signal(empty[slot])
             out = Tile((bm, d), o_t.dtype, "smem", "O")
             lse = Tile((bm,), "fp32", "reg", "LSE")

@@ -24,7 +24,7 @@ import simpy
 
 from gpusim.engine.folding import MIN_SIMULATED_SMS, Representative, choose_fold_factor, fold_grid
 from gpusim.engine.l2 import L2Cache
-from gpusim.engine.loop_sampling import ONE_WAVE_FULL_ITERATIONS, TAIL_ITERATIONS, WARM_ITERATIONS, FullRuns
+from gpusim.engine.loop_sampling import LAST_WAVE_FULL_ITERATIONS, TAIL_ITERATIONS, WARM_ITERATIONS, FullRuns
 from gpusim.engine.memory import MemorySystem, SmMemoryPort
 from gpusim.engine.servers import Server, SharedUnit
 from gpusim.engine.steady_state import Drift, extrapolated_reads
@@ -32,7 +32,7 @@ from gpusim.engine.timing import TimingInterpreter
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, get_preset
 from gpusim.launch import KernelPlan, Launch, RegionKey
-from gpusim.ops import GlobalTensor, Load, Mma, Store, Tile, Vector, Wait
+from gpusim.ops import GlobalTensor, Load, Loop, Mma, Store, Tile, Vector, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.result import BOUND_OF_UNIT, Result
 from gpusim.simulate import simulate
@@ -841,8 +841,8 @@ def test_folded_agrees_with_exact_on_naive():
 
 def test_one_wave_loops_run_in_full_within_their_budget():
     assert FullRuns(0).plan(100, sample=True).state is not None  # not one wave: sampled
-    assert FullRuns(4).plan(ONE_WAVE_FULL_ITERATIONS // 4, sample=True).state is None
-    assert FullRuns(4).plan(ONE_WAVE_FULL_ITERATIONS // 4 + 1, sample=True).state is not None
+    assert FullRuns(4).plan(LAST_WAVE_FULL_ITERATIONS // 4, sample=True).state is None
+    assert FullRuns(4).plan(LAST_WAVE_FULL_ITERATIONS // 4 + 1, sample=True).state is not None
     assert FullRuns(1).plan(100, sample=False).state is None  # exact mode
 
 
@@ -866,3 +866,21 @@ def test_extrapolated_atomic_accumulation_writes_back_distinct_lines_only():
     rows = problem.batch * problem.heads * problem.seq_len * problem.head_dim
     written = rows * 4 + 3 * rows * problem.element_bytes  # dQaccum (fp32), dK, dV, dQ
     assert result.hbm_write_bytes < 2 * written
+
+
+def test_the_partial_last_wave_runs_its_loops_in_full():
+    # 5 CTAs on 2 SMs: two full waves sample their 100-iteration loops, the fifth CTA (the partial last wave)
+    # walks all of it: its first iterations still share the GPU with the wave before, so their pace would
+    # misjudge the rest
+    walked = {}
+
+    def program(cta):
+        plan = yield Loop(100)
+        walked[cta] = len(plan.indices)
+        for i in plan.indices:
+            yield plan.mark(i)
+            yield Load(SRC.region(slice(cta * 1000 + i, cta * 1000 + i + 1)), Tile((1,), "int8", "reg", "x"))
+
+    TimingInterpreter(TINY, exact=False).run(plan_of(launch_of(range(5), program)))
+    assert walked[4] == 100
+    assert all(walked[c] == WARM_ITERATIONS + TAIL_ITERATIONS for c in range(4))

@@ -9,11 +9,13 @@ would have touched age the cache (the same lines again when a loop walks the sam
 working set that fits L2 stays resident). The functional interpreter runs every
 iteration, so results stay exact; only time and counters are extrapolated, and only from the same CTA's
 own steady iterations (contention with other CTAs included, as it was measured).
-In a launch that fits in one wave, loops are not sampled while its representatives' iterations (nested
-loops included) stay within ONE_WAVE_FULL_ITERATIONS: such CTAs contend for HBM until the last one
-finishes, and the order in which they finish builds up over the whole loop, which a jump over the middle
-at the measured pace cannot reproduce (benchmarks/folded_vs_exact.py: decode -3% to -4% against exact
-with sampling, within 1% without).
+In a launch's partial last wave (all of a launch that fits in one wave), loops are not sampled while that
+wave's representatives' iterations (nested loops included) stay within LAST_WAVE_FULL_ITERATIONS: such CTAs
+contend for HBM until the last one finishes, the order in which they finish builds up over the whole loop,
+and a last-wave CTA's first iterations still share HBM with the wave before it, so a jump at their pace
+misjudges the rest (benchmarks/folded_vs_exact.py: one-wave decode -3% to -4% against exact with sampling,
+within 1% without; the 1.2-wave split-K decode of the campaign at B = 8, 64k: 653 us sampled, 516 us not,
+526 us measured).
 """
 
 from __future__ import annotations
@@ -25,19 +27,20 @@ SAMPLE_ABOVE = 20
 WARM_ITERATIONS = 10
 TAIL_ITERATIONS = 2
 MEASURED = 6
-#: A one-wave launch runs innermost loops in full while (representatives x iterations) stays within this.
-ONE_WAVE_FULL_ITERATIONS = 512
+#: A launch's partial last wave runs innermost loops in full while (representatives x iterations) stays under this.
+LAST_WAVE_FULL_ITERATIONS = 512
 
 
 class FullRuns:
-    """Which loops one warp role of a one-wave launch runs in full: while its iterations stay within its
-    share of ONE_WAVE_FULL_ITERATIONS (split among the launch's `one_wave_reps` representatives; 0: not one
-    wave, every long loop is sampled), and only loops with no loop inside: a loop announced inside a
-    full-run one turns that one back into a sampled loop (it is still in its first iteration, so the kernel's
-    walk over its indices takes the sampled ones). Roles with the same loops decide alike."""
+    """Which loops one warp role of a CTA in a launch's partial last wave runs in full: while its iterations
+    stay within its share of LAST_WAVE_FULL_ITERATIONS (split among that wave's `last_wave_reps`
+    representatives; 0: not in it, every long loop is sampled), and only loops with no loop inside: a loop
+    announced inside a full-run one turns that one back into a sampled loop (it is still in its first
+    iteration, so the kernel's walk over its indices takes the sampled ones). Roles with the same loops decide
+    alike."""
 
-    def __init__(self, one_wave_reps: int):
-        self.left = ONE_WAVE_FULL_ITERATIONS // one_wave_reps if one_wave_reps else 0
+    def __init__(self, last_wave_reps: int):
+        self.left = LAST_WAVE_FULL_ITERATIONS // last_wave_reps if last_wave_reps else 0
         self.open: tuple | None = None  # (plan, data_tag) of the full-run loop in progress
 
     def plan(self, count: int, sample: bool, data_tag=None) -> LoopPlan:

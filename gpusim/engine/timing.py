@@ -88,7 +88,7 @@ class TimingInterpreter:
         self.memory.trace = self.trace
         self._tensor_rate_cache: dict = {}
         self._resident = 0  # real CTAs running now (representatives' weights; loop sampling's fair share)
-        self._one_wave_reps = 0  # representatives of the running launch when it fits in one wave, else 0
+        self._last_wave_reps = 0  # representatives in the running launch's partial last wave (a one-wave launch: all)
         self._hbm_busy_jumped = 0.0  # HBM busy cycles that loop sampling added for skipped iterations
 
     # ------------------------------------------------------------------ public
@@ -134,7 +134,7 @@ class TimingInterpreter:
                          dict(self.memory.rereads_by_tensor),
                          dict(self.memory.l2_read_by_tensor)) if meter is not None else None
         simulated = len(reps)
-        self._one_wave_reps = simulated if one_wave else 0
+        self._last_wave_reps = 0 if extrapolate else (simulated if simulated <= slots else simulated % slots)
         start = env.now
         store_done = [start]
         workers = [env.process(self._sm_slot(sm, launch, reps, store_done, meter))
@@ -223,7 +223,7 @@ class TimingInterpreter:
                 yield sm.smem_budget.get(launch.smem_bytes_per_cta)
             roles = launch.program(rep.cta)
             roles = roles if isinstance(roles, list) else [roles]
-            cta = _CtaState(rep, sm)
+            cta = _CtaState(rep, sm, self._last_wave_reps if len(reps) < self._last_wave_reps else 0)
             sm.reps_run += 1
             sm.work_represented += rep.weight
             procs = [env.process(self._run_role(role, cta, launch.name)) for role in roles]
@@ -333,7 +333,7 @@ class TimingInterpreter:
         weight = rep.weight
         work = _RoleWork()
         tracking = False  # the role's work is counted from its first loop on (loop sampling needs it)
-        full_runs = FullRuns(self._one_wave_reps)  # the loops this role runs unsampled
+        full_runs = FullRuns(cta.last_wave_reps)  # the loops this role runs unsampled
         hw = self.hw
         value = None
         while True:
@@ -515,10 +515,11 @@ class _RoleWork:
 class _CtaState:
     """Per-CTA state shared by its warp roles: semaphores and the completion of posted stores."""
 
-    __slots__ = ("rep", "sm", "store_done", "_sems")
+    __slots__ = ("rep", "sm", "store_done", "last_wave_reps", "_sems")
 
-    def __init__(self, rep: Representative, sm: SmState):
+    def __init__(self, rep: Representative, sm: SmState, last_wave_reps: int = 0):
         self.rep, self.sm, self.store_done = rep, sm, 0.0
+        self.last_wave_reps = last_wave_reps  # the launch's last-wave representatives when this is one, else 0
         self._sems: dict = {}
 
     def _sem(self, sem):
