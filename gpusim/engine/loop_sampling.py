@@ -28,7 +28,7 @@ WARM_ITERATIONS = 10
 TAIL_ITERATIONS = 2
 MEASURED = 6
 #: A launch's partial last wave runs innermost loops in full while (representatives x iterations) stays under this.
-LAST_WAVE_FULL_ITERATIONS = 512
+LAST_WAVE_FULL_ITERATIONS = 2048
 
 
 class FullRuns:
@@ -36,8 +36,9 @@ class FullRuns:
     stay within its share of LAST_WAVE_FULL_ITERATIONS (split among that wave's `last_wave_reps`
     representatives; 0: not in it, every long loop is sampled), and only loops with no loop inside: a loop
     announced inside a full-run one turns that one back into a sampled loop (it is still in its first
-    iteration, so the kernel's walk over its indices takes the sampled ones). Roles with the same loops decide
-    alike."""
+    iteration, so the kernel's walk over its indices takes the sampled ones). A loop that walks data again
+    (`data_tag`: an inner loop re-run by an outer one) is always sampled, so that all its runs share the same
+    L2 stand-in lines. Roles with the same loops decide alike."""
 
     def __init__(self, last_wave_reps: int):
         self.left = LAST_WAVE_FULL_ITERATIONS // last_wave_reps if last_wave_reps else 0
@@ -49,7 +50,7 @@ class FullRuns:
             self.open = None
             self.left += outer.count
             _sample(outer, outer_tag)
-        if sample and SAMPLE_ABOVE < count <= self.left:
+        if sample and data_tag is None and SAMPLE_ABOVE < count <= self.left:
             self.left -= count
             plan = LoopPlan(count, range(count))
             self.open = (plan, data_tag)
