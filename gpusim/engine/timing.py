@@ -89,6 +89,7 @@ class TimingInterpreter:
         self._tensor_rate_cache: dict = {}
         self._resident = 0  # real CTAs running now (representatives' weights; loop sampling's fair share)
         self._last_wave_reps = 0  # representatives in the running launch's partial last wave (a one-wave launch: all)
+        self._last_wave_ctas = 0  # the real CTAs they stand for
         self._hbm_busy_jumped = 0.0  # HBM busy cycles that loop sampling added for skipped iterations
 
     # ------------------------------------------------------------------ public
@@ -135,6 +136,8 @@ class TimingInterpreter:
                          dict(self.memory.l2_read_by_tensor)) if meter is not None else None
         simulated = len(reps)
         self._last_wave_reps = 0 if extrapolate else (simulated if simulated <= slots else simulated % slots)
+        # the real CTAs of that wave: once the wave before has finished they are all that streams
+        self._last_wave_ctas = sum(rep.count for rep in list(reps)[len(reps) - self._last_wave_reps:])
         start = env.now
         store_done = [start]
         workers = [env.process(self._sm_slot(sm, launch, reps, store_done, meter))
@@ -279,7 +282,7 @@ class TimingInterpreter:
         return self.memory.hbm.busy_cycles - self._hbm_busy_jumped
 
     def _account_skipped(self, state: dict, work: "_RoleWork", sm: SmState, skipped: int, now: float,
-                         weight: float) -> int:
+                         weight: float, last_wave: bool = False) -> int:
         """Add `skipped` copies of the role's last MEASURED iterations to every counter; return the cycles
         its clock must jump."""
         t0, before, hbm_busy_at_t0 = state["marks"][-MEASURED]
@@ -310,8 +313,9 @@ class TimingInterpreter:
         # The skipped traffic is not queued on the shared servers (one huge reservation would serialize the
         # other CTAs behind it), so the jump lasts at least this CTA's fair share of them: one real CTA's
         # demand (the representative's over its weight) times the real CTAs resident now, which all stream
-        # at the same rate in steady state.
-        resident = max(weight, self._resident) / weight
+        # at the same rate in steady state; in the launch's partial last wave, that wave's CTAs (the wave
+        # before, still resident while the last wave measures its first iterations, is about to finish).
+        resident = max(weight, self._last_wave_ctas if last_wave else self._resident) / weight
         fair_share = max(per["hbm_busy"], per["l2_busy"]) * skipped * resident
         for unit in ("tensor", "mufu", "fp32", "smem", "dispatch"):
             getattr(sm, unit).busy_cycles += per[unit] * skipped
@@ -470,7 +474,8 @@ class TimingInterpreter:
                 if plan.state is not None:
                     skipped = gap_after(plan, op.index)
                     if skipped:
-                        delay = self._account_skipped(plan.state, work, sm, skipped, now, rep.weight)
+                        delay = self._account_skipped(plan.state, work, sm, skipped, now, rep.weight,
+                                                      cta.last_wave_reps > 0)
                         if delay > 0:
                             yield env.timeout(delay)
                     else:
