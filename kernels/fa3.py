@@ -53,9 +53,10 @@ KV head); a producer warp loads K and V once and streams (Q, dO, LSE, D) tiles t
 warpgroup owns 64 keys and computes S^T = K Q^T and dP^T = V dO^T with wgmma, P^T and dS^T, then
 dV += P^T dO and dK += dS^T Q; dS goes to SMEM and one warpgroup in turn (query tile i by warpgroup
 i mod n) forms dQ_i = dS K and adds it to the fp32 dQaccum with an atomic reduce (Store accumulate=True); a
-postprocess launch writes dQ = scale * dQaccum in the output type (flash_bwd_postprocess). Differences: query heads of a GQA group are walked inside the CTA (dK, dV stay in registers) instead of
-atomically accumulating dK/dV per head; the forward-only options (pingpong, warp_specialization,
-intra_wg_pipeline) do not change the backward.
+postprocess launch writes dQ = scale * dQaccum in the output type (flash_bwd_postprocess). Differences:
+query heads of a GQA group are walked inside the CTA (dK, dV stay in registers) instead of atomically
+accumulating dK/dV per head; the forward-only options (pingpong, warp_specialization, intra_wg_pipeline) do
+not change the backward.
 """
 
 from __future__ import annotations

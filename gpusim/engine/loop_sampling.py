@@ -14,7 +14,7 @@ wave's representatives' iterations (nested loops included) stay within LAST_WAVE
 contend for HBM until the last one finishes, the order in which they finish builds up over the whole loop,
 and a last-wave CTA's first iterations still share HBM with the wave before it, so a jump at their pace
 misjudges the rest (benchmarks/folded_vs_exact.py: one-wave decode -3% to -4% against exact with sampling,
-within 1% without; the 1.2-wave split-K decode of the campaign at B = 8, 64k: 653 us sampled, 516 us not,
+within 1% without; the 1.2-wave split-K decode of the campaign at B = 8, 64k: 653 us sampled, 509 us not,
 526 us measured).
 """
 
