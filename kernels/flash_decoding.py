@@ -28,8 +28,9 @@ Differences from the CUDA kernels: the CTA is warp-specialized Hopper style (one
 K and V through a `stages`-deep SMEM ring with asynchronous loads completing on semaphores, one consumer
 warpgroup doing both products and the softmax), where FA2's split kernel uses cp.async prefetch inside
 4 lock-step warps; the tensor instruction is the newest the GPU has (wgmma on Hopper) unless `instruction`
-says otherwise. The split slots come from this launch's real occupancy rather than FA2's hard-coded
-"2 x SMs". K/V tiles are split evenly (chunks differ by at most one tile) instead of FA2's
+says otherwise. With api="mha_fwd" the CTA is FA2's own as measured (validation/README.md run 10): mma.sync,
+one K and one V tile in SMEM (two CTAs per SM), and FA2's "2 x SMs" split slots; otherwise the split slots
+come from this launch's real occupancy. K/V tiles are split evenly (chunks differ by at most one tile) instead of FA2's
 ceil(n_blocks / splits) per split. FA2's combine CTA takes a few (batch, head, position) rows of the flat
 row space; here it takes one split CTA's packed rows (a similar count of rows for decode GQA). Nothing in
 the engine knows about decoding: the speed-up at small batch comes only from more CTAs on more SMs, each
