@@ -92,9 +92,11 @@ MHA_FWD_CTAS_PER_SM = 2
 #: One consumer warpgroup (4 warps) does the products and the softmax; one producer warp issues loads.
 CONSUMER_WARPS = 4
 PRODUCER_WARPS = 1
-#: Registers per thread of the split kernel: a 64 x d FP32 accumulator and a 64 x block_n FP32 score tile
-#: over 128 consumer threads plus addressing; the producer warp gives its share back (setmaxnreg).
-REGISTERS_PER_THREAD = 168
+#: Registers per thread of the split kernel beyond its FP32 tiles: the block_m x d accumulator and the
+#: block_m x block_n score tile spread over the 128 consumer threads, plus this many for addressing and softmax
+#: state (168 for FA2's 64 x 128 tiles at d = 128; the Triton kernel's 16 x 64 tiles: 64, measured 78, run 14).
+#: The producer warp gives its share back (setmaxnreg).
+ADDRESSING_REGISTERS = 40
 COMBINE_THREADS = 128
 #: Smallest M of one tensor-core instruction issue for the CTA (PTX ISA): mma.sync m16n8k16 per warp,
 #: wgmma m64nNk16 per warpgroup, tcgen05.mma M = 64 or 128 (one CTA). The M tile must be a multiple.
@@ -299,7 +301,7 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
     smem = (bm + 2 * stages * bn) * d * problem.element_bytes  # Q + the K/V ring; the epilogue reuses the ring
     return Launch(name="flash_decoding_split", grid=grid, program=program, smem_bytes_per_cta=int(smem),
                   threads_per_cta=32 * (CONSUMER_WARPS + PRODUCER_WARPS),
-                  registers_per_thread=REGISTERS_PER_THREAD,
+                  registers_per_thread=min(255, -(-(bm * d + bm * bn) // (32 * CONSUMER_WARPS)) + ADDRESSING_REGISTERS),
                   shared_by=lambda cta: {"Q": (cta[0], cta[1], cta[3]), "K": cta[:3], "V": cta[:3]},
                   owned_by=owned_by if partial else None, work=work if len(works) > 1 else None)
 

@@ -227,3 +227,15 @@ def test_folded_agrees_with_exact_on_two_waves_of_latency_bound_ctas():
     folded = simulate("flash_decoding", problem, "h200", {"api": "mha_fwd"})
     exact = simulate("flash_decoding", problem, "h200", {"api": "mha_fwd"}, exact=True)
     assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
+
+
+def test_triton_tiles_fit_three_ctas_per_sm():
+    # the campaign's Triton split-K kernel (run 14, ncu): 16 x 64 tiles with two K and two V tiles in SMEM
+    # (70 KiB) and 78 registers: 3 CTAs per SM, so 320 CTAs are one wave, not a wave and a tail
+    problem = AttentionProblem(batch=8, heads=32, kv_heads=8, seq_len=1, kv_len=65536, head_dim=128)
+    plan = build_plan(problem, H200, {"num_splits": 5, "block_m": 16, "block_n": 64, "stages": 2,
+                                      "instruction": "mma_sync"})
+    split = plan.launches[0]
+    assert split.smem_bytes_per_cta == 69632 and split.registers_per_thread < 80
+    assert split.occupancy(H200) == 3
+    assert build_plan(problem, H200).launches[0].registers_per_thread == 168  # FA2's 64 x 128 tiles
