@@ -39,8 +39,8 @@ class HardwareSpec:
     l2_capacity_bytes: int
     l2_bandwidth_bytes_per_clk: float
     l2_hit_latency_cycles: int
-    # --- the SM's memory path: each CTA's memory-level parallelism, and the SM's link from L2
-    cta_max_inflight_bytes: int
+    # --- per-SM memory path: memory-level parallelism and the L2->SM link
+    sm_max_inflight_bytes: int
     sm_load_bandwidth_bytes_per_clk: float
     # --- shared memory, registers, occupancy
     smem_per_sm_bytes: int
@@ -90,7 +90,7 @@ class HardwareSpec:
             if value < 0:
                 raise InputError(f"hardware field {f.name}={value}: must not be negative")
         for name in ("sm_count", "sm_clock_hz", "hbm_bandwidth_bytes_per_s", "l2_bandwidth_bytes_per_clk",
-                     "cta_max_inflight_bytes", "sm_load_bandwidth_bytes_per_clk", "smem_per_sm_bytes",
+                     "sm_max_inflight_bytes", "sm_load_bandwidth_bytes_per_clk", "smem_per_sm_bytes",
                      "smem_bandwidth_bytes_per_clk_per_sm", "mufu_ops_per_clk_per_sm", "fp32_ops_per_clk_per_sm",
                      "max_ctas_per_sm", "max_threads_per_sm", "registers_per_sm"):
             if getattr(self, name) <= 0:
@@ -213,9 +213,8 @@ _ANCHORS = "anchors.md hardware table (vendor data)"
 _LUO = "Luo et al. 2024, arXiv 2402.13499 (pointer-chase latencies)"
 _CALIB = "validation/data/h200_calibration_reference.json (measured on an H200)"
 _FA3_T1 = "FlashAttention-3 paper Table 1"
-_INFLIGHT = ("calibrated: bytes in flight per CTA so that bandwidth(k SMs) = k * inflight / latency matches "
-             "validation copy_vs_sms (one program per SM); Little's law. Per CTA, not per SM: two CTAs on one SM "
-             "read 98 GB/s where one read 58 (validation/README.md run 13)")
+_INFLIGHT = ("calibrated: per-SM bytes in flight so that bandwidth(k SMs) = k * inflight / latency matches "
+             "validation copy_vs_sms; Little's law")
 
 _HOPPER_COMMON = dict(
     smem_per_sm_bytes=233472, smem_per_cta_max_bytes=232448, sram_per_sm_bytes=262144,
@@ -227,7 +226,7 @@ _HOPPER_COMMON = dict(
     has_tma=True, tma_max_inflight_bytes=131072, tma_bandwidth_bytes_per_clk=128.0,
     async_mma_latency_cycles=256.0,
     l2_hit_latency_cycles=260, hbm_latency_cycles=700,
-    cta_max_inflight_bytes=49152, sm_load_bandwidth_bytes_per_clk=40.0,
+    sm_max_inflight_bytes=49152, sm_load_bandwidth_bytes_per_clk=40.0,
     pcie_bandwidth_bytes_per_s=55e9,
 )
 _HOPPER_SOURCES = {
@@ -245,7 +244,7 @@ _HOPPER_SOURCES = {
     "l2_hit_latency_cycles": _LUO,
     "hbm_latency_cycles": "validation copy_vs_sms: one SM, synchronous 4-16 KiB loads take 730 + bytes/40 cycles "
                           "(Luo et al. pointer chase 480-570 plus issue and store)",
-    "cta_max_inflight_bytes": _INFLIGHT + " (64 KiB blocks saturate at 49 GB/s read per program)",
+    "sm_max_inflight_bytes": _INFLIGHT + " (64 KiB blocks saturate at 49 GB/s read per SM)",
     "sm_load_bandwidth_bytes_per_clk": "validation copy_vs_sms: 40 B/clk per SM for LSU loads (slope of time vs block)",
     "has_tma": "Hopper has the Tensor Memory Accelerator (FA3 paper Sec. 2)",
     "async_mma_latency_cycles": "calibrated on the H200 cudnn rows: an asynchronous MMA group (wgmma "
@@ -327,7 +326,7 @@ _preset(
     sm_count=108, sm_clock_hz=1.41e9,
     hbm_capacity_bytes=80 * 10**9, hbm_bandwidth_bytes_per_s=2.039e12, hbm_achievable_fraction=0.90,
     hbm_latency_cycles=480, l2_capacity_bytes=40 * 10**6, l2_bandwidth_bytes_per_clk=5120.0,
-    l2_hit_latency_cycles=200, cta_max_inflight_bytes=32768, sm_load_bandwidth_bytes_per_clk=64.0,
+    l2_hit_latency_cycles=200, sm_max_inflight_bytes=32768, sm_load_bandwidth_bytes_per_clk=64.0,
     smem_per_sm_bytes=167936, smem_per_cta_max_bytes=166912, smem_bandwidth_bytes_per_clk_per_sm=128.0,
     sram_per_sm_bytes=196608,
     mma_sync_bf16_flops_per_clk_per_sm=2048.0, tensor_sustained_fraction=0.85,
@@ -337,7 +336,7 @@ _preset(
              "hbm_bandwidth_bytes_per_s": _ANCHORS, "hbm_achievable_fraction": "90-92% achieved, anchors.md",
              "hbm_latency_cycles": "Jia et al. 2021 A100 microbenchmarks (~290 ns + L2)",
              "l2_capacity_bytes": _ANCHORS, "l2_bandwidth_bytes_per_clk": "Ampere whitepaper: 5120 B/clk L2 read bandwidth (2.3x V100)",
-             "l2_hit_latency_cycles": "Jia et al. 2021", "cta_max_inflight_bytes": _INFLIGHT + " (h200 value scaled)",
+             "l2_hit_latency_cycles": "Jia et al. 2021", "sm_max_inflight_bytes": _INFLIGHT + " (h200 value scaled)",
              "sm_load_bandwidth_bytes_per_clk": "64 B/clk per SM",
              "smem_per_sm_bytes": _ANCHORS, "smem_per_cta_max_bytes": "CUDA programming guide: 163 KiB per block on sm_80",
              "sram_per_sm_bytes": "anchors.md: 192 KB SRAM per SM (combined L1 / shared memory)",
@@ -369,7 +368,7 @@ _preset(
     sm_count=148, sm_clock_hz=1.85e9,
     hbm_capacity_bytes=180 * 10**9, hbm_bandwidth_bytes_per_s=8.0e12, hbm_achievable_fraction=0.90,
     hbm_latency_cycles=600, l2_capacity_bytes=126 * 10**6, l2_bandwidth_bytes_per_clk=12288.0,
-    l2_hit_latency_cycles=300, cta_max_inflight_bytes=65536, sm_load_bandwidth_bytes_per_clk=128.0,
+    l2_hit_latency_cycles=300, sm_max_inflight_bytes=65536, sm_load_bandwidth_bytes_per_clk=128.0,
     smem_per_sm_bytes=233472, smem_per_cta_max_bytes=232448, smem_bandwidth_bytes_per_clk_per_sm=128.0,
     tmem_per_sm_bytes=262144,
     mma_sync_bf16_flops_per_clk_per_sm=2731.0, mma_sync_sustained_fraction=1.0, mma_sync_serial_operands=True,
@@ -383,7 +382,7 @@ _preset(
              "hbm_capacity_bytes": _ANCHORS, "hbm_bandwidth_bytes_per_s": _ANCHORS,
              "hbm_achievable_fraction": "assumed as Hopper (90%)", "hbm_latency_cycles": "assumed ~Hopper",
              "l2_capacity_bytes": _ANCHORS, "l2_bandwidth_bytes_per_clk": "assumed 2x Hopper (two dies)",
-             "l2_hit_latency_cycles": "assumed ~Hopper", "cta_max_inflight_bytes": "assumed 1.5x Hopper (deeper TMA queues)",
+             "l2_hit_latency_cycles": "assumed ~Hopper", "sm_max_inflight_bytes": "assumed 1.5x Hopper (deeper TMA queues)",
              "sm_load_bandwidth_bytes_per_clk": "assumed 2x Hopper",
              "smem_per_sm_bytes": _ANCHORS, "smem_per_cta_max_bytes": "as Hopper",
              "smem_bandwidth_bytes_per_clk_per_sm": "FA4 paper: SMEM read 128 B/clk/SM",

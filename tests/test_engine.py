@@ -43,7 +43,7 @@ TINY = dataclasses.replace(
     sm_count=2, sm_clock_hz=1e9,
     hbm_bandwidth_bytes_per_s=1e11, hbm_achievable_fraction=1.0, hbm_latency_cycles=500,
     l2_capacity_bytes=10**6, l2_bandwidth_bytes_per_clk=1000.0, l2_hit_latency_cycles=200,
-    sm_load_bandwidth_bytes_per_clk=1e9, cta_max_inflight_bytes=10**9,
+    sm_load_bandwidth_bytes_per_clk=1e9, sm_max_inflight_bytes=10**9,
     has_tma=False, tma_max_inflight_bytes=0, tma_bandwidth_bytes_per_clk=0.0,
     wgmma_bf16_flops_per_clk_per_sm=1024.0, mma_sync_bf16_flops_per_clk_per_sm=512.0, tensor_sustained_fraction=1.0,
     smem_bandwidth_bytes_per_clk_per_sm=128.0, fp32_ops_per_clk_per_sm=1.0, mufu_ops_per_clk_per_sm=16.0,
@@ -205,7 +205,7 @@ WINDOW_CASES = [(1000, 8160), (4000, 2070), (16000, 660)]
 @pytest.mark.parametrize("window, expected", WINDOW_CASES)
 def test_in_flight_window_limits_one_sm_to_window_over_round_trip(window, expected):
     # Little's law: about W bytes per 510-cycle round trip (HBM at 100 B/clk is never the limit)
-    out = run(plan_of(launch_of([0], _many_async_loads(16, 1000))), cta_max_inflight_bytes=window)
+    out = run(plan_of(launch_of([0], _many_async_loads(16, 1000))), sm_max_inflight_bytes=window)
     assert out["cycles"] == expected
     assert out["bytes"].hbm_read == 16000
 
@@ -216,14 +216,14 @@ def test_in_flight_window_is_per_sm_so_two_sms_get_twice_the_bandwidth():
     # SM0's first 4 (drained at 50..80, done 550..580); each later round finds HBM idle and takes 510, as
     # SM0's rounds do: SM1 ends at 580 + 3 * 510 = 2110, only the one 40-cycle queueing later than alone.
     # HBM is busy 32000 B / 100 = 320 cycles.
-    out = run(plan_of(launch_of([0, 1], _many_async_loads(16, 1000))), cta_max_inflight_bytes=4000)
+    out = run(plan_of(launch_of([0, 1], _many_async_loads(16, 1000))), sm_max_inflight_bytes=4000)
     assert out["cycles"] == 2110
     assert out["bytes"].hbm_read == 32000
     assert out["busy"]["hbm"] == pytest.approx(320 / 2110)
 
 
 def test_sm_port_admits_when_the_window_drains():
-    hw = dataclasses.replace(TINY, cta_max_inflight_bytes=3000)
+    hw = dataclasses.replace(TINY, sm_max_inflight_bytes=3000)
     port = SmMemoryPort.load_store_units(hw, 0)
     assert port.window_bytes == 3000
     assert port.admit(0, 2000) == 0
@@ -249,7 +249,7 @@ def test_each_sm_has_a_tma_port_only_with_tma():
 def test_tma_loads_use_the_tma_window_not_the_load_store_window(tma, expected):
     # a 1000-byte LSU window (one load in flight) and an unlimited TMA window: 16 LSU loads take
     # WINDOW_CASES' one-at-a-time 16 * 510 = 8160; 16 TMA loads are all in flight at once: 510 + 150 = 660
-    hw = dataclasses.replace(TINY_TMA, cta_max_inflight_bytes=1000)
+    hw = dataclasses.replace(TINY_TMA, sm_max_inflight_bytes=1000)
     out = run(plan_of(launch_of([0], _many_async_loads(16, 1000, tma=tma))), hw)
     assert out["cycles"] == expected
     assert out["bytes"].hbm_read == 16000
@@ -895,7 +895,7 @@ def test_each_cta_keeps_its_own_loads_in_flight_on_the_sms_shared_link():
             yield Load(chunk(cta * 100_000 + i * 1000, 1000), buf(1000))
 
     def cycles(ctas: int, **overrides) -> float:
-        hw = dataclasses.replace(TINY, sm_count=1, cta_max_inflight_bytes=1000, **overrides)
+        hw = dataclasses.replace(TINY, sm_count=1, sm_max_inflight_bytes=1000, **overrides)
         return TimingInterpreter(hw, exact=True).run(plan_of(launch_of(range(ctas), program, max_ctas_per_sm=2)))[
             "cycles"]
 

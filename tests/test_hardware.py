@@ -15,7 +15,7 @@ from gpusim.problem import CopyProblem, GemmProblem
 #: Fields every preset must cite a source for: the ones the timing model's answers depend on.
 KEY_FIELDS = ("sm_count", "sm_clock_hz", "hbm_capacity_bytes", "hbm_bandwidth_bytes_per_s", "hbm_achievable_fraction",
               "hbm_latency_cycles", "l2_capacity_bytes", "l2_bandwidth_bytes_per_clk", "l2_hit_latency_cycles",
-              "cta_max_inflight_bytes", "sm_load_bandwidth_bytes_per_clk", "smem_per_sm_bytes",
+              "sm_max_inflight_bytes", "sm_load_bandwidth_bytes_per_clk", "smem_per_sm_bytes",
               "smem_per_cta_max_bytes", "smem_bandwidth_bytes_per_clk_per_sm", "tensor_sustained_fraction",
               "mufu_ops_per_clk_per_sm", "fp32_ops_per_clk_per_sm", "pcie_bandwidth_bytes_per_s")
 #: Fields a preset with TMA must cite too.
@@ -68,7 +68,7 @@ def test_h200_calibrated_values():
     # the values the copy_vs_sms and FA2 calibration settled on (gpusim/hardware.py cites them)
     h200 = get_preset("h200")
     assert h200.hbm_latency_cycles == 700
-    assert h200.cta_max_inflight_bytes == 49152
+    assert h200.sm_max_inflight_bytes == 49152
     assert h200.sm_load_bandwidth_bytes_per_clk == 40.0
     assert h200.mma_sync_bf16_flops_per_clk_per_sm == 2731.0  # 4 x 4096 / 6: one HMMA per 6 cycles (ncu)
     assert (h200.mma_sync_sustained_fraction, h200.mma_sync_serial_operands) == (1.0, True)
@@ -212,7 +212,7 @@ def test_unknown_override_field_suggests_the_nearest_name():
     ("hbm_bandwidth_bytes_per_s", "-1", "must not be negative"),
     ("hbm_latency_cycles", "-5", "must not be negative"),
     ("sm_count", "0", "must be positive"),
-    ("cta_max_inflight_bytes", "0", "must be positive"),
+    ("sm_max_inflight_bytes", "0", "must be positive"),
     ("l2_bandwidth_bytes_per_clk", "0", "must be positive"),
     ("hbm_achievable_fraction", "1.5", r"must be in \(0, 1\]"),
     ("tensor_sustained_fraction", "0", r"must be in \(0, 1\]"),
@@ -275,7 +275,7 @@ def per_sm_read_limit(hw, chunk_bytes: int) -> float:
     """Bytes per cycle one SM's load/store path can read: its link, and Little's law over its in-flight
     window, where each chunk stays in flight for the latency plus its own drain through the link."""
     link = hw.sm_load_bandwidth_bytes_per_clk
-    return min(link, hw.cta_max_inflight_bytes / (hw.hbm_latency_cycles + chunk_bytes / link))
+    return min(link, hw.sm_max_inflight_bytes / (hw.hbm_latency_cycles + chunk_bytes / link))
 
 
 def test_h200_copy_on_8_sms_is_held_back_by_the_per_sm_path():
@@ -300,7 +300,7 @@ def test_h200_copy_on_8_sms_is_held_back_by_the_per_sm_path():
 def test_h200_copy_on_8_sms_with_a_one_chunk_window_is_held_back_by_littles_law():
     # a 16384-byte window keeps one chunk in flight: 16384 B per 700 + 16384 / 40 = 1109.6-cycle round trip,
     # 14.8 B/clk per SM, well below the 40 B/clk link
-    h200 = get_preset("h200").with_overrides({"cta_max_inflight_bytes": 16384})
+    h200 = get_preset("h200").with_overrides({"sm_max_inflight_bytes": 16384})
     problem = CopyProblem(bytes=2**27, sms=8)
     few = gpusim.simulate("copy", problem, h200)
     assert per_sm_read_limit(h200, 16384) == pytest.approx(16384 / 1109.6)

@@ -38,7 +38,7 @@ def hardware(draw):
     if draw(st.booleans()):
         overrides["l2_hit_latency_cycles"] = draw(st.integers(50, 600))
     if draw(st.booleans()):
-        overrides["cta_max_inflight_bytes"] = draw(st.integers(4096, 262144))
+        overrides["sm_max_inflight_bytes"] = draw(st.integers(4096, 262144))
     if draw(st.booleans()):
         overrides["sm_load_bandwidth_bytes_per_clk"] = draw(st.floats(16.0, 512.0))
     if draw(st.booleans()):

@@ -1,7 +1,7 @@
 """The memory hierarchy: HBM and L2 shared by all SMs, and each SM's own path to them.
 
 A read from an SM passes, in order of what can hold it back:
-  1. the CTA's memory-level-parallelism window: at most `cta_max_inflight_bytes` outstanding, so one CTA's
+  1. the SM's memory-level-parallelism window: at most `sm_max_inflight_bytes` outstanding, so one SM's
      bandwidth is bounded by window / latency (Little's law) and a few SMs cannot saturate HBM;
   2. the SM's link from L2 (`sm_load_bandwidth_bytes_per_clk`);
   3. the L2 (shared bandwidth, LRU capacity);
@@ -50,7 +50,7 @@ class SmMemoryPort:
 
     @classmethod
     def load_store_units(cls, hw: HardwareSpec, sm_index: int) -> "SmMemoryPort":
-        return cls(f"sm{sm_index}.lsu", hw.cta_max_inflight_bytes, hw.sm_load_bandwidth_bytes_per_clk)
+        return cls(f"sm{sm_index}.lsu", hw.sm_max_inflight_bytes, hw.sm_load_bandwidth_bytes_per_clk)
 
     def for_cta(self) -> "SmMemoryPort":
         """A CTA's own in-flight window on this SM's links: each CTA's warps keep their own loads in flight
