@@ -885,20 +885,3 @@ def test_the_partial_last_wave_runs_its_loops_in_full():
     assert walked[4] == 100
     assert all(walked[c] == WARM_ITERATIONS + TAIL_ITERATIONS for c in range(4))
 
-
-def test_each_cta_keeps_its_own_loads_in_flight_on_the_sms_shared_link():
-    # validation/README.md run 13: two CTAs on one SM read 98 GB/s together where one alone read 58, so the
-    # bytes-in-flight limit is a CTA's, not the SM's: two latency-bound CTAs on one SM take as long as one,
-    # until the SM's link from L2 binds
-    def program(cta):
-        for i in range(20):
-            yield Load(chunk(cta * 100_000 + i * 1000, 1000), buf(1000))
-
-    def cycles(ctas: int, **overrides) -> float:
-        hw = dataclasses.replace(TINY, sm_count=1, sm_max_inflight_bytes=1000, **overrides)
-        return TimingInterpreter(hw, exact=True).run(plan_of(launch_of(range(ctas), program, max_ctas_per_sm=2)))[
-            "cycles"]
-
-    assert cycles(2) == pytest.approx(cycles(1), rel=0.05)
-    link_bound = 2 * 20 * 1000 / 1.0  # both CTAs' bytes through a 1 B/clk link
-    assert link_bound <= cycles(2, sm_load_bandwidth_bytes_per_clk=1.0) < 1.05 * link_bound

@@ -52,15 +52,6 @@ class SmMemoryPort:
     def load_store_units(cls, hw: HardwareSpec, sm_index: int) -> "SmMemoryPort":
         return cls(f"sm{sm_index}.lsu", hw.sm_max_inflight_bytes, hw.sm_load_bandwidth_bytes_per_clk)
 
-    def for_cta(self) -> "SmMemoryPort":
-        """A CTA's own in-flight window on this SM's links: each CTA's warps keep their own loads in flight
-        (validation/README.md run 13: one CTA alone read 58 GB/s, two on one SM 98 GB/s together), while
-        the links from L2 are the SM's."""
-        port = SmMemoryPort.__new__(SmMemoryPort)
-        port.window_bytes, port.inflight, port.outstanding_bytes = self.window_bytes, [], 0.0
-        port.load_link, port.store_link = self.load_link, self.store_link
-        return port
-
     @classmethod
     def tma_engine(cls, hw: HardwareSpec, sm_index: int) -> "SmMemoryPort | None":
         if not hw.has_tma:

@@ -356,7 +356,7 @@ class TimingInterpreter:
                 if op.tma and sm.tma is None:
                     raise InputError(f"{launch_name}: a TMA load on {self.hw.name}, which has no TMA (has_tma)")
                 read_before, write_before = mem.bytes.hbm_read, mem.bytes.hbm_write
-                done = mem.read(sm.tma if op.tma else cta.port, now, keys, nbytes, weight, multiplicity, key_bytes)
+                done = mem.read(sm.tma if op.tma else sm.port, now, keys, nbytes, weight, multiplicity, key_bytes)
                 if tracking:
                     work.add_hbm(mem.bytes.hbm_read - read_before, mem.bytes.hbm_write - write_before, mem.hbm.rate)
                     work.l2_read += nbytes * weight
@@ -430,7 +430,7 @@ class TimingInterpreter:
                 keys, multiplicity, key_bytes = rep.l2_keys(dst)
                 read_before, write_before = mem.bytes.hbm_read, mem.bytes.hbm_write
                 dirtied_before = mem.bytes.l2_dirtied
-                done = mem.write(cta.port, now, keys, nbytes, weight, multiplicity, op.accumulate, key_bytes)
+                done = mem.write(sm.port, now, keys, nbytes, weight, multiplicity, op.accumulate, key_bytes)
                 if tracking:
                     work.add_hbm(mem.bytes.hbm_read - read_before, mem.bytes.hbm_write - write_before, mem.hbm.rate)
                     work.l2_write += nbytes * weight
@@ -520,11 +520,10 @@ class _RoleWork:
 class _CtaState:
     """Per-CTA state shared by its warp roles: semaphores and the completion of posted stores."""
 
-    __slots__ = ("rep", "sm", "port", "store_done", "last_wave_reps", "_sems")
+    __slots__ = ("rep", "sm", "store_done", "last_wave_reps", "_sems")
 
     def __init__(self, rep: Representative, sm: SmState, last_wave_reps: int = 0):
         self.rep, self.sm, self.store_done = rep, sm, 0.0
-        self.port = sm.port.for_cta()  # its own loads in flight, on the SM's links
         self.last_wave_reps = last_wave_reps  # the launch's last-wave representatives when this is one, else 0
         self._sems: dict = {}
 
