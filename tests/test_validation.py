@@ -58,3 +58,21 @@ def test_validate_writes_the_error_table_and_fails_past_the_tolerance(tmp_path):
     rows = list(csv.DictReader(open(out / "validation.csv")))
     assert len(rows) == 5 and all(r["kernel"] == "fa2" for r in rows)
     assert (out / "parity_time_s.png").exists() and (out / "summary.csv").exists()
+
+
+def test_the_bundled_cases_are_what_build_cases_builds():
+    # the CSV is generated; a change to validation/build_cases.py (a kernel option of a measured row) must be
+    # followed by `python validation/build_cases.py`, or validate keeps simulating the old options
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("build_cases", root / "validation" / "build_cases.py")
+    build_cases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_cases)
+    bundled = list(csv.DictReader(open(root / "gpusim" / "data" / "validation_cases.csv")))
+    built = [{k: str(v) for k, v in row.items()} for row in build_cases.all_rows()]
+    assert len(bundled) == len(built)
+    for have, want in zip(bundled, built):
+        assert {k: have[k] for k in ("suite", "kernel", "impl", "options")} == \
+            {k: want[k] for k in ("suite", "kernel", "impl", "options")}

@@ -184,10 +184,15 @@ def measured_rows() -> list[dict]:
     return rows
 
 
-def main() -> None:
+def all_rows() -> list[dict]:
+    """Every case, in the order the CSV holds them."""
     rows = calibration_rows(HERE / "data" / "h200_calibration_reference.json",
                             "validation/data/h200_calibration_reference.json (../shared/reference, H200 campaign)")
-    rows += measured_rows() + anchor_rows()
+    return rows + measured_rows() + anchor_rows()
+
+
+def main() -> None:
+    rows = all_rows()
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with open(OUT, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
