@@ -34,7 +34,11 @@ GRID = [  # (kernel, problem kwargs, hardware[, options])
     ("flash_decoding", dict(batch=2, heads=32, kv_heads=8, seq_len=1, kv_len=8192, head_dim=128), "h200"),
     ("flash_decoding", dict(batch=8, heads=32, kv_heads=8, seq_len=1, kv_len=16384, head_dim=128), "h200"),
     ("flash_decoding", dict(batch=1, heads=32, kv_heads=8, seq_len=1, kv_len=65536, head_dim=128), "h200"),
-    # the Triton split-K decode of the campaign (5 splits: 320 CTAs, 2 per SM, 1.2 waves): a long tail wave
+    # the campaign's Triton split-K decode (5 splits: 320 CTAs, 3 per SM: one wave, run 14)
+    ("flash_decoding", dict(batch=8, heads=32, kv_heads=8, seq_len=1, kv_len=65536, head_dim=128), "h200",
+     {"num_splits": 5, "block_m": 16, "block_n": 64, "stages": 2, "instruction": "mma_sync",
+      "combine_loads": "together"}),
+    # the same tiles with a deeper ring (2 CTAs per SM, 1.2 waves): a tail wave that doubles up on SMs (run 13)
     ("flash_decoding", dict(batch=8, heads=32, kv_heads=8, seq_len=1, kv_len=65536, head_dim=128), "h200",
      {"num_splits": 5, "block_m": 16, "block_n": 64, "stages": 3, "instruction": "mma_sync",
       "combine_loads": "together"}),
