@@ -68,6 +68,14 @@ def default_tiles(head_dim: int, decode: bool = False, hw=None) -> tuple[int, in
     return 64, 64, 4
 
 
+def warp_layout(block_m: int, warps: int) -> tuple[int, int]:
+    """(warps along M, warps along the keys / head dim) of an mma.sync tile. FA2 gives each warp 16 rows of
+    the tile (all warps along M); a tile of fewer rows (a Triton decode kernel's 16) has its warps split the
+    keys / the head dim instead, so each reads a share of K and V from SMEM and all of Q."""
+    warps_m = max(1, min(warps, block_m // MMA_M))
+    return warps_m, warps // warps_m
+
+
 def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block_n: int, warps: int,
                    instruction: str = "mma_sync") -> Launch:
     """One CTA per (Q tile, batch, head). For decode (seq_len == 1) with GQA the query heads of a KV group
@@ -82,10 +90,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
         m_blocks = -(-problem.seq_len // block_m)
         grid = [(mb, b, h) for h in range(problem.heads) for b in range(problem.batch) for mb in range(m_blocks)]
 
-    # FA2 gives each warp 16 rows of the tile (warps_m = warps); a tile of fewer rows (a Triton decode kernel's
-    # 16) has its warps split the keys / the head dim instead, so each reads a share of K and V.
-    warps_m = max(1, min(warps, block_m // MMA_M))
-    warps_n = warps // warps_m
+    warps_m, warps_n = warp_layout(block_m, warps)
 
     def program(cta):
         mb, b, h = cta

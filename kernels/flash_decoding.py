@@ -48,7 +48,6 @@ from gpusim.launch import KernelPlan, Launch, Option, RegionKey, resolve_options
 from gpusim.ops import Acquire, GlobalTensor, Load, Loop, Mma, Semaphore, Signal, Store, Tile, Vector, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.kernels import fa2
-from gpusim.kernels.fa2 import MMA_M
 from gpusim.kernels.attention_common import (causal_offset, declare_tensors, finalize_output, init_row_state,
                                              kv_tiles_for_rows, online_softmax, tensor_dtype, tile_needs_mask)
 
@@ -207,13 +206,10 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
     dt = tensor_dtype(problem)
     grid = [(b, hk, s, rb) for b in range(problem.batch) for hk in range(problem.kv_heads)
             for s in range(splits) for rb in range(layout.row_blocks)]
-    # mma.sync: the warps read their operands from SMEM (ldmatrix). FA2 gives each warp 16 rows of the tile, so
-    # every warp reads the whole K / V tile; a tile of fewer rows (the Triton kernel's 16) has its warps split
-    # the keys / the head dim instead, each reading a share of K and V and all of Q (as kernels/fa2).
+    # mma.sync: the warps read their operands from SMEM (ldmatrix) as FA2's layout has them (fa2.warp_layout);
     # wgmma / tcgen05 read SMEM operands once per warpgroup (the default accounting).
     sync = instruction == "mma_sync"
-    warps_m = max(1, min(CONSUMER_WARPS, bm // MMA_M))
-    warps_n = CONSUMER_WARPS // warps_m
+    warps_m, warps_n = fa2.warp_layout(bm, CONSUMER_WARPS)
 
     def program(cta):
         b, hk, s, rb = cta
