@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 KEPT_COLUMNS = ("Kernel Name", "Grid Size", "Block Size")
 
@@ -19,15 +20,40 @@ def find_ncu() -> str | None:
     return shutil.which("ncu") or ("/usr/local/cuda/bin/ncu" if os.path.exists("/usr/local/cuda/bin/ncu") else None)
 
 
-def profile_script(script: str, metrics: list, check: bool = False) -> subprocess.CompletedProcess | None:
-    """Run `script --driver` (which calls run_cases) under Nsight Compute, collecting `metrics` as a raw CSV
-    on stdout from the profiled regions only; None when ncu is not installed."""
+def profile_script(script: str, metrics: list, check: bool = False, *, driver_flag: str = "--driver",
+                   base_units: bool = False, timeout: float | None = None) -> subprocess.CompletedProcess | None:
+    """Run `script <driver_flag>` (which calls run_cases) under Nsight Compute, collecting `metrics` as a raw
+    CSV on stdout from the profiled regions only (`base_units`: values in base units, with a units row);
+    None when ncu is not installed."""
     ncu = find_ncu()
     if ncu is None:
         return None
     cmd = [ncu, "--profile-from-start", "off", "--clock-control", "none", "--metrics", ",".join(metrics),
-           "--csv", "--page", "raw", sys.executable, os.path.abspath(script), "--driver"]
-    return subprocess.run(cmd, capture_output=True, text=True, check=check)
+           "--csv", "--page", "raw"] + (["--print-units", "base"] if base_units else []) + \
+          [sys.executable, os.path.abspath(script), driver_flag]
+    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def profile_until_kernels(script: str, metric_lists, *, driver_flag: str, timeout: float) -> tuple[list, list]:
+    """Profile `script` in base units with each metric list of `metric_lists` in turn (an ncu that does not know
+    one metric profiles nothing) until one yields kernels. Returns (kernels, one record per attempt: metrics,
+    return code, wall time, kernel count, ncu's errors and warnings and the CASE lines)."""
+    kernels, runs = [], []
+    for metrics in metric_lists:
+        t0 = time.time()
+        done = profile_script(script, metrics, driver_flag=driver_flag, base_units=True, timeout=timeout)
+        if done is None:
+            break
+        kernels = parse_raw_csv(done.stdout, with_units=True)
+        messages = [ln for ln in (done.stdout + done.stderr).splitlines() if "==ERROR==" in ln or "==WARNING==" in ln
+                    or ln.startswith("CASE") or "Traceback" in ln][:60]
+        runs.append({"metrics": metrics, "rc": done.returncode, "wall_s": round(time.time() - t0, 1),
+                     "kernels": len(kernels), "messages": messages})
+        print("ncu rc", done.returncode, "kernels", len(kernels), "in", round(time.time() - t0), "s", flush=True)
+        if kernels:
+            break
+        print("\n".join(messages[-20:]))
+    return kernels, runs
 
 
 def run_cases(cases: list, make_callable) -> None:

@@ -24,10 +24,8 @@ import argparse
 import datetime
 import os
 import subprocess
-import sys
-import time
 
-from ncu_profile import event_timings, find_ncu, parse_raw_csv, run_cases, write_json
+from ncu_profile import event_timings, find_ncu, profile_until_kernels, run_cases, write_json
 
 _STALLS = ("barrier", "long_scoreboard", "short_scoreboard", "mio_throttle", "math_pipe_throttle", "wait",
            "lg_throttle", "not_selected", "selected", "dispatch_stall", "no_instruction", "tex_throttle",
@@ -123,26 +121,13 @@ def main():
            "smi_before": subprocess.run(["nvidia-smi", "--query-gpu=clocks.sm,clocks.max.sm,power.draw,"
                                          "clocks_event_reasons.active", "--format=csv"],
                                         capture_output=True, text=True, check=False).stdout}
-    kernels = []
-    doc["runs"] = []
-    metrics = METRICS
-    for attempt in range(2):  # the full list; after a failure, only the names this ncu lists
-        if not ncu:
-            break
-        if attempt:
-            metrics, doc["dropped_metrics"] = known_metrics(ncu, METRICS)
-        t0 = time.time()
-        cmd = [ncu, "--clock-control", "none", "--profile-from-start", "off", "--csv", "--page", "raw",
-               "--print-units", "base", "--metrics", ",".join(metrics), sys.executable, __file__, "--_driver"]
-        p = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=220)
-        kernels = parse_raw_csv(p.stdout, with_units=True)
-        doc["runs"].append({"rc": p.returncode, "wall_s": round(time.time() - t0, 1), "kernels": len(kernels),
-                            "metrics": metrics,
-                            "messages": [ln for ln in (p.stdout + p.stderr).splitlines()
-                                         if "==ERROR==" in ln or ln.startswith("CASE") or "Traceback" in ln][:60]})
-        print("ncu rc", p.returncode, "kernels", len(kernels), "in", round(time.time() - t0), "s", flush=True)
-        if kernels:
-            break
+
+    def metric_lists():  # the full list; after a failure, only the names this ncu lists
+        yield METRICS
+        kept, doc["dropped_metrics"] = known_metrics(ncu, METRICS)
+        yield kept
+
+    kernels, doc["runs"] = profile_until_kernels(__file__, metric_lists(), driver_flag="--_driver", timeout=220)
     doc["kernels"] = kernels
     doc["timings"] = timings()
     os.makedirs(args.out, exist_ok=True)

@@ -25,11 +25,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import subprocess
-import sys
-import time
 
-from ncu_profile import event_timings, find_ncu, parse_raw_csv, run_cases, write_json
+from ncu_profile import event_timings, find_ncu, profile_until_kernels, run_cases, write_json
 
 METRICS_FULL = [
     "gpu__time_duration.sum", "dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum",
@@ -98,25 +95,9 @@ def main():
     import torch
     ncu = find_ncu()
     doc = {"script": "validation/profile_row_kernels.py", "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-           "device": torch.cuda.get_device_name(0), "torch": torch.__version__, "ncu": ncu, "cases": cases(),
-           "runs": []}
-    kernels = []
-    for metrics in (METRICS_FULL, METRICS_MIN):
-        if not ncu:
-            break
-        t0 = time.time()
-        cmd = [ncu, "--clock-control", "none", "--profile-from-start", "off", "--csv", "--page", "raw",
-               "--print-units", "base", "--metrics", ",".join(metrics), sys.executable, __file__, "--_driver"]
-        p = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=400)
-        msgs = [ln for ln in (p.stdout + p.stderr).splitlines() if "==ERROR==" in ln or "==WARNING==" in ln
-                or ln.startswith("CASE") or "Traceback" in ln][:60]
-        kernels = parse_raw_csv(p.stdout, with_units=True)
-        doc["runs"].append({"metrics": metrics, "rc": p.returncode, "wall_s": round(time.time() - t0, 1),
-                            "kernels": len(kernels), "messages": msgs})
-        print("ncu rc", p.returncode, "kernels", len(kernels), "in", round(time.time() - t0), "s", flush=True)
-        if kernels:
-            break
-        print("\n".join(msgs[-20:]))
+           "device": torch.cuda.get_device_name(0), "torch": torch.__version__, "ncu": ncu, "cases": cases()}
+    kernels, doc["runs"] = profile_until_kernels(__file__, (METRICS_FULL, METRICS_MIN), driver_flag="--_driver",
+                                                 timeout=400)
     doc["kernels"] = kernels
     doc["timings"] = timings()
     os.makedirs(args.out, exist_ok=True)
