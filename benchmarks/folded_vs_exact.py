@@ -26,6 +26,9 @@ GRID = [  # (kernel, problem kwargs, hardware[, options])
     ("fa2", dict(batch=1, heads=8, seq_len=2048, head_dim=128, causal=True), "h200"),
     ("fa2", dict(batch=1, heads=16, kv_heads=4, seq_len=2048, head_dim=128), "h200"),
     ("fa2", dict(batch=1, heads=8, seq_len=1024, head_dim=64, pass_="bwd"), "h200"),
+    # many waves of two co-resident CTAs per SM: whether they run in step or staggered moves FA2 by 10-20%
+    ("fa2", dict(batch=8, heads=16, seq_len=2048, head_dim=128), "h200"),
+    ("fa2", dict(batch=8, heads=16, seq_len=4096, head_dim=128), "h200"),
     ("fa3", dict(batch=1, heads=16, seq_len=1024, head_dim=64), "h200"),
     ("fa3", dict(batch=1, heads=16, seq_len=4096, head_dim=128), "h200"),
     ("fa3", dict(batch=1, heads=8, seq_len=2048, head_dim=128, causal=True), "h200"),

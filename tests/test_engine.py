@@ -22,7 +22,8 @@ import dataclasses
 import pytest
 import simpy
 
-from gpusim.engine.folding import MIN_SIMULATED_SMS, Representative, choose_fold_factor, fold_grid
+from gpusim.engine.folding import (MIN_REPRESENTATIVES, MIN_REPRESENTATIVES_ONE_WAVE, MIN_SIMULATED_SMS,
+                                   Representative, choose_fold_factor, fold_grid)
 from gpusim.engine.l2 import L2Cache
 from gpusim.engine.loop_sampling import LAST_WAVE_FULL_ITERATIONS, TAIL_ITERATIONS, WARM_ITERATIONS, FullRuns
 from gpusim.engine.memory import MemorySystem, SmMemoryPort
@@ -636,16 +637,20 @@ def test_server_rejects_a_non_positive_rate():
 
 # ---------------------------------------------------------------------------------------------- folding
 def test_choose_fold_factor():
-    # largest divisor of the SM count that keeps >= MIN_SIMULATED_SMS SMs and at most one CTA per block
-    assert MIN_SIMULATED_SMS == 4
-    assert choose_fold_factor(132, 1000, 2) == 33  # 132 / 33 = 4 SMs simulated
-    assert choose_fold_factor(132, 10, 1) == 6  # no more than the grid
-    assert choose_fold_factor(132, 1, 1) == 1
-    assert choose_fold_factor(8, 100, 1) == 2
-    assert choose_fold_factor(2, 100, 1) == 1  # too few SMs to fold at all
-    # unequal work: only odd blocks whose representative's work is within 5% of the block's
-    assert choose_fold_factor(132, 1000, 1, [10.0] * 1000) == 33
-    assert choose_fold_factor(132, 64, 1, [1.0 + i for i in range(64)]) == 3  # 2 of 32.5 off per block
+    # largest divisor of the SM count that keeps >= MIN_SIMULATED_SMS SMs and enough representatives
+    assert (MIN_SIMULATED_SMS, MIN_REPRESENTATIVES, MIN_REPRESENTATIVES_ONE_WAVE) == (4, 64, 32)
+    assert choose_fold_factor(132, 10000, 2) == 33  # 132 / 33 = 4 SMs simulated
+    assert choose_fold_factor(132, 1000, 2) == 12  # 1000 / 12 = 84 representatives; 22 would leave 46
+    assert choose_fold_factor(132, 200, 1) == 3  # more than a wave: 67 representatives
+    assert choose_fold_factor(132, 200, 2) == 6  # one wave: 34 representatives
+    assert choose_fold_factor(132, 10, 1) == 1  # a grid this small is simulated CTA by CTA
+    assert choose_fold_factor(8, 1000, 1) == 2
+    assert choose_fold_factor(2, 1000, 1) == 1  # too few SMs to fold at all
+    # unequal work: odd blocks whose representative's work is within 5% of the block's, or even ones within 1%
+    assert choose_fold_factor(132, 10000, 1, [10.0] * 10000) == 33
+    assert choose_fold_factor(132, 640, 1, [1.0 + i for i in range(640)]) == 6  # 9 of 1920 off per block
+    assert choose_fold_factor(132, 640, 1, [1.0 + i % 2 for i in range(640)]) == 1  # every block 33% off
+    assert choose_fold_factor(132, 640, 1, [100.0 + i % 2 for i in range(640)]) == 6  # 3 of 603 off
 
 
 def test_fold_grid_weights_sum_to_the_grid_and_representatives_are_block_middles():
@@ -722,9 +727,9 @@ def test_uneven_blocks_scale_the_representatives_demand_by_their_work():
 
 # ---------------------------------------------------------------------------------------------- folded vs exact
 @pytest.mark.parametrize("problem", [
-    AttentionProblem(batch=1, heads=4, seq_len=1024, head_dim=64),
-    AttentionProblem(batch=2, heads=8, seq_len=1024, head_dim=64),
-    AttentionProblem(batch=1, heads=8, kv_heads=2, seq_len=1024, head_dim=128),
+    AttentionProblem(batch=4, heads=8, seq_len=1024, head_dim=64),  # 256 CTAs, 1 wave
+    AttentionProblem(batch=2, heads=16, seq_len=2048, head_dim=64),  # 512 CTAs, 2 waves
+    AttentionProblem(batch=4, heads=8, kv_heads=2, seq_len=1024, head_dim=128),
 ], ids=lambda p: p.describe())
 def test_folded_agrees_with_exact_on_fa2(problem):
     exact = simulate("fa2", problem, "h200", exact=True)

@@ -18,6 +18,15 @@ from gpusim.launch import RegionKey
 #: Fewest SMs a folded simulation keeps: enough that wave quantization and neighbouring-CTA effects
 #: survive, few enough that a large grid costs a handful of CTAs per wave. (A simulation setting.)
 MIN_SIMULATED_SMS = 4
+#: Fewest representatives a folded launch of more than one wave keeps (fewer: a smaller fold). With a
+#: handful, where one of them lands decides the whole launch: which tail CTAs share an SM, which finish last
+#: (benchmarks/folded_vs_exact.py: a 320-CTA split-K decode whose tail doubles up on some SMs, -15% against
+#: exact with 10 representatives, -0.5% with 80). A grid that small is cheap to simulate at a finer fold.
+#: A launch of one wave places every CTA at once and needs fewer (a block of unusual size, the grid's last,
+#: is then a small part of it), and its long loops run in full only within loop_sampling's budget, which
+#: more representatives share. (Simulation settings.)
+MIN_REPRESENTATIVES = 64
+MIN_REPRESENTATIVES_ONE_WAVE = 32
 
 
 class Representative:
@@ -112,19 +121,27 @@ def _substituted(index: tuple, own: RegionKey, other: RegionKey) -> tuple | None
 #: (sum |w - w_rep| / sum w) a fold may have; causal grids, whose CTAs' work grows along the grid, get
 #: smaller blocks. (A simulation setting: below it folded time stays within a few percent of exact.)
 MAX_WORK_MISMATCH = 0.05
+#: Largest mismatch at which a block may have an even number of CTAs (see choose_fold_factor).
+EVEN_BLOCK_MISMATCH = 0.01
 
 
 def choose_fold_factor(sm_count: int, grid_size: int, ctas_per_sm: int, works: Sequence[float] | None = None) -> int:
-    """Largest divisor f of the SM count that keeps >= MIN_SIMULATED_SMS SMs, one CTA per block and, when
-    the CTAs' relative `works` are given, blocks of alike work (see MAX_WORK_MISMATCH)."""
+    """Largest divisor f of the SM count that keeps >= MIN_SIMULATED_SMS SMs, enough blocks
+    (MIN_REPRESENTATIVES, or MIN_REPRESENTATIVES_ONE_WAVE when the grid fits in one wave) and, when the CTAs'
+    relative `works` are given, blocks of alike work (see MAX_WORK_MISMATCH)."""
+    one_wave = grid_size <= sm_count * ctas_per_sm
+    min_blocks = MIN_REPRESENTATIVES_ONE_WAVE if one_wave else MIN_REPRESENTATIVES
     candidates = [f for f in range(sm_count, 0, -1)
-                  if sm_count % f == 0 and (sm_count // f >= MIN_SIMULATED_SMS or f == 1) and f <= grid_size]
+                  if sm_count % f == 0 and (f == 1 or (sm_count // f >= MIN_SIMULATED_SMS
+                                                       and grid_size / f >= min_blocks))]
     for f in candidates:
         if works is None or f == 1:
             return f
         # With unequal work only odd blocks: the middle CTA of an odd run of linearly growing work has
-        # exactly the run's mean work; an even block's middle is biased by half a step.
-        if f % 2 and work_mismatch(works, f) <= MAX_WORK_MISMATCH:
+        # exactly the run's mean work; an even block's middle is biased by half a step (which does not
+        # matter where the works barely differ: a KV split of a few tiles more or less).
+        mismatch = work_mismatch(works, f)
+        if mismatch <= MAX_WORK_MISMATCH and (f % 2 or mismatch <= EVEN_BLOCK_MISMATCH):
             return f
     return 1
 
