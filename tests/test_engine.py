@@ -22,8 +22,8 @@ import dataclasses
 import pytest
 import simpy
 
-from gpusim.engine.folding import (MIN_REPRESENTATIVES, MIN_REPRESENTATIVES_ONE_WAVE, MIN_SIMULATED_SMS,
-                                   Representative, choose_fold_factor, fold_grid)
+from gpusim.engine.folding import (MIN_REPRESENTATIVES, MIN_SIMULATED_SMS, Representative, choose_fold_factor,
+                                   fold_grid)
 from gpusim.engine.l2 import L2Cache
 from gpusim.engine.loop_sampling import LAST_WAVE_FULL_ITERATIONS, TAIL_ITERATIONS, WARM_ITERATIONS, FullRuns
 from gpusim.engine.memory import MemorySystem, SmMemoryPort
@@ -638,12 +638,13 @@ def test_server_rejects_a_non_positive_rate():
 # ---------------------------------------------------------------------------------------------- folding
 def test_choose_fold_factor():
     # largest divisor of the SM count that keeps >= MIN_SIMULATED_SMS SMs and enough representatives
-    assert (MIN_SIMULATED_SMS, MIN_REPRESENTATIVES, MIN_REPRESENTATIVES_ONE_WAVE) == (4, 64, 32)
+    assert (MIN_SIMULATED_SMS, MIN_REPRESENTATIVES) == (4, 64)
     assert choose_fold_factor(132, 10000, 2) == 33  # 132 / 33 = 4 SMs simulated
     assert choose_fold_factor(132, 1000, 2) == 12  # 1000 / 12 = 84 representatives; 22 would leave 46
     assert choose_fold_factor(132, 200, 1) == 3  # more than a wave: 67 representatives
-    assert choose_fold_factor(132, 200, 2) == 6  # one wave: 34 representatives
-    assert choose_fold_factor(132, 10, 1) == 1  # a grid this small is simulated CTA by CTA
+    assert choose_fold_factor(132, 200, 2) == 33  # one wave: the coarsest fold
+    assert choose_fold_factor(132, 10, 1) == 6  # one CTA per block at least
+    assert choose_fold_factor(132, 1, 1) == 1
     assert choose_fold_factor(8, 1000, 1) == 2
     assert choose_fold_factor(2, 1000, 1) == 1  # too few SMs to fold at all
     # unequal work: odd blocks whose representative's work is within 5% of the block's, or even ones within 1%
@@ -727,9 +728,9 @@ def test_uneven_blocks_scale_the_representatives_demand_by_their_work():
 
 # ---------------------------------------------------------------------------------------------- folded vs exact
 @pytest.mark.parametrize("problem", [
-    AttentionProblem(batch=4, heads=8, seq_len=1024, head_dim=64),  # 256 CTAs, 1 wave
+    AttentionProblem(batch=1, heads=4, seq_len=1024, head_dim=64),  # 32 CTAs, one wave
     AttentionProblem(batch=2, heads=16, seq_len=2048, head_dim=64),  # 512 CTAs, 2 waves
-    AttentionProblem(batch=4, heads=8, kv_heads=2, seq_len=1024, head_dim=128),
+    AttentionProblem(batch=1, heads=8, kv_heads=2, seq_len=1024, head_dim=128),
 ], ids=lambda p: p.describe())
 def test_folded_agrees_with_exact_on_fa2(problem):
     exact = simulate("fa2", problem, "h200", exact=True)

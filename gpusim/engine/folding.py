@@ -22,11 +22,10 @@ MIN_SIMULATED_SMS = 4
 #: handful, where one of them lands decides the whole launch: which tail CTAs share an SM, which finish last
 #: (benchmarks/folded_vs_exact.py: a 320-CTA split-K decode whose tail doubles up on some SMs, -15% against
 #: exact with 10 representatives, -0.5% with 80). A grid that small is cheap to simulate at a finer fold.
-#: A launch of one wave places every CTA at once and needs fewer (a block of unusual size, the grid's last,
-#: is then a small part of it), and its long loops run in full only within loop_sampling's budget, which
-#: more representatives share. (Simulation settings.)
+#: A launch of one wave places every CTA at once and keeps the coarsest fold: its long loops run in full
+#: only within loop_sampling's budget, which more representatives would share (FA1's 32 CTAs: slower than
+#: exact mode with one representative each). (A simulation setting.)
 MIN_REPRESENTATIVES = 64
-MIN_REPRESENTATIVES_ONE_WAVE = 32
 
 
 class Representative:
@@ -126,11 +125,10 @@ EVEN_BLOCK_MISMATCH = 0.01
 
 
 def choose_fold_factor(sm_count: int, grid_size: int, ctas_per_sm: int, works: Sequence[float] | None = None) -> int:
-    """Largest divisor f of the SM count that keeps >= MIN_SIMULATED_SMS SMs, enough blocks
-    (MIN_REPRESENTATIVES, or MIN_REPRESENTATIVES_ONE_WAVE when the grid fits in one wave) and, when the CTAs'
-    relative `works` are given, blocks of alike work (see MAX_WORK_MISMATCH)."""
-    one_wave = grid_size <= sm_count * ctas_per_sm
-    min_blocks = MIN_REPRESENTATIVES_ONE_WAVE if one_wave else MIN_REPRESENTATIVES
+    """Largest divisor f of the SM count that keeps >= MIN_SIMULATED_SMS SMs, at least one CTA per block (at
+    least MIN_REPRESENTATIVES blocks when the grid takes more than one wave) and, when the CTAs' relative
+    `works` are given, blocks of alike work (see MAX_WORK_MISMATCH)."""
+    min_blocks = 1 if grid_size <= sm_count * ctas_per_sm else MIN_REPRESENTATIVES
     candidates = [f for f in range(sm_count, 0, -1)
                   if sm_count % f == 0 and (f == 1 or (sm_count // f >= MIN_SIMULATED_SMS
                                                        and grid_size / f >= min_blocks))]
