@@ -18,13 +18,21 @@ from gpusim.hardware import get_preset
 from gpusim.problem import AttentionProblem
 
 #: Gated tolerances: (suite prefix, kernels, metric) -> (max median |error|, max worst |error|).
-#: Fused kernels on the H200 data: issue 5's targets. Anchors are read off papers' figures: wider.
+#: Fused kernels on the H200 data: issue 5's targets (fa2 against `flash`, fa3 against `cudnn`, flash_decoding
+#: against the split decode rows, DRAM bytes). Anchors are read off papers' figures: reported only.
 TOLERANCES = {
     ("h200", ("fa2", "fa3", "flash_decoding"), "time_s"): (0.10, 0.25),
     ("h200", ("fa2", "fa3", "flash_decoding"), "hbm_read_bytes"): (0.10, 0.25),
 }
+#: Groups of one measured implementation whose target is another issue's: FA2's decode without a split
+#: against the no-split Triton rows, within 20% (issue 3), and no worse than issue 5's worst case.
+IMPL_TOLERANCES = {("h200", "triton_nosplit", "time_s"): (0.20, 0.25)}
 #: Cases faster than this are dominated by host launch cost in the measurement (see the reference README).
 HOST_BOUND_BELOW_S = 50e-6
+#: A measured time this many times the project's own CUDA-graph replay of the same case timed the host (the
+#: Python call and its launches), not the kernel: shown, not gated. Replays and plain CUDA-event timings
+#: of the project agree within 10% on every decode case (validation/data/h200_measured_2026-11-28_decode.json).
+HOST_BOUND_RATIO = 1.5
 #: Causal attention is simulated tile by tile (its CTAs differ in work, so neither waves nor loops are
 #: extrapolated): forward cases beyond this length and causal backward cases take minutes each and are
 #: skipped unless --all is given.
@@ -42,6 +50,13 @@ class Case:
     metric: str
     measured: float
     source: str
+    remeasured: float | None = None  # the project's CUDA-graph replay time of the same case, where it has one
+
+    @property
+    def host_bound(self) -> bool:
+        """The measurement timed the host, not the kernel: far above a replay of the same case."""
+        return (self.metric == "time_s" and self.remeasured is not None
+                and self.measured > HOST_BOUND_RATIO * self.remeasured)
 
     @property
     def label(self) -> str:
@@ -63,7 +78,8 @@ def load_cases(suite: str | None = None, kernel: str | None = None) -> list[Case
             causal=r["causal"] == "True", dtype=r["dtype"], pass_=r["pass"])
         cases.append(Case(suite=r["suite"], hardware=r["hardware"], kernel=r["kernel"], impl=r["impl"],
                           problem=problem, options=json.loads(r["options"] or "{}"), metric=r["metric"],
-                          measured=float(r["measured"]), source=r["source"]))
+                          measured=float(r["measured"]), source=r["source"],
+                          remeasured=float(r["remeasured"]) if r.get("remeasured") else None))
     if not cases:
         raise InputError(f"validate: no cases match suite={suite!r} kernel={kernel!r}")
     return cases
@@ -80,6 +96,9 @@ CLOCK_CAPPED_TENSOR_BUSY = 0.3
 
 def suspect(case: Case, result, error: float) -> str:
     """A first guess at the mechanism behind a miss, from what the prediction says bounds it."""
+    if case.host_bound:
+        return (f"host-bound measurement (not gated): a CUDA-graph replay of the same case took "
+                f"{case.remeasured * 1e6:.1f} us")
     if abs(error) < 0.10:
         return ""
     if case.metric == "time_s" and case.measured < HOST_BOUND_BELOW_S:
@@ -128,6 +147,7 @@ def run_validation(args) -> int:
         rows.append({"suite": case.suite, "hardware": case.hardware, "kernel": case.kernel, "impl": case.impl,
                      "case": case.label, "metric": case.metric, "measured": case.measured, "predicted": predicted,
                      "error": error, "bound": result.bound, "suspect": suspect(case, result, error),
+                     "gated": not case.host_bound,
                      "source": case.source})
     summary = summarize(rows)
     _print(rows, summary, skipped)
@@ -137,18 +157,33 @@ def run_validation(args) -> int:
     return 1 if failed else 0
 
 
+def tolerance(suite: str, kernel: str, impls: set, metric: str) -> tuple | None:
+    """(median, worst) |error| a group must stay within, or None where it is only reported."""
+    if len(impls) == 1:
+        (impl,) = impls
+        for (prefix, name, m), tol in IMPL_TOLERANCES.items():
+            if suite.startswith(prefix) and impl == name and m == metric:
+                return tol
+    return next((t for (prefix, kernels, m), t in TOLERANCES.items()
+                 if suite.startswith(prefix) and kernel in kernels and m == metric), None)
+
+
 def summarize(rows: list[dict]) -> list[dict]:
+    """Per (suite, kernel, metric): median, worst and mean error over the rows that are gated (host-bound
+    measurements are counted apart), and whether they meet the group's tolerance."""
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["suite"], r["kernel"], r["metric"]), []).append(r)
     summary = []
     for (suite, kernel, metric), members in sorted(groups.items()):
-        errors = [abs(r["error"]) for r in members]
+        judged = [r for r in members if r.get("gated", True)]
+        basis = judged or members  # all host-bound: reported, not gated
+        errors = [abs(r["error"]) for r in basis]
         median, worst = statistics.median(errors), max(errors)
-        bias = statistics.mean(r["error"] for r in members)
-        tol = next((t for (prefix, kernels, m), t in TOLERANCES.items()
-                    if suite.startswith(prefix) and kernel in kernels and m == metric), None)
-        summary.append({"suite": suite, "kernel": kernel, "metric": metric, "cases": len(members),
+        bias = statistics.mean(r["error"] for r in basis)
+        tol = tolerance(suite, kernel, {r.get("impl") for r in judged}, metric) if judged else None
+        summary.append({"suite": suite, "kernel": kernel, "metric": metric, "cases": len(basis),
+                        "host_bound": len(members) - len(judged),
                         "median_abs_error": median, "worst_abs_error": worst, "bias": bias, "gated": tol is not None,
                         "tolerance": tol, "pass": tol is None or (median <= tol[0] and worst <= tol[1])})
     return summary
@@ -167,12 +202,13 @@ def _print(rows, summary, skipped) -> None:
                       f"{r['error']:+.1%}", r["suspect"])
     console.print(table)
     table = Table(title="summary (|error|)")
-    for col in ("suite", "kernel", "metric", "cases", "median", "worst", "bias", "tolerance", "status"):
+    for col in ("suite", "kernel", "metric", "cases", "host-bound", "median", "worst", "bias", "tolerance", "status"):
         table.add_column(col)
     for s in summary:
         tol = f"{s['tolerance'][0]:.0%} / {s['tolerance'][1]:.0%}" if s["tolerance"] else "reported"
         status = ("PASS" if s["pass"] else "FAIL") if s["gated"] else "-"
-        table.add_row(s["suite"], s["kernel"], s["metric"], str(s["cases"]), f"{s['median_abs_error']:.1%}",
+        table.add_row(s["suite"], s["kernel"], s["metric"], str(s["cases"]), str(s["host_bound"] or ""),
+                      f"{s['median_abs_error']:.1%}",
                       f"{s['worst_abs_error']:.1%}", f"{s['bias']:+.1%}", tol, status)
     console.print(table)
     if skipped:
