@@ -185,6 +185,45 @@ def measured_rows() -> list[dict]:
     return rows
 
 
+def ncu_cycle_rows() -> list[dict]:
+    """SM cycles of every kernel a case ran, from the Nsight Compute profiles (sm__cycles_active.max summed over
+    the case's kernels): the model's cycles without its clock, which the power cap moves (1.71-1.80 GHz in these
+    profiles). Each profile lists its kernels in case order; `kernels_of` says how many each case ran."""
+    fa2, sdpa, triton = (lambda c: ("fa2", "flash")), (lambda c: ("flash_decoding", "sdpa_flash")), \
+        (lambda c: ("flash_decoding", "triton_splitk"))
+    prefill = lambda c: dict(batch=c["batch"], heads=c["heads"], seq_len=c["seq_len"], head_dim=c["head_dim"],  # noqa: E731
+                             causal=c["causal"])
+    decode = lambda c: dict(batch=c["batch"], heads=32, kv_heads=8, seq_len=1, kv_len=c["kv_len"], head_dim=128)  # noqa: E731
+    profiles = [  # (file, run, case -> (kernel, impl), case -> problem fields, case -> options, case -> kernels)
+        ("h200_profile_2026-11-29_fa2_bwd.json", 7, fa2,
+         lambda c: dict(batch=c["B"], heads=c["H"], seq_len=c["N"], head_dim=c["d"], causal=c["causal"],
+                        **{"pass": c["pass"]}),
+         lambda c: prefill_options("flash", c["pass"], c["d"]), lambda c: 1 if c["pass"] == "fwd" else 5),
+        ("h200_profile_2026-11-29_fa2_causal.json", 11, fa2, prefill, lambda c: {}, lambda c: 1),
+        ("h200_profile_2026-11-29_sdpa_decode.json", 10, sdpa, decode,
+         lambda c: decode_options({"impl": "sdpa_flash"}), lambda c: 2 if c["batch"] <= 8 else 1),
+        ("h200_profile_2026-11-29_triton_decode.json", 14, triton, decode,
+         lambda c: decode_options({"impl": "triton_splitk", "splits": 3 if c["batch"] == 16 else 5}), lambda c: 2),
+        ("h200_profile_2026-11-29_kernel_cycles.json", 15,
+         lambda c: ("fa3", "cudnn") if c["backend"] == "cudnn" else ("fa2", "flash"), prefill,
+         lambda c: prefill_options(c["backend"], "fwd", c["head_dim"]), lambda c: 1),
+    ]
+    rows = []
+    for name, run, implementation, shape, options, kernels_of in profiles:
+        data = json.loads((HERE / "data" / name).read_text())
+        kernels = iter(data["kernels"])
+        source = f"validation/data/{name} (run {run}, Nsight Compute sm__cycles_active.max)"
+        for case in data["cases"]:
+            cycles = sum(float(next(kernels)["sm__cycles_active.max"].replace(",", ""))
+                         for _ in range(kernels_of(case)))
+            kernel, impl = implementation(case)
+            rows.append(row(suite="h200_ncu_cycles", hardware="h200", kernel=kernel, impl=impl, **shape(case),
+                            options=json.dumps(options(case)), metric="kernel_cycles", measured=cycles,
+                            unit="cycles", source=source))
+        assert next(kernels, None) is None, f"{name}: kernels left over"
+    return rows
+
+
 #: Fields that name one measured case (its metric included), to match a reference row with the project's own
 #: measurement of the same case.
 CASE_FIELDS = ("hardware", "kernel", "impl", "batch", "heads", "kv_heads", "seq_len", "kv_len", "head_dim", "causal",
@@ -209,7 +248,7 @@ def all_rows() -> list[dict]:
     rows = calibration_rows(HERE / "data" / "h200_calibration_reference.json",
                             "validation/data/h200_calibration_reference.json (../shared/reference, H200 campaign)")
     campaign = measured_rows()
-    return with_remeasurements(rows, campaign) + campaign + anchor_rows()
+    return with_remeasurements(rows, campaign) + campaign + ncu_cycle_rows() + anchor_rows()
 
 
 def main() -> None:
