@@ -53,6 +53,11 @@ def _print_result(result) -> None:
             ("HBM bandwidth", f"{result.hbm_bytes_per_s / 1e12:,.3f} TB/s"),
             ("L2 read / write", f"{result.l2_read_bytes / 1e6:,.2f} / {result.l2_write_bytes / 1e6:,.2f} MB"),
             ("bound", f"{result.bound} (busiest: {result.busiest_unit})")]
+    clock_hz = result.info.get("sm_clock_hz")
+    if clock_hz:
+        capped = result.info.get("power_capped")
+        rows.append(("SM clock", f"{clock_hz / 1e9:.2f} GHz" + (
+            f" (power-capped: {result.info['board_power_w']:.0f} W)" if capped else "")))
     rows += [(f"busy {unit}", f"{share:.0%}") for unit, share in result.unit_busy.items()]
     rows.append(("simulation", f"{result.sim_wall_s:.2f} s wall, {result.events} ops"))
     for metric, value in rows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time as wallclock
 from typing import Any, Mapping
 
+from gpusim.engine import power
 from gpusim.engine.timing import TimingInterpreter
 from gpusim.hardware import HardwareSpec, get_preset
 from gpusim.result import Result
@@ -14,7 +15,8 @@ def simulate(kernel: str, problem, hardware: HardwareSpec | str, options: Mappin
              *, exact: bool = False, trace: bool = False) -> Result:
     """Time `kernel` (a name from gpusim.kernels) on `problem` and `hardware` (a spec or preset name).
 
-    exact=True simulates every CTA; the default folds alike CTAs (see gpusim.engine.folding).
+    exact=True simulates every CTA; the default folds alike CTAs (see gpusim.engine.folding). On a preset
+    with a power limit the SM-bound share of the time runs at the clock the cap allows (engine.power).
     """
     from gpusim.kernels import get_kernel
 
@@ -24,16 +26,25 @@ def simulate(kernel: str, problem, hardware: HardwareSpec | str, options: Mappin
     plan = module.build_plan(problem, hw, options)
     run = TimingInterpreter(hw, exact=exact, trace=trace).run(plan)
     counters, bytes_ = run["counters"], run["bytes"]
+    act = power.activity(hw, run["cycles"], counters.flops, counters.smem_read + counters.smem_write,
+                         bytes_.hbm_read + bytes_.hbm_write, run["busy"]["hbm"])
+    x = power.clock_fraction(hw, act)
+    time_s = power.stretched_time_s(run["cycles"] * hw.seconds_per_cycle, act, x)
+    stretch = time_s / max(run["cycles"] * hw.seconds_per_cycle, 1e-30)
+    for launch in run["launches"]:
+        launch.start_s, launch.time_s = launch.start_s * stretch, launch.time_s * stretch
     return Result(
         kernel=kernel, hardware=hw.name, problem=problem.describe(),
-        time_s=run["cycles"] * hw.seconds_per_cycle,
+        time_s=time_s,
         flops=float(problem.flops),
         hbm_read_bytes=bytes_.hbm_read, hbm_write_bytes=bytes_.hbm_write,
         l2_read_bytes=bytes_.l2_read, l2_write_bytes=bytes_.l2_write,
         smem_read_bytes=counters.smem_read, smem_write_bytes=counters.smem_write,
         unit_busy=run["busy"], launches=run["launches"],
         sim_wall_s=wallclock.perf_counter() - started, events=counters.events, exact=exact,
-        info={**plan.info, "sm_clock_hz": hw.sm_clock_hz}, trace=run.get("trace"),
+        info={**plan.info, "sm_clock_hz": hw.sm_clock_hz * x, "power_capped": x < 1.0,
+              "board_power_w": power.board_power_w(hw, act, x) if hw.power_limit_w else None},
+        trace=run.get("trace"),
     )
 
 

@@ -11,7 +11,7 @@ serialization add. So one cold read of n bytes alone takes n / 100 + 500 cycles,
 Writes are posted: L2 absorbs them after max(drain, 200).
 
 Per-SM execution units (tensor, MUFU, FP32, SMEM, dispatch) are processor-sharing: n ops in service each
-progress at rate / n, and completions wake on whole cycles. Vector ops and mma_sync also hold the SM's
+progress at rate / n (TINY favours no CTA by age), and completions wake on whole cycles. No power cap. Vector ops and mma_sync also hold the SM's
 dispatch unit for their duration; async MMAs (wgmma, tcgen05) do not.
 """
 
@@ -50,6 +50,7 @@ TINY = dataclasses.replace(
     smem_bandwidth_bytes_per_clk_per_sm=128.0, fp32_ops_per_clk_per_sm=1.0, mufu_ops_per_clk_per_sm=16.0,
     kernel_launch_overhead_s=0.0, async_mma_latency_cycles=0.0,
     mma_sync_sustained_fraction=None, mma_sync_serial_operands=False,
+    oldest_cta_issue_share=0.5, power_limit_w=0.0,
 )
 #: TINY with a TMA engine whose window and link are effectively unlimited unless a test narrows them.
 TINY_TMA = dataclasses.replace(TINY, name="tiny-tma", has_tma=True, tma_max_inflight_bytes=10**9,
@@ -428,6 +429,21 @@ def test_shared_unit_completions_wake_on_whole_cycles():
 def test_shared_unit_rejects_a_non_positive_rate():
     with pytest.raises(ValueError, match="rate"):
         SharedUnit(simpy.Environment(), "u", 0)
+
+
+def test_the_oldest_cta_gets_its_share_of_a_contended_unit():
+    # 1000 units each, rate 1: the older CTA's job at 0.75 of the rate ends at 1334 (1333.3 on whole cycles),
+    # the younger then has 1000 - 0.25 * 1334 = 666.5 left alone: ends at 2001 (not 2000: the whole-cycle wake)
+    assert unit_finish_times(1.0, [(0, 1000), (0, 1000)], ages=[1, 2], oldest_share=0.75)[0] == {0: 1334, 1: 2001}
+    # jobs of one CTA share evenly whatever the setting
+    assert unit_finish_times(1.0, [(0, 1000), (0, 1000)], ages=[1, 1], oldest_share=0.75)[0] == {0: 2000, 1: 2000}
+    # the age order decides, not the submission order
+    assert unit_finish_times(1.0, [(0, 1000), (0, 1000)], ages=[2, 1], oldest_share=0.75)[0] == {0: 2001, 1: 1334}
+
+
+def test_oldest_cta_issue_share_must_be_a_fraction():
+    with pytest.raises(InputError, match="oldest_cta_issue_share"):
+        dataclasses.replace(TINY, oldest_cta_issue_share=1.5)
 
 
 def test_two_ctas_on_one_sm_share_its_fp32_pipe():

@@ -14,6 +14,7 @@ from gpusim.cli import main
 from gpusim.errors import InputError
 from gpusim.plots.serving import step_latency_figure
 from gpusim.problem import AttentionProblem
+from gpusim.hardware import get_preset
 from gpusim.serving.allocator import TraceSpec
 from gpusim.serving.serving_sim import (ServingConfig, StepCostModel, arrival_times, compare_chunking,
                                         default_prefill_kernel, simulate_serving)
@@ -81,13 +82,20 @@ def test_throughput_accounting_adds_up(sharegpt, which):
 
 def test_linear_cost_by_hand():
     """llama3-8b (8.0e9 params, bf16) on h200: 16e9 B / (4.8e12 x 0.885 B/s) = 3.7665 ms per step, plus
-    2 x 8e9 FLOPs per token / (4096 x 132 x 1.98e9 x 0.7 FLOP/s) = 21.35 us per token."""
+    2 x 8e9 FLOPs per token at the simulated rate of an 8192^3 GEMM (power-capped on the H200)."""
+    from gpusim.problem import GemmProblem
+    from gpusim.simulate import simulate
+    from gpusim.serving.serving_sim import gemm_flops_per_s
+
     cost = StepCostModel("llama3-8b", "h200")
     assert cost.linear_s(0) == pytest.approx(16e9 / (4.8e12 * 0.885), rel=1e-12)
     assert cost.linear_s(0) == pytest.approx(3.7665e-3, rel=1e-4)
     per_token = (cost.linear_s(100) - cost.linear_s(0)) / 100
-    assert per_token == pytest.approx(16e9 / (4096 * 132 * 1.98e9 * 0.7), rel=1e-12)
-    assert per_token == pytest.approx(21.35e-6, rel=1e-3)
+    gemm = simulate("gemm", GemmProblem(m=8192, n=8192, k=8192), "h200")
+    assert gemm_flops_per_s(get_preset("h200")) == pytest.approx(gemm.flops / gemm.time_s, rel=1e-12)
+    assert per_token == pytest.approx(16e9 / (gemm.flops / gemm.time_s), rel=1e-9)
+    # run 15: cuBLAS held 665 TFLOP/s at the cap; the simulated GEMM is within 15% of it
+    assert 565e12 < gemm.flops / gemm.time_s < 765e12
 
 
 def test_attention_cost_uses_the_simulator_on_buckets():

@@ -94,46 +94,61 @@ class Server:
 
 
 class SharedUnit:
-    """A processor-sharing unit: every op in service progresses at rate / n when n ops share it.
+    """An SM execution unit (tensor pipe, MUFU, FP32 pipe, SMEM port, dispatch) shared by the ops in service.
 
-    Used for an SM's execution units (tensor core, MUFU, FP32 pipe, SMEM port). Warp schedulers interleave
-    instructions from all resident warps cycle by cycle, so two warps that start the same kind of work
-    together share the unit and finish together; that is why co-resident CTAs of FlashAttention-2 drift
-    into lockstep and their softmax does not hide behind each other's matrix products, and why
-    FlashAttention-3 needs explicit ping-pong barriers to stagger warpgroups. (A FIFO reservation here
-    would stagger them for free and overstate overlap.)
+    Warp schedulers interleave instructions from all resident warps cycle by cycle, so ops of one CTA that
+    start together share the unit and finish together (the warpgroups of a CTA drift into lockstep, which is
+    why FlashAttention-3 needs explicit ping-pong barriers to stagger them). Between CTAs the schedulers are
+    not fair: they favour the oldest warps (greedy-then-oldest), so while CTAs of different ages contend, the
+    oldest CTA's ops get `oldest_share` of the rate and the others share the rest. With 0.5 and two CTAs that
+    is plain processor sharing, under which two co-resident CTAs that happen to start in step stay in step
+    and ones that start staggered stay staggered, two modes about 20% apart (FlashAttention-2). With the
+    oldest favoured, the younger CTA falls behind until the two alternate, whatever their start.
     """
 
-    __slots__ = ("env", "name", "rate", "busy_cycles", "work", "_jobs", "_last", "_generation")
+    __slots__ = ("env", "name", "rate", "oldest_share", "busy_cycles", "work", "_jobs", "_last", "_generation")
 
-    def __init__(self, env, name: str, rate_per_cycle: float):
+    def __init__(self, env, name: str, rate_per_cycle: float, oldest_share: float = 0.5):
         if rate_per_cycle <= 0:
             raise ValueError(f"unit {name}: rate must be positive")
         self.env, self.name, self.rate = env, name, float(rate_per_cycle)
+        self.oldest_share = oldest_share
         self.busy_cycles = 0.0
         self.work = 0.0
-        self._jobs: dict = {}  # completion event -> remaining work
+        self._jobs: dict = {}  # completion event -> [remaining work, age rank of its CTA (lower: older)]
         self._last = 0.0
         self._generation = 0
 
-    def submit(self, amount: float):
-        """Start `amount` units of work now; returns a simpy event that fires when it is done."""
+    def submit(self, amount: float, age: int = 0):
+        """Start `amount` units of work now for a CTA of age rank `age` (dispatch order); returns a simpy event
+        that fires when it is done."""
         event = self.env.event()
         if amount <= 0:
             event.succeed()
             return event
         self._advance()
-        self._jobs[event] = amount
+        self._jobs[event] = [amount, age]
         self.work += amount
         self._schedule()
         return event
 
+    def _served(self) -> list:
+        """(job, its share of the rate) for every job in service."""
+        jobs = list(self._jobs.values())
+        oldest = min(job[1] for job in jobs)
+        first = [job for job in jobs if job[1] == oldest]
+        if len(first) == len(jobs):
+            return [(job, 1.0 / len(jobs)) for job in jobs]
+        rest = len(jobs) - len(first)
+        return [(job, self.oldest_share / len(first) if job[1] == oldest else (1.0 - self.oldest_share) / rest)
+                for job in jobs]
+
     def _advance(self) -> None:
         now = self.env.now
         if self._jobs and now > self._last:
-            served = (now - self._last) * self.rate / len(self._jobs)
-            for event in self._jobs:
-                self._jobs[event] -= served
+            served = (now - self._last) * self.rate
+            for job, share in self._served():
+                job[0] -= served * share
             self.busy_cycles += now - self._last
         self._last = now
 
@@ -143,14 +158,15 @@ class SharedUnit:
             return
         generation = self._generation
         # Whole cycles (time is an integer cycle count): the first job to finish is done by then.
-        delay = max(1, math.ceil(min(self._jobs.values()) * len(self._jobs) / self.rate - 1e-9))
+        delay = max(1, math.ceil(min(job[0] / share for job, share in self._served() if share > 0) / self.rate
+                                 - 1e-9))
         self.env.timeout(delay).callbacks.append(lambda _e: self._wake(generation))
 
     def _wake(self, generation: int) -> None:
         if generation != self._generation:
             return
         self._advance()
-        finished = [event for event, left in self._jobs.items() if left <= 1e-9]
+        finished = [event for event, job in self._jobs.items() if job[0] <= 1e-9]
         for event in finished:
             del self._jobs[event]
             event.succeed()

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 import time as wallclock
+from bisect import bisect_right
 from collections import deque
+from typing import NamedTuple
 
 import simpy
 
@@ -40,18 +42,20 @@ class SmState:
 
     def __init__(self, env: simpy.Environment, hw: HardwareSpec, index: int):
         self.index = index
-        self.tensor = SharedUnit(env, f"sm{index}.tensor", 1.0)  # work in cycles; rate applied per instruction
-        self.mufu = SharedUnit(env, f"sm{index}.mufu", hw.mufu_ops_per_clk_per_sm)
-        self.fp32 = SharedUnit(env, f"sm{index}.fp32", hw.fp32_ops_per_clk_per_sm)
-        self.smem = SharedUnit(env, f"sm{index}.smem", hw.smem_bandwidth_bytes_per_clk_per_sm)
+        share = hw.oldest_cta_issue_share
+        self.tensor = SharedUnit(env, f"sm{index}.tensor", 1.0, share)  # work in cycles; rate applied per instruction
+        self.mufu = SharedUnit(env, f"sm{index}.mufu", hw.mufu_ops_per_clk_per_sm, share)
+        self.fp32 = SharedUnit(env, f"sm{index}.fp32", hw.fp32_ops_per_clk_per_sm, share)
+        self.smem = SharedUnit(env, f"sm{index}.smem", hw.smem_bandwidth_bytes_per_clk_per_sm, share)
         # Instruction dispatch of the SM's sub-partitions: synchronous work (vector math, mma.sync streams)
         # holds it for its duration, asynchronous MMAs (wgmma, tcgen05) only issue through it. So vector
         # work of one warp overlaps another warp's async MMA but not its mma.sync stream.
-        self.dispatch = SharedUnit(env, f"sm{index}.dispatch", 1.0)
+        self.dispatch = SharedUnit(env, f"sm{index}.dispatch", 1.0, share)
         self.port = SmMemoryPort.load_store_units(hw, index)
         self.tma = SmMemoryPort.tma_engine(hw, index)
         self.smem_budget = simpy.Container(env, capacity=hw.smem_per_sm_bytes, init=hw.smem_per_sm_bytes)
         self.reps_run = 0
+        self.last_jump: _Jump | None = None  # the latest sampled-loop jump begun on this SM
         self.work_represented = 0.0  # its representatives' weights: the real CTAs' work they stood for
 
     def real_sms(self) -> float:
@@ -87,6 +91,7 @@ class TimingInterpreter:
         self.trace: list | None = [] if trace else None
         self.memory.trace = self.trace
         self._tensor_rate_cache: dict = {}
+        self._dispatched = 0  # CTAs dispatched so far (their age order)
         self._resident = 0  # real CTAs running now (representatives' weights; loop sampling's fair share)
         self._last_wave_reps = 0  # representatives in the running launch's partial last wave (a one-wave launch: all)
         self._last_wave_ctas = 0  # the real CTAs they stand for
@@ -226,7 +231,9 @@ class TimingInterpreter:
                 yield sm.smem_budget.get(launch.smem_bytes_per_cta)
             roles = launch.program(rep.cta)
             roles = roles if isinstance(roles, list) else [roles]
-            cta = _CtaState(rep, sm, self._last_wave_reps if len(reps) < self._last_wave_reps else 0)
+            self._dispatched += 1
+            cta = _CtaState(rep, sm, self._last_wave_reps if len(reps) < self._last_wave_reps else 0,
+                            self._dispatched)
             sm.reps_run += 1
             sm.work_represented += rep.weight
             procs = [env.process(self._run_role(role, cta, launch.name)) for role in roles]
@@ -260,18 +267,18 @@ class TimingInterpreter:
         event.callbacks.append(lambda _e: env.timeout(math.ceil(cycles)).callbacks.append(lambda _t: later.succeed()))
         return later
 
-    def _after(self, first, *parts: tuple):
+    def _after(self, first, *parts: tuple, age: int = 0):
         """An event that fires when `parts` (started once `first` has fired) are done: a synchronous MMA
         whose warps load their operands from SMEM (ldmatrix) and only then issue the MMAs, so the two do
         not overlap within the warps (hw.mma_sync_serial_operands; measured on the H200, validation/README.md
         run 7)."""
         done = self.env.event()
-        first.callbacks.append(lambda _e: self._submit(*parts).callbacks.append(lambda _x: done.succeed()))
+        first.callbacks.append(lambda _e: self._submit(*parts, age=age).callbacks.append(lambda _x: done.succeed()))
         return done
 
-    def _submit(self, *parts: tuple):
+    def _submit(self, *parts: tuple, age: int = 0):
         """Start (unit, work) parts at once; the event fires when all are done."""
-        events = [unit.submit(work) for unit, work in parts if work]
+        events = [unit.submit(work, age) for unit, work in parts if work]
         if len(events) == 1:
             return events[0]
         return self.env.all_of(events) if events else self.env.timeout(0)
@@ -281,13 +288,36 @@ class TimingInterpreter:
         compare with their span (another CTA's jump adds its skipped iterations' busy time at once)."""
         return self.memory.hbm.busy_cycles - self._hbm_busy_jumped
 
+    @staticmethod
+    def _window_before_neighbour_jump(marks: list, sm: SmState, age: int):
+        """The last MEASURED iterations' (start, end) marks before another CTA on the SM began a jump within
+        them, or None when none did (or too few iterations precede it)."""
+        jump = sm.last_jump
+        if jump is None or jump.age == age or len(marks) < MEASURED or jump.start <= marks[-MEASURED][0]:
+            return None
+        end = bisect_right([mark[0] for mark in marks], jump.start) - 1
+        if end < MEASURED:
+            return None
+        return marks[end - MEASURED], marks[end]
+
     def _account_skipped(self, state: dict, work: "_RoleWork", sm: SmState, skipped: int, now: float,
-                         weight: float, last_wave: bool = False) -> int:
+                         weight: float, last_wave: bool = False, age: int = 0) -> int:
         """Add `skipped` copies of the role's last MEASURED iterations to every counter; return the cycles
         its clock must jump."""
+        # A jumping CTA stops using the SM's units, which their preference for older CTAs had held back from
+        # the others, so iterations a neighbour measures meanwhile run faster than the loop does in the real GPU
+        # (and exact mode), where that CTA is still at it: they are measured before its jump began where they
+        # can be, and a younger CTA is never taken faster than an older one whose jump covers them.
         t0, before, hbm_busy_at_t0 = state["marks"][-MEASURED]
-        hbm_saturated = self._hbm_busy_simulated() - hbm_busy_at_t0 >= HBM_SATURATED * (now - t0)
-        after = work.snapshot()
+        t1, after, hbm_busy_at_t1 = now, work.snapshot(), self._hbm_busy_simulated()
+        window = self._window_before_neighbour_jump(state["marks"], sm, age)
+        if window is not None:
+            (t0, before, hbm_busy_at_t0), (t1, after, hbm_busy_at_t1) = window
+        pace = (t1 - t0) / MEASURED
+        jump = sm.last_jump
+        if jump is not None and jump.age < age and jump.start < t1 and jump.end > t0:
+            pace = max(pace, jump.pace)
+        hbm_saturated = hbm_busy_at_t1 - hbm_busy_at_t0 >= HBM_SATURATED * (t1 - t0)
         per = {name: (a - b) / MEASURED for name, a, b in zip(_RoleWork.FIELDS, after, before)}
         counters, mem = self.counters, self.memory
         counters.flops += per["flops"] * skipped
@@ -329,7 +359,7 @@ class TimingInterpreter:
         # runs at its measured pace, or slower if its share of HBM needs longer.
         if hbm_saturated:
             return math.ceil(fair_share)
-        return math.ceil(max((now - t0) / MEASURED * skipped, fair_share))
+        return math.ceil(max(pace * skipped, fair_share))
 
     def _run_role(self, gen, cta: "_CtaState", launch_name: str):
         env, mem, counters, trace = self.env, self.memory, self.counters, self.trace
@@ -385,9 +415,11 @@ class TimingInterpreter:
                 held = 0.0 if is_async else cycles
                 smem_bytes = op.smem_bytes()
                 if is_async or not smem_bytes or not hw.mma_sync_serial_operands:
-                    done = self._submit((sm.tensor, cycles), (sm.smem, smem_bytes), (sm.dispatch, held))
+                    done = self._submit((sm.tensor, cycles), (sm.smem, smem_bytes), (sm.dispatch, held),
+                                        age=cta.age)
                 else:
-                    done = self._after(sm.smem.submit(smem_bytes), (sm.tensor, cycles), (sm.dispatch, held))
+                    done = self._after(sm.smem.submit(smem_bytes, cta.age), (sm.tensor, cycles), (sm.dispatch, held),
+                                       age=cta.age)
                 if is_async and hw.async_mma_latency_cycles:
                     done = self._delayed(done, hw.async_mma_latency_cycles)
                 if smem_bytes:
@@ -420,7 +452,8 @@ class TimingInterpreter:
                         work.fp32 += fp32_ops / fp32_rate
                         work.mufu += mufu_ops / mufu_rate
                         work.dispatch += held
-                    yield self._submit((sm.fp32, fp32_ops), (sm.mufu, mufu_ops), (sm.dispatch, held))
+                    yield self._submit((sm.fp32, fp32_ops), (sm.mufu, mufu_ops), (sm.dispatch, held),
+                                       age=cta.age)
                     if trace is not None:
                         trace.append(("exp" if mufu_ops else "vector", sm.index, "mufu" if mufu_ops else "fp32",
                                       now, env.now - now))
@@ -475,13 +508,23 @@ class TimingInterpreter:
                     skipped = gap_after(plan, op.index)
                     if skipped:
                         delay = self._account_skipped(plan.state, work, sm, skipped, now, rep.weight,
-                                                      cta.last_wave_reps > 0)
+                                                      cta.last_wave_reps > 0, cta.age)
                         if delay > 0:
+                            sm.last_jump = _Jump(now, now + delay, delay / skipped, cta.age)
                             yield env.timeout(delay)
                     else:
                         plan.state["marks"].append((now, work.snapshot(), self._hbm_busy_simulated()))
             else:
                 raise TypeError(f"{launch_name}: a CTA program yielded {op!r}, which is not an op")
+
+
+class _Jump(NamedTuple):
+    """A CTA's jump over a sampled loop's skipped iterations: its cycles, pace per iteration and CTA age."""
+
+    start: float
+    end: float
+    pace: float
+    age: int
 
 
 class _Window:
@@ -520,10 +563,11 @@ class _RoleWork:
 class _CtaState:
     """Per-CTA state shared by its warp roles: semaphores and the completion of posted stores."""
 
-    __slots__ = ("rep", "sm", "store_done", "last_wave_reps", "_sems")
+    __slots__ = ("rep", "sm", "store_done", "last_wave_reps", "age", "_sems")
 
-    def __init__(self, rep: Representative, sm: SmState, last_wave_reps: int = 0):
+    def __init__(self, rep: Representative, sm: SmState, last_wave_reps: int = 0, age: int = 0):
         self.rep, self.sm, self.store_done = rep, sm, 0.0
+        self.age = age  # dispatch order: the SM units favour the oldest resident CTA (SharedUnit)
         self.last_wave_reps = last_wave_reps  # the launch's last-wave representatives when this is one, else 0
         self._sems: dict = {}
 

@@ -51,9 +51,9 @@ Step time (seconds) = layers x attention time per layer + non-attention time:
     / the bucket's FLOPs (the kernel's simulated FLOP rate at the bucket shape). Real servers pack pieces into
     one variable-length launch; separate launches overcount small pieces' latency.
   - non-attention (QKV/O projections, MLP, embeddings; stated model, not simulated): every step streams all
-    weights from HBM once and does 2 FLOPs per parameter per token at the tensor-core rate, without overlap:
+    weights from HBM once and does 2 FLOPs per parameter per token at a large GEMM's rate, without overlap:
         t_linear = weight_bytes / (hbm_bandwidth x hbm_achievable_fraction)
-                   + 2 x params x tokens / (peak bf16 tensor FLOP/s x tensor_sustained_fraction)
+                   + 2 x params x tokens / (simulated FLOP/s of an 8192^3 bf16 GEMM, power cap included)
     with params = model.params_billions x 1e9 (or 12 x layers x hidden^2 when a custom shape has none),
     weight_bytes = 2 bytes per parameter (bf16). No overlap makes it an upper bound of the roofline (max of
     the two); sampling, the LM head's softmax and CPU scheduling are not charged.
@@ -129,6 +129,25 @@ def kernel_time_s(kernel: str, problem: AttentionProblem, hardware: HardwareSpec
     return _KERNEL_TIMES[key]
 
 
+#: The GEMM whose simulated FLOP rate stands for the linear layers' (a large square, as cuBLAS runs them).
+LINEAR_GEMM_SIZE = 8192
+
+
+def gemm_flops_per_s(hardware: HardwareSpec) -> float:
+    """FLOP rate of a large bf16 GEMM on `hardware`, simulated (tensor-core rate, and the clock the power cap
+    leaves it), cached per hardware spec."""
+    from gpusim.problem import GemmProblem
+
+    n = LINEAR_GEMM_SIZE
+    problem = GemmProblem(m=n, n=n, k=n)
+    key = ("gemm", problem, hardware, ())
+    if key not in _KERNEL_TIMES:
+        from gpusim.simulate import simulate
+
+        _KERNEL_TIMES[key] = simulate("gemm", problem, hardware).time_s
+    return 2.0 * n ** 3 / _KERNEL_TIMES[key]
+
+
 def default_prefill_kernel(hardware: HardwareSpec | str) -> str:
     """fa3 where the GPU has Hopper's wgmma and TMA, fa4 on Blackwell, else fa2 (whichever builds first)."""
     from gpusim.kernels import available, get_kernel
@@ -184,8 +203,7 @@ class StepCostModel:
     def linear_s(self, tokens: int) -> float:
         """Weight streaming plus linear-layer FLOPs of one step over `tokens` tokens (no overlap)."""
         hbm = self.hw.hbm_bandwidth_bytes_per_s * self.hw.hbm_achievable_fraction
-        tensor = self.hw.peak_tensor_flops_per_s("bf16") * self.hw.tensor_sustained_fraction
-        return self.weight_bytes / hbm + FLOPS_PER_PARAM_PER_TOKEN * self.params * tokens / tensor
+        return self.weight_bytes / hbm + FLOPS_PER_PARAM_PER_TOKEN * self.params * tokens / gemm_flops_per_s(self.hw)
 
     # ------------------------------------------------------------------ attention, per layer
     def _time(self, kernel: str, problem: AttentionProblem, options: dict | None = None) -> float:
