@@ -96,14 +96,15 @@ class Server:
 class SharedUnit:
     """An SM execution unit (tensor pipe, MUFU, FP32 pipe, SMEM port, dispatch) shared by the ops in service.
 
-    Warp schedulers interleave instructions from all resident warps cycle by cycle, so ops of one CTA that
-    start together share the unit and finish together (the warpgroups of a CTA drift into lockstep, which is
-    why FlashAttention-3 needs explicit ping-pong barriers to stagger them). Between CTAs the schedulers are
-    not fair: they favour the oldest warps (greedy-then-oldest), so while CTAs of different ages contend, the
-    oldest CTA's ops get `oldest_share` of the rate and the others share the rest. With 0.5 and two CTAs that
-    is plain processor sharing, under which two co-resident CTAs that happen to start in step stay in step
-    and ones that start staggered stay staggered, two modes about 20% apart (FlashAttention-2). With the
-    oldest favoured, the younger CTA falls behind until the two alternate, whatever their start.
+    Warp schedulers interleave instructions from all resident warps cycle by cycle, but not fairly: they
+    favour the oldest warps (greedy-then-oldest) and yield when those stall. So while ops of different ages
+    contend (a warp role's age: its CTA's dispatch order, then the role's place in the CTA, whose warps
+    launch in order), the oldest ones get `oldest_share` of the rate and the others share the rest; ops of
+    one role share evenly. With 0.5 and two contenders that is plain processor sharing, under which two
+    co-resident CTAs (or warpgroups) that happen to start in step stay in step and ones that start staggered
+    stay staggered, two modes about 20% apart for FlashAttention-2. With the oldest favoured, the younger falls
+    behind until the two alternate, whatever their start; FlashAttention-3's ping-pong barriers enforce
+    the alternation fully.
     """
 
     __slots__ = ("env", "name", "rate", "oldest_share", "busy_cycles", "work", "_jobs", "_last", "_generation")
@@ -115,13 +116,13 @@ class SharedUnit:
         self.oldest_share = oldest_share
         self.busy_cycles = 0.0
         self.work = 0.0
-        self._jobs: dict = {}  # completion event -> [remaining work, age rank of its CTA (lower: older)]
+        self._jobs: dict = {}  # completion event -> [remaining work, age of its warps (lower: older)]
         self._last = 0.0
         self._generation = 0
 
-    def submit(self, amount: float, age: int = 0):
-        """Start `amount` units of work now for a CTA of age rank `age` (dispatch order); returns a simpy event
-        that fires when it is done."""
+    def submit(self, amount: float, age=0):
+        """Start `amount` units of work now for warps of age `age` (any ordered value, lower is older);
+        returns a simpy event that fires when it is done."""
         event = self.env.event()
         if amount <= 0:
             event.succeed()

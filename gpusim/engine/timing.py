@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import math
 import time as wallclock
-from bisect import bisect_right
 from collections import deque
-from typing import NamedTuple
 
 import simpy
 
@@ -55,7 +53,6 @@ class SmState:
         self.tma = SmMemoryPort.tma_engine(hw, index)
         self.smem_budget = simpy.Container(env, capacity=hw.smem_per_sm_bytes, init=hw.smem_per_sm_bytes)
         self.reps_run = 0
-        self.last_jump: _Jump | None = None  # the latest sampled-loop jump begun on this SM
         self.work_represented = 0.0  # its representatives' weights: the real CTAs' work they stood for
 
     def real_sms(self) -> float:
@@ -236,7 +233,7 @@ class TimingInterpreter:
                             self._dispatched)
             sm.reps_run += 1
             sm.work_represented += rep.weight
-            procs = [env.process(self._run_role(role, cta, launch.name)) for role in roles]
+            procs = [env.process(self._run_role(role, cta, launch.name, index)) for index, role in enumerate(roles)]
             self._resident += rep.count
             yield env.all_of(procs)
             self._resident -= rep.count
@@ -267,7 +264,7 @@ class TimingInterpreter:
         event.callbacks.append(lambda _e: env.timeout(math.ceil(cycles)).callbacks.append(lambda _t: later.succeed()))
         return later
 
-    def _after(self, first, *parts: tuple, age: int = 0):
+    def _after(self, first, *parts: tuple, age=(0, 0)):
         """An event that fires when `parts` (started once `first` has fired) are done: a synchronous MMA
         whose warps load their operands from SMEM (ldmatrix) and only then issue the MMAs, so the two do
         not overlap within the warps (hw.mma_sync_serial_operands; measured on the H200, validation/README.md
@@ -276,7 +273,7 @@ class TimingInterpreter:
         first.callbacks.append(lambda _e: self._submit(*parts, age=age).callbacks.append(lambda _x: done.succeed()))
         return done
 
-    def _submit(self, *parts: tuple, age: int = 0):
+    def _submit(self, *parts: tuple, age=(0, 0)):
         """Start (unit, work) parts at once; the event fires when all are done."""
         events = [unit.submit(work, age) for unit, work in parts if work]
         if len(events) == 1:
@@ -288,36 +285,13 @@ class TimingInterpreter:
         compare with their span (another CTA's jump adds its skipped iterations' busy time at once)."""
         return self.memory.hbm.busy_cycles - self._hbm_busy_jumped
 
-    @staticmethod
-    def _window_before_neighbour_jump(marks: list, sm: SmState, age: int):
-        """The last MEASURED iterations' (start, end) marks before another CTA on the SM began a jump within
-        them, or None when none did (or too few iterations precede it)."""
-        jump = sm.last_jump
-        if jump is None or jump.age == age or len(marks) < MEASURED or jump.start <= marks[-MEASURED][0]:
-            return None
-        end = bisect_right([mark[0] for mark in marks], jump.start) - 1
-        if end < MEASURED:
-            return None
-        return marks[end - MEASURED], marks[end]
-
     def _account_skipped(self, state: dict, work: "_RoleWork", sm: SmState, skipped: int, now: float,
-                         weight: float, last_wave: bool = False, age: int = 0) -> int:
+                         weight: float, last_wave: bool = False) -> int:
         """Add `skipped` copies of the role's last MEASURED iterations to every counter; return the cycles
         its clock must jump."""
-        # A jumping CTA stops using the SM's units, which their preference for older CTAs had held back from
-        # the others, so iterations a neighbour measures meanwhile run faster than the loop does in the real GPU
-        # (and exact mode), where that CTA is still at it: they are measured before its jump began where they
-        # can be, and a younger CTA is never taken faster than an older one whose jump covers them.
         t0, before, hbm_busy_at_t0 = state["marks"][-MEASURED]
-        t1, after, hbm_busy_at_t1 = now, work.snapshot(), self._hbm_busy_simulated()
-        window = self._window_before_neighbour_jump(state["marks"], sm, age)
-        if window is not None:
-            (t0, before, hbm_busy_at_t0), (t1, after, hbm_busy_at_t1) = window
-        pace = (t1 - t0) / MEASURED
-        jump = sm.last_jump
-        if jump is not None and jump.age < age and jump.start < t1 and jump.end > t0:
-            pace = max(pace, jump.pace)
-        hbm_saturated = hbm_busy_at_t1 - hbm_busy_at_t0 >= HBM_SATURATED * (t1 - t0)
+        hbm_saturated = self._hbm_busy_simulated() - hbm_busy_at_t0 >= HBM_SATURATED * (now - t0)
+        after = work.snapshot()
         per = {name: (a - b) / MEASURED for name, a, b in zip(_RoleWork.FIELDS, after, before)}
         counters, mem = self.counters, self.memory
         counters.flops += per["flops"] * skipped
@@ -359,10 +333,11 @@ class TimingInterpreter:
         # runs at its measured pace, or slower if its share of HBM needs longer.
         if hbm_saturated:
             return math.ceil(fair_share)
-        return math.ceil(max(pace * skipped, fair_share))
+        return math.ceil(max((now - t0) / MEASURED * skipped, fair_share))
 
-    def _run_role(self, gen, cta: "_CtaState", launch_name: str):
+    def _run_role(self, gen, cta: "_CtaState", launch_name: str, role_index: int = 0):
         env, mem, counters, trace = self.env, self.memory, self.counters, self.trace
+        age = (cta.age, role_index)  # warps of an earlier CTA, then of an earlier role, are older (SharedUnit)
         sm, rep = cta.sm, cta.rep
         weight = rep.weight
         work = _RoleWork()
@@ -416,10 +391,10 @@ class TimingInterpreter:
                 smem_bytes = op.smem_bytes()
                 if is_async or not smem_bytes or not hw.mma_sync_serial_operands:
                     done = self._submit((sm.tensor, cycles), (sm.smem, smem_bytes), (sm.dispatch, held),
-                                        age=cta.age)
+                                        age=age)
                 else:
-                    done = self._after(sm.smem.submit(smem_bytes, cta.age), (sm.tensor, cycles), (sm.dispatch, held),
-                                       age=cta.age)
+                    done = self._after(sm.smem.submit(smem_bytes, age), (sm.tensor, cycles), (sm.dispatch, held),
+                                       age=age)
                 if is_async and hw.async_mma_latency_cycles:
                     done = self._delayed(done, hw.async_mma_latency_cycles)
                 if smem_bytes:
@@ -453,7 +428,7 @@ class TimingInterpreter:
                         work.mufu += mufu_ops / mufu_rate
                         work.dispatch += held
                     yield self._submit((sm.fp32, fp32_ops), (sm.mufu, mufu_ops), (sm.dispatch, held),
-                                       age=cta.age)
+                                       age=age)
                     if trace is not None:
                         trace.append(("exp" if mufu_ops else "vector", sm.index, "mufu" if mufu_ops else "fp32",
                                       now, env.now - now))
@@ -508,23 +483,13 @@ class TimingInterpreter:
                     skipped = gap_after(plan, op.index)
                     if skipped:
                         delay = self._account_skipped(plan.state, work, sm, skipped, now, rep.weight,
-                                                      cta.last_wave_reps > 0, cta.age)
+                                                      cta.last_wave_reps > 0)
                         if delay > 0:
-                            sm.last_jump = _Jump(now, now + delay, delay / skipped, cta.age)
                             yield env.timeout(delay)
                     else:
                         plan.state["marks"].append((now, work.snapshot(), self._hbm_busy_simulated()))
             else:
                 raise TypeError(f"{launch_name}: a CTA program yielded {op!r}, which is not an op")
-
-
-class _Jump(NamedTuple):
-    """A CTA's jump over a sampled loop's skipped iterations: its cycles, pace per iteration and CTA age."""
-
-    start: float
-    end: float
-    pace: float
-    age: int
 
 
 class _Window:
