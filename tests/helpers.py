@@ -7,7 +7,7 @@ import simpy
 from gpusim.engine.servers import SharedUnit
 
 
-def unit_finish_times(rate: float, jobs: list[tuple[int, float]], ages: list | None = None,
+def unit_finish_times(rate: float, jobs: list[tuple[int, float]], ages: list[int] | None = None,
                       oldest_share: float = 0.5) -> tuple[dict, SharedUnit]:
     """Submit (start cycle, amount) jobs, of CTAs of the given age ranks (default: one CTA), to one SharedUnit;
     returns ({job index: completion cycle}, unit)."""

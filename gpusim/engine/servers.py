@@ -97,14 +97,13 @@ class SharedUnit:
     """An SM execution unit (tensor pipe, MUFU, FP32 pipe, SMEM port, dispatch) shared by the ops in service.
 
     Warp schedulers interleave instructions from all resident warps cycle by cycle, but not fairly: they
-    favour the oldest warps (greedy-then-oldest) and yield when those stall. So while ops of different ages
-    contend (a warp role's age: its CTA's dispatch order, then the role's place in the CTA, whose warps
-    launch in order), the oldest ones get `oldest_share` of the rate and the others share the rest; ops of
-    one role share evenly. With 0.5 and two contenders that is plain processor sharing, under which two
-    co-resident CTAs (or warpgroups) that happen to start in step stay in step and ones that start staggered
-    stay staggered, two modes about 20% apart for FlashAttention-2. With the oldest favoured, the younger falls
-    behind until the two alternate, whatever their start; FlashAttention-3's ping-pong barriers enforce
-    the alternation fully.
+    favour the oldest warps (greedy-then-oldest) and yield when those stall. So while ops of CTAs of different
+    ages (dispatch order) contend, the oldest CTA's ops get `oldest_share` of the rate and the others share the
+    rest. Ops of one CTA share evenly: its warp roles that start the same work together finish together
+    (FlashAttention-3 needs its ping-pong barriers to stagger its warpgroups). With 0.5 and two CTAs this is
+    plain processor sharing, under which two co-resident CTAs that happen to start in step stay in step and
+    ones that start staggered stay staggered, two modes about 20% apart for FlashAttention-2. With the oldest
+    favoured, the younger falls behind until the two alternate, whatever their start.
     """
 
     __slots__ = ("env", "name", "rate", "oldest_share", "busy_cycles", "work", "_jobs", "_last", "_generation")
@@ -116,12 +115,12 @@ class SharedUnit:
         self.oldest_share = oldest_share
         self.busy_cycles = 0.0
         self.work = 0.0
-        self._jobs: dict = {}  # completion event -> [remaining work, age of its warps (lower: older)]
+        self._jobs: dict = {}  # completion event -> [remaining work, age rank of its CTA (lower: older)]
         self._last = 0.0
         self._generation = 0
 
-    def submit(self, amount: float, age=0):
-        """Start `amount` units of work now for warps of age `age` (any ordered value, lower is older);
+    def submit(self, amount: float, age: int = 0):
+        """Start `amount` units of work now for a CTA of age rank `age` (dispatch order, lower is older);
         returns a simpy event that fires when it is done."""
         event = self.env.event()
         if amount <= 0:

@@ -233,7 +233,7 @@ class TimingInterpreter:
                             self._dispatched)
             sm.reps_run += 1
             sm.work_represented += rep.weight
-            procs = [env.process(self._run_role(role, cta, launch.name, index)) for index, role in enumerate(roles)]
+            procs = [env.process(self._run_role(role, cta, launch.name)) for role in roles]
             self._resident += rep.count
             yield env.all_of(procs)
             self._resident -= rep.count
@@ -264,7 +264,7 @@ class TimingInterpreter:
         event.callbacks.append(lambda _e: env.timeout(math.ceil(cycles)).callbacks.append(lambda _t: later.succeed()))
         return later
 
-    def _after(self, first, *parts: tuple, age=(0, 0)):
+    def _after(self, first, *parts: tuple, age: int = 0):
         """An event that fires when `parts` (started once `first` has fired) are done: a synchronous MMA
         whose warps load their operands from SMEM (ldmatrix) and only then issue the MMAs, so the two do
         not overlap within the warps (hw.mma_sync_serial_operands; measured on the H200, validation/README.md
@@ -273,7 +273,7 @@ class TimingInterpreter:
         first.callbacks.append(lambda _e: self._submit(*parts, age=age).callbacks.append(lambda _x: done.succeed()))
         return done
 
-    def _submit(self, *parts: tuple, age=(0, 0)):
+    def _submit(self, *parts: tuple, age: int = 0):
         """Start (unit, work) parts at once; the event fires when all are done."""
         events = [unit.submit(work, age) for unit, work in parts if work]
         if len(events) == 1:
@@ -335,9 +335,9 @@ class TimingInterpreter:
             return math.ceil(fair_share)
         return math.ceil(max((now - t0) / MEASURED * skipped, fair_share))
 
-    def _run_role(self, gen, cta: "_CtaState", launch_name: str, role_index: int = 0):
+    def _run_role(self, gen, cta: "_CtaState", launch_name: str):
         env, mem, counters, trace = self.env, self.memory, self.counters, self.trace
-        age = (cta.age, role_index)  # warps of an earlier CTA, then of an earlier role, are older (SharedUnit)
+        age = cta.age  # warps of an earlier CTA are older (SharedUnit)
         sm, rep = cta.sm, cta.rep
         weight = rep.weight
         work = _RoleWork()
