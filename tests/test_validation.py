@@ -37,6 +37,9 @@ def test_suspects_follow_what_bounds_the_miss():
     assert suspect(_case(), _result(0.5), -0.05) == ""  # within 10%: nothing to explain
     assert "host-bound" in suspect(_case(measured=20e-6), _result(0.5), -0.2)
     assert "SM clock" in suspect(_case(), _result(CLOCK_CAPPED_TENSOR_BUSY), -0.2)
+    capped = _result(CLOCK_CAPPED_TENSOR_BUSY)
+    capped.info = {"board_power_w": 690.0}  # a preset whose clock follows its power cap: not the suspect
+    assert "SM clock" not in suspect(_case(), capped, -0.2)
     assert "busiest unit tensor" in suspect(_case(), _result(CLOCK_CAPPED_TENSOR_BUSY), +0.2)  # slow: not the clock
     assert "drift" in suspect(_case("hbm_read_bytes", seq_len=65536), _result(0.5), -0.3)
 
