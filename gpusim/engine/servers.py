@@ -134,14 +134,16 @@ class SharedUnit:
 
     def _served(self) -> list:
         """(job, its share of the rate) for every job in service."""
-        jobs = list(self._jobs.values())
+        jobs = self._jobs.values()
+        n = len(jobs)
+        if n == 1:
+            return [(job, 1.0) for job in jobs]
         oldest = min(job[1] for job in jobs)
-        first = [job for job in jobs if job[1] == oldest]
-        if len(first) == len(jobs):
-            return [(job, 1.0 / len(jobs)) for job in jobs]
-        rest = len(jobs) - len(first)
-        return [(job, self.oldest_share / len(first) if job[1] == oldest else (1.0 - self.oldest_share) / rest)
-                for job in jobs]
+        first = sum(1 for job in jobs if job[1] == oldest)
+        if first == n:
+            return [(job, 1.0 / n) for job in jobs]
+        old, young = self.oldest_share / first, (1.0 - self.oldest_share) / (n - first)
+        return [(job, old if job[1] == oldest else young) for job in jobs]
 
     def _advance(self) -> None:
         now = self.env.now
