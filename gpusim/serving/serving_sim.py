@@ -139,13 +139,7 @@ def gemm_flops_per_s(hardware: HardwareSpec) -> float:
     from gpusim.problem import GemmProblem
 
     n = LINEAR_GEMM_SIZE
-    problem = GemmProblem(m=n, n=n, k=n)
-    key = ("gemm", problem, hardware, ())
-    if key not in _KERNEL_TIMES:
-        from gpusim.simulate import simulate
-
-        _KERNEL_TIMES[key] = simulate("gemm", problem, hardware).time_s
-    return 2.0 * n ** 3 / _KERNEL_TIMES[key]
+    return 2.0 * n ** 3 / kernel_time_s("gemm", GemmProblem(m=n, n=n, k=n), hardware)
 
 
 def default_prefill_kernel(hardware: HardwareSpec | str) -> str:
