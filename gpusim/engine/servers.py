@@ -106,7 +106,8 @@ class SharedUnit:
     favoured, the younger falls behind until the two alternate, whatever their start.
     """
 
-    __slots__ = ("env", "name", "rate", "oldest_share", "busy_cycles", "work", "_jobs", "_last", "_generation")
+    __slots__ = ("env", "name", "rate", "oldest_share", "busy_cycles", "work", "_jobs", "_shares", "_last",
+                 "_generation")
 
     def __init__(self, env, name: str, rate_per_cycle: float, oldest_share: float = 0.5):
         if rate_per_cycle <= 0:
@@ -116,6 +117,7 @@ class SharedUnit:
         self.busy_cycles = 0.0
         self.work = 0.0
         self._jobs: dict = {}  # completion event -> [remaining work, age rank of its CTA (lower: older)]
+        self._shares: list = []  # _served() of the jobs now in service (they change only where it is renewed)
         self._last = 0.0
         self._generation = 0
 
@@ -149,7 +151,7 @@ class SharedUnit:
         now = self.env.now
         if self._jobs and now > self._last:
             served = (now - self._last) * self.rate
-            for job, share in self._served():
+            for job, share in self._shares:
                 job[0] -= served * share
             self.busy_cycles += now - self._last
         self._last = now
@@ -157,10 +159,12 @@ class SharedUnit:
     def _schedule(self) -> None:
         self._generation += 1
         if not self._jobs:
+            self._shares = []
             return
         generation = self._generation
+        self._shares = self._served()
         # Whole cycles (time is an integer cycle count): the first job to finish is done by then.
-        delay = max(1, math.ceil(min(job[0] / share for job, share in self._served() if share > 0) / self.rate
+        delay = max(1, math.ceil(min(job[0] / share for job, share in self._shares if share > 0) / self.rate
                                  - 1e-9))
         self.env.timeout(delay).callbacks.append(lambda _e: self._wake(generation))
 
