@@ -15,6 +15,9 @@ from gpusim.errors import DoesNotFitError, InputError
 from gpusim.hardware import HardwareSpec
 from gpusim.ops import GlobalTensor
 
+#: Most registers one thread can address (PTX ISA, sm_80 to sm_100): a kernel's per-thread count saturates here.
+MAX_REGISTERS_PER_THREAD = 255
+
 
 def _no_sharing(cta) -> Mapping[str, Hashable]:
     return {}

@@ -29,8 +29,8 @@ def simulate(kernel: str, problem, hardware: HardwareSpec | str, options: Mappin
     act = power.activity(hw, run["cycles"], counters.flops, counters.smem_read + counters.smem_write,
                          bytes_.hbm_read + bytes_.hbm_write, run["busy"]["hbm"])
     x = power.clock_fraction(hw, act)
-    time_s = power.stretched_time_s(run["cycles"] * hw.seconds_per_cycle, act, x)
-    stretch = time_s / max(run["cycles"] * hw.seconds_per_cycle, 1e-30)
+    stretch = power.stretched_time_s(1.0, act, x)  # every launch's time grows alike
+    time_s = run["cycles"] * hw.seconds_per_cycle * stretch
     for launch in run["launches"]:
         launch.start_s, launch.time_s = launch.start_s * stretch, launch.time_s * stretch
     return Result(

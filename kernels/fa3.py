@@ -67,7 +67,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gpusim.errors import InputError
-from gpusim.launch import KernelPlan, Launch, Option, resolve_options
+from gpusim.launch import MAX_REGISTERS_PER_THREAD, KernelPlan, Launch, Option, resolve_options
 from gpusim.ops import Acquire, GlobalTensor, Load, Mma, Semaphore, Signal, Store, Tile, Vector
 from gpusim.problem import AttentionProblem
 from gpusim.kernels.attention_common import (EXP_FMA_OPS_PER_ELEMENT, declare_tensors, finalize_output,
@@ -163,7 +163,7 @@ def resolve_config(problem: AttentionProblem, opts: dict, tma: bool = True) -> C
 def _registers(threads: int) -> int:
     """FA3 redistributes the whole register file with setmaxnreg (producer 24-56, consumers 160-240), so the
     launch owns it: one CTA per SM."""
-    return min(255, 65536 // threads)
+    return min(MAX_REGISTERS_PER_THREAD, 65536 // threads)
 
 
 # ------------------------------------------------------------------------------------------------ fp8 scales

@@ -44,7 +44,7 @@ import math
 import numpy as np
 
 from gpusim.errors import InputError
-from gpusim.launch import KernelPlan, Launch, Option, RegionKey, resolve_options
+from gpusim.launch import MAX_REGISTERS_PER_THREAD, KernelPlan, Launch, Option, RegionKey, resolve_options
 from gpusim.ops import Acquire, GlobalTensor, Load, Loop, Mma, Semaphore, Signal, Store, Tile, Vector, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.kernels import fa2
@@ -297,7 +297,8 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
     smem = (bm + 2 * stages * bn) * d * problem.element_bytes  # Q + the K/V ring; the epilogue reuses the ring
     return Launch(name="flash_decoding_split", grid=grid, program=program, smem_bytes_per_cta=int(smem),
                   threads_per_cta=32 * (CONSUMER_WARPS + PRODUCER_WARPS),
-                  registers_per_thread=min(255, -(-(bm * d + bm * bn) // (32 * CONSUMER_WARPS)) + ADDRESSING_REGISTERS),
+                  registers_per_thread=min(MAX_REGISTERS_PER_THREAD,
+                                           -(-(bm * d + bm * bn) // (32 * CONSUMER_WARPS)) + ADDRESSING_REGISTERS),
                   shared_by=lambda cta: {"Q": (cta[0], cta[1], cta[3]), "K": cta[:3], "V": cta[:3]},
                   owned_by=owned_by if partial else None, work=work if len(works) > 1 else None)
 

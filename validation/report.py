@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gpusim.validation import HOST_BOUND_RATIO
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
@@ -54,7 +56,8 @@ def main() -> int:
     lines += ["", "Suites: `h200_prefill`, `h200_decode`, `h200_dram` are the reference campaign "
               "(../shared/reference, copied to validation/data/); `h200_campaign_*` are this project's own runs "
               "(validation/measure_h200.py), not used to set any preset value; `anchors` are published figures.", "",
-              "Host-bound: reference rows whose time is over 1.5x the project's CUDA-graph replay of the same case "
+              f"Host-bound: reference rows whose time is over {HOST_BOUND_RATIO:g}x the project's CUDA-graph replay "
+              "of the same case "
               "(the reference timed Python calls, launch overhead included); listed below, left out of the "
               "statistics. Tolerances: issue 5's for fused kernels and DRAM bytes; issue 3's 20% for FA2's decode "
               "without a split (the Triton no-split rows).", ""]

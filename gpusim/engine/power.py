@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gpusim.hardware import HardwareSpec
+from gpusim.hardware import INSTRUCTION_CLASSES, HardwareSpec
 
 #: Bisection steps for x (2^-30 of the clock: far below the model's precision).
 _STEPS = 30
@@ -34,7 +34,7 @@ class Activity:
 
 def activity(hw: HardwareSpec, cycles: float, flops: float, smem_bytes: float, hbm_bytes: float,
              hbm_busy_share: float) -> Activity:
-    peak = max(hw.tensor_flops_per_clk(i, "bf16") for i in ("mma_sync", "wgmma", "tcgen05"))
+    peak = max(hw.tensor_flops_per_clk(i, "bf16") for i in INSTRUCTION_CLASSES)
     sm_cycles = max(cycles, 1e-9) * hw.sm_count
     return Activity(flop_share=flops / (sm_cycles * peak),
                     smem_share=smem_bytes / (sm_cycles * hw.smem_bandwidth_bytes_per_clk_per_sm),
