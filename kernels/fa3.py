@@ -32,8 +32,9 @@ registers); mechanisms, each an option:
     prologue fills every stage; after releasing a slot the thread acquires it again for the tile `stages`
     ahead, see warp_specialized.InlineLoader). The acquire waits for the other warpgroup's release of the
     same tile, and with ping-pong that warpgroup is a GEMM turn behind: warpgroup 0 stalls before its
-    softmax every iteration and the stagger that ping-pong builds collapses into lockstep (consistent with
-    the paper: its no-WS row, 570 TFLOP/s in Table 2, is where Sec. 3.1 puts FA3 without ping-pong, ~570);
+    softmax every iteration and the stagger that ping-pong builds collapses into lockstep. In lockstep the
+    intra-warpgroup overlap still hides each softmax behind the warpgroup's own P V (a warpgroup's wgmmas run
+    in issue order), so the loss is the softmax that outlasts the P Vs (Table 2: 570 TFLOP/s);
   - causal masking skips the K/V tiles right of the CTA's diagonal (all of the CTA's warpgroups walk the
     CTA's tiles, as the code does; a warpgroup's tiles past its own diagonal are fully masked).
 
@@ -47,7 +48,8 @@ kernel the Q and K descales fold into the per-tile softmax scale and the V desca
 rescale, so scaling costs no per-element instruction. Differences: the in-SMEM transpose of V that fp8
 wgmma needs (done by the producer warpgroup, Sec. 3.3) is not charged.
 
-Backward (pass bwd / fwd_bwd), after FA3's Appendix B and hopper/mainloop_bwd: a preprocess launch computes
+Backward (pass bwd / fwd_bwd), after FA3's Appendix B and hopper/mainloop_bwd (tiles: `bwd_block_m` query
+rows per step, `bwd_block_n` keys per CTA, the release's by default): a preprocess launch computes
 D = rowsum(dO * O) and zeroes the fp32 dQ accumulator; the main launch has one CTA per (K/V block, batch,
 KV head); a producer warp loads K and V once and streams (Q, dO, LSE, D) tiles through a ring; each consumer
 warpgroup owns 64 keys and computes S^T = K Q^T and dP^T = V dO^T with wgmma, P^T and dS^T, then
@@ -88,6 +90,9 @@ OPTIONS = {
                                               "has released it"),
     "pingpong": Option(bool, True, "consumer warpgroups take turns issuing GEMMs (softmax overlaps the other's GEMMs)"),
     "intra_wg_pipeline": Option(bool, True, "issue S_next = Q K_next^T with P V before the softmax of S_next"),
+    "bwd_block_m": Option(int, None, "backward: query rows per step (default: the FA3 release's for the head dim)"),
+    "bwd_block_n": Option(int, None, "backward: keys per CTA, a multiple of 64: one consumer warpgroup per 64 "
+                                     "keys (default: the FA3 release's for the head dim)"),
     "fp8_scaling": Option(str, "block", "fp8 only: one scale per Q/K/V tile, or one per tensor",
                           choices=("block", "tensor")),
     "incoherent_processing": Option(bool, False, "fp8 only, used by quantize_inputs: rotate Q and K by a random "
@@ -450,11 +455,23 @@ def backward_tiles(head_dim: int) -> tuple[int, int, int]:
     return 64, 64, 1
 
 
-def preprocess_launch(problem: AttentionProblem, tensors: dict) -> Launch:
+def resolve_backward_tiles(problem: AttentionProblem, opts: dict) -> tuple[int, int, int]:
+    """The backward's (query rows per step, keys per CTA, stages): the release's, or the options'."""
+    bm, bn, stages = backward_tiles(problem.head_dim)
+    bm, bn = opts["bwd_block_m"] or bm, opts["bwd_block_n"] or bn
+    if bm <= 0 or bn <= 0:
+        raise InputError("fa3: bwd_block_m and bwd_block_n must be positive")
+    if bn % BWD_WG_KEYS:
+        raise InputError(f"fa3: bwd_block_n={bn} must be a multiple of {BWD_WG_KEYS} (one consumer warpgroup per "
+                         f"{BWD_WG_KEYS} keys, wgmma's M)")
+    return bm, bn, stages
+
+
+def preprocess_launch(problem: AttentionProblem, tensors: dict, bm: int) -> Launch:
     """D = rowsum(dO * O) per query row, and dQaccum (the fp32 accumulator) zeroed (FA3's flash_bwd_preprocess,
     whose tile is the main kernel's kBlockM: so the main kernel finds these dO rows and dQ tiles in L2)."""
     o_t, do_t, delta_t, dq_t = (tensors[k] for k in ("O", "dO", "Delta", "dQaccum"))
-    d, bm = problem.head_dim, backward_tiles(problem.head_dim)[0]
+    d = problem.head_dim
     m_blocks = -(-problem.seq_len // bm)
     grid = [(mb, b, h) for h in range(problem.heads) for b in range(problem.batch) for mb in range(m_blocks)]
 
@@ -489,11 +506,11 @@ def _masked_scores_t(problem: AttentionProblem, key_start: int, q_start: int, ne
     return lambda st: apply(st.T).T
 
 
-def backward_launch(problem: AttentionProblem, tensors: dict) -> Launch:
+def backward_launch(problem: AttentionProblem, tensors: dict, tiles: tuple[int, int, int]) -> Launch:
     q_t, k_t, v_t, do_t, lse_t, delta_t, dq_t, dk_t, dv_t = (
         tensors[k] for k in ("Q", "K", "V", "dO", "LSE", "Delta", "dQaccum", "dK", "dV"))
     d, n, group = problem.head_dim, problem.seq_len, problem.group_size
-    bm, bn, stages = backward_tiles(d)
+    bm, bn, stages = tiles
     n_wg = bn // BWD_WG_KEYS
     dt = tensor_dtype(problem)
     offset = problem.kv_len - problem.seq_len
@@ -631,9 +648,9 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
         tensors["Delta"] = GlobalTensor("Delta", (b, h, n), "fp32", "scratch")
         tensors["dQaccum"] = GlobalTensor("dQaccum", (b, h, n, d), "fp32", "scratch")
         tensors["dQ"] = GlobalTensor("dQ", (b, h, n, d), tensors["dO"].dtype, "output")
-        bm, bn, stages = backward_tiles(problem.head_dim)
-        launches.append(preprocess_launch(problem, tensors))
-        launches.append(backward_launch(problem, tensors))
+        bm, bn, stages = tiles = resolve_backward_tiles(problem, opts)
+        launches.append(preprocess_launch(problem, tensors, bm))
+        launches.append(backward_launch(problem, tensors, tiles))
         # flash_bwd_postprocess: dQ = scale * dQaccum in the output type (cuDNN's convert_dq_to_16bits, run 12)
         launches.append(convert_dq_launch(problem, tensors, bm, POSTPROCESS_WARPS, name="fa3_bwd_postprocess"))
         info.update(bwd_block_m=bm, bwd_block_n=bn, bwd_stages=stages)

@@ -780,6 +780,22 @@ def test_async_mma_completion_latency_adds_after_the_tensor_work():
 
 
 
+def test_one_warps_async_mmas_run_in_issue_order():
+    # two 1024-cycle wgmmas issued back to back by one warp: the first completes at 1024, not side by side
+    # with the second at 2048, so the warp can work on its result while the second runs
+    a, b = Tile((16, 32), "bf16"), Tile((32, 1024), "bf16")
+
+    def issuer(cta):
+        first = yield Mma(a, b, Tile((16, 1024), "fp32"), "wgmma", wait=False)
+        second = yield Mma(a, b, Tile((16, 1024), "fp32"), "wgmma", wait=False)
+        yield Wait(first)
+        yield Wait(second)
+
+    out = run(plan_of(launch_of([0], issuer)), trace=True)
+    assert finished(out, "mma") == [1024, 2048]
+    assert out["cycles"] == 2048
+
+
 @pytest.mark.parametrize("kernel, problem", [
     ("fa3", AttentionProblem(batch=1, heads=8, seq_len=2048, head_dim=128)),
     ("flash_decoding", AttentionProblem(batch=4, heads=32, kv_heads=8, seq_len=1, kv_len=8192, head_dim=128)),

@@ -32,13 +32,19 @@ TRITON_DECODE_WARPS, TRITON_DECODE_STAGES = 4, 3
 #: of 64 x 128 tiles, as its name ..._64x128x{d}_4x1x1 reads) and 8 CTAs per head at N = 1024: 128 query rows
 #: per tile for d = 64 and 128, where FA3's own kernel takes 192 rows at d = 64.
 CUDNN_FPROP_TILES = {"block_m": 128, "block_n": 128}
+#: cuDNN's Hopper backward (validation/README.md run 12, ncu): `..._flash_bprop_wgmma_f16_knob_26_64x64x{d}_1x4x1`,
+#: 64 keys per CTA and 64 query rows per step at d = 64 and 128, where FA3's own backward takes 128 x 128
+#: (d = 64) and 64 x 128 (d = 128).
+CUDNN_BPROP_TILES = {"bwd_block_m": 64, "bwd_block_n": 64}
 
 
 def prefill_options(impl: str, phase: str, head_dim: int) -> dict:
-    """Kernel options that describe how a measured prefill implementation runs: cuDNN's forward tiles; SDPA's
-    flash backward copies dO and O first (validation/README.md run 7)."""
+    """Kernel options that describe how a measured prefill implementation runs: cuDNN's forward and backward
+    tiles; SDPA's flash backward copies dO and O first (validation/README.md run 7)."""
     if impl == "cudnn" and phase == "fwd" and head_dim <= 128:
         return dict(CUDNN_FPROP_TILES)
+    if impl == "cudnn" and phase != "fwd" and head_dim <= 128:
+        return dict(CUDNN_BPROP_TILES)
     if impl == "flash" and phase != "fwd":
         return {"sdpa_copies": True}
     return {}

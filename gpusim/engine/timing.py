@@ -345,6 +345,9 @@ class TimingInterpreter:
         full_runs = FullRuns(cta.last_wave_reps)  # the loops this role runs unsampled
         hw = self.hw
         value = None
+        # A warp's asynchronous MMAs (wgmma, tcgen05) run on the tensor core in issue order: the next one
+        # starts when the last one's work is done, not side by side with it
+        mma_tail = None
         while True:
             try:
                 op = gen.send(value)
@@ -389,9 +392,13 @@ class TimingInterpreter:
                 is_async = op.instruction in ASYNC_INSTRUCTIONS
                 held = 0.0 if is_async else cycles
                 smem_bytes = op.smem_bytes()
-                if is_async or not smem_bytes or not hw.mma_sync_serial_operands:
-                    done = self._submit((sm.tensor, cycles), (sm.smem, smem_bytes), (sm.dispatch, held),
-                                        age=age)
+                parts = ((sm.tensor, cycles), (sm.smem, smem_bytes), (sm.dispatch, held))
+                if is_async and mma_tail is not None and not mma_tail.triggered:
+                    done = mma_tail = self._after(mma_tail, *parts, age=age)
+                elif is_async or not smem_bytes or not hw.mma_sync_serial_operands:
+                    done = self._submit(*parts, age=age)
+                    if is_async:
+                        mma_tail = done
                 else:
                     done = self._after(sm.smem.submit(smem_bytes, age), (sm.tensor, cycles), (sm.dispatch, held),
                                        age=age)
