@@ -607,6 +607,23 @@ def test_l2_cache_dirty_eviction_returns_written_back_bytes():
     assert cache.dirty_bytes() == 0
 
 
+def test_l2_ageing_ends_with_the_given_composition():
+    # a cache full of one clean and one dirty tile, aged by 3000 clean and 1000 dirty bytes: without an ending
+    # the stand-ins leave it a quarter dirty; with the window's ending (clean first, dirty most recent) it ends
+    # as that composition and the dirty bytes written back are the same in total
+    plain, ended = L2Cache(1000), L2Cache(1000)
+    for cache in (plain, ended):
+        cache.insert("q", 500, dirty=False)
+        cache.insert("o", 500, dirty=True)
+    ending = ended.composition()
+    assert ending == [(500, False), (500, True)]
+    written_plain = plain.age(3000, 1000, tag="t")
+    written_ended = ended.age(3000, 1000, tag="t", ending=ending)
+    assert plain.dirty_bytes() == pytest.approx(250)
+    assert ended.dirty_bytes() == pytest.approx(500)
+    assert written_plain + plain.dirty_bytes() == pytest.approx(written_ended + ended.dirty_bytes())
+
+
 def test_l2_cache_reinsert_updates_size_and_keeps_dirtiness():
     cache = L2Cache(1000)
     cache.insert("a", 400, dirty=True)
@@ -851,6 +868,26 @@ def test_drift_leaves_tensors_that_l2_keeps_alone():
     kept = extrapolated_reads({"K": 3.0}, list(range(100)), lambda c: {"K": c // 50}, 30, set(), slots=10,
                               drift=drift)
     assert kept == pytest.approx(3.0)  # two keys, the window saw one: read once more
+
+
+def test_rereads_of_the_launch_start_are_not_extrapolated():
+    # a shared tensor L2 keeps: the window read 2 keys for 3.0 bytes, 1.0 of them re-reads while its CTAs
+    # fell out of lockstep; the rest of the grid has 2 more keys, read once each (2.0), not 2 x 1.5
+    grid = list(range(100))
+    extra = extrapolated_reads({"K": 3.0}, grid, lambda c: {"K": c // 25}, 50, set(), window_rereads={"K": 1.0})
+    assert extra == pytest.approx(2.0)
+
+
+@pytest.mark.slow
+def test_folded_agrees_with_exact_on_many_waves_of_fa2():
+    # eight waves of two co-resident CTAs per SM: the folded run simulates three and extrapolates the rest;
+    # the re-reads of its start and the mix of tiles its last wave leaves in L2 must not skew the bytes
+    problem = AttentionProblem(batch=8, heads=16, seq_len=2048, head_dim=128)
+    folded = simulate("fa2", problem, "h200")
+    exact = simulate("fa2", problem, "h200", exact=True)
+    assert folded.hbm_read_bytes == pytest.approx(exact.hbm_read_bytes, rel=0.01)
+    assert folded.hbm_write_bytes == pytest.approx(exact.hbm_write_bytes, rel=0.01)
+    assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
 
 
 @pytest.mark.slow

@@ -64,13 +64,24 @@ class L2Cache:
     def dirty_bytes(self) -> float:
         return sum(size for size, dirty, _ready in self._lines.values() if dirty)
 
-    def age(self, clean_bytes: float, dirty_bytes: float, tag, chunks: int = 64) -> float:
+    def composition(self) -> list[tuple[float, bool]]:
+        """(bytes, dirty) of every resident tile, least recently used first."""
+        return [(size, dirty) for size, dirty, _ready in self._lines.values()]
+
+    def age(self, clean_bytes: float, dirty_bytes: float, tag, chunks: int = 64,
+            ending: list[tuple[float, bool]] = ()) -> float:
         """Stand-in traffic for work that was extrapolated rather than simulated: insert that many clean
         (read) and dirty (written) bytes as anonymous lines, interleaved, so that the cache ends as full and
-        as dirty as the real traffic would leave it. Returns the dirty bytes this evicts to HBM."""
+        as dirty as the real traffic would leave it. The last of it takes the `ending` composition (bytes,
+        dirty), least recently used first: the mix of tiles a launch's last wave leaves behind, whose recent
+        K/V and output tiles outlive its older Q tiles. Returns the dirty bytes this evicts to HBM."""
+        clean_bytes = max(0.0, clean_bytes - sum(size for size, dirty in ending if not dirty))
+        dirty_bytes = max(0.0, dirty_bytes - sum(size for size, dirty in ending if dirty))
         written_back = 0.0
         for i in range(chunks):
             written_back += self.insert((tag, "read", i), clean_bytes / chunks, dirty=False)
             written_back += self.insert((tag, "write", i), dirty_bytes / chunks, dirty=True)
+        for i, (size, dirty) in enumerate(ending):
+            written_back += self.insert((tag, "end", i), size, dirty=dirty)
         return written_back
 

@@ -85,6 +85,7 @@ class MemorySystem:
         self.hbm_read_by_tensor: dict[str, float] = {}
         self.l2_read_by_tensor: dict[str, float] = {}
         self.rereads_by_tensor: dict[str, int] = {}  # misses on tiles that had missed before (evicted)
+        self.reread_bytes_by_tensor: dict[str, float] = {}  # and their DRAM bytes
         self._missed_once: set = set()
 
     def _hbm(self, t: float, nbytes: float, what: str) -> float:
@@ -120,9 +121,9 @@ class MemorySystem:
         for i, key in enumerate(keys):
             arrival = self.cache.arrival(key)
             if arrival is None:
-                missed.append(key)
-                own_hit = own_hit and i > 0
                 size = (nbytes if key_bytes is None else key_bytes[i]) * multiplicity
+                missed.append((key, size))
+                own_hit = own_hit and i > 0
                 missed_bytes += size
                 drained = max(drained, self._write_back(t, self.cache.insert(key, size, dirty=False)))
             elif i == 0:
@@ -135,9 +136,10 @@ class MemorySystem:
             self.bytes.hbm_read += dram
             tensor = keys[0][0]
             self.hbm_read_by_tensor[tensor] = self.hbm_read_by_tensor.get(tensor, 0.0) + dram
-            for key in missed:
+            for key, size in missed:
                 if key in self._missed_once:
                     self.rereads_by_tensor[tensor] = self.rereads_by_tensor.get(tensor, 0) + 1
+                    self.reread_bytes_by_tensor[tensor] = self.reread_bytes_by_tensor.get(tensor, 0.0) + size
                 else:
                     self._missed_once.add(key)
             hbm_done = self._hbm(t, dram, f"read {keys[0][0]}")
@@ -147,7 +149,7 @@ class MemorySystem:
             done = max(drained + self.hw.l2_hit_latency_cycles, own_arrival)
         else:
             done = drained + self.hw.hbm_latency_cycles
-        for key in missed:
+        for key, _size in missed:
             self.cache.set_arrival(key, done)
         port.track(done, nbytes)
         return done

@@ -9,10 +9,12 @@ busiest unit, which no schedule can beat; the remaining partial wave costs a who
 Work counters (L2 bytes, FLOPs) scale with the CTAs run instead, from the average over all simulated
 CTAs: CTAs overlap wave boundaries, so one wave's count depends on where the boundary falls in the data.
 HBM reads scale per tensor: a tensor the CTAs share (K/V of a head) costs its DRAM bytes once per distinct
-`shared_by` key while L2 holds it, and per CTA when the window already shows re-reads after eviction; a
+`shared_by` key while L2 holds it, and per CTA when the window's last wave still re-reads it after eviction
+(re-reads confined to the launch's start, while its CTAs fall out of lockstep, are not repeated); a
 private one (Q tiles) once per CTA. HBM writes come from ageing the L2 with stand-in
 traffic of the extrapolated volume (write-backs depend on the cache filling up, not on the work alone): the
-lines the skipped waves' writes would dirty, not their write traffic (repeated atomic adds hit one line).
+lines the skipped waves' writes would dirty, not their write traffic (repeated atomic adds hit one line),
+ending with the mix of clean and dirty tiles the window's last wave left, as the launch's last wave would.
 Exact mode never extrapolates.
 """
 
@@ -38,16 +40,22 @@ class Snapshot:
 
 
 class WaveMeter:
-    """Counts finished CTAs and snapshots the counters when the last two simulated waves complete."""
+    """Counts finished CTAs and snapshots the counters when the last two simulated waves complete, with the
+    re-reads per tensor at the first of them: only re-reads during the last simulated wave show a steady
+    pattern (the launch's start can re-read a few tiles once, while its CTAs fall out of lockstep)."""
 
-    def __init__(self, slots: int, read_counters):
+    def __init__(self, slots: int, read_counters, read_rereads=dict):
         self.slots = slots
         self.read_counters = read_counters  # () -> dict of additive counters
+        self.read_rereads = read_rereads  # () -> {tensor: re-read misses so far}
         self.finished = 0
         self.snapshots: dict[int, Snapshot] = {}
+        self.rereads_before_last_wave: dict = {}
 
     def cta_finished(self, cycle: float) -> None:
         self.finished += 1
+        if self.finished == self.slots * (SIMULATED_WAVES - 1):
+            self.rereads_before_last_wave = dict(self.read_rereads())
         if self.finished in (self.slots * (SIMULATED_WAVES - 1), self.slots * SIMULATED_WAVES):
             self.snapshots[self.finished] = Snapshot(cycle, self.read_counters())
 
@@ -94,13 +102,16 @@ class Drift:
 
 
 def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, streaming: set = frozenset(),
-                       slots: int | None = None, drift: Drift | None = None) -> float:
+                       slots: int | None = None, drift: Drift | None = None,
+                       window_rereads: dict | None = None) -> float:
     """HBM read bytes the CTAs after the first `window_ctas` add: per tensor, the window's bytes times the
     ratio of distinct data in the whole grid to the window: distinct `shared_by` keys for a shared tensor
-    that L2 kept (read once per key), CTAs for a private one or for a `streaming` tensor, whose tiles the
-    window already had to re-read from DRAM after eviction (its traffic grows with the CTAs, not the data).
+    that L2 kept (read once per key: the window's first reads, not the `window_rereads` bytes of its
+    start), CTAs for a private one or for a `streaming` tensor, whose tiles the window's steady waves
+    had to re-read from DRAM after eviction (its traffic grows with the CTAs, not the data).
     A shared streaming tensor's later waves take `drift`'s passes each (the window's waves ran in step);
     `slots` is the CTAs per wave."""
+    window_rereads = window_rereads or {}
     keys_all: dict[str, set] = {}
     keys_window: dict[str, set] = {}
     for i, cta in enumerate(grid):
@@ -112,6 +123,7 @@ def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, st
     for tensor, nbytes in window_reads.items():
         if tensor in keys_all and tensor not in streaming:
             ratio = len(keys_all[tensor]) / max(1, len(keys_window.get(tensor, ())))
+            nbytes -= window_rereads.get(tensor, 0.0)
         elif tensor in keys_all and drift is not None and slots:
             window_waves = window_ctas / slots
             ratio = 1.0 + drift.passes_after(window_waves, len(grid) / slots) / window_waves

@@ -132,9 +132,9 @@ class TimingInterpreter:
                                limit=SIMULATED_WAVES * slots if extrapolate else None))
         if extrapolate:
             skipped = blocks - len(reps)
-            meter = WaveMeter(slots, lambda: self._additive_counters(sms, fold))
+            meter = WaveMeter(slots, lambda: self._additive_counters(sms, fold), lambda: self.memory.rereads_by_tensor)
         window = _Window(len(reps), slots, self._additive_counters(sms, fold), dict(self.memory.hbm_read_by_tensor),
-                         dict(self.memory.rereads_by_tensor),
+                         dict(self.memory.rereads_by_tensor), dict(self.memory.reread_bytes_by_tensor),
                          dict(self.memory.l2_read_by_tensor)) if meter is not None else None
         simulated = len(reps)
         self._last_wave_reps = 0 if extrapolate else (simulated if simulated <= slots else simulated % slots)
@@ -173,21 +173,25 @@ class TimingInterpreter:
             if not key.startswith(("busy.", "sm.")):
                 deltas[key] = launch_totals[key] * slots / simulated
         deltas["mem.hbm_write"] = 0.0  # write-backs depend on L2 capacity, not on work: aged below
-        streaming = {t for t, n in memory.rereads_by_tensor.items() if n > window.rereads.get(t, 0)}
+        # streaming: re-read during the last simulated wave (see WaveMeter)
+        streaming = {t for t, n in memory.rereads_by_tensor.items()
+                     if n > meter.rereads_before_last_wave.get(t, window.rereads.get(t, 0))}
         shared = set(launch.shared_by(launch.grid[0])) if launch.grid else set()
         streamed = sum(v - window.l2_reads.get(t, 0.0) for t, v in memory.l2_read_by_tensor.items()
                        if t in streaming and t in shared)
         drift = Drift(self.hw.cta_duration_jitter, streamed / (simulated * fold), memory.cache.capacity_bytes)
         extra_reads = extrapolated_reads(
             {t: v - window.reads.get(t, 0.0) for t, v in memory.hbm_read_by_tensor.items()},
-            launch.grid, launch.shared_by, simulated * fold, streaming, slots * fold, drift)
+            launch.grid, launch.shared_by, simulated * fold, streaming, slots * fold, drift,
+            {t: v - window.reread_bytes.get(t, 0.0) for t, v in memory.reread_bytes_by_tensor.items()})
         deltas["mem.hbm_read"] = extra_reads * slots / skipped
         self._add_counters(deltas, skipped / slots)
         share = skipped / simulated
         # stand-in lines: the reads that missed and the lines the writes dirtied (atomic adds into a resident
         # dirty line, FA2's dQaccum, dirty nothing new)
         written_back = memory.cache.age(launch_totals["mem.hbm_read"] * share,
-                                        launch_totals["mem.l2_dirtied"] * share, tag=(launch.name, start))
+                                        launch_totals["mem.l2_dirtied"] * share, tag=(launch.name, start),
+                                        ending=memory.cache.composition())
         memory.bytes.hbm_write += written_back
         memory.hbm.busy_cycles += written_back / memory.hbm.rate
         # The measured waves ran while L2 still absorbed writes; in steady state the write-backs share HBM
@@ -502,11 +506,12 @@ class TimingInterpreter:
 class _Window:
     """The counters at the start of an extrapolated launch's simulated waves."""
 
-    __slots__ = ("simulated", "slots", "counters", "reads", "rereads", "l2_reads")
+    __slots__ = ("simulated", "slots", "counters", "reads", "rereads", "reread_bytes", "l2_reads")
 
-    def __init__(self, simulated: int, slots: int, counters: dict, reads: dict, rereads: dict, l2_reads: dict):
+    def __init__(self, simulated: int, slots: int, counters: dict, reads: dict, rereads: dict, reread_bytes: dict,
+                 l2_reads: dict):
         self.simulated, self.slots, self.counters, self.reads, self.rereads = simulated, slots, counters, reads, rereads
-        self.l2_reads = l2_reads
+        self.reread_bytes, self.l2_reads = reread_bytes, l2_reads
 
 
 class _RoleWork:
