@@ -8,17 +8,18 @@ from gpusim.engine.servers import SharedUnit
 
 
 def unit_finish_times(rate: float, jobs: list[tuple[int, float]], ages: list[int] | None = None,
-                      oldest_share: float = 0.5) -> tuple[dict, SharedUnit]:
-    """Submit (start cycle, amount) jobs, of CTAs of the given age ranks (default: one CTA), to one SharedUnit;
-    returns ({job index: completion cycle}, unit)."""
+                      oldest_share: float = 0.5, caps: list[float] | None = None) -> tuple[dict, SharedUnit]:
+    """Submit (start cycle, amount) jobs, of CTAs of the given age ranks (default: one CTA) and rate caps
+    (default: none), to one SharedUnit; returns ({job index: completion cycle}, unit)."""
     env = simpy.Environment()
     unit = SharedUnit(env, "u", rate, oldest_share)
     done = {}
     ages = ages or [0] * len(jobs)
+    caps = caps or [1.0] * len(jobs)
 
     def job(i, start, amount):
         yield env.timeout(start)
-        yield unit.submit(amount, ages[i])
+        yield unit.submit(amount, ages[i], caps[i])
         done[i] = env.now
 
     for i, (start, amount) in enumerate(jobs):

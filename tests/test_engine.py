@@ -426,6 +426,18 @@ def test_shared_unit_completions_wake_on_whole_cycles():
     assert unit_finish_times(3.0, [(0, 10), (0, 10)])[0] == {0: 7, 1: 7}
 
 
+def test_a_capped_job_takes_at_most_its_share_and_leaves_the_rest():
+    # alone, 100 units at a quarter of rate 1 take 400 cycles, and the unit is busy a quarter of them
+    done, unit = unit_finish_times(1.0, [(0, 100)], caps=[0.25])
+    assert done == {0: 400} and unit.busy_cycles == pytest.approx(100)
+    # beside an uncapped job of 300 (the capped one the older: it would get 0.75), each gets what it may
+    # take: 0.25 and 0.75, and both end at 400
+    done, unit = unit_finish_times(1.0, [(0, 100), (0, 300)], ages=[1, 2], oldest_share=0.75, caps=[0.25, 1.0])
+    assert done == {0: 400, 1: 400} and unit.busy_cycles == pytest.approx(400)
+    # a cap above the job's share changes nothing
+    assert unit_finish_times(1.0, [(0, 100), (0, 100)], caps=[0.9, 1.0])[0] == {0: 200, 1: 200}
+
+
 def test_shared_unit_rejects_a_non_positive_rate():
     with pytest.raises(ValueError, match="rate"):
         SharedUnit(simpy.Environment(), "u", 0)

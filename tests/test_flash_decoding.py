@@ -7,8 +7,6 @@ from bf16-rounded Q and K, so its relative error is far smaller and is held to 1
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from gpusim.errors import InputError
@@ -225,14 +223,13 @@ def test_folded_agrees_with_exact_on_two_waves_of_latency_bound_ctas():
     # 512 CTAs at 2 per SM: the second wave samples its loops while the first wave's CTAs have already
     # jumped; their skipped HBM time must not count as the second wave's measured bandwidth (it made the
     # loops look HBM-saturated and jump at the fair share: -22% against exact)
-    # Fair sharing of the SM's units: with the preset's preference for the oldest CTA the two CTAs on an SM
-    # walk at different paces, and once the older one jumps the younger measures alone, a known gap of loop
-    # sampling (folded 12% under exact here; README, benchmarks/folded_vs_exact.py)
-    hw = dataclasses.replace(H200, oldest_cta_issue_share=0.5)
+    # With the preset's preference for the oldest CTA the two CTAs on an SM walk at different paces; the
+    # younger measures its pace while the older one's jump keeps the SM's units busy (it measured alone
+    # before that, 12% under exact; now 4% over: README, benchmarks/folded_vs_exact.py)
     problem = AttentionProblem(batch=64, heads=32, kv_heads=8, seq_len=1, kv_len=4096, head_dim=128)
-    folded = simulate("flash_decoding", problem, hw, {"api": "mha_fwd"})
-    exact = simulate("flash_decoding", problem, hw, {"api": "mha_fwd"}, exact=True)
-    assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
+    folded = simulate("flash_decoding", problem, H200, {"api": "mha_fwd"})
+    exact = simulate("flash_decoding", problem, H200, {"api": "mha_fwd"}, exact=True)
+    assert folded.time_s == pytest.approx(exact.time_s, rel=0.05)
 
 
 def test_triton_tiles_fit_three_ctas_per_sm():

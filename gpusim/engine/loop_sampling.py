@@ -3,8 +3,11 @@
 A kernel announces a loop with `Loop(count)` and marks each iteration it runs. In folded mode a loop of
 more than SAMPLE_ABOVE iterations runs its first WARM_ITERATIONS and last TAIL_ITERATIONS; when the first
 tail iteration is marked, the role has just finished its last warm iteration, and the skipped iterations
-are accounted as copies of the last MEASURED ones: the role's clock jumps by their duration and every
-counter and unit busy time grows by the work the role did in them, and stand-in lines of the L2 volume they
+are accounted as copies of the last MEASURED ones: the role's clock jumps by their duration, every
+counter grows by the work the role did in them, their SM-unit work occupies the SM's units over the jump
+as steady demand (a co-resident CTA still measuring its pace meets the contention they would have caused:
+with the scheduler's preference for the oldest CTA, a younger one that measured alone after the older
+one's jump ran 12% fast, benchmarks/folded_vs_exact.py), and stand-in lines of the L2 volume they
 would have touched age the cache (the same lines again when a loop walks the same data again, so that a
 working set that fits L2 stays resident). The functional interpreter runs every
 iteration, so results stay exact; only time and counters are extrapolated, and only from the same CTA's

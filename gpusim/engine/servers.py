@@ -107,7 +107,7 @@ class SharedUnit:
     """
 
     __slots__ = ("env", "name", "rate", "oldest_share", "busy_cycles", "work", "_jobs", "_shares", "_last",
-                 "_generation")
+                 "_generation", "_capped")
 
     def __init__(self, env, name: str, rate_per_cycle: float, oldest_share: float = 0.5):
         if rate_per_cycle <= 0:
@@ -116,20 +116,24 @@ class SharedUnit:
         self.oldest_share = oldest_share
         self.busy_cycles = 0.0
         self.work = 0.0
-        self._jobs: dict = {}  # completion event -> [remaining work, age rank of its CTA (lower: older)]
+        self._jobs: dict = {}  # completion event -> [remaining work, age rank of its CTA (lower: older), cap]
         self._shares: list = []  # _served() of the jobs now in service (they change only where it is renewed)
         self._last = 0.0
         self._generation = 0
+        self._capped = 0  # jobs in service with a cap below 1
 
-    def submit(self, amount: float, age: int = 0):
+    def submit(self, amount: float, age: int = 0, cap: float = 1.0):
         """Start `amount` units of work now for a CTA of age rank `age` (dispatch order, lower is older);
-        returns a simpy event that fires when it is done."""
+        returns a simpy event that fires when it is done. A job with `cap` < 1 never takes more than that
+        fraction of the rate (a steady demand spread over time, such as a loop's skipped iterations); what
+        it leaves goes to the others."""
         event = self.env.event()
         if amount <= 0:
             event.succeed()
             return event
         self._advance()
-        self._jobs[event] = [amount, age]
+        self._jobs[event] = [amount, age, cap]
+        self._capped += cap < 1.0
         self.work += amount
         self._schedule()
         return event
@@ -147,13 +151,31 @@ class SharedUnit:
         old, young = self.oldest_share / first, (1.0 - self.oldest_share) / (n - first)
         return [(job, old if job[1] == oldest else young) for job in jobs]
 
+    def _capped_shares(self) -> list:
+        """_served() with every capped job held to its cap and what it leaves spread over the others in
+        proportion to their shares (water filling: a job that reaches its cap that way is held too)."""
+        served = [[job, share] for job, share in self._served()]
+        while True:
+            excess = 0.0
+            for entry in served:
+                if entry[1] > entry[0][2]:
+                    excess += entry[1] - entry[0][2]
+                    entry[1] = entry[0][2]
+            open_total = sum(share for job, share in served if share < job[2])
+            if excess <= 1e-12 or open_total <= 0:
+                return [(job, share) for job, share in served]
+            for entry in served:
+                if entry[1] < entry[0][2]:
+                    entry[1] += excess * entry[1] / open_total
+
     def _advance(self) -> None:
         now = self.env.now
         if self._jobs and now > self._last:
             served = (now - self._last) * self.rate
             for job, share in self._shares:
                 job[0] -= served * share
-            self.busy_cycles += now - self._last
+            self.busy_cycles += (now - self._last) * (min(1.0, sum(share for _job, share in self._shares))
+                                                      if self._capped else 1.0)
         self._last = now
 
     def _schedule(self) -> None:
@@ -162,7 +184,7 @@ class SharedUnit:
             self._shares = []
             return
         generation = self._generation
-        self._shares = self._served()
+        self._shares = self._capped_shares() if self._capped else self._served()
         # Whole cycles (time is an integer cycle count): the first job to finish is done by then.
         delay = max(1, math.ceil(min(job[0] / share for job, share in self._shares if share > 0) / self.rate
                                  - 1e-9))
@@ -174,6 +196,6 @@ class SharedUnit:
         self._advance()
         finished = [event for event, job in self._jobs.items() if job[0] <= 1e-9]
         for event in finished:
-            del self._jobs[event]
+            self._capped -= self._jobs.pop(event)[2] < 1.0
             event.succeed()
         self._schedule()

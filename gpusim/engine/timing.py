@@ -98,8 +98,8 @@ class TimingInterpreter:
     def run(self, plan: KernelPlan) -> dict:
         plan.validate(self.hw)
         started = wallclock.perf_counter()
-        self.env.process(self._run_plan(plan))
-        self.env.run()
+        # until the plan is done: a loop-sampling jump's stand-in work (_occupy_during_jump) may outlast it
+        self.env.run(until=self.env.process(self._run_plan(plan)))
         cycles = self.env.now
         wall = wallclock.perf_counter() - started
         total = max(cycles, 1e-9)
@@ -290,9 +290,10 @@ class TimingInterpreter:
         return self.memory.hbm.busy_cycles - self._hbm_busy_jumped
 
     def _account_skipped(self, state: dict, work: "_RoleWork", sm: SmState, skipped: int, now: float,
-                         weight: float, last_wave: bool = False) -> int:
+                         weight: float, last_wave: bool = False) -> tuple[int, float, dict]:
         """Add `skipped` copies of the role's last MEASURED iterations to every counter; return the cycles
-        its clock must jump."""
+        its clock must jump, the span over which their SM-unit work runs and that work (busy cycles per
+        unit, see _occupy_during_jump)."""
         t0, before, hbm_busy_at_t0 = state["marks"][-MEASURED]
         hbm_saturated = self._hbm_busy_simulated() - hbm_busy_at_t0 >= HBM_SATURATED * (now - t0)
         after = work.snapshot()
@@ -325,8 +326,7 @@ class TimingInterpreter:
         # before, still resident while the last wave measures its first iterations, is about to finish).
         resident = max(weight, self._last_wave_ctas if last_wave else self._resident) / weight
         fair_share = max(per["hbm_busy"], per["l2_busy"]) * skipped * resident
-        for unit in ("tensor", "mufu", "fp32", "smem", "dispatch"):
-            getattr(sm, unit).busy_cycles += per[unit] * skipped
+        unit_cycles = {unit: per[unit] * skipped for unit in ("tensor", "mufu", "fp32", "smem", "dispatch")}
         sm.port.load_link.busy_cycles += per["sm_load"] * skipped
         if sm.tma is not None:
             sm.tma.load_link.busy_cycles += per["tma"] * skipped
@@ -335,9 +335,21 @@ class TimingInterpreter:
         # With HBM saturated over the measured iterations the CTAs share it and the fair share is their steady
         # pace (one CTA's window can fall short of its share while another's exceeds it); otherwise the loop
         # runs at its measured pace, or slower if its share of HBM needs longer.
-        if hbm_saturated:
-            return math.ceil(fair_share)
-        return math.ceil(max((now - t0) / MEASURED * skipped, fair_share))
+        paced = max((now - t0) / MEASURED * skipped, fair_share)
+        delay = math.ceil(fair_share if hbm_saturated else paced)
+        # the SM units' share of the skipped work is spread over the jump; for a role with no HBM traffic of
+        # its own (whose jump is 0: it follows the roles that load for it), over its measured pace
+        return delay, (delay if delay > 0 else paced), unit_cycles
+
+    @staticmethod
+    def _occupy_during_jump(sm: SmState, age: int, span: float, unit_cycles: dict) -> None:
+        """Put a jump's skipped work on the SM's units as steady demand over `span` cycles: each unit's busy
+        cycles as a job capped at their share of the span, so that a co-resident CTA (measuring its own pace,
+        say) meets the contention the skipped iterations would have caused, and the busy time is counted."""
+        for unit, cycles in unit_cycles.items():
+            if cycles > 0:
+                server = getattr(sm, unit)
+                server.submit(cycles * server.rate, age, cap=min(1.0, cycles / span) if span > 0 else 1.0)
 
     def _run_role(self, gen, cta: "_CtaState", launch_name: str):
         env, mem, counters, trace = self.env, self.memory, self.counters, self.trace
@@ -493,8 +505,9 @@ class TimingInterpreter:
                 if plan.state is not None:
                     skipped = gap_after(plan, op.index)
                     if skipped:
-                        delay = self._account_skipped(plan.state, work, sm, skipped, now, rep.weight,
-                                                      cta.last_wave_reps > 0)
+                        delay, span, unit_cycles = self._account_skipped(plan.state, work, sm, skipped, now,
+                                                                         rep.weight, cta.last_wave_reps > 0)
+                        self._occupy_during_jump(sm, age, span, unit_cycles)
                         if delay > 0:
                             yield env.timeout(delay)
                     else:
