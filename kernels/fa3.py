@@ -458,7 +458,8 @@ def backward_tiles(head_dim: int) -> tuple[int, int, int]:
 def resolve_backward_tiles(problem: AttentionProblem, opts: dict) -> tuple[int, int, int]:
     """The backward's (query rows per step, keys per CTA, stages): the release's, or the options'."""
     bm, bn, stages = backward_tiles(problem.head_dim)
-    bm, bn = opts["bwd_block_m"] or bm, opts["bwd_block_n"] or bn
+    bm = bm if opts["bwd_block_m"] is None else opts["bwd_block_m"]
+    bn = bn if opts["bwd_block_n"] is None else opts["bwd_block_n"]
     if bm <= 0 or bn <= 0:
         raise InputError("fa3: bwd_block_m and bwd_block_n must be positive")
     if bn % BWD_WG_KEYS:

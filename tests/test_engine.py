@@ -438,6 +438,34 @@ def test_a_capped_job_takes_at_most_its_share_and_leaves_the_rest():
     assert unit_finish_times(1.0, [(0, 100), (0, 100)], caps=[0.9, 1.0])[0] == {0: 200, 1: 200}
 
 
+def test_what_a_capped_job_leaves_stays_with_its_cta_first():
+    # the older CTA (share 0.6) has a job capped at 0.2 and an uncapped one: the uncapped one gets the 0.4 the
+    # CTA has left, the younger CTA keeps its 0.4 (all three do 80 units: 400, 200 and 200 cycles)
+    done, _ = unit_finish_times(1.0, [(0, 80), (0, 80), (0, 80)], ages=[1, 1, 2], oldest_share=0.6,
+                                caps=[0.2, 1.0, 1.0])
+    assert done == {0: 400, 1: 200, 2: 200}
+    # with every share given to the oldest CTA, what its capped job leaves goes to the younger one
+    done, _ = unit_finish_times(1.0, [(0, 20), (0, 80)], ages=[1, 2], oldest_share=1.0, caps=[0.2, 1.0])
+    assert done == {0: 100, 1: 100}
+
+
+def test_a_cap_must_be_a_fraction():
+    unit = SharedUnit(simpy.Environment(), "u", 1.0)
+    with pytest.raises(ValueError, match="cap"):
+        unit.submit(10, cap=0.0)
+
+
+def test_settling_a_unit_counts_the_work_left_as_busy():
+    env = simpy.Environment()
+    unit = SharedUnit(env, "u", 2.0)
+    unit.submit(100, cap=0.5)  # 100 units at 1 unit/cycle: 100 cycles, half the unit busy
+    env.run(until=40)
+    unit.settle()  # 20 busy cycles so far, 60 units (30 busy cycles) left
+    assert unit.busy_cycles == pytest.approx(50)
+    env.run()
+    assert unit.busy_cycles == pytest.approx(50)
+
+
 def test_shared_unit_rejects_a_non_positive_rate():
     with pytest.raises(ValueError, match="rate"):
         SharedUnit(simpy.Environment(), "u", 0)
@@ -634,6 +662,13 @@ def test_l2_ageing_ends_with_the_given_composition():
     assert plain.dirty_bytes() == pytest.approx(250)
     assert ended.dirty_bytes() == pytest.approx(500)
     assert written_plain + plain.dirty_bytes() == pytest.approx(written_ended + ended.dirty_bytes())
+    # stand-in traffic smaller than the ending takes only the ending's most recent tiles it covers: with none,
+    # the resident tiles stay and nothing is written back
+    kept = L2Cache(1000)
+    kept.insert("q", 500, dirty=False)
+    kept.insert("o", 500, dirty=True)
+    assert kept.age(0, 0, tag="t", ending=kept.composition()) == 0
+    assert kept.hit("q") and kept.hit("o") and kept.dirty_bytes() == 500
 
 
 def test_l2_cache_reinsert_updates_size_and_keeps_dirtiness():

@@ -74,14 +74,23 @@ class L2Cache:
         (read) and dirty (written) bytes as anonymous lines, interleaved, so that the cache ends as full and
         as dirty as the real traffic would leave it. The last of it takes the `ending` composition (bytes,
         dirty), least recently used first: the mix of tiles a launch's last wave leaves behind, whose recent
-        K/V and output tiles outlive its older Q tiles. Returns the dirty bytes this evicts to HBM."""
-        clean_bytes = max(0.0, clean_bytes - sum(size for size, dirty in ending if not dirty))
-        dirty_bytes = max(0.0, dirty_bytes - sum(size for size, dirty in ending if dirty))
+        K/V and output tiles outlive its older Q tiles (as much of it as the stand-in volume covers, most
+        recent first). Returns the dirty bytes this evicts to HBM."""
+        # the ending is the last of the stand-in traffic: its most recent tiles, as many as that traffic holds
+        tail = []
+        for size, dirty in reversed(ending):
+            if dirty and size <= dirty_bytes:
+                dirty_bytes -= size
+            elif not dirty and size <= clean_bytes:
+                clean_bytes -= size
+            else:
+                continue
+            tail.append((size, dirty))
         written_back = 0.0
         for i in range(chunks):
             written_back += self.insert((tag, "read", i), clean_bytes / chunks, dirty=False)
             written_back += self.insert((tag, "write", i), dirty_bytes / chunks, dirty=True)
-        for i, (size, dirty) in enumerate(ending):
+        for i, (size, dirty) in enumerate(reversed(tail)):
             written_back += self.insert((tag, "end", i), size, dirty=dirty)
         return written_back
 

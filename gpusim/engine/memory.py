@@ -84,9 +84,14 @@ class MemorySystem:
         self.trace: list | None = None  # when tracing: (name, track, unit, start, duration) of HBM transfers
         self.hbm_read_by_tensor: dict[str, float] = {}
         self.l2_read_by_tensor: dict[str, float] = {}
-        self.rereads_by_tensor: dict[str, int] = {}  # misses on tiles that had missed before (evicted)
+        self.rereads_by_tensor: dict[str, int] = {}  # misses on tiles that had missed before in the launch
         self.reread_bytes_by_tensor: dict[str, float] = {}  # and their DRAM bytes
         self._missed_once: set = set()
+
+    def start_launch(self) -> None:
+        """A launch's first read of a tile is not a re-read, even if an earlier launch read it (FA3's
+        backward reads the dO tiles its preprocess launch read)."""
+        self._missed_once.clear()
 
     def _hbm(self, t: float, nbytes: float, what: str) -> float:
         """Queue a transfer on HBM; returns when it has drained."""

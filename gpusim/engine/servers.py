@@ -127,6 +127,8 @@ class SharedUnit:
         returns a simpy event that fires when it is done. A job with `cap` < 1 never takes more than that
         fraction of the rate (a steady demand spread over time, such as a loop's skipped iterations); what
         it leaves goes to the others."""
+        if not 0.0 < cap <= 1.0:
+            raise ValueError(f"unit {self.name}: a job's cap must be in (0, 1], got {cap}")
         event = self.env.event()
         if amount <= 0:
             event.succeed()
@@ -152,21 +154,41 @@ class SharedUnit:
         return [(job, old if job[1] == oldest else young) for job in jobs]
 
     def _capped_shares(self) -> list:
-        """_served() with every capped job held to its cap and what it leaves spread over the others in
-        proportion to their shares (water filling: a job that reaches its cap that way is held too)."""
+        """_served() with every capped job held to its cap; what it leaves goes to the other jobs of its CTA
+        (the CTA keeps its priority), else to all jobs below their caps, in proportion to their shares (evenly
+        when those are all 0); water filling: a job that reaches its cap that way is held too."""
         served = [[job, share] for job, share in self._served()]
         while True:
-            excess = 0.0
+            excess: dict = {}
             for entry in served:
                 if entry[1] > entry[0][2]:
-                    excess += entry[1] - entry[0][2]
+                    excess[entry[0][1]] = excess.get(entry[0][1], 0.0) + entry[1] - entry[0][2]
                     entry[1] = entry[0][2]
-            open_total = sum(share for job, share in served if share < job[2])
-            if excess <= 1e-12 or open_total <= 0:
+            if sum(excess.values()) <= 1e-12:
                 return [(job, share) for job, share in served]
-            for entry in served:
-                if entry[1] < entry[0][2]:
-                    entry[1] += excess * entry[1] / open_total
+            spread = False
+            for age, amount in excess.items():
+                takers = [e for e in served if e[0][1] == age and e[1] < e[0][2]] or \
+                         [e for e in served if e[1] < e[0][2]]
+                if not takers:
+                    continue
+                spread = True
+                total = sum(e[1] for e in takers)
+                for e in takers:
+                    e[1] += amount * (e[1] / total if total > 0 else 1.0 / len(takers))
+            if not spread:  # every job is at its cap: the unit is partly idle
+                return [(job, share) for job, share in served]
+
+    def settle(self) -> None:
+        """Count the work still in service as done now (a launch ends with its CTAs; stand-in work of a
+        loop-sampling jump may outlast them) and drop it, so that the unit's busy cycles are complete."""
+        self._advance()
+        for job in self._jobs.values():
+            self.busy_cycles += job[0] / self.rate
+        self._jobs.clear()
+        self._capped = 0
+        self._shares = []
+        self._generation += 1
 
     def _advance(self) -> None:
         now = self.env.now

@@ -54,9 +54,10 @@ class WaveMeter:
 
     def cta_finished(self, cycle: float) -> None:
         self.finished += 1
-        if self.finished == self.slots * (SIMULATED_WAVES - 1):
+        before_last = self.slots * (SIMULATED_WAVES - 1)
+        if self.finished == before_last:
             self.rereads_before_last_wave = dict(self.read_rereads())
-        if self.finished in (self.slots * (SIMULATED_WAVES - 1), self.slots * SIMULATED_WAVES):
+        if self.finished in (before_last, self.slots * SIMULATED_WAVES):
             self.snapshots[self.finished] = Snapshot(cycle, self.read_counters())
 
     def period(self) -> tuple[float, dict]:

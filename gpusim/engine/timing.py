@@ -61,6 +61,11 @@ class SmState:
         idle) and blocks whose representative worked more than its block's average."""
         return self.work_represented / self.reps_run if self.reps_run else 0.0
 
+    def settle(self) -> None:
+        """End of the launch: count the work still on the units (see SharedUnit.settle)."""
+        for unit in (self.tensor, self.mufu, self.fp32, self.smem, self.dispatch):
+            unit.settle()
+
     def busy(self) -> dict:
         return {"tensor": self.tensor.busy_cycles, "mufu": self.mufu.busy_cycles, "fp32": self.fp32.busy_cycles,
                 "smem": self.smem.busy_cycles, "sm_load": self.port.load_link.busy_cycles,
@@ -118,6 +123,7 @@ class TimingInterpreter:
 
     def _run_launch(self, launch: Launch):
         env, hw = self.env, self.hw
+        self.memory.start_launch()
         occupancy = launch.occupancy(hw)
         works = [launch.work(cta) for cta in launch.grid] if launch.work and not self.exact else None
         fold = 1 if self.exact else choose_fold_factor(hw.sm_count, len(launch.grid), occupancy, works)
@@ -149,6 +155,7 @@ class TimingInterpreter:
         if finish > env.now:
             yield env.timeout(math.ceil(finish - env.now))
         for sm in sms:
+            sm.settle()
             for unit, value in sm.busy().items():
                 self.per_sm_busy[unit] += value * sm.real_sms()
         if meter is not None:
@@ -272,7 +279,7 @@ class TimingInterpreter:
         """An event that fires when `parts` (started once `first` has fired) are done: a synchronous MMA
         whose warps load their operands from SMEM (ldmatrix) and only then issue the MMAs, so the two do
         not overlap within the warps (hw.mma_sync_serial_operands; measured on the H200, validation/README.md
-        run 7)."""
+        run 7); an asynchronous MMA queued behind its warp's previous one."""
         done = self.env.event()
         first.callbacks.append(lambda _e: self._submit(*parts, age=age).callbacks.append(lambda _x: done.succeed()))
         return done
