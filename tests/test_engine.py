@@ -74,6 +74,11 @@ def run(plan: KernelPlan, hw=TINY, *, trace: bool = False, **overrides) -> dict:
     return TimingInterpreter(hw, exact=True, trace=trace).run(plan)
 
 
+def folded_and_exact(kernel: str, problem) -> tuple:
+    """The kernel's folded and exact simulations of `problem` on the h200."""
+    return simulate(kernel, problem, "h200"), simulate(kernel, problem, "h200", exact=True)
+
+
 def finished(out: dict, name: str) -> list[float]:
     """End cycles of the traced ops called `name` (trace rows: name, sm, unit, start, duration)."""
     return [start + duration for op, _sm, _unit, start, duration in out["trace"] if op == name]
@@ -793,8 +798,7 @@ def test_folded_busy_fractions_count_only_the_sms_a_one_wave_launch_uses():
     # 112 uneven split CTAs on 132 SMs: folded, each simulated SM's busy time stands for its blocks' real
     # work, not for `fold` busy SMs
     problem = AttentionProblem(batch=2, heads=32, kv_heads=8, seq_len=1, kv_len=8192, head_dim=128)
-    folded = simulate("flash_decoding", problem, "h200")
-    exact = simulate("flash_decoding", problem, "h200", exact=True)
+    folded, exact = folded_and_exact("flash_decoding", problem)
     assert folded.unit_busy["tensor"] == pytest.approx(exact.unit_busy["tensor"], rel=0.08)
 
 
@@ -813,8 +817,7 @@ def test_uneven_blocks_scale_the_representatives_demand_by_their_work():
     AttentionProblem(batch=1, heads=8, kv_heads=2, seq_len=1024, head_dim=128),
 ], ids=lambda p: p.describe())
 def test_folded_agrees_with_exact_on_fa2(problem):
-    exact = simulate("fa2", problem, "h200", exact=True)
-    folded = simulate("fa2", problem, "h200")
+    folded, exact = folded_and_exact("fa2", problem)
     assert folded.launches[0].fold_factor > 1
     assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
     assert folded.hbm_bytes == pytest.approx(exact.hbm_bytes, rel=0.01)
@@ -823,8 +826,7 @@ def test_folded_agrees_with_exact_on_fa2(problem):
 
 def test_folded_agrees_with_exact_on_causal_fa2():
     problem = AttentionProblem(batch=1, heads=4, seq_len=1024, head_dim=64, causal=True)
-    exact = simulate("fa2", problem, "h200", exact=True)
-    folded = simulate("fa2", problem, "h200")
+    folded, exact = folded_and_exact("fa2", problem)
     assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
     assert folded.hbm_bytes == pytest.approx(exact.hbm_bytes, rel=0.01)
 
@@ -865,8 +867,7 @@ def test_one_warps_async_mmas_run_in_issue_order():
     ("flash_decoding", AttentionProblem(batch=4, heads=32, kv_heads=8, seq_len=1, kv_len=8192, head_dim=128)),
 ])
 def test_folded_agrees_with_exact_on_hopper_kernels(kernel, problem):
-    folded = simulate(kernel, problem, "h200")
-    exact = simulate(kernel, problem, "h200", exact=True)
+    folded, exact = folded_and_exact(kernel, problem)
     assert folded.launches[0].fold_factor > 1
     assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
     assert folded.hbm_bytes == pytest.approx(exact.hbm_bytes, rel=0.01)
@@ -879,8 +880,7 @@ def test_folded_agrees_with_exact_on_hopper_kernels(kernel, problem):
 def test_sampled_fa1_loops_agree_with_exact(problem):
     # FA1's inner loop walks the same Q, O, l, m tiles on every outer step: its sampled iterations keep
     # the same L2 stand-in lines, so a working set that fits stays resident
-    folded = simulate("fa1", problem, "h200")
-    exact = simulate("fa1", problem, "h200", exact=True)
+    folded, exact = folded_and_exact("fa1", problem)
     assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
     assert folded.hbm_bytes == pytest.approx(exact.hbm_bytes, rel=0.01)
     assert folded.sim_wall_s < exact.sim_wall_s
@@ -930,8 +930,7 @@ def test_folded_agrees_with_exact_on_many_waves_of_fa2():
     # eight waves of two co-resident CTAs per SM: the folded run simulates three and extrapolates the rest;
     # the re-reads of its start and the mix of tiles its last wave leaves in L2 must not skew the bytes
     problem = AttentionProblem(batch=8, heads=16, seq_len=2048, head_dim=128)
-    folded = simulate("fa2", problem, "h200")
-    exact = simulate("fa2", problem, "h200", exact=True)
+    folded, exact = folded_and_exact("fa2", problem)
     assert folded.hbm_read_bytes == pytest.approx(exact.hbm_read_bytes, rel=0.01)
     assert folded.hbm_write_bytes == pytest.approx(exact.hbm_write_bytes, rel=0.01)
     assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
@@ -944,8 +943,7 @@ def test_folded_agrees_with_exact_on_many_waves_of_fa2():
 ])
 def test_folded_one_wave_decode_agrees_with_exact(problem):
     # one wave: every loop iteration runs (no sampling), so the CTAs' finishing order matches exact mode
-    folded = simulate("flash_decoding", problem, "h200")
-    exact = simulate("flash_decoding", problem, "h200", exact=True)
+    folded, exact = folded_and_exact("flash_decoding", problem)
     assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
     assert folded.hbm_bytes == pytest.approx(exact.hbm_bytes, rel=0.01)
 
@@ -954,8 +952,7 @@ def test_folded_agrees_with_exact_on_naive():
     # the GEMMs' operand tiles are keyed by where they sit in the region index (RegionKey), so a
     # representative's read stands for exactly the distinct Q and K tiles of its block
     problem = AttentionProblem(batch=1, heads=8, seq_len=2048, head_dim=64)
-    folded = simulate("naive", problem, "h200")
-    exact = simulate("naive", problem, "h200", exact=True)
+    folded, exact = folded_and_exact("naive", problem)
     assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
     assert folded.hbm_read_bytes == pytest.approx(exact.hbm_read_bytes, rel=0.01)
     assert folded.hbm_bytes == pytest.approx(exact.hbm_bytes, rel=0.01)

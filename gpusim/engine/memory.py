@@ -84,8 +84,8 @@ class MemorySystem:
         self.trace: list | None = None  # when tracing: (name, track, unit, start, duration) of HBM transfers
         self.hbm_read_by_tensor: dict[str, float] = {}
         self.l2_read_by_tensor: dict[str, float] = {}
-        self.rereads_by_tensor: dict[str, int] = {}  # misses on tiles that had missed before in the launch
-        self.reread_bytes_by_tensor: dict[str, float] = {}  # and their DRAM bytes
+        self.reread_bytes_by_tensor: dict[str, float] = {}  # DRAM bytes of misses on tiles that had missed
+        # before in the launch (evicted)
         self._missed_once: set = set()
 
     def start_launch(self) -> None:
@@ -143,7 +143,6 @@ class MemorySystem:
             self.hbm_read_by_tensor[tensor] = self.hbm_read_by_tensor.get(tensor, 0.0) + dram
             for key, size in missed:
                 if key in self._missed_once:
-                    self.rereads_by_tensor[tensor] = self.rereads_by_tensor.get(tensor, 0) + 1
                     self.reread_bytes_by_tensor[tensor] = self.reread_bytes_by_tensor.get(tensor, 0.0) + size
                 else:
                     self._missed_once.add(key)

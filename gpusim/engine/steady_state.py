@@ -47,7 +47,7 @@ class WaveMeter:
     def __init__(self, slots: int, read_counters, read_rereads=dict):
         self.slots = slots
         self.read_counters = read_counters  # () -> dict of additive counters
-        self.read_rereads = read_rereads  # () -> {tensor: re-read misses so far}
+        self.read_rereads = read_rereads  # () -> {tensor: re-read bytes so far}
         self.finished = 0
         self.snapshots: dict[int, Snapshot] = {}
         self.rereads_before_last_wave: dict = {}

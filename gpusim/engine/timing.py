@@ -138,9 +138,9 @@ class TimingInterpreter:
                                limit=SIMULATED_WAVES * slots if extrapolate else None))
         if extrapolate:
             skipped = blocks - len(reps)
-            meter = WaveMeter(slots, lambda: self._additive_counters(sms, fold), lambda: self.memory.rereads_by_tensor)
+            meter = WaveMeter(slots, lambda: self._additive_counters(sms, fold), lambda: self.memory.reread_bytes_by_tensor)
         window = _Window(len(reps), slots, self._additive_counters(sms, fold), dict(self.memory.hbm_read_by_tensor),
-                         dict(self.memory.rereads_by_tensor), dict(self.memory.reread_bytes_by_tensor),
+                         dict(self.memory.reread_bytes_by_tensor),
                          dict(self.memory.l2_read_by_tensor)) if meter is not None else None
         simulated = len(reps)
         self._last_wave_reps = 0 if extrapolate else (simulated if simulated <= slots else simulated % slots)
@@ -181,8 +181,8 @@ class TimingInterpreter:
                 deltas[key] = launch_totals[key] * slots / simulated
         deltas["mem.hbm_write"] = 0.0  # write-backs depend on L2 capacity, not on work: aged below
         # streaming: re-read during the last simulated wave (see WaveMeter)
-        streaming = {t for t, n in memory.rereads_by_tensor.items()
-                     if n > meter.rereads_before_last_wave.get(t, window.rereads.get(t, 0))}
+        streaming = {t for t, n in memory.reread_bytes_by_tensor.items()
+                     if n > meter.rereads_before_last_wave.get(t, 0.0)}
         shared = set(launch.shared_by(launch.grid[0])) if launch.grid else set()
         streamed = sum(v - window.l2_reads.get(t, 0.0) for t, v in memory.l2_read_by_tensor.items()
                        if t in streaming and t in shared)
@@ -526,11 +526,10 @@ class TimingInterpreter:
 class _Window:
     """The counters at the start of an extrapolated launch's simulated waves."""
 
-    __slots__ = ("simulated", "slots", "counters", "reads", "rereads", "reread_bytes", "l2_reads")
+    __slots__ = ("simulated", "slots", "counters", "reads", "reread_bytes", "l2_reads")
 
-    def __init__(self, simulated: int, slots: int, counters: dict, reads: dict, rereads: dict, reread_bytes: dict,
-                 l2_reads: dict):
-        self.simulated, self.slots, self.counters, self.reads, self.rereads = simulated, slots, counters, reads, rereads
+    def __init__(self, simulated: int, slots: int, counters: dict, reads: dict, reread_bytes: dict, l2_reads: dict):
+        self.simulated, self.slots, self.counters, self.reads = simulated, slots, counters, reads
         self.reread_bytes, self.l2_reads = reread_bytes, l2_reads
 
 
