@@ -71,6 +71,11 @@ class HardwareSpec:
     # --- special-function (exp) and FP32 pipes
     mufu_ops_per_clk_per_sm: float = 16.0
     fp32_ops_per_clk_per_sm: float = 128.0
+    # --- Ampere-style asynchronous copies (cp.async, global -> shared without registers): their own in-flight
+    # window and link per SM, measured apart from register loads (0 = they share the load/store units' path)
+    async_copy_max_inflight_bytes: int = 0
+    async_copy_bandwidth_bytes_per_clk: float = 0.0
+    async_copy_extra_latency_cycles: float = 0.0  # added to each cp.async read's access latency (that path only)
     # --- asynchronous bulk copy engine (TMA): its own in-flight window and link per SM (0 = no TMA)
     has_tma: bool = False
     tma_max_inflight_bytes: int = 0
@@ -113,6 +118,9 @@ class HardwareSpec:
         if self.has_tma and (self.tma_max_inflight_bytes <= 0 or self.tma_bandwidth_bytes_per_clk <= 0):
             raise InputError("hardware fields tma_max_inflight_bytes and tma_bandwidth_bytes_per_clk: must be "
                              "positive when has_tma is true")
+        if (self.async_copy_max_inflight_bytes > 0) != (self.async_copy_bandwidth_bytes_per_clk > 0):
+            raise InputError("hardware fields async_copy_max_inflight_bytes and async_copy_bandwidth_bytes_per_clk: "
+                             "set both (cp.async has its own path) or neither (it shares the load/store units')")
         if self.smem_per_cta_max_bytes > self.smem_per_sm_bytes:
             raise InputError("hardware field smem_per_cta_max_bytes: exceeds smem_per_sm_bytes")
         if not any(self.tensor_flops_per_clk(i, "bf16") for i in INSTRUCTION_CLASSES):
@@ -228,6 +236,9 @@ _FA3_T1 = "FlashAttention-3 paper Table 1"
 _INFLIGHT = ("calibrated: per-SM bytes in flight so that bandwidth(k SMs) = k * inflight / latency matches "
              "validation copy_vs_sms; Little's law")
 
+_CP_ASYNC = ("validation/probe_cp_async_window.py on the H200 (README run 17): one CTA alone on the GPU, rounds "
+             "of 16-byte cp.async.cg, each waited for before the next")
+
 _HOPPER_COMMON = dict(
     smem_per_sm_bytes=233472, smem_per_cta_max_bytes=232448, sram_per_sm_bytes=262144,
     smem_bandwidth_bytes_per_clk_per_sm=128.0,
@@ -239,6 +250,8 @@ _HOPPER_COMMON = dict(
     async_mma_latency_cycles=256.0,
     l2_hit_latency_cycles=260, hbm_latency_cycles=700,
     sm_max_inflight_bytes=49152, sm_load_bandwidth_bytes_per_clk=40.0,
+    async_copy_max_inflight_bytes=196608, async_copy_bandwidth_bytes_per_clk=53.0,
+    async_copy_extra_latency_cycles=440.0,
     pcie_bandwidth_bytes_per_s=55e9,
 )
 _HOPPER_SOURCES = {
@@ -258,6 +271,13 @@ _HOPPER_SOURCES = {
                           "(Luo et al. pointer chase 480-570 plus issue and store)",
     "sm_max_inflight_bytes": _INFLIGHT + " (64 KiB blocks saturate at 49 GB/s read per SM)",
     "sm_load_bandwidth_bytes_per_clk": "validation copy_vs_sms: 40 B/clk per SM for LSU loads (slope of time vs block)",
+    "async_copy_max_inflight_bytes": _CP_ASYNC + ": the time of a round grows linearly with its bytes up to 192 KiB, "
+                                     "the largest probed (no knee: register loads saturate at 48 KiB)",
+    "async_copy_bandwidth_bytes_per_clk": _CP_ASYNC + ": 9.8 ns per KiB of a round from 8 to 192 KiB, 105 GB/s = "
+                                          "53 B/clk at 1.98 GHz",
+    "async_copy_extra_latency_cycles": _CP_ASYNC + ": every round, 8 to 192 KiB, took 0.22-0.23 us (440 cycles) longer "
+                                       "than hbm_latency_cycles + bytes / link (copy_vs_sms fitted the latency on "
+                                       "register loads)",
     "has_tma": "Hopper has the Tensor Memory Accelerator (FA3 paper Sec. 2)",
     "async_mma_latency_cycles": "calibrated on the H200 cudnn rows: an asynchronous MMA group (wgmma "
                                 "commit/wait) completes this long after the tensor core finishes its FLOPs; "

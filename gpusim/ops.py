@@ -129,13 +129,20 @@ class Op:
 class Load(Op):
     """Copy a global region into a tile. wait=False makes it asynchronous (TMA or cp.async): the yield
     returns a Handle, and completion also signals `signal` if given. tma=True issues it on the TMA engine
-    (its own in-flight window and link) instead of the load/store units."""
+    (its own in-flight window and link) instead of the load/store units; cp_async=True says it is an
+    Ampere-style cp.async into shared memory, which on GPUs that measure it apart
+    (HardwareSpec.async_copy_*) has its own window and link too."""
 
     src: TensorRef
     dst: Tile
     wait: bool = True
     signal: Semaphore | None = None
     tma: bool = False
+    cp_async: bool = False
+
+    def __post_init__(self):
+        if self.tma and self.cp_async:
+            raise ValueError("Load: tma and cp_async are two different copy paths; pick one")
 
 
 @dataclass(slots=True, eq=False)

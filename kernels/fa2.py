@@ -2,14 +2,15 @@
 
 One CTA per (Q tile, batch, head), grid order (m_block, batch, head) with the Q tile fastest, so CTAs that
 run together share K/V tiles in L2. Each CTA keeps its Q tile and O accumulator on chip and walks K/V tiles
-left to right (under causal masking only up to the diagonal; tiles past it are skipped), with the
-online softmax; O and the log-sum-exp are written once. Tensor cores through Ampere-style `mma.sync`
-(all four warps read the K and V tiles from SMEM through ldmatrix), K/V prefetched with cp.async one
-tile ahead exactly as the reference kernel does (V_j while computing S_j, K_j+1 while computing P_j V_j),
-and no overlap of softmax with the matrix products inside a CTA: overlap comes only from the second CTA
-resident on the SM. SMEM port traffic of S = Q K^T: every warp reads K, Q is read again from SMEM on every
-iteration (Is_Q_in_regs = false in the default Flash_fwd_kernel_traits), and the cp.async fill of V_j lands
-meanwhile; of P V: every warp reads V while K_j+1 lands. Head dim 256 on H100/H200 runs 64 x 64 tiles with
+from the last visible one down to the first, as the reference kernel does (under causal masking the diagonal
+tile first; tiles past it are skipped), with the online softmax; O and the log-sum-exp are written once.
+Tensor cores through Ampere-style `mma.sync` (all four warps read the K and V tiles from SMEM through
+ldmatrix), K/V loaded with cp.async in the reference kernel's order (walk_kv_tiles: V_j while computing S_j,
+K_j-1 while computing the softmax and P_j V_j), and no overlap of softmax with the matrix products inside a
+CTA: overlap comes only from the second CTA resident on the SM. SMEM port traffic of S = Q K^T: every
+warp reads K, Q is read again from SMEM on every iteration (Is_Q_in_regs = false in the default
+Flash_fwd_kernel_traits), and the cp.async fill of V_j lands meanwhile; of P V: every warp reads V while
+K_j-1 lands. Head dim 256 on H100/H200 runs 64 x 64 tiles with
 4 warps, two CTAs per SM (run_mha_fwd_hdim256 picks it from the SMEM per SM and per CTA).
 
 Differences from the CUDA kernel: warps of a CTA are one process (they run in lockstep in FA2), and the
@@ -36,6 +37,10 @@ OPTIONS = {
     "block_m": Option(int, None, "Q rows per CTA (default: FA2's choice for the head dim)"),
     "block_n": Option(int, None, "K/V rows per tile (default: FA2's choice for the head dim)"),
     "warps": Option(int, None, "warps per CTA (default 4; 8 for head dim 256)"),
+    "stages": Option(int, None, "forward: a software-pipelined ring of this many K/V tile pairs in SMEM, as a "
+                                "Triton kernel's num_stages - 1 (default: FA2's own order, one K and one V tile)"),
+    "loads_in_flight": Option(int, None, "forward, with stages: K/V tile pairs loaded ahead at most (default: "
+                                         "stages)"),
     "bwd_block_m": Option(int, None, "backward: Q rows per inner tile (default: FA2's choice)"),
     "bwd_block_n": Option(int, None, "backward: K/V rows per CTA (default: FA2's choice)"),
     "bwd_warps": Option(int, None, "backward: warps per CTA (default: FA2's choice)"),
@@ -77,9 +82,10 @@ def warp_layout(block_m: int, warps: int) -> tuple[int, int]:
 
 
 def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block_n: int, warps: int,
-                   instruction: str = "mma_sync") -> Launch:
+                   instruction: str = "mma_sync", stages: int | None = None, in_flight: int | None = None) -> Launch:
     """One CTA per (Q tile, batch, head). For decode (seq_len == 1) with GQA the query heads of a KV group
-    are packed as the rows of one tile (FA2's seqlen_q/ngroups swap), one CTA per (batch, KV head)."""
+    are packed as the rows of one tile (FA2's seqlen_q/ngroups swap), one CTA per (batch, KV head).
+    `stages`, `in_flight`: a software-pipelined ring of K/V tile pairs instead of FA2's own order (walk_kv_tiles)."""
     q_t, k_t, v_t, o_t, lse_t = (tensors[k] for k in ("Q", "K", "V", "O", "LSE"))
     d, group = problem.head_dim, problem.group_size
     dt = tensor_dtype(problem)
@@ -105,51 +111,29 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
             rows = slice(r0, r0 + block_m)
             q_ref = q_t.region(b, h, rows)
             out_refs = (o_t.region(b, h, rows), lse_t.region(b, h, rows))
+        kv = lambda j: slice(j * block_n, (j + 1) * block_n)  # noqa: E731
         q = Tile((block_m, d), dt, "smem", "Q")
-        k = Tile((block_n, d), dt, "smem", "K")
-        v = Tile((block_n, d), dt, "smem", "V")
-        s = Tile((block_m, block_n), "fp32", "reg", "S")
-        p = Tile((block_m, block_n), dt, "reg", "P")
         m, l_, acc, init = init_row_state(valid_rows, block_m, d)
-        yield Load(q_ref, q)
+        q_ready = yield Load(q_ref, q, wait=False, cp_async=True)
         for op in init:
             yield op
         tiles = kv_tiles_for_rows(problem, r0, r0 + (1 if packed else valid_rows), block_n)
-        kv = lambda j: slice(j * block_n, (j + 1) * block_n)  # noqa: E731
         if packed:  # decode: K/V private to the CTA, so a long walk may be sampled (engine loop_sampling)
             plan = yield Loop(len(tiles))
         else:  # K/V tiles shared with concurrent CTAs in L2: every iteration is simulated
             plan = LoopPlan(len(tiles), range(len(tiles)))
-        order = plan.indices
-        k_ready = None
-        if order:
-            k_ready = yield Load(k_t.region(b, hk, kv(tiles[order[0]])), k, wait=False)
-        for pos, i in enumerate(order):
-            yield plan.mark(i)
-            j = tiles[i]
-            yield from _wait(k_ready)
-            v_ready = yield Load(v_t.region(b, hk, kv(j)), v, wait=False)
-            # SMEM port: each K tile is read (ldmatrix) by every warp of a row slice, Q again from SMEM
-            # (Is_Q_in_regs = false) by every warp of a key slice, and the cp.async of V_j lands in SMEM
-            # while this product runs.
-            yield Mma(q, k, s, instruction, b_transposed=True,
-                      smem_read_bytes=warps_m * k.nbytes + warps_n * q.nbytes + v.nbytes)
-            needs_mask = not packed and tile_needs_mask(problem, r0, j * block_n, (j + 1) * block_n)
-            yield from online_softmax(s, m, l_, acc, p, masked_scores(problem, r0, j * block_n, needs_mask))
-            yield from _wait(v_ready)
-            following = plan.next_index(pos)
-            fill = 0
-            if following is not None:
-                k_ready = yield Load(k_t.region(b, hk, kv(tiles[following])), k, wait=False)
-                fill = k.nbytes  # K_j+1 lands in SMEM during P V_j
-            yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps_m * v.nbytes + fill)
+        scores = lambda j: masked_scores(problem, r0, j * block_n,  # noqa: E731
+                                         not packed and tile_needs_mask(problem, r0, j * block_n, (j + 1) * block_n))
+        yield from walk_kv_tiles(plan, tiles, lambda j: k_t.region(b, hk, kv(j)), lambda j: v_t.region(b, hk, kv(j)),
+                                 q, q_ready, (m, l_, acc), scores, block_n, instruction, warps_m, warps_n,
+                                 stages=stages, in_flight=in_flight)
         out = Tile((block_m, d), o_t.dtype, "smem", "O")
         lse = Tile((block_m,), "fp32", "reg", "LSE")
         yield from finalize_output(acc, l_, m, out, lse)
         yield Store(out, out_refs[0])
         yield Store(lse, out_refs[1])
 
-    smem = (block_m + 2 * block_n) * d * problem.element_bytes
+    smem = (block_m + 2 * (stages or 1) * block_n) * d * problem.element_bytes
     kv_key = (lambda cta: (cta[1], cta[2])) if packed else (lambda cta: (cta[1], cta[2] // group))
 
     def work(cta) -> float:
@@ -166,9 +150,71 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
                   work=work if problem.causal and not packed else None)
 
 
-def _wait(handle):
-    if handle is not None:
-        yield Wait(handle)
+def walk_kv_tiles(plan: LoopPlan, tiles, k_region, v_region, q: Tile, q_ready, row_state, scores, block_n: int,
+                  instruction: str, warps_m: int, warps_n: int, q_ops=(), stages: int | None = None,
+                  in_flight: int | None = None):
+    """FA2's main loop (flash_fwd_kernel.h, the split-KV kernel alike) over the K/V tiles `tiles`, from the last
+    visible one down to the first as FA2 walks them (the causal diagonal, the only tile to mask, comes first;
+    iteration i of `plan` is tile tiles[-1 - i]). Loads are cp.async into SMEM.
+
+    stages=None is FA2's own order, one K and one V tile in SMEM: Q with the first K; V_j once K_j has landed,
+    while S_j = Q K_j^T runs; then, once V_j has landed, K_j-1 while the softmax and P V_j run, so each iteration
+    waits for two loads one after the other. stages=k is a software-pipelined kernel (Triton's num_stages = k + 1):
+    a ring of k K/V tile pairs in SMEM, K and V of a tile loaded together, at most `in_flight` pairs (default k)
+    ahead: the pair `in_flight` iterations ahead is loaded once P V_j is done.
+
+    `k_region(j)` / `v_region(j)` name tile j in global memory, `scores(j)` scales and masks its score tile,
+    `row_state` is (m, l, acc) from init_row_state, `q_ops` run on Q once it has landed. SMEM port traffic as
+    mma.sync reads it: every warp of a row slice reads K (ldmatrix), Q is read again from SMEM by every warp of a
+    key slice (Is_Q_in_regs = false), and a cp.async fill lands meanwhile."""
+    m, l_, acc = row_state
+    block_m, d = q.shape
+    ring = stages or 1
+    k_buf = [Tile((block_n, d), q.dtype, "smem", f"K{x}") for x in range(ring)]
+    v_buf = [Tile((block_n, d), q.dtype, "smem", f"V{x}") for x in range(ring)]
+    s = Tile((block_m, block_n), "fp32", "reg", "S")
+    p = Tile((block_m, block_n), q.dtype, "reg", "P")
+    order = plan.indices  # iteration i walks tile tiles[-1 - i]: the plan counts iterations, not tiles
+    tile_at = lambda pos: tiles[-1 - order[pos]]  # noqa: E731
+    k_ready, v_ready = {}, {}
+
+    def load(pos, which):
+        slot = pos % ring
+        if which == "K":
+            k_ready[pos] = yield Load(k_region(tile_at(pos)), k_buf[slot], wait=False, cp_async=True)
+        else:
+            v_ready[pos] = yield Load(v_region(tile_at(pos)), v_buf[slot], wait=False, cp_async=True)
+
+    ahead = min(in_flight or ring, ring) if stages else 1
+    for pos in range(min(ahead, len(order))):
+        yield from load(pos, "K")
+        if stages:
+            yield from load(pos, "V")
+    yield Wait(q_ready)
+    yield from q_ops
+    for pos, i in enumerate(order):
+        yield plan.mark(i)
+        j = tile_at(pos)
+        k, v = k_buf[pos % ring], v_buf[pos % ring]
+        yield Wait(k_ready.pop(pos))
+        if not stages:
+            yield from load(pos, "V")
+        yield Mma(q, k, s, instruction, b_transposed=True,
+                  smem_read_bytes=warps_m * k.nbytes + warps_n * q.nbytes + v.nbytes)
+        following = pos + ahead
+        fill = 0
+        if not stages:
+            yield Wait(v_ready.pop(pos))
+            if following < len(order):
+                yield from load(following, "K")
+                fill = k.nbytes  # K_j-1 lands in SMEM during the softmax and P V_j
+        yield from online_softmax(s, m, l_, acc, p, scores(j))
+        if stages:
+            yield Wait(v_ready.pop(pos))
+        yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps_m * v.nbytes + fill)
+        if stages and following < len(order):  # P V_j is done: the pair `ahead` iterations ahead
+            yield from load(following, "K")
+            yield from load(following, "V")
 
 
 def resolve_tiles(problem: AttentionProblem, opts: dict, hw=None) -> tuple[int, int, int]:
@@ -188,7 +234,13 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
     tensors = declare_tensors(problem, backward=backward)
     launches = []
     if problem.pass_ in ("fwd", "fwd_bwd"):
-        launches.append(forward_launch(problem, tensors, bm, bn, warps))
+        for name in ("stages", "loads_in_flight"):
+            if opts[name] is not None and opts[name] <= 0:
+                raise InputError(f"fa2: {name}={opts[name]} must be positive")
+        if opts["loads_in_flight"] is not None and opts["stages"] is None:
+            raise InputError("fa2: loads_in_flight needs stages (FA2's own order has one K and one V tile)")
+        launches.append(forward_launch(problem, tensors, bm, bn, warps, stages=opts["stages"],
+                                       in_flight=opts["loads_in_flight"]))
     if backward:
         from gpusim.kernels.fa2_backward import backward_launches
         launches.extend(backward_launches(problem, hw, tensors, opts))

@@ -166,16 +166,16 @@ def main_launch(problem: AttentionProblem, tensors: dict, block_m: int, block_n:
         def load_q(idx):  # Q_i and LSE_i: the Q tile double-buffered in SMEM, LSE into registers
             h, i = steps[idx]
             rows = slice(i * block_m, (i + 1) * block_m)
-            return [(yield Load(q_t.region(b, h, rows), q_buf[idx % 2], wait=False)),
+            return [(yield Load(q_t.region(b, h, rows), q_buf[idx % 2], wait=False, cp_async=True)),
                     (yield Load(lse_t.region(b, h, rows), lse_buf[idx % 2], wait=False))]
 
         def load_do(idx):  # dO_i: one SMEM buffer, refilled once the dV product has read it
             h, i = steps[idx]
             rows = slice(i * block_m, (i + 1) * block_m)
-            return (yield Load(do_t.region(b, h, rows), do_buf[0], wait=False))
+            return (yield Load(do_t.region(b, h, rows), do_buf[0], wait=False, cp_async=True))
 
-        k_ready = yield Load(k_t.region(b, hk, cols), k, wait=False)
-        v_ready = yield Load(v_t.region(b, hk, cols), v, wait=False)
+        k_ready = yield Load(k_t.region(b, hk, cols), k, wait=False, cp_async=True)
+        v_ready = yield Load(v_t.region(b, hk, cols), v, wait=False, cp_async=True)
         q_pending = (yield from load_q(0)) if steps else []
         do_pending = (yield from load_do(0)) if steps else None
         yield Vector(lambda: np.zeros((valid_cols, d)), [], dk_acc, 0.0)

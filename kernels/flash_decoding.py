@@ -28,13 +28,15 @@ Differences from the CUDA kernels: the CTA is warp-specialized Hopper style (one
 K and V through a `stages`-deep SMEM ring with asynchronous loads completing on semaphores, one consumer
 warpgroup doing both products and the softmax), where FA2's split kernel uses cp.async prefetch inside
 4 lock-step warps; the tensor instruction is the newest the GPU has (wgmma on Hopper) unless `instruction`
-says otherwise. With api="mha_fwd" the CTA is FA2's own as measured (validation/README.md run 10): mma.sync,
-one K and one V tile in SMEM (two CTAs per SM), and FA2's "2 x SMs" split slots; otherwise the split slots
-come from this launch's real occupancy. K/V tiles are split evenly (chunks differ by at most one tile) instead of FA2's
-ceil(n_blocks / splits) per split. FA2's combine CTA takes a few (batch, head, position) rows of the flat
-row space; here it takes one split CTA's packed rows (a similar count of rows for decode GQA). Nothing in
-the engine knows about decoding: the speed-up at small batch comes only from more CTAs on more SMs, each
-with its own bounded window of bytes in flight.
+says otherwise; `loads_in_flight` caps how far the producer runs ahead of the ring (the campaign's Triton kernel
+keeps two tile pairs in SMEM but one in flight). With api="mha_fwd" the CTA is FA2's own as measured
+(validation/README.md run 10): 4 lock-step warps with mma.sync, one K and one V tile in SMEM (two CTAs per SM),
+loaded in FA2's order (fa2.walk_kv_tiles), and FA2's "2 x SMs" split slots; otherwise the split slots come from
+this launch's real occupancy. Loads into SMEM are cp.async. K/V tiles are split evenly (chunks differ by at
+most one tile) instead of FA2's ceil(n_blocks / splits) per split. FA2's combine CTA takes a few (batch, head,
+position) rows of the flat row space; here it takes one split CTA's packed rows (a similar count of rows for
+decode GQA). Nothing in the engine knows about decoding: the speed-up at small batch comes only from more CTAs
+on more SMs, each with its own bounded window of bytes in flight.
 """
 
 from __future__ import annotations
@@ -60,8 +62,9 @@ OPTIONS = {
     "block_n": Option(int, None, "K/V rows per tile (default: 256 for d <= 64, 128 for d <= 128, else 64, "
                                  "as FA2's split-KV kernel)"),
     "stages": Option(int, None, "depth of the K/V SMEM ring (asynchronous loads in flight per CTA; default 2, "
-                                "and 1 with api=mha_fwd: FA2's split kernel holds one K and one V tile, 80 KiB "
-                                "at d = 128, two CTAs per SM, validation/README.md run 10)"),
+                                "and 1, the only choice, with api=mha_fwd: FA2's split kernel holds one K and one V "
+                                "tile, 80 KiB at d = 128, two CTAs per SM, validation/README.md run 10)"),
+    "loads_in_flight": Option(int, None, "K/V tile pairs the producer keeps in flight at most (default: stages)"),
     "instruction": Option(str, None, "tensor-core instruction class (default: the newest the GPU has)",
                           choices=("mma_sync", "wgmma", "tcgen05")),
     "api": Option(str, "with_kvcache", "FA2 entry point: with_kvcache (flash_attn_with_kvcache: the split-KV "
@@ -196,9 +199,17 @@ def packed_scores(problem: AttentionProblem, n0: int, nr: int, col_start: int, n
     return apply
 
 
+def pack_rows(q: Tile, rows: int) -> Vector:
+    """[heads, positions, d] -> [heads * positions, d]: the packed M tile (an SMEM layout, no work)."""
+    return Vector(lambda x: x.reshape(rows, x.shape[-1]), [q], q, 0.0, elements=0)
+
+
 def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, splits: int, stages: int,
-                 instruction: str) -> Launch:
-    """One CTA per (batch, KV head, split, row block); grid order row block fastest, then split (FA2's)."""
+                 instruction: str, fa2_cta: bool = False, in_flight: int | None = None) -> Launch:
+    """One CTA per (batch, KV head, split, row block); grid order row block fastest, then split (FA2's).
+    `fa2_cta`: the CTA is FA2's own split-KV CTA (4 lock-step warps, cp.async in FA2's order, fa2.walk_kv_tiles)
+    instead of a producer warp streaming a `stages`-deep ring to a consumer warpgroup, at most `in_flight` K/V tile
+    pairs ahead of it (default: the whole ring)."""
     q_t, k_t, v_t = tensors["Q"], tensors["K"], tensors["V"]
     partial = splits > 1
     o_t, lse_t = (tensors["O_part"], tensors["LSE_part"]) if partial else (tensors["O"], tensors["LSE"])
@@ -224,20 +235,23 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
         k_full = [Semaphore(f"k_full{i}") for i in range(stages)]
         v_full = [Semaphore(f"v_full{i}") for i in range(stages)]
         empty = [Semaphore(f"empty{i}", initial=1) for i in range(stages)]
+        ahead = Semaphore("in_flight", initial=in_flight) if in_flight else None
         kv = lambda j: slice(j * bn, (j + 1) * bn)  # noqa: E731
 
         # each CTA walks its own split of its own (batch, KV head): private data, so a long walk may be
         # sampled (engine loop_sampling); both roles sample the same iterations.
         def producer():
-            yield Load(q_t.region(b, heads, positions), q, wait=False, signal=q_full)
+            yield Load(q_t.region(b, heads, positions), q, wait=False, signal=q_full, cp_async=True)
             walk = yield Loop(len(tiles))
             for i, t in enumerate(walk.indices):
                 yield walk.mark(t)
                 j = tiles[t]
                 slot = i % stages
                 yield Acquire(empty[slot])
-                yield Load(k_t.region(b, hk, kv(j)), k_buf[slot], wait=False, signal=k_full[slot])
-                yield Load(v_t.region(b, hk, kv(j)), v_buf[slot], wait=False, signal=v_full[slot])
+                if ahead is not None:
+                    yield Acquire(ahead)
+                yield Load(k_t.region(b, hk, kv(j)), k_buf[slot], wait=False, signal=k_full[slot], cp_async=True)
+                yield Load(v_t.region(b, hk, kv(j)), v_buf[slot], wait=False, signal=v_full[slot], cp_async=True)
 
         def consumer():
             score = Tile((bm, bn), "fp32", "reg", "S")
@@ -246,8 +260,7 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
             for op in init:
                 yield op
             yield Acquire(q_full)
-            # [heads, positions, d] -> [heads * positions, d]: the packed M tile (an SMEM layout, no work)
-            yield Vector(lambda x: x.reshape(rows, d), [q], q, 0.0, elements=0)
+            yield pack_rows(q, rows)
             walk = yield Loop(len(tiles))
             for i, t in enumerate(walk.indices):
                 yield walk.mark(t)
@@ -263,17 +276,46 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
                 yield Mma(p, v, acc, instruction, accumulate=True,
                           smem_read_bytes=warps_m * v.nbytes if sync else None)
                 yield Signal(empty[slot])
-            out = Tile((bm, d), o_t.dtype, "smem", "O")
-            lse = Tile((bm,), "fp32", "reg", "LSE")
-            yield from finalize_output(acc, l_, m, out, lse)
-            if partial:
-                yield Store(out, o_t.region(b, heads, s, positions))
-                yield Store(lse, lse_t.region(b, heads, s, positions))
-            else:
-                yield Store(out, o_t.region(b, heads, positions))
-                yield Store(lse, lse_t.region(b, heads, positions))
+                if ahead is not None:
+                    yield Signal(ahead)
+            yield from epilogue(cta, m, l_, acc)
 
         return [producer(), consumer()]
+
+    def epilogue(cta, m, l_, acc):
+        """Normalize and write the split's partial output and LSE (or O and LSE with one split)."""
+        b, hk, s, rb = cta
+        h0, hc, n0, nr = layout.rows(hk, rb)
+        heads, positions = slice(h0, h0 + hc), slice(n0, n0 + nr)
+        out = Tile((bm, d), o_t.dtype, "smem", "O")
+        lse = Tile((bm,), "fp32", "reg", "LSE")
+        yield from finalize_output(acc, l_, m, out, lse)
+        if partial:
+            yield Store(out, o_t.region(b, heads, s, positions))
+            yield Store(lse, lse_t.region(b, heads, s, positions))
+        else:
+            yield Store(out, o_t.region(b, heads, positions))
+            yield Store(lse, lse_t.region(b, heads, positions))
+
+    def fa2_program_for(cta):
+        b, hk, s, rb = cta
+        h0, hc, n0, nr = layout.rows(hk, rb)
+        rows = hc * nr
+        heads, positions = slice(h0, h0 + hc), slice(n0, n0 + nr)
+        tiles = layout.split_tiles(layout.visible_tiles(n0, nr), s, splits)
+        kv = lambda j: slice(j * bn, (j + 1) * bn)  # noqa: E731
+        q = Tile((bm, d), dt, "smem", "Q")
+        m, l_, acc, init = init_row_state(rows, bm, d)
+        q_ready = yield Load(q_t.region(b, heads, positions), q, wait=False, cp_async=True)
+        for op in init:
+            yield op
+        walk = yield Loop(len(tiles))  # private K/V: a long walk may be sampled (engine loop_sampling)
+        scores = lambda j: packed_scores(problem, n0, nr, j * bn,  # noqa: E731
+                                         tile_needs_mask(problem, n0, j * bn, (j + 1) * bn))
+        yield from fa2.walk_kv_tiles(walk, tiles, lambda j: k_t.region(b, hk, kv(j)),
+                                     lambda j: v_t.region(b, hk, kv(j)), q, q_ready, (m, l_, acc), scores, bn,
+                                     instruction, warps_m, warps_n, q_ops=[pack_rows(q, rows)])
+        yield from epilogue(cta, m, l_, acc)
 
     # Alike CTAs for folded simulation: K/V tiles are shared by the row blocks of one (batch, KV head,
     # split) and Q rows by the splits of one (batch, KV head, row block). Neither is a leading-index prefix
@@ -295,8 +337,9 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
 
     works = {work(cta) for cta in grid[:splits * layout.row_blocks]}  # every (batch, KV head) alike
     smem = (bm + 2 * stages * bn) * d * problem.element_bytes  # Q + the K/V ring; the epilogue reuses the ring
-    return Launch(name="flash_decoding_split", grid=grid, program=program, smem_bytes_per_cta=int(smem),
-                  threads_per_cta=32 * (CONSUMER_WARPS + PRODUCER_WARPS),
+    warps = CONSUMER_WARPS + (0 if fa2_cta else PRODUCER_WARPS)
+    return Launch(name="flash_decoding_split", grid=grid, program=fa2_program_for if fa2_cta else program,
+                  smem_bytes_per_cta=int(smem), threads_per_cta=32 * warps,
                   registers_per_thread=min(MAX_REGISTERS_PER_THREAD,
                                            -(-(bm * d + bm * bn) // (32 * CONSUMER_WARPS)) + ADDRESSING_REGISTERS),
                   shared_by=lambda cta: {"Q": (cta[0], cta[1], cta[3]), "K": cta[:3], "V": cta[:3]},
@@ -390,10 +433,18 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
         raise InputError("flash_decoding: FA2's split-KV path has no FP8 kernel; use bf16 or fp16")
     bm = opts["block_m"]
     bn = opts["block_n"] or default_block_n(problem.head_dim)
-    stages = opts["stages"] or (1 if opts["api"] == "mha_fwd" else 2)
+    mha_fwd = opts["api"] == "mha_fwd"
+    if mha_fwd and opts["stages"] not in (None, 1):
+        raise InputError(f"flash_decoding: stages={opts['stages']} with api=mha_fwd: FA2's split kernel holds one "
+                         "K and one V tile (stages = 1)")
+    stages = opts["stages"] or (1 if mha_fwd else 2)
     if min(bm, bn, stages) <= 0:
         raise InputError("flash_decoding: block_m, block_n and stages must be positive")
-    mha_fwd = opts["api"] == "mha_fwd"
+    in_flight = opts["loads_in_flight"]
+    if mha_fwd and in_flight is not None:
+        raise InputError("flash_decoding: loads_in_flight with api=mha_fwd: FA2's split kernel loads in its own order")
+    if in_flight is not None and not 0 < in_flight <= stages:
+        raise InputError(f"flash_decoding: loads_in_flight={in_flight} must be in 1..stages ({stages})")
     # FA2's own kernels (mha_fwd) are Ampere-style: mma.sync; otherwise the newest instruction the GPU has
     instruction = opts["instruction"] or ("mma_sync" if mha_fwd else hw.best_instruction(problem.dtype))
     if hw.tensor_flops_per_clk(instruction, problem.dtype) <= 0:
@@ -408,7 +459,7 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
     layout = _Layout(problem, bm, bn)
     tensors = declare_tensors(problem)
     kv_tiles = layout.max_tiles()
-    ctas_per_sm = split_launch(problem, tensors, layout, 1, stages, instruction).occupancy(hw)
+    ctas_per_sm = split_launch(problem, tensors, layout, 1, stages, instruction, mha_fwd).occupancy(hw)
     ctas_per_split = problem.batch * problem.kv_heads * layout.row_blocks
     if requested is None:
         slots = hw.sm_count * (MHA_FWD_CTAS_PER_SM if mha_fwd else ctas_per_sm)
@@ -423,7 +474,7 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
         b, h, n, d = problem.batch, problem.heads, problem.seq_len, problem.head_dim
         tensors["O_part"] = GlobalTensor("O_part", (b, h, splits, n, d), "fp32", "scratch")
         tensors["LSE_part"] = GlobalTensor("LSE_part", (b, h, splits, n), "fp32", "scratch")
-    launches.append(split_launch(problem, tensors, layout, splits, stages, instruction))
+    launches.append(split_launch(problem, tensors, layout, splits, stages, instruction, mha_fwd, in_flight))
     if splits > 1:
         serial = opts["combine_loads"] == "serial"
         launches.append(combine_launch(problem, tensors, layout, splits, serial))

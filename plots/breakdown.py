@@ -19,10 +19,12 @@ from gpusim.plots.roofline import point_label, varying_coords  # noqa: E402
 
 #: Units in drawing order, with their legend names (row key busy_<unit>).
 UNIT_LABELS = {
-    "hbm": "HBM", "l2": "L2", "sm_load": "LSU load path", "tma": "TMA engine", "smem": "SMEM",
+    "hbm": "HBM", "l2": "L2", "sm_load": "LSU load path", "cp_async": "cp.async path", "tma": "TMA engine",
+    "smem": "SMEM",
     "tensor": "tensor cores", "mufu": "MUFU (exp)", "fp32": "FP32 / FMA", "dispatch": "issue (dispatch)",
 }
-UNIT_COLORS = {"hbm": "tab:blue", "l2": "tab:cyan", "sm_load": "tab:purple", "tma": "tab:brown", "smem": "tab:olive",
+UNIT_COLORS = {"hbm": "tab:blue", "l2": "tab:cyan", "sm_load": "tab:purple", "cp_async": "tab:gray", "tma": "tab:brown",
+               "smem": "tab:olive",
                "tensor": "tab:green", "mufu": "tab:red", "fp32": "tab:orange", "dispatch": "tab:pink",
                "idle": "lightgray"}
 

@@ -46,6 +46,7 @@ TINY = dataclasses.replace(
     l2_capacity_bytes=10**6, l2_bandwidth_bytes_per_clk=1000.0, l2_hit_latency_cycles=200,
     sm_load_bandwidth_bytes_per_clk=1e9, sm_max_inflight_bytes=10**9,
     has_tma=False, tma_max_inflight_bytes=0, tma_bandwidth_bytes_per_clk=0.0,
+    async_copy_max_inflight_bytes=0, async_copy_bandwidth_bytes_per_clk=0.0, async_copy_extra_latency_cycles=0.0,
     wgmma_bf16_flops_per_clk_per_sm=1024.0, mma_sync_bf16_flops_per_clk_per_sm=512.0, tensor_sustained_fraction=1.0,
     smem_bandwidth_bytes_per_clk_per_sm=128.0, fp32_ops_per_clk_per_sm=1.0, mufu_ops_per_clk_per_sm=16.0,
     kernel_launch_overhead_s=0.0, async_mma_latency_cycles=0.0,
@@ -53,6 +54,7 @@ TINY = dataclasses.replace(
     oldest_cta_issue_share=0.5, power_limit_w=0.0,
 )
 #: TINY with a TMA engine whose window and link are effectively unlimited unless a test narrows them.
+H200 = get_preset("h200")
 TINY_TMA = dataclasses.replace(TINY, name="tiny-tma", has_tma=True, tma_max_inflight_bytes=10**9,
                                tma_bandwidth_bytes_per_clk=1e9)
 SRC = GlobalTensor("src", (10**6,), "int8", "input")
@@ -190,11 +192,11 @@ def test_l2_capacity_makes_a_reread_miss():
 
 
 # ---------------------------------------------------------------------------------------------- per-SM MLP
-def _many_async_loads(n: int, size: int, tma: bool = False):
+def _many_async_loads(n: int, size: int, tma: bool = False, cp_async: bool = False):
     def program(cta):
         handles = []
         for i in range(n):
-            handle = yield Load(chunk((cta * n + i) * size, size), buf(size), wait=False, tma=tma)
+            handle = yield Load(chunk((cta * n + i) * size, size), buf(size), wait=False, tma=tma, cp_async=cp_async)
             handles.append(handle)
         for handle in handles:
             yield Wait(handle)
@@ -283,6 +285,60 @@ def test_tma_loads_drain_through_the_tma_link(tma, expected):
     if tma:
         assert out["busy"]["tma"] == pytest.approx(1000 / (2 * 1500))  # one of two SMs, 1000 of 1500
         assert out["busy"]["sm_load"] == 0
+
+
+# ---------------------------------------------------------------------------------------------- cp.async path
+@pytest.mark.parametrize("own_path, cp_async, expected", [(False, True, 8160), (True, False, 8160), (True, True, 660)])
+def test_cp_async_has_its_own_window_only_where_the_gpu_gives_it_one(own_path, cp_async, expected):
+    # a 1000-byte load/store window (one load in flight, WINDOW_CASES: 8160). cp.async loads take it too unless
+    # the GPU measures cp.async apart (async_copy_*: here unlimited, so all 16 are in flight: 660)
+    hw = dataclasses.replace(TINY, sm_max_inflight_bytes=1000)
+    if own_path:
+        hw = dataclasses.replace(hw, async_copy_max_inflight_bytes=10**9, async_copy_bandwidth_bytes_per_clk=1e9)
+    out = run(plan_of(launch_of([0], _many_async_loads(16, 1000, cp_async=cp_async))), hw)
+    assert out["cycles"] == expected
+    assert out["bytes"].hbm_read == 16000
+
+
+@pytest.mark.parametrize("extra_latency", [0, 100])
+def test_cp_async_loads_drain_through_their_own_link_and_count_as_cp_async(extra_latency):
+    # a 10 B/clk cp.async link: a 10000 B miss drains in 1000 cycles (HBM: 100), + 500 = 1500, plus what the
+    # path adds to the access latency
+    hw = dataclasses.replace(TINY, async_copy_max_inflight_bytes=10**9, async_copy_bandwidth_bytes_per_clk=10.0,
+                             async_copy_extra_latency_cycles=extra_latency)
+
+    def program(cta):
+        yield Load(chunk(0, 10000), buf(10000), cp_async=True)
+
+    out = run(plan_of(launch_of([0], program)), hw)
+    assert out["cycles"] == 1500 + extra_latency
+    assert out["busy"]["cp_async"] == pytest.approx(1000 / (2 * out["cycles"]))  # one of two SMs
+    assert out["busy"]["sm_load"] == 0
+
+
+def test_h200_cp_async_streams_past_the_register_load_window():
+    # validation/README.md run 17: one CTA alone, a round of cp.async grows linearly with its bytes up to 192 KiB
+    # (no knee; 2.46 us for 192 KiB), at 105 GB/s; register loads stream slower (copy_vs_sms: 49 GB/s)
+    def rounds(nbytes: int, cp_async: bool):
+        def program(cta):
+            handles = []
+            for i in range(nbytes // 16384):
+                handles.append((yield Load(chunk(i * 16384, 16384), buf(16384), wait=False, cp_async=cp_async)))
+            for handle in handles:
+                yield Wait(handle)
+        return run(plan_of(launch_of([0], program)), H200)["cycles"] - launch_gap
+
+    launch_gap = H200.kernel_launch_overhead_s * H200.sm_clock_hz
+    link = H200.async_copy_bandwidth_bytes_per_clk
+    assert (rounds(196608, True) - rounds(98304, True)) / 96 == pytest.approx(1024 / link, rel=1e-3)  # no knee
+    assert rounds(196608, True) / H200.sm_clock_hz == pytest.approx(2.46e-6, rel=0.15)  # the probe's 192 KiB round
+    register_slope = rounds(196608, False) - rounds(98304, False)
+    assert register_slope > 1.2 * (rounds(196608, True) - rounds(98304, True))
+
+
+def test_a_load_cannot_take_both_copy_paths():
+    with pytest.raises(ValueError, match="pick one"):
+        Load(chunk(0, 1000), buf(1000), tma=True, cp_async=True)
 
 
 def test_a_tma_load_on_a_gpu_without_tma_is_an_input_error():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from gpusim.errors import InputError
 from gpusim.functional import run_functional
 from gpusim.hardware import get_preset
 from gpusim.launch import KernelPlan
@@ -163,3 +164,56 @@ def test_backward_reads_the_sdpa_copies_once_per_head():
     plain = simulate("fa2", problem, "h200")
     copied = simulate("fa2", problem, "h200", {"sdpa_copies": True})
     assert copied.hbm_read_bytes == pytest.approx(plain.hbm_read_bytes, rel=0.02)
+
+
+def test_forward_walks_kv_tiles_down_from_the_diagonal_loading_in_fa2s_order():
+    # flash_fwd_kernel.h: Q with the last visible K tile; then per tile: V_j once K_j has landed, S_j,
+    # wait V_j, K_j-1, softmax, P V_j; tiles from the diagonal (causal: the only masked one first) down to 0
+    from gpusim.ops import Load, Vector, Wait
+    problem = AttentionProblem(batch=1, heads=1, seq_len=384, head_dim=64, causal=True)
+    plan = build_plan(problem, get_preset("h200"))
+    program = plan.launches[0].program((2, 0, 0))  # Q rows 256..383 see K/V tiles 0..2 (128 keys each)
+    steps, value = [], None
+    while True:
+        try:
+            op = program.send(value)
+        except StopIteration:
+            break
+        value = object() if isinstance(op, Load) and not op.wait else None
+        if isinstance(op, Load):
+            steps.append((f"load {op.src.tensor.name}", op.src.numpy_index[2].start, op.cp_async))
+        elif isinstance(op, Wait):
+            steps.append(("wait",))
+        elif isinstance(op, Mma):
+            steps.append(("mma",))
+        elif isinstance(op, Vector) and (op.mufu_ops_per_element or op.steps):
+            steps.append(("softmax",))
+    loads = [s for s in steps if s[0].startswith("load")]
+    assert [(name, start) for name, start, _ in loads] == [
+        ("load Q", 256), ("load K", 256), ("load V", 256), ("load K", 128), ("load V", 128), ("load K", 0),
+        ("load V", 0)]
+    assert all(cp_async for _, _, cp_async in loads)
+    first = steps.index(("load V", 256, True))
+    assert steps[first - 1] == ("wait",) and steps[first + 1:first + 5] == [
+        ("mma",), ("wait",), ("load K", 128, True), ("softmax",)]
+
+
+@pytest.mark.parametrize("in_flight", [None, 1])
+def test_software_pipelined_ring_computes_attention(in_flight):
+    # a Triton-style ring of K/V tile pairs (stages), at most loads_in_flight pairs ahead: decode GQA and a causal
+    # prefill whose lengths are not tile multiples
+    options = {"stages": 2} | ({"loads_in_flight": in_flight} if in_flight else {})
+    for problem in (AttentionProblem(batch=2, heads=8, kv_heads=2, seq_len=1, kv_len=1000, head_dim=64),
+                    AttentionProblem(batch=1, heads=2, seq_len=257, head_dim=64, causal=True)):
+        data, o, lse = _inputs(problem)
+        _check(problem, run_functional_check("fa2", problem, "h200", data, options), data, o, lse)
+
+
+def test_pipelined_ring_options_are_checked():
+    problem = AttentionProblem(batch=1, heads=2, seq_len=128, head_dim=64)
+    with pytest.raises(InputError, match="loads_in_flight needs stages"):
+        build_plan(problem, get_preset("h200"), {"loads_in_flight": 1})
+    with pytest.raises(InputError, match="stages=0 must be positive"):
+        build_plan(problem, get_preset("h200"), {"stages": 0})
+    assert build_plan(problem, get_preset("h200"), {"stages": 2}).launches[0].smem_bytes_per_cta == \
+        (128 + 2 * 2 * 128) * 64 * 2

@@ -202,6 +202,25 @@ def test_mha_fwd_split_kernel_is_fa2s_two_ctas_per_sm_with_mma_sync():
     assert plan.info["stages"] == 1 and plan.info["instruction"] == "mma_sync"
     split = plan.launches[0]
     assert split.smem_bytes_per_cta == 80 * 1024 and split.occupancy(H200) == 2
+    assert split.threads_per_cta == 128  # FA2's 4 lock-step warps, no producer warp
+    with pytest.raises(InputError, match="stages=2 with api=mha_fwd"):
+        build_plan(problem, H200, {"api": "mha_fwd", "stages": 2})
+    check(AttentionProblem(batch=2, heads=8, kv_heads=2, seq_len=1, kv_len=1000, head_dim=64), {"api": "mha_fwd"})
+
+
+def test_loads_in_flight_bounds_the_producer_ahead_of_the_consumer():
+    # the campaign's Triton kernel keeps a two-deep ring in SMEM but one K/V pair in flight (build_cases.py):
+    # the same numbers, the same SMEM (occupancy), and a lone CTA's walk takes a round trip per tile
+    options = {"num_splits": 2, "block_m": 16, "block_n": 64, "stages": 2, "instruction": "mma_sync"}
+    check(AttentionProblem(batch=2, heads=8, kv_heads=2, seq_len=1, kv_len=1000, head_dim=64),
+          options | {"loads_in_flight": 1})
+    problem = AttentionProblem(batch=1, heads=4, kv_heads=1, seq_len=1, kv_len=16384, head_dim=128)
+    one = build_plan(problem, H200, options | {"loads_in_flight": 1})
+    assert one.launches[0].smem_bytes_per_cta == build_plan(problem, H200, options).launches[0].smem_bytes_per_cta
+    serial = simulate("flash_decoding", problem, H200, options | {"loads_in_flight": 1}).time_s
+    assert serial > 1.5 * simulate("flash_decoding", problem, H200, options).time_s
+    with pytest.raises(InputError, match="loads_in_flight=3 must be in 1..stages"):
+        build_plan(problem, H200, options | {"loads_in_flight": 3})
 
 
 def test_serial_combine_pays_a_round_trip_per_split():

@@ -16,7 +16,7 @@ SMALL = AttentionProblem(batch=1, heads=4, seq_len=512, head_dim=64)
 #: Trace track (thread id) that shows each unit's work: loads of both paths are drawn on the "tma" track,
 #: vector ops with exponentials on "mufu" (FP32 work fused with them included), the rest on "fp32".
 TRACKS_OF_UNIT = {"tensor": {"tensor"}, "mufu": {"mufu"}, "fp32": {"fp32", "mufu"}, "sm_load": {"tma"},
-                  "tma": {"tma"}}
+                  "cp_async": {"tma"}, "tma": {"tma"}}
 X_KEYS = {"ph", "ts", "dur", "pid", "tid", "name"}
 
 

@@ -22,8 +22,10 @@ KERNEL_OF_IMPL = {"flash": "fa2", "cudnn": "fa3", "naive": "naive", "triton_nosp
 
 #: The Triton decode kernel both triton_* rows ran (validation/measure_h200.py decode_attn_kernel): the group's
 #: 4 query heads padded to GP = 16 rows (tl.dot's smallest M, so mma.sync, not wgmma), BLOCK_N = 64 keys per
-#: step, 4 warps, 3 pipeline stages. Triton's num_stages = 3 keeps 2 K and 2 V tiles in SMEM (loads run two
-#: iterations ahead): 70 KiB, 3 CTAs per SM (validation/README.md run 14), so the model's ring has stages - 1.
+#: step, 4 warps, 3 pipeline stages. Triton's num_stages = 3 keeps 2 K and 2 V tiles in SMEM: 70 KiB, 3 CTAs per
+#: SM (validation/README.md run 14), so the model's ring has stages - 1. Yet one K/V tile pair is in flight at a
+#: time: a lone CTA takes 1.04 us per 64-key tile (no-split rows at 1 sequence, 131k keys), one 32 KiB
+#: cp.async round trip (0.92 us, run 17) and its math; two in flight would take half.
 TRITON_DECODE_TILES = {"block_m": 16, "block_n": 64}
 TRITON_DECODE_WARPS, TRITON_DECODE_STAGES = 4, 3
 
@@ -56,10 +58,12 @@ def decode_options(r: dict) -> dict:
     forward kernel when that picks one split)."""
     if r["impl"] == "triton_splitk":
         opts = {"num_splits": r["splits"]} if r.get("splits") else {}
-        return opts | TRITON_DECODE_TILES | {"stages": TRITON_DECODE_STAGES - 1, "instruction": "mma_sync",
+        return opts | TRITON_DECODE_TILES | {"stages": TRITON_DECODE_STAGES - 1, "loads_in_flight": 1,
+                                             "instruction": "mma_sync",
                                              "combine_loads": "together"}
     if r["impl"] == "triton_nosplit":
-        return TRITON_DECODE_TILES | {"warps": TRITON_DECODE_WARPS}
+        return TRITON_DECODE_TILES | {"warps": TRITON_DECODE_WARPS, "stages": TRITON_DECODE_STAGES - 1,
+                                      "loads_in_flight": 1}
     if r["impl"] == "sdpa_flash":
         return {"api": "mha_fwd"}
     return {}

@@ -127,11 +127,12 @@ def write_json(path: str, doc: dict) -> None:
 
 
 def profile_cases_main(script: str, doc: str, name: str, cases: list, make_callable, metrics: list,
-                       timed=None) -> tuple[int, dict | None]:
+                       timed=None, base_units: bool = False) -> tuple[int, dict | None]:
     """The command line of a script that profiles `cases` (`--out DIR`, and `--driver` for the profiled child):
     optionally `timed()` first (CUDA-event timings without the profiler, as a dict of fields to keep), then
     every case under Nsight Compute; writes `h200_profile_<date>_<name>.json` in DIR and returns (exit status,
-    the written record, or None when nothing was written)."""
+    the written record, or None when nothing was written). `base_units`: ncu prints values in base units
+    (seconds, bytes) and the record keeps each kernel's units."""
     import argparse
     import datetime
 
@@ -143,11 +144,11 @@ def profile_cases_main(script: str, doc: str, name: str, cases: list, make_calla
         run_cases(cases, make_callable)
         return 0, None
     extra = timed() if timed is not None else {}
-    done = profile_script(script, metrics)
+    done = profile_script(script, metrics, base_units=base_units)
     if done is None:
         print("ncu not found", file=sys.stderr)
         return 1, None
-    kernels = parse_raw_csv(done.stdout)
+    kernels = parse_raw_csv(done.stdout, with_units=base_units)
     record = {"cases": cases, "case_lines": [ln for ln in done.stdout.splitlines() if ln.startswith("CASE")],
               "metrics": metrics, "kernels": kernels, **extra,
               "returncode": done.returncode, "stderr_tail": done.stderr[-2000:]}

@@ -37,12 +37,14 @@ class ByteCounters:
 
 class SmMemoryPort:
     """One path from an SM to L2: an outstanding-request window and its links (load and store
-    directions). Each SM has one for its load/store units and, with TMA, one for the copy engine."""
+    directions). Each SM has one for its load/store units, with TMA one for the copy engine, and one for
+    cp.async where the GPU's spec gives it its own."""
 
-    __slots__ = ("window_bytes", "inflight", "outstanding_bytes", "load_link", "store_link")
+    __slots__ = ("window_bytes", "inflight", "outstanding_bytes", "load_link", "store_link", "extra_latency_cycles")
 
-    def __init__(self, name: str, window_bytes: int, link_bytes_per_clk: float):
+    def __init__(self, name: str, window_bytes: int, link_bytes_per_clk: float, extra_latency_cycles: float = 0.0):
         self.window_bytes = window_bytes
+        self.extra_latency_cycles = extra_latency_cycles  # what the path adds to every read's access latency
         self.inflight: list = []  # heap of (done_cycle, bytes)
         self.outstanding_bytes = 0.0
         self.load_link = Server(f"{name}.load", link_bytes_per_clk)
@@ -51,6 +53,14 @@ class SmMemoryPort:
     @classmethod
     def load_store_units(cls, hw: HardwareSpec, sm_index: int) -> "SmMemoryPort":
         return cls(f"sm{sm_index}.lsu", hw.sm_max_inflight_bytes, hw.sm_load_bandwidth_bytes_per_clk)
+
+    @classmethod
+    def async_copy_path(cls, hw: HardwareSpec, sm_index: int) -> "SmMemoryPort | None":
+        """cp.async's own window and link, where the GPU's spec measures them apart from register loads."""
+        if hw.async_copy_max_inflight_bytes <= 0:
+            return None
+        return cls(f"sm{sm_index}.cp_async", hw.async_copy_max_inflight_bytes, hw.async_copy_bandwidth_bytes_per_clk,
+                   hw.async_copy_extra_latency_cycles)
 
     @classmethod
     def tma_engine(cls, hw: HardwareSpec, sm_index: int) -> "SmMemoryPort | None":
@@ -150,9 +160,9 @@ class MemorySystem:
             if not own_hit:
                 drained = max(drained, hbm_done)
         if own_hit:
-            done = max(drained + self.hw.l2_hit_latency_cycles, own_arrival)
+            done = max(drained + self.hw.l2_hit_latency_cycles, own_arrival) + port.extra_latency_cycles
         else:
-            done = drained + self.hw.hbm_latency_cycles
+            done = drained + self.hw.hbm_latency_cycles + port.extra_latency_cycles
         for key, _size in missed:
             self.cache.set_arrival(key, done)
         port.track(done, nbytes)

@@ -30,7 +30,7 @@ from gpusim.engine.loop_sampling import MEASURED, FullRuns, gap_after
 from gpusim.ops import Acquire, Handle, Load, Loop, LoopMark, Mma, Signal, Store, Vector, Wait
 from gpusim.result import LaunchStats
 
-PER_SM_UNITS = ("tensor", "mufu", "fp32", "smem", "sm_load", "tma", "dispatch")
+PER_SM_UNITS = ("tensor", "mufu", "fp32", "smem", "sm_load", "cp_async", "tma", "dispatch")
 #: HBM busy share over a sampled loop's measured iterations above which the loop is taken as bandwidth-bound.
 HBM_SATURATED = 0.95
 
@@ -51,6 +51,7 @@ class SmState:
         self.dispatch = SharedUnit(env, f"sm{index}.dispatch", 1.0, share)
         self.port = SmMemoryPort.load_store_units(hw, index)
         self.tma = SmMemoryPort.tma_engine(hw, index)
+        self.cp_async = SmMemoryPort.async_copy_path(hw, index)  # None: cp.async shares the load/store units'
         self.smem_budget = simpy.Container(env, capacity=hw.smem_per_sm_bytes, init=hw.smem_per_sm_bytes)
         self.reps_run = 0
         self.work_represented = 0.0  # its representatives' weights: the real CTAs' work they stood for
@@ -69,6 +70,7 @@ class SmState:
     def busy(self) -> dict:
         return {"tensor": self.tensor.busy_cycles, "mufu": self.mufu.busy_cycles, "fp32": self.fp32.busy_cycles,
                 "smem": self.smem.busy_cycles, "sm_load": self.port.load_link.busy_cycles,
+                "cp_async": self.cp_async.load_link.busy_cycles if self.cp_async else 0.0,
                 "tma": self.tma.load_link.busy_cycles if self.tma else 0.0,
                 "dispatch": self.dispatch.busy_cycles}
 
@@ -335,6 +337,8 @@ class TimingInterpreter:
         fair_share = max(per["hbm_busy"], per["l2_busy"]) * skipped * resident
         unit_cycles = {unit: per[unit] * skipped for unit in ("tensor", "mufu", "fp32", "smem", "dispatch")}
         sm.port.load_link.busy_cycles += per["sm_load"] * skipped
+        if sm.cp_async is not None:
+            sm.cp_async.load_link.busy_cycles += per["cp_async"] * skipped
         if sm.tma is not None:
             sm.tma.load_link.busy_cycles += per["tma"] * skipped
         for name, value in per.items():
@@ -387,13 +391,17 @@ class TimingInterpreter:
                 if op.tma and sm.tma is None:
                     raise InputError(f"{launch_name}: a TMA load on {self.hw.name}, which has no TMA (has_tma)")
                 read_before, write_before = mem.bytes.hbm_read, mem.bytes.hbm_write
-                done = mem.read(sm.tma if op.tma else sm.port, now, keys, nbytes, weight, multiplicity, key_bytes)
+                own_cp_async = op.cp_async and sm.cp_async is not None
+                path = sm.tma if op.tma else sm.cp_async if own_cp_async else sm.port
+                done = mem.read(path, now, keys, nbytes, weight, multiplicity, key_bytes)
                 if tracking:
                     work.add_hbm(mem.bytes.hbm_read - read_before, mem.bytes.hbm_write - write_before, mem.hbm.rate)
                     work.l2_read += nbytes * weight
                     work.l2_busy += nbytes * weight / mem.l2.rate
                     if op.tma:
                         work.tma += nbytes / hw.tma_bandwidth_bytes_per_clk
+                    elif own_cp_async:
+                        work.cp_async += nbytes / hw.async_copy_bandwidth_bytes_per_clk
                     else:
                         work.sm_load += nbytes / hw.sm_load_bandwidth_bytes_per_clk
                     if op.dst.space == "smem":
@@ -538,7 +546,7 @@ class _RoleWork:
     can account skipped iterations as copies of measured ones."""
 
     FIELDS = ("flops", "smem_read", "smem_write", "fp32_ops", "mufu_ops", "l2_read", "l2_write", "l2_dirtied",
-              "hbm_read", "hbm_write", "tensor", "mufu", "fp32", "smem", "dispatch", "sm_load", "tma", "hbm_busy",
+              "hbm_read", "hbm_write", "tensor", "mufu", "fp32", "smem", "dispatch", "sm_load", "cp_async", "tma", "hbm_busy",
               "l2_busy")
     __slots__ = FIELDS
 

@@ -1,0 +1,113 @@
+"""How many bytes of cp.async (LDGSTS, global -> shared, the loads FA2 and Triton's pipelined kernels use) one
+SM keeps in flight on an H200, and how long a dependent round trip of FA2-sized tiles takes when every SM runs
+one or two such CTAs (issue #3 and #5: with a 48 KiB window per SM, calibrated on register loads by
+copy_vs_sms, FA2's split decode kernel cannot reach the HBM bandwidth it measurably reaches at 8 sequences and
+16k-128k keys).
+
+A CUDA kernel (compiled here with torch's load_inline) where each CTA of 128 threads runs `rounds` rounds; in
+a round it issues `bytes_per_round` of 16-byte cp.async.cg into shared memory from a region no other CTA or
+round touches, commits, waits for all of it (cp.async.wait_group 0) and syncs. Rounds are one after another,
+so a round's time is one round trip of that many bytes. Timed with CUDA events around one launch after the
+L2 was flushed (a 256 MiB memset), median of 15; a round's time is (t(9 rounds) - t(1 round)) / 8.
+
+- `lone`: one CTA on the GPU, bytes per round 8 KiB .. 192 KiB: the time per round against the bytes in
+  flight. Linear growth with no knee means the SM streams at one rate; a knee at W bytes means a window of W.
+- `loaded`: 132 or 264 CTAs (one or two per SM), 16, 32 or 64 KiB per round each.
+
+    python validation/probe_cp_async_window.py --out validation/data      (needs torch with nvcc, and CUDA)
+
+Writes `h200_probe_<date>_cp_async_window.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+CUDA_SOURCE = r"""
+#include <cuda_runtime.h>
+#include <torch/extension.h>
+
+__global__ void cp_async_rounds(const int4* __restrict__ src, int* out, int rounds, int vecs_per_round) {
+    extern __shared__ int4 smem[];
+    const long long cta_base = (long long)blockIdx.x * rounds * vecs_per_round;
+    int acc = 0;
+    for (int r = 0; r < rounds; ++r) {
+        const int4* p = src + cta_base + (long long)r * vecs_per_round;
+        for (int i = threadIdx.x; i < vecs_per_round; i += blockDim.x) {
+            unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(&smem[i]));
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" :: "r"(dst), "l"(p + i));
+        }
+        asm volatile("cp.async.commit_group;\n" ::);
+        asm volatile("cp.async.wait_group 0;\n" ::);
+        __syncthreads();
+        acc += smem[threadIdx.x].x;
+        __syncthreads();
+    }
+    if (acc == 0x7fffffff) out[blockIdx.x] = acc;
+}
+
+void launch(torch::Tensor src, torch::Tensor out, int64_t grid, int64_t rounds, int64_t bytes_per_round) {
+    int vecs = static_cast<int>(bytes_per_round / 16);
+    int smem = static_cast<int>(bytes_per_round);
+    cudaFuncSetAttribute(cp_async_rounds, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    cp_async_rounds<<<static_cast<int>(grid), 128, smem>>>(
+        reinterpret_cast<const int4*>(src.data_ptr()), out.data_ptr<int>(), static_cast<int>(rounds), vecs);
+}
+"""
+CPP_SOURCE = "void launch(torch::Tensor src, torch::Tensor out, int64_t grid, int64_t rounds, int64_t bytes_per_round);"
+KIB = 1024
+CASES = [{"part": "lone", "grid": 1, "bytes_per_round": b * KIB} for b in (8, 16, 32, 48, 64, 96, 128, 192)] + \
+        [{"part": "loaded", "grid": g, "bytes_per_round": b * KIB} for g in (132, 264) for b in (16, 32, 64)]
+ROUNDS = (1, 9)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="validation/data")
+    args = parser.parse_args()
+    import torch
+    from torch.utils.cpp_extension import load_inline
+
+    module = load_inline("cp_async_probe", cpp_sources=CPP_SOURCE, cuda_sources=CUDA_SOURCE, functions=["launch"],
+                         extra_cuda_cflags=["-O3", "-arch=sm_90"], verbose=False)
+    flush = torch.empty(256 * 2**20, device="cuda", dtype=torch.uint8)
+    rows = []
+    for case in CASES:
+        row = dict(case)
+        for rounds in ROUNDS:
+            src = torch.randint(0, 100, (case["grid"] * rounds * case["bytes_per_round"] // 4,), device="cuda",
+                                dtype=torch.int32)
+            out = torch.zeros(case["grid"], device="cuda", dtype=torch.int32)
+            module.launch(src, out, case["grid"], rounds, case["bytes_per_round"])
+            torch.cuda.synchronize()
+            us = []
+            for _ in range(15):
+                flush.zero_()
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                module.launch(src, out, case["grid"], rounds, case["bytes_per_round"])
+                end.record()
+                torch.cuda.synchronize()
+                us.append(start.elapsed_time(end) * 1e3)
+            us.sort()
+            row[f"us_{rounds}_rounds"] = us[len(us) // 2]
+        row["us_per_round"] = (row[f"us_{ROUNDS[1]}_rounds"] - row[f"us_{ROUNDS[0]}_rounds"]) / (ROUNDS[1] - ROUNDS[0])
+        row["GBps_per_cta"] = case["bytes_per_round"] / row["us_per_round"] / 1e3
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    record = {"cases": rows, "torch": torch.__version__, "gpu": torch.cuda.get_device_name(),
+              "rounds": ROUNDS, "source": CUDA_SOURCE}
+    path = os.path.join(args.out, f"h200_probe_{datetime.date.today()}_cp_async_window.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(path + ".tmp", path)
+    print("->", path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
