@@ -75,7 +75,9 @@ class HardwareSpec:
     # window and link per SM, measured apart from register loads (0 = they share the load/store units' path)
     async_copy_max_inflight_bytes: int = 0
     async_copy_bandwidth_bytes_per_clk: float = 0.0
-    async_copy_extra_latency_cycles: float = 0.0  # added to each cp.async read's access latency (that path only)
+    #: what the path adds to the access latency of a cp.async read that hits in L2 / that misses to HBM
+    async_copy_hit_extra_latency_cycles: float = 0.0
+    async_copy_miss_extra_latency_cycles: float = 0.0
     # --- asynchronous bulk copy engine (TMA): its own in-flight window and link per SM (0 = no TMA)
     has_tma: bool = False
     tma_max_inflight_bytes: int = 0
@@ -118,9 +120,11 @@ class HardwareSpec:
         if self.has_tma and (self.tma_max_inflight_bytes <= 0 or self.tma_bandwidth_bytes_per_clk <= 0):
             raise InputError("hardware fields tma_max_inflight_bytes and tma_bandwidth_bytes_per_clk: must be "
                              "positive when has_tma is true")
-        if (self.async_copy_max_inflight_bytes > 0) != (self.async_copy_bandwidth_bytes_per_clk > 0):
-            raise InputError("hardware fields async_copy_max_inflight_bytes and async_copy_bandwidth_bytes_per_clk: "
-                             "set both (cp.async has its own path) or neither (it shares the load/store units')")
+        own_path = self.async_copy_max_inflight_bytes > 0
+        if own_path != (self.async_copy_bandwidth_bytes_per_clk > 0) or not own_path and (
+                self.async_copy_hit_extra_latency_cycles or self.async_copy_miss_extra_latency_cycles):
+            raise InputError("hardware fields async_copy_*: set the window and bandwidth both (cp.async has its own "
+                             "path, and may add latency) or none of them (it shares the load/store units')")
         if self.smem_per_cta_max_bytes > self.smem_per_sm_bytes:
             raise InputError("hardware field smem_per_cta_max_bytes: exceeds smem_per_sm_bytes")
         if not any(self.tensor_flops_per_clk(i, "bf16") for i in INSTRUCTION_CLASSES):
@@ -236,8 +240,8 @@ _FA3_T1 = "FlashAttention-3 paper Table 1"
 _INFLIGHT = ("calibrated: per-SM bytes in flight so that bandwidth(k SMs) = k * inflight / latency matches "
              "validation copy_vs_sms; Little's law")
 
-_CP_ASYNC = ("validation/probe_cp_async_window.py on the H200 (README run 17): one CTA alone on the GPU, rounds "
-             "of 16-byte cp.async.cg, each waited for before the next")
+_CP_ASYNC = ("validation/probe_cp_async_window.py on the H200 (README runs 17-18; the H100 inherits it): one "
+             "CTA alone on the GPU, rounds of 16-byte cp.async.cg, each waited for before the next")
 
 _HOPPER_COMMON = dict(
     smem_per_sm_bytes=233472, smem_per_cta_max_bytes=232448, sram_per_sm_bytes=262144,
@@ -251,7 +255,7 @@ _HOPPER_COMMON = dict(
     l2_hit_latency_cycles=260, hbm_latency_cycles=700,
     sm_max_inflight_bytes=49152, sm_load_bandwidth_bytes_per_clk=40.0,
     async_copy_max_inflight_bytes=196608, async_copy_bandwidth_bytes_per_clk=53.0,
-    async_copy_extra_latency_cycles=440.0,
+    async_copy_hit_extra_latency_cycles=190.0, async_copy_miss_extra_latency_cycles=440.0,
     pcie_bandwidth_bytes_per_s=55e9,
 )
 _HOPPER_SOURCES = {
@@ -271,13 +275,16 @@ _HOPPER_SOURCES = {
                           "(Luo et al. pointer chase 480-570 plus issue and store)",
     "sm_max_inflight_bytes": _INFLIGHT + " (64 KiB blocks saturate at 49 GB/s read per SM)",
     "sm_load_bandwidth_bytes_per_clk": "validation copy_vs_sms: 40 B/clk per SM for LSU loads (slope of time vs block)",
-    "async_copy_max_inflight_bytes": _CP_ASYNC + ": the time of a round grows linearly with its bytes up to 192 KiB, "
-                                     "the largest probed (no knee: register loads saturate at 48 KiB)",
-    "async_copy_bandwidth_bytes_per_clk": _CP_ASYNC + ": 9.8 ns per KiB of a round from 8 to 192 KiB, 105 GB/s = "
-                                          "53 B/clk at 1.98 GHz",
-    "async_copy_extra_latency_cycles": _CP_ASYNC + ": every round, 8 to 192 KiB, took 0.22-0.23 us (440 cycles) longer "
-                                       "than hbm_latency_cycles + bytes / link (copy_vs_sms fitted the latency on "
-                                       "register loads)",
+    "async_copy_max_inflight_bytes": _CP_ASYNC + ": a round's time grows linearly with its bytes up to 192 KiB, the "
+                                     "largest probed, so the window is at least rate x latency (~60 KiB) and does "
+                                     "not bind; register loads saturate at 49 GB/s per SM",
+    "async_copy_bandwidth_bytes_per_clk": _CP_ASYNC + ": 9.8 ns per KiB of a round from 8 to 192 KiB, from L2 and from "
+                                          "DRAM alike: 105 GB/s = 53 B/clk at 1.98 GHz (one CTA of 4 warps)",
+    "async_copy_hit_extra_latency_cycles": _CP_ASYNC + ", re-reading what L2 holds: rounds take 0.226 us + bytes / "
+                                           "link, 190 cycles more than l2_hit_latency_cycles",
+    "async_copy_miss_extra_latency_cycles": _CP_ASYNC + ", after an L2 flush: rounds take 0.22-0.23 us (440 cycles) "
+                                            "longer than hbm_latency_cycles + bytes / link (copy_vs_sms fitted that "
+                                            "latency on register loads)",
     "has_tma": "Hopper has the Tensor Memory Accelerator (FA3 paper Sec. 2)",
     "async_mma_latency_cycles": "calibrated on the H200 cudnn rows: an asynchronous MMA group (wgmma "
                                 "commit/wait) completes this long after the tensor core finishes its FLOPs; "

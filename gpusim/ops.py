@@ -143,6 +143,8 @@ class Load(Op):
     def __post_init__(self):
         if self.tma and self.cp_async:
             raise ValueError("Load: tma and cp_async are two different copy paths; pick one")
+        if self.cp_async and self.dst.space != "smem":
+            raise ValueError(f"Load: cp.async copies global memory into shared memory, not into {self.dst.space}")
 
 
 @dataclass(slots=True, eq=False)

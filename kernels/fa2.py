@@ -124,9 +124,10 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
             plan = LoopPlan(len(tiles), range(len(tiles)))
         scores = lambda j: masked_scores(problem, r0, j * block_n,  # noqa: E731
                                          not packed and tile_needs_mask(problem, r0, j * block_n, (j + 1) * block_n))
-        yield from walk_kv_tiles(plan, tiles, lambda j: k_t.region(b, hk, kv(j)), lambda j: v_t.region(b, hk, kv(j)),
-                                 q, q_ready, (m, l_, acc), scores, block_n, instruction, warps_m, warps_n,
-                                 stages=stages, in_flight=in_flight)
+        yield from walk_kv_tiles(plan, tiles, k_region=lambda j: k_t.region(b, hk, kv(j)),
+                                 v_region=lambda j: v_t.region(b, hk, kv(j)), q=q, q_ready=q_ready,
+                                 row_state=(m, l_, acc), scores=scores, block_n=block_n, instruction=instruction,
+                                 warps_m=warps_m, warps_n=warps_n, stages=stages, in_flight=in_flight)
         out = Tile((block_m, d), o_t.dtype, "smem", "O")
         lse = Tile((block_m,), "fp32", "reg", "LSE")
         yield from finalize_output(acc, l_, m, out, lse)
@@ -150,7 +151,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
                   work=work if problem.causal and not packed else None)
 
 
-def walk_kv_tiles(plan: LoopPlan, tiles, k_region, v_region, q: Tile, q_ready, row_state, scores, block_n: int,
+def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready, row_state, scores, block_n: int,
                   instruction: str, warps_m: int, warps_n: int, q_ops=(), stages: int | None = None,
                   in_flight: int | None = None):
     """FA2's main loop (flash_fwd_kernel.h, the split-KV kernel alike) over the K/V tiles `tiles`, from the last
@@ -160,8 +161,8 @@ def walk_kv_tiles(plan: LoopPlan, tiles, k_region, v_region, q: Tile, q_ready, r
     stages=None is FA2's own order, one K and one V tile in SMEM: Q with the first K; V_j once K_j has landed,
     while S_j = Q K_j^T runs; then, once V_j has landed, K_j-1 while the softmax and P V_j run, so each iteration
     waits for two loads one after the other. stages=k is a software-pipelined kernel (Triton's num_stages = k + 1):
-    a ring of k K/V tile pairs in SMEM, K and V of a tile loaded together, at most `in_flight` pairs (default k)
-    ahead: the pair `in_flight` iterations ahead is loaded once P V_j is done.
+    a ring of k K/V tile pairs in SMEM, K and V of a tile loaded together, at most `in_flight` pairs (1..k,
+    default k) ahead: the pair `in_flight` iterations ahead is loaded once P V_j is done.
 
     `k_region(j)` / `v_region(j)` name tile j in global memory, `scores(j)` scales and masks its score tile,
     `row_state` is (m, l, acc) from init_row_state, `q_ops` run on Q once it has landed. SMEM port traffic as
@@ -177,44 +178,50 @@ def walk_kv_tiles(plan: LoopPlan, tiles, k_region, v_region, q: Tile, q_ready, r
     order = plan.indices  # iteration i walks tile tiles[-1 - i]: the plan counts iterations, not tiles
     tile_at = lambda pos: tiles[-1 - order[pos]]  # noqa: E731
     k_ready, v_ready = {}, {}
+    tile_bytes = k_buf[0].nbytes
 
-    def load(pos, which):
-        slot = pos % ring
-        if which == "K":
-            k_ready[pos] = yield Load(k_region(tile_at(pos)), k_buf[slot], wait=False, cp_async=True)
-        else:
-            v_ready[pos] = yield Load(v_region(tile_at(pos)), v_buf[slot], wait=False, cp_async=True)
+    def load_k(pos):
+        k_ready[pos] = yield Load(k_region(tile_at(pos)), k_buf[pos % ring], wait=False, cp_async=True)
 
-    ahead = min(in_flight or ring, ring) if stages else 1
+    def load_v(pos):
+        v_ready[pos] = yield Load(v_region(tile_at(pos)), v_buf[pos % ring], wait=False, cp_async=True)
+
+    ahead = (in_flight or ring) if stages else 1
     for pos in range(min(ahead, len(order))):
-        yield from load(pos, "K")
+        yield from load_k(pos)
         if stages:
-            yield from load(pos, "V")
+            yield from load_v(pos)
     yield Wait(q_ready)
     yield from q_ops
+    # SMEM port: the cp.async fills land in SMEM while the products read it. FA2: V_j during S_j, K_j-1 during
+    # P V_j. The ring charges one tile's fill per S_j and lets the other land unseen: charged on the products,
+    # the fills sit on the warps' critical path, and the Triton rows run 6% slower with both (+13..+16% against
+    # the campaign at 16k-131k keys; validation/README.md, eighth session). Whether fills hold up the products at
+    # all is an open lead (run 15, "SMEM wavefronts").
+    landing = tile_bytes
     for pos, i in enumerate(order):
         yield plan.mark(i)
         j = tile_at(pos)
         k, v = k_buf[pos % ring], v_buf[pos % ring]
         yield Wait(k_ready.pop(pos))
         if not stages:
-            yield from load(pos, "V")
+            yield from load_v(pos)
         yield Mma(q, k, s, instruction, b_transposed=True,
-                  smem_read_bytes=warps_m * k.nbytes + warps_n * q.nbytes + v.nbytes)
+                  smem_read_bytes=warps_m * k.nbytes + warps_n * q.nbytes + landing)
         following = pos + ahead
         fill = 0
         if not stages:
             yield Wait(v_ready.pop(pos))
             if following < len(order):
-                yield from load(following, "K")
-                fill = k.nbytes  # K_j-1 lands in SMEM during the softmax and P V_j
+                yield from load_k(following)
+                fill = tile_bytes
         yield from online_softmax(s, m, l_, acc, p, scores(j))
         if stages:
             yield Wait(v_ready.pop(pos))
         yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps_m * v.nbytes + fill)
         if stages and following < len(order):  # P V_j is done: the pair `ahead` iterations ahead
-            yield from load(following, "K")
-            yield from load(following, "V")
+            yield from load_k(following)
+            yield from load_v(following)
 
 
 def resolve_tiles(problem: AttentionProblem, opts: dict, hw=None) -> tuple[int, int, int]:
@@ -230,19 +237,30 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
     if problem.dtype == "fp8":
         raise InputError("fa2: FlashAttention-2 has no FP8 path; use fa3 for fp8")
     bm, bn, warps = resolve_tiles(problem, opts, hw)
+    _check_ring_options(opts, problem.pass_)
     backward = problem.pass_ != "fwd"
     tensors = declare_tensors(problem, backward=backward)
     launches = []
     if problem.pass_ in ("fwd", "fwd_bwd"):
-        for name in ("stages", "loads_in_flight"):
-            if opts[name] is not None and opts[name] <= 0:
-                raise InputError(f"fa2: {name}={opts[name]} must be positive")
-        if opts["loads_in_flight"] is not None and opts["stages"] is None:
-            raise InputError("fa2: loads_in_flight needs stages (FA2's own order has one K and one V tile)")
         launches.append(forward_launch(problem, tensors, bm, bn, warps, stages=opts["stages"],
                                        in_flight=opts["loads_in_flight"]))
     if backward:
         from gpusim.kernels.fa2_backward import backward_launches
         launches.extend(backward_launches(problem, hw, tensors, opts))
     return KernelPlan(kernel=NAME, tensors=tensors, launches=launches,
-                      info={"block_m": bm, "block_n": bn, "warps": warps, "instruction": "mma_sync"})
+                      info={"block_m": bm, "block_n": bn, "warps": warps, "instruction": "mma_sync",
+                            "stages": opts["stages"], "loads_in_flight": opts["loads_in_flight"]})
+
+
+def _check_ring_options(opts: dict, pass_: str) -> None:
+    stages, in_flight = opts["stages"], opts["loads_in_flight"]
+    if stages is None and in_flight is None:
+        return
+    if pass_ == "bwd":
+        raise InputError("fa2: stages and loads_in_flight shape the forward's K/V loads; pass=bwd has no forward")
+    if stages is None:
+        raise InputError("fa2: loads_in_flight needs stages (FA2's own order has one K and one V tile)")
+    if stages <= 0:
+        raise InputError(f"fa2: stages={stages} must be positive")
+    if in_flight is not None and not 0 < in_flight <= stages:
+        raise InputError(f"fa2: loads_in_flight={in_flight} must be in 1..stages ({stages})")

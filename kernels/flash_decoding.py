@@ -61,10 +61,11 @@ OPTIONS = {
                                "(64 = the smallest wgmma M, and FA2's fixed split-KV kBlockM)"),
     "block_n": Option(int, None, "K/V rows per tile (default: 256 for d <= 64, 128 for d <= 128, else 64, "
                                  "as FA2's split-KV kernel)"),
-    "stages": Option(int, None, "depth of the K/V SMEM ring (asynchronous loads in flight per CTA; default 2, "
+    "stages": Option(int, None, "depth of the K/V SMEM ring (all of it loaded ahead unless loads_in_flight; default 2, "
                                 "and 1, the only choice, with api=mha_fwd: FA2's split kernel holds one K and one V "
                                 "tile, 80 KiB at d = 128, two CTAs per SM, validation/README.md run 10)"),
-    "loads_in_flight": Option(int, None, "K/V tile pairs the producer keeps in flight at most (default: stages)"),
+    "loads_in_flight": Option(int, None, "K/V tile pairs loaded ahead of the consumer at most, 1..stages (default: "
+                                         "stages)"),
     "instruction": Option(str, None, "tensor-core instruction class (default: the newest the GPU has)",
                           choices=("mma_sync", "wgmma", "tcgen05")),
     "api": Option(str, "with_kvcache", "FA2 entry point: with_kvcache (flash_attn_with_kvcache: the split-KV "
@@ -235,7 +236,7 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
         k_full = [Semaphore(f"k_full{i}") for i in range(stages)]
         v_full = [Semaphore(f"v_full{i}") for i in range(stages)]
         empty = [Semaphore(f"empty{i}", initial=1) for i in range(stages)]
-        ahead = Semaphore("in_flight", initial=in_flight) if in_flight else None
+        ahead = Semaphore("in_flight", initial=in_flight) if in_flight and in_flight < stages else None
         kv = lambda j: slice(j * bn, (j + 1) * bn)  # noqa: E731
 
         # each CTA walks its own split of its own (batch, KV head): private data, so a long walk may be
@@ -312,9 +313,10 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
         walk = yield Loop(len(tiles))  # private K/V: a long walk may be sampled (engine loop_sampling)
         scores = lambda j: packed_scores(problem, n0, nr, j * bn,  # noqa: E731
                                          tile_needs_mask(problem, n0, j * bn, (j + 1) * bn))
-        yield from fa2.walk_kv_tiles(walk, tiles, lambda j: k_t.region(b, hk, kv(j)),
-                                     lambda j: v_t.region(b, hk, kv(j)), q, q_ready, (m, l_, acc), scores, bn,
-                                     instruction, warps_m, warps_n, q_ops=[pack_rows(q, rows)])
+        yield from fa2.walk_kv_tiles(walk, tiles, k_region=lambda j: k_t.region(b, hk, kv(j)),
+                                     v_region=lambda j: v_t.region(b, hk, kv(j)), q=q, q_ready=q_ready,
+                                     row_state=(m, l_, acc), scores=scores, block_n=bn, instruction=instruction,
+                                     warps_m=warps_m, warps_n=warps_n, q_ops=[pack_rows(q, rows)])
         yield from epilogue(cta, m, l_, acc)
 
     # Alike CTAs for folded simulation: K/V tiles are shared by the row blocks of one (batch, KV head,
@@ -434,6 +436,8 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
     bm = opts["block_m"]
     bn = opts["block_n"] or default_block_n(problem.head_dim)
     mha_fwd = opts["api"] == "mha_fwd"
+    if opts["stages"] is not None and opts["stages"] <= 0:
+        raise InputError(f"flash_decoding: stages={opts['stages']} must be positive")
     if mha_fwd and opts["stages"] not in (None, 1):
         raise InputError(f"flash_decoding: stages={opts['stages']} with api=mha_fwd: FA2's split kernel holds one "
                          "K and one V tile (stages = 1)")
@@ -479,7 +483,8 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
         serial = opts["combine_loads"] == "serial"
         launches.append(combine_launch(problem, tensors, layout, splits, serial))
     info.update({"num_splits": splits, "num_splits_requested": requested, "combine": splits > 1,
-                 "block_m": bm, "block_n": bn, "stages": stages, "instruction": instruction,
+                 "block_m": bm, "block_n": bn, "stages": stages, "loads_in_flight": in_flight,
+                 "instruction": instruction,
                  "heads_per_cta": layout.heads_per_cta, "row_blocks": layout.row_blocks,
                  "kv_tiles": kv_tiles, "ctas_per_sm": ctas_per_sm, "split_ctas": ctas_per_split * splits})
     return KernelPlan(kernel=NAME, tensors=tensors, launches=launches, info=info)

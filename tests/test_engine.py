@@ -46,7 +46,8 @@ TINY = dataclasses.replace(
     l2_capacity_bytes=10**6, l2_bandwidth_bytes_per_clk=1000.0, l2_hit_latency_cycles=200,
     sm_load_bandwidth_bytes_per_clk=1e9, sm_max_inflight_bytes=10**9,
     has_tma=False, tma_max_inflight_bytes=0, tma_bandwidth_bytes_per_clk=0.0,
-    async_copy_max_inflight_bytes=0, async_copy_bandwidth_bytes_per_clk=0.0, async_copy_extra_latency_cycles=0.0,
+    async_copy_max_inflight_bytes=0, async_copy_bandwidth_bytes_per_clk=0.0,
+    async_copy_hit_extra_latency_cycles=0.0, async_copy_miss_extra_latency_cycles=0.0,
     wgmma_bf16_flops_per_clk_per_sm=1024.0, mma_sync_bf16_flops_per_clk_per_sm=512.0, tensor_sustained_fraction=1.0,
     smem_bandwidth_bytes_per_clk_per_sm=128.0, fp32_ops_per_clk_per_sm=1.0, mufu_ops_per_clk_per_sm=16.0,
     kernel_launch_overhead_s=0.0, async_mma_latency_cycles=0.0,
@@ -54,9 +55,10 @@ TINY = dataclasses.replace(
     oldest_cta_issue_share=0.5, power_limit_w=0.0,
 )
 #: TINY with a TMA engine whose window and link are effectively unlimited unless a test narrows them.
-H200 = get_preset("h200")
 TINY_TMA = dataclasses.replace(TINY, name="tiny-tma", has_tma=True, tma_max_inflight_bytes=10**9,
                                tma_bandwidth_bytes_per_clk=1e9)
+#: The H200 preset, for tests that check its measured values.
+H200 = get_preset("h200")
 SRC = GlobalTensor("src", (10**6,), "int8", "input")
 DST = GlobalTensor("dst", (10**6,), "int8", "output")
 
@@ -305,7 +307,7 @@ def test_cp_async_loads_drain_through_their_own_link_and_count_as_cp_async(extra
     # a 10 B/clk cp.async link: a 10000 B miss drains in 1000 cycles (HBM: 100), + 500 = 1500, plus what the
     # path adds to the access latency
     hw = dataclasses.replace(TINY, async_copy_max_inflight_bytes=10**9, async_copy_bandwidth_bytes_per_clk=10.0,
-                             async_copy_extra_latency_cycles=extra_latency)
+                             async_copy_miss_extra_latency_cycles=extra_latency)
 
     def program(cta):
         yield Load(chunk(0, 10000), buf(10000), cp_async=True)
@@ -316,29 +318,65 @@ def test_cp_async_loads_drain_through_their_own_link_and_count_as_cp_async(extra
     assert out["busy"]["sm_load"] == 0
 
 
-def test_h200_cp_async_streams_past_the_register_load_window():
-    # validation/README.md run 17: one CTA alone, a round of cp.async grows linearly with its bytes up to 192 KiB
-    # (no knee; 2.46 us for 192 KiB), at 105 GB/s; register loads stream slower (copy_vs_sms: 49 GB/s)
-    def rounds(nbytes: int, cp_async: bool):
-        def program(cta):
-            handles = []
-            for i in range(nbytes // 16384):
-                handles.append((yield Load(chunk(i * 16384, 16384), buf(16384), wait=False, cp_async=cp_async)))
-            for handle in handles:
-                yield Wait(handle)
-        return run(plan_of(launch_of([0], program)), H200)["cycles"] - launch_gap
+@pytest.mark.parametrize("second_cp_async, second_done", [(True, 540), (False, 510)])
+def test_a_cp_async_miss_delays_only_its_requester(second_cp_async, second_done):
+    # SM0's cp.async miss of a 1000 B tile drains in 10 cycles and is in L2 at 10 + 500 = 510; its requester
+    # lands it 100 cycles later (the path's miss extra): 610. SM1 asks for the same tile at 50 and merges with
+    # the miss: it has it at 510, plus the path's hit extra (30) if it too reads through cp.async
+    hw = dataclasses.replace(TINY, async_copy_max_inflight_bytes=10**9, async_copy_bandwidth_bytes_per_clk=1e9,
+                             async_copy_hit_extra_latency_cycles=30, async_copy_miss_extra_latency_cycles=100)
 
-    launch_gap = H200.kernel_launch_overhead_s * H200.sm_clock_hz
-    link = H200.async_copy_bandwidth_bytes_per_clk
-    assert (rounds(196608, True) - rounds(98304, True)) / 96 == pytest.approx(1024 / link, rel=1e-3)  # no knee
-    assert rounds(196608, True) / H200.sm_clock_hz == pytest.approx(2.46e-6, rel=0.15)  # the probe's 192 KiB round
-    register_slope = rounds(196608, False) - rounds(98304, False)
-    assert register_slope > 1.2 * (rounds(196608, True) - rounds(98304, True))
+    def program(cta):
+        if cta:
+            yield delay(50)
+        yield Load(chunk(0, 1000), buf(1000), cp_async=not cta or second_cp_async)
+
+    out = run(plan_of(launch_of([0, 1], program)), hw, trace=True)
+    assert sorted(finished(out, "load src")) == sorted([610, second_done])
+
+
+def test_cp_async_latency_extras_need_the_path_of_their_own():
+    with pytest.raises(InputError, match="async_copy"):
+        dataclasses.replace(TINY, async_copy_miss_extra_latency_cycles=100)
+    with pytest.raises(InputError, match="async_copy"):
+        dataclasses.replace(TINY, async_copy_max_inflight_bytes=1000)
+
+
+def test_h200_cp_async_rounds_take_what_the_probe_measured():
+    # validation/README.md runs 17-18: one CTA alone, rounds of cp.async, each waited for before the next. A round
+    # grows linearly with its bytes (no knee up to 192 KiB) at 105 GB/s, from DRAM (after an L2 flush: 192 KiB in
+    # 2.44-2.46 us, 32 KiB in 0.87-0.92) and from L2 (32 KiB in 0.54 us); register loads stream slower (copy_vs_sms)
+    def rounds(nbytes: int, cp_async: bool = True, warm: bool = False) -> float:
+        """Seconds of the last round of one lone CTA (warm: the second of two rounds over the same bytes)."""
+        chunks = nbytes // 16384
+
+        def program(cta):
+            for _ in range(2 if warm else 1):
+                handles = []
+                for i in range(chunks):
+                    handles.append((yield Load(chunk(i * 16384, 16384), buf(16384), wait=False, cp_async=cp_async)))
+                for handle in handles:
+                    yield Wait(handle)
+
+        out = run(plan_of(launch_of([0], program)), H200, trace=True)
+        last = sorted((start, start + duration) for name, _, _, start, duration in out["trace"]
+                      if name == "load src")[-chunks:]
+        return (max(end for _, end in last) - min(start for start, _ in last)) / H200.sm_clock_hz
+
+    per_kib = (rounds(196608) - rounds(98304)) / 96
+    assert per_kib == pytest.approx(1024 / H200.async_copy_bandwidth_bytes_per_clk / H200.sm_clock_hz, rel=1e-3)
+    assert rounds(196608) == pytest.approx(2.45e-6, rel=0.03)
+    assert rounds(32768) == pytest.approx(0.89e-6, rel=0.05)
+    assert rounds(32768, warm=True) == pytest.approx(0.54e-6, rel=0.05)
+    register_per_kib = (rounds(196608, cp_async=False) - rounds(98304, cp_async=False)) / 96
+    assert register_per_kib > 1.2 * per_kib
 
 
 def test_a_load_cannot_take_both_copy_paths():
     with pytest.raises(ValueError, match="pick one"):
         Load(chunk(0, 1000), buf(1000), tma=True, cp_async=True)
+    with pytest.raises(ValueError, match="into shared memory, not into reg"):
+        Load(chunk(0, 1000), Tile((1000,), "int8", "reg"), cp_async=True)
 
 
 def test_a_tma_load_on_a_gpu_without_tma_is_an_input_error():

@@ -8,13 +8,14 @@ relative_error < 2e-2 for bf16 outputs (O, dK, dV), the fp32 dQ accumulator and 
 
 from __future__ import annotations
 
+import dataclasses
 import pytest
 
 from gpusim.errors import InputError
 from gpusim.functional import run_functional
 from gpusim.hardware import get_preset
 from gpusim.launch import KernelPlan
-from gpusim.ops import Mma, Store
+from gpusim.ops import Load, Mma, Store, Tile, Vector, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.reference import attention_backward, attention_errors, attention_forward, random_inputs, relative_error
 from gpusim.simulate import run_functional_check, simulate
@@ -169,7 +170,6 @@ def test_backward_reads_the_sdpa_copies_once_per_head():
 def test_forward_walks_kv_tiles_down_from_the_diagonal_loading_in_fa2s_order():
     # flash_fwd_kernel.h: Q with the last visible K tile; then per tile: V_j once K_j has landed, S_j,
     # wait V_j, K_j-1, softmax, P V_j; tiles from the diagonal (causal: the only masked one first) down to 0
-    from gpusim.ops import Load, Vector, Wait
     problem = AttentionProblem(batch=1, heads=1, seq_len=384, head_dim=64, causal=True)
     plan = build_plan(problem, get_preset("h200"))
     program = plan.launches[0].program((2, 0, 0))  # Q rows 256..383 see K/V tiles 0..2 (128 keys each)
@@ -198,15 +198,39 @@ def test_forward_walks_kv_tiles_down_from_the_diagonal_loading_in_fa2s_order():
         ("mma",), ("wait",), ("load K", 128, True), ("softmax",)]
 
 
-@pytest.mark.parametrize("in_flight", [None, 1])
-def test_software_pipelined_ring_computes_attention(in_flight):
-    # a Triton-style ring of K/V tile pairs (stages), at most loads_in_flight pairs ahead: decode GQA and a causal
-    # prefill whose lengths are not tile multiples
-    options = {"stages": 2} | ({"loads_in_flight": in_flight} if in_flight else {})
+@pytest.mark.parametrize("stages, in_flight", [(1, None), (2, None), (2, 1), (3, None), (3, 2)])
+def test_software_pipelined_ring_computes_attention(stages, in_flight):
+    # a Triton-style ring of K/V tile pairs (stages), at most loads_in_flight pairs ahead (a slot is reloaded only
+    # once its tile is consumed): decode GQA and a causal prefill whose lengths are not tile multiples
+    options = {"stages": stages} | ({"loads_in_flight": in_flight} if in_flight else {})
     for problem in (AttentionProblem(batch=2, heads=8, kv_heads=2, seq_len=1, kv_len=1000, head_dim=64),
                     AttentionProblem(batch=1, heads=2, seq_len=257, head_dim=64, causal=True)):
         data, o, lse = _inputs(problem)
         _check(problem, run_functional_check("fa2", problem, "h200", data, options), data, o, lse)
+
+
+def test_walk_follows_a_sampled_loop_plan_down_from_the_last_tile():
+    # loop sampling simulates a few iterations of a long walk: iteration i is tile tiles[-1 - i]
+    from gpusim.kernels.fa2 import walk_kv_tiles
+    from gpusim.ops import GlobalTensor, LoopPlan
+    kv = GlobalTensor("K", (30 * 16, 8), "bf16", "input")
+    q = Tile((16, 8), "bf16", "smem", "Q")
+    state = tuple(Tile(shape, "fp32", "reg", name) for shape, name in (((16,), "m"), ((16,), "l"), ((16, 8), "O")))
+    walk = walk_kv_tiles(LoopPlan(30, [*range(10), 28, 29]), range(30),
+                         k_region=lambda j: kv.region(slice(16 * j, 16 * j + 16)),
+                         v_region=lambda j: kv.region(slice(16 * j, 16 * j + 16)), q=q, q_ready=None,
+                         row_state=state, scores=lambda j: None, block_n=16, instruction="mma_sync", warps_m=1,
+                         warps_n=1)
+    starts, value = [], None
+    while True:
+        try:
+            op = walk.send(value)
+        except StopIteration:
+            break
+        value = object() if isinstance(op, Load) and not op.wait else None
+        if isinstance(op, Load) and op.dst.name.startswith("K"):
+            starts.append(op.src.numpy_index[0].start // 16)
+    assert starts == [*range(29, 19, -1), 1, 0]
 
 
 def test_pipelined_ring_options_are_checked():
@@ -215,5 +239,9 @@ def test_pipelined_ring_options_are_checked():
         build_plan(problem, get_preset("h200"), {"loads_in_flight": 1})
     with pytest.raises(InputError, match="stages=0 must be positive"):
         build_plan(problem, get_preset("h200"), {"stages": 0})
+    with pytest.raises(InputError, match="loads_in_flight=3 must be in 1..stages"):
+        build_plan(problem, get_preset("h200"), {"stages": 2, "loads_in_flight": 3})
+    with pytest.raises(InputError, match="pass=bwd has no forward"):
+        build_plan(dataclasses.replace(problem, pass_="bwd"), get_preset("h200"), {"stages": 2})
     assert build_plan(problem, get_preset("h200"), {"stages": 2}).launches[0].smem_bytes_per_cta == \
         (128 + 2 * 2 * 128) * 64 * 2

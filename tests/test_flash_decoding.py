@@ -210,7 +210,8 @@ def test_mha_fwd_split_kernel_is_fa2s_two_ctas_per_sm_with_mma_sync():
 
 def test_loads_in_flight_bounds_the_producer_ahead_of_the_consumer():
     # the campaign's Triton kernel keeps a two-deep ring in SMEM but one K/V pair in flight (build_cases.py):
-    # the same numbers, the same SMEM (occupancy), and a lone CTA's walk takes a round trip per tile
+    # the same numbers, the same SMEM (occupancy), and a lone CTA's walk pays a round trip per tile, so it
+    # takes well over the time it takes with both pairs in flight
     options = {"num_splits": 2, "block_m": 16, "block_n": 64, "stages": 2, "instruction": "mma_sync"}
     check(AttentionProblem(batch=2, heads=8, kv_heads=2, seq_len=1, kv_len=1000, head_dim=64),
           options | {"loads_in_flight": 1})
@@ -221,6 +222,10 @@ def test_loads_in_flight_bounds_the_producer_ahead_of_the_consumer():
     assert serial > 1.5 * simulate("flash_decoding", problem, H200, options).time_s
     with pytest.raises(InputError, match="loads_in_flight=3 must be in 1..stages"):
         build_plan(problem, H200, options | {"loads_in_flight": 3})
+    with pytest.raises(InputError, match="stages=0 must be positive"):
+        build_plan(problem, H200, options | {"stages": 0})
+    with pytest.raises(InputError, match="loads_in_flight with api=mha_fwd"):
+        build_plan(problem, H200, {"api": "mha_fwd", "loads_in_flight": 1})
 
 
 def test_serial_combine_pays_a_round_trip_per_split():

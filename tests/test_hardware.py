@@ -20,6 +20,9 @@ KEY_FIELDS = ("sm_count", "sm_clock_hz", "hbm_capacity_bytes", "hbm_bandwidth_by
               "mufu_ops_per_clk_per_sm", "fp32_ops_per_clk_per_sm", "pcie_bandwidth_bytes_per_s")
 #: Fields a preset with TMA must cite too.
 TMA_FIELDS = ("has_tma", "tma_max_inflight_bytes", "tma_bandwidth_bytes_per_clk")
+#: Fields a preset that gives cp.async its own path must cite too.
+ASYNC_COPY_FIELDS = ("async_copy_max_inflight_bytes", "async_copy_bandwidth_bytes_per_clk",
+                     "async_copy_hit_extra_latency_cycles", "async_copy_miss_extra_latency_cycles")
 
 
 # ---------------------------------------------------------------------------------------------- presets
@@ -41,6 +44,9 @@ def test_presets_cite_a_source_for_key_fields(name):
     assert not missing, f"{name}: no source for {missing}"
     if spec.has_tma:
         missing = [f for f in TMA_FIELDS if not spec.sources.get(f)]
+        assert not missing, f"{name}: no source for {missing}"
+    if spec.async_copy_max_inflight_bytes:
+        missing = [f for f in ASYNC_COPY_FIELDS if not spec.sources.get(f)]
         assert not missing, f"{name}: no source for {missing}"
 
 

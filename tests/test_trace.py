@@ -13,7 +13,7 @@ from gpusim.problem import AttentionProblem
 from gpusim.trace import trace_events, write_trace
 
 SMALL = AttentionProblem(batch=1, heads=4, seq_len=512, head_dim=64)
-#: Trace track (thread id) that shows each unit's work: loads of both paths are drawn on the "tma" track,
+#: Trace track (thread id) that shows each unit's work: loads of every path are drawn on the "tma" track,
 #: vector ops with exponentials on "mufu" (FP32 work fused with them included), the rest on "fp32".
 TRACKS_OF_UNIT = {"tensor": {"tensor"}, "mufu": {"mufu"}, "fp32": {"fp32", "mufu"}, "sm_load": {"tma"},
                   "cp_async": {"tma"}, "tma": {"tma"}}

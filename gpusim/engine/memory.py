@@ -1,13 +1,14 @@
 """The memory hierarchy: HBM and L2 shared by all SMs, and each SM's own path to them.
 
 A read from an SM passes, in order of what can hold it back:
-  1. the SM's memory-level-parallelism window: at most `sm_max_inflight_bytes` outstanding, so one SM's
-     bandwidth is bounded by window / latency (Little's law) and a few SMs cannot saturate HBM;
-  2. the SM's link from L2 (`sm_load_bandwidth_bytes_per_clk`);
+  1. the memory-level-parallelism window of its path (register loads: `sm_max_inflight_bytes`; cp.async and
+     TMA have their own where the GPU's spec gives them one): one SM's bandwidth is bounded by window /
+     latency (Little's law), so a few SMs cannot saturate HBM;
+  2. the path's link from L2 (`sm_load_bandwidth_bytes_per_clk`, `async_copy_*`, `tma_*`);
   3. the L2 (shared bandwidth, LRU capacity);
   4. on a miss, HBM (shared achievable bandwidth, latency).
 It completes one access latency after its bytes have drained through the servers it queued on (the
-first byte pays the latency, the rest stream behind it).
+first byte pays the latency, the rest stream behind it), plus what its path adds (cp.async).
 
 Folded simulation: one representative request can stand for `weight` CTAs' requests for a few distinct
 tiles (`keys`, each counting `multiplicity` real tiles). The L2 server sees weight x bytes, HBM the bytes of
@@ -40,11 +41,14 @@ class SmMemoryPort:
     directions). Each SM has one for its load/store units, with TMA one for the copy engine, and one for
     cp.async where the GPU's spec gives it its own."""
 
-    __slots__ = ("window_bytes", "inflight", "outstanding_bytes", "load_link", "store_link", "extra_latency_cycles")
+    __slots__ = ("window_bytes", "inflight", "outstanding_bytes", "load_link", "store_link", "hit_extra_cycles",
+                 "miss_extra_cycles")
 
-    def __init__(self, name: str, window_bytes: int, link_bytes_per_clk: float, extra_latency_cycles: float = 0.0):
+    def __init__(self, name: str, window_bytes: int, link_bytes_per_clk: float, hit_extra_cycles: float = 0.0,
+                 miss_extra_cycles: float = 0.0):
         self.window_bytes = window_bytes
-        self.extra_latency_cycles = extra_latency_cycles  # what the path adds to every read's access latency
+        # what the path adds to the access latency of a read that hits in L2 / that misses to HBM
+        self.hit_extra_cycles, self.miss_extra_cycles = hit_extra_cycles, miss_extra_cycles
         self.inflight: list = []  # heap of (done_cycle, bytes)
         self.outstanding_bytes = 0.0
         self.load_link = Server(f"{name}.load", link_bytes_per_clk)
@@ -60,7 +64,7 @@ class SmMemoryPort:
         if hw.async_copy_max_inflight_bytes <= 0:
             return None
         return cls(f"sm{sm_index}.cp_async", hw.async_copy_max_inflight_bytes, hw.async_copy_bandwidth_bytes_per_clk,
-                   hw.async_copy_extra_latency_cycles)
+                   hw.async_copy_hit_extra_latency_cycles, hw.async_copy_miss_extra_latency_cycles)
 
     @classmethod
     def tma_engine(cls, hw: HardwareSpec, sm_index: int) -> "SmMemoryPort | None":
@@ -159,12 +163,15 @@ class MemorySystem:
             hbm_done = self._hbm(t, dram, f"read {keys[0][0]}")
             if not own_hit:
                 drained = max(drained, hbm_done)
+        # The tile is in L2 one HBM latency after its bytes drained, whichever path asked for it; the path's own
+        # extra (cp.async) delays only its requester.
+        arrival = drained + self.hw.hbm_latency_cycles
         if own_hit:
-            done = max(drained + self.hw.l2_hit_latency_cycles, own_arrival) + port.extra_latency_cycles
+            done = max(drained + self.hw.l2_hit_latency_cycles, own_arrival) + port.hit_extra_cycles
         else:
-            done = drained + self.hw.hbm_latency_cycles + port.extra_latency_cycles
+            done = arrival + port.miss_extra_cycles
         for key, _size in missed:
-            self.cache.set_arrival(key, done)
+            self.cache.set_arrival(key, arrival)
         port.track(done, nbytes)
         return done
 

@@ -546,8 +546,8 @@ class _RoleWork:
     can account skipped iterations as copies of measured ones."""
 
     FIELDS = ("flops", "smem_read", "smem_write", "fp32_ops", "mufu_ops", "l2_read", "l2_write", "l2_dirtied",
-              "hbm_read", "hbm_write", "tensor", "mufu", "fp32", "smem", "dispatch", "sm_load", "cp_async", "tma", "hbm_busy",
-              "l2_busy")
+              "hbm_read", "hbm_write", "tensor", "mufu", "fp32", "smem", "dispatch", "sm_load", "cp_async", "tma",
+              "hbm_busy", "l2_busy")
     __slots__ = FIELDS
 
     def __init__(self):
