@@ -223,12 +223,18 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
     sync = instruction == "mma_sync"
     warps_m, warps_n = fa2.warp_layout(bm, CONSUMER_WARPS)
 
-    def program(cta):
+    def cta_rows(cta):
+        """(batch, KV head, split, query-head slice, position slice, packed rows, first position, positions,
+        the split's K/V tiles) of one CTA."""
         b, hk, s, rb = cta
         h0, hc, n0, nr = layout.rows(hk, rb)
-        rows = hc * nr
-        heads, positions = slice(h0, h0 + hc), slice(n0, n0 + nr)
         tiles = layout.split_tiles(layout.visible_tiles(n0, nr), s, splits)
+        return b, hk, s, slice(h0, h0 + hc), slice(n0, n0 + nr), hc * nr, n0, nr, tiles
+
+    kv = lambda j: slice(j * bn, (j + 1) * bn)  # noqa: E731
+
+    def program(cta):
+        b, hk, s, heads, positions, rows, n0, nr, tiles = cta_rows(cta)
         q = Tile((bm, d), dt, "smem", "Q")
         k_buf = [Tile((bn, d), dt, "smem", f"K{i}") for i in range(stages)]
         v_buf = [Tile((bn, d), dt, "smem", f"V{i}") for i in range(stages)]
@@ -237,7 +243,6 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
         v_full = [Semaphore(f"v_full{i}") for i in range(stages)]
         empty = [Semaphore(f"empty{i}", initial=1) for i in range(stages)]
         ahead = Semaphore("in_flight", initial=in_flight) if in_flight and in_flight < stages else None
-        kv = lambda j: slice(j * bn, (j + 1) * bn)  # noqa: E731
 
         # each CTA walks its own split of its own (batch, KV head): private data, so a long walk may be
         # sampled (engine loop_sampling); both roles sample the same iterations.
@@ -285,9 +290,7 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
 
     def epilogue(cta, m, l_, acc):
         """Normalize and write the split's partial output and LSE (or O and LSE with one split)."""
-        b, hk, s, rb = cta
-        h0, hc, n0, nr = layout.rows(hk, rb)
-        heads, positions = slice(h0, h0 + hc), slice(n0, n0 + nr)
+        b, _, s, heads, positions, *_ = cta_rows(cta)
         out = Tile((bm, d), o_t.dtype, "smem", "O")
         lse = Tile((bm,), "fp32", "reg", "LSE")
         yield from finalize_output(acc, l_, m, out, lse)
@@ -299,12 +302,7 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
             yield Store(lse, lse_t.region(b, heads, positions))
 
     def fa2_program_for(cta):
-        b, hk, s, rb = cta
-        h0, hc, n0, nr = layout.rows(hk, rb)
-        rows = hc * nr
-        heads, positions = slice(h0, h0 + hc), slice(n0, n0 + nr)
-        tiles = layout.split_tiles(layout.visible_tiles(n0, nr), s, splits)
-        kv = lambda j: slice(j * bn, (j + 1) * bn)  # noqa: E731
+        b, hk, _, heads, positions, rows, n0, nr, tiles = cta_rows(cta)
         q = Tile((bm, d), dt, "smem", "Q")
         m, l_, acc, init = init_row_state(rows, bm, d)
         q_ready = yield Load(q_t.region(b, heads, positions), q, wait=False, cp_async=True)

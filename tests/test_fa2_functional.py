@@ -167,19 +167,26 @@ def test_backward_reads_the_sdpa_copies_once_per_head():
     assert copied.hbm_read_bytes == pytest.approx(plain.hbm_read_bytes, rel=0.02)
 
 
+def _ops_of(program):
+    """The ops a CTA program yields, in order (an asynchronous load gets a stand-in handle)."""
+    value = None
+    while True:
+        try:
+            op = program.send(value)
+        except StopIteration:
+            return
+        yield op
+        value = object() if isinstance(op, Load) and not op.wait else None
+
+
 def test_forward_walks_kv_tiles_down_from_the_diagonal_loading_in_fa2s_order():
     # flash_fwd_kernel.h: Q with the last visible K tile; then per tile: V_j once K_j has landed, S_j,
     # wait V_j, K_j-1, softmax, P V_j; tiles from the diagonal (causal: the only masked one first) down to 0
     problem = AttentionProblem(batch=1, heads=1, seq_len=384, head_dim=64, causal=True)
     plan = build_plan(problem, get_preset("h200"))
     program = plan.launches[0].program((2, 0, 0))  # Q rows 256..383 see K/V tiles 0..2 (128 keys each)
-    steps, value = [], None
-    while True:
-        try:
-            op = program.send(value)
-        except StopIteration:
-            break
-        value = object() if isinstance(op, Load) and not op.wait else None
+    steps = []
+    for op in _ops_of(program):
         if isinstance(op, Load):
             steps.append((f"load {op.src.tensor.name}", op.src.numpy_index[2].start, op.cp_async))
         elif isinstance(op, Wait):
@@ -221,15 +228,8 @@ def test_walk_follows_a_sampled_loop_plan_down_from_the_last_tile():
                          v_region=lambda j: kv.region(slice(16 * j, 16 * j + 16)), q=q, q_ready=None,
                          row_state=state, scores=lambda j: None, block_n=16, instruction="mma_sync", warps_m=1,
                          warps_n=1)
-    starts, value = [], None
-    while True:
-        try:
-            op = walk.send(value)
-        except StopIteration:
-            break
-        value = object() if isinstance(op, Load) and not op.wait else None
-        if isinstance(op, Load) and op.dst.name.startswith("K"):
-            starts.append(op.src.numpy_index[0].start // 16)
+    starts = [op.src.numpy_index[0].start // 16 for op in _ops_of(walk)
+              if isinstance(op, Load) and op.dst.name.startswith("K")]
     assert starts == [*range(29, 19, -1), 1, 0]
 
 

@@ -36,19 +36,23 @@ CUDA_SOURCE = r"""
 #include <cuda_runtime.h>
 #include <torch/extension.h>
 
+// Copy vecs 16-byte vectors from p into shared memory with cp.async, and wait until all of them have landed.
+__device__ void copy_round(const int4* p, int4* smem, int vecs) {
+    for (int i = threadIdx.x; i < vecs; i += blockDim.x) {
+        unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(&smem[i]));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" :: "r"(dst), "l"(p + i));
+    }
+    asm volatile("cp.async.commit_group;\n" ::);
+    asm volatile("cp.async.wait_group 0;\n" ::);
+    __syncthreads();
+}
+
 __global__ void cp_async_rounds(const int4* __restrict__ src, int* out, int rounds, int vecs_per_round) {
     extern __shared__ int4 smem[];
     const long long cta_base = (long long)blockIdx.x * rounds * vecs_per_round;
     int acc = 0;
     for (int r = 0; r < rounds; ++r) {
-        const int4* p = src + cta_base + (long long)r * vecs_per_round;
-        for (int i = threadIdx.x; i < vecs_per_round; i += blockDim.x) {
-            unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(&smem[i]));
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" :: "r"(dst), "l"(p + i));
-        }
-        asm volatile("cp.async.commit_group;\n" ::);
-        asm volatile("cp.async.wait_group 0;\n" ::);
-        __syncthreads();
+        copy_round(src + cta_base + (long long)r * vecs_per_round, smem, vecs_per_round);
         acc += smem[threadIdx.x].x;
         __syncthreads();
     }
@@ -62,13 +66,7 @@ __global__ void cp_async_burst(const int4* __restrict__ src, long long* stamps, 
     const int4* p = src + (long long)blockIdx.x * vecs_per_round;
     long long t0, t1;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
-    for (int i = threadIdx.x; i < vecs_per_round; i += blockDim.x) {
-        unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(&smem[i]));
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" :: "r"(dst), "l"(p + i));
-    }
-    asm volatile("cp.async.commit_group;\n" ::);
-    asm volatile("cp.async.wait_group 0;\n" ::);
-    __syncthreads();
+    copy_round(p, smem, vecs_per_round);
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t1));
     if (threadIdx.x == 0) {
         stamps[2 * blockIdx.x] = t0;
