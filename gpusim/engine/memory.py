@@ -163,9 +163,9 @@ class MemorySystem:
             hbm_done = self._hbm(t, dram, f"read {keys[0][0]}")
             if not own_hit:
                 drained = max(drained, hbm_done)
-        # The tile is in L2 one HBM latency after its bytes drained, whichever path asked for it; the path's own
-        # extra (cp.async) delays only its requester.
-        arrival = drained + self.hw.hbm_latency_cycles
+        # A missed tile is in L2 one HBM latency after its bytes drained, whichever path asked for it; the path's
+        # own extra (cp.async) delays only its requester.
+        arrival = max(drained, hbm_done) + self.hw.hbm_latency_cycles if missed else 0.0
         if own_hit:
             done = max(drained + self.hw.l2_hit_latency_cycles, own_arrival) + port.hit_extra_cycles
         else:
