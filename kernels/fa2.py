@@ -198,7 +198,6 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
     # the fills sit on the warps' critical path, and the Triton rows run 6% slower with both (+13..+16% against
     # the campaign at 16k-131k keys; validation/README.md, eighth session). Whether fills hold up the products at
     # all is an open lead (run 15, "SMEM wavefronts").
-    landing = tile_bytes
     for pos, i in enumerate(order):
         yield plan.mark(i)
         j = tile_at(pos)
@@ -207,7 +206,7 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
         if not stages:
             yield from load_v(pos)
         yield Mma(q, k, s, instruction, b_transposed=True,
-                  smem_read_bytes=warps_m * k.nbytes + warps_n * q.nbytes + landing)
+                  smem_read_bytes=warps_m * k.nbytes + warps_n * q.nbytes + tile_bytes)
         following = pos + ahead
         fill = 0
         if not stages:

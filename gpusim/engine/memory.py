@@ -163,15 +163,15 @@ class MemorySystem:
             hbm_done = self._hbm(t, dram, f"read {keys[0][0]}")
             if not own_hit:
                 drained = max(drained, hbm_done)
-        # A missed tile is in L2 one HBM latency after its bytes drained, whichever path asked for it; the path's
-        # own extra (cp.async) delays only its requester.
-        arrival = max(drained, hbm_done) + self.hw.hbm_latency_cycles if missed else 0.0
+            # A missed tile is in L2 one HBM latency after its bytes drained, whichever path asked for it; the
+            # path's own extra (cp.async) delays only its requester.
+            arrival = max(drained, hbm_done) + self.hw.hbm_latency_cycles
+            for key, _size in missed:
+                self.cache.set_arrival(key, arrival)
         if own_hit:
             done = max(drained + self.hw.l2_hit_latency_cycles, own_arrival) + port.hit_extra_cycles
-        else:
+        else:  # the requester's own tile missed, so `arrival` is its
             done = arrival + port.miss_extra_cycles
-        for key, _size in missed:
-            self.cache.set_arrival(key, arrival)
         port.track(done, nbytes)
         return done
 
