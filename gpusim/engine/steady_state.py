@@ -49,11 +49,13 @@ class WaveMeter:
         self.read_counters = read_counters  # () -> dict of additive counters
         self.read_rereads = read_rereads  # () -> {tensor: re-read bytes so far}
         self.finished = 0
+        self.finish_cycles: list[float] = []  # every simulated CTA's, in finishing order
         self.snapshots: dict[int, Snapshot] = {}
         self.rereads_before_last_wave: dict = {}
 
     def cta_finished(self, cycle: float) -> None:
         self.finished += 1
+        self.finish_cycles.append(cycle)
         before_last = self.slots * (SIMULATED_WAVES - 1)
         if self.finished == before_last:
             self.rereads_before_last_wave = dict(self.read_rereads())
@@ -61,10 +63,26 @@ class WaveMeter:
             self.snapshots[self.finished] = Snapshot(cycle, self.read_counters())
 
     def period(self) -> tuple[float, dict]:
-        """(cycles, counter deltas) of the last simulated wave."""
+        """(cycles, counter deltas) of a steady wave: the counters of the last simulated wave; the time between
+        the mean finishing cycles of the two waves before it. The last wave's later CTAs finish with slots
+        left empty behind them (no wave follows in the simulation) and run faster than a steady wave's."""
         a = self.snapshots[self.slots * (SIMULATED_WAVES - 1)]
         b = self.snapshots[self.slots * SIMULATED_WAVES]
-        return b.cycle - a.cycle, {k: b.values[k] - a.values[k] for k in b.values}
+        return self._mean_finish(SIMULATED_WAVES - 2) - self._mean_finish(SIMULATED_WAVES - 3), \
+            {k: b.values[k] - a.values[k] for k in b.values}
+
+    def _mean_finish(self, wave: int) -> float:
+        cycles = self.finish_cycles[wave * self.slots:(wave + 1) * self.slots]
+        return sum(cycles) / len(cycles)
+
+    def last_finish(self, period_cycles: float, skipped_reps: int) -> float:
+        """When the last of `skipped_reps` more CTAs finishes: the steady pattern continued, so the CTA at
+        position i of a later wave finishes `period_cycles` per wave after position i of the steady wave
+        before the last simulated one (whose CTAs all had a wave behind them). A partial last wave thus
+        costs the share of a wave its CTAs need, as CTAs refill freed slots one by one."""
+        waves_on, position = divmod(skipped_reps - 1, self.slots)
+        steady = SIMULATED_WAVES - 2
+        return self.finish_cycles[steady * self.slots + position] + (waves_on + SIMULATED_WAVES - steady) * period_cycles
 
 
 def busiest_unit_cycles(totals: dict, sm_count: int, waves: float) -> float:
@@ -72,10 +90,6 @@ def busiest_unit_cycles(totals: dict, sm_count: int, waves: float) -> float:
     SMs) of `waves` finished waves. (HBM is left out: early waves also drain the previous launch's dirty
     lines; the extrapolation has its own HBM-bytes floor.)"""
     return max(v / sm_count for k, v in totals.items() if k.startswith("sm.")) / waves
-
-
-def remaining_time(period_cycles: float, skipped_reps: int, slots: int) -> float:
-    return period_cycles * math.ceil(skipped_reps / slots)
 
 
 @dataclass(frozen=True)

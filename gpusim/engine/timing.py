@@ -22,7 +22,7 @@ from gpusim.engine.folding import Representative, choose_fold_factor, fold_grid
 from gpusim.engine.memory import MemorySystem, SmMemoryPort
 from gpusim.engine.servers import SharedUnit
 from gpusim.engine.steady_state import (SIMULATED_WAVES, Drift, WaveMeter, busiest_unit_cycles, extrapolated_reads,
-                                        remaining_time, should_extrapolate)
+                                        should_extrapolate)
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, HardwareSpec
 from gpusim.launch import KernelPlan, Launch
@@ -207,7 +207,7 @@ class TimingInterpreter:
         # too, so the launch cannot be faster than its HBM bytes at HBM bandwidth.
         hbm_bytes = (memory.bytes.hbm_read + memory.bytes.hbm_write - before["mem.hbm_read"] - before["mem.hbm_write"])
         floor = hbm_bytes / memory.hbm.rate - (env.now - start)
-        yield env.timeout(math.ceil(max(remaining_time(period, skipped, slots), floor)))
+        yield env.timeout(math.ceil(max(meter.last_finish(period, skipped) - env.now, floor, 0.0)))
 
     def _additive_counters(self, sms: list, fold: int) -> dict:
         """Every counter that grows with work, for steady-state extrapolation."""
