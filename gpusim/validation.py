@@ -17,12 +17,17 @@ from gpusim.errors import InputError
 from gpusim.hardware import get_preset
 from gpusim.problem import AttentionProblem
 
+#: Derived rows: the speed-up of one (kernel, impl) over another on the same problem in the same suite, as
+#: measured and as predicted (issue 4's fa3 / fa2 ratio against cuDNN / FLASH).
+SPEEDUP = ("fa3", "cudnn", "fa2", "flash")
 #: Gated tolerances: (suite prefix, kernels, metric) -> (max median |error|, max worst |error|).
 #: Fused kernels on the H200 data: issue 5's targets (fa2 against `flash`, fa3 against `cudnn`, flash_decoding
 #: against the split decode rows, DRAM bytes). Anchors are read off papers' figures: reported only.
 TOLERANCES = {
     ("h200", ("fa2", "fa3", "flash_decoding"), "time_s"): (0.10, 0.25),
     ("h200", ("fa2", "fa3", "flash_decoding"), "hbm_read_bytes"): (0.10, 0.25),
+    # issue 4: FA3's speed-up over FA2 within 15% of cuDNN's measured over SDPA's FLASH backend, on every case
+    ("h200", (f"{SPEEDUP[0]}/{SPEEDUP[2]}",), "speedup"): (0.15, 0.15),
 }
 #: Groups of one measured implementation whose target is another issue's: FA2's decode without a split
 #: against the no-split Triton rows, within 20% (issue 3), and no worse than issue 5's worst case.
@@ -152,13 +157,35 @@ def run_validation(args) -> int:
                      "case": case.label, "metric": case.metric, "measured": case.measured, "predicted": predicted,
                      "error": error, "bound": result.bound, "suspect": suspect(case, result, error),
                      "gated": not case.host_bound,
-                     "source": case.source})
+                     "source": case.source, "problem": case.problem.describe()})
+    rows += speedup_rows(rows)
     summary = summarize(rows)
     _print(rows, summary, skipped)
     out = Path(args.out)
     _write(out, rows, summary)
     failed = [s for s in summary if s["gated"] and not s["pass"]]
     return 1 if failed else 0
+
+
+def speedup_rows(rows: list[dict], pair: tuple = SPEEDUP) -> list[dict]:
+    """One row per problem that a suite times with both kernels of `pair` (fast kernel, its impl, baseline
+    kernel, its impl): the fast one's speed-up over the baseline, measured and predicted, and which of the two
+    predictions is off."""
+    fast, fast_impl, base, base_impl = pair
+    timed = {(r["suite"], r["kernel"], r["impl"], r["problem"]): r for r in rows if r["metric"] == "time_s"}
+    derived = []
+    for (suite, kernel, impl, problem), a in timed.items():
+        b = timed.get((suite, base, base_impl, problem))
+        if (kernel, impl) != (fast, fast_impl) or b is None:
+            continue
+        measured, predicted = b["measured"] / a["measured"], b["predicted"] / a["predicted"]
+        derived.append({"suite": suite, "hardware": a["hardware"], "kernel": f"{fast}/{base}",
+                        "impl": f"{fast_impl}/{base_impl}", "case": f"{fast}[{fast_impl}] / {base}[{base_impl}] {problem}",
+                        "metric": "speedup", "measured": measured, "predicted": predicted,
+                        "error": predicted / measured - 1.0, "bound": "",
+                        "suspect": f"time error {fast} {a['error']:+.1%}, {base} {b['error']:+.1%}",
+                        "gated": a["gated"] and b["gated"], "source": a["source"], "problem": problem})
+    return derived
 
 
 def tolerance(suite: str, kernel: str, impls: set, metric: str) -> tuple | None:

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 UNITS = {"time_s": "s", "hbm_read_bytes": "B", "hbm_write_bytes": "B", "hbm_bytes": "B", "l2_bytes": "B",
-         "flops_per_s": "FLOP/s"}
+         "flops_per_s": "FLOP/s", "speedup": "x"}
 
 
 def parity_figure(rows: list[dict], metric: str):

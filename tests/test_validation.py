@@ -10,7 +10,7 @@ import pytest
 from gpusim.cli import main
 from gpusim.errors import InputError
 from gpusim.problem import AttentionProblem
-from gpusim.validation import CLOCK_CAPPED_TENSOR_BUSY, Case, load_cases, suspect, summarize
+from gpusim.validation import CLOCK_CAPPED_TENSOR_BUSY, Case, load_cases, speedup_rows, suspect, summarize
 
 
 def test_every_bundled_case_names_its_source_and_a_positive_measurement():
@@ -74,6 +74,26 @@ def test_triton_no_split_decode_rows_are_judged_by_issue_3s_tolerance():
     rows = [dict(r, impl="flash") for r in rows]
     (group,) = summarize(rows)
     assert group["tolerance"] == (0.10, 0.25) and not group["pass"]
+
+
+def test_fa3_speedup_over_fa2_is_derived_per_problem_and_gated_at_issue_4s_15_percent():
+    def timed(kernel, impl, problem, measured, predicted, gated=True):
+        return {"suite": "h200_prefill", "hardware": "h200", "kernel": kernel, "impl": impl, "problem": problem,
+                "metric": "time_s", "measured": measured, "predicted": predicted,
+                "error": predicted / measured - 1, "gated": gated, "source": "s"}
+    rows = [timed("fa3", "cudnn", "P1", 2.0, 1.8), timed("fa2", "flash", "P1", 3.0, 3.1),
+            timed("fa3", "cudnn", "P2", 1.0, 1.0), timed("fa2", "flash", "P2", 1.5, 1.5),
+            timed("fa2", "flash", "P3", 1.0, 1.0)]  # no fa3 row: no speed-up
+    derived = {r["problem"]: r for r in speedup_rows(rows)}
+    assert set(derived) == {"P1", "P2"}
+    assert derived["P1"]["measured"] == pytest.approx(1.5) and derived["P1"]["predicted"] == pytest.approx(3.1 / 1.8)
+    assert derived["P1"]["error"] == pytest.approx(3.1 / 1.8 / 1.5 - 1)  # +14.8%
+    assert "fa3 -10.0%" in derived["P1"]["suspect"] and "fa2 +3.3%" in derived["P1"]["suspect"]
+    (group,) = summarize(list(derived.values()))
+    assert group["kernel"] == "fa3/fa2" and group["tolerance"] == (0.15, 0.15) and group["pass"]
+    rows[0] = timed("fa3", "cudnn", "P1", 2.0, 1.75)  # +18%: past the tolerance on one problem
+    (group,) = summarize(speedup_rows(rows))
+    assert not group["pass"]
 
 
 def test_validate_writes_the_error_table_and_fails_past_the_tolerance(tmp_path, monkeypatch):

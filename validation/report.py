@@ -60,7 +60,9 @@ def main() -> int:
               "of the same case "
               "(the reference timed Python calls, launch overhead included); listed below, left out of the "
               "statistics. Tolerances: issue 5's for fused kernels and DRAM bytes; issue 3's 20% for FA2's decode "
-              "without a split (the Triton no-split rows).", ""]
+              "without a split (the Triton no-split rows); issue 4's 15% on every `speedup` row (fa3 / fa2: cuDNN's "
+              "speed-up over SDPA's FLASH backend on the same problem, measured against predicted; its suspect "
+              "column gives each kernel's own time error).", ""]
     for png in sorted(DOCS.glob("parity_*.png")):
         lines.append(f"![{png.stem}]({png.name})")
     lines += ["", "## Every case", "", "| suite | case | metric | measured | predicted | error | suspect |",
