@@ -25,6 +25,12 @@ from dataclasses import dataclass, field
 
 #: Waves simulated before extrapolating; the last of them is the measured period. (A simulation setting.)
 SIMULATED_WAVES = 3
+#: Share of a shared tensor's DRAM reads in the last simulated wave that must be re-reads for the extrapolation
+#: to take it as streamed (its DRAM traffic grows with the CTAs) rather than read once per distinct tile. (A
+#: simulation setting: the streamed K/V of FA2 and FA3 at 16k-131k tokens re-read 20-100% in that wave; a few
+#: percent are tiles evicted between two waves of representatives that run in step, as FA2 at 8 sequences and
+#: 4k tokens re-reads 4% where exact mode re-reads nothing after its first waves.)
+STREAMED_REREAD_SHARE = 0.1
 #: Only launches with at least this many waves are extrapolated.
 MIN_WAVES_TO_EXTRAPOLATE = 6
 
@@ -41,13 +47,15 @@ class Snapshot:
 
 class WaveMeter:
     """Counts finished CTAs and snapshots the counters when the last two simulated waves complete, with the
-    re-reads per tensor at the first of them: only re-reads during the last simulated wave show a steady
-    pattern (the launch's start can re-read a few tiles once, while its CTAs fall out of lockstep)."""
+    DRAM reads and re-reads per tensor at the first of them: only re-reads during the last simulated wave show
+    a steady pattern (the launch's start can re-read a few tiles once, while its CTAs fall out of lockstep)."""
 
-    def __init__(self, slots: int, read_counters, read_rereads=dict):
+    def __init__(self, slots: int, read_counters, read_rereads=dict, read_dram=dict):
         self.slots = slots
         self.read_counters = read_counters  # () -> dict of additive counters
         self.read_rereads = read_rereads  # () -> {tensor: re-read bytes so far}
+        self.read_dram = read_dram  # () -> {tensor: DRAM read bytes so far}
+        self.dram_before_last_wave: dict = {}
         self.finished = 0
         self.finish_cycles: list[float] = []  # every simulated CTA's, in finishing order
         self.snapshots: dict[int, Snapshot] = {}
@@ -59,6 +67,7 @@ class WaveMeter:
         before_last = self.slots * (SIMULATED_WAVES - 1)
         if self.finished == before_last:
             self.rereads_before_last_wave = dict(self.read_rereads())
+            self.dram_before_last_wave = dict(self.read_dram())
         if self.finished in (before_last, self.slots * SIMULATED_WAVES):
             self.snapshots[self.finished] = Snapshot(cycle, self.read_counters())
 
@@ -70,6 +79,14 @@ class WaveMeter:
         b = self.snapshots[self.slots * SIMULATED_WAVES]
         return self._mean_finish(SIMULATED_WAVES - 2) - self._mean_finish(SIMULATED_WAVES - 3), \
             {k: b.values[k] - a.values[k] for k in b.values}
+
+    def streaming(self) -> set:
+        """The tensors the last simulated wave streamed: over STREAMED_REREAD_SHARE of what it read of them from
+        DRAM was re-reads of tiles evicted since their first read."""
+        rereads, reads = self.read_rereads(), self.read_dram()
+        return {t for t, n in rereads.items()
+                if n - self.rereads_before_last_wave.get(t, 0.0)
+                > STREAMED_REREAD_SHARE * (reads.get(t, 0.0) - self.dram_before_last_wave.get(t, 0.0))}
 
     def _mean_finish(self, wave: int) -> float:
         cycles = self.finish_cycles[wave * self.slots:(wave + 1) * self.slots]
