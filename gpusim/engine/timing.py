@@ -140,7 +140,8 @@ class TimingInterpreter:
                                limit=SIMULATED_WAVES * slots if extrapolate else None))
         if extrapolate:
             skipped = blocks - len(reps)
-            meter = WaveMeter(slots, lambda: self._additive_counters(sms, fold), lambda: self.memory.reread_bytes_by_tensor)
+            meter = WaveMeter(slots, lambda: self._additive_counters(sms, fold),
+                              lambda: self.memory.reread_bytes_by_tensor, lambda: self.memory.hbm_read_by_tensor)
         window = _Window(len(reps), slots, self._additive_counters(sms, fold), dict(self.memory.hbm_read_by_tensor),
                          dict(self.memory.reread_bytes_by_tensor),
                          dict(self.memory.l2_read_by_tensor)) if meter is not None else None
@@ -182,9 +183,7 @@ class TimingInterpreter:
             if not key.startswith(("busy.", "sm.")):
                 deltas[key] = launch_totals[key] * slots / simulated
         deltas["mem.hbm_write"] = 0.0  # write-backs depend on L2 capacity, not on work: aged below
-        # streaming: re-read during the last simulated wave (see WaveMeter)
-        streaming = {t for t, n in memory.reread_bytes_by_tensor.items()
-                     if n > meter.rereads_before_last_wave.get(t, 0.0)}
+        streaming = meter.streaming()
         shared = set(launch.shared_by(launch.grid[0])) if launch.grid else set()
         streamed = sum(v - window.l2_reads.get(t, 0.0) for t, v in memory.l2_read_by_tensor.items()
                        if t in streaming and t in shared)
