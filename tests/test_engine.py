@@ -25,10 +25,11 @@ import simpy
 from gpusim.engine.folding import (MIN_REPRESENTATIVES, MIN_SIMULATED_SMS, Representative, choose_fold_factor,
                                    fold_grid)
 from gpusim.engine.l2 import L2Cache
-from gpusim.engine.loop_sampling import LAST_WAVE_FULL_ITERATIONS, TAIL_ITERATIONS, WARM_ITERATIONS, FullRuns
+from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, TAIL_ITERATIONS, TAIL_WAVE_FULL_ITERATIONS,
+                                         WARM_ITERATIONS, FullRuns)
 from gpusim.engine.memory import MemorySystem, SmMemoryPort
 from gpusim.engine.servers import Server, SharedUnit
-from gpusim.engine.steady_state import Drift, extrapolated_reads
+from gpusim.engine.steady_state import SIMULATED_WAVES, Drift, WaveMeter, extrapolated_reads
 from gpusim.engine.timing import TimingInterpreter
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, get_preset
@@ -1057,6 +1058,48 @@ def test_one_wave_loops_run_in_full_within_their_budget():
     assert FullRuns(4).plan(LAST_WAVE_FULL_ITERATIONS // 4, sample=True).state is None
     assert FullRuns(4).plan(LAST_WAVE_FULL_ITERATIONS // 4 + 1, sample=True).state is not None
     assert FullRuns(1).plan(100, sample=False).state is None  # exact mode
+
+
+def test_a_tail_wave_after_full_waves_runs_in_full_within_its_larger_budget():
+    per_rep = TAIL_WAVE_FULL_ITERATIONS // 40
+    assert per_rep > LAST_WAVE_FULL_ITERATIONS // 40
+    assert FullRuns(40, TAIL_WAVE_FULL_ITERATIONS).plan(per_rep, sample=True).state is None
+    assert FullRuns(40, TAIL_WAVE_FULL_ITERATIONS).plan(per_rep + 1, sample=True).state is not None
+    assert FullRuns(40).plan(per_rep, sample=True).state is not None  # a one-wave launch: the smaller budget
+
+
+def _meter_with(finish_cycles: list, slots: int, dram=None, rereads=None) -> WaveMeter:
+    """A wave meter that saw CTAs finish at `finish_cycles`; `dram` / `rereads`: (before the last wave, at the end)
+    DRAM reads and re-reads per tensor."""
+    state = {"dram": {}, "rereads": {}}
+    meter = WaveMeter(slots, dict, lambda: state["rereads"], lambda: state["dram"])
+    for i, cycle in enumerate(finish_cycles):
+        if dram is not None and i + 1 == slots * (SIMULATED_WAVES - 1):
+            state["dram"], state["rereads"] = dict(dram[0]), dict(rereads[0])
+        meter.cta_finished(cycle)
+    if dram is not None:
+        state["dram"], state["rereads"] = dict(dram[1]), dict(rereads[1])
+    return meter
+
+
+def test_steady_period_comes_from_waves_that_had_a_wave_behind_them():
+    # two CTAs per slot pair: the older finishes first; the last simulated wave's younger CTAs drain early (no wave
+    # follows them in the simulation), which must not shorten the period
+    waves = [[177, 177, 207, 207], [354, 354, 406, 406], [535, 535, 584, 584]]
+    meter = _meter_with([c for wave in waves for c in wave], slots=4)
+    period, _ = meter.period()
+    assert period == pytest.approx((354 + 406) / 2 - (177 + 207) / 2)  # 188, not the drained 180
+    # the last of 6 more CTAs sits at position 1 of the second wave after the window: three waves after position 1
+    # of the steady wave (the second simulated one); the last of 4 more at position 3 of the first, two waves after
+    assert meter.last_finish(period, 6) == pytest.approx(354 + 3 * period)
+    assert meter.last_finish(period, 4) == pytest.approx(406 + 2 * period)
+
+
+def test_a_tensor_is_streamed_only_when_the_last_wave_mostly_re_reads_it():
+    cycles = [float(c) for c in range(12)]
+    meter = _meter_with(cycles, slots=4, dram=({"K": 100.0, "V": 100.0}, {"K": 200.0, "V": 200.0}),
+                        rereads=({"K": 0.0, "V": 0.0}, {"K": 4.0, "V": 50.0}))
+    assert meter.streaming() == {"V"}  # K re-read 4% of what the last wave read of it, V 50%
 
 
 def test_a_full_run_loop_that_holds_another_is_sampled_after_all():

@@ -26,7 +26,8 @@ from gpusim.engine.steady_state import (SIMULATED_WAVES, Drift, WaveMeter, busie
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, HardwareSpec
 from gpusim.launch import KernelPlan, Launch
-from gpusim.engine.loop_sampling import MEASURED, FullRuns, gap_after
+from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, MEASURED, TAIL_WAVE_FULL_ITERATIONS, FullRuns,
+                                         gap_after)
 from gpusim.ops import Acquire, Handle, Load, Loop, LoopMark, Mma, Signal, Store, Vector, Wait
 from gpusim.result import LaunchStats
 
@@ -98,6 +99,7 @@ class TimingInterpreter:
         self._dispatched = 0  # CTAs dispatched so far (their age order)
         self._resident = 0  # real CTAs running now (representatives' weights; loop sampling's fair share)
         self._last_wave_reps = 0  # representatives in the running launch's partial last wave (a one-wave launch: all)
+        self._last_wave_budget = LAST_WAVE_FULL_ITERATIONS  # its loops' full-run budget (loop_sampling.FullRuns)
         self._last_wave_ctas = 0  # the real CTAs they stand for
         self._hbm_busy_jumped = 0.0  # HBM busy cycles that loop sampling added for skipped iterations
 
@@ -147,6 +149,7 @@ class TimingInterpreter:
                          dict(self.memory.l2_read_by_tensor)) if meter is not None else None
         simulated = len(reps)
         self._last_wave_reps = 0 if extrapolate else (simulated if simulated <= slots else simulated % slots)
+        self._last_wave_budget = LAST_WAVE_FULL_ITERATIONS if one_wave else TAIL_WAVE_FULL_ITERATIONS
         # the real CTAs of that wave: once the wave before has finished they are all that streams
         self._last_wave_ctas = sum(rep.count for rep in list(reps)[len(reps) - self._last_wave_reps:])
         start = env.now
@@ -368,7 +371,7 @@ class TimingInterpreter:
         weight = rep.weight
         work = _RoleWork()
         tracking = False  # the role's work is counted from its first loop on (loop sampling needs it)
-        full_runs = FullRuns(cta.last_wave_reps)  # the loops this role runs unsampled
+        full_runs = FullRuns(cta.last_wave_reps, self._last_wave_budget)  # the loops this role runs unsampled
         hw = self.hw
         value = None
         # A warp's asynchronous MMAs (wgmma, tcgen05) run on the tensor core in issue order: the next one
