@@ -78,6 +78,9 @@ class HardwareSpec:
     #: what the path adds to the access latency of a cp.async read that hits in L2 / that misses to HBM
     async_copy_hit_extra_latency_cycles: float = 0.0
     async_copy_miss_extra_latency_cycles: float = 0.0
+    #: share of the bytes a cp.async fill lands in SMEM that takes SMEM port cycles from the products reading it
+    #: meanwhile (1: every fill byte, as an operand read would; 0: none)
+    async_copy_fill_smem_port_share: float = 1.0
     # --- asynchronous bulk copy engine (TMA): its own in-flight window and link per SM (0 = no TMA)
     has_tma: bool = False
     tma_max_inflight_bytes: int = 0
@@ -125,6 +128,9 @@ class HardwareSpec:
                 self.async_copy_hit_extra_latency_cycles or self.async_copy_miss_extra_latency_cycles):
             raise InputError("hardware fields async_copy_*: set the window and bandwidth both (cp.async has its own "
                              "path, and may add latency) or none of them (it shares the load/store units')")
+        if self.async_copy_fill_smem_port_share > 1:
+            raise InputError(f"hardware field async_copy_fill_smem_port_share={self.async_copy_fill_smem_port_share}: "
+                             "must be in [0, 1]")
         if self.smem_per_cta_max_bytes > self.smem_per_sm_bytes:
             raise InputError("hardware field smem_per_cta_max_bytes: exceeds smem_per_sm_bytes")
         if not any(self.tensor_flops_per_clk(i, "bf16") for i in INSTRUCTION_CLASSES):
@@ -256,6 +262,7 @@ _HOPPER_COMMON = dict(
     sm_max_inflight_bytes=49152, sm_load_bandwidth_bytes_per_clk=40.0,
     async_copy_max_inflight_bytes=196608, async_copy_bandwidth_bytes_per_clk=53.0,
     async_copy_hit_extra_latency_cycles=190.0, async_copy_miss_extra_latency_cycles=440.0,
+    async_copy_fill_smem_port_share=0.0,
     pcie_bandwidth_bytes_per_s=55e9,
 )
 _HOPPER_SOURCES = {
@@ -285,6 +292,10 @@ _HOPPER_SOURCES = {
     "async_copy_miss_extra_latency_cycles": _CP_ASYNC + ", after an L2 flush: rounds take 0.22-0.23 us (440 cycles) "
                                             "longer than hbm_latency_cycles + bytes / link (copy_vs_sms fitted that "
                                             "latency on register loads)",
+    "async_copy_fill_smem_port_share": "ncu on the H200 (validation/README.md run 15, SMEM wavefronts): FA2's "
+                                       "forward at N = 8192 uses 1217 / 1343 / 2365 shared-memory wavefronts per K/V "
+                                       "tile at d = 64 / 128 / 256, its ldmatrix reads plus 5-8%, not the cp.async "
+                                       "fills of K and V on top (1.2-1.35x)",
     "has_tma": "Hopper has the Tensor Memory Accelerator (FA3 paper Sec. 2)",
     "async_mma_latency_cycles": "calibrated on the H200 cudnn rows: an asynchronous MMA group (wgmma "
                                 "commit/wait) completes this long after the tensor core finishes its FLOPs; "

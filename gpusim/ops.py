@@ -160,7 +160,9 @@ class Store(Op):
 class Mma(Op):
     """out = a @ b (b^T when b_transposed), plus out when accumulate. `instruction` is the tensor-core
     class (mma_sync, wgmma, tcgen05). `smem_read_bytes` overrides the shared-memory operand traffic
-    (default: the bytes of operands that live in SMEM, read once)."""
+    (default: the bytes of operands that live in SMEM, read once). `smem_fill_bytes`: bytes that cp.async
+    copies land in SMEM while the product runs; they take the port as the GPU's
+    async_copy_fill_smem_port_share says."""
 
     a: Tile
     b: Tile
@@ -170,6 +172,7 @@ class Mma(Op):
     accumulate: bool = False
     wait: bool = True
     smem_read_bytes: int | None = None
+    smem_fill_bytes: int = 0
 
     @property
     def flops(self) -> int:

@@ -193,11 +193,9 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
             yield from load_v(pos)
     yield Wait(q_ready)
     yield from q_ops
-    # SMEM port: the cp.async fills land in SMEM while the products read it. FA2: V_j during S_j, K_j-1 during
-    # P V_j. The ring charges one tile's fill per S_j and lets the other land unseen: charged on the products,
-    # the fills sit on the warps' critical path, and the Triton rows run 6% slower with both (+13..+16% against
-    # the campaign at 16k-131k keys; validation/README.md, eighth session). Whether fills hold up the products at
-    # all is an open lead (run 15, "SMEM wavefronts").
+    # SMEM port: the cp.async fills land in SMEM while the products read it (FA2: V_j during S_j, K_j-1 during
+    # P V_j; the ring declares one tile's fill per S_j). What they cost the port is the GPU's
+    # async_copy_fill_smem_port_share: nothing on Hopper (run 15, "SMEM wavefronts"), every byte elsewhere.
     for pos, i in enumerate(order):
         yield plan.mark(i)
         j = tile_at(pos)
@@ -206,7 +204,7 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
         if not stages:
             yield from load_v(pos)
         yield Mma(q, k, s, instruction, b_transposed=True,
-                  smem_read_bytes=warps_m * k.nbytes + warps_n * q.nbytes + tile_bytes)
+                  smem_read_bytes=warps_m * k.nbytes + warps_n * q.nbytes, smem_fill_bytes=tile_bytes)
         following = pos + ahead
         fill = 0
         if not stages:
@@ -217,7 +215,7 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
         yield from online_softmax(s, m, l_, acc, p, scores(j))
         if stages:
             yield Wait(v_ready.pop(pos))
-        yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps_m * v.nbytes + fill)
+        yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps_m * v.nbytes, smem_fill_bytes=fill)
         if stages and following < len(order):  # P V_j is done: the pair `ahead` iterations ahead
             yield from load_k(following)
             yield from load_v(following)

@@ -214,14 +214,14 @@ def main_launch(problem: AttentionProblem, tensors: dict, block_m: int, block_n:
             # dV_j += P^T dO_i (transposed SMEM operand: a layout change, no instructions).
             yield Vector(lambda t: t.T, [p], pt, 0.0)
             yield Mma(pt, do, dv_acc, "mma_sync", accumulate=True,
-                      smem_read_bytes=_smem_reads(pt, do, warps, lay_dkv) + ds.nbytes + fills)
+                      smem_read_bytes=_smem_reads(pt, do, warps, lay_dkv) + ds.nbytes, smem_fill_bytes=fills)
             # __syncthreads, then dO_i+1 into the single dO buffer.
             fills = 0
             if idx + 1 < len(steps):
                 do_pending = yield from load_do(idx + 1)
                 fills = do.nbytes
             # dQ_i += dS K_j: atomicAdd (fp32) into dQaccum; tau is applied by the convert launch.
-            yield Mma(ds, k, dq, "mma_sync", smem_read_bytes=_smem_reads(ds, k, warps, lay_dq) + fills)
+            yield Mma(ds, k, dq, "mma_sync", smem_read_bytes=_smem_reads(ds, k, warps, lay_dq), smem_fill_bytes=fills)
             yield Store(dq, dqa_t.region(b, h, rows), accumulate=True)
             # dK_j += dS^T Q_i (tau applied once at the end).
             yield Vector(lambda t: t.T, [ds], dst, 0.0)

@@ -633,6 +633,20 @@ def test_mma_sync_with_serial_operands_reads_smem_before_the_tensor_work():
     assert out["cycles"] == 512
 
 
+def test_cp_async_fills_take_the_smem_port_as_the_gpu_says():
+    # the same serial mma_sync with 16 KiB of cp.async fills landing meanwhile: on Hopper (share 0) the fills cost
+    # the port nothing; with share 1 they take 128 more cycles before the tensor work. They are SMEM writes, never
+    # counted as reads.
+    def program(cta):
+        yield Mma(A, B, ACC, "mma_sync", smem_fill_bytes=16384)
+    for share, cycles in ((0.0, 128 + 1024), (1.0, 256 + 1024)):
+        gpu = dataclasses.replace(TINY, mma_sync_serial_operands=True, async_copy_fill_smem_port_share=share)
+        out = run(plan_of(launch_of([0], program)), gpu)
+        assert out["cycles"] == cycles
+        assert out["counters"].smem_read == 16384
+    assert H200.async_copy_fill_smem_port_share == 0.0 and get_preset("a100").async_copy_fill_smem_port_share == 1.0
+
+
 def test_wgmma_and_vector_work_overlap():
     # wgmma alone: 512 cycles on the tensor core, no dispatch; the vector op alone: 512 on FP32 + dispatch.
     # Nothing shared: both done at 512 = max, full overlap.

@@ -144,7 +144,7 @@ def test_backward_smem_operand_reads_match_measured_ldmatrix(head_dim):
     block) is what the real kernel's ldmatrix instructions move: Nsight Compute counted 1152 ldmatrix.x4
     (512 B each) per iteration for both d = 64 (128 x 128 tiles) and d = 128 (64 x 128 tiles) on an H200
     (validation/data/h200_profile_2026-11-29_fa2_bwd.json: 1.51e8 LDSM over 131072 iterations). The products
-    also carry the P and dS stores and the cp.async fills of the next Q and dO blocks (one tile each)."""
+    also carry the P and dS stores, and declare the cp.async fills of the next Q and dO blocks (one tile each)."""
     problem = AttentionProblem(batch=1, heads=1, seq_len=512, head_dim=head_dim, pass_="bwd")
     tensors = declare_tensors(problem, backward=True)
     main = backward_launches(problem, get_preset("h200"), tensors, {})[1]
@@ -153,8 +153,9 @@ def test_backward_smem_operand_reads_match_measured_ldmatrix(head_dim):
     assert len(mmas) == 5 * (512 // bm)
     first_iteration = sum(op.smem_read_bytes for op in mmas[:5])
     ldmatrix_bytes = 1152 * 512
-    stores_and_fills = 2 * bm * bn * 2 + 2 * bm * head_dim * 2  # P, dS (bf16); next Q, dO (bf16)
-    assert first_iteration == ldmatrix_bytes + stores_and_fills
+    stores = 2 * bm * bn * 2  # P, dS (bf16)
+    assert first_iteration == ldmatrix_bytes + stores
+    assert sum(op.smem_fill_bytes for op in mmas[:5]) == 2 * bm * head_dim * 2  # next Q, dO (bf16)
 
 
 def test_backward_reads_the_sdpa_copies_once_per_head():

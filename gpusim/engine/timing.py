@@ -424,7 +424,8 @@ class TimingInterpreter:
                 cycles = flops / self._tensor_rate(op.instruction, op.operand_dtype)
                 is_async = op.instruction in ASYNC_INSTRUCTIONS
                 held = 0.0 if is_async else cycles
-                smem_bytes = op.smem_bytes()
+                read_bytes = op.smem_bytes()
+                smem_bytes = read_bytes + op.smem_fill_bytes * hw.async_copy_fill_smem_port_share  # port bytes
                 parts = ((sm.tensor, cycles), (sm.smem, smem_bytes), (sm.dispatch, held))
                 if is_async and mma_tail is not None and not mma_tail.triggered:
                     done = mma_tail = self._after(mma_tail, *parts, age=age)
@@ -437,12 +438,12 @@ class TimingInterpreter:
                                        age=age)
                 if is_async and hw.async_mma_latency_cycles:
                     done = self._delayed(done, hw.async_mma_latency_cycles)
-                if smem_bytes:
-                    counters.smem_read += smem_bytes * weight
+                if read_bytes:
+                    counters.smem_read += read_bytes * weight
                 counters.flops += flops * weight
                 if tracking:
                     work.flops += flops * weight
-                    work.smem_read += smem_bytes * weight
+                    work.smem_read += read_bytes * weight
                     work.tensor += cycles
                     work.smem += smem_bytes / hw.smem_bandwidth_bytes_per_clk_per_sm
                     work.dispatch += held
