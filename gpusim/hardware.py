@@ -128,7 +128,7 @@ class HardwareSpec:
                 self.async_copy_hit_extra_latency_cycles or self.async_copy_miss_extra_latency_cycles):
             raise InputError("hardware fields async_copy_*: set the window and bandwidth both (cp.async has its own "
                              "path, and may add latency) or none of them (it shares the load/store units')")
-        if self.async_copy_fill_smem_port_share > 1:
+        if not 0.0 <= self.async_copy_fill_smem_port_share <= 1.0:
             raise InputError(f"hardware field async_copy_fill_smem_port_share={self.async_copy_fill_smem_port_share}: "
                              "must be in [0, 1]")
         if self.smem_per_cta_max_bytes > self.smem_per_sm_bytes:
@@ -319,6 +319,8 @@ _COMMON_SOURCES = {
     "max_threads_per_sm": "CUDA programming guide: 2048 resident threads per SM",
     "max_ctas_per_sm": "CUDA programming guide: 32 resident blocks per SM",
     "pcie_latency_s": "typical PCIe round trip for a DMA of one page (~2 us)",
+    "async_copy_fill_smem_port_share": "assumed (not measured on this GPU): every cp.async fill byte takes the "
+                                       "SMEM port as an operand read would",
     "kernel_launch_overhead_s": "CUDA launch gap between back-to-back kernels; small decode rows of the "
                                 "H200 calibration data (assumed the same on every preset)",
 }

@@ -180,11 +180,13 @@ def speedup_rows(rows: list[dict], pair: tuple = SPEEDUP) -> list[dict]:
             continue
         measured, predicted = b["measured"] / a["measured"], b["predicted"] / a["predicted"]
         derived.append({"suite": suite, "hardware": a["hardware"], "kernel": f"{fast}/{base}",
-                        "impl": f"{fast_impl}/{base_impl}", "case": f"{fast}[{fast_impl}] / {base}[{base_impl}] {problem}",
+                        "impl": f"{fast_impl}/{base_impl}",
+                        "case": f"{fast}[{fast_impl}] / {base}[{base_impl}] {problem}",
                         "metric": "speedup", "measured": measured, "predicted": predicted,
                         "error": predicted / measured - 1.0, "bound": "",
                         "suspect": f"time error {fast} {a['error']:+.1%}, {base} {b['error']:+.1%}",
-                        "gated": a["gated"] and b["gated"], "source": a["source"], "problem": problem})
+                        "gated": a["gated"] and b["gated"], "problem": problem,
+                        "source": a["source"] if a["source"] == b["source"] else f"{a['source']}; {b['source']}"})
     return derived
 
 

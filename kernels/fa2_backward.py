@@ -16,8 +16,9 @@ Three launches, as run_flash_bwd_seqk_parallel (flash_bwd_launch_template.h) iss
    applies tau and writes dQ in the output type.
 
 SMEM port traffic per product: the ldmatrix reads of both operands by the warp grid of that product
-(AtomLayoutMSdP, AtomLayoutNdKV, AtomLayoutMdQ), plus the stores of P and dS and the cp.async fills of Q
-and dO that the warps issue between the products (charged to the product they overlap).
+(AtomLayoutMSdP, AtomLayoutNdKV, AtomLayoutMdQ) and the stores of P and dS; the cp.async fills of Q and dO
+that the warps issue between the products are declared on the product they overlap (Mma.smem_fill_bytes),
+and cost the port what the GPU's async_copy_fill_smem_port_share says.
 
 GQA/MQA: the CTA of KV head hk loops over the group's query heads inside (head-major, then Q blocks), so
 dK and dV are summed on chip and written once in bf16; the CUDA code instead runs one CTA per query head,

@@ -337,6 +337,8 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
 
     works = {work(cta) for cta in grid[:splits * layout.row_blocks]}  # every (batch, KV head) alike
     smem = (bm + 2 * stages * bn) * d * problem.element_bytes  # Q + the K/V ring; the epilogue reuses the ring
+    # (The producer warp's cp.async fills of this CTA are not declared on the products: they land in the ring
+    # slots the consumers are not reading, unlike FA2's single K and V buffers.)
     warps = CONSUMER_WARPS + (0 if fa2_cta else PRODUCER_WARPS)
     return Launch(name="flash_decoding_split", grid=grid, program=fa2_program_for if fa2_cta else program,
                   smem_bytes_per_cta=int(smem), threads_per_cta=32 * warps,
@@ -351,9 +353,10 @@ def combine_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, sp
     """One CTA per (batch, KV head, row block): the same packed rows as one split CTA, so it reads back
     exactly the partial tiles the split CTAs wrote (they are still in L2). As FA2's combine kernel: load
     every split's LSE, form LSE = log sum_s exp(LSE_s) and the weights exp(LSE_s - LSE), then accumulate
-    O = sum_s w_s O_s. `serial`: FA2's loop loads one split's partial output into registers and adds it
-    before loading the next (a memory round trip per split: validation/README.md run 10 measured about
-    0.4 us per split at B = 1); otherwise every split's partial output is loaded at once."""
+    O = sum_s w_s O_s. `serial`: FA2's kernel loads the partial outputs only once the weights are in SMEM, and
+    its loop loads one split's partial output into registers and adds it before loading the next (a memory
+    round trip per split: 0.21 us per split at B = 1 in a CUDA graph, validation/README.md run 19); otherwise
+    every split's partial output is loaded at once, with the LSEs."""
     o_part, lse_part, o_t, lse_t = (tensors[k] for k in ("O_part", "LSE_part", "O", "LSE"))
     d = problem.head_dim
     # No tensor cores here, so tiles hold the packed rows themselves, not a padded MMA tile.
@@ -374,8 +377,12 @@ def combine_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, sp
             handle = yield Load(lse_part.region(b, heads, s, positions), lse_parts[s], wait=False)
             lse_ready.append(handle)
         o_ready = {}
-        for s in range(in_flight):
-            o_ready[s] = yield Load(o_part.region(b, heads, s, positions), o_bufs[s], wait=False)
+
+        def load_partials():
+            for s in range(in_flight):
+                o_ready[s] = yield Load(o_part.region(b, heads, s, positions), o_bufs[s], wait=False)
+        if not serial:  # every split at once, the LSEs too
+            yield from load_partials()
         for handle in lse_ready:
             yield Wait(handle)
         stacked = Tile((splits, bm), "fp32", "reg", "LSE_parts")
@@ -392,6 +399,8 @@ def combine_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, sp
                      [total, lse_max], lse, COMBINE_LOG_FP32_OPS, COMBINE_LOG_MUFU_OPS, elements=bm)
         yield Vector(lambda x, lz: np.exp(x - _finite(lz)) * np.isfinite(lz), [stacked, lse], weights,
                      COMBINE_WEIGHT_FP32_OPS, COMBINE_WEIGHT_MUFU_OPS, elements=pairs)
+        if serial:  # FA2: the partials only once the LSEs are reduced into weights (it syncs the CTA between)
+            yield from load_partials()
         acc = Tile((bm, d), "fp32", "reg", "acc")
         yield Vector(lambda: np.zeros((rows, d)), [], acc, 0.0, elements=0)
         for s in range(splits):

@@ -131,6 +131,8 @@ def flushed_repeats(torch, call, flush) -> dict:
     acts = profiled(torch, body)
     is_flush = [a["dur_us"] > 30 and ("fill" in a["name"].lower() or a["cat"] == "gpu_memset") for a in acts]
     starts = [i for i, f in enumerate(is_flush) if f]
+    if len(starts) != REPEATS:  # a call of the case's own that looks like the flush: repeats cannot be paired
+        raise RuntimeError(f"found {len(starts)} L2 flushes in the timeline, expected {REPEATS}")
     repeats = []
     for r, i in enumerate(starts):
         stop = starts[r + 1] if r + 1 < len(starts) else len(acts)
@@ -144,8 +146,8 @@ def flushed_repeats(torch, call, flush) -> dict:
 def back_to_back(torch, run_calls) -> dict:
     """Calls issued in a row: the kernels' timeline, grouped per call by the kernel count of one call."""
     acts = [a for a in profiled(torch, run_calls) if a["cat"] == "kernel"]
-    return {"kernels": [{"name": a["name"], "start_us": a["start_us"] - acts[0]["start_us"], "dur_us": a["dur_us"]}
-                        for a in acts]}
+    first = acts[0]["start_us"] if acts else 0.0
+    return {"kernels": [{"name": a["name"], "start_us": a["start_us"] - first, "dur_us": a["dur_us"]} for a in acts]}
 
 
 def summarize(repeats: list[dict], first_gap_key: str) -> dict:
@@ -164,6 +166,14 @@ def summarize(repeats: list[dict], first_gap_key: str) -> dict:
                            "gap_before_us" if k else first_gap_key: med(gaps)})
     return {"kernels_per_call": n, "repeats_kept": len(kept), "event_us_median": med([r["event_us"] for r in kept]),
             "per_kernel": per_kernel, "repeats": kept[:5]}
+
+
+def one_line(summary: dict) -> str:
+    """The event time, each kernel's duration and the gaps before them, for the console."""
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    parts = " ".join(f"{k['name'][:28]}={fmt(k['dur_us'])}" for k in summary["per_kernel"])
+    gaps = ",".join(fmt(k.get("gap_before_us", k.get("after_flush_us"))) for k in summary["per_kernel"])
+    return f"event {fmt(summary['event_us_median'])} us {parts} gaps {gaps}"
 
 
 def measure(torch, case) -> dict:
@@ -200,13 +210,8 @@ def main() -> int:
             errors.append({**case, "error": f"{type(e).__name__}: {e}"})
             print("error", case, e, file=sys.stderr)
             continue
-        row = rows[-1]
         for mode in ("eager_flushed", "graph_flushed"):
-            s = row[mode]
-            parts = " ".join(f"{k['name'][:28]}={k['dur_us']:.1f}" for k in s["per_kernel"])
-            gaps = [k.get("gap_before_us", k.get("after_flush_us")) for k in s["per_kernel"]]
-            print(case, mode, f"event {s['event_us_median']:.1f} us", parts,
-                  "gaps " + ",".join(f"{g:.1f}" for g in gaps if g is not None))
+            print(case, mode, one_line(rows[-1][mode]))
     record = {"script": "validation/profile_launch_timeline.py", "date": datetime.date.today().isoformat(),
               "meta": campaign.env_meta(), "repeats": REPEATS, "back_to_back_calls": BACK_TO_BACK,
               "flush_bytes": FLUSH_BYTES, "rows": rows, "errors": errors}

@@ -13,7 +13,8 @@ working set that fits L2 stays resident). The functional interpreter runs every
 iteration, so results stay exact; only time and counters are extrapolated, and only from the same CTA's
 own steady iterations (contention with other CTAs included, as it was measured).
 In a launch's partial last wave (all of a launch that fits in one wave), loops are not sampled while that
-wave's representatives' iterations (nested loops included) stay within LAST_WAVE_FULL_ITERATIONS: such CTAs
+wave's representatives' iterations (nested loops included) stay within LAST_WAVE_FULL_ITERATIONS (a launch
+of one wave) or TAIL_WAVE_FULL_ITERATIONS (the partial last wave of a launch of several): such CTAs
 contend for HBM until the last one finishes, the order in which they finish builds up over the whole loop,
 and a last-wave CTA's first iterations still share HBM with the wave before it, so a jump at their pace
 misjudges the rest (benchmarks/folded_vs_exact.py: one-wave decode -3% to -4% against exact with sampling,
@@ -30,7 +31,7 @@ SAMPLE_ABOVE = 20
 WARM_ITERATIONS = 10
 TAIL_ITERATIONS = 2
 MEASURED = 6
-#: A launch's partial last wave runs innermost loops in full while (representatives x iterations) stays under this.
+#: A launch of one wave runs innermost loops in full while (representatives x iterations) stays under this.
 LAST_WAVE_FULL_ITERATIONS = 2048
 #: The same for the partial last wave of a launch of several waves. It starts while the wave before still runs and
 #: speeds up as that one drains, so the pace of its first iterations is not its pace: SDPA's FA2 decode kernel at

@@ -2,15 +2,17 @@
 
 A launch whose CTAs all do the same work runs in identical waves once the pipeline has filled: each wave
 moves the same bytes, does the same work and takes the same time. Folded mode therefore simulates the
-first SIMULATED_WAVES waves, measures the last one (its time and the units' busy time) and adds the
-remaining waves as multiples of it. CTAs that drift out of step finish at irregular times, so one wave's
-span can fall short of the steady period; it is never taken shorter than the busy time of the wave's
-busiest unit, which no schedule can beat; the remaining partial wave costs a whole wave's time (the tail wave).
+first SIMULATED_WAVES waves and continues their pattern: the steady period is the time between the mean
+finishing cycles of the two waves before the last (the last simulated wave drains with slots left empty behind
+it, which a steady wave never does), never shorter than the busy time of the busiest unit per wave, which no
+schedule can beat; each skipped CTA finishes a whole number of periods after the CTA at its position in the
+steady wave, so a partial last wave costs the share of a wave its CTAs need.
 Work counters (L2 bytes, FLOPs) scale with the CTAs run instead, from the average over all simulated
 CTAs: CTAs overlap wave boundaries, so one wave's count depends on where the boundary falls in the data.
 HBM reads scale per tensor: a tensor the CTAs share (K/V of a head) costs its DRAM bytes once per distinct
-`shared_by` key while L2 holds it, and per CTA when the window's last wave still re-reads it after eviction
-(re-reads confined to the launch's start, while its CTAs fall out of lockstep, are not repeated); a
+`shared_by` key while L2 holds it, and per CTA when over STREAMED_REREAD_SHARE of the window's last wave's
+DRAM reads of it are re-reads after eviction (re-reads confined to the launch's start while its CTAs fall out
+of lockstep, or a few between waves of representatives that run in step, are not repeated); a
 private one (Q tiles) once per CTA. HBM writes come from ageing the L2 with stand-in
 traffic of the extrapolated volume (write-backs depend on the cache filling up, not on the work alone): the
 lines the skipped waves' writes would dirty, not their write traffic (repeated atomic adds hit one line),
@@ -23,8 +25,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-#: Waves simulated before extrapolating; the last of them is the measured period. (A simulation setting.)
+#: Waves simulated before extrapolating: the two before the last give the period, the last the counters per wave
+#: (its drain does not change the work). (A simulation setting; at least 3.)
 SIMULATED_WAVES = 3
+assert SIMULATED_WAVES >= 3, "the period needs two waves with a wave behind them"
 #: Share of a shared tensor's DRAM reads in the last simulated wave that must be re-reads for the extrapolation
 #: to take it as streamed (its DRAM traffic grows with the CTAs) rather than read once per distinct tile. (A
 #: simulation setting: the streamed K/V of FA2 and FA3 at 16k-131k tokens re-read 20-100% in that wave; a few
@@ -97,9 +101,12 @@ class WaveMeter:
         position i of a later wave finishes `period_cycles` per wave after position i of the steady wave
         before the last simulated one (whose CTAs all had a wave behind them). A partial last wave thus
         costs the share of a wave its CTAs need, as CTAs refill freed slots one by one."""
+        if skipped_reps <= 0:
+            raise ValueError("last_finish: no CTA was skipped")
         waves_on, position = divmod(skipped_reps - 1, self.slots)
         steady = SIMULATED_WAVES - 2
-        return self.finish_cycles[steady * self.slots + position] + (waves_on + SIMULATED_WAVES - steady) * period_cycles
+        waves_after_steady = waves_on + SIMULATED_WAVES - steady
+        return self.finish_cycles[steady * self.slots + position] + waves_after_steady * period_cycles
 
 
 def busiest_unit_cycles(totals: dict, sm_count: int, waves: float) -> float:
@@ -138,9 +145,10 @@ def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, st
                        window_rereads: dict | None = None) -> float:
     """HBM read bytes the CTAs after the first `window_ctas` add: per tensor, the window's bytes times the
     ratio of distinct data in the whole grid to the window: distinct `shared_by` keys for a shared tensor
-    that L2 kept (read once per key: the window's first reads, not the `window_rereads` bytes of its
-    start), CTAs for a private one or for a `streaming` tensor, whose tiles the window's steady waves
-    had to re-read from DRAM after eviction (its traffic grows with the CTAs, not the data).
+    that L2 kept (read once per key: the window's first reads, not its `window_rereads` bytes, a transient of
+    its start or of its in-step waves), CTAs for a private one or for a `streaming` tensor, whose tiles the
+    window's steady waves had to re-read from DRAM after eviction (its traffic grows with the CTAs, not the
+    data).
     A shared streaming tensor's later waves take `drift`'s passes each (the window's waves ran in step);
     `slots` is the CTAs per wave."""
     window_rereads = window_rereads or {}
