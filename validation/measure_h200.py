@@ -203,9 +203,8 @@ def bench(fn, quick=False, grad_to_none=None):
     return float(q[0]), float(q[1]), float(q[2])
 
 
-def bench_graph(fn, quick=False):
-    """Median of do_bench over replays of a CUDA graph holding one call of fn (removes the Python launch
-    overhead; do_bench still clears L2 before each replay)."""
+def capture_graph(fn, calls=1):
+    """A CUDA graph holding `calls` calls of fn (run twice on a side stream first, as capture needs)."""
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
@@ -215,8 +214,16 @@ def bench_graph(fn, quick=False):
     torch.cuda.synchronize()
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        fn()
+        for _ in range(calls):
+            fn()
     torch.cuda.synchronize()
+    return g
+
+
+def bench_graph(fn, quick=False):
+    """Median of do_bench over replays of a CUDA graph holding one call of fn (removes the Python launch
+    overhead; do_bench still clears L2 before each replay)."""
+    g = capture_graph(fn)
     r = bench(lambda: g.replay(), quick)
     del g
     return r

@@ -79,23 +79,6 @@ def make_call(torch, case):
     return prefill
 
 
-def capture(torch, fn, calls: int):
-    """A CUDA graph holding `calls` calls of fn."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn()
-        fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
-    torch.cuda.synchronize()
-    return graph
-
-
 def gpu_activities(trace_path: str) -> list[dict]:
     """Kernels, memsets and copies of a torch.profiler Chrome trace, in start order (ts and dur in us)."""
     with open(trace_path) as f:
@@ -183,14 +166,14 @@ def measure(torch, case) -> dict:
         call()
     torch.cuda.synchronize()
     row = {**case, "eager_flushed": flushed_repeats(torch, call, flush)}
-    one = capture(torch, call, 1)
+    one = campaign.capture_graph(call)
     row["graph_flushed"] = flushed_repeats(torch, one.replay, flush)
 
     def eager_row():
         for _ in range(BACK_TO_BACK):
             call()
     row["eager_back_to_back"] = back_to_back(torch, eager_row)
-    many = capture(torch, call, BACK_TO_BACK)
+    many = campaign.capture_graph(call, BACK_TO_BACK)
     row["graph_back_to_back"] = back_to_back(torch, many.replay)
     del one, many
     torch.cuda.empty_cache()
