@@ -22,6 +22,10 @@ EXP_FMA_OPS_PER_ELEMENT = 1.0
 SUM_OPS_PER_ELEMENT = 1.0
 #: Rescaling the output accumulator by exp(m_old - m_new): one multiply per accumulator element.
 RESCALE_OPS_PER_ELEMENT = 1.0
+#: FA2's forward on a score tile that the causal mask cuts: about 1000 more warp instructions per tile, whatever
+#: its size (ncu, validation/README.md run 11: 830-1208 at d = 64 on 128 x 128 tiles, 1100-1170 at d = 128 on
+#: 128 x 64), as FP32 lane operations.
+MASKED_TILE_FP32_OPS = 1000 * 32
 
 
 def tensor_dtype(problem: AttentionProblem) -> str:
@@ -112,7 +116,7 @@ def init_row_state(rows: int, block_m: int, head_dim: int, acc_rows: int | None 
 
 def online_softmax(s: Tile, m: Tile, l_: Tile, acc: Tile, p: Tile, scale_and_mask,
                    *, exp_on_fma_fraction: float = 0.0, fma_ops_per_software_exp: float = 0.0,
-                   rescale: bool = True):
+                   rescale: bool = True, extra_fp32_ops: float = 0.0):
     """Yield the op of one online-softmax step on score tile `s` (raw Q K^T), as one fused Vector op of
     dependent steps: m_new = max(m, rowmax(s')); p = exp(s' - m_new); alpha = exp(m - m_new);
     l = l * alpha + rowsum(p); acc *= alpha, where s' = scale_and_mask(s). `p` receives P in its own
@@ -121,7 +125,8 @@ def online_softmax(s: Tile, m: Tile, l_: Tile, acc: Tile, p: Tile, scale_and_mas
     exp_on_fma_fraction moves that share of the exponentials from the MUFU to a polynomial on the FP32
     pipe (FlashAttention-4); rescale=False skips the accumulator rescale work (FA4's conditional rescaling
     when the max did not grow enough; the functional result is still exact because the step is applied
-    with the true max here, see fa4)."""
+    with the true max here, see fa4). `extra_fp32_ops`: the tile's own work beyond the per-element counts
+    (a causal mask's, MASKED_TILE_FP32_OPS)."""
     def step(s_, m0, l0, o):
         scaled = scale_and_mask(s_)
         m_new = np.maximum(m0, scaled.max(axis=1))
@@ -131,7 +136,7 @@ def online_softmax(s: Tile, m: Tile, l_: Tile, acc: Tile, p: Tile, scale_and_mas
 
     mufu = 1.0 - exp_on_fma_fraction
     fma = EXP_FMA_OPS_PER_ELEMENT + exp_on_fma_fraction * fma_ops_per_software_exp
-    steps = ((s.elements, MAX_OPS_PER_ELEMENT, 0.0),            # scale, mask, running row max
+    steps = ((s.elements, MAX_OPS_PER_ELEMENT + extra_fp32_ops / s.elements, 0.0),  # scale, mask, running max
              (s.elements, fma, mufu),                             # exponentials
              (m.elements, 1.0, 1.0),                              # alpha = exp(m_old - m_new)
              (s.elements, SUM_OPS_PER_ELEMENT, 0.0),              # row sums

@@ -24,9 +24,9 @@ from gpusim.errors import InputError
 from gpusim.launch import KernelPlan, Launch, Option, resolve_options
 from gpusim.ops import Load, Loop, LoopPlan, Mma, Store, Tile, Wait
 from gpusim.problem import AttentionProblem
-from gpusim.kernels.attention_common import (declare_tensors, finalize_output, init_row_state, kv_tiles_for_rows,
-                                      masked_scores, online_softmax, own_regions, tensor_dtype,
-                                      tile_needs_mask)
+from gpusim.kernels.attention_common import (MASKED_TILE_FP32_OPS, declare_tensors, finalize_output, init_row_state,
+                                             kv_tiles_for_rows, masked_scores, online_softmax, own_regions,
+                                             tensor_dtype, tile_needs_mask)
 
 #: Rows of one mma.sync m16n8k16 tile: the rows one warp owns.
 MMA_M = 16
@@ -122,12 +122,12 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
             plan = yield Loop(len(tiles))
         else:  # K/V tiles shared with concurrent CTAs in L2: every iteration is simulated
             plan = LoopPlan(len(tiles), range(len(tiles)))
-        scores = lambda j: masked_scores(problem, r0, j * block_n,  # noqa: E731
-                                         not packed and tile_needs_mask(problem, r0, j * block_n, (j + 1) * block_n))
+        masked = lambda j: not packed and tile_needs_mask(problem, r0, j * block_n, (j + 1) * block_n)  # noqa: E731
+        scores = lambda j: masked_scores(problem, r0, j * block_n, masked(j))  # noqa: E731
         yield from walk_kv_tiles(plan, tiles, k_region=lambda j: k_t.region(b, hk, kv(j)),
                                  v_region=lambda j: v_t.region(b, hk, kv(j)), q=q, q_ready=q_ready,
                                  row_state=(m, l_, acc), scores=scores, block_n=block_n, instruction=instruction,
-                                 warps_m=warps_m, warps_n=warps_n, stages=stages, in_flight=in_flight)
+                                 warps_m=warps_m, warps_n=warps_n, stages=stages, in_flight=in_flight, masked=masked)
         out = Tile((block_m, d), o_t.dtype, "smem", "O")
         lse = Tile((block_m,), "fp32", "reg", "LSE")
         yield from finalize_output(acc, l_, m, out, lse)
@@ -153,7 +153,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
 
 def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready, row_state, scores, block_n: int,
                   instruction: str, warps_m: int, warps_n: int, q_ops=(), stages: int | None = None,
-                  in_flight: int | None = None):
+                  in_flight: int | None = None, masked=None):
     """FA2's main loop (flash_fwd_kernel.h, the split-KV kernel alike) over the K/V tiles `tiles`, from the last
     visible one down to the first as FA2 walks them (the causal diagonal, the only tile to mask, comes first;
     iteration i of `plan` is tile tiles[-1 - i]). Loads are cp.async into SMEM.
@@ -164,7 +164,8 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
     a ring of k K/V tile pairs in SMEM, K and V of a tile loaded together, at most `in_flight` pairs (1..k,
     default k) ahead: the pair `in_flight` iterations ahead is loaded once P V_j is done.
 
-    `k_region(j)` / `v_region(j)` name tile j in global memory, `scores(j)` scales and masks its score tile,
+    `k_region(j)` / `v_region(j)` name tile j in global memory, `scores(j)` scales and masks its score tile
+    (`masked(j)`: whether the causal mask cuts it, which costs MASKED_TILE_FP32_OPS more),
     `row_state` is (m, l, acc) from init_row_state, `q_ops` run on Q once it has landed. SMEM port traffic as
     mma.sync reads it: every warp of a row slice reads K (ldmatrix), Q is read again from SMEM by every warp of a
     key slice (Is_Q_in_regs = false), and a cp.async fill lands meanwhile."""
@@ -212,7 +213,8 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
             if following < len(order):
                 yield from load_k(following)
                 fill = tile_bytes
-        yield from online_softmax(s, m, l_, acc, p, scores(j))
+        yield from online_softmax(s, m, l_, acc, p, scores(j),
+                                  extra_fp32_ops=MASKED_TILE_FP32_OPS if masked is not None and masked(j) else 0.0)
         if stages:
             yield Wait(v_ready.pop(pos))
         yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps_m * v.nbytes, smem_fill_bytes=fill)
