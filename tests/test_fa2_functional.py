@@ -206,6 +206,21 @@ def test_forward_walks_kv_tiles_down_from_the_diagonal_loading_in_fa2s_order():
         ("mma",), ("wait",), ("load K", 128, True), ("softmax",)]
 
 
+def test_forward_charges_the_causal_mask_on_the_tiles_it_cuts_only():
+    # run 11 (ncu): a masked score tile costs FA2's forward about 1000 more warp instructions, whatever its size
+    from gpusim.kernels.attention_common import MASKED_TILE_FP32_OPS
+
+    def softmax_fp32_ops(causal: bool) -> list:
+        problem = AttentionProblem(batch=1, heads=1, seq_len=384, head_dim=64, causal=causal)
+        program = build_plan(problem, get_preset("h200")).launches[0].program((2, 0, 0))  # Q rows 256..383
+        return [sum(fp32 for fp32, _ in op.step_ops()) for op in _ops_of(program)
+                if isinstance(op, Vector) and op.steps]
+    causal, full = softmax_fp32_ops(True), softmax_fp32_ops(False)
+    assert len(causal) == len(full) == 3  # the diagonal tile first, then two the mask does not cut
+    assert causal[0] - full[0] == pytest.approx(MASKED_TILE_FP32_OPS)
+    assert causal[1:] == full[1:]
+
+
 @pytest.mark.parametrize("stages, in_flight", [(1, None), (2, None), (2, 1), (3, None), (3, 2)])
 def test_software_pipelined_ring_computes_attention(stages, in_flight):
     # a Triton-style ring of K/V tile pairs (stages), at most loads_in_flight pairs ahead (a slot is reloaded only
