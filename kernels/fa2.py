@@ -153,7 +153,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
 
 def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready, row_state, scores, block_n: int,
                   instruction: str, warps_m: int, warps_n: int, q_ops=(), stages: int | None = None,
-                  in_flight: int | None = None, masked=None):
+                  in_flight: int | None = None, masked=lambda j: False):
     """FA2's main loop (flash_fwd_kernel.h, the split-KV kernel alike) over the K/V tiles `tiles`, from the last
     visible one down to the first as FA2 walks them (the causal diagonal, the only tile to mask, comes first;
     iteration i of `plan` is tile tiles[-1 - i]). Loads are cp.async into SMEM.
@@ -214,7 +214,7 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
                 yield from load_k(following)
                 fill = tile_bytes
         yield from online_softmax(s, m, l_, acc, p, scores(j),
-                                  extra_fp32_ops=MASKED_TILE_FP32_OPS if masked is not None and masked(j) else 0.0)
+                                  extra_fp32_ops=MASKED_TILE_FP32_OPS if masked(j) else 0.0)
         if stages:
             yield Wait(v_ready.pop(pos))
         yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps_m * v.nbytes, smem_fill_bytes=fill)

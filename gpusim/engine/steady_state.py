@@ -23,7 +23,7 @@ Exact mode never extrapolates.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 #: Waves simulated before extrapolating: the two before the last give the period, the last the counters per wave
 #: (its drain does not change the work). (A simulation setting; at least 3.)
@@ -43,12 +43,6 @@ def should_extrapolate(reps: int, slots: int, uniform: bool, exact: bool) -> boo
     return uniform and not exact and reps >= MIN_WAVES_TO_EXTRAPOLATE * slots
 
 
-@dataclass
-class Snapshot:
-    cycle: float
-    values: dict = field(default_factory=dict)
-
-
 class WaveMeter:
     """Counts finished CTAs and snapshots the counters when the last two simulated waves complete, with the
     DRAM reads and re-reads per tensor at the first of them: only re-reads during the last simulated wave show
@@ -62,7 +56,7 @@ class WaveMeter:
         self.dram_before_last_wave: dict = {}
         self.finished = 0
         self.finish_cycles: list[float] = []  # every simulated CTA's, in finishing order
-        self.snapshots: dict[int, Snapshot] = {}
+        self.snapshots: dict[int, dict] = {}  # the additive counters when that many CTAs had finished
         self.rereads_before_last_wave: dict = {}
 
     def cta_finished(self, cycle: float) -> None:
@@ -73,7 +67,7 @@ class WaveMeter:
             self.rereads_before_last_wave = dict(self.read_rereads())
             self.dram_before_last_wave = dict(self.read_dram())
         if self.finished in (before_last, self.slots * SIMULATED_WAVES):
-            self.snapshots[self.finished] = Snapshot(cycle, self.read_counters())
+            self.snapshots[self.finished] = self.read_counters()
 
     def period(self) -> tuple[float, dict]:
         """(cycles, counter deltas) of a steady wave: the counters of the last simulated wave; the time between
@@ -82,7 +76,7 @@ class WaveMeter:
         a = self.snapshots[self.slots * (SIMULATED_WAVES - 1)]
         b = self.snapshots[self.slots * SIMULATED_WAVES]
         return self._mean_finish(SIMULATED_WAVES - 2) - self._mean_finish(SIMULATED_WAVES - 3), \
-            {k: b.values[k] - a.values[k] for k in b.values}
+            {k: b[k] - a[k] for k in b}
 
     def streaming(self) -> set:
         """The tensors the last simulated wave streamed: over STREAMED_REREAD_SHARE of what it read of them from
