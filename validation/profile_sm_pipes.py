@@ -1,0 +1,118 @@
+"""Which SM pipes an attention softmax uses, and how fast: run 20 (issue #4, cuDNN's forward at d = 64).
+
+Two parts in one call:
+1. `probe_sm_pipes.cu` (built with nvcc -arch=sm_90a -use_fast_math): lanes per SM cycle of ex2, FMA, FADD,
+   FMUL, FMNMX, bf16x2/f16x2 packing conversions and shuffles, alone and in pairs (a pair that runs at the
+   sum of its rates uses two pipes), with one and with eight warps per SM sub-partition; and the cycles one,
+   two and three warpgroups take per 64 x 128 tile for FlashAttention-3's per-thread softmax.
+2. Nsight Compute on cuDNN's and FA2's forward (SDPA backends) at N = 8192, d = 64 and 128: instructions
+   executed per pipe and the warp stall reasons, whichever of those metrics this ncu knows.
+
+    python validation/profile_sm_pipes.py --out validation/data      (needs nvcc, torch, CUDA and `ncu`)
+
+Writes `h200_profile_<date>_sm_pipes.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from ncu_profile import find_ncu, parse_raw_csv, run_cases, write_json
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CASES = [{"backend": backend, "batch": 2, "heads": heads, "seq_len": 8192, "head_dim": d, "causal": False}
+         for backend in ("cudnn", "flash") for heads, d in ((32, 64), (16, 128))]
+BASE_METRICS = ["gpu__time_duration.sum", "sm__cycles_active.max", "smsp__inst_executed.sum",
+                "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active"]
+#: Prefixes of the per-pipe and stall metrics wanted (whatever `ncu --query-metrics` lists under them).
+PIPE_PREFIX = "smsp__inst_executed_pipe_"
+STALL_PREFIX = "smsp__average_warps_issue_stalled_"
+
+
+def sdpa_forward(torch, case):
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    backend = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[case["backend"]]
+    b, h, n, d = case["batch"], case["heads"], case["seq_len"], case["head_dim"]
+    q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+
+    def call():
+        with sdpa_kernel([backend]):
+            return F.scaled_dot_product_attention(q, k, v)
+    return call
+
+
+def run_probe() -> tuple[list, str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = os.path.join(tmp, "probe")
+        build = subprocess.run(["nvcc", "-O3", "-arch=sm_90a", "-use_fast_math", "-o", exe,
+                                os.path.join(HERE, "probe_sm_pipes.cu")], capture_output=True, text=True)
+        if build.returncode:
+            return [], build.stderr[-3000:]
+        done = subprocess.run([exe], capture_output=True, text=True, timeout=300)
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return rows, done.stderr[-2000:]
+
+
+def available_metrics(ncu: str) -> list[str]:
+    """Per-pipe instruction counters (.sum) and stall ratios (.ratio) this ncu lists for the GH100."""
+    listed = subprocess.run([ncu, "--query-metrics", "--chip", "gh100"], capture_output=True, text=True).stdout
+    names = [line.split()[0] for line in listed.splitlines() if line.strip()]
+    pipes = [n + ".sum" for n in names if n.startswith(PIPE_PREFIX)]
+    stalls = [n + ".ratio" for n in names if n.startswith(STALL_PREFIX) and n.endswith("_per_issue_active")]
+    return pipes + stalls
+
+
+def profile(ncu: str, metrics: list) -> tuple[list, dict]:
+    cmd = [ncu, "--profile-from-start", "off", "--clock-control", "none", "--metrics", ",".join(metrics), "--csv",
+           "--page", "raw", sys.executable, os.path.abspath(__file__), "--driver"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=480)
+    kernels = parse_raw_csv(done.stdout)
+    messages = [ln for ln in (done.stdout + done.stderr).splitlines() if "==ERROR==" in ln or "==WARNING==" in ln
+                or ln.startswith("CASE") or "Traceback" in ln][:40]
+    return kernels, {"rc": done.returncode, "kernels": len(kernels), "metrics": len(metrics), "messages": messages}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="validation/data")
+    parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.driver:
+        run_cases(CASES, sdpa_forward)
+        return 0
+    probe, probe_log = run_probe()
+    for row in probe:
+        print(json.dumps(row))
+    record = {"probe": probe, "probe_log": probe_log, "cases": CASES}
+    ncu = find_ncu()
+    if ncu is not None:
+        extra = available_metrics(ncu)
+        record["ncu_metrics_listed"] = extra
+        attempts = []
+        kernels: list = []
+        for metrics in (BASE_METRICS + extra, BASE_METRICS + [m for m in extra if m.startswith(PIPE_PREFIX)],
+                        BASE_METRICS):
+            kernels, info = profile(ncu, metrics)
+            attempts.append(info)
+            print("ncu", info["rc"], info["kernels"], "kernels with", info["metrics"], "metrics", flush=True)
+            if kernels:
+                break
+        record["ncu_attempts"], record["kernels"] = attempts, kernels
+        for kernel in kernels:
+            pipes = {k: v for k, v in kernel.items() if k.startswith(PIPE_PREFIX) and v not in ("0", "")}
+            print(kernel.get("Kernel Name", "")[:70], kernel.get("smsp__inst_executed.sum"), pipes)
+    path = os.path.join(args.out, f"h200_profile_{datetime.date.today()}_sm_pipes.json")
+    write_json(path, record)
+    print("->", path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
