@@ -9,6 +9,7 @@ Two parts in one call:
    executed per pipe and the warp stall reasons, whichever of those metrics this ncu knows.
 
     python validation/profile_sm_pipes.py --out validation/data      (needs nvcc, torch, CUDA and `ncu`)
+    python validation/profile_sm_pipes.py --out validation/data --cases fa2_causal   (FA2 causal and not, run 21)
 
 Writes `h200_profile_<date>_sm_pipes.json`.
 """
@@ -28,6 +29,12 @@ from ncu_profile import find_ncu, parse_raw_csv, run_cases, write_json
 HERE = os.path.dirname(os.path.abspath(__file__))
 CASES = [{"backend": backend, "batch": 2, "heads": heads, "seq_len": 8192, "head_dim": d, "causal": False}
          for backend in ("cudnn", "flash") for heads, d in ((32, 64), (16, 128))]
+#: `--cases fa2_causal`: FA2's forward with and without the causal mask where the model misses (run 11), without
+#: the probe.
+FA2_CAUSAL_CASES = [{"backend": "flash", "batch": b, "heads": h, "seq_len": n, "head_dim": d, "causal": causal}
+                    for b, h, n, d in ((32, 32, 512, 64), (8, 32, 2048, 64), (32, 16, 512, 128))
+                    for causal in (False, True)]
+CASE_SETS = {"pipes": CASES, "fa2_causal": FA2_CAUSAL_CASES}
 BASE_METRICS = ["gpu__time_duration.sum", "sm__cycles_active.max", "smsp__inst_executed.sum",
                 "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active"]
 #: Prefixes of the per-pipe and stall metrics wanted (whatever `ncu --query-metrics` lists under them).
@@ -44,7 +51,7 @@ def sdpa_forward(torch, case):
 
     def call():
         with sdpa_kernel([backend]):
-            return F.scaled_dot_product_attention(q, k, v)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=case["causal"])
     return call
 
 
@@ -69,9 +76,9 @@ def available_metrics(ncu: str) -> list[str]:
     return pipes + stalls
 
 
-def profile(ncu: str, metrics: list) -> tuple[list, dict]:
+def profile(ncu: str, metrics: list, case_set: str) -> tuple[list, dict]:
     cmd = [ncu, "--profile-from-start", "off", "--clock-control", "none", "--metrics", ",".join(metrics), "--csv",
-           "--page", "raw", sys.executable, os.path.abspath(__file__), "--driver"]
+           "--page", "raw", sys.executable, os.path.abspath(__file__), "--driver", "--cases", case_set]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=480)
     kernels = parse_raw_csv(done.stdout)
     messages = [ln for ln in (done.stdout + done.stderr).splitlines() if "==ERROR==" in ln or "==WARNING==" in ln
@@ -82,15 +89,18 @@ def profile(ncu: str, metrics: list) -> tuple[list, dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="validation/data")
+    parser.add_argument("--cases", choices=sorted(CASE_SETS), default="pipes",
+                        help="pipes: the probe, then cuDNN and FA2 at N = 8192; fa2_causal: FA2 causal and not, no probe")
     parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    cases = CASE_SETS[args.cases]
     if args.driver:
-        run_cases(CASES, sdpa_forward)
+        run_cases(cases, sdpa_forward)
         return 0
-    probe, probe_log = run_probe()
+    probe, probe_log = run_probe() if args.cases == "pipes" else ([], "")
     for row in probe:
         print(json.dumps(row))
-    record = {"probe": probe, "probe_log": probe_log, "cases": CASES}
+    record = {"probe": probe, "probe_log": probe_log, "cases": cases}
     ncu = find_ncu()
     if ncu is not None:
         extra = available_metrics(ncu)
@@ -99,7 +109,7 @@ def main() -> int:
         kernels: list = []
         for metrics in (BASE_METRICS + extra, BASE_METRICS + [m for m in extra if m.startswith(PIPE_PREFIX)],
                         BASE_METRICS):
-            kernels, info = profile(ncu, metrics)
+            kernels, info = profile(ncu, metrics, args.cases)
             attempts.append(info)
             print("ncu", info["rc"], info["kernels"], "kernels with", info["metrics"], "metrics", flush=True)
             if kernels:
@@ -108,7 +118,8 @@ def main() -> int:
         for kernel in kernels:
             pipes = {k: v for k, v in kernel.items() if k.startswith(PIPE_PREFIX) and v not in ("0", "")}
             print(kernel.get("Kernel Name", "")[:70], kernel.get("smsp__inst_executed.sum"), pipes)
-    path = os.path.join(args.out, f"h200_profile_{datetime.date.today()}_sm_pipes.json")
+    suffix = "sm_pipes" if args.cases == "pipes" else f"sm_pipes_{args.cases}"
+    path = os.path.join(args.out, f"h200_profile_{datetime.date.today()}_{suffix}.json")
     write_json(path, record)
     print("->", path)
     return 0
