@@ -244,7 +244,6 @@ def _coerce(key: str, raw, kind: type, origin: str):
 
 # ---------------------------------------------------------------------------------------------- presets
 _ANCHORS = "anchors.md hardware table (vendor data)"
-_LUO = "Luo et al. 2024, arXiv 2402.13499 (pointer-chase latencies)"
 _CALIB = "validation/data/h200_calibration_reference.json (measured on an H200)"
 _FA3_T1 = "FlashAttention-3 paper Table 1"
 _INFLIGHT = ("calibrated: per-SM bytes in flight so that bandwidth(k SMs) = k * inflight / latency matches "
@@ -262,10 +261,10 @@ _HOPPER_COMMON = dict(
     mufu_ops_per_clk_per_sm=16.0, fp32_ops_per_clk_per_sm=128.0, dependent_sequence_pipe_share=0.55,
     has_tma=True, tma_max_inflight_bytes=131072, tma_bandwidth_bytes_per_clk=128.0,
     async_mma_latency_cycles=256.0,
-    l2_hit_latency_cycles=260, hbm_latency_cycles=700,
+    l2_hit_latency_cycles=289, hbm_latency_cycles=700,
     sm_max_inflight_bytes=49152, sm_load_bandwidth_bytes_per_clk=40.0,
     async_copy_max_inflight_bytes=196608, async_copy_bandwidth_bytes_per_clk=53.0,
-    async_copy_hit_extra_latency_cycles=190.0, async_copy_miss_extra_latency_cycles=440.0,
+    async_copy_hit_extra_latency_cycles=158.0, async_copy_miss_extra_latency_cycles=440.0,
     async_copy_fill_smem_port_share=0.0,
     pcie_bandwidth_bytes_per_s=55e9,
 )
@@ -284,7 +283,9 @@ _HOPPER_SOURCES = {
     "dependent_sequence_pipe_share": "probe on the H200 (validation/README.md run 20): one warpgroup's online softmax "
                                      "of a 64 x 128 tile keeps the MUFU busy 48% / 62% of the time (two builds of "
                                      "the same code; 8 independent ex2 chains per thread reach 99%)",
-    "l2_hit_latency_cycles": _LUO,
+    "l2_hit_latency_cycles": "probe on the H200 (validation/README.md run 22): one thread's dependent ld.global.cg "
+                             "over 1-16 MiB in random 128-byte lines, 289 cycles per load (Luo et al. 2024, arXiv "
+                             "2402.13499: ~260 on the H800)",
     "hbm_latency_cycles": "validation copy_vs_sms: one SM, synchronous 4-16 KiB loads take 730 + bytes/40 cycles "
                           "(Luo et al. pointer chase 480-570 plus issue and store)",
     "sm_max_inflight_bytes": _INFLIGHT + " (64 KiB blocks saturate at 49 GB/s read per SM)",
@@ -295,7 +296,7 @@ _HOPPER_SOURCES = {
     "async_copy_bandwidth_bytes_per_clk": _CP_ASYNC + ": 9.8 ns per KiB of a round from 8 to 192 KiB, from L2 and from "
                                           "DRAM alike: 105 GB/s = 53 B/clk at 1.98 GHz (one CTA of 4 warps)",
     "async_copy_hit_extra_latency_cycles": _CP_ASYNC + ", re-reading what L2 holds: rounds take 0.226 us + bytes / "
-                                           "link, 190 cycles more than l2_hit_latency_cycles",
+                                           "link (447 cycles at 1.98 GHz), 158 more than l2_hit_latency_cycles",
     "async_copy_miss_extra_latency_cycles": _CP_ASYNC + ", after an L2 flush: rounds take 0.22-0.23 us (440 cycles) "
                                             "longer than hbm_latency_cycles + bytes / link (copy_vs_sms fitted that "
                                             "latency on register loads)",
