@@ -71,10 +71,6 @@ class HardwareSpec:
     # --- special-function (exp) and FP32 pipes
     mufu_ops_per_clk_per_sm: float = 16.0
     fp32_ops_per_clk_per_sm: float = 128.0
-    #: share of each SM pipe (FP32, MUFU, issue) that a fused sequence of dependent steps (the online softmax)
-    #: keeps busy when one warp per SM sub-partition issues it: its warps stall on their own reductions and
-    #: exponentials, and only other warps can use what is left (1: no such stall)
-    dependent_sequence_pipe_share: float = 1.0
     # --- Ampere-style asynchronous copies (cp.async, global -> shared without registers): their own in-flight
     # window and link per SM, measured apart from register loads (0 = they share the load/store units' path)
     async_copy_max_inflight_bytes: int = 0
@@ -121,7 +117,7 @@ class HardwareSpec:
             if getattr(self, name) <= 0:
                 raise InputError(f"hardware field {name}={getattr(self, name)}: must be positive")
         for name in ("hbm_achievable_fraction", "tensor_sustained_fraction", "mma_sync_sustained_fraction",
-                     "oldest_cta_issue_share", "dependent_sequence_pipe_share"):
+                     "oldest_cta_issue_share"):
             if getattr(self, name) is not None and not 0 < getattr(self, name) <= 1:
                 raise InputError(f"hardware field {name}={getattr(self, name)}: must be in (0, 1]")
         if self.has_tma and (self.tma_max_inflight_bytes <= 0 or self.tma_bandwidth_bytes_per_clk <= 0):
@@ -258,7 +254,7 @@ _HOPPER_COMMON = dict(
     wgmma_bf16_flops_per_clk_per_sm=4096.0, wgmma_fp8_flops_per_clk_per_sm=8192.0,
     mma_sync_bf16_flops_per_clk_per_sm=2731.0, mma_sync_fp8_flops_per_clk_per_sm=0.0,
     mma_sync_sustained_fraction=1.0, mma_sync_serial_operands=True,
-    mufu_ops_per_clk_per_sm=16.0, fp32_ops_per_clk_per_sm=128.0, dependent_sequence_pipe_share=0.55,
+    mufu_ops_per_clk_per_sm=16.0, fp32_ops_per_clk_per_sm=128.0,
     has_tma=True, tma_max_inflight_bytes=131072, tma_bandwidth_bytes_per_clk=128.0,
     async_mma_latency_cycles=256.0,
     l2_hit_latency_cycles=289, hbm_latency_cycles=700,
@@ -280,9 +276,6 @@ _HOPPER_SOURCES = {
     "mma_sync_serial_operands": "run 7: FA2's kernel time is close to tensor-pipe plus SMEM time (0.87-0.94), not "
                                 "their maximum; ldmatrix waits are 25% of warp cycles in the backward",
     "mufu_ops_per_clk_per_sm": _ANCHORS, "fp32_ops_per_clk_per_sm": "128 FP32 lanes per SM (67 TFLOP/s FP32)",
-    "dependent_sequence_pipe_share": "probe on the H200 (validation/README.md run 20): one warpgroup's online softmax "
-                                     "of a 64 x 128 tile keeps the MUFU busy 48% / 62% of the time (two builds of "
-                                     "the same code; 8 independent ex2 chains per thread reach 99%)",
     "l2_hit_latency_cycles": "probe on the H200 (validation/README.md run 22): one thread's dependent ld.global.cg "
                              "over 1-16 MiB in random 128-byte lines, 289 cycles per load (Luo et al. 2024, arXiv "
                              "2402.13499: ~260 on the H800)",

@@ -197,9 +197,7 @@ class Vector(Op):
     `elements` times the per-element op counts on the FP32 and MUFU (exp) pipes; `elements` defaults to
     the largest tile involved. A fused sequence of dependent steps (the online softmax) gives `steps`,
     one (elements, fp32 ops per element, MUFU ops per element) each, instead: the pipes see the totals,
-    the issuing warps are held for each step in turn, and (issued by one warp per SM sub-partition, as
-    every attention kernel's softmax is) they keep at most the hardware's `dependent_sequence_pipe_share`
-    of each pipe busy."""
+    and the issuing warps are held for each step in turn."""
 
     fn: Callable[..., Any]
     inputs: Sequence[Tile]

@@ -53,7 +53,7 @@ TINY = dataclasses.replace(
     smem_bandwidth_bytes_per_clk_per_sm=128.0, fp32_ops_per_clk_per_sm=1.0, mufu_ops_per_clk_per_sm=16.0,
     kernel_launch_overhead_s=0.0, async_mma_latency_cycles=0.0,
     mma_sync_sustained_fraction=None, mma_sync_serial_operands=False,
-    oldest_cta_issue_share=0.5, dependent_sequence_pipe_share=1.0, power_limit_w=0.0,
+    oldest_cta_issue_share=0.5, power_limit_w=0.0,
 )
 #: TINY with a TMA engine whose window and link are effectively unlimited unless a test narrows them.
 TINY_TMA = dataclasses.replace(TINY, name="tiny-tma", has_tma=True, tma_max_inflight_bytes=10**9,
@@ -498,28 +498,6 @@ def test_fused_vector_steps_hold_dispatch_for_each_step_in_turn():
     assert (out["counters"].mufu_ops, out["counters"].fp32_ops) == (160, 100)
     assert out["busy"]["dispatch"] == pytest.approx(110 / (2 * 110))
     assert out["busy"]["fp32"] == pytest.approx(100 / (2 * 110))
-
-
-def test_fused_steps_keep_only_the_dependent_share_of_the_pipes_busy():
-    # the steps above with dependent_sequence_pipe_share 0.5: alone the op gets half of each pipe, 2 x 110;
-    # two warp roles running it at once fill the pipes between them and take the 220 they take at share 1
-    def step():
-        yield Vector(lambda: None, [], Tile((160,), "fp32"), steps=[(160, 0.0, 1.0), (100, 1.0, 0.0)])
-
-    def alone(cta):
-        return [step()]
-
-    def pair(cta):
-        return [step(), step()]
-
-    assert run(plan_of(launch_of([0], alone)), dependent_sequence_pipe_share=0.5)["cycles"] == 220
-    assert run(plan_of(launch_of([0], pair)), dependent_sequence_pipe_share=0.5)["cycles"] == 220
-    assert run(plan_of(launch_of([0], pair)))["cycles"] == 220
-    # a plain (single-step) vector op is not capped
-    def plain(cta):
-        yield delay(100)
-
-    assert run(plan_of(launch_of([0], plain)), dependent_sequence_pipe_share=0.5)["cycles"] == 100
 
 
 # ---------------------------------------------------------------------------------------------- processor sharing

@@ -56,7 +56,7 @@ def test_a_tensor_bound_attention_kernel_runs_power_capped_and_a_copy_does_not()
 
 
 def test_launch_times_follow_the_stretched_total():
-    r = simulate("fa2", AttentionProblem(batch=1, heads=8, seq_len=2048, head_dim=128, pass_="fwd_bwd"), "h200")
+    r = simulate("fa2", AttentionProblem(batch=1, heads=8, seq_len=2048, head_dim=64, pass_="fwd_bwd"), "h200")
     assert r.info["power_capped"]
     last = r.launches[-1]
     assert last.start_s + last.time_s <= r.time_s * (1 + 1e-9)

@@ -288,10 +288,9 @@ class TimingInterpreter:
         first.callbacks.append(lambda _e: self._submit(*parts, age=age).callbacks.append(lambda _x: done.succeed()))
         return done
 
-    def _submit(self, *parts: tuple, age: int = 0, cap: float = 1.0):
-        """Start (unit, work) parts at once, each taking at most `cap` of its unit; the event fires when all
-        are done."""
-        events = [unit.submit(work, age, cap) for unit, work in parts if work]
+    def _submit(self, *parts: tuple, age: int = 0):
+        """Start (unit, work) parts at once; the event fires when all are done."""
+        events = [unit.submit(work, age) for unit, work in parts if work]
         if len(events) == 1:
             return events[0]
         return self.env.all_of(events) if events else self.env.timeout(0)
@@ -470,7 +469,7 @@ class TimingInterpreter:
                         work.mufu += mufu_ops / mufu_rate
                         work.dispatch += held
                     yield self._submit((sm.fp32, fp32_ops), (sm.mufu, mufu_ops), (sm.dispatch, held),
-                                       age=age, cap=self.hw.dependent_sequence_pipe_share if op.steps else 1.0)
+                                       age=age)
                     if trace is not None:
                         trace.append(("exp" if mufu_ops else "vector", sm.index, "mufu" if mufu_ops else "fp32",
                                       now, env.now - now))
