@@ -21,27 +21,30 @@ def find_ncu() -> str | None:
 
 
 def profile_script(script: str, metrics: list, check: bool = False, *, driver_flag: str = "--driver",
-                   base_units: bool = False, timeout: float | None = None) -> subprocess.CompletedProcess | None:
-    """Run `script <driver_flag>` (which calls run_cases) under Nsight Compute, collecting `metrics` as a raw
-    CSV on stdout from the profiled regions only (`base_units`: values in base units, with a units row);
+                   driver_args: tuple = (), base_units: bool = False,
+                   timeout: float | None = None) -> subprocess.CompletedProcess | None:
+    """Run `script <driver_flag> <driver_args>` (which calls run_cases) under Nsight Compute, collecting `metrics`
+    as a raw CSV on stdout from the profiled regions only (`base_units`: values in base units, with a units row);
     None when ncu is not installed."""
     ncu = find_ncu()
     if ncu is None:
         return None
     cmd = [ncu, "--profile-from-start", "off", "--clock-control", "none", "--metrics", ",".join(metrics),
            "--csv", "--page", "raw"] + (["--print-units", "base"] if base_units else []) + \
-          [sys.executable, os.path.abspath(script), driver_flag]
+          [sys.executable, os.path.abspath(script), driver_flag, *driver_args]
     return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=timeout)
 
 
-def profile_until_kernels(script: str, metric_lists, *, driver_flag: str, timeout: float) -> tuple[list, list]:
+def profile_until_kernels(script: str, metric_lists, *, driver_flag: str, timeout: float,
+                          driver_args: tuple = ()) -> tuple[list, list]:
     """Profile `script` in base units with each metric list of `metric_lists` in turn (an ncu that does not know
     one metric profiles nothing) until one yields kernels. Returns (kernels, one record per attempt: metrics,
     return code, wall time, kernel count, ncu's errors and warnings and the CASE lines)."""
     kernels, runs = [], []
     for metrics in metric_lists:
         t0 = time.time()
-        done = profile_script(script, metrics, driver_flag=driver_flag, base_units=True, timeout=timeout)
+        done = profile_script(script, metrics, driver_flag=driver_flag, driver_args=driver_args, base_units=True,
+                              timeout=timeout)
         if done is None:
             break
         kernels = parse_raw_csv(done.stdout, with_units=True)
@@ -54,6 +57,16 @@ def profile_until_kernels(script: str, metric_lists, *, driver_flag: str, timeou
             break
         print("\n".join(messages[-20:]))
     return kernels, runs
+
+
+def build_cuda_probe(source: str, directory: str, *flags: str) -> tuple[str | None, str]:
+    """Build `source` (a .cu file beside this one) with nvcc for sm_90a into `directory`; returns (the executable,
+    or None when the build failed, and nvcc's error output)."""
+    exe = os.path.join(directory, os.path.splitext(os.path.basename(source))[0])
+    build = subprocess.run(["nvcc", "-O3", "-arch=sm_90a", *flags, "-o", exe,
+                            os.path.join(os.path.dirname(os.path.abspath(__file__)), source)],
+                           capture_output=True, text=True)
+    return (None if build.returncode else exe), build.stderr[-3000:]
 
 
 def run_cases(cases: list, make_callable) -> None:

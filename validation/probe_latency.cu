@@ -1,7 +1,9 @@
 // Load-to-use latency of one thread's dependent loads (pointer chase), per level: L1 (ld.global.ca over 32 KiB),
-// L2 (ld.global.cg: L2 only, over 1-32 MiB, so both L2 partitions), HBM (ld.global.cg over 1 GiB, past L2).
-// The chain visits 128-byte lines in a random cyclic order (one line per step), after one untimed lap that
-// brings the buffer into the level being measured. Built and run by probe_latency.py; prints JSON lines.
+// L2 (ld.global.cg: L2 only, over 1-32 MiB), HBM (ld.global.cg over 1 GiB, past L2). The chain visits 128-byte
+// lines in a random cyclic order (one line per step), after untimed laps that bring the buffer into the level
+// measured (4 for L1, 2 for L2, none for HBM, whose figure therefore includes TLB misses). One thread of one
+// CTA (one SM); each step also pays the load's 64-bit address arithmetic. Built and run by probe_latency.py;
+// prints JSON lines.
 #include <cstdio>
 #include <cstdint>
 #include <vector>

@@ -17,9 +17,7 @@ import subprocess
 import sys
 import tempfile
 
-from ncu_profile import write_json
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+from ncu_profile import build_cuda_probe, write_json
 
 
 def main() -> int:
@@ -27,11 +25,9 @@ def main() -> int:
     parser.add_argument("--out", default="validation/data")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        exe = os.path.join(tmp, "probe")
-        build = subprocess.run(["nvcc", "-O3", "-arch=sm_90a", "-o", exe, os.path.join(HERE, "probe_latency.cu")],
-                               capture_output=True, text=True)
-        if build.returncode:
-            print(build.stderr, file=sys.stderr)
+        exe, errors = build_cuda_probe("probe_latency.cu", tmp)
+        if exe is None:
+            print(errors, file=sys.stderr)
             return 1
         done = subprocess.run([exe], capture_output=True, text=True, timeout=300)
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]

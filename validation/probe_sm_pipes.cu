@@ -1,11 +1,12 @@
 // Per-SM throughput of the instructions an attention softmax issues, and the time one warpgroup takes for
-// FlashAttention-3's softmax of a 64 x 128 score tile. Built and run by probe_sm_pipes.py; prints JSON lines.
+// FlashAttention-3's softmax of a 64 x 128 score tile. Built and run by profile_sm_pipes.py; prints JSON lines.
 //
 // Throughput kernels: one CTA per SM, every thread keeps CHAINS independent registers and applies the
 // instruction to each of them per iteration (inline PTX, so the compiler neither fuses nor removes it).
 // Thread 0 reads clock64 after a __syncthreads at the start and at the end, so the rate is the CTA's
 // instructions over its SM cycles. With 128 threads there is one warp per SM sub-partition (what one
-// warpgroup has); with 1024, eight.
+// warpgroup has); with 1024, eight. (asm volatile keeps each instruction in the PTX; ptxas could still
+// rewrite it, so the rates are checked against the pipe limits they should show.)
 #include <cstdio>
 #include <cstdint>
 #include <vector>
@@ -62,17 +63,18 @@ __global__ void throughput(float seed, float a, float b, long long *cycles, floa
 // FlashAttention-3's online softmax of one warpgroup's 64 x 128 fp32 score tile, as its code does it per thread
 // (wgmma's accumulator layout: 2 rows x 32 columns per thread, a row spread over the 4 threads of a quad):
 // row max, quad all-reduce (2 shuffles), exp2(s * scale - max * scale), row sum, bf16 pack of P, and the
-// rescale of the D / 2 accumulator registers per row (acc *= exp2((m_old - m_new) * scale)). The tile is
-// perturbed every iteration so that nothing is loop-invariant. Cycles per iteration = one tile's softmax.
+// rescale of the thread's share of the 64 x D fp32 accumulator, D / 4 registers per row (acc *=
+// exp2((m_old - m_new) * scale)). The next tile is derived from P (64 LOP3 + 64 FADD per thread, work the
+// kernel does not have) so that the loop carries a dependence. Cycles per iteration = one tile's softmax.
 template <int D>
 __global__ void fa3_softmax(float seed, float scale, int iters, long long *cycles, float *sink) {
     float s[2][32];
-    float acc[2][D / 8];
+    float acc[2][D / 4];
     float m[2] = {-1e30f, -1e30f}, l[2] = {0.f, 0.f};
     uint32_t p[2][16];
     for (int r = 0; r < 2; ++r) {
         for (int c = 0; c < 32; ++c) s[r][c] = seed * (threadIdx.x + 3 * c + r);
-        for (int c = 0; c < D / 8; ++c) acc[r][c] = c;
+        for (int c = 0; c < D / 4; ++c) acc[r][c] = c;
     }
     __syncthreads();
     long long t0 = clock64();
@@ -95,7 +97,7 @@ __global__ void fa3_softmax(float seed, float scale, int iters, long long *cycle
             l[r] = l[r] * alpha + sum;
             m[r] = mx;
 #pragma unroll
-            for (int c = 0; c < D / 8; ++c) acc[r][c] *= alpha;
+            for (int c = 0; c < D / 4; ++c) acc[r][c] *= alpha;
 #pragma unroll
             for (int c = 0; c < 16; ++c) {
                 asm volatile("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(p[r][c]) : "f"(s[r][2 * c + 1]), "f"(s[r][2 * c]));
@@ -111,7 +113,7 @@ __global__ void fa3_softmax(float seed, float scale, int iters, long long *cycle
     long long t1 = clock64();
     if (threadIdx.x == 0) cycles[blockIdx.x] = t1 - t0;
     float out = l[0] + l[1];
-    for (int c = 0; c < D / 8; ++c) out += acc[0][c] + acc[1][c];
+    for (int c = 0; c < D / 4; ++c) out += acc[0][c] + acc[1][c];
     sink[blockIdx.x * blockDim.x + threadIdx.x] = out;
 }
 

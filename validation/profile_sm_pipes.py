@@ -4,14 +4,15 @@ Two parts in one call:
 1. `probe_sm_pipes.cu` (built with nvcc -arch=sm_90a -use_fast_math): lanes per SM cycle of ex2, FMA, FADD,
    FMUL, FMNMX, bf16x2/f16x2 packing conversions and shuffles, alone and in pairs (a pair that runs at the
    sum of its rates uses two pipes), with one and with eight warps per SM sub-partition; and the cycles one,
-   two and three warpgroups take per 64 x 128 tile for FlashAttention-3's per-thread softmax.
+   two and three warpgroups take per 64 x 128 tile for FlashAttention-3's per-thread softmax, whose
+   instructions per pipe ncu then counts (`probe_ncu`).
 2. Nsight Compute on cuDNN's and FA2's forward (SDPA backends) at N = 8192, d = 64 and 128: instructions
    executed per pipe and the warp stall reasons, whichever of those metrics this ncu knows.
 
     python validation/profile_sm_pipes.py --out validation/data      (needs nvcc, torch, CUDA and `ncu`)
     python validation/profile_sm_pipes.py --out validation/data --cases fa2_causal   (FA2 causal and not, run 21)
 
-Writes `h200_profile_<date>_sm_pipes.json`.
+Writes `h200_profile_<date>_sm_pipes.json` (`..._sm_pipes_fa2_causal.json` with `--cases fa2_causal`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ import subprocess
 import sys
 import tempfile
 
-from ncu_profile import find_ncu, parse_raw_csv, run_cases, write_json
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+from ncu_profile import build_cuda_probe, find_ncu, parse_raw_csv, profile_script, run_cases, write_json
+from profile_kernel_cycles import sdpa_forward
 CASES = [{"backend": backend, "batch": 2, "heads": heads, "seq_len": 8192, "head_dim": d, "causal": False}
          for backend in ("cudnn", "flash") for heads, d in ((32, 64), (16, 128))]
 #: `--cases fa2_causal`: FA2's forward with and without the causal mask where the model misses (run 11), without
@@ -42,29 +42,28 @@ PIPE_PREFIX = "smsp__inst_executed_pipe_"
 STALL_PREFIX = "smsp__average_warps_issue_stalled_"
 
 
-def sdpa_forward(torch, case):
-    import torch.nn.functional as F
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    backend = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[case["backend"]]
-    b, h, n, d = case["batch"], case["heads"], case["seq_len"], case["head_dim"]
-    q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-
-    def call():
-        with sdpa_kernel([backend]):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=case["causal"])
-    return call
+#: What ncu counts in the probe's softmax kernels: the instructions the model's steps stand for.
+PROBE_METRICS = ["sm__cycles_active.max", "smsp__inst_executed.sum", "smsp__inst_executed_pipe_xu.sum",
+                 "smsp__inst_executed_pipe_alu.sum", "smsp__inst_executed_pipe_fma.sum"]
 
 
-def run_probe() -> tuple[list, str]:
+def run_probe() -> tuple[list, str, list]:
+    """The probe's JSON rows, its stderr, and ncu's counts for its fa3_softmax launches (in launch order:
+    d = 64 then 128, each with 1, 2 and 3 warpgroups, warm-up and timed launch)."""
     with tempfile.TemporaryDirectory() as tmp:
-        exe = os.path.join(tmp, "probe")
-        build = subprocess.run(["nvcc", "-O3", "-arch=sm_90a", "-use_fast_math", "-o", exe,
-                                os.path.join(HERE, "probe_sm_pipes.cu")], capture_output=True, text=True)
-        if build.returncode:
-            return [], build.stderr[-3000:]
+        exe, errors = build_cuda_probe("probe_sm_pipes.cu", tmp, "-use_fast_math")
+        if exe is None:
+            return [], errors, []
         done = subprocess.run([exe], capture_output=True, text=True, timeout=300)
+        ncu = find_ncu()
+        counted = []
+        if ncu is not None:
+            profiled = subprocess.run([ncu, "--clock-control", "none", "--kernel-name", "regex:fa3_softmax",
+                                       "--metrics", ",".join(PROBE_METRICS), "--csv", "--page", "raw", exe],
+                                      capture_output=True, text=True, timeout=300)
+            counted = parse_raw_csv(profiled.stdout)
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    return rows, done.stderr[-2000:]
+    return rows, done.stderr[-2000:], counted
 
 
 def available_metrics(ncu: str) -> list[str]:
@@ -76,10 +75,8 @@ def available_metrics(ncu: str) -> list[str]:
     return pipes + stalls
 
 
-def profile(ncu: str, metrics: list, case_set: str) -> tuple[list, dict]:
-    cmd = [ncu, "--profile-from-start", "off", "--clock-control", "none", "--metrics", ",".join(metrics), "--csv",
-           "--page", "raw", sys.executable, os.path.abspath(__file__), "--driver", "--cases", case_set]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=480)
+def profile(metrics: list, case_set: str) -> tuple[list, dict]:
+    done = profile_script(__file__, metrics, driver_args=("--cases", case_set), timeout=480)
     kernels = parse_raw_csv(done.stdout)
     messages = [ln for ln in (done.stdout + done.stderr).splitlines() if "==ERROR==" in ln or "==WARNING==" in ln
                 or ln.startswith("CASE") or "Traceback" in ln][:40]
@@ -97,10 +94,12 @@ def main() -> int:
     if args.driver:
         run_cases(cases, sdpa_forward)
         return 0
-    probe, probe_log = run_probe() if args.cases == "pipes" else ([], "")
+    probe, probe_log, probe_counts = run_probe() if args.cases == "pipes" else ([], "", [])
     for row in probe:
         print(json.dumps(row))
-    record = {"probe": probe, "probe_log": probe_log, "cases": cases}
+    for kernel in probe_counts:
+        print(kernel.get("Kernel Name", "")[:40], {m: kernel.get(m) for m in PROBE_METRICS})
+    record = {"probe": probe, "probe_log": probe_log, "probe_ncu": probe_counts, "cases": cases}
     ncu = find_ncu()
     if ncu is not None:
         extra = available_metrics(ncu)
@@ -109,7 +108,7 @@ def main() -> int:
         kernels: list = []
         for metrics in (BASE_METRICS + extra, BASE_METRICS + [m for m in extra if m.startswith(PIPE_PREFIX)],
                         BASE_METRICS):
-            kernels, info = profile(ncu, metrics, args.cases)
+            kernels, info = profile(metrics, args.cases)
             attempts.append(info)
             print("ncu", info["rc"], info["kernels"], "kernels with", info["metrics"], "metrics", flush=True)
             if kernels:
