@@ -1,0 +1,82 @@
+// Instruction fetch on an H200 SM: cycles per instruction of straight-line code as its size grows past the
+// instruction caches, when every warp runs the same code, and when two warpgroups of a CTA run two different
+// bodies of that size (as FA2's masked and unmasked tile paths do in co-resident CTAs). Built and run by
+// probe_icache.py; prints JSON lines.
+//
+// A body is KB kibibytes of independent FFMAs (64 per KiB: a SASS instruction is 16 bytes) over 8 registers,
+// unrolled; the loop around it is not. One CTA per SM; thread 0 reads clock64 around the loop.
+#include <cstdio>
+#include <cuda_runtime.h>
+#include <vector>
+#include <algorithm>
+
+#define FFMA(r, IMM) asm volatile("fma.rn.f32 %0, %0, %1, " IMM ";" : "+f"(r) : "f"(a))
+#define KIB_OF(IMM) \
+    _Pragma("unroll") for (int q = 0; q < 8; ++q) { \
+        FFMA(x0, IMM); FFMA(x1, IMM); FFMA(x2, IMM); FFMA(x3, IMM); \
+        FFMA(x4, IMM); FFMA(x5, IMM); FFMA(x6, IMM); FFMA(x7, IMM); }
+
+template <int KB, int BODY>
+__device__ __forceinline__ void body(float &x0, float &x1, float &x2, float &x3, float &x4, float &x5, float &x6,
+                                     float &x7, float a) {
+#pragma unroll
+    for (int k = 0; k < KB; ++k) {
+        if (BODY == 0) { KIB_OF("0f3F800000"); }
+        else { KIB_OF("0f3F000000"); }
+    }
+}
+
+// two_bodies: warpgroup 0 runs body 0, the others body 1 (different code of the same size)
+template <int KB, bool TWO_BODIES>
+__global__ void fetch(float a, int reps, long long *cycles, float *sink) {
+    float x0 = threadIdx.x, x1 = x0 + 1, x2 = x0 + 2, x3 = x0 + 3, x4 = x0 + 4, x5 = x0 + 5, x6 = x0 + 6,
+          x7 = x0 + 7;
+    bool second = TWO_BODIES && (threadIdx.x / 128) % 2 == 1;
+    __syncthreads();
+    long long t0 = clock64();
+#pragma unroll 1
+    for (int r = 0; r < reps; ++r) {
+        if (second) body<KB, 1>(x0, x1, x2, x3, x4, x5, x6, x7, a);
+        else body<KB, 0>(x0, x1, x2, x3, x4, x5, x6, x7, a);
+    }
+    __syncthreads();
+    long long t1 = clock64();
+    if (threadIdx.x == 0) cycles[blockIdx.x] = t1 - t0;
+    sink[blockIdx.x * blockDim.x + threadIdx.x] = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7;
+}
+
+template <int KB, bool TWO>
+static void run(int sms, long long *d_cycles, float *d_sink) {
+    const int thread_counts[2] = {256, 512};  // 2 or 4 warpgroups: 2 or 4 warps per sub-partition
+    for (int t : thread_counts) {
+        int reps = std::max(8, 4096 / KB);
+        fetch<KB, TWO><<<sms, t>>>(1.0f, reps, d_cycles, d_sink);
+        fetch<KB, TWO><<<sms, t>>>(1.0f, reps, d_cycles, d_sink);
+        cudaError_t err = cudaDeviceSynchronize();
+        std::vector<long long> h(sms);
+        cudaMemcpy(h.data(), d_cycles, sms * sizeof(long long), cudaMemcpyDeviceToHost);
+        std::sort(h.begin(), h.end());
+        double instr_per_warp = (double)reps * KB * 64;  // warp instructions each warp issues
+        double warps_per_smsp = t / 32 / 4;
+        printf("{\"probe\": \"icache\", \"body_kib\": %d, \"two_bodies\": %s, \"threads\": %d, "
+               "\"cycles_per_warp_instruction_per_smsp\": %.3f, \"error\": \"%s\"}\n",
+               KB, TWO ? "true" : "false", t, (double)h[sms / 2] / (instr_per_warp * warps_per_smsp),
+               cudaGetErrorString(err));
+    }
+}
+
+int main() {
+    int sms = 0;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+    long long *d_cycles;
+    float *d_sink;
+    cudaMalloc(&d_cycles, sms * sizeof(long long));
+    cudaMalloc(&d_sink, sms * 1024 * sizeof(float));
+    run<2, false>(sms, d_cycles, d_sink);   run<2, true>(sms, d_cycles, d_sink);
+    run<8, false>(sms, d_cycles, d_sink);   run<8, true>(sms, d_cycles, d_sink);
+    run<16, false>(sms, d_cycles, d_sink);  run<16, true>(sms, d_cycles, d_sink);
+    run<32, false>(sms, d_cycles, d_sink);  run<32, true>(sms, d_cycles, d_sink);
+    run<64, false>(sms, d_cycles, d_sink);  run<64, true>(sms, d_cycles, d_sink);
+    run<128, false>(sms, d_cycles, d_sink); run<128, true>(sms, d_cycles, d_sink);
+    return 0;
+}
