@@ -1,6 +1,6 @@
 """What the profiling scripts share: where `ncu` is, the driver that brackets each case with
 cudaProfilerStart/Stop (run under `ncu --profile-from-start off`), the parser of `ncu --csv --page raw`
-output, and atomic writing of the result JSON."""
+output, building and running the CUDA probes beside this file, and atomic writing of the result JSON."""
 
 from __future__ import annotations
 
@@ -35,16 +35,14 @@ def profile_script(script: str, metrics: list, check: bool = False, *, driver_fl
     return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=timeout)
 
 
-def profile_until_kernels(script: str, metric_lists, *, driver_flag: str, timeout: float,
-                          driver_args: tuple = ()) -> tuple[list, list]:
+def profile_until_kernels(script: str, metric_lists, *, driver_flag: str, timeout: float) -> tuple[list, list]:
     """Profile `script` in base units with each metric list of `metric_lists` in turn (an ncu that does not know
     one metric profiles nothing) until one yields kernels. Returns (kernels, one record per attempt: metrics,
     return code, wall time, kernel count, ncu's errors and warnings and the CASE lines)."""
     kernels, runs = [], []
     for metrics in metric_lists:
         t0 = time.time()
-        done = profile_script(script, metrics, driver_flag=driver_flag, driver_args=driver_args, base_units=True,
-                              timeout=timeout)
+        done = profile_script(script, metrics, driver_flag=driver_flag, base_units=True, timeout=timeout)
         if done is None:
             break
         kernels = parse_raw_csv(done.stdout, with_units=True)
@@ -61,12 +59,40 @@ def profile_until_kernels(script: str, metric_lists, *, driver_flag: str, timeou
 
 def build_cuda_probe(source: str, directory: str, *flags: str) -> tuple[str | None, str]:
     """Build `source` (a .cu file beside this one) with nvcc for sm_90a into `directory`; returns (the executable,
-    or None when the build failed, and nvcc's error output)."""
+    or None when the build failed or nvcc is missing, and nvcc's error output)."""
+    if shutil.which("nvcc") is None:
+        return None, "nvcc not found on PATH"
     exe = os.path.join(directory, os.path.splitext(os.path.basename(source))[0])
     build = subprocess.run(["nvcc", "-O3", "-arch=sm_90a", *flags, "-o", exe,
                             os.path.join(os.path.dirname(os.path.abspath(__file__)), source)],
                            capture_output=True, text=True)
     return (None if build.returncode else exe), build.stderr[-3000:]
+
+
+def cuda_probe_main(doc: str, source: str, name: str, *flags: str) -> int:
+    """The command line of a script that builds and runs one CUDA probe (`--out DIR`): prints the probe's JSON
+    lines and writes them, with its stderr and exit status, to `h200_probe_<date>_<name>.json` in DIR."""
+    import argparse
+    import datetime
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", default="validation/data")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        exe, errors = build_cuda_probe(source, tmp, *flags)
+        if exe is None:
+            print(errors, file=sys.stderr)
+            return 1
+        done = subprocess.run([exe], capture_output=True, text=True, timeout=300)
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    for row in rows:
+        print(json.dumps(row))
+    path = os.path.join(args.out, f"h200_probe_{datetime.date.today()}_{name}.json")
+    write_json(path, {"rows": rows, "returncode": done.returncode, "stderr": done.stderr[-2000:]})
+    print("->", path)
+    return done.returncode
 
 
 def run_cases(cases: list, make_callable) -> None:

@@ -26,7 +26,7 @@ __device__ __forceinline__ void body(float &x0, float &x1, float &x2, float &x3,
     }
 }
 
-// two_bodies: warpgroup 0 runs body 0, the others body 1 (different code of the same size)
+// two_bodies: even warpgroups run body 0, odd ones body 1 (different code of the same size)
 template <int KB, bool TWO_BODIES>
 __global__ void fetch(float a, int reps, long long *cycles, float *sink) {
     float x0 = threadIdx.x, x1 = x0 + 1, x2 = x0 + 2, x3 = x0 + 3, x4 = x0 + 4, x5 = x0 + 5, x6 = x0 + 6,

@@ -27,6 +27,7 @@ import tempfile
 
 from ncu_profile import build_cuda_probe, find_ncu, parse_raw_csv, profile_script, run_cases, write_json
 from profile_kernel_cycles import sdpa_forward
+
 CASES = [{"backend": backend, "batch": 2, "heads": heads, "seq_len": 8192, "head_dim": d, "causal": False}
          for backend in ("cudnn", "flash") for heads, d in ((32, 64), (16, 128))]
 #: `--cases fa2_causal`: FA2's forward with and without the causal mask where the model misses (run 11), without
@@ -63,7 +64,7 @@ def run_probe() -> tuple[list, str, list]:
                                       capture_output=True, text=True, timeout=300)
             counted = parse_raw_csv(profiled.stdout)
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    return rows, done.stderr[-2000:], counted
+    return rows, f"exit status {done.returncode}\n" + done.stderr[-2000:], counted
 
 
 def available_metrics(ncu: str) -> list[str]:
