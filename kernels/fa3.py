@@ -97,6 +97,10 @@ OPTIONS = {
                           choices=("block", "tensor")),
     "incoherent_processing": Option(bool, False, "fp8 only, used by quantize_inputs: rotate Q and K by a random "
                                                  "Hadamard matrix before quantizing (FA3 Sec. 3.3)"),
+    "extra_softmax_ops_per_score": Option(float, 0.0, "FP32 lane operations per score element a consumer warpgroup "
+                                                      "issues in its softmax beyond the online softmax's arithmetic "
+                                                      "(index math, moves, packing P): an implementation's ncu count"),
+    "extra_softmax_ops_per_acc": Option(float, 0.0, "the same per output-accumulator element (beside its rescale)"),
 }
 
 #: Rows of the Q tile one consumer warpgroup owns: wgmma's M per warpgroup (PTX ISA, wgmma.mma_async).
@@ -126,6 +130,8 @@ class Config:
     fp8: bool
     fp8_scaling: str
     tma: bool
+    extra_softmax_ops_per_score: float = 0.0
+    extra_softmax_ops_per_acc: float = 0.0
 
     @property
     def consumers(self) -> int:
@@ -161,8 +167,12 @@ def resolve_config(problem: AttentionProblem, opts: dict, tma: bool = True) -> C
                          f"{WG_ROWS} rows, wgmma's M)")
     if problem.head_dim > 256:
         raise InputError(f"fa3: head_dim {problem.head_dim} > 256 is not supported (FA3 supports up to 256)")
+    for key in ("extra_softmax_ops_per_score", "extra_softmax_ops_per_acc"):
+        if opts[key] < 0:
+            raise InputError(f"fa3: option {key}={opts[key]} must not be negative")
     return Config(bm, bn, opts["stages"], opts["warp_specialization"], opts["pingpong"],
-                  opts["intra_wg_pipeline"], problem.dtype == "fp8", opts["fp8_scaling"], tma)
+                  opts["intra_wg_pipeline"], problem.dtype == "fp8", opts["fp8_scaling"], tma,
+                  opts["extra_softmax_ops_per_score"], opts["extra_softmax_ops_per_acc"])
 
 
 def _registers(threads: int) -> int:
@@ -337,7 +347,9 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
                     # the Q and K descales fold into the per-tile softmax scale (a scalar): no per-element work
                     yield Vector(lambda s_, q_, k_, kj=kj: s_ * (q_[0] * k_[kj, 0]), [s, qd, kd], s, 0.0)
                 mask = masked_scores(problem, wr0, j * bn, tile_needs_mask(problem, wr0, j * bn, (j + 1) * bn))
-                yield from online_softmax(s, m, l_, acc, p, mask)
+                # the implementation's instructions beyond the softmax's arithmetic, issued in line with it
+                extra = cfg.extra_softmax_ops_per_score * s.elements + cfg.extra_softmax_ops_per_acc * acc.elements
+                yield from online_softmax(s, m, l_, acc, p, mask, extra_fp32_ops=extra)
                 if cfg.fp8 and block_scales and i > 0:
                     # acc is kept in units of the newest V tile's scale; the ratio folds into the rescale multiply
                     prev = tiles[i - 1]

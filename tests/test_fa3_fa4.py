@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from gpusim.engine.timing import TimingInterpreter
 from gpusim.errors import InputError
 from gpusim.kernels import fa3, fa4
 from gpusim.problem import AttentionProblem
@@ -168,6 +169,23 @@ def test_fa3_rejects_bad_block_m():
     problem = AttentionProblem(batch=1, heads=1, seq_len=64, head_dim=64)
     with pytest.raises(InputError, match="multiple of 64"):
         fa3.build_plan(problem, _hw("h200"), {"block_m": 96})
+
+
+def test_fa3_extra_softmax_instructions_cost_time_not_results():
+    """An implementation's extra softmax instructions (cuDNN's, run 20) lengthen the consumers' softmax: the FP32
+    work grows by exactly the extra lane operations, the output does not change, and negative counts are refused."""
+    problem = AttentionProblem(batch=1, heads=4, seq_len=1024, head_dim=64)
+    extra = {"extra_softmax_ops_per_score": 2.0, "extra_softmax_ops_per_acc": 1.0}
+    base, more = (TimingInterpreter(_hw("h200"), exact=True).run(
+        fa3.build_plan(problem, _hw("h200"), {"block_m": 128, "block_n": 128, **x})) for x in ({}, extra))
+    scores = problem.batch * problem.heads * problem.seq_len * problem.kv_len
+    accumulators = problem.batch * problem.heads * problem.seq_len * problem.head_dim * (problem.kv_len // 128)
+    assert more["counters"].fp32_ops - base["counters"].fp32_ops == pytest.approx(2.0 * scores + accumulators)
+    assert more["cycles"] > base["cycles"]
+    errors = _forward_errors("fa3", AttentionProblem(batch=1, heads=2, seq_len=97, head_dim=64), "h200", extra)
+    assert max(errors) < BF16_TOL
+    with pytest.raises(InputError, match="extra_softmax_ops_per_acc=-1.0 must not be negative"):
+        fa3.build_plan(problem, _hw("h200"), {"extra_softmax_ops_per_acc": -1.0})
 
 
 def test_fa3_backward_tiles_are_options():

@@ -34,6 +34,11 @@ TRITON_DECODE_WARPS, TRITON_DECODE_STAGES = 4, 3
 #: of 64 x 128 tiles, as its name ..._64x128x{d}_4x1x1 reads) and 8 CTAs per head at N = 1024: 128 query rows
 #: per tile for d = 64 and 128, where FA3's own kernel takes 192 rows at d = 64.
 CUDNN_FPROP_TILES = {"block_m": 128, "block_n": 128}
+#: cuDNN's forward issues more instructions in its consumer warpgroups' softmax than its arithmetic (ncu,
+#: validation/README.md run 20, N = 8192): 7.15 / 8.16 non-MUFU lanes per score element at d = 64 / 128, where the
+#: online softmax counts 4.5 / 5.0 (4 per score element and 1 per accumulator element), so 2.14 more per score
+#: element and 1.02 per accumulator element. Measured at d = 64 and 128 only.
+CUDNN_FPROP_SOFTMAX_EXTRA = {"extra_softmax_ops_per_score": 2.14, "extra_softmax_ops_per_acc": 1.02}
 #: cuDNN's Hopper backward (validation/README.md run 12, ncu): `..._flash_bprop_wgmma_f16_knob_26_64x64x{d}_1x4x1`,
 #: 64 keys per CTA and 64 query rows per step at d = 64 and 128, where FA3's own backward takes 128 x 128
 #: (d = 64) and 64 x 128 (d = 128).
@@ -42,9 +47,10 @@ CUDNN_BPROP_TILES = {"bwd_block_m": 64, "bwd_block_n": 64}
 
 def prefill_options(impl: str, phase: str, head_dim: int) -> dict:
     """Kernel options that describe how a measured prefill implementation runs: cuDNN's forward and backward
-    tiles; SDPA's flash backward copies dO and O first (validation/README.md run 7)."""
+    tiles and its forward's softmax instructions; SDPA's flash backward copies dO and O first (validation/README.md
+    run 7)."""
     if impl == "cudnn" and phase == "fwd" and head_dim <= 128:
-        return dict(CUDNN_FPROP_TILES)
+        return {**CUDNN_FPROP_TILES, **CUDNN_FPROP_SOFTMAX_EXTRA}
     if impl == "cudnn" and phase != "fwd" and head_dim <= 128:
         return dict(CUDNN_BPROP_TILES)
     if impl == "flash" and phase != "fwd":
