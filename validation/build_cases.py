@@ -37,8 +37,13 @@ CUDNN_FPROP_TILES = {"block_m": 128, "block_n": 128}
 #: cuDNN's forward issues more instructions in its consumer warpgroups' softmax than its arithmetic (ncu,
 #: validation/README.md run 20, N = 8192): 7.15 / 8.16 non-MUFU lanes per score element at d = 64 / 128, where the
 #: online softmax counts 4.5 / 5.0 (4 per score element and 1 per accumulator element), so 2.14 more per score
-#: element and 1.02 per accumulator element. Measured at d = 64 and 128 only.
+#: element and 1.02 per accumulator element (fitted at d = 64 and 128; run 24 checks them at d = 256).
 CUDNN_FPROP_SOFTMAX_EXTRA = {"extra_softmax_ops_per_score": 2.14, "extra_softmax_ops_per_acc": 1.02}
+#: cuDNN's forward at d = 256 (ncu, validation/README.md run 24): the same kernel family, ..._64x128x256_4x1x1, with
+#: 232,448 bytes of SMEM per CTA: a 128-row Q tile (64 KiB) and one 128-key K and V tile each (64 KiB each), a
+#: one-deep ring. Its softmax issues 9.87 non-MUFU lanes per score element at N = 8192, where the two counts above
+#: give 10.18 (6.0 counted + 2.14 + 2 x 1.02).
+CUDNN_FPROP_D256 = {"block_m": 128, "block_n": 128, "stages": 1}
 #: cuDNN's Hopper backward (validation/README.md run 12, ncu): `..._flash_bprop_wgmma_f16_knob_26_64x64x{d}_1x4x1`,
 #: 64 keys per CTA and 64 query rows per step at d = 64 and 128, where FA3's own backward takes 128 x 128
 #: (d = 64) and 64 x 128 (d = 128).
@@ -51,6 +56,8 @@ def prefill_options(impl: str, phase: str, head_dim: int) -> dict:
     run 7)."""
     if impl == "cudnn" and phase == "fwd" and head_dim <= 128:
         return {**CUDNN_FPROP_TILES, **CUDNN_FPROP_SOFTMAX_EXTRA}
+    if impl == "cudnn" and phase == "fwd" and head_dim == 256:
+        return {**CUDNN_FPROP_D256, **CUDNN_FPROP_SOFTMAX_EXTRA}
     if impl == "cudnn" and phase != "fwd" and head_dim <= 128:
         return dict(CUDNN_BPROP_TILES)
     if impl == "flash" and phase != "fwd":
@@ -223,6 +230,8 @@ def ncu_cycle_rows() -> list[dict]:
         ("h200_profile_2026-11-29_kernel_cycles.json", 15,
          lambda c: ("fa3", "cudnn") if c["backend"] == "cudnn" else ("fa2", "flash"), prefill,
          lambda c: prefill_options(c["backend"], "fwd", c["head_dim"]), lambda c: 1),
+        ("h200_profile_2026-11-29_sm_pipes_cudnn_d256.json", 24, lambda c: ("fa3", "cudnn"), prefill,
+         lambda c: prefill_options("cudnn", "fwd", c["head_dim"]), lambda c: 1),
     ]
     rows = []
     for name, run, implementation, shape, options, kernels_of in profiles:

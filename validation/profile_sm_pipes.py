@@ -11,6 +11,7 @@ Two parts in one call:
 
     python validation/profile_sm_pipes.py --out validation/data      (needs nvcc, torch, CUDA and `ncu`)
     python validation/profile_sm_pipes.py --out validation/data --cases fa2_causal   (FA2 causal and not, run 21)
+    python validation/profile_sm_pipes.py --out validation/data --cases cudnn_d256   (cuDNN at d = 256, run 24)
 
 Writes `h200_profile_<date>_sm_pipes.json` (`..._sm_pipes_fa2_causal.json` with `--cases fa2_causal`).
 """
@@ -35,9 +36,13 @@ CASES = [{"backend": backend, "batch": 2, "heads": heads, "seq_len": 8192, "head
 FA2_CAUSAL_CASES = [{"backend": "flash", "batch": b, "heads": h, "seq_len": n, "head_dim": d, "causal": causal}
                     for b, h, n, d in ((32, 32, 512, 64), (8, 32, 2048, 64), (32, 16, 512, 128))
                     for causal in (False, True)]
-CASE_SETS = {"pipes": CASES, "fa2_causal": FA2_CAUSAL_CASES}
+#: `--cases cudnn_d256`: cuDNN's forward at d = 256, whose tiles and instruction counts no other run measured.
+CUDNN_D256_CASES = [{"backend": "cudnn", "batch": b, "heads": 8, "seq_len": n, "head_dim": 256, "causal": causal}
+                    for b, n in ((8, 2048), (2, 8192)) for causal in (False, True)]
+CASE_SETS = {"pipes": CASES, "fa2_causal": FA2_CAUSAL_CASES, "cudnn_d256": CUDNN_D256_CASES}
 BASE_METRICS = ["gpu__time_duration.sum", "sm__cycles_active.max", "smsp__inst_executed.sum",
-                "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active"]
+                "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active",
+                "launch__registers_per_thread", "launch__shared_mem_per_block_dynamic"]
 #: Prefixes of the per-pipe and stall metrics wanted (whatever `ncu --query-metrics` lists under them).
 PIPE_PREFIX = "smsp__inst_executed_pipe_"
 STALL_PREFIX = "smsp__average_warps_issue_stalled_"
@@ -88,7 +93,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="validation/data")
     parser.add_argument("--cases", choices=sorted(CASE_SETS), default="pipes",
-                        help="pipes: the probe, then cuDNN and FA2 at N = 8192; fa2_causal: FA2 causal and not, no probe")
+                        help="pipes: the probe, then cuDNN and FA2 at N = 8192; fa2_causal: FA2 causal and not; "
+                             "cudnn_d256: cuDNN at d = 256 (no probe in either)")
     parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     cases = CASE_SETS[args.cases]
