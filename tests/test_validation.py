@@ -24,13 +24,26 @@ def test_unknown_suite_is_an_input_error():
         load_cases("nope")
 
 
-def _case(metric="time_s", measured=1e-3, seq_len=4096) -> Case:
-    problem = AttentionProblem(batch=1, heads=16, seq_len=seq_len, head_dim=128)
-    return Case("h200_campaign_prefill", "h200", "fa2", "flash", problem, {}, metric, measured, "test")
+def _case(metric="time_s", measured=1e-3, seq_len=4096, causal=False, suite="h200_campaign_prefill",
+          kv_len=None) -> Case:
+    problem = AttentionProblem(batch=1, heads=16, seq_len=seq_len, kv_len=kv_len, head_dim=128, causal=causal)
+    return Case(suite, "h200", "fa2", "flash", problem, {}, metric, measured, "test")
 
 
 def _result(tensor_busy: float):
     return SimpleNamespace(unit_busy={"tensor": tensor_busy, "hbm": 0.2}, bound="compute", busiest_unit="tensor")
+
+
+def test_suspects_name_the_measured_mechanisms_of_known_misses():
+    fast = _result(0.5)
+    assert "instruction fetch" in suspect(_case(seq_len=512, causal=True), fast, -0.25)
+    assert "instruction fetch" not in suspect(_case(seq_len=2048, causal=True), fast, -0.25)
+    assert "instruction fetch" not in suspect(_case(seq_len=512, causal=True), fast, +0.25)  # slow: not a fetch stall
+    assert "burst" in suspect(_case(seq_len=1, kv_len=1024, measured=3e-5), fast, -0.22)
+    capped = _result(0.5)
+    capped.info = {"board_power_w": 690.0}
+    assert "Nsight Compute replays" in suspect(_case(suite="h200_campaign_dram"), capped, +0.2)
+    assert "Nsight Compute replays" not in suspect(_case(), capped, +0.2)  # do_bench timings: sustained calls
 
 
 def test_suspects_follow_what_bounds_the_miss():
