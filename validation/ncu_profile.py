@@ -35,17 +35,20 @@ def profile_script(script: str, metrics: list, check: bool = False, *, driver_fl
     return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=timeout)
 
 
-def profile_until_kernels(script: str, metric_lists, *, driver_flag: str, timeout: float) -> tuple[list, list]:
-    """Profile `script` in base units with each metric list of `metric_lists` in turn (an ncu that does not know
-    one metric profiles nothing) until one yields kernels. Returns (kernels, one record per attempt: metrics,
-    return code, wall time, kernel count, ncu's errors and warnings and the CASE lines)."""
+def profile_until_kernels(script: str, metric_lists, *, driver_flag: str, timeout: float, driver_args: tuple = (),
+                          base_units: bool = True) -> tuple[list, list]:
+    """Profile `script` (in base units unless `base_units` is false) with each metric list of `metric_lists` in
+    turn (an ncu that does not know one metric profiles nothing) until one yields kernels. Returns (kernels, one
+    record per attempt: metrics, return code, wall time, kernel count, ncu's errors and warnings and the CASE
+    lines)."""
     kernels, runs = [], []
     for metrics in metric_lists:
         t0 = time.time()
-        done = profile_script(script, metrics, driver_flag=driver_flag, base_units=True, timeout=timeout)
+        done = profile_script(script, metrics, driver_flag=driver_flag, driver_args=driver_args,
+                              base_units=base_units, timeout=timeout)
         if done is None:
             break
-        kernels = parse_raw_csv(done.stdout, with_units=True)
+        kernels = parse_raw_csv(done.stdout, with_units=base_units)
         messages = [ln for ln in (done.stdout + done.stderr).splitlines() if "==ERROR==" in ln or "==WARNING==" in ln
                     or ln.startswith("CASE") or "Traceback" in ln][:60]
         runs.append({"metrics": metrics, "rc": done.returncode, "wall_s": round(time.time() - t0, 1),

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 
-from ncu_profile import build_cuda_probe, find_ncu, parse_raw_csv, profile_script, run_cases, write_json
+from ncu_profile import build_cuda_probe, find_ncu, parse_raw_csv, profile_until_kernels, run_cases, write_json
 from profile_kernel_cycles import sdpa_forward
 
 CASES = [{"backend": backend, "batch": 2, "heads": heads, "seq_len": 8192, "head_dim": d, "causal": False}
@@ -46,8 +46,6 @@ BASE_METRICS = ["gpu__time_duration.sum", "sm__cycles_active.max", "smsp__inst_e
 #: Prefixes of the per-pipe and stall metrics wanted (whatever `ncu --query-metrics` lists under them).
 PIPE_PREFIX = "smsp__inst_executed_pipe_"
 STALL_PREFIX = "smsp__average_warps_issue_stalled_"
-
-
 #: What ncu counts in the probe's softmax kernels: the instructions the model's steps stand for.
 PROBE_METRICS = ["sm__cycles_active.max", "smsp__inst_executed.sum", "smsp__inst_executed_pipe_xu.sum",
                  "smsp__inst_executed_pipe_alu.sum", "smsp__inst_executed_pipe_fma.sum"]
@@ -81,14 +79,6 @@ def available_metrics(ncu: str) -> list[str]:
     return pipes + stalls
 
 
-def profile(metrics: list, case_set: str) -> tuple[list, dict]:
-    done = profile_script(__file__, metrics, driver_args=("--cases", case_set), timeout=480)
-    kernels = parse_raw_csv(done.stdout)
-    messages = [ln for ln in (done.stdout + done.stderr).splitlines() if "==ERROR==" in ln or "==WARNING==" in ln
-                or ln.startswith("CASE") or "Traceback" in ln][:40]
-    return kernels, {"rc": done.returncode, "kernels": len(kernels), "metrics": len(metrics), "messages": messages}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="validation/data")
@@ -111,16 +101,12 @@ def main() -> int:
     if ncu is not None:
         extra = available_metrics(ncu)
         record["ncu_metrics_listed"] = extra
-        attempts = []
-        kernels: list = []
-        for metrics in (BASE_METRICS + extra, BASE_METRICS + [m for m in extra if m.startswith(PIPE_PREFIX)],
-                        BASE_METRICS):
-            kernels, info = profile(metrics, args.cases)
-            attempts.append(info)
-            print("ncu", info["rc"], info["kernels"], "kernels with", info["metrics"], "metrics", flush=True)
-            if kernels:
-                break
-        record["ncu_attempts"], record["kernels"] = attempts, kernels
+        metric_lists = (BASE_METRICS + extra, BASE_METRICS + [m for m in extra if m.startswith(PIPE_PREFIX)],
+                        BASE_METRICS)
+        kernels, record["ncu_attempts"] = profile_until_kernels(
+            __file__, metric_lists, driver_flag="--driver", driver_args=("--cases", args.cases), timeout=480,
+            base_units=False)
+        record["kernels"] = kernels
         for kernel in kernels:
             pipes = {k: v for k, v in kernel.items() if k.startswith(PIPE_PREFIX) and v not in ("0", "")}
             print(kernel.get("Kernel Name", "")[:70], kernel.get("smsp__inst_executed.sum"), pipes)
