@@ -21,22 +21,22 @@ def find_ncu() -> str | None:
 
 
 def profile_script(script: str, metrics: list, check: bool = False, *, driver_flag: str = "--driver",
-                   driver_args: tuple = (), base_units: bool = False,
+                   driver_args: tuple = (), base_units: bool = False, ncu_flags: tuple = (),
                    timeout: float | None = None) -> subprocess.CompletedProcess | None:
     """Run `script <driver_flag> <driver_args>` (which calls run_cases) under Nsight Compute, collecting `metrics`
-    as a raw CSV on stdout from the profiled regions only (`base_units`: values in base units, with a units row);
-    None when ncu is not installed."""
+    as a raw CSV on stdout from the profiled regions only (`base_units`: values in base units, with a units row;
+    `ncu_flags`: more options, such as `--cache-control none`); None when ncu is not installed."""
     ncu = find_ncu()
     if ncu is None:
         return None
     cmd = [ncu, "--profile-from-start", "off", "--clock-control", "none", "--metrics", ",".join(metrics),
-           "--csv", "--page", "raw"] + (["--print-units", "base"] if base_units else []) + \
+           "--csv", "--page", "raw", *ncu_flags] + (["--print-units", "base"] if base_units else []) + \
           [sys.executable, os.path.abspath(script), driver_flag, *driver_args]
     return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=timeout)
 
 
 def profile_until_kernels(script: str, metric_lists, *, driver_flag: str, timeout: float, driver_args: tuple = (),
-                          base_units: bool = True) -> tuple[list, list]:
+                          base_units: bool = True, ncu_flags: tuple = ()) -> tuple[list, list]:
     """Profile `script` (in base units unless `base_units` is false) with each metric list of `metric_lists` in
     turn (an ncu that does not know one metric profiles nothing) until one yields kernels. Returns (kernels, one
     record per attempt: metrics, return code, wall time, kernel count, ncu's errors and warnings and the CASE
@@ -45,7 +45,7 @@ def profile_until_kernels(script: str, metric_lists, *, driver_flag: str, timeou
     for metrics in metric_lists:
         t0 = time.time()
         done = profile_script(script, metrics, driver_flag=driver_flag, driver_args=driver_args,
-                              base_units=base_units, timeout=timeout)
+                              base_units=base_units, ncu_flags=ncu_flags, timeout=timeout)
         if done is None:
             break
         kernels = parse_raw_csv(done.stdout, with_units=base_units)
