@@ -1,6 +1,6 @@
 """On-disk cache of simulation results, keyed by everything a result depends on.
 
-The key hashes the kernel name, the problem, the full hardware spec, the options, exact/folded and a
+The key hashes the kernel name, the problem, the full hardware spec, the options, exact/folded, the L2 start and a
 fingerprint of the model's own source (gpusim/ and the kernels), so a changed model never serves a stale
 result. Entries are pickled Results under `.gpusim_cache/` in the working directory (or $GPUSIM_CACHE_DIR).
 """
@@ -34,9 +34,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GPUSIM_CACHE_DIR", ".gpusim_cache"))
 
 
-def point_key(kernel: str, problem, hardware, options: dict, exact: bool) -> str:
+def point_key(kernel: str, problem, hardware, options: dict, exact: bool, l2_start: str = "empty") -> str:
     payload = repr((kernel, problem, sorted(vars(hardware).items(), key=lambda kv: kv[0]),
-                    sorted((options or {}).items()), exact, model_fingerprint()))
+                    sorted((options or {}).items()), exact, l2_start, model_fingerprint()))
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -98,6 +98,12 @@ class HardwareSpec:
     #: relative std of one CTA's duration across SMs and waves: CTAs of a long launch drift out of step,
     #: so a shared K/V stream is re-read from DRAM once their spread outgrows the L2 (engine steady_state.Drift)
     cta_duration_jitter: float = 0.0
+    # --- the L2 a benchmark leaves behind (simulate's l2_start="flushed"): do_bench clears L2 between repeats by
+    # zeroing a buffer larger than it, which leaves the L2 full of that buffer's dirty lines. A kernel's first
+    # misses evict them: `flushed_l2_writeback_per_byte` bytes written to HBM per byte it allocates in L2, until
+    # `flushed_l2_dirty_fraction` of the L2 capacity has been written back.
+    flushed_l2_dirty_fraction: float = 0.0
+    flushed_l2_writeback_per_byte: float = 0.0
     # --- host link (KV offload)
     pcie_bandwidth_bytes_per_s: float = 55e9
     pcie_latency_s: float = 2e-6
@@ -131,6 +137,9 @@ class HardwareSpec:
         if not 0.0 <= self.async_copy_fill_smem_port_share <= 1.0:
             raise InputError(f"hardware field async_copy_fill_smem_port_share={self.async_copy_fill_smem_port_share}: "
                              "must be in [0, 1]")
+        for name in ("flushed_l2_dirty_fraction", "flushed_l2_writeback_per_byte"):
+            if getattr(self, name) > 1.0:
+                raise InputError(f"hardware field {name}={getattr(self, name)}: must be in [0, 1]")
         if self.smem_per_cta_max_bytes > self.smem_per_sm_bytes:
             raise InputError("hardware field smem_per_cta_max_bytes: exceeds smem_per_sm_bytes")
         if not any(self.tensor_flops_per_clk(i, "bf16") for i in INSTRUCTION_CLASSES):
@@ -344,11 +353,25 @@ _OLDEST_SHARE_SOURCE = ("calibrated on Nsight Compute cycles of FA2's kernels wi
                         "within -9% to +8%")
 
 
+#: The L2 after do_bench's flush (HardwareSpec.flushed_l2_*), measured on the H200 (validation/README.md run 25).
+FLUSHED_L2_DIRTY_FRACTION = 0.92
+FLUSHED_L2_WRITEBACK_PER_BYTE = 0.35
+_FLUSHED_SOURCE = ("Nsight Compute with --cache-control none after zeroing a 256 MB buffer (validation/"
+                   "probe_dirty_l2.py, run 25): reads of 128 and 256 MB write back 28.5 and 28.8 MB (0.92 of the "
+                   "modelled 30 MiB L2); reads of 33.6, 33.7 and 67.2 MB write back 10.4, 11.6 and 24.8 MB (0.31-0.37 "
+                   "per byte read)")
+
+
 def _preset(**kwargs) -> None:
     kwargs["sources"] = {**_COMMON_SOURCES, **kwargs.get("sources", {})}
     kwargs.setdefault("oldest_cta_issue_share", OLDEST_CTA_ISSUE_SHARE)
     kwargs["sources"].setdefault("oldest_cta_issue_share", _OLDEST_SHARE_SOURCE if kwargs["name"] == "h200"
                                  else "as h200 (the same scheduler family; not measured on this GPU)")
+    for name, value in (("flushed_l2_dirty_fraction", FLUSHED_L2_DIRTY_FRACTION),
+                        ("flushed_l2_writeback_per_byte", FLUSHED_L2_WRITEBACK_PER_BYTE)):
+        kwargs.setdefault(name, value)
+        kwargs["sources"].setdefault(name, _FLUSHED_SOURCE if kwargs["name"] == "h200"
+                                     else "as h200 (the same flush; not measured on this GPU)")
     kwargs.setdefault("cta_duration_jitter", CTA_DURATION_JITTER)
     kwargs["sources"].setdefault("cta_duration_jitter", _JITTER_SOURCE if kwargs["name"] == "h200"
                                  else "as h200 (not measured on this GPU)")

@@ -23,13 +23,15 @@ ROW_METRICS = ("time_s", "tflops_per_s", "flops", "hbm_read_bytes", "hbm_write_b
 def run_point(point: Point, use_cache: bool = False) -> Result | DoesNotFitError:
     """Simulate one point; a point that does not fit the hardware returns its error (reported, not raised).
     With use_cache, a result simulated before with the same inputs and model is reused."""
-    key = cache.point_key(point.kernel, point.problem, point.hardware, point.options, point.exact) if use_cache else None
+    key = cache.point_key(point.kernel, point.problem, point.hardware, point.options, point.exact,
+                          point.l2_start) if use_cache else None
     if key:
         cached = cache.load(key)
         if cached is not None:
             return cached
     try:
-        result = simulate(point.kernel, point.problem, point.hardware, point.options, exact=point.exact)
+        result = simulate(point.kernel, point.problem, point.hardware, point.options, exact=point.exact,
+                          l2_start=point.l2_start)
     except DoesNotFitError as exc:
         result = exc
     if key:

@@ -23,6 +23,9 @@
     head_dim = 64
     options = { fa2 = { block_n = 64 } }   # per kernel
 
+    exact = false                       # optional: simulate every CTA (default: folded)
+    l2_start = "empty"                  # optional: "flushed" = the L2 do_bench's flush leaves (dirty lines)
+
     [[plots]]
     x = "seq_len"
     y = ["hbm_bytes", "l2_bytes"]
@@ -42,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpusim.engine.memory import L2_STARTS
 from gpusim.errors import InputError
 from gpusim.hardware import HardwareSpec, get_preset
 from gpusim.problem import AttentionProblem, CopyProblem, GemmProblem
@@ -52,7 +56,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TOP_KEYS = {"name", "description", "output_dir", "hardware", "hardware_sweep", "hardware_zip", "runs", "plots",
-            "exact"}
+            "exact", "l2_start"}
 HARDWARE_KEYS = {"preset", "set"}
 PROBLEM_FIELDS = {"batch", "heads", "kv_heads", "seq_len", "kv_len", "head_dim", "causal", "dtype", "pass"}
 RUN_KEYS = PROBLEM_FIELDS | {"kernel", "options", "bytes", "sms", "m", "n", "k", "label"}
@@ -70,6 +74,7 @@ class Point:
     options: dict
     coords: dict = field(default_factory=dict)
     exact: bool = False
+    l2_start: str = "empty"  # the L2 the point's first launch finds (engine.memory.L2_STARTS)
 
 
 @dataclass
@@ -136,13 +141,16 @@ def load_scenario(path: str | Path) -> Scenario:
     if not runs or not isinstance(runs, list):
         raise InputError(f"{path}: needs at least one [[runs]] table")
     exact = bool(data.get("exact", False))
+    l2_start = data.get("l2_start", "empty")
+    if l2_start not in L2_STARTS:
+        raise InputError(f"{path}: l2_start={l2_start!r}: known {', '.join(L2_STARTS)}")
     points = []
     for combo in itertools.product(*axes):
         hw_coords = {key: value for part in combo for key, value in part.items()}
         origin = f"{path}: hardware_sweep" + (" / hardware_zip" if zipped else "")
         hw = hardware.with_overrides(hw_coords, origin=origin) if hw_coords else hardware
         for i, run in enumerate(runs):
-            points.extend(_expand_run(path, i, run, hw, hw_coords, exact))
+            points.extend(_expand_run(path, i, run, hw, hw_coords, exact, l2_start))
     plots = data.get("plots", [])
     for i, plot in enumerate(plots):
         _check_keys(path, f"plots[{i}]", plot, PLOT_KEYS)
@@ -168,7 +176,8 @@ def _load_hardware(path: Path, table: dict) -> HardwareSpec:
     return hw.with_overrides(overrides, origin=f"{path}: hardware.set")
 
 
-def _expand_run(path: Path, index: int, run: dict, hw: HardwareSpec, hw_coords: dict, exact: bool) -> list[Point]:
+def _expand_run(path: Path, index: int, run: dict, hw: HardwareSpec, hw_coords: dict, exact: bool,
+                l2_start: str = "empty") -> list[Point]:
     from gpusim.kernels import get_kernel
     from gpusim.launch import resolve_options
 
@@ -194,7 +203,7 @@ def _expand_run(path: Path, index: int, run: dict, hw: HardwareSpec, hw_coords: 
             if "label" in run:
                 coords["label"] = run["label"]
             points.append(Point(kernel=kernel, problem=problem, hardware=hw, options=opts, coords=coords,
-                                exact=exact))
+                                exact=exact, l2_start=l2_start))
     return points
 
 

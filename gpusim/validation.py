@@ -56,6 +56,7 @@ class Case:
     measured: float
     source: str
     remeasured: float | None = None  # the project's CUDA-graph replay time of the same case, where it has one
+    l2_start: str = "empty"  # the L2 the measurement started from (simulate's l2_start)
 
     @property
     def host_bound(self) -> bool:
@@ -84,7 +85,8 @@ def load_cases(suite: str | None = None, kernel: str | None = None) -> list[Case
         cases.append(Case(suite=r["suite"], hardware=r["hardware"], kernel=r["kernel"], impl=r["impl"],
                           problem=problem, options=json.loads(r["options"] or "{}"), metric=r["metric"],
                           measured=float(r["measured"]), source=r["source"],
-                          remeasured=float(r["remeasured"]) if r.get("remeasured") else None))
+                          remeasured=float(r["remeasured"]) if r.get("remeasured") else None,
+                          l2_start=r.get("l2_start") or "empty"))
     if not cases:
         raise InputError(f"validate: no cases match suite={suite!r} kernel={kernel!r}")
     return cases
@@ -154,16 +156,16 @@ def run_validation(args) -> int:
     cases = [c for c in cases if c.kernel in built and not too_slow(c)]
     keys, points = {}, []
     for case in cases:
-        key = (case.hardware, case.kernel, case.problem, json.dumps(case.options, sort_keys=True))
+        key = _point_key(case)
         if key not in keys:
             keys[key] = len(points)
             points.append(Point(kernel=case.kernel, problem=case.problem, hardware=get_preset(case.hardware),
-                                options=case.options))
+                                options=case.options, l2_start=case.l2_start))
     import sys
     results = run_points(points, jobs=getattr(args, "jobs", 1) or 1, progress=sys.stderr.isatty())
     rows = []
     for case in cases:
-        result = results[keys[(case.hardware, case.kernel, case.problem, json.dumps(case.options, sort_keys=True))]]
+        result = results[keys[_point_key(case)]]
         if isinstance(result, Exception):
             skipped.append(case)
             continue
@@ -181,6 +183,11 @@ def run_validation(args) -> int:
     _write(out, rows, summary)
     failed = [s for s in summary if s["gated"] and not s["pass"]]
     return 1 if failed else 0
+
+
+def _point_key(case: Case) -> tuple:
+    """What a case's simulation depends on: cases that share it share one simulation."""
+    return case.hardware, case.kernel, case.problem, json.dumps(case.options, sort_keys=True), case.l2_start
 
 
 def speedup_rows(rows: list[dict], pair: tuple = SPEEDUP) -> list[dict]:

@@ -1155,3 +1155,87 @@ def test_the_partial_last_wave_runs_its_loops_in_full():
     assert walked[4] == 100
     assert all(walked[c] == WARM_ITERATIONS + TAIL_ITERATIONS for c in range(4))
 
+
+
+# ---------------------------------------------------------------------------------------------- flushed L2
+def _run_from(l2_start: str, program, hw=TINY) -> dict:
+    return TimingInterpreter(hw, exact=True, l2_start=l2_start).run(plan_of(launch_of([0], program)))
+
+
+def test_a_flushed_l2_writes_back_dirty_lines_before_a_miss_is_served():
+    # TINY after a flush holds 0.92 x 1e6 dirty bytes and writes back 0.35 per byte allocated: a 10000-byte
+    # miss first writes 3500 bytes (35 cycles of HBM), then reads its own (100 more): 135 + 500 latency = 635
+    def program(cta):
+        yield Load(chunk(0, 10000), buf(10000))
+
+    flushed, empty = _run_from("flushed", program), _run_from("empty", program)
+    assert (flushed["bytes"].hbm_write, flushed["cycles"]) == (3500, 635)
+    assert (empty["bytes"].hbm_write, empty["cycles"]) == (0, 600)
+    assert flushed["bytes"].hbm_read == empty["bytes"].hbm_read == 10000
+
+
+def test_a_flushed_l2_runs_out_of_dirty_lines():
+    # 2000 dirty bytes: the first 10000-byte miss writes back 2000 (not 3500), the second and a hit nothing
+    hw = dataclasses.replace(TINY, flushed_l2_dirty_fraction=0.002)
+
+    def program(cta):
+        yield Load(chunk(0, 10000), buf(10000))
+        yield Load(chunk(10000, 10000), buf(10000))
+        yield Load(chunk(0, 10000), buf(10000))
+
+    assert _run_from("flushed", program, hw)["bytes"].hbm_write == 2000
+
+
+def test_a_write_that_allocates_evicts_flush_lines_too():
+    def program(cta):
+        yield Store(buf(10000), DST.region(slice(0, 10000)))
+
+    assert _run_from("flushed", program)["bytes"].hbm_write == 3500  # the store's own line stays dirty in L2
+
+
+def test_an_unknown_l2_start_is_an_input_error():
+    with pytest.raises(InputError, match="l2_start='dirty'"):
+        TimingInterpreter(TINY, l2_start="dirty")
+
+
+def test_a_decode_timed_after_a_flush_is_slower_by_its_write_backs():
+    problem = AttentionProblem(batch=8, heads=32, kv_heads=8, seq_len=1, kv_len=1024, head_dim=128)
+    empty = simulate("flash_decoding", problem, "h200", {"api": "mha_fwd"})
+    flushed = simulate("flash_decoding", problem, "h200", {"api": "mha_fwd"}, l2_start="flushed")
+    assert flushed.hbm_read_bytes == pytest.approx(empty.hbm_read_bytes)
+    written_back = flushed.hbm_write_bytes - empty.hbm_write_bytes
+    assert written_back == pytest.approx(H200.flushed_l2_writeback_per_byte * empty.hbm_read_bytes, rel=0.05)
+    assert flushed.time_s > empty.time_s + 0.5 * written_back / H200.hbm_bandwidth_bytes_per_s
+
+
+def test_a_sampled_loop_warms_up_until_the_flush_write_backs_are_past():
+    # 20000 dirty bytes, written back 0.35 per byte missed: the first wave's CTAs miss 1000 bytes per iteration,
+    # so write-backs run through their first ~28 iterations, which a pace measured over iterations 4-9 would
+    # extrapolate to the whole loop. Both roles of a CTA walk the same iterations (they decide together).
+    hw = dataclasses.replace(TINY, flushed_l2_dirty_fraction=0.02)
+    walked = {}
+
+    def program(cta):
+        def producer():
+            plan = yield Loop(100)
+            for i in plan.indices:
+                yield plan.mark(i)
+                yield Load(chunk(cta * 100000 + i * 1000, 1000), buf(1000))
+            walked[cta, "producer"] = list(plan.indices)
+
+        def consumer():
+            plan = yield Loop(100)
+            for i in plan.indices:
+                yield plan.mark(i)
+                yield delay(5)
+            walked[cta, "consumer"] = list(plan.indices)
+        return [producer(), consumer()]
+
+    plan = plan_of(launch_of(range(4), program))
+    sampled = TimingInterpreter(hw, exact=False, l2_start="flushed").run(plan)
+    assert all(walked[c, "producer"] == walked[c, "consumer"] for c in range(4))
+    assert len(walked[0, "producer"]) > WARM_ITERATIONS + TAIL_ITERATIONS  # the first wave warmed up longer
+    assert len(walked[3, "producer"]) == WARM_ITERATIONS + TAIL_ITERATIONS  # the second started after them
+    exact = TimingInterpreter(hw, exact=True, l2_start="flushed").run(plan)
+    assert sampled["cycles"] == pytest.approx(exact["cycles"], rel=0.02)
+    assert sampled["bytes"].hbm_write == pytest.approx(exact["bytes"].hbm_write)

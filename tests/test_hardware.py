@@ -222,6 +222,8 @@ def test_unknown_override_field_suggests_the_nearest_name():
     ("l2_bandwidth_bytes_per_clk", "0", "must be positive"),
     ("hbm_achievable_fraction", "1.5", r"must be in \(0, 1\]"),
     ("tensor_sustained_fraction", "0", r"must be in \(0, 1\]"),
+    ("flushed_l2_dirty_fraction", "1.2", r"must be in \[0, 1\]"),
+    ("flushed_l2_writeback_per_byte", "-0.1", "must not be negative"),
 ])
 def test_impossible_override_values_name_the_field(field, value, reason):
     with pytest.raises(InputError, match=rf"{field}.*{reason}"):

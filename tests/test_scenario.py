@@ -109,6 +109,7 @@ def test_scenario_defaults(tmp_path):
     text = '[[runs]]\nkernel = "copy"\nbytes = [4096, 8192]\n'
     scenario = load_scenario(write(tmp_path, text, "copies.toml"))
     assert scenario.name == "copies"
+    assert {p.l2_start for p in scenario.points} == {"empty"}
     assert [p.problem.bytes for p in scenario.points] == [4096, 8192]
     assert scenario.points[0].hardware.name == "h200"
     assert scenario.points[0].options == {"chunk_bytes": 16384, "stages": 4}
@@ -150,6 +151,8 @@ BAD = [
     ("unknown sweep field", VALID.replace("[[runs]]", "[hardware_sweep]\nhbm_speed = [1, 2]\n\n[[runs]]"),
      ["hardware_sweep.hbm_speed"]),
     ("not TOML", "name = \n", ["not valid TOML"]),
+    ("unknown l2_start", VALID.replace('name = "tiny"', 'name = "tiny"\nl2_start = "dirty"'),
+     ["l2_start='dirty'", "empty, flushed"]),
 ]
 
 
@@ -217,3 +220,14 @@ def test_bundled_scenarios_load(path):
             pytest.skip(str(exc))
         raise
     assert scenario.points
+
+
+def test_l2_start_reaches_every_point_and_its_cache_key(tmp_path):
+    from gpusim import cache
+
+    text = 'l2_start = "flushed"\n[[runs]]\nkernel = "copy"\nbytes = [4096, 8192]\n'
+    points = load_scenario(write(tmp_path, text, "flushed.toml")).points
+    assert {p.l2_start for p in points} == {"flushed"}
+    p = points[0]
+    keys = {cache.point_key(p.kernel, p.problem, p.hardware, p.options, p.exact, start) for start in ("empty", "flushed")}
+    assert len(keys) == 2

@@ -19,6 +19,18 @@ def test_every_bundled_case_names_its_source_and_a_positive_measurement():
     assert all(c.source and c.measured > 0 for c in cases)
 
 
+def test_times_measured_by_do_bench_start_from_its_flushed_l2_and_profiles_from_an_empty_one():
+    starts = {}
+    for c in load_cases():
+        starts.setdefault((c.suite, c.metric), set()).add(c.l2_start)
+    for suite in ("h200_prefill", "h200_decode", "h200_campaign_prefill", "h200_campaign_decode"):
+        assert starts[(suite, "time_s")] == {"flushed"}, suite
+    # Nsight Compute's profiles (its cache control empties the L2) and the papers' figures
+    for key in (("h200_dram", "time_s"), ("h200_dram", "hbm_read_bytes"), ("h200_campaign_dram", "time_s"),
+                ("h200_ncu_cycles", "kernel_cycles"), ("anchors", "flops_per_s")):
+        assert starts[key] == {"empty"}, key
+
+
 def test_unknown_suite_is_an_input_error():
     with pytest.raises(InputError, match="no cases match suite='nope'"):
         load_cases("nope")

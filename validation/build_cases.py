@@ -14,7 +14,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "gpusim" / "data" / "validation_cases.csv"
 COLUMNS = ("suite", "hardware", "kernel", "impl", "batch", "heads", "kv_heads", "seq_len", "kv_len", "head_dim",
-           "causal", "dtype", "pass", "options", "metric", "measured", "unit", "source", "remeasured")
+           "causal", "dtype", "pass", "options", "metric", "measured", "unit", "source", "remeasured", "l2_start")
+#: The L2 a timed call started from (gpusim.simulate's l2_start): do_bench zeroes a 256 MB buffer before every
+#: repeat, which leaves the L2 full of dirty lines (run 25); Nsight Compute's default cache control leaves it empty.
+DO_BENCH_L2 = "flushed"
 #: Which gpusim kernel models each measured implementation.
 KERNEL_OF_IMPL = {"flash": "fa2", "cudnn": "fa3", "naive": "naive", "triton_nosplit": "fa2",
                   "triton_splitk": "flash_decoding", "sdpa_flash": "flash_decoding"}
@@ -84,7 +87,7 @@ def decode_options(r: dict) -> dict:
 
 def row(**kw) -> dict:
     base = {"kv_heads": "", "kv_len": "", "causal": False, "dtype": "bf16", "pass": "fwd", "options": "{}",
-            "remeasured": ""}
+            "remeasured": "", "l2_start": "empty"}
     base.update(kw)
     return base
 
@@ -96,12 +99,13 @@ def calibration_rows(path: Path, source: str) -> list[dict]:
         rows.append(row(suite="h200_prefill", hardware="h200", kernel=KERNEL_OF_IMPL[r["impl"]], impl=r["impl"],
                         batch=r["B"], heads=r["H"], seq_len=r["N"], head_dim=r["d"], causal=r["causal"],
                         options=json.dumps(prefill_options(r["impl"], "fwd", r["d"])),
-                        metric="time_s", measured=r["ms"] * 1e-3, unit="s", source=source))
+                        metric="time_s", measured=r["ms"] * 1e-3, unit="s", source=source, l2_start=DO_BENCH_L2))
     for r in data.get("decode", []):
         opts = decode_options(r)
         rows.append(row(suite="h200_decode", hardware="h200", kernel=KERNEL_OF_IMPL[r["impl"]], impl=r["impl"],
                         batch=r["B"], heads=r["Hq"], kv_heads=r["Hkv"], seq_len=1, kv_len=r["L"], head_dim=r["d"],
-                        options=json.dumps(opts), metric="time_s", measured=r["ms"] * 1e-3, unit="s", source=source))
+                        options=json.dumps(opts), metric="time_s", measured=r["ms"] * 1e-3, unit="s", source=source,
+                        l2_start=DO_BENCH_L2))
     for r in data.get("dram_traffic", []):
         common = dict(suite="h200_dram", hardware="h200", kernel=KERNEL_OF_IMPL[r["impl"]], impl=r["impl"],
                       batch=r["B"], heads=r["H"], seq_len=r["N"], head_dim=r["d"], source=source,
@@ -176,7 +180,7 @@ def measured_rows() -> list[dict]:
             rows.append(row(suite="h200_campaign_prefill", hardware="h200", kernel=KERNEL_OF_IMPL[r["impl"]],
                             impl=r["impl"], batch=r["B"], heads=r["H"], seq_len=r["N"], head_dim=r["d"],
                             causal=r["causal"], options=json.dumps(opts), metric="time_s", measured=r["ms"] * 1e-3,
-                            unit="s", source=source, **{"pass": r["phase"]}))
+                            unit="s", source=source, l2_start=DO_BENCH_L2, **{"pass": r["phase"]}))
     decode = HERE / "data" / f"h200_measured_{stamp}_decode.json"
     if decode.exists():
         source = f"validation/data/{decode.name} (project campaign; CUDA-graph replay time)"
@@ -187,7 +191,8 @@ def measured_rows() -> list[dict]:
             rows.append(row(suite="h200_campaign_decode", hardware="h200", kernel=KERNEL_OF_IMPL[r["impl"]],
                             impl=r["impl"], batch=r["B"], heads=r["Hq"], kv_heads=r["Hkv"], seq_len=1, kv_len=r["L"],
                             head_dim=r["d"], options=json.dumps(opts), metric="time_s",
-                            measured=(r.get("ms_graph") or r["ms"]) * 1e-3, unit="s", source=source))
+                            measured=(r.get("ms_graph") or r["ms"]) * 1e-3, unit="s", source=source,
+                            l2_start=DO_BENCH_L2))
     dram = HERE / "data" / f"h200_measured_{stamp}_dram.json"
     if dram.exists():
         source = f"validation/data/{dram.name} (project campaign, Nsight Compute)"

@@ -32,6 +32,10 @@ class L2Cache:
         self._lines.move_to_end(key)
         return line[2]
 
+    def contains(self, key) -> bool:
+        """True when the tile is resident (LRU order unchanged)."""
+        return key in self._lines
+
     def is_dirty(self, key) -> bool:
         """True when the tile is resident and holds data not yet written to HBM (LRU order unchanged)."""
         line = self._lines.get(key)

@@ -11,7 +11,9 @@ one's jump ran 12% fast, benchmarks/folded_vs_exact.py), and stand-in lines of t
 would have touched age the cache (the same lines again when a loop walks the same data again, so that a
 working set that fits L2 stays resident). The functional interpreter runs every
 iteration, so results stay exact; only time and counters are extrapolated, and only from the same CTA's
-own steady iterations (contention with other CTAs included, as it was measured).
+own steady iterations (contention with other CTAs included, as it was measured). A one-off that passes
+while a loop warms up (the write-backs of a benchmark's flush residue, engine.memory) is not steady: such a
+loop warms up for MEASURED more iterations until its measured ones are clear of it (roles of one CTA decide alike).
 In a launch's partial last wave (all of a launch that fits in one wave), loops are not sampled while that
 wave's representatives' iterations (nested loops included) stay within LAST_WAVE_FULL_ITERATIONS (a launch
 of one wave) or TAIL_WAVE_FULL_ITERATIONS (the partial last wave of a launch of several): such CTAs
@@ -85,7 +87,7 @@ def _sample(plan: LoopPlan, data_tag) -> LoopPlan:
     """Make `plan` run its warm and tail iterations only (in place: a kernel may be iterating its indices)."""
     count = plan.count
     plan.indices[:] = list(range(WARM_ITERATIONS)) + list(range(count - TAIL_ITERATIONS, count))
-    plan.state = {"marks": []}
+    plan.state = {"marks": [], "warm": WARM_ITERATIONS}
     plan.state["tag"] = ("loop", data_tag if data_tag is not None else id(plan.state))
     plan.state["revisits"] = data_tag is not None
     return plan
@@ -95,4 +97,22 @@ def gap_after(plan: LoopPlan, index: int) -> int:
     """Iterations skipped just before iteration `index` (0 unless it is the first tail iteration)."""
     if plan.state is None or index != plan.count - TAIL_ITERATIONS:
         return 0
-    return plan.count - TAIL_ITERATIONS - WARM_ITERATIONS
+    return plan.count - TAIL_ITERATIONS - plan.state["warm"]
+
+
+def is_last_warm(plan: LoopPlan, index: int) -> bool:
+    """Iteration `index` is the last warm one of a sampled loop (the last its measured pace will include)."""
+    return plan.state is not None and index == plan.state["warm"] - 1
+
+
+def extend_warm(plan: LoopPlan) -> bool:
+    """Run MEASURED more warm iterations before the tail (in place: the kernel is iterating the indices, now at
+    the last warm one), so that the pace is measured over later iterations; False when no iterations are left
+    to skip."""
+    warm = plan.state["warm"]
+    more = min(MEASURED, plan.count - TAIL_ITERATIONS - warm)
+    if more <= 0:
+        return False
+    plan.indices[warm:warm] = range(warm, warm + more)
+    plan.state["warm"] = warm + more
+    return True

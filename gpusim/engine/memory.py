@@ -10,6 +10,9 @@ A read from an SM passes, in order of what can hold it back:
 It completes one access latency after its bytes have drained through the servers it queued on (the
 first byte pays the latency, the rest stream behind it), plus what its path adds (cp.async).
 
+A simulation can start from the L2 a benchmark's flush leaves (`start_flushed`): full of another buffer's dirty
+lines, which the kernel's first allocations evict to HBM (hw.flushed_l2_*).
+
 Folded simulation: one representative request can stand for `weight` CTAs' requests for a few distinct
 tiles (`keys`, each counting `multiplicity` real tiles). The L2 server sees weight x bytes, HBM the bytes of
 the distinct tiles that miss; the SM's own path sees the bytes of one CTA.
@@ -23,6 +26,11 @@ from dataclasses import dataclass
 from gpusim.engine.l2 import L2Cache
 from gpusim.engine.servers import Server
 from gpusim.hardware import HardwareSpec
+
+
+#: The L2 a simulation starts from: "empty" (as Nsight Compute's cache control leaves it, and a cold start), or
+#: "flushed" (as triton.testing.do_bench leaves it between repeats: full of a zeroed buffer's dirty lines).
+L2_STARTS = ("empty", "flushed")
 
 
 @dataclass
@@ -101,6 +109,37 @@ class MemorySystem:
         self.reread_bytes_by_tensor: dict[str, float] = {}  # DRAM bytes of misses on tiles that had missed
         # before in the launch (evicted)
         self._missed_once: set = set()
+        self.flush_residue_bytes = 0.0  # dirty bytes of a benchmark's flush buffer still in L2
+        self.flush_written_back = 0.0  # the bytes of them written back so far
+        self._flush_write_backs: list[tuple[float, float]] = []  # (start, end) of each on HBM
+
+    def start_flushed(self) -> None:
+        """Start from the L2 that zeroing a buffer larger than it leaves: dirty lines of that buffer, which
+        the real L2 keeps outside the modelled tiles' LRU order (they are written back at a measured rate per
+        byte allocated, not all by the first capacity's worth of misses)."""
+        self.flush_residue_bytes = self.hw.flushed_l2_dirty_fraction * self.hw.l2_capacity_bytes
+
+    def evict_flush_residue(self, t: float, allocated_bytes: float) -> float:
+        """Write back the flush buffer's dirty lines that `allocated_bytes` of new L2 lines evict; returns
+        when they have drained (the lines are free again)."""
+        if not self.flush_residue_bytes or not allocated_bytes:
+            return t
+        evicted = min(self.flush_residue_bytes, allocated_bytes * self.hw.flushed_l2_writeback_per_byte)
+        self.flush_residue_bytes -= evicted
+        self.flush_written_back += evicted
+        done = self._write_back(t, evicted)
+        self._flush_write_backs.append((done - evicted / self.hbm.rate, done))
+        return done
+
+    def flush_write_back_cycles(self, start: float, end: float) -> float:
+        """HBM cycles spent writing back the flush residue within [start, end]: how much that one-off
+        stretched whatever shared HBM then (loop sampling takes it out of a loop's measured pace)."""
+        return sum(max(0.0, min(b, end) - max(a, start)) for a, b in self._flush_write_backs)
+
+    def own_hbm_write_bytes(self) -> float:
+        """DRAM writes of the simulated kernels' own data (the flush's write-backs are a one-off: loop sampling
+        must not take them as part of a loop's steady pace)."""
+        return self.bytes.hbm_write - self.flush_written_back
 
     def start_launch(self) -> None:
         """A launch's first read of a tile is not a re-read, even if an earlier launch read it (FA3's
@@ -152,6 +191,7 @@ class MemorySystem:
         self.bytes.l2_hits += weight - misses
         if missed:
             dram = missed_bytes
+            drained = max(drained, self.evict_flush_residue(t, dram))
             self.bytes.hbm_read += dram
             tensor = keys[0][0]
             self.hbm_read_by_tensor[tensor] = self.hbm_read_by_tensor.get(tensor, 0.0) + dram
@@ -184,6 +224,8 @@ class MemorySystem:
         done = max(self.l2.reserve(t, l2_bytes * (2 if accumulate else 1)), port.store_link.reserve(t, nbytes))
         for i, key in enumerate(keys):
             tile_bytes = (nbytes if key_bytes is None else key_bytes[i]) * multiplicity
+            if not self.cache.contains(key):
+                done = max(done, self.evict_flush_residue(t, tile_bytes))
             if not self.cache.is_dirty(key):
                 self.bytes.l2_dirtied += tile_bytes
             if accumulate:

@@ -19,7 +19,7 @@ from collections import deque
 import simpy
 
 from gpusim.engine.folding import Representative, choose_fold_factor, fold_grid
-from gpusim.engine.memory import MemorySystem, SmMemoryPort
+from gpusim.engine.memory import L2_STARTS, MemorySystem, SmMemoryPort
 from gpusim.engine.servers import SharedUnit
 from gpusim.engine.steady_state import (SIMULATED_WAVES, Drift, WaveMeter, busiest_unit_cycles, extrapolated_reads,
                                         should_extrapolate)
@@ -27,7 +27,7 @@ from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, HardwareSpec
 from gpusim.launch import KernelPlan, Launch
 from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, MEASURED, TAIL_WAVE_FULL_ITERATIONS, FullRuns,
-                                         gap_after)
+                                         extend_warm, gap_after, is_last_warm)
 from gpusim.ops import Acquire, Handle, Load, Loop, LoopMark, Mma, Signal, Store, Vector, Wait
 from gpusim.result import LaunchStats
 
@@ -85,11 +85,15 @@ class _Counters:
 
 
 class TimingInterpreter:
-    def __init__(self, hw: HardwareSpec, *, exact: bool = False, trace: bool = False):
+    def __init__(self, hw: HardwareSpec, *, exact: bool = False, trace: bool = False, l2_start: str = "empty"):
+        if l2_start not in L2_STARTS:
+            raise InputError(f"l2_start={l2_start!r}: must be one of {', '.join(L2_STARTS)}")
         self.hw = hw
         self.exact = exact
         self.env = simpy.Environment()
         self.memory = MemorySystem(hw)
+        if l2_start == "flushed":
+            self.memory.start_flushed()
         self.counters = _Counters()
         self.per_sm_busy = {unit: 0.0 for unit in PER_SM_UNITS}
         self.launch_stats: list[LaunchStats] = []
@@ -197,6 +201,7 @@ class TimingInterpreter:
             {t: v - window.reread_bytes.get(t, 0.0) for t, v in memory.reread_bytes_by_tensor.items()})
         deltas["mem.hbm_read"] = extra_reads * slots / skipped
         self._add_counters(deltas, skipped / slots)
+        memory.evict_flush_residue(env.now, extra_reads)  # what the simulated waves left of a benchmark's flush
         share = skipped / simulated
         # stand-in lines: the reads that missed and the lines the writes dirtied (atomic adds into a resident
         # dirty line, FA2's dQaccum, dirty nothing new)
@@ -307,6 +312,7 @@ class TimingInterpreter:
         unit, see _occupy_during_jump)."""
         t0, before, hbm_busy_at_t0 = state["marks"][-MEASURED]
         hbm_saturated = self._hbm_busy_simulated() - hbm_busy_at_t0 >= HBM_SATURATED * (now - t0)
+
         after = work.snapshot()
         per = {name: (a - b) / MEASURED for name, a, b in zip(_RoleWork.FIELDS, after, before)}
         counters, mem = self.counters, self.memory
@@ -354,6 +360,20 @@ class TimingInterpreter:
         # its own (whose jump is 0: it follows the roles that load for it), over its measured pace
         return delay, (delay if delay > 0 else paced), unit_cycles
 
+    def _warm_longer(self, cta: "_CtaState", state: dict, now: float) -> bool:
+        """Whether a sampled loop starting its last warm iteration should warm up longer: while a benchmark's
+        flush residue is still being written back, or was during the iterations its pace would be measured
+        over. The first role of the CTA to get there decides for all of them (they must walk the same
+        iterations)."""
+        decision = (state["key"], state["warm"])
+        if decision not in cta.warm_decisions:
+            marks = state["marks"]
+            window_start = marks[-(MEASURED - 1)][0] if len(marks) >= MEASURED - 1 else (marks[0][0] if marks else now)
+            memory = self.memory
+            cta.warm_decisions[decision] = (memory.flush_residue_bytes > 0
+                                            or memory.flush_write_back_cycles(window_start, now) > 0)
+        return cta.warm_decisions[decision]
+
     @staticmethod
     def _occupy_during_jump(sm: SmState, age: int, span: float, unit_cycles: dict) -> None:
         """Put a jump's skipped work on the SM's units as steady demand over `span` cycles: each unit's busy
@@ -372,6 +392,7 @@ class TimingInterpreter:
         work = _RoleWork()
         tracking = False  # the role's work is counted from its first loop on (loop sampling needs it)
         full_runs = FullRuns(cta.last_wave_reps, self._last_wave_budget)  # the loops this role runs unsampled
+        loops_announced: dict[int, int] = {}  # per iteration count: the role's loops of that count so far
         hw = self.hw
         value = None
         # A warp's asynchronous MMAs (wgmma, tcgen05) run on the tensor core in issue order: the next one
@@ -392,12 +413,13 @@ class TimingInterpreter:
                 keys, multiplicity, key_bytes = rep.l2_keys(src)
                 if op.tma and sm.tma is None:
                     raise InputError(f"{launch_name}: a TMA load on {self.hw.name}, which has no TMA (has_tma)")
-                read_before, write_before = mem.bytes.hbm_read, mem.bytes.hbm_write
+                read_before, write_before = mem.bytes.hbm_read, mem.own_hbm_write_bytes()
                 own_cp_async = op.cp_async and sm.cp_async is not None
                 path = sm.tma if op.tma else sm.cp_async if own_cp_async else sm.port
                 done = mem.read(path, now, keys, nbytes, weight, multiplicity, key_bytes)
                 if tracking:
-                    work.add_hbm(mem.bytes.hbm_read - read_before, mem.bytes.hbm_write - write_before, mem.hbm.rate)
+                    work.add_hbm(mem.bytes.hbm_read - read_before, mem.own_hbm_write_bytes() - write_before,
+                                 mem.hbm.rate)
                     work.l2_read += nbytes * weight
                     work.l2_busy += nbytes * weight / mem.l2.rate
                     if op.tma:
@@ -477,11 +499,12 @@ class TimingInterpreter:
                 dst = op.dst
                 nbytes = dst.nbytes
                 keys, multiplicity, key_bytes = rep.l2_keys(dst)
-                read_before, write_before = mem.bytes.hbm_read, mem.bytes.hbm_write
+                read_before, write_before = mem.bytes.hbm_read, mem.own_hbm_write_bytes()
                 dirtied_before = mem.bytes.l2_dirtied
                 done = mem.write(sm.port, now, keys, nbytes, weight, multiplicity, op.accumulate, key_bytes)
                 if tracking:
-                    work.add_hbm(mem.bytes.hbm_read - read_before, mem.bytes.hbm_write - write_before, mem.hbm.rate)
+                    work.add_hbm(mem.bytes.hbm_read - read_before, mem.own_hbm_write_bytes() - write_before,
+                                 mem.hbm.rate)
                     work.l2_write += nbytes * weight
                     work.l2_dirtied += mem.bytes.l2_dirtied - dirtied_before
                     work.l2_busy += nbytes * weight * (2 if op.accumulate else 1) / mem.l2.rate
@@ -516,6 +539,9 @@ class TimingInterpreter:
             elif kind is Loop:
                 tag = None if op.data_key is None else (launch_name, rep.cta, op.data_key)
                 value = full_runs.plan(op.count, sample=not self.exact, data_tag=tag)
+                loops_announced[op.count] = loops_announced.get(op.count, 0) + 1
+                if value.state is not None:  # sampled: the key its roles share (_warm_longer)
+                    value.state.setdefault("key", (op.count, loops_announced[op.count]))
                 tracking = True  # (a full-run loop may turn into a sampled one when a loop nests in it)
             elif kind is LoopMark:
                 plan = op.plan
@@ -529,6 +555,8 @@ class TimingInterpreter:
                         if delay > 0:
                             yield env.timeout(delay)
                     else:
+                        if is_last_warm(plan, op.index) and self._warm_longer(cta, plan.state, now):
+                            extend_warm(plan)
                         plan.state["marks"].append((now, work.snapshot(), self._hbm_busy_simulated()))
             else:
                 raise TypeError(f"{launch_name}: a CTA program yielded {op!r}, which is not an op")
@@ -570,12 +598,13 @@ class _RoleWork:
 class _CtaState:
     """Per-CTA state shared by its warp roles: semaphores and the completion of posted stores."""
 
-    __slots__ = ("rep", "sm", "store_done", "last_wave_reps", "age", "_sems")
+    __slots__ = ("rep", "sm", "store_done", "last_wave_reps", "age", "warm_decisions", "_sems")
 
     def __init__(self, rep: Representative, sm: SmState, last_wave_reps: int = 0, age: int = 0):
         self.rep, self.sm, self.store_done = rep, sm, 0.0
         self.age = age  # dispatch order: the SM units favour the oldest resident CTA (SharedUnit)
         self.last_wave_reps = last_wave_reps  # the launch's last-wave representatives when this is one, else 0
+        self.warm_decisions: dict = {}  # (loop key, warm iterations) -> warm up longer (loop sampling)
         self._sems: dict = {}
 
     def _sem(self, sem):
