@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from gpusim.engine.memory import L2_STARTS
 from gpusim.errors import InputError
 
 
@@ -128,7 +129,7 @@ def cmd_simulate(args) -> int:
                                kv_len=args.kv_len, head_dim=args.head_dim, causal=args.causal, dtype=args.dtype,
                                pass_=args.pass_)
     result = simulate(args.kernel, problem, hw, _parse_sets(args.option, "--option"), exact=args.exact,
-                      trace=bool(args.trace))
+                      trace=bool(args.trace), l2_start=args.l2_start)
     if args.trace:
         from gpusim.trace import write_trace
         write_trace(result, args.trace)
@@ -207,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp8"))
     p.add_argument("--pass", dest="pass_", default="fwd", choices=("fwd", "bwd", "fwd_bwd"))
     p.add_argument("--exact", action="store_true", help="simulate every CTA (no folding)")
+    p.add_argument("--l2-start", default="empty", choices=L2_STARTS,
+                   help="the L2 the kernel finds: empty, or flushed as do_bench leaves it (dirty lines to write back)")
     p.add_argument("--trace", metavar="FILE.json", help="write a Chrome/Perfetto trace")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_simulate)

@@ -43,7 +43,7 @@ def simulate(kernel: str, problem, hardware: HardwareSpec | str, options: Mappin
         smem_read_bytes=counters.smem_read, smem_write_bytes=counters.smem_write,
         unit_busy=run["busy"], launches=run["launches"],
         sim_wall_s=wallclock.perf_counter() - started, events=counters.events, exact=exact,
-        info={**plan.info, "sm_clock_hz": hw.sm_clock_hz * x, "power_capped": x < 1.0,
+        info={**plan.info, "sm_clock_hz": hw.sm_clock_hz * x, "power_capped": x < 1.0, "l2_start": l2_start,
               "board_power_w": power.board_power_w(hw, act, x) if hw.power_limit_w else None},
         trace=run.get("trace"),
     )

@@ -123,9 +123,10 @@ def test_simulate_with_every_flag(capsys, tmp_path):
     data = run_json(capsys, ["simulate", "--hardware", "h100", "--set", "hbm_latency_cycles=700", "--kernel", "fa2",
                              "--option", "block_n=64", "--batch", "2", "--heads", "8", "--kv-heads", "2",
                              "--seq-len", "256", "--kv-len", "512", "--head-dim", "128", "--causal", "--dtype", "fp16",
-                             "--exact", "--trace", str(trace), "--json"])
+                             "--exact", "--l2-start", "flushed", "--trace", str(trace), "--json"])
     assert data["hardware"] == "h100*"
     assert data["exact"] is True
+    assert data["info"]["l2_start"] == "flushed" and data["hbm_write_bytes"] > 0
     assert data["info"]["block_n"] == 64
     assert "causal" in data["problem"] and "kvh=2" in data["problem"] and "L=512" in data["problem"]
     events = json.loads(trace.read_text())["traceEvents"]

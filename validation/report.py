@@ -55,7 +55,10 @@ def main() -> int:
                      f"{tol} | {status} |")
     lines += ["", "Suites: `h200_prefill`, `h200_decode`, `h200_dram` are the reference campaign "
               "(../shared/reference, copied to validation/data/); `h200_campaign_*` are this project's own runs "
-              "(validation/measure_h200.py), not used to set any preset value; `anchors` are published figures.", "",
+              "(validation/measure_h200.py), not used to set any preset value; `anchors` are published figures. Times "
+              "measured with do_bench are simulated from the L2 its flush leaves (`l2_start = flushed`: dirty lines "
+              "to write back, validation/README.md run 25); Nsight Compute's rows and the anchors from an empty L2.",
+              "",
               f"Host-bound: reference rows whose time is over {HOST_BOUND_RATIO:g}x the project's CUDA-graph replay "
               "of the same case "
               "(the reference timed Python calls, launch overhead included); listed below, left out of the "
