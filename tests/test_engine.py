@@ -1239,3 +1239,20 @@ def test_a_sampled_loop_warms_up_until_the_flush_write_backs_are_past():
     exact = TimingInterpreter(hw, exact=True, l2_start="flushed").run(plan)
     assert sampled["cycles"] == pytest.approx(exact["cycles"], rel=0.02)
     assert sampled["bytes"].hbm_write == pytest.approx(exact["bytes"].hbm_write)
+
+
+def test_a_loop_sampled_after_its_announcement_runs_to_the_end():
+    # one CTA (a launch of one wave runs its loops in full) whose outer loop turns sampled when the inner loop
+    # is announced in its first iteration: its warm-up end is checked like any sampled loop's
+    def program(cta):
+        outer = yield Loop(40)
+        for i in outer.indices:
+            yield outer.mark(i)
+            inner = yield Loop(30)
+            for j in inner.indices:
+                yield inner.mark(j)
+                yield Load(chunk(i * 1000 + j, 1), Tile((1,), "int8", "reg", "x"))
+
+    for start in ("empty", "flushed"):
+        out = TimingInterpreter(TINY, exact=False, l2_start=start).run(plan_of(launch_of([0], program)))
+        assert out["cycles"] > 0

@@ -360,12 +360,12 @@ class TimingInterpreter:
         # its own (whose jump is 0: it follows the roles that load for it), over its measured pace
         return delay, (delay if delay > 0 else paced), unit_cycles
 
-    def _warm_longer(self, cta: "_CtaState", state: dict, now: float) -> bool:
+    def _warm_longer(self, cta: "_CtaState", key: tuple, state: dict, now: float) -> bool:
         """Whether a sampled loop starting its last warm iteration should warm up longer: while a benchmark's
         flush residue is still being written back, or was during the iterations its pace would be measured
         over. The first role of the CTA to get there decides for all of them (they must walk the same
         iterations)."""
-        decision = (state["key"], state["warm"])
+        decision = (key, state["warm"])
         if decision not in cta.warm_decisions:
             marks = state["marks"]
             window_start = marks[-(MEASURED - 1)][0] if len(marks) >= MEASURED - 1 else (marks[0][0] if marks else now)
@@ -393,6 +393,7 @@ class TimingInterpreter:
         tracking = False  # the role's work is counted from its first loop on (loop sampling needs it)
         full_runs = FullRuns(cta.last_wave_reps, self._last_wave_budget)  # the loops this role runs unsampled
         loops_announced: dict[int, int] = {}  # per iteration count: the role's loops of that count so far
+        loop_keys: dict = {}  # LoopPlan -> (count, ordinal): the same loop in every role of the CTA
         hw = self.hw
         value = None
         # A warp's asynchronous MMAs (wgmma, tcgen05) run on the tensor core in issue order: the next one
@@ -540,8 +541,7 @@ class TimingInterpreter:
                 tag = None if op.data_key is None else (launch_name, rep.cta, op.data_key)
                 value = full_runs.plan(op.count, sample=not self.exact, data_tag=tag)
                 loops_announced[op.count] = loops_announced.get(op.count, 0) + 1
-                if value.state is not None:  # sampled: the key its roles share (_warm_longer)
-                    value.state.setdefault("key", (op.count, loops_announced[op.count]))
+                loop_keys[value] = (op.count, loops_announced[op.count])  # what its roles share (_warm_longer)
                 tracking = True  # (a full-run loop may turn into a sampled one when a loop nests in it)
             elif kind is LoopMark:
                 plan = op.plan
@@ -555,7 +555,7 @@ class TimingInterpreter:
                         if delay > 0:
                             yield env.timeout(delay)
                     else:
-                        if is_last_warm(plan, op.index) and self._warm_longer(cta, plan.state, now):
+                        if is_last_warm(plan, op.index) and self._warm_longer(cta, loop_keys[plan], plan.state, now):
                             extend_warm(plan)
                         plan.state["marks"].append((now, work.snapshot(), self._hbm_busy_simulated()))
             else:
