@@ -401,7 +401,9 @@ _preset(
              "l2_capacity_bytes": "one partition of the driver-reported 60 MiB: Hopper's L2 is two partitions and "
                                   "data read by SMs on both sides is held in both, so tiles shared by all SMs "
                                   "see half; calibrated on validation/data campaign DRAM rows (d=128, 16k-32k "
-                                  "tokens: reads within 5%; 60 MiB gives -19% and -37%)",
+                                  "tokens: reads within 5%; 60 MiB gives -19% and -37%) and measured: data every "
+                                  "SM re-reads stays in L2 up to about 29 MiB (validation/probe_l2_policy.py, "
+                                  "run 26; private data about 46 MiB)",
              "l2_bandwidth_bytes_per_clk": "FA3 paper Table 1: L2 12 TB/s on H100 SXM5 (6144 B/clk at 1.98 GHz)",
              "tensor_sustained_fraction": "run 15: cuBLAS 8192^3 bf16 at 665 TFLOP/s while its effective clock was "
                                           "1.32 GHz (0.9 x the 1.47 GHz nvidia-smi reported; ncu cycles over "
