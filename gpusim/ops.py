@@ -269,10 +269,15 @@ class LoopMark(Op):
 
 
 class LoopPlan:
-    __slots__ = ("count", "indices", "state")
+    """The iterations a role runs of an announced loop. A program that issues loads for later positions of
+    `indices` before marking them says how many (`lookahead`), so that loop sampling decides on any further
+    warm-up iterations before those loads go out."""
+
+    __slots__ = ("count", "indices", "state", "lookahead")
 
     def __init__(self, count: int, indices: Sequence[int]):
         self.count, self.indices, self.state = count, list(indices), None
+        self.lookahead = 0
 
     def mark(self, index: int) -> LoopMark:
         return LoopMark(self, index)

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpusim.engine.memory import L2_STARTS
+from gpusim.engine.memory import check_l2_start
 from gpusim.errors import InputError
 from gpusim.hardware import HardwareSpec, get_preset
 from gpusim.problem import AttentionProblem, CopyProblem, GemmProblem
@@ -142,8 +142,7 @@ def load_scenario(path: str | Path) -> Scenario:
         raise InputError(f"{path}: needs at least one [[runs]] table")
     exact = bool(data.get("exact", False))
     l2_start = data.get("l2_start", "empty")
-    if l2_start not in L2_STARTS:
-        raise InputError(f"{path}: l2_start={l2_start!r}: known {', '.join(L2_STARTS)}")
+    check_l2_start(l2_start, str(path))
     points = []
     for combo in itertools.product(*axes):
         hw_coords = {key: value for part in combo for key, value in part.items()}

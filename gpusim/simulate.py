@@ -6,6 +6,7 @@ import time as wallclock
 from typing import Any, Mapping
 
 from gpusim.engine import power
+from gpusim.engine.memory import check_l2_start
 from gpusim.engine.timing import TimingInterpreter
 from gpusim.hardware import HardwareSpec, get_preset
 from gpusim.result import Result
@@ -22,6 +23,7 @@ def simulate(kernel: str, problem, hardware: HardwareSpec | str, options: Mappin
     from gpusim.kernels import get_kernel
 
     started = wallclock.perf_counter()
+    check_l2_start(l2_start, f"simulate {kernel}")
     hw = get_preset(hardware) if isinstance(hardware, str) else hardware
     module = get_kernel(kernel)
     plan = module.build_plan(problem, hw, options)

@@ -13,6 +13,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpusim.engine.memory import check_l2_start
 from gpusim.errors import InputError
 from gpusim.hardware import get_preset
 from gpusim.problem import AttentionProblem
@@ -73,7 +74,7 @@ class Case:
 def load_cases(suite: str | None = None, kernel: str | None = None) -> list[Case]:
     text = (Path(__file__).parent / "data" / "validation_cases.csv").read_text()
     cases = []
-    for r in csv.DictReader(text.splitlines()):
+    for line, r in enumerate(csv.DictReader(text.splitlines()), start=2):
         if suite and not r["suite"].startswith(suite):
             continue
         if kernel and r["kernel"] != kernel:
@@ -87,6 +88,7 @@ def load_cases(suite: str | None = None, kernel: str | None = None) -> list[Case
                           measured=float(r["measured"]), source=r["source"],
                           remeasured=float(r["remeasured"]) if r.get("remeasured") else None,
                           l2_start=r.get("l2_start") or "empty"))
+        check_l2_start(cases[-1].l2_start, f"gpusim/data/validation_cases.csv line {line}")
     if not cases:
         raise InputError(f"validate: no cases match suite={suite!r} kernel={kernel!r}")
     return cases

@@ -188,6 +188,7 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
         v_ready[pos] = yield Load(v_region(tile_at(pos)), v_buf[pos % ring], wait=False, cp_async=True)
 
     ahead = (in_flight or ring) if stages else 1
+    plan.lookahead = ahead  # positions pos + 1 .. pos + ahead - 1 are loaded before pos is marked
     for pos in range(min(ahead, len(order))):
         yield from load_k(pos)
         if stages:

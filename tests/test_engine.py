@@ -1156,7 +1156,6 @@ def test_the_partial_last_wave_runs_its_loops_in_full():
     assert all(walked[c] == WARM_ITERATIONS + TAIL_ITERATIONS for c in range(4))
 
 
-
 # ---------------------------------------------------------------------------------------------- flushed L2
 def _run_from(l2_start: str, program, hw=TINY) -> dict:
     return TimingInterpreter(hw, exact=True, l2_start=l2_start).run(plan_of(launch_of([0], program)))
@@ -1241,9 +1240,12 @@ def test_a_sampled_loop_warms_up_until_the_flush_write_backs_are_past():
     assert sampled["bytes"].hbm_write == pytest.approx(exact["bytes"].hbm_write)
 
 
-def test_a_loop_sampled_after_its_announcement_runs_to_the_end():
+def test_a_loop_sampled_after_its_announcement_decides_its_warm_up_too():
     # one CTA (a launch of one wave runs its loops in full) whose outer loop turns sampled when the inner loop
-    # is announced in its first iteration: its warm-up end is checked like any sampled loop's
+    # is announced in its first iteration. From an empty L2 it walks its warm and tail iterations; after a flush
+    # whose 920 KB of dirty lines its 1-byte loads never use up, it keeps warming up to the end of the loop.
+    walked = {}
+
     def program(cta):
         outer = yield Loop(40)
         for i in outer.indices:
@@ -1252,7 +1254,35 @@ def test_a_loop_sampled_after_its_announcement_runs_to_the_end():
             for j in inner.indices:
                 yield inner.mark(j)
                 yield Load(chunk(i * 1000 + j, 1), Tile((1,), "int8", "reg", "x"))
+        walked[start] = len(outer.indices)
 
     for start in ("empty", "flushed"):
-        out = TimingInterpreter(TINY, exact=False, l2_start=start).run(plan_of(launch_of([0], program)))
-        assert out["cycles"] > 0
+        TimingInterpreter(TINY, exact=False, l2_start=start).run(plan_of(launch_of([0], program)))
+    assert walked == {"empty": WARM_ITERATIONS + TAIL_ITERATIONS, "flushed": 40}
+
+
+def test_a_loop_that_loads_ahead_decides_its_warm_up_before_those_loads():
+    # FA2 with a 4-deep ring loads 4 positions ahead: more warm-up iterations must be added before the loads
+    # for the first tail position go out (a later decision left a position unloaded, or loaded the wrong tile)
+    problem = AttentionProblem(batch=64, heads=32, kv_heads=8, seq_len=1, kv_len=16384, head_dim=128)
+    options = {"stages": 4, "block_n": 32}
+    empty = simulate("fa2", problem, "h200", options)
+    flushed = simulate("fa2", problem, "h200", options, l2_start="flushed")
+    assert flushed.hbm_read_bytes == pytest.approx(empty.hbm_read_bytes, rel=0.02)
+
+
+def test_a_long_launch_writes_the_flush_back_at_its_start():
+    # 36 representatives of many waves, whose steady period is extrapolated: the flush's write-backs would run
+    # through the measured waves, so the launch writes them all back first and costs at most their HBM time
+    problem = AttentionProblem(batch=8, heads=16, seq_len=2048, head_dim=128)
+    empty, flushed = simulate("fa2", problem, "h200"), simulate("fa2", problem, "h200", l2_start="flushed")
+    residue = H200.flushed_l2_dirty_fraction * H200.l2_capacity_bytes
+    assert flushed.hbm_write_bytes - empty.hbm_write_bytes == pytest.approx(residue)
+    achievable = H200.hbm_bandwidth_bytes_per_s * H200.hbm_achievable_fraction
+    assert 0 <= flushed.time_s - empty.time_s <= 1.1 * residue / achievable
+
+
+def test_a_flushed_start_needs_the_flush_values():
+    hw = dataclasses.replace(TINY, flushed_l2_dirty_fraction=0.0)
+    with pytest.raises(InputError, match="flushed_l2_dirty_fraction"):
+        TimingInterpreter(hw, l2_start="flushed")

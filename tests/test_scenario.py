@@ -229,5 +229,6 @@ def test_l2_start_reaches_every_point_and_its_cache_key(tmp_path):
     points = load_scenario(write(tmp_path, text, "flushed.toml")).points
     assert {p.l2_start for p in points} == {"flushed"}
     p = points[0]
-    keys = {cache.point_key(p.kernel, p.problem, p.hardware, p.options, p.exact, start) for start in ("empty", "flushed")}
+    keys = {cache.point_key(p.kernel, p.problem, p.hardware, p.options, p.exact, start)
+            for start in ("empty", "flushed")}
     assert len(keys) == 2

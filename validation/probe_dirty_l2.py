@@ -1,10 +1,11 @@
 """Does do_bench's L2 flush leave dirty lines that a short kernel must write back? (issues #3, #5)
 
 triton.testing.do_bench, which timed every row of the reference campaign and of measure_h200.py, clears L2
-before each repeat by zeroing a 256 MB buffer. A write-back L2 then holds that buffer's last ~60 MB as dirty
-lines, so a kernel's first misses each evict one and write it to DRAM: up to one written byte per byte read, on
-the same HBM, until the dirty lines are gone. Run 18 saw a first burst after the flush drain at 2.1-3.0 TB/s
-against 4.25 TB/s for repeated rounds; short decode rows run 20-35% slower than the model's clean L2 allows.
+before each repeat by zeroing a 256 MB buffer. If a write-back L2 then holds part of that buffer as dirty lines, a
+kernel's first misses evict them and write them to DRAM, on the same HBM, until they are gone. Run 18 saw a first
+burst after the flush drain at 2.1-3.0 TB/s against 4.25 TB/s for repeated rounds, and short decode rows ran
+20-35% slower than the model's empty L2 allowed. (Run 25's answer: about 28.8 MB of dirty lines, written back at
+0.31-0.37 bytes per byte missed; validation/README.md.)
 
 Each case is timed as the campaign's decode rows were (do_bench over replays of a CUDA graph holding one call:
 per repeat, prepare, start event, replay, end event; medians of REPEATS) after three preparations, each ending

@@ -100,15 +100,17 @@ def gap_after(plan: LoopPlan, index: int) -> int:
     return plan.count - TAIL_ITERATIONS - plan.state["warm"]
 
 
-def is_last_warm(plan: LoopPlan, index: int) -> bool:
-    """Iteration `index` is the last warm one of a sampled loop (the last its measured pace will include)."""
-    return plan.state is not None and index == plan.state["warm"] - 1
+def is_warm_decision(plan: LoopPlan, index: int) -> bool:
+    """Iteration `index` of a sampled loop is the last at which more warm-up iterations can be added: the last
+    warm one, or earlier by the loop's lookahead (the program loads the iterations after it ahead of time, and
+    what the first tail position holds must not change once its load has gone out)."""
+    return plan.state is not None and index == plan.state["warm"] - max(1, plan.lookahead)
 
 
 def extend_warm(plan: LoopPlan) -> bool:
-    """Run MEASURED more warm iterations before the tail (in place: the kernel is iterating the indices, now at
-    the last warm one), so that the pace is measured over later iterations; False when no iterations are left
-    to skip."""
+    """Run MEASURED more warm iterations before the tail (in place: the kernel is iterating the indices, at
+    most at the last warm one), so that the pace is measured over later iterations; False when no iterations
+    are left to skip."""
     warm = plan.state["warm"]
     more = min(MEASURED, plan.count - TAIL_ITERATIONS - warm)
     if more <= 0:

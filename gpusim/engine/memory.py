@@ -25,12 +25,19 @@ from dataclasses import dataclass
 
 from gpusim.engine.l2 import L2Cache
 from gpusim.engine.servers import Server
+from gpusim.errors import InputError
 from gpusim.hardware import HardwareSpec
 
 
 #: The L2 a simulation starts from: "empty" (as Nsight Compute's cache control leaves it, and a cold start), or
 #: "flushed" (as triton.testing.do_bench leaves it between repeats: full of a zeroed buffer's dirty lines).
 L2_STARTS = ("empty", "flushed")
+
+
+def check_l2_start(value, where: str) -> None:
+    """An InputError naming `where` unless `value` is one of L2_STARTS."""
+    if value not in L2_STARTS:
+        raise InputError(f"{where}: l2_start={value!r}: must be one of {', '.join(L2_STARTS)}")
 
 
 @dataclass
@@ -117,7 +124,11 @@ class MemorySystem:
         """Start from the L2 that zeroing a buffer larger than it leaves: dirty lines of that buffer, which
         the real L2 keeps outside the modelled tiles' LRU order (they are written back at a measured rate per
         byte allocated, not all by the first capacity's worth of misses)."""
-        self.flush_residue_bytes = self.hw.flushed_l2_dirty_fraction * self.hw.l2_capacity_bytes
+        hw = self.hw
+        if not (hw.flushed_l2_dirty_fraction and hw.flushed_l2_writeback_per_byte):
+            raise InputError(f"l2_start='flushed' on {hw.name}: its flushed_l2_dirty_fraction and "
+                             "flushed_l2_writeback_per_byte must both be positive (else it is the empty start)")
+        self.flush_residue_bytes = hw.flushed_l2_dirty_fraction * hw.l2_capacity_bytes
 
     def evict_flush_residue(self, t: float, allocated_bytes: float) -> float:
         """Write back the flush buffer's dirty lines that `allocated_bytes` of new L2 lines evict; returns
@@ -132,8 +143,8 @@ class MemorySystem:
         return done
 
     def flush_write_back_cycles(self, start: float, end: float) -> float:
-        """HBM cycles spent writing back the flush residue within [start, end]: how much that one-off
-        stretched whatever shared HBM then (loop sampling takes it out of a loop's measured pace)."""
+        """HBM cycles spent writing back the flush residue within [start, end] (queued ones included): loop
+        sampling does not measure a loop's pace over iterations that shared HBM with them."""
         return sum(max(0.0, min(b, end) - max(a, start)) for a, b in self._flush_write_backs)
 
     def own_hbm_write_bytes(self) -> float:

@@ -19,7 +19,7 @@ from collections import deque
 import simpy
 
 from gpusim.engine.folding import Representative, choose_fold_factor, fold_grid
-from gpusim.engine.memory import L2_STARTS, MemorySystem, SmMemoryPort
+from gpusim.engine.memory import MemorySystem, SmMemoryPort, check_l2_start
 from gpusim.engine.servers import SharedUnit
 from gpusim.engine.steady_state import (SIMULATED_WAVES, Drift, WaveMeter, busiest_unit_cycles, extrapolated_reads,
                                         should_extrapolate)
@@ -27,7 +27,7 @@ from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, HardwareSpec
 from gpusim.launch import KernelPlan, Launch
 from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, MEASURED, TAIL_WAVE_FULL_ITERATIONS, FullRuns,
-                                         extend_warm, gap_after, is_last_warm)
+                                         extend_warm, gap_after, is_warm_decision)
 from gpusim.ops import Acquire, Handle, Load, Loop, LoopMark, Mma, Signal, Store, Vector, Wait
 from gpusim.result import LaunchStats
 
@@ -86,8 +86,7 @@ class _Counters:
 
 class TimingInterpreter:
     def __init__(self, hw: HardwareSpec, *, exact: bool = False, trace: bool = False, l2_start: str = "empty"):
-        if l2_start not in L2_STARTS:
-            raise InputError(f"l2_start={l2_start!r}: must be one of {', '.join(L2_STARTS)}")
+        check_l2_start(l2_start, "TimingInterpreter")
         self.hw = hw
         self.exact = exact
         self.env = simpy.Environment()
@@ -142,6 +141,10 @@ class TimingInterpreter:
         skipped = 0
         blocks = -(-len(launch.grid) // fold)
         extrapolate = should_extrapolate(blocks, slots, launch.work is None, self.exact)
+        if extrapolate:
+            # A benchmark's flush residue would be written back over many waves' misses, the waves whose period
+            # is extrapolated: a launch this long writes it all back at its start instead (engine.memory).
+            self.memory.evict_flush_residue(env.now, math.inf)
         reps = deque(fold_grid(launch.grid, launch.shared_by, fold, works, one_wave, launch.owned_by,
                                limit=SIMULATED_WAVES * slots if extrapolate else None))
         if extrapolate:
@@ -201,7 +204,6 @@ class TimingInterpreter:
             {t: v - window.reread_bytes.get(t, 0.0) for t, v in memory.reread_bytes_by_tensor.items()})
         deltas["mem.hbm_read"] = extra_reads * slots / skipped
         self._add_counters(deltas, skipped / slots)
-        memory.evict_flush_residue(env.now, extra_reads)  # what the simulated waves left of a benchmark's flush
         share = skipped / simulated
         # stand-in lines: the reads that missed and the lines the writes dirtied (atomic adds into a resident
         # dirty line, FA2's dQaccum, dirty nothing new)
@@ -361,17 +363,17 @@ class TimingInterpreter:
         return delay, (delay if delay > 0 else paced), unit_cycles
 
     def _warm_longer(self, cta: "_CtaState", key: tuple, state: dict, now: float) -> bool:
-        """Whether a sampled loop starting its last warm iteration should warm up longer: while a benchmark's
-        flush residue is still being written back, or was during the iterations its pace would be measured
-        over. The first role of the CTA to get there decides for all of them (they must walk the same
-        iterations)."""
+        """Whether a sampled loop at its warm-up decision (loop_sampling.is_warm_decision) should warm up
+        longer: while a benchmark's flush residue is still to be written back, or its write-backs overlap the
+        iterations the loop's pace would be measured over. The first role of the CTA to get there decides for
+        all of them (they must walk the same iterations)."""
         decision = (key, state["warm"])
         if decision not in cta.warm_decisions:
-            marks = state["marks"]
-            window_start = marks[-(MEASURED - 1)][0] if len(marks) >= MEASURED - 1 else (marks[0][0] if marks else now)
+            marks, first_measured = state["marks"], state["warm"] - MEASURED  # marks[i]: warm iteration i
+            window_start = marks[first_measured][0] if first_measured < len(marks) else now
             memory = self.memory
             cta.warm_decisions[decision] = (memory.flush_residue_bytes > 0
-                                            or memory.flush_write_back_cycles(window_start, now) > 0)
+                                            or memory.flush_write_back_cycles(window_start, math.inf) > 0)
         return cta.warm_decisions[decision]
 
     @staticmethod
@@ -555,7 +557,8 @@ class TimingInterpreter:
                         if delay > 0:
                             yield env.timeout(delay)
                     else:
-                        if is_last_warm(plan, op.index) and self._warm_longer(cta, loop_keys[plan], plan.state, now):
+                        if is_warm_decision(plan, op.index) and self._warm_longer(cta, loop_keys[plan], plan.state,
+                                                                                  now):
                             extend_warm(plan)
                         plan.state["marks"].append((now, work.snapshot(), self._hbm_busy_simulated()))
             else:
