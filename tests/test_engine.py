@@ -1271,9 +1271,9 @@ def test_a_loop_that_loads_ahead_decides_its_warm_up_before_those_loads():
     assert flushed.hbm_read_bytes == pytest.approx(empty.hbm_read_bytes, rel=0.02)
 
 
-def test_a_long_launch_writes_the_flush_back_at_its_start():
+def test_a_long_launch_writes_the_flush_back_on_the_side():
     # 36 representatives of many waves, whose steady period is extrapolated: the flush's write-backs would run
-    # through the measured waves, so the launch writes them all back first and costs at most their HBM time
+    # through the measured waves, so the launch writes them all back on the side, at most their HBM time later
     problem = AttentionProblem(batch=8, heads=16, seq_len=2048, head_dim=128)
     empty, flushed = simulate("fa2", problem, "h200"), simulate("fa2", problem, "h200", l2_start="flushed")
     residue = H200.flushed_l2_dirty_fraction * H200.l2_capacity_bytes

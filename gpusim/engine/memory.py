@@ -142,6 +142,14 @@ class MemorySystem:
         self._flush_write_backs.append((done - evicted / self.hbm.rate, done))
         return done
 
+    def drain_flush_residue(self) -> None:
+        """Write back all of the flush residue without queueing it ahead of any request: a long launch's HBM
+        time absorbs it where HBM has room, and where HBM bounds the launch its bytes count there."""
+        evicted, self.flush_residue_bytes = self.flush_residue_bytes, 0.0
+        self.flush_written_back += evicted
+        self.bytes.hbm_write += evicted
+        self.hbm.busy_cycles += evicted / self.hbm.rate
+
     def flush_write_back_cycles(self, start: float, end: float) -> float:
         """HBM cycles spent writing back the flush residue within [start, end] (queued ones included): loop
         sampling does not measure a loop's pace over iterations that shared HBM with them."""

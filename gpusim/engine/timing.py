@@ -141,10 +141,6 @@ class TimingInterpreter:
         skipped = 0
         blocks = -(-len(launch.grid) // fold)
         extrapolate = should_extrapolate(blocks, slots, launch.work is None, self.exact)
-        if extrapolate:
-            # A benchmark's flush residue would be written back over many waves' misses, the waves whose period
-            # is extrapolated: a launch this long writes it all back at its start instead (engine.memory).
-            self.memory.evict_flush_residue(env.now, math.inf)
         reps = deque(fold_grid(launch.grid, launch.shared_by, fold, works, one_wave, launch.owned_by,
                                limit=SIMULATED_WAVES * slots if extrapolate else None))
         if extrapolate:
@@ -154,6 +150,10 @@ class TimingInterpreter:
         window = _Window(len(reps), slots, self._additive_counters(sms, fold), dict(self.memory.hbm_read_by_tensor),
                          dict(self.memory.reread_bytes_by_tensor),
                          dict(self.memory.l2_read_by_tensor)) if meter is not None else None
+        if extrapolate:
+            # A benchmark's flush residue would be written back during the waves whose period is extrapolated:
+            # this launch writes it all back on the side instead, and its HBM floor (_extrapolate) counts it.
+            self.memory.drain_flush_residue()
         simulated = len(reps)
         self._last_wave_reps = 0 if extrapolate else (simulated if simulated <= slots else simulated % slots)
         self._last_wave_budget = LAST_WAVE_FULL_ITERATIONS if one_wave else TAIL_WAVE_FULL_ITERATIONS
