@@ -256,10 +256,13 @@ class Loop(Op):
     measure the steady ones and account for the rest (gpusim.engine.loop_sampling). The program iterates
     over `plan.indices` and yields `plan.mark(i)` at the start of each iteration. Loops of one CTA that
     walk the same data again (an inner loop re-run by an outer one) give the same `data_key`, so that the
-    skipped iterations' tiles are stood in for by the same L2 lines each time instead of new ones."""
+    skipped iterations' tiles are stood in for by the same L2 lines each time instead of new ones. A program
+    that issues an iteration's loads `lookahead` iterations before marking it says so: a sampled loop then
+    keeps that many tail iterations, so that its measured iterations each issue a steady iteration's loads."""
 
     count: int
     data_key: Any = None
+    lookahead: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -269,9 +272,9 @@ class LoopMark(Op):
 
 
 class LoopPlan:
-    """The iterations a role runs of an announced loop. A program that issues loads for later positions of
-    `indices` before marking them says how many (`lookahead`), so that loop sampling decides on any further
-    warm-up iterations before those loads go out."""
+    """The iterations a role runs of an announced loop, and how many iterations ahead the program loads
+    (`lookahead`, from its Loop op): loop sampling decides on any further warm-up iterations before the loads
+    of the first tail iteration go out."""
 
     __slots__ = ("count", "indices", "state", "lookahead")
 

@@ -119,7 +119,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
             yield op
         tiles = kv_tiles_for_rows(problem, r0, r0 + (1 if packed else valid_rows), block_n)
         if packed:  # decode: K/V private to the CTA, so a long walk may be sampled (engine loop_sampling)
-            plan = yield Loop(len(tiles))
+            plan = yield Loop(len(tiles), lookahead=loads_ahead(stages, in_flight))
         else:  # K/V tiles shared with concurrent CTAs in L2: every iteration is simulated
             plan = LoopPlan(len(tiles), range(len(tiles)))
         masked = lambda j: not packed and tile_needs_mask(problem, r0, j * block_n, (j + 1) * block_n)  # noqa: E731
@@ -149,6 +149,12 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
                   threads_per_cta=32 * warps, registers_per_thread=REGISTERS_PER_THREAD,
                   shared_by=lambda cta: {"K": kv_key(cta), "V": kv_key(cta)}, owned_by=None if packed else owned_by,
                   work=work if problem.causal and not packed else None)
+
+
+def loads_ahead(stages: int | None, in_flight: int | None) -> int:
+    """Iterations ahead whose K/V loads walk_kv_tiles issues: one (FA2's own order: the next K during S_j), or
+    the ring's depth (`stages`), or `in_flight` of them."""
+    return (in_flight or stages) if stages else 1
 
 
 def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready, row_state, scores, block_n: int,
@@ -187,8 +193,7 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
     def load_v(pos):
         v_ready[pos] = yield Load(v_region(tile_at(pos)), v_buf[pos % ring], wait=False, cp_async=True)
 
-    ahead = (in_flight or ring) if stages else 1
-    plan.lookahead = ahead  # positions pos + 1 .. pos + ahead - 1 are loaded before pos is marked
+    ahead = loads_ahead(stages, in_flight)
     for pos in range(min(ahead, len(order))):
         yield from load_k(pos)
         if stages:

@@ -56,7 +56,7 @@ class FullRuns:
         self.left = budget // last_wave_reps if last_wave_reps else 0
         self.open: tuple | None = None  # (plan, data_tag) of the full-run loop in progress
 
-    def plan(self, count: int, sample: bool, data_tag=None) -> LoopPlan:
+    def plan(self, count: int, sample: bool, data_tag=None, lookahead: int = 0) -> LoopPlan:
         if self.open is not None:
             outer, outer_tag = self.open
             self.open = None
@@ -65,9 +65,10 @@ class FullRuns:
         if sample and data_tag is None and SAMPLE_ABOVE < count <= self.left:
             self.left -= count
             plan = LoopPlan(count, range(count))
+            plan.lookahead = lookahead
             self.open = (plan, data_tag)
             return plan
-        return plan_loop(count, sample, data_tag)
+        return plan_loop(count, sample, data_tag, lookahead)
 
     def marked(self, plan: LoopPlan, index: int) -> None:
         """The role started iteration `index` of `plan`: a full-run loop's last one closes it."""
@@ -75,19 +76,24 @@ class FullRuns:
             self.open = None
 
 
-def plan_loop(count: int, sample: bool, data_tag=None) -> LoopPlan:
+def plan_loop(count: int, sample: bool, data_tag=None, lookahead: int = 0) -> LoopPlan:
     """The iterations to run. `data_tag` names the data the loop walks (L2 stand-in lines for its skipped
-    iterations); None: data of its own."""
+    iterations); None: data of its own. `lookahead`: iterations the program loads ahead (ops.Loop)."""
+    plan = LoopPlan(count, range(count))
+    plan.lookahead = lookahead
     if not sample or count <= SAMPLE_ABOVE:
-        return LoopPlan(count, range(count))
-    return _sample(LoopPlan(count, range(count)), data_tag)
+        return plan
+    return _sample(plan, data_tag)
 
 
 def _sample(plan: LoopPlan, data_tag) -> LoopPlan:
-    """Make `plan` run its warm and tail iterations only (in place: a kernel may be iterating its indices)."""
+    """Make `plan` run its warm and tail iterations only (in place: a kernel may be iterating its indices).
+    The tail is at least the loop's lookahead long: a program that loads L iterations ahead issues no load in
+    its last L iterations, and those must not be the measured ones."""
     count = plan.count
-    plan.indices[:] = list(range(WARM_ITERATIONS)) + list(range(count - TAIL_ITERATIONS, count))
-    plan.state = {"marks": [], "warm": WARM_ITERATIONS}
+    tail = max(TAIL_ITERATIONS, plan.lookahead)
+    plan.indices[:] = list(range(WARM_ITERATIONS)) + list(range(count - tail, count))
+    plan.state = {"marks": [], "warm": WARM_ITERATIONS, "tail": tail}
     plan.state["tag"] = ("loop", data_tag if data_tag is not None else id(plan.state))
     plan.state["revisits"] = data_tag is not None
     return plan
@@ -95,9 +101,9 @@ def _sample(plan: LoopPlan, data_tag) -> LoopPlan:
 
 def gap_after(plan: LoopPlan, index: int) -> int:
     """Iterations skipped just before iteration `index` (0 unless it is the first tail iteration)."""
-    if plan.state is None or index != plan.count - TAIL_ITERATIONS:
+    if plan.state is None or index != plan.count - plan.state["tail"]:
         return 0
-    return plan.count - TAIL_ITERATIONS - plan.state["warm"]
+    return plan.count - plan.state["tail"] - plan.state["warm"]
 
 
 def is_warm_decision(plan: LoopPlan, index: int) -> bool:
@@ -112,7 +118,7 @@ def extend_warm(plan: LoopPlan) -> bool:
     most at the last warm one), so that the pace is measured over later iterations; False when no iterations
     are left to skip."""
     warm = plan.state["warm"]
-    more = min(MEASURED, plan.count - TAIL_ITERATIONS - warm)
+    more = min(MEASURED, plan.count - plan.state["tail"] - warm)
     if more <= 0:
         return False
     plan.indices[warm:warm] = range(warm, warm + more)

@@ -541,7 +541,7 @@ class TimingInterpreter:
                 cta.release(op.sem, op.count)
             elif kind is Loop:
                 tag = None if op.data_key is None else (launch_name, rep.cta, op.data_key)
-                value = full_runs.plan(op.count, sample=not self.exact, data_tag=tag)
+                value = full_runs.plan(op.count, sample=not self.exact, data_tag=tag, lookahead=op.lookahead)
                 loops_announced[op.count] = loops_announced.get(op.count, 0) + 1
                 loop_keys[value] = (op.count, loops_announced[op.count])  # what its roles share (_warm_longer)
                 tracking = True  # (a full-run loop may turn into a sampled one when a loop nests in it)
