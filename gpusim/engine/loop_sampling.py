@@ -13,7 +13,8 @@ working set that fits L2 stays resident). The functional interpreter runs every
 iteration, so results stay exact; only time and counters are extrapolated, and only from the same CTA's
 own steady iterations (contention with other CTAs included, as it was measured). A one-off that passes
 while a loop warms up (the write-backs of a benchmark's flush residue, engine.memory) is not steady: such a
-loop warms up for MEASURED more iterations until its measured ones are clear of it (roles of one CTA decide alike).
+loop warms up for MEASURED more iterations until its measured ones are clear of it (the roles of a CTA decide
+together). A loop whose program loads iterations ahead (ops.Loop.lookahead) keeps that many tail iterations.
 In a launch's partial last wave (all of a launch that fits in one wave), loops are not sampled while that
 wave's representatives' iterations (nested loops included) stay within LAST_WAVE_FULL_ITERATIONS (a launch
 of one wave) or TAIL_WAVE_FULL_ITERATIONS (the partial last wave of a launch of several): such CTAs

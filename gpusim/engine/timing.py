@@ -314,7 +314,6 @@ class TimingInterpreter:
         unit, see _occupy_during_jump)."""
         t0, before, hbm_busy_at_t0 = state["marks"][-MEASURED]
         hbm_saturated = self._hbm_busy_simulated() - hbm_busy_at_t0 >= HBM_SATURATED * (now - t0)
-
         after = work.snapshot()
         per = {name: (a - b) / MEASURED for name, a, b in zip(_RoleWork.FIELDS, after, before)}
         counters, mem = self.counters, self.memory
