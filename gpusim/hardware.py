@@ -98,6 +98,9 @@ class HardwareSpec:
     #: relative std of one CTA's duration across SMs and waves: CTAs of a long launch drift out of step,
     #: so a shared K/V stream is re-read from DRAM once their spread outgrows the L2 (engine steady_state.Drift)
     cta_duration_jitter: float = 0.0
+    #: std of the LRU depth at which a tile leaves the L2, over l2_capacity_bytes (engine l2): sets and partitions
+    #: make the capacity edge gradual, a normal CDF around the capacity; 0 is one LRU edge
+    l2_capacity_spread_fraction: float = 0.0
     # --- the L2 a benchmark leaves behind (simulate's l2_start="flushed"): do_bench clears L2 between repeats by
     # zeroing a buffer larger than it, which leaves the L2 full of that buffer's dirty lines. A kernel's first
     # misses evict them: `flushed_l2_writeback_per_byte` bytes written to HBM per byte it allocates in L2, until
@@ -137,6 +140,9 @@ class HardwareSpec:
         if not 0.0 <= self.async_copy_fill_smem_port_share <= 1.0:
             raise InputError(f"hardware field async_copy_fill_smem_port_share={self.async_copy_fill_smem_port_share}: "
                              "must be in [0, 1]")
+        if self.l2_capacity_spread_fraction > 0.5:
+            raise InputError(f"hardware field l2_capacity_spread_fraction={self.l2_capacity_spread_fraction}: must be "
+                             "at most 0.5 (the shallowest of the L2's LRU depths would fall below zero)")
         for name in ("flushed_l2_dirty_fraction", "flushed_l2_writeback_per_byte"):
             if getattr(self, name) > 1.0:
                 raise InputError(f"hardware field {name}={getattr(self, name)}: must be in [0, 1]")
@@ -337,10 +343,11 @@ _COMMON_SOURCES = {
 
 
 #: Relative std of a CTA's duration (see HardwareSpec.cta_duration_jitter), calibrated on the H200.
-CTA_DURATION_JITTER = 0.08
-_JITTER_SOURCE = ("calibrated: DRAM reads of FA2 and cuDNN forward at 64k-128k tokens with 1, 4 and 16 heads "
-                  "(validation/data/h200_profile_2026-11-28_l2.json): one DRAM pass per wave of a head's K/V "
-                  "after a few waves, up to 2-3 after 60-120 waves")
+CTA_DURATION_JITTER = 0.06
+_JITTER_SOURCE = ("calibrated: DRAM reads of FA2 and cuDNN forward at 64k-128k tokens, 16 heads, median of 7-8 "
+                  "profiled calls each (validation/README.md run 28): one DRAM pass per wave of a head's K/V after a "
+                  "few waves, up to 2 after 60-120 waves; 0.04 / 0.08 leave cuDNN's d = 128 rows 32% short / FA2's "
+                  "48% over")
 
 
 #: Share of a contended SM unit the oldest resident CTA gets (HardwareSpec.oldest_cta_issue_share): NVIDIA's
@@ -388,7 +395,7 @@ _preset(
     name="h200", description="NVIDIA H200 SXM 141GB (Hopper), clocks as found on the calibration machine",
     sm_count=132, sm_clock_hz=1.98e9,
     hbm_capacity_bytes=141 * 10**9, hbm_bandwidth_bytes_per_s=4.8e12, hbm_achievable_fraction=0.885,
-    l2_capacity_bytes=31457280, l2_bandwidth_bytes_per_clk=6144.0,
+    l2_capacity_bytes=30618419, l2_capacity_spread_fraction=0.106, l2_bandwidth_bytes_per_clk=6144.0,
     tensor_sustained_fraction=0.93, kernel_launch_overhead_s=4e-6,
     power_limit_w=690.0, static_power_w=100.0, sm_active_power_w=207.5, tensor_power_w=1528.0,
     smem_power_w=193.0, hbm_energy_pj_per_byte=74.6,
@@ -403,12 +410,12 @@ _preset(
                                               "hbm_energy_pj_per_byte")},
              "hbm_capacity_bytes": _ANCHORS, "hbm_bandwidth_bytes_per_s": _ANCHORS,
              "hbm_achievable_fraction": f"copy 4.25 TB/s read+write over 4.8 TB/s, {_CALIB}",
-             "l2_capacity_bytes": "one partition of the driver-reported 60 MiB: Hopper's L2 is two partitions and "
-                                  "data read by SMs on both sides is held in both, so tiles shared by all SMs "
-                                  "see half; calibrated on validation/data campaign DRAM rows (d=128, 16k-32k "
-                                  "tokens: reads within 5%; 60 MiB gives -19% and -37%) and measured: data every "
-                                  "SM re-reads stays in L2 up to about 29 MiB (validation/probe_l2_policy.py, "
-                                  "run 26; private data about 46 MiB)",
+             "l2_capacity_bytes": "29.2 MiB, about one partition of the driver-reported 60 MiB: Hopper's L2 is two "
+                                  "partitions and data read by SMs on both sides is held in both, so tiles shared "
+                                  "by all SMs see half. Measured (validation/probe_l2_policy.py, run 26): of a data "
+                                  "set every SM re-reads, 0 / 35 / 82 / 100% misses at 24 / 28 / 32 / 40 MiB, a "
+                                  "normal CDF of mean 29.2 MiB and std 3.1 MiB (private data about 46 MiB)",
+             "l2_capacity_spread_fraction": "3.1 / 29.2 MiB: the std of the same fit to run 26",
              "l2_bandwidth_bytes_per_clk": "FA3 paper Table 1: L2 12 TB/s on H100 SXM5 (6144 B/clk at 1.98 GHz)",
              "tensor_sustained_fraction": "run 15: cuBLAS 8192^3 bf16 at 665 TFLOP/s while its effective clock was "
                                           "1.32 GHz (0.9 x the 1.47 GHz nvidia-smi reported; ncu cycles over "

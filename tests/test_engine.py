@@ -24,7 +24,7 @@ import simpy
 
 from gpusim.engine.folding import (MIN_REPRESENTATIVES, MIN_SIMULATED_SMS, Representative, choose_fold_factor,
                                    fold_grid)
-from gpusim.engine.l2 import L2Cache
+from gpusim.engine.l2 import CLASSES, L2Cache, class_capacities
 from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, TAIL_ITERATIONS, TAIL_WAVE_FULL_ITERATIONS,
                                          WARM_ITERATIONS, FullRuns)
 from gpusim.engine.memory import MemorySystem, SmMemoryPort
@@ -44,7 +44,7 @@ TINY = dataclasses.replace(
     get_preset("h200"), name="tiny", description="2-SM test GPU", sources={},
     sm_count=2, sm_clock_hz=1e9,
     hbm_bandwidth_bytes_per_s=1e11, hbm_achievable_fraction=1.0, hbm_latency_cycles=500,
-    l2_capacity_bytes=10**6, l2_bandwidth_bytes_per_clk=1000.0, l2_hit_latency_cycles=200,
+    l2_capacity_bytes=10**6, l2_capacity_spread_fraction=0.0, l2_bandwidth_bytes_per_clk=1000.0, l2_hit_latency_cycles=200,
     sm_load_bandwidth_bytes_per_clk=1e9, sm_max_inflight_bytes=10**9,
     has_tma=False, tma_max_inflight_bytes=0, tma_bandwidth_bytes_per_clk=0.0,
     async_copy_max_inflight_bytes=0, async_copy_bandwidth_bytes_per_clk=0.0,
@@ -749,6 +749,53 @@ def test_l2_cache_is_lru():
     assert cache.hit("a")  # a becomes most recently used
     cache.insert("c", 400, dirty=False)  # so b is evicted
     assert cache.hit("a") and not cache.hit("b") and cache.hit("c")
+
+
+def test_l2_class_capacities_are_normal_quantiles_that_add_up_to_the_capacity():
+    capacities = class_capacities(1000.0, 100.0)
+    assert len(capacities) == CLASSES and sum(capacities) == pytest.approx(1000.0)
+    depths = [c * CLASSES for c in capacities]
+    assert depths == sorted(depths) and depths[0] < 900 and depths[-1] > 1100
+    assert class_capacities(1000.0, 0.0) == [1000.0]
+
+
+def _miss_share_of_rereads(cache: L2Cache, working_set_tiles: int, tile_bytes: int = 1000) -> float:
+    """Read tiles 0..n-1 in order twice; the share of the second pass that misses."""
+    for i in range(working_set_tiles):
+        cache.insert(("warm", i), tile_bytes, dirty=False)
+    misses = 0
+    for i in range(working_set_tiles):
+        if not cache.hit(("warm", i)):
+            misses += 1
+            cache.insert(("warm", i), tile_bytes, dirty=False)
+    return misses / working_set_tiles
+
+
+def test_l2_with_a_spread_misses_gradually_around_its_capacity():
+    # 1 MB with a 10% spread: a re-read of 0.8 MB hits, 1.2 MB misses, 1.0 MB misses about half (a normal CDF)
+    def cache():
+        return L2Cache(10**6, 10**5)
+    assert _miss_share_of_rereads(cache(), 800) < 0.05
+    assert 0.3 < _miss_share_of_rereads(cache(), 1000) < 0.7
+    assert _miss_share_of_rereads(cache(), 1200) > 0.95
+    # one LRU edge without a spread: 0.99 MB hits wholly, 1.01 MB misses wholly
+    assert _miss_share_of_rereads(L2Cache(10**6), 990) == 0.0
+    assert _miss_share_of_rereads(L2Cache(10**6), 1010) == 1.0
+
+
+def test_l2_with_a_spread_keeps_lru_order_and_composition():
+    cache = L2Cache(10**6, 10**5)
+    for i in range(50):
+        cache.insert(i, 1000, dirty=i % 2 == 0)
+    cache.hit(0)  # 0 becomes the most recently used
+    composition = cache.composition()
+    assert len(composition) == 50 and composition[-1] == (1000, True) and composition[0] == (1000, False)
+    assert cache.dirty_bytes() == 25 * 1000 and cache.used_bytes == 50 * 1000
+
+
+def test_l2_spread_fraction_is_checked():
+    with pytest.raises(InputError, match="l2_capacity_spread_fraction"):
+        dataclasses.replace(TINY, l2_capacity_spread_fraction=0.6)
 
 
 def test_l2_cache_dirty_eviction_returns_written_back_bytes():

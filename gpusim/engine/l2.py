@@ -1,22 +1,59 @@
-"""L2 cache: capacity-managed, LRU over tiles, write-back.
+"""L2 cache: capacity-managed, LRU over tiles, write-back, with a gradual capacity edge.
 
 Entries are whole tiles keyed by their global region, so two CTAs reading the same K/V tile hit. A
 written tile is dirty; its bytes reach HBM only when it is evicted (as Nsight Compute counts DRAM
 writes during a kernel: output that stays in L2 at the end is not written yet).
+
+A real L2 does not drop lines at one LRU depth: addresses hash into sets and two partitions, so a data set
+re-read in the same order starts to miss somewhat below the mean capacity and misses wholly somewhat above it
+(run 26). With `spread_bytes` > 0 every tile hashes into one of CLASSES equal-traffic classes, each an LRU of its
+own; class k holds (capacity + spread x z_k) / CLASSES bytes, z_k the k-th of CLASSES normal quantiles. A data
+set of W bytes re-read in order then misses in the classes whose depth (capacity + spread x z_k) is below W:
+a normal CDF of W around the capacity, the shape run 26 measured. With spread 0 it is one LRU.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections import OrderedDict
+from statistics import NormalDist
+
+#: Classes of a cache with a gradual edge: enough that a few MiB of tiles spread evenly over them, few enough that
+#: each still holds a hundred of the largest tiles (a simulation setting).
+CLASSES = 8
+
+
+def class_capacities(capacity_bytes: float, spread_bytes: float, classes: int = CLASSES) -> list[float]:
+    """Each class's bytes: their LRU depths (capacity_bytes + spread_bytes x z_k) are normal quantiles around
+    the capacity, and they add up to it."""
+    if not spread_bytes:
+        return [float(capacity_bytes)]
+    normal = NormalDist()
+    depths = [capacity_bytes + spread_bytes * normal.inv_cdf((k + 0.5) / classes) for k in range(classes)]
+    return [max(depth, 0.0) / classes for depth in depths]
 
 
 class L2Cache:
-    __slots__ = ("capacity_bytes", "used_bytes", "_lines")
+    __slots__ = ("capacity_bytes", "used_bytes", "_lines", "_orders", "_capacities", "_used", "_stamp")
 
-    def __init__(self, capacity_bytes: int):
+    def __init__(self, capacity_bytes: int, spread_bytes: float = 0.0):
         self.capacity_bytes = capacity_bytes
-        self.used_bytes = 0
-        self._lines: OrderedDict = OrderedDict()  # key -> [bytes, dirty, ready cycle]
+        self.used_bytes = 0.0
+        self._capacities = class_capacities(capacity_bytes, spread_bytes)
+        self._orders = [OrderedDict() for _ in self._capacities]  # per class: key -> None, least recent first
+        self._used = [0.0 for _ in self._capacities]
+        self._lines: dict = {}  # key -> [bytes, dirty, ready cycle, class, last-use stamp]
+        self._stamp = 0
+
+    def _touch(self, key, line) -> None:
+        self._orders[line[3]].move_to_end(key)
+        self._stamp += 1
+        line[4] = self._stamp
+
+    def _class_of(self, key) -> int:
+        if len(self._orders) == 1:
+            return 0
+        return zlib.crc32(repr(key).encode()) % len(self._orders)
 
     def hit(self, key) -> bool:
         """True (and the line becomes most recently used) when the tile is resident."""
@@ -29,7 +66,7 @@ class L2Cache:
         line = self._lines.get(key)
         if line is None:
             return None
-        self._lines.move_to_end(key)
+        self._touch(key, line)
         return line[2]
 
     def contains(self, key) -> bool:
@@ -50,27 +87,35 @@ class L2Cache:
         """Make a tile resident; returns the dirty bytes evicted to make room (to be written to HBM)."""
         line = self._lines.get(key)
         if line is not None:
-            self._lines.move_to_end(key)
-            self.used_bytes += nbytes - line[0]
+            self._touch(key, line)
+            grown = nbytes - line[0]
             line[0] = nbytes
             line[1] = line[1] or dirty
         else:
-            self._lines[key] = [nbytes, dirty, arrival]
-            self.used_bytes += nbytes
+            self._stamp += 1
+            line = self._lines[key] = [nbytes, dirty, arrival, self._class_of(key), self._stamp]
+            self._orders[line[3]][key] = None
+            grown = nbytes
+        self.used_bytes += grown
+        cls = line[3]
+        self._used[cls] += grown
+        order, capacity = self._orders[cls], self._capacities[cls]
         written_back = 0.0
-        while self.used_bytes > self.capacity_bytes and len(self._lines) > 1:
-            _, (size, was_dirty, _ready) = self._lines.popitem(last=False)
+        while self._used[cls] > capacity and len(order) > 1:
+            oldest, _ = order.popitem(last=False)
+            size, was_dirty = self._lines.pop(oldest)[:2]
+            self._used[cls] -= size
             self.used_bytes -= size
             if was_dirty:
                 written_back += size
         return written_back
 
     def dirty_bytes(self) -> float:
-        return sum(size for size, dirty, _ready in self._lines.values() if dirty)
+        return sum(line[0] for line in self._lines.values() if line[1])
 
     def composition(self) -> list[tuple[float, bool]]:
         """(bytes, dirty) of every resident tile, least recently used first."""
-        return [(size, dirty) for size, dirty, _ready in self._lines.values()]
+        return [(line[0], line[1]) for line in sorted(self._lines.values(), key=lambda line: line[4])]
 
     def age(self, clean_bytes: float, dirty_bytes: float, tag, chunks: int = 64,
             ending: list[tuple[float, bool]] = ()) -> float:
@@ -97,4 +142,3 @@ class L2Cache:
         for i, (size, dirty) in enumerate(reversed(tail)):
             written_back += self.insert((tag, "end", i), size, dirty=dirty)
         return written_back
-
