@@ -1066,6 +1066,15 @@ def test_drifting_ctas_reread_a_streamed_tensor_more_as_waves_go_by():
     assert per_wave == sorted(per_wave)
 
 
+def test_drift_adds_passes_only_past_the_band_the_simulated_waves_already_had():
+    # the simulated waves made 1.5 passes each (co-resident CTAs out of step): drift's 2 passes at wave 25 are
+    # 2 / 1.5 of a simulated wave's, and its 1.2 at wave 9 add nothing
+    drift = Drift(0.1, stream_bytes_per_cta=200.0, l2_bytes=100.0, window_passes=1.5)
+    assert drift.passes(25) == pytest.approx(2.0 / 1.5)
+    assert drift.passes(9) == 1.0
+    assert Drift(0.1, 200.0, 100.0, window_passes=0.5).passes(25) == pytest.approx(2.0)  # below 1 counts as 1
+
+
 def test_drift_leaves_tensors_that_l2_keeps_alone():
     drift = Drift(0.5, stream_bytes_per_cta=200.0, l2_bytes=100.0)
     kept = extrapolated_reads({"K": 3.0}, list(range(100)), lambda c: {"K": c // 50}, 30, set(), slots=10,

@@ -116,16 +116,21 @@ class Drift:
     std `jitter`, a property of the GPU), so after k waves the start times of the CTAs running together
     spread over about 2 jitter sqrt(k) of a CTA's duration (a random walk; the band holds the CTAs within
     one standard deviation either side). While that band's share of the tiles a CTA streams fits the L2,
-    one DRAM pass per wave serves it; a wider band is served by one pass per L2-sized slice of it."""
+    one DRAM pass per wave serves it; a wider band is served by one pass per L2-sized slice of it.
+    The simulated waves may already have needed more than one pass (`window_passes`): CTAs that share an SM fall
+    out of step by part of a CTA's duration, a band of their own. Drift then adds passes only once its band
+    outgrows that one: a later wave makes the larger of the two counts, not their product."""
 
     jitter: float
     stream_bytes_per_cta: float  # bytes of the shared, streamed tensors one CTA reads through L2
     l2_bytes: float
+    window_passes: float = 1.0  # DRAM passes over them per simulated wave (the last one), at least 1
 
     def passes(self, wave: int) -> float:
-        """DRAM passes over the shared streamed data during wave `wave` (1-based) of the launch."""
+        """DRAM passes over the shared streamed data during wave `wave` (1-based) of the launch, in simulated
+        waves' passes (1: as many as a simulated wave made)."""
         spread = 2.0 * self.jitter * math.sqrt(wave)
-        return max(1.0, spread * self.stream_bytes_per_cta / self.l2_bytes)
+        return max(1.0, spread * self.stream_bytes_per_cta / self.l2_bytes / max(1.0, self.window_passes))
 
     def passes_after(self, first_waves: float, total_waves: float) -> float:
         """Passes of the waves after the first `first_waves`, counted in window waves (1 each in lockstep)."""

@@ -197,7 +197,11 @@ class TimingInterpreter:
         shared = set(launch.shared_by(launch.grid[0])) if launch.grid else set()
         streamed = sum(v - window.l2_reads.get(t, 0.0) for t, v in memory.l2_read_by_tensor.items()
                        if t in streaming and t in shared)
-        drift = Drift(self.hw.cta_duration_jitter, streamed / (simulated * fold), memory.cache.capacity_bytes)
+        stream_per_cta = streamed / (simulated * fold)
+        last_wave_dram = sum(v - meter.dram_before_last_wave.get(t, 0.0) for t, v in memory.hbm_read_by_tensor.items()
+                             if t in streaming and t in shared)
+        drift = Drift(self.hw.cta_duration_jitter, stream_per_cta, memory.cache.capacity_bytes,
+                      window_passes=last_wave_dram / stream_per_cta if stream_per_cta else 1.0)
         extra_reads = extrapolated_reads(
             {t: v - window.reads.get(t, 0.0) for t, v in memory.hbm_read_by_tensor.items()},
             launch.grid, launch.shared_by, simulated * fold, streaming, slots * fold, drift,
