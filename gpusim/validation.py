@@ -123,8 +123,13 @@ def suspect(case: Case, result, error: float) -> str:
     if case.metric == "time_s" and case.measured < HOST_BOUND_BELOW_S:
         return "launch overhead / host-bound small kernel"
     if case.metric == "hbm_read_bytes" and error < 0 and problem.seq_len >= 32768:
-        return ("K/V re-read from DRAM by CTAs that drift out of step over many waves (the model's waves stay "
-                "in lockstep, so one pass of a wave shares each K/V tile through L2)")
+        return ("K/V re-read from DRAM by CTAs farther out of step than modelled: two CTAs sharing an SM (FA2 at "
+                "d = 64, 128k: an issue share of 0.75 for the older gives -18%, validation/README.md run 28), or "
+                "drift over many waves (cta_duration_jitter)")
+    if case.metric == "hbm_read_bytes" and error > 0 and problem.seq_len >= 32768:
+        return ("K/V kept between waves that the model evicts: the L2's two partitions, each of which keeps what "
+                "its own SMs read (run 26: 40 MiB of data each SM reads alone, 29 of data all SMs share; one "
+                "LRU with a gradual edge is modelled)")
     if case.metric in ("hbm_read_bytes", "hbm_write_bytes"):
         return "L2 capacity and eviction order (write-back timing)" if problem.seq_len >= 8192 else "L2 residency"
     if case.metric == "l2_bytes":
