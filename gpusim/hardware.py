@@ -142,7 +142,7 @@ class HardwareSpec:
                              "must be in [0, 1]")
         if self.l2_capacity_spread_fraction > 0.5:
             raise InputError(f"hardware field l2_capacity_spread_fraction={self.l2_capacity_spread_fraction}: must be "
-                             "at most 0.5 (the shallowest of the L2's LRU depths would fall below zero)")
+                             "at most 0.5 (an edge wider than half the capacity is no capacity)")
         for name in ("flushed_l2_dirty_fraction", "flushed_l2_writeback_per_byte"):
             if getattr(self, name) > 1.0:
                 raise InputError(f"hardware field {name}={getattr(self, name)}: must be in [0, 1]")
@@ -360,11 +360,11 @@ _OLDEST_SHARE_SOURCE = ("calibrated on Nsight Compute cycles of FA2's kernels wi
 
 
 #: The L2 after do_bench's flush (HardwareSpec.flushed_l2_*), measured on the H200 (validation/README.md run 25).
-FLUSHED_L2_DIRTY_FRACTION = 0.92
+FLUSHED_L2_DIRTY_FRACTION = 0.94
 FLUSHED_L2_WRITEBACK_PER_BYTE = 0.35
 _FLUSHED_SOURCE = ("Nsight Compute with --cache-control none after zeroing a 256 MB buffer (validation/"
-                   "probe_dirty_l2.py, run 25): reads of 128 and 256 MB write back 28.5 and 28.8 MB (0.92 of the "
-                   "modelled 30 MiB L2); reads of 33.6, 33.7 and 67.2 MB write back 10.4, 11.6 and 24.8 MB (0.31-0.37 "
+                   "probe_dirty_l2.py, run 25): reads of 128 and 256 MB write back 28.5 and 28.8 MB (0.94 of the "
+                   "modelled 29.2 MiB L2); reads of 33.6, 33.7 and 67.2 MB write back 10.4, 11.6 and 24.8 MB (0.31-0.37 "
                    "per byte read)")
 
 

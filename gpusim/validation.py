@@ -128,8 +128,8 @@ def suspect(case: Case, result, error: float) -> str:
                 "drift over many waves (cta_duration_jitter)")
     if case.metric == "hbm_read_bytes" and error > 0 and problem.seq_len >= 32768:
         return ("K/V kept between waves that the model evicts: the L2's two partitions, each of which keeps what "
-                "its own SMs read (run 26: 40 MiB of data each SM reads alone, 29 of data all SMs share; one "
-                "LRU with a gradual edge is modelled)")
+                "its own SMs read (run 26: about 46 MiB of data each SM reads alone, 29 of data all SMs "
+                "share; one LRU with a gradual edge is modelled)")
     if case.metric in ("hbm_read_bytes", "hbm_write_bytes"):
         return "L2 capacity and eviction order (write-back timing)" if problem.seq_len >= 8192 else "L2 residency"
     if case.metric == "l2_bytes":

@@ -786,11 +786,37 @@ def test_l2_with_a_spread_misses_gradually_around_its_capacity():
 def test_l2_with_a_spread_keeps_lru_order_and_composition():
     cache = L2Cache(10**6, 10**5)
     for i in range(50):
-        cache.insert(i, 1000, dirty=i % 2 == 0)
+        cache.insert(i, 1000 + i, dirty=i % 2 == 0)
     cache.hit(0)  # 0 becomes the most recently used
-    composition = cache.composition()
-    assert len(composition) == 50 and composition[-1] == (1000, True) and composition[0] == (1000, False)
-    assert cache.dirty_bytes() == 25 * 1000 and cache.used_bytes == 50 * 1000
+    assert cache.composition() == [(1000 + i, i % 2 == 0) for i in range(1, 50)] + [(1000, True)]
+    assert cache.dirty_bytes() == sum(1000 + i for i in range(0, 50, 2))
+    assert cache.used_bytes == sum(1000 + i for i in range(50))
+
+
+def test_l2_classes_take_tiles_in_turn_and_keep_them():
+    # a stream spreads evenly over the classes whatever its keys, and a tile evicted and read again returns to
+    # its class: runs repeat in every process (no hash of object ids or of randomized str hashes)
+    cache = L2Cache(10**6, 10**5)
+    for i in range(80):
+        cache.insert(("K", (i, "x")), 1000, dirty=False)
+    assert [len(order) for order in cache._orders] == [10] * CLASSES
+    first = cache._class_of(("K", (3, "x")))
+    for i in range(80, 5000):  # evicts every earlier tile
+        cache.insert(("V", i), 1000, dirty=False)
+    assert not cache.contains(("K", (3, "x")))
+    cache.insert(("K", (3, "x")), 1000, dirty=False)
+    assert cache._class_of(("K", (3, "x"))) == first == 3 % CLASSES
+    assert cache._class_of(("Q", 7)) == 0  # each tensor's tiles start at the first class
+
+
+def test_l2_stand_in_traffic_ages_every_class():
+    # extrapolation's stand-in lines fill the classes evenly, so a gradual-edge cache ends as full as one LRU
+    cache = L2Cache(10**6, 10**5)
+    for i in range(500):
+        cache.insert(("old", i), 1000, dirty=True)
+    written_back = cache.age(4 * 10**6, 0.0, tag="t", chunks=64)
+    assert written_back == 500 * 1000  # every old dirty line evicted to HBM
+    assert all(len(order) > 0 for order in cache._orders)
 
 
 def test_l2_spread_fraction_is_checked():
@@ -1073,6 +1099,18 @@ def test_drift_adds_passes_only_past_the_band_the_simulated_waves_already_had():
     assert drift.passes(25) == pytest.approx(2.0 / 1.5)
     assert drift.passes(9) == 1.0
     assert Drift(0.1, 200.0, 100.0, window_passes=0.5).passes(25) == pytest.approx(2.0)  # below 1 counts as 1
+
+
+def test_a_long_launch_measures_its_passes_per_stream(monkeypatch):
+    # FA2 at 64k tokens streams each head's 32 MiB of K/V past the L2: the extrapolation's drift gets one CTA's
+    # stream (K and V of its head) and the simulated waves' DRAM passes over it, about one per wave
+    from gpusim.engine import timing
+    made = []
+    monkeypatch.setattr(timing, "Drift", lambda *a, **k: made.append(Drift(*a, **k)) or made[-1])
+    simulate("fa2", AttentionProblem(batch=1, heads=4, seq_len=65536, head_dim=128), H200)
+    (drift,) = made
+    assert drift.stream_bytes_per_cta == 2 * 65536 * 128 * 2
+    assert 0.8 < drift.window_passes < 2.5
 
 
 def test_drift_leaves_tensors_that_l2_keeps_alone():

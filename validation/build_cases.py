@@ -178,16 +178,23 @@ def forward_dram_read_calls() -> dict[tuple, list[float]]:
     for name in DRAM_READ_RUNS:
         path = HERE / "data" / name
         for r in json.loads(path.read_text())["rows"] if path.exists() else ():
-            if r["kind"] == "fwd":
+            if r["kind"] == "fwd" and r["B"] == 1 and r["H"] == 16:
                 calls.setdefault((r["impl"], r["d"], r["N"], bool(r["causal"])), []).append(r["dram_read_GB"] * 1e9)
     path = HERE / "data" / DRAM_READ_REPEATS
     if path.exists():
         doc = json.loads(path.read_text())
-        kernels = iter(doc["kernels"])
+        kernels = doc["kernels"]
+        assert doc["returncode"] == 0 and len(kernels) == sum(c["repeats"] for c in doc["cases"]), \
+            f"{path.name}: {len(kernels)} profiled kernels for {sum(c['repeats'] for c in doc['cases'])} calls"
+        calls_in_order = iter(kernels)
         for case in doc["cases"]:
+            assert case["batch"] == 1 and case["heads"] == 16, f"{path.name}: {case} is not B = 1, H = 16"
             key = (case["impl"], case["head_dim"], case["seq_len"], case["causal"])
             for _ in range(case["repeats"]):
-                calls.setdefault(key, []).append(float(next(kernels)["dram__bytes_read.sum"].replace(",", "")))
+                kernel = next(calls_in_order)
+                name = "flash_fwd" if case["impl"] == "flash" else "cudnn"
+                assert name in kernel["Kernel Name"], f"{path.name}: {kernel['Kernel Name'][:60]} for {case}"
+                calls.setdefault(key, []).append(float(kernel["dram__bytes_read.sum"].replace(",", "")))
     return calls
 
 

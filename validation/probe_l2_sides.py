@@ -2,8 +2,8 @@
 
 Builds `probe_l2_sides.cu` with nvcc and runs it: SM 0 (then SM 67) reads 1024 lines that fit in one partition, and
 one thread on every SM in turn times a load of each (ld.global.cg). SMs beside the reader's partition find all of
-them near; SMs on the other side find about half of them far. Groundwork for a two-partition L2 (run 26: data every
-SM reads keeps 29 MiB, data each SM reads alone 40 MiB).
+them near; SMs on the other side find about half of them far. Groundwork for a two-partition L2 (run 26: the L2
+keeps about 29 MiB of data every SM reads, about 46 MiB of data each SM reads alone).
 
     python validation/probe_l2_sides.py --out validation/data      (needs nvcc and a CUDA GPU)
 

@@ -47,7 +47,8 @@ def main() -> int:
         return status
     kernels = record["kernels"]
     for i, case in enumerate(CASES):
-        reads = [float(k["dram__bytes_read.sum"]) / 1e9 for k in kernels[i * REPEATS:(i + 1) * REPEATS]]
+        reads = [float(k["dram__bytes_read.sum"].replace(",", "")) / 1e9
+                 for k in kernels[i * REPEATS:(i + 1) * REPEATS]]
         print(case["impl"], case["head_dim"], case["seq_len"], case["causal"], " ".join(f"{r:.3f}" for r in reads))
     return status
 

@@ -6,20 +6,21 @@ writes during a kernel: output that stays in L2 at the end is not written yet).
 
 A real L2 does not drop lines at one LRU depth: addresses hash into sets and two partitions, so a data set
 re-read in the same order starts to miss somewhat below the mean capacity and misses wholly somewhat above it
-(run 26). With `spread_bytes` > 0 every tile hashes into one of CLASSES equal-traffic classes, each an LRU of its
-own; class k holds (capacity + spread x z_k) / CLASSES bytes, z_k the k-th of CLASSES normal quantiles. A data
-set of W bytes re-read in order then misses in the classes whose depth (capacity + spread x z_k) is below W:
-a normal CDF of W around the capacity, the shape run 26 measured. With spread 0 it is one LRU.
+(run 26). With `spread_bytes` > 0 every tile joins one of CLASSES classes, each an LRU of its own; class k holds
+(capacity + spread x z_k) / CLASSES bytes, z_k the k-th of CLASSES normal quantiles. A tensor's tiles join the
+classes in turn as they first appear (and keep their class), so every class carries an equal share of each
+tensor's stream, and runs repeat in every process. A data set of W bytes re-read in order then misses in the classes whose depth (capacity + spread x z_k)
+is below W: a normal CDF of W around the capacity, the shape run 26 measured. With spread 0 it is one LRU.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections import OrderedDict
 from statistics import NormalDist
 
-#: Classes of a cache with a gradual edge: enough that a few MiB of tiles spread evenly over them, few enough that
-#: each still holds a hundred of the largest tiles (a simulation setting).
+#: Classes of a cache with a gradual edge: enough steps to follow the measured curve, few enough that each class
+#: (an eighth of the capacity, 3.6 MiB on the h200) holds dozens of tiles (57 of d = 256's 64 KiB ones; a
+#: simulation setting).
 CLASSES = 8
 
 
@@ -34,7 +35,8 @@ def class_capacities(capacity_bytes: float, spread_bytes: float, classes: int = 
 
 
 class L2Cache:
-    __slots__ = ("capacity_bytes", "used_bytes", "_lines", "_orders", "_capacities", "_used", "_stamp")
+    __slots__ = ("capacity_bytes", "used_bytes", "_lines", "_orders", "_capacities", "_used", "_stamp", "_class_of_key",
+                 "_next_class_of_tensor")
 
     def __init__(self, capacity_bytes: int, spread_bytes: float = 0.0):
         self.capacity_bytes = capacity_bytes
@@ -44,6 +46,8 @@ class L2Cache:
         self._used = [0.0 for _ in self._capacities]
         self._lines: dict = {}  # key -> [bytes, dirty, ready cycle, class, last-use stamp]
         self._stamp = 0
+        self._class_of_key: dict = {}  # every key seen: its class, for good
+        self._next_class_of_tensor: dict = {}  # tensor (a key's first element) -> the class its next new tile joins
 
     def _touch(self, key, line) -> None:
         self._orders[line[3]].move_to_end(key)
@@ -51,9 +55,15 @@ class L2Cache:
         line[4] = self._stamp
 
     def _class_of(self, key) -> int:
+        """The key's class: its tensor's next in turn when the key first appears, the same ever after."""
         if len(self._orders) == 1:
             return 0
-        return zlib.crc32(repr(key).encode()) % len(self._orders)
+        cls = self._class_of_key.get(key)
+        if cls is None:
+            tensor = key[0] if isinstance(key, tuple) else key
+            cls = self._class_of_key[key] = self._next_class_of_tensor.get(tensor, 0)
+            self._next_class_of_tensor[tensor] = (cls + 1) % len(self._orders)
+        return cls
 
     def hit(self, key) -> bool:
         """True (and the line becomes most recently used) when the tile is resident."""
@@ -85,8 +95,9 @@ class L2Cache:
         if line is not None:
             line[2] = cycle
 
-    def insert(self, key, nbytes: float, dirty: bool, arrival: float = 0.0) -> float:
-        """Make a tile resident; returns the dirty bytes evicted to make room (to be written to HBM)."""
+    def insert(self, key, nbytes: float, dirty: bool, arrival: float = 0.0, cls: int | None = None) -> float:
+        """Make a tile resident; returns the dirty bytes evicted to make room (to be written to HBM). `cls` places
+        a new line in that class rather than its tensor's next (stand-in lines, spread evenly by age)."""
         line = self._lines.get(key)
         if line is not None:
             self._touch(key, line)
@@ -95,7 +106,8 @@ class L2Cache:
             line[1] = line[1] or dirty
         else:
             self._stamp += 1
-            line = self._lines[key] = [nbytes, dirty, arrival, self._class_of(key), self._stamp]
+            line = self._lines[key] = [nbytes, dirty, arrival, self._class_of(key) if cls is None else cls,
+                                       self._stamp]
             self._orders[line[3]][key] = None
             grown = nbytes
         self.used_bytes += grown
@@ -138,9 +150,10 @@ class L2Cache:
                 continue
             tail.append((size, dirty))
         written_back = 0.0
+        classes = len(self._orders)  # the stand-in lines go round the classes, as a tensor's tiles do
         for i in range(chunks):
-            written_back += self.insert((tag, "read", i), clean_bytes / chunks, dirty=False)
-            written_back += self.insert((tag, "write", i), dirty_bytes / chunks, dirty=True)
+            written_back += self.insert((tag, "read", i), clean_bytes / chunks, dirty=False, cls=i % classes)
+            written_back += self.insert((tag, "write", i), dirty_bytes / chunks, dirty=True, cls=i % classes)
         for i, (size, dirty) in enumerate(reversed(tail)):
-            written_back += self.insert((tag, "end", i), size, dirty=dirty)
+            written_back += self.insert((tag, "end", i), size, dirty=dirty, cls=i % classes)
         return written_back

@@ -133,7 +133,7 @@ class Drift:
         return max(1.0, spread * self.stream_bytes_per_cta / self.l2_bytes / max(1.0, self.window_passes))
 
     def passes_after(self, first_waves: float, total_waves: float) -> float:
-        """Passes of the waves after the first `first_waves`, counted in window waves (1 each in lockstep)."""
+        """Passes of the waves after the first `first_waves`, counted in simulated waves' (1: as many as one made)."""
         whole = int(total_waves)
         passes = sum(self.passes(k) for k in range(int(first_waves) + 1, whole + 1))
         return passes + (total_waves - whole) * self.passes(whole + 1)
@@ -148,7 +148,7 @@ def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, st
     its start or of its in-step waves), CTAs for a private one or for a `streaming` tensor, whose tiles the
     window's steady waves had to re-read from DRAM after eviction (its traffic grows with the CTAs, not the
     data).
-    A shared streaming tensor's later waves take `drift`'s passes each (the window's waves ran in step);
+    A shared streaming tensor's later waves take `drift`'s passes each, in the window's waves' passes;
     `slots` is the CTAs per wave."""
     window_rereads = window_rereads or {}
     keys_all: dict[str, set] = {}

@@ -200,8 +200,11 @@ class TimingInterpreter:
         stream_per_cta = streamed / (simulated * fold)
         last_wave_dram = sum(v - meter.dram_before_last_wave.get(t, 0.0) for t, v in memory.hbm_read_by_tensor.items()
                              if t in streaming and t in shared)
+        # one pass is one read of every stream the last wave's CTAs walked (two heads' K/V at a head boundary)
+        last_wave = launch.grid[(SIMULATED_WAVES - 1) * slots * fold:SIMULATED_WAVES * slots * fold]
+        streams = max((len({launch.shared_by(cta)[t] for cta in last_wave}) for t in streaming & shared), default=1)
         drift = Drift(self.hw.cta_duration_jitter, stream_per_cta, memory.cache.capacity_bytes,
-                      window_passes=last_wave_dram / stream_per_cta if stream_per_cta else 1.0)
+                      window_passes=last_wave_dram / (stream_per_cta * streams) if stream_per_cta else 1.0)
         extra_reads = extrapolated_reads(
             {t: v - window.reads.get(t, 0.0) for t, v in memory.hbm_read_by_tensor.items()},
             launch.grid, launch.shared_by, simulated * fold, streaming, slots * fold, drift,
