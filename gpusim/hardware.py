@@ -345,8 +345,8 @@ _COMMON_SOURCES = {
 #: Relative std of a CTA's duration (see HardwareSpec.cta_duration_jitter), calibrated on the H200.
 CTA_DURATION_JITTER = 0.07
 _JITTER_SOURCE = ("calibrated: DRAM reads of FA2 and cuDNN forward at d = 128, 98k and 128k tokens, 16 heads, median "
-                  "of 7-8 profiled calls each (validation/README.md run 28), where drift sets the re-reads: -0.6 / "
-                  "-11.0% (FA2) and -7.2 / +2.3% (cuDNN); 0.06 leaves cuDNN -18 / -11%, 0.08 +4 / +16%")
+                  "of 7-8 profiled calls each (validation/README.md run 28), where drift sets the re-reads: +1 / -11% "
+                  "(FA2) and -7 / +2% (cuDNN); 0.06 leaves cuDNN -18 / -11%, 0.08 +4 / +16%")
 
 
 #: Share of a contended SM unit the oldest resident CTA gets (HardwareSpec.oldest_cta_issue_share): NVIDIA's

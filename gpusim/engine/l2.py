@@ -7,14 +7,17 @@ writes during a kernel: output that stays in L2 at the end is not written yet).
 A real L2 does not drop lines at one LRU depth: addresses hash into sets and two partitions, so a data set
 re-read in the same order starts to miss somewhat below the mean capacity and misses wholly somewhat above it
 (run 26). With `spread_bytes` > 0 every tile joins one of CLASSES classes, each an LRU of its own; class k holds
-(capacity + spread x z_k) / CLASSES bytes, z_k the k-th of CLASSES normal quantiles. A tensor's tiles join the
-classes in turn as they first appear (and keep their class), so every class carries an equal share of each
-tensor's stream, and runs repeat in every process. A data set of W bytes re-read in order then misses in the classes whose depth (capacity + spread x z_k)
+(capacity + spread x z_k) / CLASSES bytes, z_k the k-th of CLASSES normal quantiles. A tile's class is a hash
+of its key (CRC-32 of its repr: the same in every process, unlike Python's str hash), as a line's set is a hash
+of its address; giving a tensor's tiles the classes in turn instead aliases with streams that interleave (two
+heads' K tiles would take alternate classes). Hashing leaves the classes' shares of a stream of n tiles uneven
+by about sqrt(8 / n). A data set of W bytes re-read in order then misses in the classes whose depth (capacity + spread x z_k)
 is below W: a normal CDF of W around the capacity, the shape run 26 measured. With spread 0 it is one LRU.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections import OrderedDict
 from statistics import NormalDist
 
@@ -35,8 +38,7 @@ def class_capacities(capacity_bytes: float, spread_bytes: float, classes: int = 
 
 
 class L2Cache:
-    __slots__ = ("capacity_bytes", "used_bytes", "_lines", "_orders", "_capacities", "_used", "_stamp", "_class_of_key",
-                 "_next_class_of_tensor")
+    __slots__ = ("capacity_bytes", "used_bytes", "_lines", "_orders", "_capacities", "_used", "_stamp", "_class_of_key")
 
     def __init__(self, capacity_bytes: int, spread_bytes: float = 0.0):
         self.capacity_bytes = capacity_bytes
@@ -46,8 +48,7 @@ class L2Cache:
         self._used = [0.0 for _ in self._capacities]
         self._lines: dict = {}  # key -> [bytes, dirty, ready cycle, class, last-use stamp]
         self._stamp = 0
-        self._class_of_key: dict = {}  # every key seen: its class, for good
-        self._next_class_of_tensor: dict = {}  # tensor (a key's first element) -> the class its next new tile joins
+        self._class_of_key: dict = {}  # every key seen: its class (hashed once)
 
     def _touch(self, key, line) -> None:
         self._orders[line[3]].move_to_end(key)
@@ -55,14 +56,12 @@ class L2Cache:
         line[4] = self._stamp
 
     def _class_of(self, key) -> int:
-        """The key's class: its tensor's next in turn when the key first appears, the same ever after."""
+        """The key's class, a hash of its repr (keys are tuples of names and integers, so it is stable)."""
         if len(self._orders) == 1:
             return 0
         cls = self._class_of_key.get(key)
         if cls is None:
-            tensor = key[0] if isinstance(key, tuple) else key
-            cls = self._class_of_key[key] = self._next_class_of_tensor.get(tensor, 0)
-            self._next_class_of_tensor[tensor] = (cls + 1) % len(self._orders)
+            cls = self._class_of_key[key] = zlib.crc32(repr(key).encode()) % len(self._orders)
         return cls
 
     def hit(self, key) -> bool:
@@ -97,7 +96,8 @@ class L2Cache:
 
     def insert(self, key, nbytes: float, dirty: bool, arrival: float = 0.0, cls: int | None = None) -> float:
         """Make a tile resident; returns the dirty bytes evicted to make room (to be written to HBM). `cls` places
-        a new line in that class rather than its tensor's next (stand-in lines, spread evenly by age)."""
+        a new line in that class rather than its key's (stand-in lines, whose tags may hold object ids: age spreads
+        them round the classes)."""
         line = self._lines.get(key)
         if line is not None:
             self._touch(key, line)
@@ -150,7 +150,7 @@ class L2Cache:
                 continue
             tail.append((size, dirty))
         written_back = 0.0
-        classes = len(self._orders)  # the stand-in lines go round the classes, as a tensor's tiles do
+        classes = len(self._orders)  # the stand-in lines go round the classes, evenly
         for i in range(chunks):
             written_back += self.insert((tag, "read", i), clean_bytes / chunks, dirty=False, cls=i % classes)
             written_back += self.insert((tag, "write", i), dirty_bytes / chunks, dirty=True, cls=i % classes)
