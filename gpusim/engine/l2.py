@@ -96,8 +96,7 @@ class L2Cache:
 
     def insert(self, key, nbytes: float, dirty: bool, arrival: float = 0.0, cls: int | None = None) -> float:
         """Make a tile resident; returns the dirty bytes evicted to make room (to be written to HBM). `cls` places
-        a new line in that class rather than its key's (stand-in lines, whose tags may hold object ids: age spreads
-        them round the classes)."""
+        a new line in that class rather than its key's (age's stand-in lines)."""
         line = self._lines.get(key)
         if line is not None:
             self._touch(key, line)
@@ -127,33 +126,34 @@ class L2Cache:
     def dirty_bytes(self) -> float:
         return sum(line[0] for line in self._lines.values() if line[1])
 
-    def composition(self) -> list[tuple[float, bool]]:
-        """(bytes, dirty) of every resident tile, least recently used first."""
-        return [(line[0], line[1]) for line in sorted(self._lines.values(), key=lambda line: line[4])]
+    def composition(self) -> list[tuple[float, bool, int]]:
+        """(bytes, dirty, class) of every resident tile, least recently used first."""
+        return [(line[0], line[1], line[3]) for line in sorted(self._lines.values(), key=lambda line: line[4])]
 
     def age(self, clean_bytes: float, dirty_bytes: float, tag, chunks: int = 64,
-            ending: list[tuple[float, bool]] = ()) -> float:
+            ending: list[tuple[float, bool, int]] = ()) -> float:
         """Stand-in traffic for work that was extrapolated rather than simulated: insert that many clean
-        (read) and dirty (written) bytes as anonymous lines, interleaved, so that the cache ends as full and
-        as dirty as the real traffic would leave it. The last of it takes the `ending` composition (bytes,
-        dirty), least recently used first: the mix of tiles a launch's last wave leaves behind, whose recent
-        K/V and output tiles outlive its older Q tiles (as much of it as the stand-in volume covers, most
-        recent first). Returns the dirty bytes this evicts to HBM."""
+        (read) and dirty (written) bytes as anonymous lines, interleaved and spread evenly over the classes, so
+        that the cache ends as full and as dirty as the real traffic would leave it. The last of it takes the
+        `ending` composition (bytes, dirty, class; `composition()`), least recently used first: the mix of tiles
+        a launch's last wave leaves behind, whose recent K/V and output tiles outlive its older Q tiles (as
+        much of it as the stand-in volume covers, most recent first), each in its class. Returns the dirty bytes
+        this evicts to HBM."""
         # the ending is the last of the stand-in traffic: its most recent tiles, as many as that traffic holds
         tail = []
-        for size, dirty in reversed(ending):
+        for size, dirty, cls in reversed(ending):
             if dirty and size <= dirty_bytes:
                 dirty_bytes -= size
             elif not dirty and size <= clean_bytes:
                 clean_bytes -= size
             else:
                 continue
-            tail.append((size, dirty))
+            tail.append((size, dirty, cls))
         written_back = 0.0
-        classes = len(self._orders)  # the stand-in lines go round the classes, evenly
+        classes = len(self._orders)  # the stand-in lines' tags may hold object ids: classes are given, not hashed
         for i in range(chunks):
             written_back += self.insert((tag, "read", i), clean_bytes / chunks, dirty=False, cls=i % classes)
             written_back += self.insert((tag, "write", i), dirty_bytes / chunks, dirty=True, cls=i % classes)
-        for i, (size, dirty) in enumerate(reversed(tail)):
-            written_back += self.insert((tag, "end", i), size, dirty=dirty, cls=i % classes)
+        for i, (size, dirty, cls) in enumerate(reversed(tail)):
+            written_back += self.insert((tag, "end", i), size, dirty=dirty, cls=cls)
         return written_back
