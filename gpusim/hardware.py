@@ -364,8 +364,8 @@ FLUSHED_L2_DIRTY_FRACTION = 0.94
 FLUSHED_L2_WRITEBACK_PER_BYTE = 0.35
 _FLUSHED_SOURCE = ("Nsight Compute with --cache-control none after zeroing a 256 MB buffer (validation/"
                    "probe_dirty_l2.py, run 25): reads of 128 and 256 MB write back 28.5 and 28.8 MB (0.94 of the "
-                   "modelled 29.2 MiB L2); reads of 33.6, 33.7 and 67.2 MB write back 10.4, 11.6 and 24.8 MB (0.31-0.37 "
-                   "per byte read)")
+                   "modelled 29.2 MiB L2); reads of 33.6, 33.7 and 67.2 MB write back 10.4, 11.6 and 24.8 MB "
+                   "(0.31-0.37 per byte read)")
 
 
 #: Values measured on the H200 that every preset takes unless it sets its own: field -> (value, the H200's source,

@@ -250,7 +250,8 @@ def measured_rows() -> list[dict]:
                           impl=r["impl"], head_dim=r["d"], options=json.dumps(opts), source=source, **shape)
             calls = read_calls.get((r["impl"], r["d"], r["N"], bool(r.get("causal")))) if r["kind"] == "fwd" else None
             if calls and len(calls) > 3:
-                read_source = (f"median of {len(calls)} profiled calls, {min(calls) / 1e9:.3g}-{max(calls) / 1e9:.3g} GB: "
+                spread = f"{min(calls) / 1e9:.3g}-{max(calls) / 1e9:.3g} GB"
+                read_source = (f"median of {len(calls)} profiled calls, {spread}: "
                                f"validation/data/{DRAM_READ_REPEATS} (run 28) and the campaign's runs 1-3")
                 rows.append(row(**{**common, "source": read_source}, metric="hbm_read_bytes", measured=median(calls),
                                 unit="B"))

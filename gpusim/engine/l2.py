@@ -7,12 +7,13 @@ writes during a kernel: output that stays in L2 at the end is not written yet).
 A real L2 does not drop lines at one LRU depth: addresses hash into sets and two partitions, so a data set
 re-read in the same order starts to miss somewhat below the mean capacity and misses wholly somewhat above it
 (run 26). With `spread_bytes` > 0 every tile joins one of CLASSES classes, each an LRU of its own; class k holds
-(capacity + spread x z_k) / CLASSES bytes, z_k the k-th of CLASSES normal quantiles. A tile's class is a hash
-of its key (CRC-32 of its repr: the same in every process, unlike Python's str hash), as a line's set is a hash
-of its address; giving a tensor's tiles the classes in turn instead aliases with streams that interleave (two
-heads' K tiles would take alternate classes). Hashing leaves the classes' shares of a stream of n tiles uneven
-by about sqrt(8 / n). A data set of W bytes re-read in order then misses in the classes whose depth (capacity + spread x z_k)
-is below W: a normal CDF of W around the capacity, the shape run 26 measured. With spread 0 it is one LRU.
+(capacity + spread x z_k) / CLASSES bytes, z_k the k-th of CLASSES normal quantiles. A data set of W bytes
+re-read in order then misses in the classes whose depth (capacity + spread x z_k) is below W: a normal CDF of W
+around the capacity, the shape run 26 measured. With spread 0 it is one LRU.
+A tile's class is a hash of its key (CRC-32 of its repr: the same in every process, unlike Python's str hash),
+as a line's set is a hash of its address. Giving a tensor's tiles the classes in turn instead aliases with
+streams that interleave (two heads' K tiles would take alternate classes). Hashing leaves the classes' shares of
+a stream of n tiles uneven by about sqrt(8 / n).
 """
 
 from __future__ import annotations
