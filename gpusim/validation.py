@@ -123,9 +123,9 @@ def suspect(case: Case, result, error: float) -> str:
     if case.metric == "time_s" and case.measured < HOST_BOUND_BELOW_S:
         return "launch overhead / host-bound small kernel"
     if case.metric == "hbm_read_bytes" and error < 0 and problem.seq_len >= 32768:
-        return ("K/V re-read from DRAM by CTAs farther out of step than modelled: two CTAs sharing an SM (FA2 at "
-                "d = 64, 128k: an issue share of 0.75 for the older gives -18%, validation/README.md run 28), or "
-                "drift over many waves (cta_duration_jitter)")
+        return ("K/V re-read from DRAM more than modelled: CTAs farther out of step (drift over many waves, "
+                "cta_duration_jitter; equal CTAs sharing an SM stay in step, validation/README.md run 30), or the "
+                "L2's two partitions (run 29)")
     if case.metric == "hbm_read_bytes" and error > 0 and problem.seq_len >= 32768:
         return ("K/V kept between waves that the model evicts: the L2's two partitions, each of which keeps what "
                 "its own SMs read (run 26: about 46 MiB of data each SM reads alone, 29 of data all SMs "
