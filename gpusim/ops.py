@@ -278,9 +278,9 @@ class LoopPlan:
 
     __slots__ = ("count", "indices", "state", "lookahead")
 
-    def __init__(self, count: int, indices: Sequence[int]):
+    def __init__(self, count: int, indices: Sequence[int], lookahead: int = 0):
         self.count, self.indices, self.state = count, list(indices), None
-        self.lookahead = 0
+        self.lookahead = lookahead
 
     def mark(self, index: int) -> LoopMark:
         return LoopMark(self, index)

@@ -168,6 +168,17 @@ def write_json(path: str, doc: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
+def profile_args(doc: str):
+    """The command line every profiling script shares: `--out DIR`, and `--driver` for the child that Nsight Compute
+    profiles (it runs the cases)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", default="validation/data")
+    parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
 def profile_cases_main(script: str, doc: str, name: str, cases: list, make_callable, metrics: list,
                        timed=None, base_units: bool = False) -> tuple[int, dict | None]:
     """The command line of a script that profiles `cases` (`--out DIR`, and `--driver` for the profiled child):
@@ -175,13 +186,9 @@ def profile_cases_main(script: str, doc: str, name: str, cases: list, make_calla
     every case under Nsight Compute; writes `h200_profile_<date>_<name>.json` in DIR and returns (exit status,
     the written record, or None when nothing was written). `base_units`: ncu prints values in base units
     (seconds, bytes) and the record keeps each kernel's units."""
-    import argparse
     import datetime
 
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--out", default="validation/data")
-    parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = profile_args(doc)
     if args.driver:
         run_cases(cases, make_callable)
         return 0, None

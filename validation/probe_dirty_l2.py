@@ -24,7 +24,6 @@ Writes `h200_probe_<date>_dirty_l2.json`.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -32,7 +31,7 @@ import statistics
 import sys
 
 import measure_h200 as campaign
-from ncu_profile import profile_until_kernels, run_cases, write_json
+from ncu_profile import profile_args, profile_until_kernels, run_cases, write_json
 from profile_launch_timeline import make_call
 
 REPEATS = 40
@@ -105,10 +104,7 @@ def ncu_case(torch, case):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="validation/data")
-    parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = profile_args(__doc__)
     ncu_cases = [{"case": c, "prep": p} for c in NCU_CASES for p in ("dirty", "clean")]
     torch = campaign.import_gpu()
     if args.driver:

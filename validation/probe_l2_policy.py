@@ -16,13 +16,12 @@ Writes `h200_probe_<date>_l2_policy.json`.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import sys
 
 import measure_h200 as campaign
-from ncu_profile import profile_until_kernels, run_cases, write_json
+from ncu_profile import profile_args, profile_until_kernels, run_cases, write_json
 
 PASSES = 4
 #: `private`: torch's sum, each byte read by one SM; `shared`: every one of 132 CTAs (one per SM) reads all W bytes
@@ -68,10 +67,7 @@ def cyclic_reads(torch, case):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="validation/data")
-    parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = profile_args(__doc__)
     campaign.import_gpu()
     if args.driver:
         run_cases(CASES, cyclic_reads)

@@ -12,12 +12,11 @@ registers, duration, DRAM/L2 bytes, instructions per pipe).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import sys
 
-from ncu_profile import parse_raw_csv, profile_script, run_cases, write_json
+from ncu_profile import parse_raw_csv, profile_args, profile_script, run_cases, write_json
 
 METRICS = ["gpu__time_duration.sum", "dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum",
            "launch__grid_size", "launch__block_size", "launch__registers_per_thread", "smsp__inst_executed.sum",
@@ -45,10 +44,7 @@ def standard_attention(torch, case):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="validation/data")
-    parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = profile_args(__doc__)
     if args.driver:
         run_cases([CASE], standard_attention)
         return 0

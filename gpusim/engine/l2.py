@@ -39,17 +39,20 @@ def class_capacities(capacity_bytes: float, spread_bytes: float, classes: int = 
 
 
 class L2Cache:
-    __slots__ = ("capacity_bytes", "used_bytes", "_lines", "_orders", "_capacities", "_used", "_stamp", "_class_of_key")
+    __slots__ = ("capacity_bytes", "_lines", "_orders", "_capacities", "_used", "_stamp", "_class_of_key")
 
     def __init__(self, capacity_bytes: int, spread_bytes: float = 0.0):
         self.capacity_bytes = capacity_bytes
-        self.used_bytes = 0.0
         self._capacities = class_capacities(capacity_bytes, spread_bytes)
         self._orders = [OrderedDict() for _ in self._capacities]  # per class: key -> None, least recent first
         self._used = [0.0 for _ in self._capacities]
         self._lines: dict = {}  # key -> [bytes, dirty, ready cycle, class, last-use stamp]
         self._stamp = 0
         self._class_of_key: dict = {}  # every key seen: its class (hashed once)
+
+    @property
+    def used_bytes(self) -> float:
+        return sum(self._used)
 
     def _touch(self, key, line) -> None:
         self._orders[line[3]].move_to_end(key)
@@ -110,7 +113,6 @@ class L2Cache:
                                        self._stamp]
             self._orders[line[3]][key] = None
             grown = nbytes
-        self.used_bytes += grown
         cls = line[3]
         self._used[cls] += grown
         order, capacity = self._orders[cls], self._capacities[cls]
@@ -119,7 +121,6 @@ class L2Cache:
             oldest, _ = order.popitem(last=False)
             size, was_dirty = self._lines.pop(oldest)[:2]
             self._used[cls] -= size
-            self.used_bytes -= size
             if was_dirty:
                 written_back += size
         return written_back

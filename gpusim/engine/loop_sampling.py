@@ -65,8 +65,7 @@ class FullRuns:
             _sample(outer, outer_tag)
         if sample and data_tag is None and SAMPLE_ABOVE < count <= self.left:
             self.left -= count
-            plan = LoopPlan(count, range(count))
-            plan.lookahead = lookahead
+            plan = LoopPlan(count, range(count), lookahead)
             self.open = (plan, data_tag)
             return plan
         return plan_loop(count, sample, data_tag, lookahead)
@@ -80,8 +79,7 @@ class FullRuns:
 def plan_loop(count: int, sample: bool, data_tag=None, lookahead: int = 0) -> LoopPlan:
     """The iterations to run. `data_tag` names the data the loop walks (L2 stand-in lines for its skipped
     iterations); None: data of its own. `lookahead`: iterations the program loads ahead (ops.Loop)."""
-    plan = LoopPlan(count, range(count))
-    plan.lookahead = lookahead
+    plan = LoopPlan(count, range(count), lookahead)
     if not sample or count <= SAMPLE_ABOVE:
         return plan
     return _sample(plan, data_tag)
