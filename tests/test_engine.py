@@ -30,7 +30,7 @@ from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, TAIL_ITERATI
 from gpusim.engine.memory import MemorySystem, SmMemoryPort
 from gpusim.engine.servers import Server, SharedUnit
 from gpusim.engine.steady_state import SIMULATED_WAVES, Drift, WaveMeter, extrapolated_reads
-from gpusim.engine.timing import TimingInterpreter
+from gpusim.engine.timing import TimingInterpreter, _all_done
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, get_preset
 from gpusim.launch import KernelPlan, Launch, RegionKey
@@ -1396,3 +1396,15 @@ def test_a_sampled_loop_that_loads_ahead_measures_iterations_that_load():
     exact = simulate("fa2", problem, "h200", {"stages": 3}, exact=True)
     assert folded.hbm_read_bytes == pytest.approx(exact.hbm_read_bytes, rel=0.005)
     assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
+
+
+def test_all_done_fires_once_every_part_has_and_not_before():
+    env = simpy.Environment()
+    parts = [env.timeout(3), env.timeout(7), env.timeout(5)]
+    done = _all_done(env, parts)
+    fired = []
+    done.callbacks.append(lambda _e: fired.append(env.now))
+    env.run(until=6)
+    assert not done.triggered
+    env.run()
+    assert fired == [7]
