@@ -67,6 +67,9 @@ def test_suspects_follow_what_bounds_the_miss():
     assert "SM clock" not in suspect(_case(), capped, -0.2)
     assert "busiest unit tensor" in suspect(_case(), _result(CLOCK_CAPPED_TENSOR_BUSY), +0.2)  # slow: not the clock
     assert "drift" in suspect(_case("hbm_read_bytes", seq_len=65536), _result(0.5), -0.3)
+    # run 31: passes per wave that grow with the launch's waves (under-read), CTAs more in step (over-read)
+    assert "run 31" in suspect(_case("hbm_read_bytes", seq_len=131072), _result(0.5), -0.3)
+    assert "run 31" in suspect(_case("hbm_read_bytes", seq_len=131072), _result(0.5), +0.3)
 
 
 def test_summary_gates_only_suites_with_a_tolerance():

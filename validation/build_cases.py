@@ -303,6 +303,31 @@ def ncu_cycle_rows() -> list[dict]:
     return rows
 
 
+#: Run 31: DRAM reads of SDPA's FLASH and CUDNN forwards at 1 to 8 heads of one long sequence (16 heads are the
+#: campaign's `dram` rows, which the median of runs 1-3 and 28 already stands for).
+DRAM_HEADS = "h200_profile_2026-11-29_dram_heads.json"
+
+
+def dram_heads_rows() -> list[dict]:
+    """One hbm_read_bytes row per case of run 31 with fewer than 16 heads: the median of its profiled calls. The sweep
+    shows how a long forward's K/V passes per wave grow with the waves it runs (validation/README.md run 31)."""
+    data = json.loads((HERE / "data" / DRAM_HEADS).read_text())
+    cases, kernels = data["cases"], data["kernels"]
+    assert len(kernels) == sum(c["repeats"] for c in cases), f"{DRAM_HEADS}: one kernel per call expected"
+    rows, calls = [], iter(kernels)
+    for case in cases:
+        reads = [float(next(calls)["dram__bytes_read.sum"].replace(",", "")) for _ in range(case["repeats"])]
+        if case["heads"] >= 16:
+            continue
+        rows.append(row(suite="h200_campaign_dram_heads", hardware="h200", kernel=KERNEL_OF_IMPL[case["impl"]],
+                        impl=case["impl"], batch=case["batch"], heads=case["heads"], seq_len=case["seq_len"],
+                        head_dim=case["head_dim"], causal=case["causal"],
+                        options=json.dumps(prefill_options(case["impl"], "fwd", case["head_dim"])),
+                        metric="hbm_read_bytes", measured=median(reads), unit="B",
+                        source=f"median of {len(reads)} profiled calls: validation/data/{DRAM_HEADS} (run 31)"))
+    return rows
+
+
 #: Fields that name one measured case (its metric included), to match a reference row with the project's own
 #: measurement of the same case.
 CASE_FIELDS = ("hardware", "kernel", "impl", "batch", "heads", "kv_heads", "seq_len", "kv_len", "head_dim", "causal",
@@ -327,7 +352,8 @@ def all_rows() -> list[dict]:
     rows = calibration_rows(HERE / "data" / "h200_calibration_reference.json",
                             "validation/data/h200_calibration_reference.json (../shared/reference, H200 campaign)")
     campaign = measured_rows()
-    return with_remeasurements(rows, campaign) + campaign + ncu_cycle_rows() + anchor_rows()
+    return (with_remeasurements(rows, campaign) + campaign + dram_heads_rows() + ncu_cycle_rows()
+            + anchor_rows())
 
 
 def main() -> None:

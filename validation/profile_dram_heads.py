@@ -1,0 +1,48 @@
+"""Whether a long forward's DRAM passes per wave grow with the number of waves it runs (H200, Nsight Compute).
+
+FA2 at one head of 128k tokens and d = 64 runs 3.9 waves of the same head's K/V (33.5 MB, past the L2); the
+campaign's 16 heads run 62 waves and read that K/V about 1.9 times per wave, where CTAs in step would read it once.
+If the CTAs running together drift apart over the launch (SMs at slightly different speeds), the passes per wave
+grow with the waves; if the two CTAs of each SM settle at a fixed offset within the first waves, they do not. This
+profiles SDPA's FLASH (FA2) and CUDNN forwards at 1 to 16 heads of one sequence, each call its own kernel with the
+L2 flushed before it (ncu's default cache control), REPEATS calls per case.
+
+    python validation/profile_dram_heads.py --out validation/data      (needs torch, CUDA and `ncu`)
+
+Writes `h200_profile_<date>_dram_heads.json`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ncu_profile import profile_cases_main
+from profile_dram_repeats import sdpa_forward
+
+REPEATS = 2
+METRICS = ["dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum", "gpu__time_duration.sum"]
+SHAPES = [("flash", 64, 131072), ("flash", 128, 65536), ("flash", 64, 98304), ("flash", 128, 131072),
+          ("cudnn", 64, 131072), ("cudnn", 128, 32768)]
+CASES = [{"impl": impl, "batch": 1, "heads": h, "seq_len": n, "head_dim": d, "causal": False, "repeats": REPEATS}
+         for impl, d, n in SHAPES for h in (1, 2, 4, 8, 16)]
+
+
+def main() -> int:
+    status, record = profile_cases_main(__file__, __doc__, "dram_heads", CASES, sdpa_forward, METRICS,
+                                        base_units=True)
+    if record is None:
+        return status
+    kernels = record["kernels"]
+    for i, case in enumerate(CASES):
+        calls = kernels[i * REPEATS:(i + 1) * REPEATS]
+        reads = [float(k["dram__bytes_read.sum"].replace(",", "")) for k in calls]
+        kv_bytes = 2 * case["heads"] * case["seq_len"] * case["head_dim"] * 2
+        q_bytes = kv_bytes / 2
+        passes = " ".join(f"{(r - q_bytes) / kv_bytes:.2f}" for r in reads)
+        print(case["impl"], case["head_dim"], case["seq_len"], case["heads"], "GB",
+              " ".join(f"{r / 1e9:.3f}" for r in reads), "K/V reads per head", passes)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
