@@ -125,8 +125,9 @@ def suspect(case: Case, result, error: float) -> str:
     if case.metric == "hbm_read_bytes" and error < 0 and problem.seq_len >= 32768:
         return ("K/V re-read from DRAM more than modelled: CTAs fall out of step over a long launch faster than "
                 "the model's drift (cta_duration_jitter, a random walk): FA2's passes per wave over one head's K/V "
-                "grow from 1.0 at 4 waves to 1.9 at 62 (validation/README.md run 31), while equal CTAs sharing an SM "
-                "start in step (run 30); or the L2's two partitions (run 29)")
+                "grow from 1.0 at 4 waves to 1.9 at 62 (validation/README.md run 31), where a FlashAttention kernel "
+                "of the same grid written in Triton stays in step (run 32), so the drift is the kernel's; or the "
+                "L2's two partitions (run 29)")
     if case.metric == "hbm_read_bytes" and error > 0 and problem.seq_len >= 32768:
         return ("K/V kept between waves that the model evicts: the L2's two partitions, each of which keeps what "
                 "its own SMs read (run 26: about 46 MiB of data each SM reads alone, 29 of data all SMs "

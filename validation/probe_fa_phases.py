@@ -1,0 +1,185 @@
+"""When each CTA of a long FlashAttention-style forward starts and ends, and on which SM (H200, run 32).
+
+Run 31 found FA2's K/V passes per wave growing with the waves a launch has run (1.0 at 4 waves, 1.9 at 62, d = 64
+and 128k tokens): its CTAs start in step and fall out of step. SDPA's kernel cannot be instrumented, so this runs a
+forward of the same shape written here in Triton (128 query rows per CTA, the K/V walked from the last tile to the
+first as FA2 does, online softmax), whose CTAs record `%smid` and `%globaltimer` at their start and end. It prints,
+per wave, how far apart the CTAs that share an SM start and how widely all CTAs' starts spread, and Nsight Compute
+measures the same kernel's DRAM reads, so that the phases and the passes they cost come from one kernel.
+
+    python validation/probe_fa_phases.py --out validation/data      (needs torch, triton, CUDA and `ncu`)
+
+Writes `h200_probe_<date>_fa_phases.json`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+
+from ncu_profile import parse_raw_csv, profile_args, profile_script, write_json
+
+BASE = {"heads": 16, "seq_len": 131072, "head_dim": 64, "block_m": 128, "block_n": 64, "warps": 4, "stages": 2}
+#: 1, 4 and 16 heads of the base shape, then 16 heads with FA2's tiles at d = 64 (128 x 128) and d = 128 (128 x 64,
+#: one head's K/V 2.2 times the L2, where FA2 read 1.8 times as much as CTAs in step), a deeper ring, and 8 warps.
+CASES = [{**BASE, "heads": h} for h in (1, 4, 16)] + [
+    {**BASE, "block_n": 128}, {**BASE, "stages": 3}, {**BASE, "head_dim": 128},
+    {**BASE, "head_dim": 128, "warps": 8}]
+METRICS = ["dram__bytes_read.sum", "gpu__time_duration.sum", "launch__occupancy_limit_registers",
+           "launch__occupancy_limit_shared_mem", "launch__registers_per_thread"]
+
+
+def label(case: dict) -> str:
+    return (f"H={case['heads']} d={case['head_dim']} {case['block_m']}x{case['block_n']} stages={case['stages']} "
+            f"warps={case['warps']}:")
+
+
+def build_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def stamp():
+        return tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=tl.int64, is_pure=False,
+                                         pack=1)
+
+    @triton.jit
+    def sm_id():
+        return tl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r", [], dtype=tl.int32, is_pure=False, pack=1)
+
+    @triton.jit
+    def forward(q_ptr, k_ptr, v_ptr, o_ptr, rec_ptr, seq_len, scale_log2,
+                D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        mb = tl.program_id(0)
+        head = tl.program_id(1)
+        start = stamp()
+        base = head.to(tl.int64) * seq_len * D
+        rows = mb * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = tl.arange(0, D)
+        q = tl.load(q_ptr + base + rows[:, None] * D + cols[None, :])
+        m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+        l_i = tl.zeros((BLOCK_M,), tl.float32)
+        acc = tl.zeros((BLOCK_M, D), tl.float32)
+        n_tiles = seq_len // BLOCK_N
+        for i in range(0, n_tiles):
+            keys = (n_tiles - 1 - i) * BLOCK_N + tl.arange(0, BLOCK_N)  # last tile first, as FA2 walks
+            k = tl.load(k_ptr + base + keys[None, :] * D + cols[:, None])
+            v = tl.load(v_ptr + base + keys[:, None] * D + cols[None, :])
+            s = tl.dot(q, k) * scale_log2
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            p = tl.exp2(s - m_new[:, None])
+            alpha = tl.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(tl.bfloat16), v)
+            m_i = m_new
+        acc = acc / l_i[:, None]
+        tl.store(o_ptr + base + rows[:, None] * D + cols[None, :], acc.to(tl.bfloat16))
+        end = stamp()
+        cta = head * tl.num_programs(0) + mb
+        tl.store(rec_ptr + cta * 3, sm_id().to(tl.int64))
+        tl.store(rec_ptr + cta * 3 + 1, start)
+        tl.store(rec_ptr + cta * 3 + 2, end)
+
+    return forward
+
+
+def make_call(torch, case):
+    kernel = build_kernel()
+    shape = (case["heads"], case["seq_len"], case["head_dim"])
+    q, k, v = (torch.randn(*shape, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    o = torch.empty_like(q)
+    grid = (case["seq_len"] // case["block_m"], case["heads"])
+    rec = torch.zeros(grid[0] * grid[1] * 3, device="cuda", dtype=torch.int64)
+    scale_log2 = case["head_dim"] ** -0.5 * 1.4426950408889634
+
+    def call():
+        kernel[grid](q, k, v, o, rec, case["seq_len"], scale_log2, D=case["head_dim"], BLOCK_M=case["block_m"],
+                     BLOCK_N=case["block_n"], num_warps=case["warps"], num_stages=case["stages"])
+        return rec
+
+    def error() -> float:
+        """Largest |difference| from float32 attention over the first 256 query rows of head 0."""
+        scores = q[0, :256].float() @ k[0].float().T * case["head_dim"] ** -0.5
+        return float((torch.softmax(scores, -1) @ v[0].float() - o[0, :256].float()).abs().max())
+    call.error = error
+    return call
+
+
+def summarize(records: list, sms: int = 132) -> dict:
+    """Per CTA (sm, start, end) -> co-resident start offsets and the spread of starts, per wave of 2 x SMs CTAs."""
+    t0 = min(r[1] for r in records)
+    ctas = sorted(((r[1] - t0) / 1e3, (r[2] - t0) / 1e3, r[0]) for r in records)  # us
+    duration = sorted(e - s for s, e, _ in ctas)[len(ctas) // 2]
+    by_sm: dict = {}
+    for s, e, sm in ctas:
+        by_sm.setdefault(sm, []).append((s, e))
+    per_sm = max(len(v) for v in by_sm.values())
+    # resident CTAs per SM: how many run on its SM at each CTA's midpoint (the median over CTAs)
+    live = sorted(sum(1 for s2, e2 in spans if s2 <= (s + e) / 2 < e2) for spans in by_sm.values() for s, e in spans)
+    resident = live[len(live) // 2]
+    slots = resident * len(by_sm)
+    waves = []
+    for w in range(0, len(ctas) // slots):
+        starts = [s for s, _, _ in ctas[w * slots:(w + 1) * slots]]
+        # each CTA's phase: its start, in CTA durations, relative to the wave's median start
+        mid = sorted(starts)[len(starts) // 2]
+        phases = sorted((s - mid) / duration for s in starts)
+        waves.append({"wave": w, "p10": phases[len(phases) // 10], "p90": phases[9 * len(phases) // 10],
+                      "min": phases[0], "max": phases[-1]})
+    pair_offsets = []  # per SM, per CTA: start offset (CTA durations) from the CTA started just before it there
+    for spans in by_sm.values():
+        starts = sorted(s for s, _ in spans)
+        pair_offsets.append([round((b - a) / duration, 4) for a, b in zip(starts, starts[1:])])
+    return {"sms": len(by_sm), "ctas": len(ctas), "ctas_per_sm_max": per_sm, "resident_per_sm": resident,
+            "median_duration_us": duration, "waves": waves, "start_gaps_per_sm": pair_offsets}
+
+
+def main() -> int:
+    args = profile_args(__doc__)
+    import torch
+    if args.driver:
+        for i, case in enumerate(CASES):
+            call = make_call(torch, case)
+            call()
+            torch.cuda.synchronize()
+            torch.cuda.profiler.start()
+            call()
+            torch.cuda.synchronize()
+            torch.cuda.profiler.stop()
+            print("CASE", i, json.dumps(case), flush=True)
+        return 0
+    timelines = []
+    for case in CASES:
+        call = make_call(torch, case)
+        call()
+        torch.cuda.synchronize()
+        runs = []
+        for _ in range(2):
+            rec = call()
+            torch.cuda.synchronize()
+            runs.append(rec.view(-1, 3).tolist())
+        print(label(case), "max |error| over 256 rows of head 0:", f"{call.error():.4f}", flush=True)
+        summaries = [summarize(r) for r in runs]
+        for s in summaries:
+            spread = " ".join(f"{w['p10']:+.2f}/{w['p90']:+.2f}" for w in s["waves"][::max(1, len(s['waves']) // 12)])
+            print(label(case), s["resident_per_sm"], "per SM,", f"{s['median_duration_us']:.0f} us per CTA;",
+                  "start p10/p90 by wave:", spread, flush=True)
+        timelines.append({"case": case, "summaries": summaries, "records": runs[-1]})
+    done = profile_script(__file__, METRICS, base_units=True)
+    kernels = parse_raw_csv(done.stdout, with_units=True) if done is not None else []
+    for case, k in zip(CASES, kernels):
+        read = float(k["dram__bytes_read.sum"].replace(",", ""))
+        kv = 2 * case["heads"] * case["seq_len"] * case["head_dim"] * 2
+        print(label(case), "DRAM", f"{read / 1e9:.3f} GB,", f"{(read - kv / 2) / kv:.2f} K/V reads per head",
+              "regs", k.get("launch__registers_per_thread"), flush=True)
+    path = os.path.join(args.out, f"h200_probe_{datetime.date.today()}_fa_phases.json")
+    write_json(path, {"cases": CASES, "timelines": timelines, "kernels": kernels,
+                      "ncu_stderr": done.stderr[-2000:] if done is not None else "ncu not found"})
+    print("->", path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
