@@ -29,7 +29,7 @@ from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, TAIL_ITERATI
                                          WARM_ITERATIONS, FullRuns)
 from gpusim.engine.memory import MemorySystem, SmMemoryPort
 from gpusim.engine.servers import Server, SharedUnit
-from gpusim.engine.steady_state import SIMULATED_WAVES, Drift, WaveMeter, extrapolated_reads
+from gpusim.engine.steady_state import MAX_BAND_CTAS, SIMULATED_WAVES, Drift, WaveMeter, extrapolated_reads
 from gpusim.engine.timing import TimingInterpreter, _all_done
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, get_preset
@@ -1093,6 +1093,16 @@ def test_drifting_ctas_reread_a_streamed_tensor_more_as_waves_go_by():
     assert _stream_reads(0.1, 100) > 7.0
     per_wave = [_stream_reads(0.1, n) / (n / 10 - 3) for n in (100, 400, 1600)]
     assert per_wave == sorted(per_wave)
+
+
+def test_drift_never_spreads_the_running_ctas_over_more_than_one_cta():
+    # the CTAs running together all started within the last CTA's duration: however long the launch, a wave takes at
+    # most one pass per L2-sized slice of one CTA's stream
+    drift = Drift(0.1, stream_bytes_per_cta=200.0, l2_bytes=100.0)
+    assert MAX_BAND_CTAS == 1.0
+    assert drift.passes(100) == drift.passes(10_000) == pytest.approx(2.0)
+    assert Drift(0.1, stream_bytes_per_cta=200.0, l2_bytes=100.0, window_passes=1.5).passes(10_000) == \
+        pytest.approx(2.0 / 1.5)
 
 
 def test_drift_adds_passes_only_past_the_band_the_simulated_waves_already_had():

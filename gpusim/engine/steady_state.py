@@ -35,6 +35,8 @@ assert SIMULATED_WAVES >= 3, "the period needs two waves with a wave behind them
 #: percent are tiles evicted between two waves of representatives that run in step, as FA2 at 8 sequences and
 #: 4k tokens re-reads 4% where exact mode re-reads nothing after its first waves.)
 STREAMED_REREAD_SHARE = 0.1
+#: The widest band of start times, in CTA durations, that the CTAs running together can drift into (Drift).
+MAX_BAND_CTAS = 1.0
 #: Only launches with at least this many waves are extrapolated.
 MIN_WAVES_TO_EXTRAPOLATE = 6
 
@@ -113,10 +115,12 @@ def busiest_unit_cycles(totals: dict, sm_count: int, waves: float) -> float:
 @dataclass(frozen=True)
 class Drift:
     """CTAs that run the same schedule drift out of step: each CTA's duration varies a little (relative
-    std `jitter`, a property of the GPU), so after k waves the start times of the CTAs running together
-    spread over about 2 jitter sqrt(k) of a CTA's duration (a random walk; the band holds the CTAs within
-    one standard deviation either side). While that band's share of the tiles a CTA streams fits the L2,
-    one DRAM pass per wave serves it; a wider band is served by one pass per L2-sized slice of it.
+    std `jitter`, one value for the GPU, though runs 31 and 32 in validation/README.md find it a property of the
+    kernel), so after k waves the start times of the CTAs running together spread over about 2 jitter sqrt(k) of a
+    CTA's duration (a random walk; the band holds the CTAs within one standard deviation either side), and never
+    over more than one: each slot's CTA starts when the one before it ends, so the CTAs running at any moment all
+    started within the last CTA's duration (MAX_BAND_CTAS). While that band's share of the tiles a CTA streams
+    fits the L2, one DRAM pass per wave serves it; a wider band is served by one pass per L2-sized slice of it.
     The simulated waves may already have needed more than one pass (`window_passes`): CTAs that share an SM fall
     out of step by part of a CTA's duration, a band of their own. Drift then adds passes only once its band
     outgrows that one: a later wave makes the larger of the two counts, not their product."""
@@ -129,7 +133,7 @@ class Drift:
     def passes(self, wave: int) -> float:
         """DRAM passes over the shared streamed data during wave `wave` (1-based) of the launch, in simulated
         waves' passes (1: as many as a simulated wave made)."""
-        spread = 2.0 * self.jitter * math.sqrt(wave)
+        spread = min(MAX_BAND_CTAS, 2.0 * self.jitter * math.sqrt(wave))
         return max(1.0, spread * self.stream_bytes_per_cta / self.l2_bytes / max(1.0, self.window_passes))
 
     def passes_after(self, first_waves: float, total_waves: float) -> float:
