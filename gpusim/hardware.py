@@ -95,8 +95,9 @@ class HardwareSpec:
     hbm_energy_pj_per_byte: float = 0.0  # HBM traffic, with the L2 and crossbar traffic that carries it
     # --- launches
     kernel_launch_overhead_s: float = 4e-6
-    #: relative std of one CTA's duration across SMs and waves: CTAs of a long launch drift out of step,
-    #: so a shared K/V stream is re-read from DRAM once their spread outgrows the L2 (engine steady_state.Drift)
+    #: how fast the CTAs of a long launch drift out of step (a random walk of 2 x this x sqrt(waves) CTA durations,
+    #: at most one): a shared K/V stream is re-read from DRAM once their spread outgrows the L2 (engine
+    #: steady_state.Drift). Fitted per GPU, though how far a launch drifts is really its kernel's (runs 31-32)
     cta_duration_jitter: float = 0.0
     #: std of the LRU depth at which a tile leaves the L2, over l2_capacity_bytes (engine l2): sets and partitions
     #: make the capacity edge gradual, a normal CDF around the capacity; 0 is one LRU edge
@@ -358,10 +359,10 @@ _OLDEST_SHARE_SOURCE = ("calibrated on Nsight Compute cycles of FA2's kernels wi
                         "(validation suite h200_ncu_cycles, runs 7, 10, 11, 15): 0.75 fits the forward within 3% but "
                         "its decode kernel (64 sequences) 14-40% under; 0.6 holds the non-causal forward at d = 64 and "
                         "128 within -9% to +8%. Rechecked in the thirteenth session (validation/README.md): 0.5 (fair "
-                        "sharing) now fits FA2's forward times as well or better (h200_prefill median 4.4% -> 1.7%), "
-                        "but SDPA's decode kernel falls to 16-24% under its cycles, and co-resident CTAs that no "
-                        "longer alternate wander apart: FA2's K/V re-reads at 128k tokens and d = 128 go +47% -> "
-                        "+157% at one head, where the GPU keeps them in step (runs 30-32)")
+                        "sharing) now fits FA2's forward times about as well (h200_prefill median 4.4% -> 1.7%, worst "
+                        "6.1% -> 10.2%), but SDPA's decode kernel falls to 16-24% under its cycles, and co-resident "
+                        "CTAs that no longer alternate wander apart: FA2's K/V re-reads at 128k tokens and d = 128 go "
+                        "+47% -> +157% at one head, where the GPU keeps them in step (runs 30-32)")
 
 
 #: The L2 after do_bench's flush (HardwareSpec.flushed_l2_*), measured on the H200 (validation/README.md run 25).

@@ -123,16 +123,16 @@ def suspect(case: Case, result, error: float) -> str:
     if case.metric == "time_s" and case.measured < HOST_BOUND_BELOW_S:
         return "launch overhead / host-bound small kernel"
     if case.metric == "hbm_read_bytes" and error < 0 and problem.seq_len >= 32768:
+        fa2 = (" FA2's passes per wave over one head's K/V grow from 1.0 at 4 waves to 1.9 at 62 (run 31);"
+               if case.kernel == "fa2" else "")
         return ("K/V re-read from DRAM more than modelled: CTAs fall out of step over a long launch faster than "
-                "the model's drift (cta_duration_jitter, a random walk): FA2's passes per wave over one head's K/V "
-                "grow from 1.0 at 4 waves to 1.9 at 62 (validation/README.md run 31), where a FlashAttention kernel "
-                "of the same grid written in Triton stays in step (run 32), so the drift is the kernel's; or the "
-                "L2's two partitions (run 29)")
+                "the model's drift (cta_duration_jitter, one random walk for every kernel, where how far a launch "
+                f"drifts is its kernel's: validation/README.md runs 31-32).{fa2} Or the L2's two partitions (run 29)")
     if case.metric == "hbm_read_bytes" and error > 0 and problem.seq_len >= 32768:
         return ("K/V kept between waves that the model evicts: the L2's two partitions, each of which keeps what "
                 "its own SMs read (run 26: about 46 MiB of data each SM reads alone, 29 of data all SMs "
                 "share; one LRU with a gradual edge is modelled); or CTAs more in step than modelled: FA2's first "
-                "waves and cuDNN's one CTA per SM at any length (validation/README.md run 31), where the model "
+                "waves and cuDNN's d = 64 forward at any length (validation/README.md run 31), where the model "
                 "staggers co-resident CTAs from the first wave and drifts every launch alike")
     if case.metric in ("hbm_read_bytes", "hbm_write_bytes"):
         return "L2 capacity and eviction order (write-back timing)" if problem.seq_len >= 8192 else "L2 residency"

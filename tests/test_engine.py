@@ -1085,8 +1085,8 @@ def test_in_step_ctas_read_a_streamed_tensor_once_per_wave():
 
 
 def test_drifting_ctas_reread_a_streamed_tensor_more_as_waves_go_by():
-    # passes per wave = max(1, 2 jitter sqrt(k) x 200 / 100): with jitter 0.1 the band outgrows the L2
-    # after 6 waves, so later waves take more than one pass, and more so the longer the launch
+    # passes per wave = max(1, min(MAX_BAND_CTAS, 2 jitter sqrt(k)) x 200 / 100): with jitter 0.1 the band outgrows
+    # the L2 after 6 waves, so later waves take more than one pass, and more so the longer the launch (up to the cap)
     drift = Drift(0.1, stream_bytes_per_cta=200.0, l2_bytes=100.0)
     assert drift.passes(4) == 1.0
     assert drift.passes(25) == pytest.approx(2.0)
@@ -1099,10 +1099,9 @@ def test_drift_never_spreads_the_running_ctas_over_more_than_one_cta():
     # the CTAs running together all started within the last CTA's duration: however long the launch, a wave takes at
     # most one pass per L2-sized slice of one CTA's stream
     drift = Drift(0.1, stream_bytes_per_cta=200.0, l2_bytes=100.0)
-    assert MAX_BAND_CTAS == 1.0
-    assert drift.passes(100) == drift.passes(10_000) == pytest.approx(2.0)
+    assert drift.passes(100) == drift.passes(10_000) == pytest.approx(MAX_BAND_CTAS * 200.0 / 100.0)
     assert Drift(0.1, stream_bytes_per_cta=200.0, l2_bytes=100.0, window_passes=1.5).passes(10_000) == \
-        pytest.approx(2.0 / 1.5)
+        pytest.approx(MAX_BAND_CTAS * 2.0 / 1.5)
 
 
 def test_drift_adds_passes_only_past_the_band_the_simulated_waves_already_had():
@@ -1418,3 +1417,4 @@ def test_all_done_fires_once_every_part_has_and_not_before():
     assert not done.triggered
     env.run()
     assert fired == [7]
+    assert _all_done(env, []).triggered  # nothing to wait for

@@ -70,6 +70,10 @@ def test_suspects_follow_what_bounds_the_miss():
     # run 31: passes per wave that grow with the launch's waves (under-read), CTAs more in step (over-read)
     assert "run 31" in suspect(_case("hbm_read_bytes", seq_len=131072), _result(0.5), -0.3)
     assert "run 31" in suspect(_case("hbm_read_bytes", seq_len=131072), _result(0.5), +0.3)
+    cudnn = Case("h200_campaign_dram", "h200", "fa3", "cudnn", _case(seq_len=131072).problem, {}, "hbm_read_bytes",
+                 1e9, "test")
+    assert "FA2's passes" not in suspect(cudnn, _result(0.5), -0.3)  # FA2's own drift is not cuDNN's suspect
+    assert "runs 31-32" in suspect(cudnn, _result(0.5), -0.3)
 
 
 def test_summary_gates_only_suites_with_a_tolerance():

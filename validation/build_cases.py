@@ -164,37 +164,65 @@ def anchor_rows() -> list[dict]:
     return rows
 
 
-#: Every call Nsight Compute profiled of a long forward case's DRAM reads: the campaign's three runs (run 3 is the
-#: main file) and run 28's five calls per case (validation/profile_dram_repeats.py). Where one head's K/V outgrows
-#: the L2, how often a wave re-reads it varies from call to call (cuDNN d = 128 at 128k: 10.0-29.8 GB), so these
-#: rows are judged against the median of all calls.
+#: Every call Nsight Compute profiled of a long forward case: the campaign's three runs (run 3 is the main file),
+#: run 28's five calls per case (validation/profile_dram_repeats.py) and run 31's two at 16 heads (the cases it shares). Where one head's K/V outgrows the L2, how often
+#: a wave re-reads it varies from call to call (cuDNN d = 128 at 128k: 10.0-29.8 GB), so these rows are judged
+#: against the median of all calls: DRAM reads, L2 bytes and the kernel's time alike.
 DRAM_READ_RUNS = ("repeats/run1_dram.json", "repeats/run2_dram.json", "h200_measured_2026-11-28_dram.json")
 DRAM_READ_REPEATS = "h200_profile_2026-11-29_dram_repeats.json"
+#: Run 31: SDPA's FLASH and CUDNN forwards at 1 to 16 heads of one long sequence. Its 16-head calls join the campaign's
+#: medians; the other head counts are the suite h200_campaign_dram_heads.
+DRAM_HEADS = "h200_profile_2026-11-29_dram_heads.json"
+#: Run 1's `time_ms` holds nanoseconds (a parser bug of that run, validation/README.md "Files"): seconds per unit.
+RUN1_TIME_FILE, RUN1_SECONDS_PER_TIME_UNIT = "repeats/run1_dram.json", 1e-9
+#: metric -> (the campaign's field and its scale to the metric's unit, run 28's Nsight Compute metric, the unit
+#: printed in a row's source, its scale from the metric's unit)
+PROFILED_METRICS = {"hbm_read_bytes": ("dram_read_GB", 1e9, "dram__bytes_read.sum", "GB", 1e-9),
+                    "l2_bytes": ("l2_GB", 1e9, "lts__t_bytes.sum", "GB", 1e-9),
+                    "time_s": ("time_ms", 1e-3, "gpu__time_duration.sum", "ms", 1e3)}
 
 
-def forward_dram_read_calls() -> dict[tuple, list[float]]:
-    """(impl, d, N, causal) -> the DRAM read bytes of every profiled call of that B = 1, H = 16 forward case."""
-    calls: dict[tuple, list[float]] = {}
+def profiled_forward_calls(name: str) -> list[tuple[dict, list[dict]]]:
+    """(case, its profiled kernels, one per call) of an SDPA forward profile in validation/data (runs 28 and 31),
+    checked: ncu succeeded, one kernel per call, each the case's backend's, times in nanoseconds."""
+    doc = json.loads((HERE / "data" / name).read_text())
+    kernels, cases = doc["kernels"], doc["cases"]
+    assert doc["returncode"] == 0 and len(kernels) == sum(c["repeats"] for c in cases), \
+        f"{name}: {len(kernels)} profiled kernels for {sum(c['repeats'] for c in cases)} calls"
+    in_order, out = iter(kernels), []
+    for case in cases:
+        calls = [next(in_order) for _ in range(case["repeats"])]
+        backend = "flash_fwd" if case["impl"] == "flash" else "cudnn"
+        for kernel in calls:
+            assert backend in kernel["Kernel Name"], f"{name}: {kernel['Kernel Name'][:60]} for {case}"
+            assert kernel["units"]["gpu__time_duration.sum"] == "ns", f"{name}: times not in ns"
+        out.append((case, calls))
+    return out
+
+
+def forward_profiled_calls() -> dict[tuple, dict[str, list[float]]]:
+    """(impl, d, N, causal) -> metric -> its value in every profiled call of that B = 1, H = 16 forward case (bytes,
+    seconds)."""
+    calls: dict[tuple, dict[str, list[float]]] = {}
     for name in DRAM_READ_RUNS:
         path = HERE / "data" / name
         for r in json.loads(path.read_text())["rows"] if path.exists() else ():
             if r["kind"] == "fwd" and r["B"] == 1 and r["H"] == 16:
-                calls.setdefault((r["impl"], r["d"], r["N"], bool(r["causal"])), []).append(r["dram_read_GB"] * 1e9)
-    path = HERE / "data" / DRAM_READ_REPEATS
-    if path.exists():
-        doc = json.loads(path.read_text())
-        kernels = doc["kernels"]
-        assert doc["returncode"] == 0 and len(kernels) == sum(c["repeats"] for c in doc["cases"]), \
-            f"{path.name}: {len(kernels)} profiled kernels for {sum(c['repeats'] for c in doc['cases'])} calls"
-        calls_in_order = iter(kernels)
-        for case in doc["cases"]:
-            assert case["batch"] == 1 and case["heads"] == 16, f"{path.name}: {case} is not B = 1, H = 16"
-            key = (case["impl"], case["head_dim"], case["seq_len"], case["causal"])
-            for _ in range(case["repeats"]):
-                kernel = next(calls_in_order)
-                name = "flash_fwd" if case["impl"] == "flash" else "cudnn"
-                assert name in kernel["Kernel Name"], f"{path.name}: {kernel['Kernel Name'][:60]} for {case}"
-                calls.setdefault(key, []).append(float(kernel["dram__bytes_read.sum"].replace(",", "")))
+                per_metric = calls.setdefault((r["impl"], r["d"], r["N"], bool(r["causal"])), {})
+                for metric, (field, scale, _, _, _) in PROFILED_METRICS.items():
+                    if metric == "time_s" and name == RUN1_TIME_FILE:
+                        scale = RUN1_SECONDS_PER_TIME_UNIT
+                    per_metric.setdefault(metric, []).append(r[field] * scale)
+    for name in (DRAM_READ_REPEATS, DRAM_HEADS):
+        for case, kernels in profiled_forward_calls(name):
+            if case["heads"] != 16:
+                continue  # run 31's other head counts are rows of their own (dram_heads_rows)
+            assert case["batch"] == 1, f"{name}: {case} is not B = 1"
+            per_metric = calls.setdefault((case["impl"], case["head_dim"], case["seq_len"], case["causal"]), {})
+            for kernel in kernels:
+                for metric, (_, _, ncu_metric, _, _) in PROFILED_METRICS.items():
+                    value = float(kernel[ncu_metric].replace(",", ""))
+                    per_metric.setdefault(metric, []).append(value * 1e-9 if metric == "time_s" else value)
     return calls
 
 
@@ -236,7 +264,7 @@ def measured_rows() -> list[dict]:
     dram = HERE / "data" / f"h200_measured_{stamp}_dram.json"
     if dram.exists():
         source = f"validation/data/{dram.name} (project campaign, Nsight Compute)"
-        read_calls = forward_dram_read_calls()
+        profiled = forward_profiled_calls()
         for r in json.loads(dram.read_text())["rows"]:
             if r["impl"] not in KERNEL_OF_IMPL:
                 continue
@@ -248,17 +276,18 @@ def measured_rows() -> list[dict]:
                 opts = prefill_options(r["impl"], "fwd", r["d"])
             common = dict(suite="h200_campaign_dram", hardware="h200", kernel=KERNEL_OF_IMPL[r["impl"]],
                           impl=r["impl"], head_dim=r["d"], options=json.dumps(opts), source=source, **shape)
-            calls = read_calls.get((r["impl"], r["d"], r["N"], bool(r.get("causal")))) if r["kind"] == "fwd" else None
-            if calls and len(calls) > 3:
-                spread = f"{min(calls) / 1e9:.3g}-{max(calls) / 1e9:.3g} GB"
-                read_source = (f"median of {len(calls)} profiled calls, {spread}: "
-                               f"validation/data/{DRAM_READ_REPEATS} (run 28) and the campaign's runs 1-3")
-                rows.append(row(**{**common, "source": read_source}, metric="hbm_read_bytes", measured=median(calls),
-                                unit="B"))
-            else:
-                rows.append(row(**common, metric="hbm_read_bytes", measured=r["dram_read_GB"] * 1e9, unit="B"))
-            rows.append(row(**common, metric="l2_bytes", measured=r["l2_GB"] * 1e9, unit="B"))
-            rows.append(row(**common, metric="time_s", measured=r["time_ms"] * 1e-3, unit="s"))
+            case_calls = profiled.get((r["impl"], r["d"], r["N"], bool(r.get("causal")))) if r["kind"] == "fwd" else None
+            for metric, (field, scale, _, unit, shown) in PROFILED_METRICS.items():
+                calls = (case_calls or {}).get(metric, [])
+                if len(calls) > 3:
+                    spread = f"{min(calls) * shown:.3g}-{max(calls) * shown:.3g} {unit}"
+                    many = (f"median of {len(calls)} profiled calls, {spread}: the campaign's runs 1-3, "
+                            f"validation/data/{DRAM_READ_REPEATS} (run 28) and {DRAM_HEADS} (run 31)")
+                    rows.append(row(**{**common, "source": many}, metric=metric, measured=median(calls),
+                                    unit="s" if metric == "time_s" else "B"))
+                else:
+                    rows.append(row(**common, metric=metric, measured=r[field] * scale,
+                                    unit="s" if metric == "time_s" else "B"))
     return rows
 
 
@@ -303,22 +332,14 @@ def ncu_cycle_rows() -> list[dict]:
     return rows
 
 
-#: Run 31: DRAM reads of SDPA's FLASH and CUDNN forwards at 1 to 8 heads of one long sequence (16 heads are the
-#: campaign's `dram` rows, which the median of runs 1-3 and 28 already stands for).
-DRAM_HEADS = "h200_profile_2026-11-29_dram_heads.json"
-
-
 def dram_heads_rows() -> list[dict]:
     """One hbm_read_bytes row per case of run 31 with fewer than 16 heads: the median of its profiled calls. The sweep
     shows how a long forward's K/V passes per wave grow with the waves it runs (validation/README.md run 31)."""
-    data = json.loads((HERE / "data" / DRAM_HEADS).read_text())
-    cases, kernels = data["cases"], data["kernels"]
-    assert len(kernels) == sum(c["repeats"] for c in cases), f"{DRAM_HEADS}: one kernel per call expected"
-    rows, calls = [], iter(kernels)
-    for case in cases:
-        reads = [float(next(calls)["dram__bytes_read.sum"].replace(",", "")) for _ in range(case["repeats"])]
+    rows = []
+    for case, kernels in profiled_forward_calls(DRAM_HEADS):
         if case["heads"] >= 16:
             continue
+        reads = [float(kernel["dram__bytes_read.sum"].replace(",", "")) for kernel in kernels]
         rows.append(row(suite="h200_campaign_dram_heads", hardware="h200", kernel=KERNEL_OF_IMPL[case["impl"]],
                         impl=case["impl"], batch=case["batch"], heads=case["heads"], seq_len=case["seq_len"],
                         head_dim=case["head_dim"], causal=case["causal"],

@@ -162,9 +162,10 @@ def parse_raw_csv(text: str, with_units: bool = False) -> list[dict]:
     return kernels
 
 
-def write_json(path: str, doc: dict) -> None:
+def write_json(path: str, doc: dict, compact: bool = False) -> None:
+    """Write `doc` to `path` whole or not at all; `compact`: without indentation (per-CTA records)."""
     with open(path + ".tmp", "w") as f:
-        json.dump(doc, f, indent=1)
+        json.dump(doc, f, **({"separators": (",", ":")} if compact else {"indent": 1}))
     os.replace(path + ".tmp", path)
 
 

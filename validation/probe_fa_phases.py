@@ -15,11 +15,10 @@ Writes `h200_probe_<date>_fa_phases.json`.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import sys
 
-from ncu_profile import parse_raw_csv, profile_args, profile_script, write_json
+from ncu_profile import parse_raw_csv, profile_args, profile_script, run_cases, write_json
 
 BASE = {"heads": 16, "seq_len": 131072, "head_dim": 64, "block_m": 128, "block_n": 64, "warps": 4, "stages": 2}
 #: 1, 4 and 16 heads of the base shape, then 16 heads with FA2's tiles at d = 64 (128 x 128) and d = 128 (128 x 64,
@@ -107,15 +106,15 @@ def make_call(torch, case):
     return call
 
 
-def summarize(records: list, sms: int = 132) -> dict:
-    """Per CTA (sm, start, end) -> co-resident start offsets and the spread of starts, per wave of 2 x SMs CTAs."""
+def summarize(records: list) -> dict:
+    """Per CTA (sm, start, end) -> how far the CTAs that share an SM start apart and how widely each wave's starts
+    spread (a wave: as many CTAs as the GPU runs at once, resident per SM x SMs), in CTA durations."""
     t0 = min(r[1] for r in records)
     ctas = sorted(((r[1] - t0) / 1e3, (r[2] - t0) / 1e3, r[0]) for r in records)  # us
     duration = sorted(e - s for s, e, _ in ctas)[len(ctas) // 2]
     by_sm: dict = {}
     for s, e, sm in ctas:
         by_sm.setdefault(sm, []).append((s, e))
-    per_sm = max(len(v) for v in by_sm.values())
     # resident CTAs per SM: how many run on its SM at each CTA's midpoint (the median over CTAs)
     live = sorted(sum(1 for s2, e2 in spans if s2 <= (s + e) / 2 < e2) for spans in by_sm.values() for s, e in spans)
     resident = live[len(live) // 2]
@@ -128,28 +127,27 @@ def summarize(records: list, sms: int = 132) -> dict:
         phases = sorted((s - mid) / duration for s in starts)
         waves.append({"wave": w, "p10": phases[len(phases) // 10], "p90": phases[9 * len(phases) // 10],
                       "min": phases[0], "max": phases[-1]})
-    pair_offsets = []  # per SM, per CTA: start offset (CTA durations) from the CTA started just before it there
-    for spans in by_sm.values():
-        starts = sorted(s for s, _ in spans)
-        pair_offsets.append([round((b - a) / duration, 4) for a, b in zip(starts, starts[1:])])
-    return {"sms": len(by_sm), "ctas": len(ctas), "ctas_per_sm_max": per_sm, "resident_per_sm": resident,
-            "median_duration_us": duration, "waves": waves, "start_gaps_per_sm": pair_offsets}
+    # a CTA's partner gap: its start's distance from the CTA started just before it on its SM, where that CTA started
+    # alongside it (under half a CTA earlier; the other gaps are a whole CTA, the slot's previous occupant)
+    partner_gaps = sorted(g for spans in by_sm.values()
+                          for a, b in zip(sorted(s for s, _ in spans), sorted(s for s, _ in spans)[1:])
+                          if (g := (b - a) / duration) < 0.5)
+    mean_per_sm = sorted(sum(e - s for s, e in spans) / len(spans) for spans in by_sm.values())
+
+    def pct(values, q):
+        return values[min(len(values) - 1, int(q * len(values)))] if values else None
+    return {"sms": len(by_sm), "ctas": len(ctas), "resident_per_sm": resident, "median_duration_us": duration,
+            "waves": waves, "partner_gap": {"p50": pct(partner_gaps, 0.5), "p90": pct(partner_gaps, 0.9),
+                                            "max": partner_gaps[-1] if partner_gaps else None},
+            "sm_mean_duration_spread": (mean_per_sm[-1] - mean_per_sm[0]) / duration}
 
 
 def main() -> int:
     args = profile_args(__doc__)
-    import torch
     if args.driver:
-        for i, case in enumerate(CASES):
-            call = make_call(torch, case)
-            call()
-            torch.cuda.synchronize()
-            torch.cuda.profiler.start()
-            call()
-            torch.cuda.synchronize()
-            torch.cuda.profiler.stop()
-            print("CASE", i, json.dumps(case), flush=True)
+        run_cases(CASES, make_call)
         return 0
+    import torch
     timelines = []
     for case in CASES:
         call = make_call(torch, case)
@@ -160,15 +158,21 @@ def main() -> int:
             rec = call()
             torch.cuda.synchronize()
             runs.append(rec.view(-1, 3).tolist())
-        print(label(case), "max |error| over 256 rows of head 0:", f"{call.error():.4f}", flush=True)
+        error = call.error()
+        print(label(case), "max |error| over 256 rows of head 0:", f"{error:.4f}", flush=True)
         summaries = [summarize(r) for r in runs]
         for s in summaries:
             spread = " ".join(f"{w['p10']:+.2f}/{w['p90']:+.2f}" for w in s["waves"][::max(1, len(s['waves']) // 12)])
             print(label(case), s["resident_per_sm"], "per SM,", f"{s['median_duration_us']:.0f} us per CTA;",
-                  "start p10/p90 by wave:", spread, flush=True)
-        timelines.append({"case": case, "summaries": summaries, "records": runs[-1]})
+                  "partner gap p90 / max", s["partner_gap"]["p90"], "/", s["partner_gap"]["max"],
+                  "; start p10/p90 by wave:", spread, flush=True)
+        timelines.append({"case": case, "max_abs_error": error, "summaries": summaries, "records": runs[-1]})
+        call = None
+        torch.cuda.empty_cache()
     done = profile_script(__file__, METRICS, base_units=True)
     kernels = parse_raw_csv(done.stdout, with_units=True) if done is not None else []
+    if len(kernels) != len(CASES):
+        print(f"Nsight Compute profiled {len(kernels)} kernels for {len(CASES)} cases", file=sys.stderr)
     for case, k in zip(CASES, kernels):
         read = float(k["dram__bytes_read.sum"].replace(",", ""))
         kv = 2 * case["heads"] * case["seq_len"] * case["head_dim"] * 2
@@ -176,9 +180,10 @@ def main() -> int:
               "regs", k.get("launch__registers_per_thread"), flush=True)
     path = os.path.join(args.out, f"h200_probe_{datetime.date.today()}_fa_phases.json")
     write_json(path, {"cases": CASES, "timelines": timelines, "kernels": kernels,
-                      "ncu_stderr": done.stderr[-2000:] if done is not None else "ncu not found"})
+                      "ncu_returncode": done.returncode if done is not None else None,
+                      "ncu_stderr": done.stderr[-2000:] if done is not None else "ncu not found"}, compact=True)
     print("->", path)
-    return 0
+    return 0 if len(kernels) == len(CASES) else 1
 
 
 if __name__ == "__main__":

@@ -16,32 +16,25 @@ from __future__ import annotations
 
 import sys
 
-from ncu_profile import profile_cases_main
-from profile_dram_repeats import sdpa_forward
+from profile_dram_repeats import profile_forwards
 
 REPEATS = 2
-METRICS = ["dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum", "gpu__time_duration.sum"]
 SHAPES = [("flash", 64, 131072), ("flash", 128, 65536), ("flash", 64, 98304), ("flash", 128, 131072),
           ("cudnn", 64, 131072), ("cudnn", 128, 32768)]
 CASES = [{"impl": impl, "batch": 1, "heads": h, "seq_len": n, "head_dim": d, "causal": False, "repeats": REPEATS}
          for impl, d, n in SHAPES for h in (1, 2, 4, 8, 16)]
 
 
+def describe(case: dict, reads: list) -> str:
+    """A case's DRAM reads and its K/V reads per head: (reads - Q's bytes) over the heads' K and V bytes."""
+    kv_bytes = 2 * case["heads"] * case["seq_len"] * case["head_dim"] * 2
+    passes = " ".join(f"{(r - kv_bytes / 2) / kv_bytes:.2f}" for r in reads)
+    return (f"{case['impl']} {case['head_dim']} {case['seq_len']} {case['heads']} GB "
+            f"{' '.join(f'{r / 1e9:.3f}' for r in reads)} K/V reads per head {passes}")
+
+
 def main() -> int:
-    status, record = profile_cases_main(__file__, __doc__, "dram_heads", CASES, sdpa_forward, METRICS,
-                                        base_units=True)
-    if record is None:
-        return status
-    kernels = record["kernels"]
-    for i, case in enumerate(CASES):
-        calls = kernels[i * REPEATS:(i + 1) * REPEATS]
-        reads = [float(k["dram__bytes_read.sum"].replace(",", "")) for k in calls]
-        kv_bytes = 2 * case["heads"] * case["seq_len"] * case["head_dim"] * 2
-        q_bytes = kv_bytes / 2
-        passes = " ".join(f"{(r - q_bytes) / kv_bytes:.2f}" for r in reads)
-        print(case["impl"], case["head_dim"], case["seq_len"], case["heads"], "GB",
-              " ".join(f"{r / 1e9:.3f}" for r in reads), "K/V reads per head", passes)
-    return status
+    return profile_forwards(__file__, __doc__, "dram_heads", CASES, describe)
 
 
 if __name__ == "__main__":

@@ -40,17 +40,22 @@ def sdpa_forward(torch, case):
     return call
 
 
-def main() -> int:
-    status, record = profile_cases_main(__file__, __doc__, "dram_repeats", CASES, sdpa_forward, METRICS,
-                                        base_units=True)
+def profile_forwards(script: str, doc: str, name: str, cases: list, describe) -> int:
+    """Profile `cases` (each `repeats` SDPA forward calls) under Nsight Compute and print, per case,
+    `describe(case, reads)` of its calls' DRAM reads in bytes; the exit status."""
+    status, record = profile_cases_main(script, doc, name, cases, sdpa_forward, METRICS, base_units=True)
     if record is None:
         return status
-    kernels = record["kernels"]
-    for i, case in enumerate(CASES):
-        reads = [float(k["dram__bytes_read.sum"].replace(",", "")) / 1e9
-                 for k in kernels[i * REPEATS:(i + 1) * REPEATS]]
-        print(case["impl"], case["head_dim"], case["seq_len"], case["causal"], " ".join(f"{r:.3f}" for r in reads))
+    calls = iter(record["kernels"])
+    for case in cases:
+        reads = [float(next(calls)["dram__bytes_read.sum"].replace(",", "")) for _ in range(case["repeats"])]
+        print(describe(case, reads))
     return status
+
+
+def main() -> int:
+    return profile_forwards(__file__, __doc__, "dram_repeats", CASES, lambda case, reads: " ".join(
+        [str(case[k]) for k in ("impl", "head_dim", "seq_len", "causal")] + [f"{r / 1e9:.3f}" for r in reads]))
 
 
 if __name__ == "__main__":

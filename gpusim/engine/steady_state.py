@@ -114,13 +114,14 @@ def busiest_unit_cycles(totals: dict, sm_count: int, waves: float) -> float:
 
 @dataclass(frozen=True)
 class Drift:
-    """CTAs that run the same schedule drift out of step: each CTA's duration varies a little (relative
-    std `jitter`, one value for the GPU, though runs 31 and 32 in validation/README.md find it a property of the
-    kernel), so after k waves the start times of the CTAs running together spread over about 2 jitter sqrt(k) of a
-    CTA's duration (a random walk; the band holds the CTAs within one standard deviation either side), and never
-    over more than one: each slot's CTA starts when the one before it ends, so the CTAs running at any moment all
-    started within the last CTA's duration (MAX_BAND_CTAS). While that band's share of the tiles a CTA streams
-    fits the L2, one DRAM pass per wave serves it; a wider band is served by one pass per L2-sized slice of it.
+    """CTAs that run the same schedule drift out of step: each CTA's duration varies a little (`jitter`, one
+    value for the GPU, fitted to DRAM reads, though runs 31 and 32 in validation/README.md find the drift a property
+    of the kernel), so after k waves the start times of the CTAs running together spread like a random walk's, over
+    a band of 2 jitter sqrt(k) of a CTA's duration, and never over more than one: each slot's CTA starts when the
+    one before it ends, so the CTAs running at any moment all started within the last CTA's duration
+    (MAX_BAND_CTAS; the band is the whole range of their starts, not a standard deviation). While the band's share
+    of the tiles a CTA streams fits the L2, one DRAM pass per wave serves it; a wider band is served by one pass per
+    L2-sized slice of it (a band of one CTA: stream / L2 passes, as cuDNN's d = 128 forward makes at 98k and 128k).
     The simulated waves may already have needed more than one pass (`window_passes`): CTAs that share an SM fall
     out of step by part of a CTA's duration, a band of their own. Drift then adds passes only once its band
     outgrows that one: a later wave makes the larger of the two counts, not their product."""

@@ -572,9 +572,11 @@ class TimingInterpreter:
 
 
 def _all_done(env, events: list):
-    """An event that fires once every one of `events` (pending, none processed yet) has: simpy's all_of
-    without its per-event value dictionary, which the hot path of every MMA does not need."""
+    """An event that fires once every one of `events` (none processed yet; no events: at once) has: simpy's
+    all_of without its per-event value dictionary, which the hot path of every MMA does not need."""
     done = env.event()
+    if not events:
+        return done.succeed()
     left = [len(events)]
 
     def one(_event):
