@@ -55,7 +55,9 @@ def main() -> int:
                      f"{tol} | {status} |")
     lines += ["", "Suites: `h200_prefill`, `h200_decode`, `h200_dram` are the reference campaign "
               "(../shared/reference, copied to validation/data/); `h200_campaign_*` are this project's own runs "
-              "(validation/measure_h200.py), not used to set any preset value; `anchors` are published figures. Times "
+              "(validation/measure_h200.py and the profiling scripts beside it), which set no preset value except "
+              "`cta_duration_jitter` (fitted to the `dram` rows at d = 128, 98k and 128k tokens); `anchors` are "
+              "published figures. Times "
               "measured with do_bench are simulated from the L2 its flush leaves (`l2_start = flushed`: dirty lines "
               "to write back, validation/README.md run 25); Nsight Compute's rows and the anchors from an empty L2.",
               "",
