@@ -165,9 +165,10 @@ def anchor_rows() -> list[dict]:
 
 
 #: Every call Nsight Compute profiled of a long forward case: the campaign's three runs (run 3 is the main file),
-#: run 28's five calls per case (validation/profile_dram_repeats.py) and run 31's two at 16 heads (the cases it shares). Where one head's K/V outgrows the L2, how often
-#: a wave re-reads it varies from call to call (cuDNN d = 128 at 128k: 10.0-29.8 GB), so these rows are judged
-#: against the median of all calls: DRAM reads, L2 bytes and the kernel's time alike.
+#: run 28's five calls per case (validation/profile_dram_repeats.py) and run 31's two at 16 heads, for the cases it
+#: shares. Where one head's K/V outgrows the L2, how often a wave re-reads it varies from call to call (cuDNN d = 128
+#: at 128k: 10.0-29.8 GB), so these rows are judged against the median of all calls: DRAM reads, L2 bytes and the
+#: kernel's time alike.
 DRAM_READ_RUNS = ("repeats/run1_dram.json", "repeats/run2_dram.json", "h200_measured_2026-11-28_dram.json")
 DRAM_READ_REPEATS = "h200_profile_2026-11-29_dram_repeats.json"
 #: Run 31: SDPA's FLASH and CUDNN forwards at 1 to 16 heads of one long sequence. Its 16-head calls join the campaign's
@@ -175,8 +176,8 @@ DRAM_READ_REPEATS = "h200_profile_2026-11-29_dram_repeats.json"
 DRAM_HEADS = "h200_profile_2026-11-29_dram_heads.json"
 #: Run 1's `time_ms` holds nanoseconds (a parser bug of that run, validation/README.md "Files"): seconds per unit.
 RUN1_TIME_FILE, RUN1_SECONDS_PER_TIME_UNIT = "repeats/run1_dram.json", 1e-9
-#: metric -> (the campaign's field and its scale to the metric's unit, run 28's Nsight Compute metric, the unit
-#: printed in a row's source, its scale from the metric's unit)
+#: metric -> (the campaign's field and its scale to the metric's unit, the Nsight Compute metric of runs 28 and 31,
+#: the unit printed in a row's source, its scale from the metric's unit)
 PROFILED_METRICS = {"hbm_read_bytes": ("dram_read_GB", 1e9, "dram__bytes_read.sum", "GB", 1e-9),
                     "l2_bytes": ("l2_GB", 1e9, "lts__t_bytes.sum", "GB", 1e-9),
                     "time_s": ("time_ms", 1e-3, "gpu__time_duration.sum", "ms", 1e3)}
@@ -200,30 +201,36 @@ def profiled_forward_calls(name: str) -> list[tuple[dict, list[dict]]]:
     return out
 
 
-def forward_profiled_calls() -> dict[tuple, dict[str, list[float]]]:
+def forward_profiled_calls() -> tuple[dict[tuple, dict[str, list[float]]], dict[tuple, list[str]]]:
     """(impl, d, N, causal) -> metric -> its value in every profiled call of that B = 1, H = 16 forward case (bytes,
-    seconds)."""
+    seconds); and (impl, d, N, causal) -> the runs those calls come from."""
     calls: dict[tuple, dict[str, list[float]]] = {}
+    runs: dict[tuple, list[str]] = {}
     for name in DRAM_READ_RUNS:
         path = HERE / "data" / name
         for r in json.loads(path.read_text())["rows"] if path.exists() else ():
             if r["kind"] == "fwd" and r["B"] == 1 and r["H"] == 16:
-                per_metric = calls.setdefault((r["impl"], r["d"], r["N"], bool(r["causal"])), {})
+                key = (r["impl"], r["d"], r["N"], bool(r["causal"]))
+                per_metric = calls.setdefault(key, {})
+                if "the campaign's runs 1-3" not in runs.setdefault(key, []):
+                    runs[key].append("the campaign's runs 1-3")
                 for metric, (field, scale, _, _, _) in PROFILED_METRICS.items():
                     if metric == "time_s" and name == RUN1_TIME_FILE:
                         scale = RUN1_SECONDS_PER_TIME_UNIT
                     per_metric.setdefault(metric, []).append(r[field] * scale)
-    for name in (DRAM_READ_REPEATS, DRAM_HEADS):
+    for name, run in ((DRAM_READ_REPEATS, 28), (DRAM_HEADS, 31)):
         for case, kernels in profiled_forward_calls(name):
             if case["heads"] != 16:
                 continue  # run 31's other head counts are rows of their own (dram_heads_rows)
             assert case["batch"] == 1, f"{name}: {case} is not B = 1"
-            per_metric = calls.setdefault((case["impl"], case["head_dim"], case["seq_len"], case["causal"]), {})
+            key = (case["impl"], case["head_dim"], case["seq_len"], case["causal"])
+            per_metric = calls.setdefault(key, {})
+            runs.setdefault(key, []).append(f"validation/data/{name} (run {run})")
             for kernel in kernels:
                 for metric, (_, _, ncu_metric, _, _) in PROFILED_METRICS.items():
                     value = float(kernel[ncu_metric].replace(",", ""))
                     per_metric.setdefault(metric, []).append(value * 1e-9 if metric == "time_s" else value)
-    return calls
+    return calls, runs
 
 
 def median(values: list[float]) -> float:
@@ -264,7 +271,7 @@ def measured_rows() -> list[dict]:
     dram = HERE / "data" / f"h200_measured_{stamp}_dram.json"
     if dram.exists():
         source = f"validation/data/{dram.name} (project campaign, Nsight Compute)"
-        profiled = forward_profiled_calls()
+        profiled, profiled_runs = forward_profiled_calls()
         for r in json.loads(dram.read_text())["rows"]:
             if r["impl"] not in KERNEL_OF_IMPL:
                 continue
@@ -276,13 +283,13 @@ def measured_rows() -> list[dict]:
                 opts = prefill_options(r["impl"], "fwd", r["d"])
             common = dict(suite="h200_campaign_dram", hardware="h200", kernel=KERNEL_OF_IMPL[r["impl"]],
                           impl=r["impl"], head_dim=r["d"], options=json.dumps(opts), source=source, **shape)
-            case_calls = profiled.get((r["impl"], r["d"], r["N"], bool(r.get("causal")))) if r["kind"] == "fwd" else None
+            key = (r["impl"], r["d"], r["N"], bool(r.get("causal"))) if r["kind"] == "fwd" else None
+            case_calls = profiled.get(key)
             for metric, (field, scale, _, unit, shown) in PROFILED_METRICS.items():
                 calls = (case_calls or {}).get(metric, [])
                 if len(calls) > 3:
                     spread = f"{min(calls) * shown:.3g}-{max(calls) * shown:.3g} {unit}"
-                    many = (f"median of {len(calls)} profiled calls, {spread}: the campaign's runs 1-3, "
-                            f"validation/data/{DRAM_READ_REPEATS} (run 28) and {DRAM_HEADS} (run 31)")
+                    many = f"median of {len(calls)} profiled calls, {spread}: {', '.join(profiled_runs[key])}"
                     rows.append(row(**{**common, "source": many}, metric=metric, measured=median(calls),
                                     unit="s" if metric == "time_s" else "B"))
                 else:
