@@ -416,7 +416,31 @@ class TimingInterpreter:
             value = None
             now = env.now
             kind = type(op)
-            if kind is Load:
+            # the most frequent ops first (FA3 at 128k tokens: Signal 30%, Acquire 25%, Wait 25%)
+            if kind is Signal:
+                cta.release(op.sem, op.count)
+            elif kind is Acquire:
+                event = cta.acquire(env, op.sem, op.count)
+                if event is not None:
+                    start = now
+                    yield event
+                    if trace is not None:
+                        trace.append((f"wait {op.sem.name}", sm.index, "wait", start, env.now - start))
+            elif kind is Wait:
+                handle = op.handle
+                if handle is None:
+                    pass
+                elif "event" in handle.meta:
+                    yield handle.meta["event"]
+                    if trace is not None:
+                        trace.append((handle.meta["name"], sm.index, "tensor", handle.meta["issued"],
+                                      env.now - handle.meta["issued"]))
+                elif handle.done_cycle > now:
+                    start = now
+                    yield env.timeout(math.ceil(handle.done_cycle - now))
+                    if trace is not None:
+                        trace.append(("wait", sm.index, "wait", start, env.now - start))
+            elif kind is Load:
                 src = op.src
                 nbytes = src.nbytes
                 keys, multiplicity, key_bytes = rep.l2_keys(src)
@@ -522,29 +546,6 @@ class TimingInterpreter:
                 if trace is not None:
                     trace.append((f"store {dst.tensor.name}", sm.index, "tma", now, done - now))
                 cta.store_done = max(cta.store_done, done)
-            elif kind is Wait:
-                handle = op.handle
-                if handle is None:
-                    pass
-                elif "event" in handle.meta:
-                    yield handle.meta["event"]
-                    if trace is not None:
-                        trace.append((handle.meta["name"], sm.index, "tensor", handle.meta["issued"],
-                                      env.now - handle.meta["issued"]))
-                elif handle.done_cycle > now:
-                    start = now
-                    yield env.timeout(math.ceil(handle.done_cycle - now))
-                    if trace is not None:
-                        trace.append(("wait", sm.index, "wait", start, env.now - start))
-            elif kind is Acquire:
-                event = cta.acquire(env, op.sem, op.count)
-                if event is not None:
-                    start = now
-                    yield event
-                    if trace is not None:
-                        trace.append((f"wait {op.sem.name}", sm.index, "wait", start, env.now - start))
-            elif kind is Signal:
-                cta.release(op.sem, op.count)
             elif kind is Loop:
                 tag = None if op.data_key is None else (launch_name, rep.cta, op.data_key)
                 value = full_runs.plan(op.count, sample=not self.exact, data_tag=tag, lookahead=op.lookahead)
