@@ -49,10 +49,11 @@ def build_kernel():
         return tl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r", [], dtype=tl.int32, is_pure=False, pack=1)
 
     @triton.jit
-    def forward(q_ptr, k_ptr, v_ptr, o_ptr, rec_ptr, seq_len, scale_log2,
-                D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    def forward(q_ptr, k_ptr, v_ptr, o_ptr, rec_ptr, iters_ptr, seq_len, scale_log2,
+                D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RECORD_CTAS: tl.constexpr = 0):
         mb = tl.program_id(0)
         head = tl.program_id(1)
+        cta = head * tl.num_programs(0) + mb
         start = stamp()
         base = head.to(tl.int64) * seq_len * D
         rows = mb * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -63,6 +64,9 @@ def build_kernel():
         acc = tl.zeros((BLOCK_M, D), tl.float32)
         n_tiles = seq_len // BLOCK_N
         for i in range(0, n_tiles):
+            if RECORD_CTAS > 0:  # the start of every iteration of the first CTAs (probe_fa_iterations.py)
+                if cta < RECORD_CTAS:
+                    tl.store(iters_ptr + cta * n_tiles + i, stamp())
             keys = (n_tiles - 1 - i) * BLOCK_N + tl.arange(0, BLOCK_N)  # last tile first, as FA2 walks
             k = tl.load(k_ptr + base + keys[None, :] * D + cols[:, None])
             v = tl.load(v_ptr + base + keys[:, None] * D + cols[None, :])
@@ -76,7 +80,6 @@ def build_kernel():
         acc = acc / l_i[:, None]
         tl.store(o_ptr + base + rows[:, None] * D + cols[None, :], acc.to(tl.bfloat16))
         end = stamp()
-        cta = head * tl.num_programs(0) + mb
         tl.store(rec_ptr + cta * 3, sm_id().to(tl.int64))
         tl.store(rec_ptr + cta * 3 + 1, start)
         tl.store(rec_ptr + cta * 3 + 2, end)
@@ -84,19 +87,25 @@ def build_kernel():
     return forward
 
 
-def make_call(torch, case):
+def make_call(torch, case, record_ctas: int = 0):
+    """A callable that runs `case` once and returns its per-CTA (sm, start, end) records; with `record_ctas`, the
+    first that many CTAs also stamp every iteration's start into `call.iterations` (CTAs x tiles)."""
     kernel = build_kernel()
     shape = (case["heads"], case["seq_len"], case["head_dim"])
     q, k, v = (torch.randn(*shape, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     o = torch.empty_like(q)
     grid = (case["seq_len"] // case["block_m"], case["heads"])
     rec = torch.zeros(grid[0] * grid[1] * 3, device="cuda", dtype=torch.int64)
+    n_tiles = case["seq_len"] // case["block_n"]
+    iterations = torch.zeros(max(1, record_ctas * n_tiles), device="cuda", dtype=torch.int64)
     scale_log2 = case["head_dim"] ** -0.5 * 1.4426950408889634
 
     def call():
-        kernel[grid](q, k, v, o, rec, case["seq_len"], scale_log2, D=case["head_dim"], BLOCK_M=case["block_m"],
-                     BLOCK_N=case["block_n"], num_warps=case["warps"], num_stages=case["stages"])
+        kernel[grid](q, k, v, o, rec, iterations, case["seq_len"], scale_log2, D=case["head_dim"],
+                     BLOCK_M=case["block_m"], BLOCK_N=case["block_n"], RECORD_CTAS=record_ctas,
+                     num_warps=case["warps"], num_stages=case["stages"])
         return rec
+    call.iterations = iterations
 
     def error() -> float:
         """Largest |difference| from float32 attention over the first 256 query rows of head 0."""
