@@ -343,7 +343,7 @@ _COMMON_SOURCES = {
 }
 
 
-#: Relative std of a CTA's duration (see HardwareSpec.cta_duration_jitter), calibrated on the H200.
+#: How fast a long launch's CTAs drift out of step (see HardwareSpec.cta_duration_jitter), calibrated on the H200.
 CTA_DURATION_JITTER = 0.11
 _JITTER_SOURCE = ("calibrated: DRAM reads of FA2 and cuDNN forward at d = 128, 98k and 128k tokens, 16 heads, median "
                   "of 7-8 profiled calls each (validation/README.md run 28), where drift sets the re-reads, with the "

@@ -123,7 +123,7 @@ def suspect(case: Case, result, error: float) -> str:
     if case.metric == "time_s" and case.measured < HOST_BOUND_BELOW_S:
         return "launch overhead / host-bound small kernel"
     if case.metric == "hbm_read_bytes" and error < 0 and problem.seq_len >= 32768:
-        fa2 = (" FA2's passes per wave over one head's K/V grow from 1.0 at 4 waves to 1.9 at 62 (run 31);"
+        fa2 = (" FA2's passes per wave over one head's K/V grow from 1.0 at 4 waves to 1.9 at 62 (run 31)."
                if case.kernel == "fa2" else "")
         return ("K/V re-read from DRAM more than modelled: CTAs fall out of step over a long launch faster than "
                 "the model's drift (cta_duration_jitter, one random walk for every kernel, where how far a launch "

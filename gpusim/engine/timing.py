@@ -305,9 +305,7 @@ class TimingInterpreter:
     def _submit(self, *parts: tuple, age: int = 0):
         """Start (unit, work) parts at once; the event fires when all are done."""
         events = [unit.submit(work, age) for unit, work in parts if work]
-        if len(events) == 1:
-            return events[0]
-        return _all_done(self.env, events) if events else self.env.timeout(0)
+        return events[0] if len(events) == 1 else _all_done(self.env, events)
 
     def _hbm_busy_simulated(self) -> float:
         """HBM busy cycles of the transfers actually simulated: what a sampled loop's measured iterations
