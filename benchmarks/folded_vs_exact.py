@@ -33,6 +33,9 @@ GRID = [  # (kernel, problem kwargs, hardware[, options[, simulate's keywords]])
     ("fa3", dict(batch=1, heads=16, seq_len=4096, head_dim=128), "h200"),
     ("fa3", dict(batch=1, heads=8, seq_len=2048, head_dim=128, causal=True), "h200"),
     ("fa3", dict(batch=1, heads=8, seq_len=1024, head_dim=128, pass_="bwd"), "h200"),
+    # long K/V walks (47 and up to 64 tiles): the producer's and the consumer warpgroups' loops sampled together
+    ("fa3", dict(batch=1, heads=8, seq_len=8192, head_dim=128), "h200"),
+    ("fa3", dict(batch=1, heads=4, seq_len=8192, head_dim=128, causal=True), "h200"),
     ("fa4", dict(batch=1, heads=16, seq_len=4096, head_dim=128), "b200"),
     ("flash_decoding", dict(batch=2, heads=32, kv_heads=8, seq_len=1, kv_len=8192, head_dim=128), "h200"),
     ("flash_decoding", dict(batch=8, heads=32, kv_heads=8, seq_len=1, kv_len=16384, head_dim=128), "h200"),

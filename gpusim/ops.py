@@ -258,11 +258,16 @@ class Loop(Op):
     walk the same data again (an inner loop re-run by an outer one) give the same `data_key`, so that the
     skipped iterations' tiles are stood in for by the same L2 lines each time instead of new ones. A program
     that issues an iteration's loads `lookahead` iterations before marking it says so: a sampled loop then
-    keeps that many tail iterations, so that its measured iterations each issue a steady iteration's loads."""
+    keeps that many tail iterations, so that its measured iterations each issue a steady iteration's loads.
+    A loop whose tiles concurrent CTAs walk too (the K/V of a head) says `shared`: its skipped iterations'
+    reads of shared tensors then go through L2 as stand-in chunks of the data they walk, which other CTAs'
+    skipped iterations touch too, so they hit or miss as the cache holds that data (an extrapolation of the
+    measured iterations' hits would miss a walk that outgrows L2 only in its later iterations)."""
 
     count: int
     data_key: Any = None
     lookahead: int = 0
+    shared: bool = False
 
 
 @dataclass(slots=True, eq=False)

@@ -37,6 +37,9 @@ registers); mechanisms, each an option:
     in issue order), so the loss is the softmax that outlasts the P Vs (Table 2: 570 TFLOP/s);
   - causal masking skips the K/V tiles right of the CTA's diagonal (all of the CTA's warpgroups walk the
     CTA's tiles, as the code does; a warpgroup's tiles past its own diagonal are fully masked).
+Every role walks the K/V tiles as one announced shared loop (ops.Loop), so that folded mode samples a long
+non-causal walk (131k tokens: 6.6k events instead of 358k) and reads its skipped tiles through L2 as the data
+the CTAs share (engine.loop_sampling).
 
 FP8 (problem.dtype == "fp8"): Q, K, V are e4m3 tensors in HBM with descale factors, P is rounded to e4m3 for
 the P V product, both products run at the wgmma fp8 rate. `fp8_scaling="block"` gives every Q tile and
@@ -70,7 +73,7 @@ import numpy as np
 
 from gpusim.errors import InputError
 from gpusim.launch import MAX_REGISTERS_PER_THREAD, KernelPlan, Launch, Option, resolve_options
-from gpusim.ops import Acquire, GlobalTensor, Load, Mma, Semaphore, Signal, Store, Tile, Vector
+from gpusim.ops import Acquire, GlobalTensor, Load, Loop, LoopPlan, Mma, Semaphore, Signal, Store, Tile, Vector
 from gpusim.problem import AttentionProblem
 from gpusim.kernels.attention_common import (EXP_FMA_OPS_PER_ELEMENT, declare_tensors, finalize_output,
                                              init_row_state, kv_tiles_for_rows, masked_scores, online_softmax,
@@ -268,8 +271,8 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
         tiles = kv_tiles_for_rows(problem, r0, min(r0 + bm, n), bn)
         count = len(tiles)
 
-        def kv(i):
-            return slice(tiles[i] * bn, (tiles[i] + 1) * bn)
+        def kv(tile):
+            return slice(tile * bn, (tile + 1) * bn)
 
         pingpong = PingPong(n_wg, cfg.pingpong)
         # Without intra-warpgroup overlap the code uses its scheduler barrier only with two consumer
@@ -283,21 +286,40 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
         k_ring = SmemRing("K", cfg.stages, lambda s: [Tile((bn, d), dt, "smem", f"K{s}")], n_wg, tma=cfg.tma)
         v_ring = SmemRing("V", cfg.stages, lambda s: [Tile((bn, d), dt, "smem", f"V{s}")], n_wg, tma=cfg.tma)
         rings = {"K": (k_ring, k_t), "V": (v_ring, v_t)}
+        # Every role walks the CTA's K/V tiles as one announced loop (ops.Loop), which the folded timing model
+        # may sample: a role's positions are the entries of its walk's `indices` (the iterations it runs, the
+        # same in every role), the rings are filled and drained by position and the tile at position p is
+        # tiles[walk.indices[p]]. Each role marks position p where it needs nothing that another role does
+        # after marking p: a sampled loop's roles jump over the skipped iterations side by side, not one
+        # after the other. The producer marks p once K_p is out; a consumer at the top of its iteration
+        # (with intra-warpgroup overlap it needs K_{p-1} and V_{p-2} there) or once S_p is done (without it,
+        # where it holds no ping-pong turn). An in-line loader loads `stages` ahead, so the loop declares
+        # that much lookahead.
+        walks: dict = {}
+
+        def announce_walk():
+            """The role's walk. Causal CTAs walk different lengths, so one's L2 hits and misses in its first
+            iterations do not stand for the rest of its walk: every iteration is simulated (as FA2's are)."""
+            if problem.causal:
+                return LoopPlan(count, range(count))
+            return (yield Loop(count, lookahead=cfg.stages, shared=True))
 
         def wg_rows(w):
             return slice(r0 + w * WG_ROWS, r0 + (w + 1) * WG_ROWS)
 
-        def load_order():
-            """(ring, tile) in the order the code issues the loads: with intra-warpgroup overlap K_{j+1}
-            before V_j (V is used one step after K); without it K_j, V_j in turn."""
+        def loads_at(p, positions):
+            """(ring, position) of the loads the code issues at step p of `positions`: with intra-warpgroup
+            overlap K_{p+1} before V_p (V is used one step after K; step 0 starts with K_0); without it K_p, V_p."""
             if not cfg.intra_wg_pipeline:
-                return [(name, i) for i in range(count) for name in ("K", "V")]
-            return [("K", 0)] + [(name, j) for i in range(count) for name, j in (("K", i + 1), ("V", i))
-                                 if j < count]
+                return [("K", p), ("V", p)]
+            return ([("K", 0)] if p == 0 else []) + ([("K", p + 1)] if p + 1 < positions else []) + [("V", p)]
 
-        def fill(name, i):
+        def load_order(positions):
+            return [load for p in range(positions) for load in loads_at(p, positions)]
+
+        def fill(walk, name, p):
             ring, tensor = rings[name]
-            yield from ring.produce(i, [tensor.region(b, hk, kv(i))])
+            yield from ring.produce(p, [tensor.region(b, hk, kv(tiles[walk.indices[p]]))])
 
         def load_q():
             for w in range(n_wg):
@@ -305,29 +327,36 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
 
         def producer():
             yield from load_q()
-            for name, i in load_order():
-                yield from fill(name, i)
+            walk = yield from announce_walk()
+            p = 0
+            while p < len(walk.indices):  # (loop sampling may lengthen the walk while it runs)
+                for name, j in loads_at(p, len(walk.indices)):
+                    yield from fill(walk, name, j)
+                    if name == "K":  # position j's iteration begins once K_j is out (see the walk's marks)
+                        yield walk.mark(walk.indices[j])
+                p += 1
 
-        loader = None if cfg.warp_specialization else InlineLoader(cfg.stages, fill)
+        loader = None if cfg.warp_specialization else InlineLoader(cfg.stages, lambda name, p: fill(walks[0], name, p))
 
-        def get_k(i, w):
-            return (yield from k_ring.consume(i, w))[0]
+        def get_k(p, w):
+            return (yield from k_ring.consume(p, w))[0]
 
-        def get_v(i, w):
-            return (yield from v_ring.consume(i, w))[0]
+        def get_v(p, w):
+            return (yield from v_ring.consume(p, w))[0]
 
-        def release(ring_name, i, w, holds_turn=False):
-            yield from rings[ring_name][0].release(i)
+        def release(ring_name, p, w, holds_turn=False):
+            yield from rings[ring_name][0].release(p)
             if loader is not None and w == 0:
-                yield from loader.refill(ring_name, i, count, holds_turn)
+                yield from loader.refill(ring_name, p, len(walks[0].indices), holds_turn)
 
         def consumer(w):
             wr0 = r0 + w * WG_ROWS
             valid = max(0, min(WG_ROWS, n - wr0))
             q = q_tiles[w]
+            walk = walks[w] = yield from announce_walk()
             if loader is not None and w == 0:  # warp 0 of warpgroup 0 issues the prologue loads
                 yield from load_q()
-                yield from loader.prologue(load_order())
+                yield from loader.prologue(load_order(len(walk.indices)))
             yield Acquire(q_full[w])
             m, l_, acc, init = init_row_state(valid, WG_ROWS, d)
             for op in init:
@@ -337,10 +366,10 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
             s_tiles = [Tile((WG_ROWS, bn), "fp32", "reg", f"S{k}") for k in range(2)]
             p_tiles = [Tile((WG_ROWS, bn), dt, "reg", f"P{k}") for k in range(2)]
 
-            def softmax(i, s, p):
-                j = tiles[i]
+            def softmax(pos, s, p):
+                j = tiles[walk.indices[pos]]
                 if cfg.fp8:
-                    if i == 0:
+                    if pos == 0:
                         for handle in descale_handles:
                             yield from wait_for(handle)
                     kj = j if block_scales else 0
@@ -350,15 +379,16 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
                 # the implementation's instructions beyond the softmax's arithmetic, issued in line with it
                 extra = cfg.extra_softmax_ops_per_score * s.elements + cfg.extra_softmax_ops_per_acc * acc.elements
                 yield from online_softmax(s, m, l_, acc, p, mask, extra_fp32_ops=extra)
-                if cfg.fp8 and block_scales and i > 0:
+                if cfg.fp8 and block_scales and pos > 0:
                     # acc is kept in units of the newest V tile's scale; the ratio folds into the rescale multiply
-                    prev = tiles[i - 1]
+                    prev = tiles[walk.indices[pos - 1]]
                     yield Vector(lambda o, v_, a=prev, c=j: o * (v_[a, 0] / v_[c, 0]), [acc, vd], acc, 0.0)
 
             def mma_s(k_tile, s):
                 return Mma(q, k_tile, s, "wgmma", b_transposed=True, wait=False)
 
             if cfg.intra_wg_pipeline:
+                yield walk.mark(walk.indices[0])
                 k_tile = yield from get_k(0, w)
                 yield from pingpong.sync(w)
                 hs = yield mma_s(k_tile, s_tiles[0])
@@ -366,26 +396,30 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
                 yield from wait_for(hs)
                 yield from release("K", 0, w)
                 yield from softmax(0, s_tiles[0], p_tiles[0])
-                for i in range(1, count):
-                    cur, nxt = (i - 1) % 2, i % 2
-                    k_tile = yield from get_k(i, w)
+                pos = 1
+                while pos < len(walk.indices):
+                    yield walk.mark(walk.indices[pos])
+                    cur, nxt = (pos - 1) % 2, pos % 2
+                    k_tile = yield from get_k(pos, w)
                     yield from pingpong.sync(w)
                     hs = yield mma_s(k_tile, s_tiles[nxt])
-                    v_tile = yield from get_v(i - 1, w)
+                    v_tile = yield from get_v(pos - 1, w)
                     # issued back to back: the tensor core runs them in order, S_next first
                     hpv = yield Mma(p_tiles[cur], v_tile, acc, "wgmma", accumulate=True, wait=False)
                     yield from pingpong.arrive_when_done(w, hpv, commits)
                     yield from wait_for(hs)
-                    yield from release("K", i, w)
-                    yield from softmax(i, s_tiles[nxt], p_tiles[nxt])
+                    yield from release("K", pos, w)
+                    yield from softmax(pos, s_tiles[nxt], p_tiles[nxt])
                     yield from wait_for(hpv)
-                    yield from release("V", i - 1, w)
-                v_tile = yield from get_v(count - 1, w)
+                    yield from release("V", pos - 1, w)
+                    pos += 1
+                last = len(walk.indices) - 1
+                v_tile = yield from get_v(last, w)
                 yield from pingpong.sync(w)
-                hpv = yield Mma(p_tiles[(count - 1) % 2], v_tile, acc, "wgmma", accumulate=True, wait=False)
+                hpv = yield Mma(p_tiles[last % 2], v_tile, acc, "wgmma", accumulate=True, wait=False)
                 yield from pingpong.arrive_when_done(w, hpv, commits)
                 yield from wait_for(hpv)
-                yield from release("V", count - 1, w)
+                yield from release("V", last, w)
             else:
                 # The code's non-IntraWGOverlap mainloop: a warpgroup's turn covers P_{j-1} V_{j-1}, waited for
                 # to completion, and then S_j = Q K_j^T; the turn is handed on after S_j (sync before the loop
@@ -393,17 +427,21 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
                 # overlaps the other's GEMMs, and each turn pays the P V completion before S is issued.
                 turns = no_overlap_turns
                 yield from turns.sync(w)
-                for i in range(count):
-                    k_tile = yield from get_k(i, w)
+                pos = 0
+                while pos < len(walk.indices):
+                    k_tile = yield from get_k(pos, w)
                     hs = yield mma_s(k_tile, s_tiles[0])
                     yield from turns.arrive_when_done(w, hs, commits)
                     yield from wait_for(hs)
-                    yield from release("K", i, w)
-                    yield from softmax(i, s_tiles[0], p_tiles[0])
-                    v_tile = yield from get_v(i, w)
+                    # marked where the warpgroup holds no turn: a sampled loop's jump must not hold up the other
+                    yield walk.mark(walk.indices[pos])
+                    yield from release("K", pos, w)
+                    yield from softmax(pos, s_tiles[0], p_tiles[0])
+                    v_tile = yield from get_v(pos, w)
                     yield from turns.sync(w)
                     yield Mma(p_tiles[0], v_tile, acc, "wgmma", accumulate=True)
-                    yield from release("V", i, w, holds_turn=turns.enabled)
+                    yield from release("V", pos, w, holds_turn=turns.enabled)
+                    pos += 1
                 yield from turns.arrive(w)
             if cfg.pingpong:
                 yield from commits.close()

@@ -8,18 +8,21 @@ from gpusim.engine.servers import SharedUnit
 
 
 def unit_finish_times(rate: float, jobs: list[tuple[int, float]], ages: list[int] | None = None,
-                      oldest_share: float = 0.5, caps: list[float] | None = None) -> tuple[dict, SharedUnit]:
-    """Submit (start cycle, amount) jobs, of CTAs of the given age ranks (default: one CTA) and rate caps
-    (default: none), to one SharedUnit; returns ({job index: completion cycle}, unit)."""
+                      oldest_share: float = 0.5, caps: list[float] | None = None,
+                      stand_ins: list[bool] | None = None) -> tuple[dict, SharedUnit]:
+    """Submit (start cycle, amount) jobs, of CTAs of the given age ranks (default: one CTA), rate caps
+    (default: none) and stand-in flags (default: none is), to one SharedUnit; returns ({job index: completion
+    cycle}, unit)."""
     env = simpy.Environment()
     unit = SharedUnit(env, "u", rate, oldest_share)
     done = {}
     ages = ages or [0] * len(jobs)
     caps = caps or [1.0] * len(jobs)
+    stand_ins = stand_ins or [False] * len(jobs)
 
     def job(i, start, amount):
         yield env.timeout(start)
-        yield unit.submit(amount, ages[i], caps[i])
+        yield unit.submit(amount, ages[i], caps[i], stand_ins[i])
         done[i] = env.now
 
     for i, (start, amount) in enumerate(jobs):

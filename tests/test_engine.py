@@ -453,6 +453,21 @@ def test_memory_system_atomic_accumulate_reads_hbm_only_when_absent():
     assert mem.bytes.l2_write == 2000 and mem.bytes.l2_read == 2000
 
 
+def test_stand_in_chunks_of_a_shared_walk_hit_while_the_bytes_since_their_last_read_fit_l2():
+    mem = MemorySystem(TINY)  # 1 MB of L2 in one class
+    mem.start_launch(0)
+    walk = [(("K", "walk", 0), 1000, 0)]  # one chunk of 1000 bytes
+    assert mem.read_stand_ins("K", [(*walk[0], 1000)], now=1000) == 1000  # first read: from HBM
+    # another CTA reads it 100 cycles later: 1000 bytes entered L2 in 1100 cycles, so 91 since: a hit
+    assert mem.read_stand_ins("K", [(*walk[0], 1100)], now=1100) == 0
+    # 2 MB of other data; 2900 cycles after its last read, at 500 bytes a cycle, 1.45 MB entered L2: a re-read
+    assert mem.read_stand_ins("V", [(("V", "walk", 0), 2e6, 0, 2000)], now=2000) == 2e6
+    assert mem.read_stand_ins("K", [(*walk[0], 4000)], now=4000) == 1000
+    assert mem.hbm_read_by_tensor == {"K": 2000, "V": 2e6}
+    assert mem.reread_bytes_by_tensor == {"K": 1000}
+    assert mem.bytes.hbm_read == 2e6 + 2000
+
+
 # ---------------------------------------------------------------------------------------------- compute units
 A, B, ACC = Tile((64, 64), "bf16", "smem"), Tile((64, 64), "bf16", "smem"), Tile((64, 64), "fp32")
 
@@ -547,6 +562,16 @@ def test_what_a_capped_job_leaves_stays_with_its_cta_first():
     assert done == {0: 400, 1: 200, 2: 200}
     # with every share given to the oldest CTA, what its capped job leaves goes to the younger one
     done, _ = unit_finish_times(1.0, [(0, 20), (0, 80)], ages=[1, 2], oldest_share=1.0, caps=[0.2, 1.0])
+    assert done == {0: 100, 1: 100}
+
+
+def test_a_stand_in_job_yields_to_its_own_ctas_real_work_only():
+    # a loop's skipped iterations (100 units capped at 0.5) and a real job of 50 of the same CTA: the real one
+    # runs alone (done at 50), the stand-in then at its cap (100 units over 200 cycles: done at 250)
+    done, unit = unit_finish_times(1.0, [(0, 100), (0, 50)], caps=[0.5, 1.0], stand_ins=[True, False])
+    assert done == {0: 250, 1: 50} and unit.busy_cycles == pytest.approx(150)
+    # against another CTA's real job it is an ordinary job: 0.5 each, both done at 100
+    done, _ = unit_finish_times(1.0, [(0, 50), (0, 50)], ages=[1, 2], caps=[0.5, 1.0], stand_ins=[True, False])
     assert done == {0: 100, 1: 100}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from gpusim.engine import loop_sampling
 from gpusim.engine.timing import TimingInterpreter
 from gpusim.errors import InputError
 from gpusim.kernels import fa3, fa4
@@ -254,6 +255,20 @@ def test_fa4_tmem_budget_limits_q_tiles():
 #: tokens (the ordering must hold at both; each point simulates in well under a second).
 TABLE2_SMALL = AttentionProblem(batch=4, heads=16, seq_len=2112, head_dim=128)
 TABLE2 = AttentionProblem(batch=4, heads=16, seq_len=8448, head_dim=128)
+
+
+def test_fa3_sampled_walk_agrees_with_the_full_walk(monkeypatch):
+    """Folded mode samples each CTA's K/V walk (48 tiles here; the producer's and both consumers' loops
+    together) and reads the skipped tiles' data as shared stand-in chunks: time and DRAM reads stay with
+    the walk run in full, at a fraction of the events."""
+    problem = AttentionProblem(batch=1, heads=8, seq_len=8448, head_dim=128)
+    sampled = simulate("fa3", problem, "h200")
+    monkeypatch.setattr(loop_sampling, "SAMPLE_ABOVE", 10**9)
+    full = simulate("fa3", problem, "h200")
+    assert sampled.time_s == pytest.approx(full.time_s, rel=0.02)
+    assert sampled.hbm_read_bytes == pytest.approx(full.hbm_read_bytes, rel=0.05)
+    assert sampled.flops == pytest.approx(full.flops, rel=1e-6)
+    assert sampled.events < full.events / 2
 
 
 def _ablation(problem):

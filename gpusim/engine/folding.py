@@ -40,6 +40,12 @@ class Representative:
         self.cta, self.weight, self._shared = cta, weight, shared
         self.count = int(weight) if count is None else count
 
+    def shared_keys(self, tensor: str) -> tuple:
+        """The distinct `shared_by` keys of `tensor` in the representative's block, its own first; () for a
+        tensor its CTAs do not share."""
+        entry = self._shared.get(tensor)
+        return () if entry is None else (entry[0], *entry[1])
+
     def l2_keys(self, ref) -> tuple[tuple, float, tuple | None]:
         """The L2 keys one access to `ref` by this representative stands for, and how many real tiles
         each key counts for. Shared tensors: the block's distinct tiles, found by substituting each

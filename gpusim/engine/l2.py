@@ -51,6 +51,14 @@ class L2Cache:
         self._class_of_key: dict = {}  # every key seen: its class (hashed once)
 
     @property
+    def classes(self) -> int:
+        return len(self._orders)
+
+    def class_bytes(self, cls: int) -> float:
+        """The capacity of class `cls`."""
+        return self._capacities[cls]
+
+    @property
     def used_bytes(self) -> float:
         return sum(self._used)
 
@@ -152,7 +160,7 @@ class L2Cache:
                 continue
             tail.append((size, dirty, cls))
         written_back = 0.0
-        classes = len(self._orders)  # the stand-in lines' tags may hold object ids: classes are given, not hashed
+        classes = self.classes  # the stand-in lines' tags may hold object ids: classes are given, not hashed
         for i in range(chunks):
             written_back += self.insert((tag, "read", i), clean_bytes / chunks, dirty=False, cls=i % classes)
             written_back += self.insert((tag, "write", i), dirty_bytes / chunks, dirty=True, cls=i % classes)

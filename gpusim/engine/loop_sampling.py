@@ -9,7 +9,16 @@ as steady demand (a co-resident CTA still measuring its pace meets the contentio
 with the scheduler's preference for the oldest CTA, a younger one that measured alone after the older
 one's jump ran 12% fast, benchmarks/folded_vs_exact.py), and stand-in lines of the L2 volume they
 would have touched age the cache (the same lines again when a loop walks the same data again, so that a
-working set that fits L2 stays resident). The functional interpreter runs every
+working set that fits L2 stays resident). A loop over tiles that concurrent CTAs walk too (ops.Loop.shared:
+FlashAttention-3's K/V) reads its skipped tiles of shared tensors as stand-in chunks of that data instead, which
+every CTA walking it reads alike: each hits or misses by what entered L2 since the chunk's last read
+(engine.memory.read_stand_ins), so DRAM traffic follows the cache as it would over the whole walk; copying the
+warm iterations' hits would miss a walk that outgrows L2 only later (FA3 at 98k tokens, d = 64: 1.5 passes where
+the full walk reads 3.9, Nsight Compute 3.4). Such a loop is always sampled, even in a last wave, so that no CTA
+reads the real tiles that others stood in for. Its roles (a producer and consumer warpgroups) each mark every
+iteration where they wait on nothing another role does after marking it, so that they jump side by side; a
+role's stand-in work on the SM's units yields to its own CTA's real work (engine.servers.SharedUnit), as the
+skipped iterations would have taken turns with its sibling roles'. The functional interpreter runs every
 iteration, so results stay exact; only time and counters are extrapolated, and only from the same CTA's
 own steady iterations (contention with other CTAs included, as it was measured). A one-off that passes
 while a loop warms up (the write-backs of a benchmark's flush residue, engine.memory) is not steady: such a
@@ -57,18 +66,18 @@ class FullRuns:
         self.left = budget // last_wave_reps if last_wave_reps else 0
         self.open: tuple | None = None  # (plan, data_tag) of the full-run loop in progress
 
-    def plan(self, count: int, sample: bool, data_tag=None, lookahead: int = 0) -> LoopPlan:
+    def plan(self, count: int, sample: bool, data_tag=None, lookahead: int = 0, shared: bool = False) -> LoopPlan:
         if self.open is not None:
             outer, outer_tag = self.open
             self.open = None
             self.left += outer.count
             _sample(outer, outer_tag)
-        if sample and data_tag is None and SAMPLE_ABOVE < count <= self.left:
+        if sample and data_tag is None and not shared and SAMPLE_ABOVE < count <= self.left:
             self.left -= count
             plan = LoopPlan(count, range(count), lookahead)
             self.open = (plan, data_tag)
             return plan
-        return plan_loop(count, sample, data_tag, lookahead)
+        return plan_loop(count, sample, data_tag, lookahead, shared)
 
     def marked(self, plan: LoopPlan, index: int) -> None:
         """The role started iteration `index` of `plan`: a full-run loop's last one closes it."""
@@ -76,16 +85,17 @@ class FullRuns:
             self.open = None
 
 
-def plan_loop(count: int, sample: bool, data_tag=None, lookahead: int = 0) -> LoopPlan:
+def plan_loop(count: int, sample: bool, data_tag=None, lookahead: int = 0, shared: bool = False) -> LoopPlan:
     """The iterations to run. `data_tag` names the data the loop walks (L2 stand-in lines for its skipped
-    iterations); None: data of its own. `lookahead`: iterations the program loads ahead (ops.Loop)."""
+    iterations); None: data of its own. `lookahead`: iterations the program loads ahead; `shared`: the loop
+    walks tiles concurrent CTAs walk too (ops.Loop)."""
     plan = LoopPlan(count, range(count), lookahead)
     if not sample or count <= SAMPLE_ABOVE:
         return plan
-    return _sample(plan, data_tag)
+    return _sample(plan, data_tag, shared)
 
 
-def _sample(plan: LoopPlan, data_tag) -> LoopPlan:
+def _sample(plan: LoopPlan, data_tag, shared: bool = False) -> LoopPlan:
     """Make `plan` run its warm and tail iterations only (in place: a kernel may be iterating its indices).
     The tail is at least the loop's lookahead long: a program that loads L iterations ahead issues no load in
     its last L iterations, and those must not be the measured ones."""
@@ -95,6 +105,8 @@ def _sample(plan: LoopPlan, data_tag) -> LoopPlan:
     plan.state = {"marks": [], "warm": WARM_ITERATIONS, "tail": tail}
     plan.state["tag"] = ("loop", data_tag if data_tag is not None else id(plan.state))
     plan.state["revisits"] = data_tag is not None
+    plan.state["shared"] = shared
+    plan.state["count"] = count
     return plan
 
 

@@ -116,6 +116,8 @@ class MemorySystem:
         self.reread_bytes_by_tensor: dict[str, float] = {}  # DRAM bytes of misses on tiles that had missed
         # before in the launch (evicted)
         self._missed_once: set = set()
+        self._walk_reads: dict = {}  # stand-in chunk of a shared walk -> the cycle it was last read (read_stand_ins)
+        self._launch_start = (0.0, 0.0)  # (cycle, L2 fill bytes) at the launch's start
         self.flush_residue_bytes = 0.0  # dirty bytes of a benchmark's flush buffer still in L2
         self.flush_written_back = 0.0  # the bytes of them written back so far
         self._flush_write_backs: list[tuple[float, float]] = []  # (start, end) of each on HBM
@@ -160,10 +162,16 @@ class MemorySystem:
         must not take them as part of a loop's steady pace)."""
         return self.bytes.hbm_write - self.flush_written_back
 
-    def start_launch(self) -> None:
+    def start_launch(self, now: float = 0.0) -> None:
         """A launch's first read of a tile is not a re-read, even if an earlier launch read it (FA3's
         backward reads the dO tiles its preprocess launch read)."""
         self._missed_once.clear()
+        self._walk_reads.clear()
+        self._launch_start = (now, self._l2_fill_bytes())
+
+    def _l2_fill_bytes(self) -> float:
+        """Bytes that have entered L2 so far: reads from HBM and lines dirtied by writes."""
+        return self.bytes.hbm_read + self.bytes.l2_dirtied
 
     def _hbm(self, t: float, nbytes: float, what: str) -> float:
         """Queue a transfer on HBM; returns when it has drained."""
@@ -233,6 +241,36 @@ class MemorySystem:
             done = arrival + port.miss_extra_cycles
         port.track(done, nbytes)
         return done
+
+    def read_stand_ins(self, tensor: str, chunks: list[tuple], now: float) -> float:
+        """Reads of a sampled loop's skipped iterations of a walk that concurrent CTAs share, as `chunks`
+        ((key, bytes, class, cycle): `cycle` is when the real walk reads that part). The chunks of a whole
+        jump arrive at once, so L2 residency cannot tell whether a CTA walking the same data a little later
+        would still find a chunk; instead a chunk hits when the bytes that entered L2 since its last read (at
+        the launch's mean fill rate so far, spread over the classes) fit its class. A miss is read from HBM
+        and counted as a real read of `tensor` (a re-read when it had missed before); every chunk is put in
+        L2, whose other lines it ages as the real tiles would. No transfer is queued (the loop's jump already
+        lasts its share of HBM); HBM's busy time grows by the bytes. Returns the DRAM bytes read."""
+        start_cycle, start_fill = self._launch_start
+        fill_per_cycle = (self._l2_fill_bytes() - start_fill) / max(now - start_cycle, 1.0) / self.cache.classes
+        dram = written_back = 0.0
+        for key, nbytes, cls, cycle in chunks:
+            last = self._walk_reads.get(key)
+            self._walk_reads[key] = cycle
+            written_back += self.cache.insert(key, nbytes, dirty=False, cls=cls)
+            if last is not None and abs(cycle - last) * fill_per_cycle <= self.cache.class_bytes(cls):
+                continue
+            dram += nbytes
+            if key in self._missed_once:
+                self.reread_bytes_by_tensor[tensor] = self.reread_bytes_by_tensor.get(tensor, 0.0) + nbytes
+            else:
+                self._missed_once.add(key)
+        if dram:
+            self.bytes.hbm_read += dram
+            self.hbm_read_by_tensor[tensor] = self.hbm_read_by_tensor.get(tensor, 0.0) + dram
+        self.bytes.hbm_write += written_back
+        self.hbm.busy_cycles += (dram + written_back) / self.hbm.rate
+        return dram
 
     def write(self, port: SmMemoryPort, t: float, keys: tuple, nbytes: int, weight: float = 1.0,
               multiplicity: float = 1.0, accumulate: bool = False, key_bytes: tuple | None = None) -> float:

@@ -100,14 +100,17 @@ class SharedUnit:
     favour the oldest warps (greedy-then-oldest) and yield when those stall. So while ops of CTAs of different
     ages (dispatch order) contend, the oldest CTA's ops get `oldest_share` of the rate and the others share the
     rest. Ops of one CTA share evenly: its warp roles that start the same work together finish together
-    (FlashAttention-3 needs its ping-pong barriers to stagger its warpgroups). With 0.5 and two CTAs this is
+    (FlashAttention-3 needs its ping-pong barriers to stagger its warpgroups). A stand-in job (a sampled
+    loop's skipped iterations, spread over its jump) yields to its own CTA's real ops: the iterations it
+    stands for would have interleaved with its sibling roles' (FlashAttention-3's warpgroups take the tensor
+    core in turn), not shared the unit with them. With 0.5 and two CTAs this is
     plain processor sharing, under which two co-resident CTAs that happen to start in step stay in step and
     ones that start staggered stay staggered, two modes about 20% apart for FlashAttention-2. With the oldest
     favoured, the younger falls behind until the two alternate, whatever their start.
     """
 
     __slots__ = ("env", "name", "rate", "oldest_share", "busy_cycles", "work", "_jobs", "_shares", "_last",
-                 "_generation", "_capped")
+                 "_generation", "_capped", "_stand_ins")
 
     def __init__(self, env, name: str, rate_per_cycle: float, oldest_share: float = 0.5):
         if rate_per_cycle <= 0:
@@ -116,17 +119,20 @@ class SharedUnit:
         self.oldest_share = oldest_share
         self.busy_cycles = 0.0
         self.work = 0.0
-        self._jobs: dict = {}  # completion event -> [remaining work, age rank of its CTA (lower: older), cap]
+        # completion event -> [remaining work, age rank of its CTA (lower: older), cap, stand-in]
+        self._jobs: dict = {}
         self._shares: list = []  # _served() of the jobs now in service (they change only where it is renewed)
         self._last = 0.0
         self._generation = 0
         self._capped = 0  # jobs in service with a cap below 1
+        self._stand_ins = 0  # stand-in jobs in service
 
-    def submit(self, amount: float, age: int = 0, cap: float = 1.0):
+    def submit(self, amount: float, age: int = 0, cap: float = 1.0, stand_in: bool = False):
         """Start `amount` units of work now for a CTA of age rank `age` (dispatch order, lower is older);
         returns a simpy event that fires when it is done. A job with `cap` < 1 never takes more than that
         fraction of the rate (a steady demand spread over time, such as a loop's skipped iterations); what
-        it leaves goes to the others."""
+        it leaves goes to the others. A `stand_in` job (skipped iterations) is served only while no real job
+        of its CTA is."""
         if not 0.0 < cap <= 1.0:
             raise ValueError(f"unit {self.name}: a job's cap must be in (0, 1], got {cap}")
         event = self.env.event()
@@ -134,8 +140,9 @@ class SharedUnit:
             event.succeed()
             return event
         self._advance()
-        self._jobs[event] = [amount, age, cap]
+        self._jobs[event] = [amount, age, cap, stand_in]
         self._capped += cap < 1.0
+        self._stand_ins += stand_in
         self.work += amount
         self._schedule()
         return event
@@ -143,6 +150,15 @@ class SharedUnit:
     def _served(self) -> list:
         """(job, its share of the rate) for every job in service."""
         jobs = self._jobs.values()
+        if self._stand_ins:
+            real_ages = {job[1] for job in jobs if not job[3]}
+            waiting = [job for job in jobs if job[3] and job[1] in real_ages]
+            if waiting:
+                return self._shares_by_age([job for job in jobs if not (job[3] and job[1] in real_ages)]) + \
+                    [(job, 0.0) for job in waiting]
+        return self._shares_by_age(jobs)
+
+    def _shares_by_age(self, jobs) -> list:
         n = len(jobs)
         if n == 1:
             return [(job, 1.0) for job in jobs]
@@ -186,7 +202,7 @@ class SharedUnit:
         for job in self._jobs.values():
             self.busy_cycles += job[0] / self.rate
         self._jobs.clear()
-        self._capped = 0
+        self._capped = self._stand_ins = 0
         self._shares = []
         self._generation += 1
 
@@ -218,6 +234,8 @@ class SharedUnit:
         self._advance()
         finished = [event for event, job in self._jobs.items() if job[0] <= 1e-9]
         for event in finished:
-            self._capped -= self._jobs.pop(event)[2] < 1.0
+            job = self._jobs.pop(event)
+            self._capped -= job[2] < 1.0
+            self._stand_ins -= job[3]
             event.succeed()
         self._schedule()

@@ -32,6 +32,9 @@ from gpusim.ops import Acquire, Handle, Load, Loop, LoopMark, Mma, Signal, Store
 from gpusim.result import LaunchStats
 
 PER_SM_UNITS = ("tensor", "mufu", "fp32", "smem", "sm_load", "cp_async", "tma", "dispatch")
+#: Stand-in chunks per tensor for a sampled shared walk's skipped reads (a simulation setting: a multiple of the
+#: L2's classes, each chunk a 64th of the skipped data, 0.5 MB of K at d = 128 and 128k tokens).
+WALK_CHUNKS = 64
 #: HBM busy share over a sampled loop's measured iterations above which the loop is taken as bandwidth-bound.
 HBM_SATURATED = 0.95
 
@@ -130,7 +133,7 @@ class TimingInterpreter:
 
     def _run_launch(self, launch: Launch):
         env, hw = self.env, self.hw
-        self.memory.start_launch()
+        self.memory.start_launch(env.now)
         occupancy = launch.occupancy(hw)
         works = [launch.work(cta) for cta in launch.grid] if launch.work and not self.exact else None
         fold = 1 if self.exact else choose_fold_factor(hw.sm_count, len(launch.grid), occupancy, works)
@@ -313,15 +316,30 @@ class TimingInterpreter:
         return self.memory.hbm.busy_cycles - self._hbm_busy_jumped
 
     def _account_skipped(self, state: dict, work: "_RoleWork", sm: SmState, skipped: int, now: float,
-                         weight: float, last_wave: bool = False) -> tuple[int, float, dict]:
+                         rep: Representative, last_wave: bool = False) -> tuple[int, float, dict]:
         """Add `skipped` copies of the role's last MEASURED iterations to every counter; return the cycles
         its clock must jump, the span over which their SM-unit work runs and that work (busy cycles per
         unit, see _occupy_during_jump)."""
+        weight = rep.weight
         t0, before, hbm_busy_at_t0 = state["marks"][-MEASURED]
         hbm_saturated = self._hbm_busy_simulated() - hbm_busy_at_t0 >= HBM_SATURATED * (now - t0)
         after = work.snapshot()
         per = {name: (a - b) / MEASURED for name, a, b in zip(_RoleWork.FIELDS, after, before)}
         counters, mem = self.counters, self.memory
+        walked_dram = 0.0  # per iteration: DRAM reads of shared tensors, which stand-in chunks replace
+        walked = []
+        for tensor, (dram, reread, l2, distinct) in after[-1].items():
+            was = before[-1].get(tensor, (0.0, 0.0, 0.0, 0.0))
+            mem.l2_read_by_tensor[tensor] = mem.l2_read_by_tensor.get(tensor, 0.0) + (l2 - was[2]) / MEASURED * skipped
+            shared_keys = rep.shared_keys(tensor) if state["shared"] else ()
+            if shared_keys:
+                walked_dram += (dram - was[0]) / MEASURED
+                walked.append((tensor, shared_keys, (distinct - was[3]) / MEASURED * skipped))
+                continue
+            for totals, now_bytes, then_bytes in ((mem.hbm_read_by_tensor, dram, was[0]),
+                                                  (mem.reread_bytes_by_tensor, reread, was[1])):
+                if now_bytes > then_bytes:
+                    totals[tensor] = totals.get(tensor, 0.0) + (now_bytes - then_bytes) / MEASURED * skipped
         counters.flops += per["flops"] * skipped
         counters.smem_read += per["smem_read"] * skipped
         counters.smem_write += per["smem_write"] * skipped
@@ -330,15 +348,15 @@ class TimingInterpreter:
         mem.bytes.l2_read += per["l2_read"] * skipped
         mem.bytes.l2_write += per["l2_write"] * skipped
         mem.bytes.l2_dirtied += per["l2_dirtied"] * skipped
-        mem.bytes.hbm_read += per["hbm_read"] * skipped
-        mem.hbm.busy_cycles += per["hbm_busy"] * skipped
-        self._hbm_busy_jumped += per["hbm_busy"] * skipped
+        mem.bytes.hbm_read += (per["hbm_read"] - walked_dram) * skipped
+        mem.hbm.busy_cycles += (per["hbm_busy"] - walked_dram / mem.hbm.rate) * skipped
+        self._hbm_busy_jumped += (per["hbm_busy"] - walked_dram / mem.hbm.rate) * skipped
         mem.l2.busy_cycles += per["l2_busy"] * skipped
         # the skipped iterations' tiles would have passed through L2: age it by their volume (the missed
         # bytes; for a loop that walks its data again, every tile it reads, those it also writes counted once).
         # Their write-backs are the dirty lines this evicts (not copies of the measured ones: those came
         # from evicting older data, which the stand-in lines now evict).
-        clean = max(0.0, per["l2_read"] - per["l2_write"]) if state["revisits"] else per["hbm_read"]
+        clean = max(0.0, per["l2_read"] - per["l2_write"]) if state["revisits"] else per["hbm_read"] - walked_dram
         written_back = mem.cache.age(clean * skipped, per["l2_dirtied"] * skipped, tag=state["tag"],
                                      chunks=16)
         mem.bytes.hbm_write += written_back
@@ -362,9 +380,26 @@ class TimingInterpreter:
         # runs at its measured pace, or slower if its share of HBM needs longer.
         paced = max((now - t0) / MEASURED * skipped, fair_share)
         delay = math.ceil(fair_share if hbm_saturated else paced)
+        for tensor, shared_keys, distinct_bytes in walked:
+            self._read_skipped_walk(tensor, shared_keys, distinct_bytes, state, now, delay if delay > 0 else paced)
         # the SM units' share of the skipped work is spread over the jump; for a role with no HBM traffic of
         # its own (whose jump is 0: it follows the roles that load for it), over its measured pace
         return delay, (delay if delay > 0 else paced), unit_cycles
+
+    def _read_skipped_walk(self, tensor: str, shared_keys: tuple, distinct_bytes: float, state: dict, now: float,
+                           span: float) -> None:
+        """A sampled shared walk's skipped reads of `tensor` (`distinct_bytes` of real tiles, over `span` cycles
+        from `now`): WALK_CHUNKS stand-in chunks of the data of each of the block's `shared_by` keys, named by
+        that key and the skipped iterations, so that every CTA walking the same data reads the same chunks
+        (MemorySystem.read_stand_ins), each at its time in the walk."""
+        mem = self.memory
+        classes = mem.cache.classes
+        size = distinct_bytes / WALK_CHUNKS / len(shared_keys)
+        busy_before = mem.hbm.busy_cycles
+        mem.read_stand_ins(tensor, [((tensor, key, "skipped", state["count"], state["warm"], i), size,
+                                     i % classes, now + span * (i + 0.5) / WALK_CHUNKS)
+                                    for i in range(WALK_CHUNKS) for key in shared_keys], now)
+        self._hbm_busy_jumped += mem.hbm.busy_cycles - busy_before
 
     def _warm_longer(self, cta: "_CtaState", key: tuple, state: dict, now: float) -> bool:
         """Whether a sampled loop at its warm-up decision (loop_sampling.is_warm_decision) should warm up
@@ -388,7 +423,8 @@ class TimingInterpreter:
         for unit, cycles in unit_cycles.items():
             if cycles > 0:
                 server = getattr(sm, unit)
-                server.submit(cycles * server.rate, age, cap=min(1.0, cycles / span) if span > 0 else 1.0)
+                server.submit(cycles * server.rate, age, cap=min(1.0, cycles / span) if span > 0 else 1.0,
+                              stand_in=True)
 
     def _run_role(self, gen, cta: "_CtaState", launch_name: str):
         env, mem, counters, trace = self.env, self.memory, self.counters, self.trace
@@ -445,12 +481,20 @@ class TimingInterpreter:
                 if op.tma and sm.tma is None:
                     raise InputError(f"{launch_name}: a TMA load on {self.hw.name}, which has no TMA (has_tma)")
                 read_before, write_before = mem.bytes.hbm_read, mem.own_hbm_write_bytes()
+                if tracking:
+                    tensor = keys[0][0]
+                    reread_before = mem.reread_bytes_by_tensor.get(tensor, 0.0)
+                    l2_before = mem.l2_read_by_tensor.get(tensor, 0.0)
                 own_cp_async = op.cp_async and sm.cp_async is not None
                 path = sm.tma if op.tma else sm.cp_async if own_cp_async else sm.port
                 done = mem.read(path, now, keys, nbytes, weight, multiplicity, key_bytes)
                 if tracking:
                     work.add_hbm(mem.bytes.hbm_read - read_before, mem.own_hbm_write_bytes() - write_before,
                                  mem.hbm.rate)
+                    work.add_tensor_read(tensor, mem.bytes.hbm_read - read_before,
+                                         mem.reread_bytes_by_tensor.get(tensor, 0.0) - reread_before,
+                                         mem.l2_read_by_tensor[tensor] - l2_before,
+                                         (nbytes * len(keys) if key_bytes is None else sum(key_bytes)) * multiplicity)
                     work.l2_read += nbytes * weight
                     work.l2_busy += nbytes * weight / mem.l2.rate
                     if op.tma:
@@ -546,7 +590,8 @@ class TimingInterpreter:
                 cta.store_done = max(cta.store_done, done)
             elif kind is Loop:
                 tag = None if op.data_key is None else (launch_name, rep.cta, op.data_key)
-                value = full_runs.plan(op.count, sample=not self.exact, data_tag=tag, lookahead=op.lookahead)
+                value = full_runs.plan(op.count, sample=not self.exact, data_tag=tag, lookahead=op.lookahead,
+                                       shared=op.shared)
                 loops_announced[op.count] = loops_announced.get(op.count, 0) + 1
                 loop_keys[value] = (op.count, loops_announced[op.count])  # what its roles share (_warm_longer)
                 tracking = True  # (a full-run loop may turn into a sampled one when a loop nests in it)
@@ -557,7 +602,7 @@ class TimingInterpreter:
                     skipped = gap_after(plan, op.index)
                     if skipped:
                         delay, span, unit_cycles = self._account_skipped(plan.state, work, sm, skipped, now,
-                                                                         rep.weight, cta.last_wave_reps > 0)
+                                                                         rep, cta.last_wave_reps > 0)
                         self._occupy_during_jump(sm, age, span, unit_cycles)
                         if delay > 0:
                             yield env.timeout(delay)
@@ -605,14 +650,29 @@ class _RoleWork:
     FIELDS = ("flops", "smem_read", "smem_write", "fp32_ops", "mufu_ops", "l2_read", "l2_write", "l2_dirtied",
               "hbm_read", "hbm_write", "tensor", "mufu", "fp32", "smem", "dispatch", "sm_load", "cp_async", "tma",
               "hbm_busy", "l2_busy")
-    __slots__ = FIELDS
+    __slots__ = FIELDS + ("by_tensor",)
 
     def __init__(self):
         for name in self.FIELDS:
             setattr(self, name, 0.0)
+        # tensor -> [DRAM read bytes, of them re-reads, L2 read bytes, distinct bytes]: what the steady-state
+        # extrapolation of a launch reads per tensor (a sampled loop's skipped iterations add their copies), and
+        # the real tiles' bytes the reads stood for (what they would have read from DRAM had they all missed)
+        self.by_tensor: dict[str, list] = {}
 
     def snapshot(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.FIELDS)
+        return tuple(getattr(self, name) for name in self.FIELDS) + \
+            ({tensor: tuple(values) for tensor, values in self.by_tensor.items()},)
+
+    def add_tensor_read(self, tensor: str, dram_bytes: float, reread_bytes: float, l2_bytes: float,
+                        distinct_bytes: float) -> None:
+        values = self.by_tensor.get(tensor)
+        if values is None:
+            values = self.by_tensor[tensor] = [0.0, 0.0, 0.0, 0.0]
+        values[0] += dram_bytes
+        values[1] += reread_bytes
+        values[2] += l2_bytes
+        values[3] += distinct_bytes
 
     def add_hbm(self, read_bytes: float, written_back_bytes: float, hbm_bytes_per_cycle: float) -> None:
         """HBM traffic an access caused: its misses (or read-modify-write reads) and the dirty lines it evicted."""
