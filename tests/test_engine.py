@@ -468,6 +468,17 @@ def test_stand_in_chunks_of_a_shared_walk_hit_while_the_bytes_since_their_last_r
     assert mem.bytes.hbm_read == 2e6 + 2000
 
 
+def test_stand_in_misses_fill_l2_from_when_the_walk_reaches_them():
+    mem = MemorySystem(TINY)
+    mem.start_launch(0)
+    chunk = ("K", "walk", 0)
+    mem.read_stand_ins("K", [(chunk, 1000, 0, 1000)], now=1000)
+    # a jump's later chunk: 3 MB that the walk reaches at cycle 10^6, read from HBM now
+    assert mem.read_stand_ins("V", [(("V", "walk", 9), 3e6, 0, 10**6)], now=1000) == 3e6
+    # 1000 cycles on, only the first 1000 bytes have entered L2 (0.5 a cycle): the first chunk still hits
+    assert mem.read_stand_ins("K", [(chunk, 1000, 0, 2000)], now=2000) == 0
+
+
 # ---------------------------------------------------------------------------------------------- compute units
 A, B, ACC = Tile((64, 64), "bf16", "smem"), Tile((64, 64), "bf16", "smem"), Tile((64, 64), "fp32")
 

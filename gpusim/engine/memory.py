@@ -117,6 +117,7 @@ class MemorySystem:
         # before in the launch (evicted)
         self._missed_once: set = set()
         self._walk_reads: dict = {}  # stand-in chunk of a shared walk -> the cycle it was last read (read_stand_ins)
+        self._walk_fills: list = []  # heap of (cycle, bytes): stand-in misses counted before the walk reaches them
         self._launch_start = (0.0, 0.0)  # (cycle, L2 fill bytes) at the launch's start
         self.flush_residue_bytes = 0.0  # dirty bytes of a benchmark's flush buffer still in L2
         self.flush_written_back = 0.0  # the bytes of them written back so far
@@ -167,6 +168,7 @@ class MemorySystem:
         backward reads the dO tiles its preprocess launch read)."""
         self._missed_once.clear()
         self._walk_reads.clear()
+        self._walk_fills.clear()
         self._launch_start = (now, self._l2_fill_bytes())
 
     def _l2_fill_bytes(self) -> float:
@@ -247,12 +249,19 @@ class MemorySystem:
         ((key, bytes, class, cycle): `cycle` is when the real walk reads that part). The chunks of a whole
         jump arrive at once, so L2 residency cannot tell whether a CTA walking the same data a little later
         would still find a chunk; instead a chunk hits when the bytes that entered L2 since its last read (at
-        the launch's mean fill rate so far, spread over the classes) fit its class. A miss is read from HBM
-        and counted as a real read of `tensor` (a re-read when it had missed before); every chunk is put in
-        L2, whose other lines it ages as the real tiles would. No transfer is queued (the loop's jump already
+        the launch's mean fill rate so far, spread over the classes) fit its class. Stand-in misses count
+        towards that rate from the cycle the walk reaches them, not from their jump (the first wave's jumps
+        would otherwise bring a whole walk into L2 within a few thousand cycles). A miss is read from HBM and
+        counted as a real read of `tensor` (a re-read when it had missed before); every chunk is put in L2,
+        whose other lines it ages as the real tiles would. No transfer is queued (the loop's jump already
         lasts its share of HBM); HBM's busy time grows by the bytes. Returns the DRAM bytes read."""
         start_cycle, start_fill = self._launch_start
-        fill_per_cycle = (self._l2_fill_bytes() - start_fill) / max(now - start_cycle, 1.0) / self.cache.classes
+        fills = self._walk_fills
+        while fills and fills[0][0] <= now:  # the walk has reached them
+            heapq.heappop(fills)
+        ahead = sum(nbytes for _cycle, nbytes in fills)  # counted already, entering L2 later
+        filled = self._l2_fill_bytes() - ahead - start_fill
+        fill_per_cycle = filled / max(now - start_cycle, 1.0) / self.cache.classes
         dram = written_back = 0.0
         for key, nbytes, cls, cycle in chunks:
             last = self._walk_reads.get(key)
@@ -261,6 +270,7 @@ class MemorySystem:
             if last is not None and abs(cycle - last) * fill_per_cycle <= self.cache.class_bytes(cls):
                 continue
             dram += nbytes
+            heapq.heappush(fills, (cycle, nbytes))
             if key in self._missed_once:
                 self.reread_bytes_by_tensor[tensor] = self.reread_bytes_by_tensor.get(tensor, 0.0) + nbytes
             else:
