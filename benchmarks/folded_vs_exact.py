@@ -33,7 +33,8 @@ GRID = [  # (kernel, problem kwargs, hardware[, options[, simulate's keywords]])
     ("fa3", dict(batch=1, heads=16, seq_len=4096, head_dim=128), "h200"),
     ("fa3", dict(batch=1, heads=8, seq_len=2048, head_dim=128, causal=True), "h200"),
     ("fa3", dict(batch=1, heads=8, seq_len=1024, head_dim=128, pass_="bwd"), "h200"),
-    # long K/V walks (47 and up to 64 tiles): the producer's and the consumer warpgroups' loops sampled together
+    # long K/V walks: 47 tiles, the producer's and the consumer warpgroups' loops sampled together; causal, up to
+    # 64 tiles, run in full
     ("fa3", dict(batch=1, heads=8, seq_len=8192, head_dim=128), "h200"),
     ("fa3", dict(batch=1, heads=4, seq_len=8192, head_dim=128, causal=True), "h200"),
     ("fa4", dict(batch=1, heads=16, seq_len=4096, head_dim=128), "b200"),

@@ -64,10 +64,21 @@ def run_points(points: list[Point], jobs: int = 1, progress: bool = False, use_c
     to a serial run: each point is simulated independently)."""
     work = functools.partial(run_point, use_cache=use_cache)
     if jobs > 1 and len(points) > 1:
+        # the costliest first, so that the last point to start is a short one (a sweep's longest sequences
+        # would otherwise start last and keep one process busy while the others idle)
+        order = sorted(range(len(points)), key=lambda i: -_cost_estimate(points[i]))
+        results: list = [None] * len(points)
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            iterator = pool.map(work, points)
-            return list(_with_progress(iterator, len(points), progress))
+            iterator = pool.map(work, [points[i] for i in order])
+            for i, result in zip(order, _with_progress(iterator, len(points), progress)):
+                results[i] = result
+        return results
     return list(_with_progress(map(work, points), len(points), progress))
+
+
+def _cost_estimate(point: Point) -> float:
+    """A point's relative simulation cost, for ordering only: its attention FLOPs (0 for other problems)."""
+    return float(getattr(point.problem, "flops", 0))
 
 
 def _with_progress(iterator, total: int, enabled: bool):

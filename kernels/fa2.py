@@ -120,9 +120,10 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
         tiles = kv_tiles_for_rows(problem, r0, r0 + (1 if packed else valid_rows), block_n)
         if packed:  # decode: K/V private to the CTA, so a long walk may be sampled (engine loop_sampling)
             plan = yield Loop(len(tiles), lookahead=loads_ahead(stages, in_flight))
-        else:  # K/V tiles shared with concurrent CTAs in L2: every iteration is simulated (how two co-resident
-            # CTAs fall out of step over the walk decides their L2 reuse; a sampled shared walk, ops.Loop.shared,
-            # has not been validated for it, as FA3's has)
+        else:  # K/V tiles shared with concurrent CTAs in L2: every iteration is simulated (sampled as a shared
+            # walk, ops.Loop.shared, a pair's two CTAs measure different paces in their first iterations and their
+            # reads drift apart: 17 passes over K/V at 131k tokens where the full walk reads 8 and the GPU 8.3,
+            # validation/README.md, fourteenth session)
             plan = LoopPlan(len(tiles), range(len(tiles)))
         masked = lambda j: not packed and tile_needs_mask(problem, r0, j * block_n, (j + 1) * block_n)  # noqa: E731
         scores = lambda j: masked_scores(problem, r0, j * block_n, masked(j))  # noqa: E731

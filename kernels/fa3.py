@@ -37,9 +37,9 @@ registers); mechanisms, each an option:
     in issue order), so the loss is the softmax that outlasts the P Vs (Table 2: 570 TFLOP/s);
   - causal masking skips the K/V tiles right of the CTA's diagonal (all of the CTA's warpgroups walk the
     CTA's tiles, as the code does; a warpgroup's tiles past its own diagonal are fully masked).
-Every role walks the K/V tiles as one announced shared loop (ops.Loop), so that folded mode samples a long
-non-causal walk (131k tokens: 6.6k events instead of 358k) and reads its skipped tiles through L2 as the data
-the CTAs share (engine.loop_sampling).
+Without causal masking every role walks the K/V tiles as one announced shared loop (ops.Loop), so that folded
+mode samples a long walk (131k tokens: 6.6k events instead of 358k) and reads its skipped tiles through L2 as
+the data the CTAs share (engine.loop_sampling); causal CTAs, of different lengths, run every iteration.
 
 FP8 (problem.dtype == "fp8"): Q, K, V are e4m3 tensors in HBM with descale factors, P is rounded to e4m3 for
 the P V product, both products run at the wgmma fp8 rate. `fp8_scaling="block"` gives every Q tile and
@@ -286,8 +286,8 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
         k_ring = SmemRing("K", cfg.stages, lambda s: [Tile((bn, d), dt, "smem", f"K{s}")], n_wg, tma=cfg.tma)
         v_ring = SmemRing("V", cfg.stages, lambda s: [Tile((bn, d), dt, "smem", f"V{s}")], n_wg, tma=cfg.tma)
         rings = {"K": (k_ring, k_t), "V": (v_ring, v_t)}
-        # Every role walks the CTA's K/V tiles as one announced loop (ops.Loop), which the folded timing model
-        # may sample: a role's positions are the entries of its walk's `indices` (the iterations it runs, the
+        # Every role walks the CTA's K/V tiles as one loop (announced, ops.Loop, unless causal), which the
+        # folded timing model may sample: a role's positions are the entries of its walk's `indices` (the iterations it runs, the
         # same in every role), the rings are filled and drained by position and the tile at position p is
         # tiles[walk.indices[p]]. Each role marks position p where it needs nothing that another role does
         # after marking p: a sampled loop's roles jump over the skipped iterations side by side, not one

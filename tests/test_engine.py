@@ -586,6 +586,14 @@ def test_a_stand_in_job_yields_to_its_own_ctas_real_work_only():
     assert done == {0: 100, 1: 100}
 
 
+def test_a_waiting_stand_in_takes_nothing_that_a_capped_job_leaves():
+    # every share to the oldest CTA: its real job capped at 0.3 leaves 0.7, which goes to the younger CTA's job,
+    # not to the older CTA's own stand-in (that waits until its CTA's real work is done, then runs at its cap)
+    done, _ = unit_finish_times(1.0, [(0, 30), (0, 100), (0, 70)], ages=[1, 1, 2], oldest_share=1.0,
+                                caps=[0.3, 0.5, 1.0], stand_ins=[False, True, False])
+    assert done == {0: 100, 1: 300, 2: 100}
+
+
 def test_a_cap_must_be_a_fraction():
     unit = SharedUnit(simpy.Environment(), "u", 1.0)
     with pytest.raises(ValueError, match="cap"):

@@ -118,6 +118,7 @@ class MemorySystem:
         self._missed_once: set = set()
         self._walk_reads: dict = {}  # stand-in chunk of a shared walk -> the cycle it was last read (read_stand_ins)
         self._walk_fills: list = []  # heap of (cycle, bytes): stand-in misses counted before the walk reaches them
+        self._walk_fills_ahead = 0.0  # their bytes
         self._launch_start = (0.0, 0.0)  # (cycle, L2 fill bytes) at the launch's start
         self.flush_residue_bytes = 0.0  # dirty bytes of a benchmark's flush buffer still in L2
         self.flush_written_back = 0.0  # the bytes of them written back so far
@@ -169,6 +170,7 @@ class MemorySystem:
         self._missed_once.clear()
         self._walk_reads.clear()
         self._walk_fills.clear()
+        self._walk_fills_ahead = 0.0
         self._launch_start = (now, self._l2_fill_bytes())
 
     def _l2_fill_bytes(self) -> float:
@@ -253,24 +255,26 @@ class MemorySystem:
         towards that rate from the cycle the walk reaches them, not from their jump (the first wave's jumps
         would otherwise bring a whole walk into L2 within a few thousand cycles). A miss is read from HBM and
         counted as a real read of `tensor` (a re-read when it had missed before); every chunk is put in L2,
-        whose other lines it ages as the real tiles would. No transfer is queued (the loop's jump already
-        lasts its share of HBM); HBM's busy time grows by the bytes. Returns the DRAM bytes read."""
+        whose other lines it ages as the real tiles would. No transfer is queued and the loop's jump does not
+        wait for them (it lasts the measured iterations' pace, or their share of HBM); HBM's busy time grows by
+        the bytes read (their write-backs count as bytes only, as an aged cache's do). The DRAM reads are
+        counted when the jump is, not when the walk reaches them. Returns the DRAM bytes read."""
         start_cycle, start_fill = self._launch_start
         fills = self._walk_fills
         while fills and fills[0][0] <= now:  # the walk has reached them
-            heapq.heappop(fills)
-        ahead = sum(nbytes for _cycle, nbytes in fills)  # counted already, entering L2 later
-        filled = self._l2_fill_bytes() - ahead - start_fill
+            self._walk_fills_ahead -= heapq.heappop(fills)[1]
+        filled = self._l2_fill_bytes() - self._walk_fills_ahead - start_fill  # less what enters L2 later
         fill_per_cycle = filled / max(now - start_cycle, 1.0) / self.cache.classes
         dram = written_back = 0.0
         for key, nbytes, cls, cycle in chunks:
             last = self._walk_reads.get(key)
-            self._walk_reads[key] = cycle
+            self._walk_reads[key] = cycle if last is None else max(last, cycle)
             written_back += self.cache.insert(key, nbytes, dirty=False, cls=cls)
             if last is not None and abs(cycle - last) * fill_per_cycle <= self.cache.class_bytes(cls):
                 continue
             dram += nbytes
             heapq.heappush(fills, (cycle, nbytes))
+            self._walk_fills_ahead += nbytes
             if key in self._missed_once:
                 self.reread_bytes_by_tensor[tensor] = self.reread_bytes_by_tensor.get(tensor, 0.0) + nbytes
             else:
@@ -279,7 +283,7 @@ class MemorySystem:
             self.bytes.hbm_read += dram
             self.hbm_read_by_tensor[tensor] = self.hbm_read_by_tensor.get(tensor, 0.0) + dram
         self.bytes.hbm_write += written_back
-        self.hbm.busy_cycles += (dram + written_back) / self.hbm.rate
+        self.hbm.busy_cycles += dram / self.hbm.rate
         return dram
 
     def write(self, port: SmMemoryPort, t: float, keys: tuple, nbytes: int, weight: float = 1.0,

@@ -152,10 +152,11 @@ class SharedUnit:
         jobs = self._jobs.values()
         if self._stand_ins:
             real_ages = {job[1] for job in jobs if not job[3]}
-            waiting = [job for job in jobs if job[3] and job[1] in real_ages]
+            served, waiting = [], []
+            for job in jobs:
+                (waiting if job[3] and job[1] in real_ages else served).append(job)
             if waiting:
-                return self._shares_by_age([job for job in jobs if not (job[3] and job[1] in real_ages)]) + \
-                    [(job, 0.0) for job in waiting]
+                return self._shares_by_age(served) + [(job, 0.0) for job in waiting]
         return self._shares_by_age(jobs)
 
     def _shares_by_age(self, jobs) -> list:
@@ -174,6 +175,8 @@ class SharedUnit:
         (the CTA keeps its priority), else to all jobs below their caps, in proportion to their shares (evenly
         when those are all 0); water filling: a job that reaches its cap that way is held too."""
         served = [[job, share] for job, share in self._served()]
+        # a stand-in held at 0 waits for its CTA's real work: it takes nothing that capped jobs leave
+        waiting = {id(entry[0]) for entry in served if entry[0][3] and entry[1] == 0.0}
         while True:
             excess: dict = {}
             for entry in served:
@@ -184,8 +187,8 @@ class SharedUnit:
                 return [(job, share) for job, share in served]
             spread = False
             for age, amount in excess.items():
-                takers = [e for e in served if e[0][1] == age and e[1] < e[0][2]] or \
-                         [e for e in served if e[1] < e[0][2]]
+                takers = [e for e in served if e[0][1] == age and e[1] < e[0][2] and id(e[0]) not in waiting] or \
+                         [e for e in served if e[1] < e[0][2] and id(e[0]) not in waiting]
                 if not takers:
                     continue
                 spread = True

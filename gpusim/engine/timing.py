@@ -317,29 +317,20 @@ class TimingInterpreter:
 
     def _account_skipped(self, state: dict, work: "_RoleWork", sm: SmState, skipped: int, now: float,
                          rep: Representative, last_wave: bool = False) -> tuple[int, float, dict]:
-        """Add `skipped` copies of the role's last MEASURED iterations to every counter; return the cycles
-        its clock must jump, the span over which their SM-unit work runs and that work (busy cycles per
-        unit, see _occupy_during_jump)."""
+        """Add `skipped` copies of the role's last MEASURED iterations to every counter (for a shared walk,
+        its reads of shared tensors are read as stand-in chunks instead, _read_skipped_walk); return the
+        cycles its clock must jump, the span over which their SM-unit work runs and that work (busy cycles
+        per unit, see _occupy_during_jump)."""
         weight = rep.weight
         t0, before, hbm_busy_at_t0 = state["marks"][-MEASURED]
         hbm_saturated = self._hbm_busy_simulated() - hbm_busy_at_t0 >= HBM_SATURATED * (now - t0)
         after = work.snapshot()
         per = {name: (a - b) / MEASURED for name, a, b in zip(_RoleWork.FIELDS, after, before)}
         counters, mem = self.counters, self.memory
-        walked_dram = 0.0  # per iteration: DRAM reads of shared tensors, which stand-in chunks replace
-        walked = []
-        for tensor, (dram, reread, l2, distinct) in after[-1].items():
-            was = before[-1].get(tensor, (0.0, 0.0, 0.0, 0.0))
-            mem.l2_read_by_tensor[tensor] = mem.l2_read_by_tensor.get(tensor, 0.0) + (l2 - was[2]) / MEASURED * skipped
-            shared_keys = rep.shared_keys(tensor) if state["shared"] else ()
-            if shared_keys:
-                walked_dram += (dram - was[0]) / MEASURED
-                walked.append((tensor, shared_keys, (distinct - was[3]) / MEASURED * skipped))
-                continue
-            for totals, now_bytes, then_bytes in ((mem.hbm_read_by_tensor, dram, was[0]),
-                                                  (mem.reread_bytes_by_tensor, reread, was[1])):
-                if now_bytes > then_bytes:
-                    totals[tensor] = totals.get(tensor, 0.0) + (now_bytes - then_bytes) / MEASURED * skipped
+        walked = self._skip_tensor_reads(work, before[-1], after[-1], skipped,
+                                         rep.shared_keys if state["shared"] else None)
+        walked_dram = sum(dram for _tensor, _keys, _distinct, dram in walked)  # per iteration, replaced by chunks
+        walked_busy = walked_dram / mem.hbm.rate
         counters.flops += per["flops"] * skipped
         counters.smem_read += per["smem_read"] * skipped
         counters.smem_write += per["smem_write"] * skipped
@@ -349,8 +340,8 @@ class TimingInterpreter:
         mem.bytes.l2_write += per["l2_write"] * skipped
         mem.bytes.l2_dirtied += per["l2_dirtied"] * skipped
         mem.bytes.hbm_read += (per["hbm_read"] - walked_dram) * skipped
-        mem.hbm.busy_cycles += (per["hbm_busy"] - walked_dram / mem.hbm.rate) * skipped
-        self._hbm_busy_jumped += (per["hbm_busy"] - walked_dram / mem.hbm.rate) * skipped
+        mem.hbm.busy_cycles += (per["hbm_busy"] - walked_busy) * skipped
+        self._hbm_busy_jumped += (per["hbm_busy"] - walked_busy) * skipped
         mem.l2.busy_cycles += per["l2_busy"] * skipped
         # the skipped iterations' tiles would have passed through L2: age it by their volume (the missed
         # bytes; for a loop that walks its data again, every tile it reads, those it also writes counted once).
@@ -380,24 +371,51 @@ class TimingInterpreter:
         # runs at its measured pace, or slower if its share of HBM needs longer.
         paced = max((now - t0) / MEASURED * skipped, fair_share)
         delay = math.ceil(fair_share if hbm_saturated else paced)
-        for tensor, shared_keys, distinct_bytes in walked:
-            self._read_skipped_walk(tensor, shared_keys, distinct_bytes, state, now, delay if delay > 0 else paced)
         # the SM units' share of the skipped work is spread over the jump; for a role with no HBM traffic of
         # its own (whose jump is 0: it follows the roles that load for it), over its measured pace
-        return delay, (delay if delay > 0 else paced), unit_cycles
+        span = delay if delay > 0 else paced
+        for tensor, shared_keys, distinct_bytes, _dram in walked:
+            self._read_skipped_walk(tensor, shared_keys, distinct_bytes, state["count"], now, span)
+        return delay, span, unit_cycles
 
-    def _read_skipped_walk(self, tensor: str, shared_keys: tuple, distinct_bytes: float, state: dict, now: float,
+    def _skip_tensor_reads(self, work: "_RoleWork", before: dict, after: dict, skipped: int,
+                           shared_keys) -> list[tuple]:
+        """Per tensor: add `skipped` copies of the measured iterations' reads (`before` and `after`: the
+        role's per-tensor reads at the first and last measured mark) to the memory's per-tensor counters and
+        the role's own. A shared walk's (`shared_keys`: a tensor's `shared_by` keys in the block, () for one
+        the CTAs do not share; None: not a shared walk) reads of shared tensors are left to stand-in chunks:
+        returns those as (tensor, keys, distinct bytes of the skipped iterations, DRAM bytes per iteration)."""
+        mem = self.memory
+        walked = []
+        for tensor, values in after.items():
+            was = before.get(tensor, _NO_READS)
+            per = [(value - then) / MEASURED for value, then in zip(values, was)]  # _RoleWork.by_tensor's order
+            own = work.by_tensor[tensor]
+            for i, value in enumerate(per):
+                own[i] += value * skipped
+            mem.l2_read_by_tensor[tensor] = mem.l2_read_by_tensor.get(tensor, 0.0) + per[2] * skipped
+            keys = shared_keys(tensor) if shared_keys is not None else ()
+            if keys:
+                if per[3] > 0:
+                    walked.append((tensor, keys, per[3] * skipped, per[0]))
+                continue
+            for totals, value in ((mem.hbm_read_by_tensor, per[0]), (mem.reread_bytes_by_tensor, per[1])):
+                if value > 0:
+                    totals[tensor] = totals.get(tensor, 0.0) + value * skipped
+        return walked
+
+    def _read_skipped_walk(self, tensor: str, shared_keys: tuple, distinct_bytes: float, count: int, now: float,
                            span: float) -> None:
         """A sampled shared walk's skipped reads of `tensor` (`distinct_bytes` of real tiles, over `span` cycles
-        from `now`): WALK_CHUNKS stand-in chunks of the data of each of the block's `shared_by` keys, named by
-        that key and the skipped iterations, so that every CTA walking the same data reads the same chunks
-        (MemorySystem.read_stand_ins), each at its time in the walk."""
+        from `now`, in a loop of `count` iterations): WALK_CHUNKS stand-in chunks of the data of each of the
+        block's `shared_by` keys, named by that key and their place in the walk, so that every CTA walking the
+        same data reads the same chunks (MemorySystem.read_stand_ins), each at its time in the walk."""
         mem = self.memory
         classes = mem.cache.classes
         size = distinct_bytes / WALK_CHUNKS / len(shared_keys)
         busy_before = mem.hbm.busy_cycles
-        mem.read_stand_ins(tensor, [((tensor, key, "skipped", state["count"], state["warm"], i), size,
-                                     i % classes, now + span * (i + 0.5) / WALK_CHUNKS)
+        mem.read_stand_ins(tensor, [((tensor, key, "walk", count, i), size, i % classes,
+                                     now + span * (i + 0.5) / WALK_CHUNKS)
                                     for i in range(WALK_CHUNKS) for key in shared_keys], now)
         self._hbm_busy_jumped += mem.hbm.busy_cycles - busy_before
 
@@ -641,6 +659,10 @@ class _Window:
     def __init__(self, simulated: int, slots: int, counters: dict, reads: dict, reread_bytes: dict, l2_reads: dict):
         self.simulated, self.slots, self.counters, self.reads = simulated, slots, counters, reads
         self.reread_bytes, self.l2_reads = reread_bytes, l2_reads
+
+
+#: A tensor's entry in _RoleWork.by_tensor before its first read.
+_NO_READS = (0.0, 0.0, 0.0, 0.0)
 
 
 class _RoleWork:
