@@ -106,7 +106,6 @@ def _sample(plan: LoopPlan, data_tag, shared: bool = False) -> LoopPlan:
     plan.state["tag"] = ("loop", data_tag if data_tag is not None else id(plan.state))
     plan.state["revisits"] = data_tag is not None
     plan.state["shared"] = shared
-    plan.state["count"] = count
     return plan
 
 

@@ -28,7 +28,7 @@ from gpusim.hardware import ASYNC_INSTRUCTIONS, HardwareSpec
 from gpusim.launch import KernelPlan, Launch
 from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, MEASURED, TAIL_WAVE_FULL_ITERATIONS, FullRuns,
                                          extend_warm, gap_after, is_warm_decision)
-from gpusim.ops import Acquire, Handle, Load, Loop, LoopMark, Mma, Signal, Store, Vector, Wait
+from gpusim.ops import Acquire, Handle, Load, Loop, LoopMark, LoopPlan, Mma, Signal, Store, Vector, Wait
 from gpusim.result import LaunchStats
 
 PER_SM_UNITS = ("tensor", "mufu", "fp32", "smem", "sm_load", "cp_async", "tma", "dispatch")
@@ -315,13 +315,13 @@ class TimingInterpreter:
         compare with their span (another CTA's jump adds its skipped iterations' busy time at once)."""
         return self.memory.hbm.busy_cycles - self._hbm_busy_jumped
 
-    def _account_skipped(self, state: dict, work: "_RoleWork", sm: SmState, skipped: int, now: float,
+    def _account_skipped(self, plan: LoopPlan, work: "_RoleWork", sm: SmState, skipped: int, now: float,
                          rep: Representative, last_wave: bool = False) -> tuple[int, float, dict]:
         """Add `skipped` copies of the role's last MEASURED iterations to every counter (for a shared walk,
         its reads of shared tensors are read as stand-in chunks instead, _read_skipped_walk); return the
         cycles its clock must jump, the span over which their SM-unit work runs and that work (busy cycles
         per unit, see _occupy_during_jump)."""
-        weight = rep.weight
+        state, weight = plan.state, rep.weight
         t0, before, hbm_busy_at_t0 = state["marks"][-MEASURED]
         hbm_saturated = self._hbm_busy_simulated() - hbm_busy_at_t0 >= HBM_SATURATED * (now - t0)
         after = work.snapshot()
@@ -375,7 +375,7 @@ class TimingInterpreter:
         # its own (whose jump is 0: it follows the roles that load for it), over its measured pace
         span = delay if delay > 0 else paced
         for tensor, shared_keys, distinct_bytes, _dram in walked:
-            self._read_skipped_walk(tensor, shared_keys, distinct_bytes, state["count"], now, span)
+            self._read_skipped_walk(tensor, shared_keys, distinct_bytes, plan.count, now, span)
         return delay, span, unit_cycles
 
     def _skip_tensor_reads(self, work: "_RoleWork", before: dict, after: dict, skipped: int,
@@ -413,11 +413,10 @@ class TimingInterpreter:
         mem = self.memory
         classes = mem.cache.classes
         size = distinct_bytes / WALK_CHUNKS / len(shared_keys)
-        busy_before = mem.hbm.busy_cycles
-        mem.read_stand_ins(tensor, [((tensor, key, "walk", count, i), size, i % classes,
-                                     now + span * (i + 0.5) / WALK_CHUNKS)
-                                    for i in range(WALK_CHUNKS) for key in shared_keys], now)
-        self._hbm_busy_jumped += mem.hbm.busy_cycles - busy_before
+        dram = mem.read_stand_ins(tensor, [((tensor, key, "walk", count, i), size, i % classes,
+                                            now + span * (i + 0.5) / WALK_CHUNKS)
+                                           for i in range(WALK_CHUNKS) for key in shared_keys], now)
+        self._hbm_busy_jumped += dram / mem.hbm.rate  # the busy time read_stand_ins added
 
     def _warm_longer(self, cta: "_CtaState", key: tuple, state: dict, now: float) -> bool:
         """Whether a sampled loop at its warm-up decision (loop_sampling.is_warm_decision) should warm up
@@ -619,8 +618,8 @@ class TimingInterpreter:
                 if plan.state is not None:
                     skipped = gap_after(plan, op.index)
                     if skipped:
-                        delay, span, unit_cycles = self._account_skipped(plan.state, work, sm, skipped, now,
-                                                                         rep, cta.last_wave_reps > 0)
+                        delay, span, unit_cycles = self._account_skipped(plan, work, sm, skipped, now, rep,
+                                                                         cta.last_wave_reps > 0)
                         self._occupy_during_jump(sm, age, span, unit_cycles)
                         if delay > 0:
                             yield env.timeout(delay)
@@ -690,11 +689,9 @@ class _RoleWork:
                         distinct_bytes: float) -> None:
         values = self.by_tensor.get(tensor)
         if values is None:
-            values = self.by_tensor[tensor] = [0.0, 0.0, 0.0, 0.0]
-        values[0] += dram_bytes
-        values[1] += reread_bytes
-        values[2] += l2_bytes
-        values[3] += distinct_bytes
+            values = self.by_tensor[tensor] = list(_NO_READS)
+        for i, value in enumerate((dram_bytes, reread_bytes, l2_bytes, distinct_bytes)):
+            values[i] += value
 
     def add_hbm(self, read_bytes: float, written_back_bytes: float, hbm_bytes_per_cycle: float) -> None:
         """HBM traffic an access caused: its misses (or read-modify-write reads) and the dirty lines it evicted."""
