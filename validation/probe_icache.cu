@@ -75,6 +75,8 @@ int main() {
     run<2, false>(sms, d_cycles, d_sink);   run<2, true>(sms, d_cycles, d_sink);
     run<8, false>(sms, d_cycles, d_sink);   run<8, true>(sms, d_cycles, d_sink);
     run<16, false>(sms, d_cycles, d_sink);  run<16, true>(sms, d_cycles, d_sink);
+    run<20, true>(sms, d_cycles, d_sink);   run<24, true>(sms, d_cycles, d_sink);   // where between 32 and 64 KiB
+    run<28, true>(sms, d_cycles, d_sink);                                           // of two bodies the knee is
     run<32, false>(sms, d_cycles, d_sink);  run<32, true>(sms, d_cycles, d_sink);
     run<64, false>(sms, d_cycles, d_sink);  run<64, true>(sms, d_cycles, d_sink);
     run<128, false>(sms, d_cycles, d_sink); run<128, true>(sms, d_cycles, d_sink);
