@@ -71,6 +71,13 @@ class HardwareSpec:
     # --- special-function (exp) and FP32 pipes
     mufu_ops_per_clk_per_sm: float = 16.0
     fp32_ops_per_clk_per_sm: float = 128.0
+    # --- instruction fetch: the code the SM's instruction cache holds for every resident warp, and how fast it
+    # fetches instructions once the code paths its warps run together outgrow it (0 = no instruction-fetch model:
+    # every kernel's code fits)
+    instruction_cache_bytes: int = 0
+    instruction_fetch_bytes_per_clk_per_sm: float = 0.0
+    #: what a stream of straight-line code run once (a prologue) holds of that cache while it is prefetched
+    instruction_stream_window_bytes: int = 0
     # --- Ampere-style asynchronous copies (cp.async, global -> shared without registers): their own in-flight
     # window and link per SM, measured apart from register loads (0 = they share the load/store units' path)
     async_copy_max_inflight_bytes: int = 0
@@ -138,6 +145,9 @@ class HardwareSpec:
                 self.async_copy_hit_extra_latency_cycles or self.async_copy_miss_extra_latency_cycles):
             raise InputError("hardware fields async_copy_*: set the window and bandwidth both (cp.async has its own "
                              "path, and may add latency) or none of them (it shares the load/store units')")
+        if (self.instruction_cache_bytes > 0) != (self.instruction_fetch_bytes_per_clk_per_sm > 0):
+            raise InputError("hardware fields instruction_cache_bytes and instruction_fetch_bytes_per_clk_per_sm: set "
+                             "both (an instruction-fetch model) or neither")
         if not 0.0 <= self.async_copy_fill_smem_port_share <= 1.0:
             raise InputError(f"hardware field async_copy_fill_smem_port_share={self.async_copy_fill_smem_port_share}: "
                              "must be in [0, 1]")
@@ -264,6 +274,9 @@ _INFLIGHT = ("calibrated: per-SM bytes in flight so that bandwidth(k SMs) = k * 
 _CP_ASYNC = ("validation/probe_cp_async_window.py on the H200 (README runs 17-18; the H100 inherits it): one "
              "CTA alone on the GPU, rounds of 16-byte cp.async.cg, each waited for before the next")
 
+_ICACHE = ("validation/probe_icache.py on the H200 (README runs 23 and 36): straight-line FFMA bodies run in a "
+           "loop by two warpgroups per SM, both the same body or each its own")
+
 _HOPPER_COMMON = dict(
     smem_per_sm_bytes=233472, smem_per_cta_max_bytes=232448, sram_per_sm_bytes=262144,
     smem_bandwidth_bytes_per_clk_per_sm=128.0,
@@ -278,6 +291,7 @@ _HOPPER_COMMON = dict(
     async_copy_max_inflight_bytes=196608, async_copy_bandwidth_bytes_per_clk=53.0,
     async_copy_hit_extra_latency_cycles=158.0, async_copy_miss_extra_latency_cycles=440.0,
     async_copy_fill_smem_port_share=0.0,
+    instruction_cache_bytes=32768, instruction_fetch_bytes_per_clk_per_sm=32.0, instruction_stream_window_bytes=16384,
     pcie_bandwidth_bytes_per_s=55e9,
 )
 _HOPPER_SOURCES = {
@@ -313,6 +327,15 @@ _HOPPER_SOURCES = {
                                        "forward at N = 8192 uses 1217 / 1343 / 2365 shared-memory wavefronts per K/V "
                                        "tile at d = 64 / 128 / 256, its ldmatrix reads plus 5-8%, not the cp.async "
                                        "fills of K and V on top (1.2-1.35x)",
+    "instruction_cache_bytes": _ICACHE + ": two different bodies of 16 KiB issue at 1.06 cycles per instruction, "
+                               "of 20-32 KiB at 2.02-2.04; one body of up to 32 KiB at full rate",
+    "instruction_fetch_bytes_per_clk_per_sm": _ICACHE + ": two bodies past the cache, one warp each per "
+                                              "sub-partition, issue one instruction (16 B) per 2.02-2.04 cycles "
+                                              "per sub-partition: 8 B/clk each, 32 per SM",
+    "instruction_stream_window_bytes": _ICACHE + ": one warpgroup loops over a body while the other streams through "
+                                       "a longer one; a 16 KiB loop beside a 64 or 128 KiB stream keeps its rate "
+                                       "(2.11 cycles per warp instruction, two warps per sub-partition), a 24 KiB "
+                                       "one thrashes beside a 48 or 96 KiB stream (4.5): between 8 and 16 KiB",
     "has_tma": "Hopper has the Tensor Memory Accelerator (FA3 paper Sec. 2)",
     "async_mma_latency_cycles": "calibrated on the H200 cudnn rows: an asynchronous MMA group (wgmma "
                                 "commit/wait) completes this long after the tensor core finishes its FLOPs; "

@@ -25,6 +25,8 @@ from gpusim.errors import InputError
 from gpusim.hardware import DTYPE_BYTES
 
 SPACES = ("smem", "reg", "tmem")
+#: Bytes of one SASS instruction (Volta onwards): what fetching one warp instruction moves.
+INSTRUCTION_BYTES = 16
 
 
 class GlobalTensor:
@@ -162,7 +164,9 @@ class Mma(Op):
     class (mma_sync, wgmma, tcgen05). `smem_read_bytes` overrides the shared-memory operand traffic
     (default: the bytes of operands that live in SMEM, read once). `smem_fill_bytes`: bytes that cp.async
     copies land in SMEM while the product runs; they take the port as the GPU's
-    async_copy_fill_smem_port_share says."""
+    async_copy_fill_smem_port_share says. `instructions`: the warp instructions it issues, summed over the
+    role's warps (ldmatrix and MMA), which cost instruction fetch while the SM's code outgrows its
+    instruction cache (CodePath)."""
 
     a: Tile
     b: Tile
@@ -173,6 +177,7 @@ class Mma(Op):
     wait: bool = True
     smem_read_bytes: int | None = None
     smem_fill_bytes: int = 0
+    instructions: int = 0
 
     @property
     def flops(self) -> int:
@@ -197,7 +202,7 @@ class Vector(Op):
     `elements` times the per-element op counts on the FP32 and MUFU (exp) pipes; `elements` defaults to
     the largest tile involved. A fused sequence of dependent steps (the online softmax) gives `steps`,
     one (elements, fp32 ops per element, MUFU ops per element) each, instead: the pipes see the totals,
-    and the issuing warps are held for each step in turn."""
+    and the issuing warps are held for each step in turn. `instructions`: as Mma's."""
 
     fn: Callable[..., Any]
     inputs: Sequence[Tile]
@@ -206,6 +211,7 @@ class Vector(Op):
     mufu_ops_per_element: float = 0.0
     elements: int | None = None
     steps: Sequence[tuple] = ()
+    instructions: int = 0
 
     @property
     def outputs(self) -> tuple:
@@ -222,6 +228,20 @@ class Vector(Op):
             return [(n * fp32, n * mufu) for n, fp32, mufu in self.steps]
         n = self.element_count()
         return [(n * self.fp32_ops_per_element, n * self.mufu_ops_per_element)]
+
+
+@dataclass(slots=True, eq=False)
+class CodePath(Op):
+    """From here on the role's warps run code path `name` of the kernel, `instructions` SASS instructions of it
+    per warp as compiled: a loop body (`loops`, walked again every iteration) or straight-line code run once
+    (a prologue, an epilogue). The SM's instruction cache holds the paths its resident roles run; while two or
+    more different paths together outgrow it, every instruction is fetched again (engine.icache), and ops
+    that declare `instructions` also wait for their fetch. A role that declares no path shares the cache with
+    nothing (its code is taken to fit)."""
+
+    name: str
+    instructions: int
+    loops: bool = False
 
 
 @dataclass(slots=True, eq=False)

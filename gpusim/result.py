@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 #: Units whose busy share decides the bound, and the bound each one names.
 BOUND_OF_UNIT = {"hbm": "memory", "l2": "memory", "sm_load": "memory", "cp_async": "memory", "tma": "memory",
-                 "smem": "memory", "tensor": "compute", "fp32": "compute", "dispatch": "compute", "mufu": "exp"}
+                 "smem": "memory", "tensor": "compute", "fp32": "compute", "dispatch": "compute", "fetch": "compute",
+                 "mufu": "exp"}
 #: A kernel whose busiest unit is below this share of the time is waiting on latency, not throughput.
 LATENCY_BOUND_BELOW = 0.5
 

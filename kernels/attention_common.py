@@ -116,7 +116,7 @@ def init_row_state(rows: int, block_m: int, head_dim: int, acc_rows: int | None 
 
 def online_softmax(s: Tile, m: Tile, l_: Tile, acc: Tile, p: Tile, scale_and_mask,
                    *, exp_on_fma_fraction: float = 0.0, fma_ops_per_software_exp: float = 0.0,
-                   rescale: bool = True, extra_fp32_ops: float = 0.0):
+                   rescale: bool = True, extra_fp32_ops: float = 0.0, instructions: int = 0):
     """Yield the op of one online-softmax step on score tile `s` (raw Q K^T), as one fused Vector op of
     dependent steps: m_new = max(m, rowmax(s')); p = exp(s' - m_new); alpha = exp(m - m_new);
     l = l * alpha + rowsum(p); acc *= alpha, where s' = scale_and_mask(s). `p` receives P in its own
@@ -126,7 +126,7 @@ def online_softmax(s: Tile, m: Tile, l_: Tile, acc: Tile, p: Tile, scale_and_mas
     pipe (FlashAttention-4); rescale=False skips the accumulator rescale work (FA4's conditional rescaling
     when the max did not grow enough; the functional result is still exact because the step is applied
     with the true max here, see fa4). `extra_fp32_ops`: the tile's own work beyond the per-element counts
-    (a causal mask's, MASKED_TILE_FP32_OPS)."""
+    (a causal mask's, MASKED_TILE_FP32_OPS). `instructions`: the warp instructions it issues (ops.Vector)."""
     def step(s_, m0, l0, o):
         scaled = scale_and_mask(s_)
         m_new = np.maximum(m0, scaled.max(axis=1))
@@ -141,13 +141,14 @@ def online_softmax(s: Tile, m: Tile, l_: Tile, acc: Tile, p: Tile, scale_and_mas
              (m.elements, 1.0, 1.0),                              # alpha = exp(m_old - m_new)
              (s.elements, SUM_OPS_PER_ELEMENT, 0.0),              # row sums
              (acc.elements, RESCALE_OPS_PER_ELEMENT if rescale else 0.0, 0.0))  # acc *= alpha
-    yield Vector(step, [s, m, l_, acc], (m, p, l_, acc), steps=steps)
+    yield Vector(step, [s, m, l_, acc], (m, p, l_, acc), steps=steps, instructions=instructions)
 
 
-def finalize_output(acc: Tile, l_: Tile, m: Tile, out: Tile, lse: Tile | None):
-    """O = acc / l (rows with l = 0 give 0) and LSE = m + log(l)."""
+def finalize_output(acc: Tile, l_: Tile, m: Tile, out: Tile, lse: Tile | None, instructions: int = 0):
+    """O = acc / l (rows with l = 0 give 0) and LSE = m + log(l). `instructions`: the epilogue's warp
+    instructions (ops.Vector)."""
     yield Vector(lambda o, s: np.divide(o, s[:, None], out=np.zeros_like(o), where=s[:, None] > 0),
-                 [acc, l_], out, 1.0, elements=acc.elements)
+                 [acc, l_], out, 1.0, elements=acc.elements, instructions=instructions)
     if lse is not None:
         yield Vector(lambda mx, s: np.where(s > 0, _safe(mx) + np.log(np.where(s > 0, s, 1.0)), -np.inf),
                      [m, l_], lse, 1.0, 1.0, elements=m.elements)

@@ -20,9 +20,11 @@ it is FlashAttention's decode path without a KV split (one CTA per (batch, head)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from gpusim.errors import InputError
 from gpusim.launch import KernelPlan, Launch, Option, resolve_options
-from gpusim.ops import Load, Loop, LoopPlan, Mma, Store, Tile, Wait
+from gpusim.ops import CodePath, Load, Loop, LoopPlan, Mma, Store, Tile, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.kernels.attention_common import (MASKED_TILE_FP32_OPS, declare_tensors, finalize_output, init_row_state,
                                              kv_tiles_for_rows, masked_scores, online_softmax, own_regions,
@@ -73,6 +75,56 @@ def default_tiles(head_dim: int, decode: bool = False, hw=None) -> tuple[int, in
     return 64, 64, 4
 
 
+@dataclass(frozen=True)
+class ForwardCode:
+    """SASS instructions per warp of FA2's forward kernel (flash_fwd_kernel): the code paths its instruction cache
+    holds (ops.CodePath) and what each op issues (read from the bf16 sm_90 kernels in
+    validation/data/fa2_sass_2026-11-30.json.gz, validation/README.md run 35). The kernel runs its first
+    `masking_steps` tiles (one without a causal mask, the tiles the diagonal cuts with one) as code of their own,
+    unrolled after the prologue, then a loop over the rest, then the epilogue."""
+
+    s_mma: int  # S = Q K^T: m16n8k16 HMMAs and ldmatrix.x4 of the warp's Q rows and all of K
+    pv_mma: int  # P V: HMMAs and ldmatrix.x4 of V
+    softmax: int  # everything else of a tile: scale, max, exp, sums, rescale, conversions
+    mask: int  # more per tile the causal mask cuts
+    prologue: int
+    epilogue: int
+    masking_steps: int
+
+    @classmethod
+    def of(cls, problem: AttentionProblem, block_m: int, block_n: int, warps: int) -> "ForwardCode":
+        """The counts for a tile shape (FA2's warps all along M). Fitted to the d = 64 (128 x 128 tiles) and
+        d = 128 (128 x 64) kernels, whose main loops are 1620 and 1189 instructions (the fit: 1621 and 1194):
+        9.0 instructions per score element and 2.2 per accumulator element of a thread, 320 per masked tile (the
+        SASS: 321 and 312), a prologue of 110 + 1.75 d (222 and 336) and an epilogue of 374 + 2.19 d (514 and
+        654), 200 more with the causal mask (705 and 859)."""
+        d, e = problem.head_dim, problem.element_bytes
+        rows = block_m // warps  # rows of the tile per warp
+        ldsm = 512  # bytes an ldmatrix.x4 reads
+        hmma = (rows // MMA_M) * (block_n // 8) * (d // 16)  # either product: 16 x 8 x 16 per HMMA
+        s_mma = hmma + (block_n * d * e + rows * d * e) // ldsm
+        pv_mma = hmma + block_n * d * e // ldsm
+        softmax = round(9.0 * rows * block_n / 32 + 2.2 * rows * d / 32)
+        even = problem.seq_len % block_m == 0 and problem.kv_len % block_n == 0
+        steps = 1 if not problem.causal else -(-block_m // block_n) + (0 if even else 1)
+        return cls(s_mma, pv_mma, softmax, 320 if problem.causal else 0, round(110 + 1.75 * d),
+                   round(374 + 2.19 * d) + (200 if problem.causal else 0), steps)
+
+    @property
+    def iteration(self) -> int:
+        return self.s_mma + self.pv_mma + self.softmax
+
+    def first_path(self) -> CodePath:
+        """The prologue and the first tiles: straight-line code the kernel runs once per CTA."""
+        return CodePath("fa2_fwd.first", self.prologue + self.masking_steps * (self.iteration + self.mask))
+
+    def loop_path(self) -> CodePath:
+        return CodePath("fa2_fwd.loop", self.iteration, loops=True)
+
+    def epilogue_path(self) -> CodePath:
+        return CodePath("fa2_fwd.epilogue", self.epilogue)
+
+
 def warp_layout(block_m: int, warps: int) -> tuple[int, int]:
     """(warps along M, warps along the keys / head dim) of an mma.sync tile. FA2 gives each warp 16 rows of
     the tile (all warps along M); a tile of fewer rows (a Triton decode kernel's 16) has its warps split the
@@ -97,6 +149,10 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
         grid = [(mb, b, h) for h in range(problem.heads) for b in range(problem.batch) for mb in range(m_blocks)]
 
     warps_m, warps_n = warp_layout(block_m, warps)
+    # FA2's own prefill kernel: its compiled code paths (decode packs its rows into another kernel's tile, and a
+    # ring of stages is a Triton kernel's, whose code is not read here)
+    code = ForwardCode.of(problem, block_m, block_n, warps) if not packed and stages is None and warps_n == 1 \
+        and instruction == "mma_sync" else None
 
     def program(cta):
         mb, b, h = cta
@@ -114,6 +170,8 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
         kv = lambda j: slice(j * block_n, (j + 1) * block_n)  # noqa: E731
         q = Tile((block_m, d), dt, "smem", "Q")
         m, l_, acc, init = init_row_state(valid_rows, block_m, d)
+        if code is not None:
+            yield code.first_path()
         q_ready = yield Load(q_ref, q, wait=False, cp_async=True)
         for op in init:
             yield op
@@ -130,10 +188,13 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
         yield from walk_kv_tiles(plan, tiles, k_region=lambda j: k_t.region(b, hk, kv(j)),
                                  v_region=lambda j: v_t.region(b, hk, kv(j)), q=q, q_ready=q_ready,
                                  row_state=(m, l_, acc), scores=scores, block_n=block_n, instruction=instruction,
-                                 warps_m=warps_m, warps_n=warps_n, stages=stages, in_flight=in_flight, masked=masked)
+                                 warps_m=warps_m, warps_n=warps_n, stages=stages, in_flight=in_flight, masked=masked,
+                                 code=code)
         out = Tile((block_m, d), o_t.dtype, "smem", "O")
         lse = Tile((block_m,), "fp32", "reg", "LSE")
-        yield from finalize_output(acc, l_, m, out, lse)
+        if code is not None:
+            yield code.epilogue_path()
+        yield from finalize_output(acc, l_, m, out, lse, instructions=warps * code.epilogue if code else 0)
         yield Store(out, out_refs[0])
         yield Store(lse, out_refs[1])
 
@@ -162,7 +223,7 @@ def loads_ahead(stages: int | None, in_flight: int | None) -> int:
 
 def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready, row_state, scores, block_n: int,
                   instruction: str, warps_m: int, warps_n: int, q_ops=(), stages: int | None = None,
-                  in_flight: int | None = None, masked=lambda j: False):
+                  in_flight: int | None = None, masked=lambda j: False, code: ForwardCode | None = None):
     """FA2's main loop (flash_fwd_kernel.h, the split-KV kernel alike) over the K/V tiles `tiles`, from the last
     visible one down to the first as FA2 walks them (the causal diagonal, the only tile to mask, comes first;
     iteration i of `plan` is tile tiles[-1 - i]). Loads are cp.async into SMEM.
@@ -177,7 +238,9 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
     (`masked(j)`: whether the causal mask cuts it, which costs MASKED_TILE_FP32_OPS more),
     `row_state` is (m, l, acc) from init_row_state, `q_ops` run on Q once it has landed. SMEM port traffic as
     mma.sync reads it: every warp of a row slice reads K (ldmatrix), Q is read again from SMEM by every warp of a
-    key slice (Is_Q_in_regs = false), and a cp.async fill lands meanwhile."""
+    key slice (Is_Q_in_regs = false), and a cp.async fill lands meanwhile. `code`: the compiled kernel's
+    instructions (ForwardCode), for FA2's own kernel: the walk enters its loop's code path after the first
+    `code.masking_steps` tiles, and its ops say what they issue."""
     m, l_, acc = row_state
     block_m, d = q.shape
     ring = stages or 1
@@ -206,15 +269,19 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
     # SMEM port: the cp.async fills land in SMEM while the products read it (FA2: V_j during S_j, K_j-1 during
     # P V_j; the ring declares one tile's fill per S_j). What they cost the port is the GPU's
     # async_copy_fill_smem_port_share: nothing on Hopper (run 15, "SMEM wavefronts"), every byte elsewhere.
+    warps = warps_m * warps_n
     for pos, i in enumerate(order):
         yield plan.mark(i)
+        if code is not None and pos == code.masking_steps:
+            yield code.loop_path()
         j = tile_at(pos)
         k, v = k_buf[pos % ring], v_buf[pos % ring]
         yield Wait(k_ready.pop(pos))
         if not stages:
             yield from load_v(pos)
         yield Mma(q, k, s, instruction, b_transposed=True,
-                  smem_read_bytes=warps_m * k.nbytes + warps_n * q.nbytes, smem_fill_bytes=tile_bytes)
+                  smem_read_bytes=warps_m * k.nbytes + warps_n * q.nbytes, smem_fill_bytes=tile_bytes,
+                  instructions=warps * code.s_mma if code else 0)
         following = pos + ahead
         fill = 0
         if not stages:
@@ -223,10 +290,12 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
                 yield from load_k(following)
                 fill = tile_bytes
         yield from online_softmax(s, m, l_, acc, p, scores(j),
-                                  extra_fp32_ops=MASKED_TILE_FP32_OPS if masked(j) else 0.0)
+                                  extra_fp32_ops=MASKED_TILE_FP32_OPS if masked(j) else 0.0,
+                                  instructions=warps * (code.softmax + (code.mask if masked(j) else 0)) if code else 0)
         if stages:
             yield Wait(v_ready.pop(pos))
-        yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps_m * v.nbytes, smem_fill_bytes=fill)
+        yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps_m * v.nbytes, smem_fill_bytes=fill,
+                  instructions=warps * code.pv_mma if code else 0)
         if stages and following < len(order):  # P V_j is done: the pair `ahead` iterations ahead
             yield from load_k(following)
             yield from load_v(following)

@@ -45,6 +45,46 @@ __global__ void fetch(float a, int reps, long long *cycles, float *sink) {
     sink[blockIdx.x * blockDim.x + threadIdx.x] = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7;
 }
 
+// One warpgroup loops over a KL KiB body while the other streams through a KS KiB body (KS > KL, each pass a
+// long run of straight-line code, as a CTA's prologue and first tiles are to a co-resident CTA in its loop):
+// does the stream evict the loop? Each warpgroup stamps its own cycles; both issue about the same instructions.
+template <int KL, int KS>
+__global__ void loop_and_stream(float a, int reps, long long *cycles, float *sink) {
+    float x0 = threadIdx.x, x1 = x0 + 1, x2 = x0 + 2, x3 = x0 + 3, x4 = x0 + 4, x5 = x0 + 5, x6 = x0 + 6,
+          x7 = x0 + 7;
+    const int wg = threadIdx.x / 128;
+    __syncthreads();
+    long long t0 = clock64();
+    if (wg == 0) {
+#pragma unroll 1
+        for (int r = 0; r < reps; ++r) body<KL, 0>(x0, x1, x2, x3, x4, x5, x6, x7, a);
+    } else {
+#pragma unroll 1
+        for (int r = 0; r < reps * KL / KS; ++r) body<KS, 1>(x0, x1, x2, x3, x4, x5, x6, x7, a);
+    }
+    long long t1 = clock64();
+    if (threadIdx.x % 128 == 0) cycles[2 * blockIdx.x + wg] = t1 - t0;
+    sink[blockIdx.x * blockDim.x + threadIdx.x] = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7;
+}
+
+template <int KL, int KS>
+static void run_loop_and_stream(int sms, long long *d_cycles, float *d_sink) {
+    int reps = 4096 / KL;
+    loop_and_stream<KL, KS><<<sms, 256>>>(1.0f, reps, d_cycles, d_sink);
+    loop_and_stream<KL, KS><<<sms, 256>>>(1.0f, reps, d_cycles, d_sink);
+    cudaError_t err = cudaDeviceSynchronize();
+    std::vector<long long> h(2 * sms), loop(sms), stream(sms);
+    cudaMemcpy(h.data(), d_cycles, 2 * sms * sizeof(long long), cudaMemcpyDeviceToHost);
+    for (int i = 0; i < sms; ++i) { loop[i] = h[2 * i]; stream[i] = h[2 * i + 1]; }
+    std::sort(loop.begin(), loop.end());
+    std::sort(stream.begin(), stream.end());
+    double instr = (double)reps * KL * 64;  // warp instructions each warp of either warpgroup issues
+    printf("{\"probe\": \"loop_and_stream\", \"loop_kib\": %d, \"stream_kib\": %d, \"threads\": 256, "
+           "\"loop_cycles_per_warp_instruction\": %.3f, \"stream_cycles_per_warp_instruction\": %.3f, "
+           "\"error\": \"%s\"}\n", KL, KS, (double)loop[sms / 2] / instr, (double)stream[sms / 2] / instr,
+           cudaGetErrorString(err));
+}
+
 template <int KB, bool TWO>
 static void run(int sms, long long *d_cycles, float *d_sink) {
     const int thread_counts[2] = {256, 512};  // 2 or 4 warpgroups: 2 or 4 warps per sub-partition
@@ -70,7 +110,7 @@ int main() {
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
     long long *d_cycles;
     float *d_sink;
-    cudaMalloc(&d_cycles, sms * sizeof(long long));
+    cudaMalloc(&d_cycles, 2 * sms * sizeof(long long));
     cudaMalloc(&d_sink, sms * 1024 * sizeof(float));
     run<2, false>(sms, d_cycles, d_sink);   run<2, true>(sms, d_cycles, d_sink);
     run<8, false>(sms, d_cycles, d_sink);   run<8, true>(sms, d_cycles, d_sink);
@@ -80,5 +120,9 @@ int main() {
     run<32, false>(sms, d_cycles, d_sink);  run<32, true>(sms, d_cycles, d_sink);
     run<64, false>(sms, d_cycles, d_sink);  run<64, true>(sms, d_cycles, d_sink);
     run<128, false>(sms, d_cycles, d_sink); run<128, true>(sms, d_cycles, d_sink);
+    run_loop_and_stream<16, 16>(sms, d_cycles, d_sink);  // two loops that fit together: the reference
+    run_loop_and_stream<8, 64>(sms, d_cycles, d_sink);   run_loop_and_stream<16, 64>(sms, d_cycles, d_sink);
+    run_loop_and_stream<24, 48>(sms, d_cycles, d_sink);  run_loop_and_stream<24, 96>(sms, d_cycles, d_sink);
+    run_loop_and_stream<16, 128>(sms, d_cycles, d_sink);
     return 0;
 }

@@ -19,6 +19,7 @@ from collections import deque
 import simpy
 
 from gpusim.engine.folding import Representative, choose_fold_factor, fold_grid
+from gpusim.engine.icache import InstructionCache
 from gpusim.engine.memory import MemorySystem, SmMemoryPort, check_l2_start
 from gpusim.engine.servers import SharedUnit
 from gpusim.engine.steady_state import (SIMULATED_WAVES, Drift, WaveMeter, busiest_unit_cycles, extrapolated_reads,
@@ -28,10 +29,11 @@ from gpusim.hardware import ASYNC_INSTRUCTIONS, HardwareSpec
 from gpusim.launch import KernelPlan, Launch
 from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, MEASURED, TAIL_WAVE_FULL_ITERATIONS, FullRuns,
                                          extend_warm, gap_after, is_warm_decision)
-from gpusim.ops import Acquire, Handle, Load, Loop, LoopMark, LoopPlan, Mma, Signal, Store, Vector, Wait
+from gpusim.ops import (INSTRUCTION_BYTES, Acquire, CodePath, Handle, Load, Loop, LoopMark, LoopPlan, Mma, Signal,
+                        Store, Vector, Wait)
 from gpusim.result import LaunchStats
 
-PER_SM_UNITS = ("tensor", "mufu", "fp32", "smem", "sm_load", "cp_async", "tma", "dispatch")
+PER_SM_UNITS = ("tensor", "mufu", "fp32", "smem", "sm_load", "cp_async", "tma", "dispatch", "fetch")
 #: Stand-in chunks per tensor for a sampled shared walk's skipped reads (a simulation setting: a multiple of the
 #: L2's classes, each chunk a 64th of the skipped data, 0.5 MB of K at d = 128 and 128k tokens).
 WALK_CHUNKS = 64
@@ -57,6 +59,11 @@ class SmState:
         self.tma = SmMemoryPort.tma_engine(hw, index)
         self.cp_async = SmMemoryPort.async_copy_path(hw, index)  # None: cp.async shares the load/store units'
         self.smem_budget = simpy.Container(env, capacity=hw.smem_per_sm_bytes, init=hw.smem_per_sm_bytes)
+        # instruction fetch past the instruction cache: a unit that ops with instructions use only while it thrashes
+        self.icache = InstructionCache(hw.instruction_cache_bytes, hw.instruction_stream_window_bytes) \
+            if hw.instruction_cache_bytes else None
+        self.fetch = SharedUnit(env, f"sm{index}.fetch", hw.instruction_fetch_bytes_per_clk_per_sm,
+                                share) if self.icache else None
         self.reps_run = 0
         self.work_represented = 0.0  # its representatives' weights: the real CTAs' work they stood for
 
@@ -68,15 +75,23 @@ class SmState:
 
     def settle(self) -> None:
         """End of the launch: count the work still on the units (see SharedUnit.settle)."""
-        for unit in (self.tensor, self.mufu, self.fp32, self.smem, self.dispatch):
-            unit.settle()
+        for unit in (self.tensor, self.mufu, self.fp32, self.smem, self.dispatch, self.fetch):
+            if unit is not None:
+                unit.settle()
+
+    def fetch_bytes(self, instructions: int) -> int:
+        """Bytes of instructions an op issuing `instructions` warp instructions fetches now: all of them while
+        the SM's code paths thrash its instruction cache, none otherwise."""
+        icache = self.icache
+        return instructions * INSTRUCTION_BYTES if icache is not None and icache.thrashing else 0
 
     def busy(self) -> dict:
         return {"tensor": self.tensor.busy_cycles, "mufu": self.mufu.busy_cycles, "fp32": self.fp32.busy_cycles,
                 "smem": self.smem.busy_cycles, "sm_load": self.port.load_link.busy_cycles,
                 "cp_async": self.cp_async.load_link.busy_cycles if self.cp_async else 0.0,
                 "tma": self.tma.load_link.busy_cycles if self.tma else 0.0,
-                "dispatch": self.dispatch.busy_cycles}
+                "dispatch": self.dispatch.busy_cycles,
+                "fetch": self.fetch.busy_cycles if self.fetch else 0.0}
 
 
 class _Counters:
@@ -458,10 +473,13 @@ class TimingInterpreter:
         # A warp's asynchronous MMAs (wgmma, tcgen05) run on the tensor core in issue order: the next one
         # starts when the last one's work is done, not side by side with it
         mma_tail = None
+        code = None  # the code path (name, instructions, loops) the role's warps run (CodePath)
         while True:
             try:
                 op = gen.send(value)
             except StopIteration:
+                if code is not None:
+                    sm.icache.switch(code, None)
                 return
             counters.events += 1
             value = None
@@ -550,6 +568,9 @@ class TimingInterpreter:
                 else:
                     done = self._after(sm.smem.submit(smem_bytes, age), (sm.tensor, cycles), (sm.dispatch, held),
                                        age=age)
+                fetch = sm.fetch_bytes(op.instructions)
+                if fetch:  # the warps issue as fast as their instructions arrive
+                    done = _all_done(env, [done, sm.fetch.submit(fetch, age)])
                 if is_async and hw.async_mma_latency_cycles:
                     done = self._delayed(done, hw.async_mma_latency_cycles)
                 if read_bytes:
@@ -582,8 +603,9 @@ class TimingInterpreter:
                         work.fp32 += fp32_ops / fp32_rate
                         work.mufu += mufu_ops / mufu_rate
                         work.dispatch += held
+                    fetch = sm.fetch_bytes(op.instructions)
                     yield self._submit((sm.fp32, fp32_ops), (sm.mufu, mufu_ops), (sm.dispatch, held),
-                                       age=age)
+                                       *(((sm.fetch, fetch),) if fetch else ()), age=age)
                     if trace is not None:
                         trace.append(("exp" if mufu_ops else "vector", sm.index, "mufu" if mufu_ops else "fp32",
                                       now, env.now - now))
@@ -605,6 +627,11 @@ class TimingInterpreter:
                 if trace is not None:
                     trace.append((f"store {dst.tensor.name}", sm.index, "tma", now, done - now))
                 cta.store_done = max(cta.store_done, done)
+            elif kind is CodePath:
+                if sm.icache is not None:
+                    path = (op.name, op.instructions, op.loops)
+                    sm.icache.switch(code, path)
+                    code = path
             elif kind is Loop:
                 tag = None if op.data_key is None else (launch_name, rep.cta, op.data_key)
                 value = full_runs.plan(op.count, sample=not self.exact, data_tag=tag, lookahead=op.lookahead,

@@ -1,0 +1,105 @@
+"""The SM's instruction cache (engine.icache) and FA2's code paths (fa2.ForwardCode)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from gpusim.engine.icache import InstructionCache
+from gpusim.errors import InputError
+from gpusim.hardware import get_preset
+from gpusim.kernels.fa2 import ForwardCode
+from gpusim.ops import CodePath, Tile, Vector
+from gpusim.problem import AttentionProblem
+from test_engine import TINY, launch_of, plan_of, run
+
+KIB = 1024
+#: instructions of a path of `kib` KiB (16-byte SASS instructions)
+def instructions(kib: float) -> int:
+    return int(kib * KIB / 16)
+
+
+def cache() -> InstructionCache:
+    return InstructionCache(32 * KIB, 16 * KIB)
+
+
+def test_paths_thrash_as_the_h200_probe_measured():
+    # validation/README.md runs 23 and 36: two loops of 16 KiB fit, of 20 KiB thrash; a 16 KiB loop keeps its rate
+    # beside a stream, a 24 KiB one does not; two streams thrash; any one path alone never does
+    cases = [([(16, True), (16, True)], False), ([(20, True), (20, True)], True),
+             ([(16, True), (64, False)], False), ([(24, True), (48, False)], True),
+             ([(64, False), (64, False)], True), ([(64, False)], False), ([(64, True)], False)]
+    for paths, thrashes in cases:
+        c = cache()
+        for i, (kib, loops) in enumerate(paths):
+            c.switch(None, (f"p{i}", instructions(kib), loops))
+        assert c.thrashing is thrashes, paths
+
+
+def test_a_loop_body_larger_than_the_cache_streams_through_it():
+    c = cache()
+    c.switch(None, ("big", instructions(40), True))
+    c.switch(None, ("small", instructions(8), True))
+    assert not c.thrashing  # 8 KiB + a 16 KiB stream window fit
+    c.switch(None, ("other", instructions(40), True))
+    assert c.thrashing  # two streams
+
+
+def test_roles_in_the_same_path_share_it_and_leaving_restores():
+    c = cache()
+    loop = ("loop", instructions(24), True)
+    c.switch(None, loop)
+    c.switch(None, loop)
+    assert not c.thrashing
+    c.switch(loop, ("first", instructions(30), False))
+    assert c.thrashing
+    c.switch(("first", instructions(30), False), loop)
+    assert not c.thrashing
+    c.switch(loop, None)
+    c.switch(loop, None)
+    assert c.thrashing is False and not c._paths
+
+
+def _two_ctas(same_path: bool, hw):
+    """Two CTAs on one SM, each issuing 20 KiB loop bodies of FP32 work 100 times; different bodies thrash."""
+    body = instructions(20)
+
+    def program(cta):
+        yield CodePath("a" if same_path or cta == 0 else "b", body, loops=True)
+        for _ in range(100):
+            yield Vector(lambda: None, [], Tile((1000,), "fp32"), fp32_ops_per_element=1.0, elements=1000,
+                         instructions=4 * body)
+
+    return run(plan_of(launch_of([0, 1], program, max_ctas_per_sm=2)), dataclasses.replace(hw, sm_count=1))
+
+
+def test_different_code_paths_on_one_sm_wait_for_their_instructions():
+    hw = dataclasses.replace(TINY, fp32_ops_per_clk_per_sm=1000.0, instruction_cache_bytes=32 * KIB,
+                             instruction_fetch_bytes_per_clk_per_sm=32.0, instruction_stream_window_bytes=16 * KIB)
+    alike, apart = _two_ctas(True, hw), _two_ctas(False, hw)
+    # alike: 200 ops of 1000 FP32 ops at 1000 per clock; apart: each op also fetches 4 x 1280 instructions of 16 B,
+    # both CTAs' fetches sharing 32 B/clk
+    assert alike["cycles"] == pytest.approx(200, abs=2)
+    assert apart["cycles"] == pytest.approx(200 * 4 * instructions(20) * 16 / 32, rel=0.01)
+    assert apart["busy"]["fetch"] > 0.99 and alike["busy"]["fetch"] == 0
+    off = dataclasses.replace(hw, instruction_cache_bytes=0, instruction_fetch_bytes_per_clk_per_sm=0.0)
+    assert _two_ctas(False, off)["cycles"] == alike["cycles"]  # no instruction-fetch model: every code fits
+
+
+def test_an_instruction_cache_needs_its_fetch_rate():
+    with pytest.raises(InputError, match="instruction_cache_bytes"):
+        dataclasses.replace(get_preset("h200"), instruction_fetch_bytes_per_clk_per_sm=0.0)
+
+
+@pytest.mark.parametrize("head_dim, block_n, causal, loop, first, epilogue", [
+    # the SASS of SDPA's bf16 flash_fwd_kernel on sm_90 (validation/data/fa2_sass_2026-11-30.json.gz, run 35)
+    (64, 128, False, 1636, 1858, 514), (64, 128, True, 1620, 2179, 705),
+    (128, 64, False, 1189, 1525, 654), (128, 64, True, 1186, 3339, 859)])
+def test_fa2_code_paths_are_the_compiled_kernels(head_dim, block_n, causal, loop, first, epilogue):
+    problem = AttentionProblem(batch=1, heads=1, seq_len=1024, head_dim=head_dim, causal=causal)
+    code = ForwardCode.of(problem, 128, block_n, 4)
+    assert code.loop_path().instructions == pytest.approx(loop, rel=0.01)
+    assert code.loop_path().loops and not code.first_path().loops
+    assert code.first_path().instructions == pytest.approx(first, rel=0.02)
+    assert code.epilogue_path().instructions == pytest.approx(epilogue, rel=0.02)
