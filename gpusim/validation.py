@@ -101,7 +101,8 @@ def predicted_value(result, metric: str) -> float:
 
 
 #: Causal query lengths up to which a CTA walks only a few K/V tiles, so that its masked and unmasked tile loops
-#: alternate within a few tiles (validation/README.md run 21: FA2 at N = 512 stalls on instruction fetch, at 2048 not).
+#: alternate within a few tiles (validation/README.md run 21: FA2 at N = 512 stalls on instruction fetch, at 2048 not;
+#: the model has it for FA2's kernel, runs 35-36).
 SHORT_CAUSAL_ROWS = 1024
 #: Predicted tensor-core busy share above which a fast prediction points at the power-capped clock: run 10's
 #: decode kernel (52-57% tensor pipe) ran at 1.70 GHz, run 7's FA2 kernels at 1.79 GHz.
@@ -141,9 +142,13 @@ def suspect(case: Case, result, error: float) -> str:
     modelled_cap = getattr(result, "info", {}).get("board_power_w") is not None  # the clock follows the cap
     if case.metric in ("time_s", "kernel_cycles") and error < 0 and problem.causal \
             and problem.seq_len <= SHORT_CAUSAL_ROWS:
+        if case.kernel == "fa2":
+            return ("instruction fetch: short causal CTAs run their prologue and first tiles as straight-line code "
+                    "beside a partner in another path, evicting each other from the SM's instruction cache (modelled "
+                    "from the kernel's SASS, validation/README.md runs 21, 35, 36; what is left is not told apart)")
         return ("instruction fetch: short causal CTAs alternate their masked and unmasked tile loops, two large "
                 "code paths that co-resident CTAs evict from the SM's instruction cache (validation/README.md runs "
-                "21, 23; not modelled)")
+                "21, 23; modelled for FA2's kernel only, whose SASS was read)")
     if case.metric == "time_s" and error > 0 and modelled_cap and "dram" in case.suite:
         return ("clock: these times are single Nsight Compute replays, which ran above the power-capped clock the "
                 "model uses for sustained calls (validation/README.md run 15)")
