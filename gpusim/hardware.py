@@ -19,6 +19,8 @@ INSTRUCTION_CLASSES = ("mma_sync", "wgmma", "tcgen05")
 ASYNC_INSTRUCTIONS = frozenset({"wgmma", "tcgen05"})
 #: Element types the model knows, with their size in bytes.
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "int8": 1, "int4": 0.5}
+#: Bytes of one SASS instruction (Volta onwards): what fetching one warp instruction moves.
+INSTRUCTION_BYTES = 16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,8 +74,8 @@ class HardwareSpec:
     mufu_ops_per_clk_per_sm: float = 16.0
     fp32_ops_per_clk_per_sm: float = 128.0
     # --- instruction fetch: the code the SM's instruction cache holds for every resident warp, and how fast it
-    # fetches instructions once the code paths its warps run together outgrow it (0 = no instruction-fetch model:
-    # every kernel's code fits)
+    # fetches instructions once the code paths its warps run together outgrow it (a cache of 0 = no
+    # instruction-fetch model: every kernel's code fits)
     instruction_cache_bytes: int = 0
     instruction_fetch_bytes_per_clk_per_sm: float = 0.0
     #: what a stream of straight-line code run once (a prologue) holds of that cache while it is prefetched
@@ -145,9 +147,13 @@ class HardwareSpec:
                 self.async_copy_hit_extra_latency_cycles or self.async_copy_miss_extra_latency_cycles):
             raise InputError("hardware fields async_copy_*: set the window and bandwidth both (cp.async has its own "
                              "path, and may add latency) or none of them (it shares the load/store units')")
-        if (self.instruction_cache_bytes > 0) != (self.instruction_fetch_bytes_per_clk_per_sm > 0):
-            raise InputError("hardware fields instruction_cache_bytes and instruction_fetch_bytes_per_clk_per_sm: set "
-                             "both (an instruction-fetch model) or neither")
+        if self.instruction_cache_bytes > 0 and self.instruction_fetch_bytes_per_clk_per_sm <= 0:
+            raise InputError("hardware field instruction_fetch_bytes_per_clk_per_sm: must be positive where "
+                             "instruction_cache_bytes is (0 turns the instruction-fetch model off)")
+        if self.instruction_cache_bytes > 0 and not \
+                0 < self.instruction_stream_window_bytes <= self.instruction_cache_bytes:
+            raise InputError(f"hardware field instruction_stream_window_bytes={self.instruction_stream_window_bytes}: "
+                             f"must be positive and at most instruction_cache_bytes ({self.instruction_cache_bytes})")
         if not 0.0 <= self.async_copy_fill_smem_port_share <= 1.0:
             raise InputError(f"hardware field async_copy_fill_smem_port_share={self.async_copy_fill_smem_port_share}: "
                              "must be in [0, 1]")
@@ -274,8 +280,8 @@ _INFLIGHT = ("calibrated: per-SM bytes in flight so that bandwidth(k SMs) = k * 
 _CP_ASYNC = ("validation/probe_cp_async_window.py on the H200 (README runs 17-18; the H100 inherits it): one "
              "CTA alone on the GPU, rounds of 16-byte cp.async.cg, each waited for before the next")
 
-_ICACHE = ("validation/probe_icache.py on the H200 (README runs 23 and 36): straight-line FFMA bodies run in a "
-           "loop by two warpgroups per SM, both the same body or each its own")
+_ICACHE = ("validation/probe_icache.py on the H200 (README runs 23 and 36; the H100 inherits it): straight-line FFMA "
+           "bodies run in a loop by two warpgroups per SM, both the same body or each its own")
 
 _HOPPER_COMMON = dict(
     smem_per_sm_bytes=233472, smem_per_cta_max_bytes=232448, sram_per_sm_bytes=262144,
@@ -328,10 +334,11 @@ _HOPPER_SOURCES = {
                                        "tile at d = 64 / 128 / 256, its ldmatrix reads plus 5-8%, not the cp.async "
                                        "fills of K and V on top (1.2-1.35x)",
     "instruction_cache_bytes": _ICACHE + ": two different bodies of 16 KiB issue at 1.06 cycles per instruction, "
-                               "of 20-32 KiB at 2.02-2.04; one body of up to 32 KiB at full rate",
+                               "of 20-32 KiB at 2.02-2.28; one body of up to 32 KiB at full rate",
     "instruction_fetch_bytes_per_clk_per_sm": _ICACHE + ": two bodies past the cache, one warp each per "
                                               "sub-partition, issue one instruction (16 B) per 2.02-2.04 cycles "
-                                              "per sub-partition: 8 B/clk each, 32 per SM",
+                                              "per sub-partition in run 23 and the first of run 36's calls, 2.27-2.28 "
+                                              "in the second: 7.0-7.9 B/clk each; 8 (32 per SM) taken",
     "instruction_stream_window_bytes": _ICACHE + ": one warpgroup loops over a body while the other streams through "
                                        "a longer one; a 16 KiB loop beside a 64 or 128 KiB stream keeps its rate "
                                        "(2.11 cycles per warp instruction, two warps per sub-partition), a 24 KiB "

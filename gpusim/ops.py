@@ -25,8 +25,6 @@ from gpusim.errors import InputError
 from gpusim.hardware import DTYPE_BYTES
 
 SPACES = ("smem", "reg", "tmem")
-#: Bytes of one SASS instruction (Volta onwards): what fetching one warp instruction moves.
-INSTRUCTION_BYTES = 16
 
 
 class GlobalTensor:

@@ -75,51 +75,75 @@ def default_tiles(head_dim: int, decode: bool = False, hw=None) -> tuple[int, in
     return 64, 64, 4
 
 
+#: FA2's forward kernels as compiled, per (head dim, block_m, block_n, warps, causal, even shapes): SASS instructions
+#: per warp of the prologue, the straight-line start (the prologue and the first tiles), the main loop body and the
+#: epilogue, of one product's HMMAs and ldmatrix in the loop body, and of the masking of one masked first tile
+#: (validation/fa2_code_paths.py on the SASS of SDPA's bf16 sm_90 kernels of torch 2.11,
+#: validation/data/fa2_sass_2026-11-30.json.gz; validation/README.md run 35). A kernel property, like its registers.
+FORWARD_CODE = {
+    (32, 128, 128, 4, False, False): (659, 2041, 1382, 665, 82, 0),
+    (32, 128, 128, 4, False, True): (238, 1609, 1371, 412, 82, 0),
+    (32, 128, 128, 4, True, False): (659, 4125, 1382, 661, 82, 351),
+    (32, 128, 128, 4, True, True): (238, 1923, 1372, 529, 82, 313),
+    (64, 128, 128, 4, False, False): (726, 2357, 1631, 932, 164, 0),
+    (64, 128, 128, 4, False, True): (222, 1858, 1636, 514, 164, 0),
+    (64, 128, 128, 4, True, False): (726, 4867, 1612, 929, 164, 458),
+    (64, 128, 128, 4, True, True): (222, 2179, 1620, 705, 164, 337),
+    (96, 128, 64, 4, False, False): (496, 1473, 977, 806, 126, 0),
+    (96, 128, 64, 4, False, True): (166, 1145, 979, 556, 126, 0),
+    (96, 128, 64, 4, True, False): (496, 3815, 977, 808, 126, 129),
+    (96, 128, 64, 4, True, True): (166, 2481, 978, 685, 126, 180),
+    (128, 128, 64, 4, False, False): (754, 1912, 1158, 1090, 168, 0),
+    (128, 128, 64, 4, False, True): (336, 1525, 1189, 654, 168, 0),
+    (128, 128, 64, 4, True, False): (754, 5783, 1153, 1088, 168, 523),
+    (128, 128, 64, 4, True, True): (336, 3339, 1186, 859, 168, 316),
+    (192, 128, 64, 8, False, False): (391, 1118, 727, 731, 150, 0),
+    (192, 128, 64, 8, True, False): (391, 2888, 724, 740, 150, 108),
+    (256, 64, 64, 4, False, False): (499, 1375, 876, 813, 200, 0),
+    (256, 64, 64, 4, True, False): (499, 2903, 871, 818, 200, 331),
+    (256, 128, 64, 8, False, False): (410, 1274, 864, 806, 200, 0),
+    (256, 128, 64, 8, True, False): (410, 3574, 860, 814, 200, 195),
+}
+
+
 @dataclass(frozen=True)
 class ForwardCode:
-    """SASS instructions per warp of FA2's forward kernel (flash_fwd_kernel): the code paths its instruction cache
-    holds (ops.CodePath) and what each op issues (read from the bf16 sm_90 kernels in
-    validation/data/fa2_sass_2026-11-30.json.gz, validation/README.md run 35). The kernel runs its first
-    `masking_steps` tiles (one without a causal mask, the tiles the diagonal cuts with one) as code of their own,
-    unrolled after the prologue, then a loop over the rest, then the epilogue."""
+    """SASS instructions per warp of one of FA2's forward kernels (FORWARD_CODE): the code paths its instruction
+    cache holds (ops.CodePath) and what each op issues. The kernel runs its first `masking_steps` tiles (one
+    without a causal mask, the tiles the diagonal cuts with one, one more where the shapes are not tile
+    multiples) as code of their own after the prologue, straight-line code run once, then its loop, then the
+    epilogue."""
 
-    s_mma: int  # S = Q K^T: m16n8k16 HMMAs and ldmatrix.x4 of the warp's Q rows and all of K
-    pv_mma: int  # P V: HMMAs and ldmatrix.x4 of V
-    softmax: int  # everything else of a tile: scale, max, exp, sums, rescale, conversions
-    mask: int  # more per tile the causal mask cuts
     prologue: int
+    first: int  # the prologue and the first tiles
+    loop: int  # the main loop's body: both products and the softmax
     epilogue: int
+    mma: int  # one product's HMMAs and ldmatrix
+    mask: int  # more in each of the first tiles under a causal mask
     masking_steps: int
 
     @classmethod
-    def of(cls, problem: AttentionProblem, block_m: int, block_n: int, warps: int) -> "ForwardCode":
-        """The counts for a tile shape (FA2's warps all along M). Fitted to the d = 64 (128 x 128 tiles) and
-        d = 128 (128 x 64) kernels, whose main loops are 1620 and 1189 instructions (the fit: 1621 and 1194):
-        9.0 instructions per score element and 2.2 per accumulator element of a thread, 320 per masked tile (the
-        SASS: 321 and 312), a prologue of 110 + 1.75 d (222 and 336) and an epilogue of 374 + 2.19 d (514 and
-        654), 200 more with the causal mask (705 and 859)."""
-        d, e = problem.head_dim, problem.element_bytes
-        rows = block_m // warps  # rows of the tile per warp
-        ldsm = 512  # bytes an ldmatrix.x4 reads
-        hmma = (rows // MMA_M) * (block_n // 8) * (d // 16)  # either product: 16 x 8 x 16 per HMMA
-        s_mma = hmma + (block_n * d * e + rows * d * e) // ldsm
-        pv_mma = hmma + block_n * d * e // ldsm
-        softmax = round(9.0 * rows * block_n / 32 + 2.2 * rows * d / 32)
-        even = problem.seq_len % block_m == 0 and problem.kv_len % block_n == 0
+    def of(cls, problem: AttentionProblem, block_m: int, block_n: int, warps: int) -> "ForwardCode | None":
+        """The kernel SDPA runs for this problem and tile, or None where its SASS was not read (other head dims
+        or tiles) or it is not flash_fwd_kernel (decode runs the split-KV kernel family)."""
+        d = problem.head_dim
+        # flash_fwd_launch_template.h: even shapes only up to head dim 128
+        even = problem.seq_len % block_m == 0 and problem.kv_len % block_n == 0 and d <= 128
+        counts = FORWARD_CODE.get((d, block_m, block_n, warps, problem.causal, even))
+        if counts is None or problem.seq_len == 1:
+            return None
         steps = 1 if not problem.causal else -(-block_m // block_n) + (0 if even else 1)
-        return cls(s_mma, pv_mma, softmax, 320 if problem.causal else 0, round(110 + 1.75 * d),
-                   round(374 + 2.19 * d) + (200 if problem.causal else 0), steps)
+        return cls(*counts, masking_steps=steps)
 
     @property
-    def iteration(self) -> int:
-        return self.s_mma + self.pv_mma + self.softmax
+    def softmax(self) -> int:
+        return self.loop - 2 * self.mma
 
     def first_path(self) -> CodePath:
-        """The prologue and the first tiles: straight-line code the kernel runs once per CTA."""
-        return CodePath("fa2_fwd.first", self.prologue + self.masking_steps * (self.iteration + self.mask))
+        return CodePath("fa2_fwd.first", self.first)
 
     def loop_path(self) -> CodePath:
-        return CodePath("fa2_fwd.loop", self.iteration, loops=True)
+        return CodePath("fa2_fwd.loop", self.loop, loops=True)
 
     def epilogue_path(self) -> CodePath:
         return CodePath("fa2_fwd.epilogue", self.epilogue)
@@ -152,7 +176,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
     # FA2's own prefill kernel: its compiled code paths (decode packs its rows into another kernel's tile, and a
     # ring of stages is a Triton kernel's, whose code is not read here)
     code = ForwardCode.of(problem, block_m, block_n, warps) if not packed and stages is None and warps_n == 1 \
-        and instruction == "mma_sync" else None
+        and instruction == "mma_sync" and problem.dtype == "bf16" else None
 
     def program(cta):
         mb, b, h = cta
@@ -270,6 +294,13 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
     # P V_j; the ring declares one tile's fill per S_j). What they cost the port is the GPU's
     # async_copy_fill_smem_port_share: nothing on Hopper (run 15, "SMEM wavefronts"), every byte elsewhere.
     warps = warps_m * warps_n
+    product_instructions = warps * code.mma if code else 0  # what each op issues (ForwardCode)
+
+    def softmax_instructions(pos: int) -> int:
+        if code is None:
+            return 0
+        return warps * (code.softmax + (code.mask if pos < code.masking_steps else 0))
+
     for pos, i in enumerate(order):
         yield plan.mark(i)
         if code is not None and pos == code.masking_steps:
@@ -281,7 +312,7 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
             yield from load_v(pos)
         yield Mma(q, k, s, instruction, b_transposed=True,
                   smem_read_bytes=warps_m * k.nbytes + warps_n * q.nbytes, smem_fill_bytes=tile_bytes,
-                  instructions=warps * code.s_mma if code else 0)
+                  instructions=product_instructions)
         following = pos + ahead
         fill = 0
         if not stages:
@@ -291,11 +322,11 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
                 fill = tile_bytes
         yield from online_softmax(s, m, l_, acc, p, scores(j),
                                   extra_fp32_ops=MASKED_TILE_FP32_OPS if masked(j) else 0.0,
-                                  instructions=warps * (code.softmax + (code.mask if masked(j) else 0)) if code else 0)
+                                  instructions=softmax_instructions(pos))
         if stages:
             yield Wait(v_ready.pop(pos))
         yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps_m * v.nbytes, smem_fill_bytes=fill,
-                  instructions=warps * code.pv_mma if code else 0)
+                  instructions=product_instructions)
         if stages and following < len(order):  # P V_j is done: the pair `ahead` iterations ahead
             yield from load_k(following)
             yield from load_v(following)

@@ -9,7 +9,7 @@ import pytest
 from gpusim.engine.icache import InstructionCache
 from gpusim.errors import InputError
 from gpusim.hardware import get_preset
-from gpusim.kernels.fa2 import ForwardCode
+from gpusim.kernels.fa2 import FORWARD_CODE, ForwardCode
 from gpusim.ops import CodePath, Tile, Vector
 from gpusim.problem import AttentionProblem
 from test_engine import TINY, launch_of, plan_of, run
@@ -83,23 +83,47 @@ def test_different_code_paths_on_one_sm_wait_for_their_instructions():
     assert alike["cycles"] == pytest.approx(200, abs=2)
     assert apart["cycles"] == pytest.approx(200 * 4 * instructions(20) * 16 / 32, rel=0.01)
     assert apart["busy"]["fetch"] > 0.99 and alike["busy"]["fetch"] == 0
-    off = dataclasses.replace(hw, instruction_cache_bytes=0, instruction_fetch_bytes_per_clk_per_sm=0.0)
+    off = dataclasses.replace(hw, instruction_cache_bytes=0)
     assert _two_ctas(False, off)["cycles"] == alike["cycles"]  # no instruction-fetch model: every code fits
 
 
 def test_an_instruction_cache_needs_its_fetch_rate():
-    with pytest.raises(InputError, match="instruction_cache_bytes"):
+    with pytest.raises(InputError, match="instruction_fetch_bytes_per_clk_per_sm"):
         dataclasses.replace(get_preset("h200"), instruction_fetch_bytes_per_clk_per_sm=0.0)
 
 
-@pytest.mark.parametrize("head_dim, block_n, causal, loop, first, epilogue", [
-    # the SASS of SDPA's bf16 flash_fwd_kernel on sm_90 (validation/data/fa2_sass_2026-11-30.json.gz, run 35)
-    (64, 128, False, 1636, 1858, 514), (64, 128, True, 1620, 2179, 705),
-    (128, 64, False, 1189, 1525, 654), (128, 64, True, 1186, 3339, 859)])
-def test_fa2_code_paths_are_the_compiled_kernels(head_dim, block_n, causal, loop, first, epilogue):
-    problem = AttentionProblem(batch=1, heads=1, seq_len=1024, head_dim=head_dim, causal=causal)
-    code = ForwardCode.of(problem, 128, block_n, 4)
-    assert code.loop_path().instructions == pytest.approx(loop, rel=0.01)
+def test_a_stream_window_must_fit_the_cache():
+    with pytest.raises(InputError, match="instruction_stream_window_bytes"):
+        dataclasses.replace(get_preset("h200"), instruction_stream_window_bytes=64 * KIB)
+
+
+def test_a_short_stream_holds_only_its_own_bytes():
+    c = cache()
+    c.switch(None, ("loop", instructions(19), True))
+    c.switch(None, ("epilogue", instructions(10.5), False))
+    assert not c.thrashing  # 19 + 10.5 KiB fit; with the whole 16 KiB window they would not
+
+
+@pytest.mark.parametrize("seq_len, head_dim, causal, key, steps", [
+    # SDPA's kernels (validation/data/fa2_sass_2026-11-30.json.gz): even shapes up to head dim 128 only
+    (1024, 64, True, (64, 128, 128, 4, True, True), 1),
+    (1000, 64, True, (64, 128, 128, 4, True, False), 2),
+    (1024, 128, True, (128, 128, 64, 4, True, True), 2),
+    (1024, 128, False, (128, 128, 64, 4, False, True), 1),
+    (1024, 256, True, (256, 64, 64, 4, True, False), 2)])
+def test_fa2_runs_the_code_of_the_kernel_sdpa_picks(seq_len, head_dim, causal, key, steps):
+    problem = AttentionProblem(batch=1, heads=1, seq_len=seq_len, head_dim=head_dim, causal=causal)
+    code = ForwardCode.of(problem, *key[1:4])
+    prologue, first, loop, epilogue, mma, mask = FORWARD_CODE[key]
+    assert (code.first_path().instructions, code.loop_path().instructions, code.epilogue_path().instructions) == \
+        (first, loop, epilogue)
+    assert code.masking_steps == steps and code.softmax == loop - 2 * mma
     assert code.loop_path().loops and not code.first_path().loops
-    assert code.first_path().instructions == pytest.approx(first, rel=0.02)
-    assert code.epilogue_path().instructions == pytest.approx(epilogue, rel=0.02)
+    # the straight-line start is the prologue and the first tiles, each a loop body plus its masking
+    assert first == pytest.approx(prologue + steps * (loop + mask), abs=steps)
+
+
+def test_fa2_has_no_code_paths_where_its_sass_was_not_read():
+    assert ForwardCode.of(AttentionProblem(batch=1, heads=1, seq_len=1024, head_dim=80), 128, 64, 4) is None
+    assert ForwardCode.of(AttentionProblem(batch=1, heads=1, seq_len=1024, head_dim=64), 64, 64, 4) is None
+    assert ForwardCode.of(AttentionProblem(batch=1, heads=1, seq_len=1, kv_len=4096, head_dim=64), 128, 128, 4) is None

@@ -3,8 +3,8 @@ the code size of each path of the tile loop, for an instruction-fetch model of s
 
 Extracts the sm_90 (or sm_80) cubins of libtorch_cuda.so with cuobjdump, keeps those that hold a
 `flash_fwd_kernel`, disassembles them, and writes each flash forward kernel's SASS, with its instruction count,
-to `fa2_sass_<date>.json.gz` in --out (the full text for the bf16 kernels of even shapes, the straight-line
-runs of every kernel).
+to `fa2_sass_<date>.json.gz` in --out (the full text for the bf16 kernels SDPA runs without dropout or other
+options, the straight-line runs of every kernel).
 
     python validation/dump_fa2_sass.py --out validation/data      (needs torch with CUDA and cuobjdump)
 """
@@ -23,9 +23,10 @@ import sys
 import tempfile
 
 
-#: Full SASS kept for the bf16 kernels SDPA runs on even shapes (no dropout, local window, alibi, softcap or
-#: returned softmax; sequence and head dim multiples of the tile), causal or not; the rest keep their summary.
-KEEP_SASS = re.compile(r"cutlass::bfloat16_t.*>, false, (true|false), false, false, true, true, false, false>\(")
+#: Full SASS kept for the bf16 kernels SDPA runs without dropout, local window, alibi, softcap or returned
+#: softmax (causal or not, even shapes or not); the rest keep their summary.
+KEEP_SASS = re.compile(r"cutlass::bfloat16_t.*>, false, (true|false), false, false, (true|false), (true|false), "
+                       r"false, false>\(")
 INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);")
 
 

@@ -25,12 +25,11 @@ from gpusim.engine.servers import SharedUnit
 from gpusim.engine.steady_state import (SIMULATED_WAVES, Drift, WaveMeter, busiest_unit_cycles, extrapolated_reads,
                                         should_extrapolate)
 from gpusim.errors import InputError
-from gpusim.hardware import ASYNC_INSTRUCTIONS, HardwareSpec
+from gpusim.hardware import ASYNC_INSTRUCTIONS, INSTRUCTION_BYTES, HardwareSpec
 from gpusim.launch import KernelPlan, Launch
 from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, MEASURED, TAIL_WAVE_FULL_ITERATIONS, FullRuns,
                                          extend_warm, gap_after, is_warm_decision)
-from gpusim.ops import (INSTRUCTION_BYTES, Acquire, CodePath, Handle, Load, Loop, LoopMark, LoopPlan, Mma, Signal,
-                        Store, Vector, Wait)
+from gpusim.ops import Acquire, CodePath, Handle, Load, Loop, LoopMark, LoopPlan, Mma, Signal, Store, Vector, Wait
 from gpusim.result import LaunchStats
 
 PER_SM_UNITS = ("tensor", "mufu", "fp32", "smem", "sm_load", "cp_async", "tma", "dispatch", "fetch")
@@ -560,17 +559,17 @@ class TimingInterpreter:
                 smem_bytes = read_bytes + op.smem_fill_bytes * hw.async_copy_fill_smem_port_share  # port bytes
                 parts = ((sm.tensor, cycles), (sm.smem, smem_bytes), (sm.dispatch, held))
                 if is_async and mma_tail is not None and not mma_tail.triggered:
-                    done = mma_tail = self._after(mma_tail, *parts, age=age)
+                    done = self._after(mma_tail, *parts, age=age)
                 elif is_async or not smem_bytes or not hw.mma_sync_serial_operands:
                     done = self._submit(*parts, age=age)
-                    if is_async:
-                        mma_tail = done
                 else:
                     done = self._after(sm.smem.submit(smem_bytes, age), (sm.tensor, cycles), (sm.dispatch, held),
                                        age=age)
                 fetch = sm.fetch_bytes(op.instructions)
-                if fetch:  # the warps issue as fast as their instructions arrive
+                if fetch:  # the warps issue as fast as their instructions arrive, from the op's start
                     done = _all_done(env, [done, sm.fetch.submit(fetch, age)])
+                if is_async:
+                    mma_tail = done
                 if is_async and hw.async_mma_latency_cycles:
                     done = self._delayed(done, hw.async_mma_latency_cycles)
                 if read_bytes:
@@ -594,7 +593,8 @@ class TimingInterpreter:
                 mufu_ops = sum(m for _, m in steps)
                 counters.fp32_ops += fp32_ops * weight
                 counters.mufu_ops += mufu_ops * weight
-                if fp32_ops or mufu_ops:
+                fetch = sm.fetch_bytes(op.instructions)
+                if fp32_ops or mufu_ops or fetch:
                     fp32_rate, mufu_rate = self.hw.fp32_ops_per_clk_per_sm, self.hw.mufu_ops_per_clk_per_sm
                     held = sum(max(f / fp32_rate, m / mufu_rate) for f, m in steps)
                     if tracking:
@@ -603,7 +603,6 @@ class TimingInterpreter:
                         work.fp32 += fp32_ops / fp32_rate
                         work.mufu += mufu_ops / mufu_rate
                         work.dispatch += held
-                    fetch = sm.fetch_bytes(op.instructions)
                     yield self._submit((sm.fp32, fp32_ops), (sm.mufu, mufu_ops), (sm.dispatch, held),
                                        *(((sm.fetch, fetch),) if fetch else ()), age=age)
                     if trace is not None:
