@@ -148,8 +148,9 @@ class HardwareSpec:
             raise InputError("hardware fields async_copy_*: set the window and bandwidth both (cp.async has its own "
                              "path, and may add latency) or none of them (it shares the load/store units')")
         if self.instruction_cache_bytes > 0 and self.instruction_fetch_bytes_per_clk_per_sm <= 0:
-            raise InputError("hardware field instruction_fetch_bytes_per_clk_per_sm: must be positive where "
-                             "instruction_cache_bytes is (0 turns the instruction-fetch model off)")
+            raise InputError(f"hardware field instruction_fetch_bytes_per_clk_per_sm="
+                             f"{self.instruction_fetch_bytes_per_clk_per_sm}: must be positive with an instruction cache "
+                             f"(instruction_cache_bytes={self.instruction_cache_bytes}; 0 turns the model off)")
         if self.instruction_cache_bytes > 0 and not \
                 0 < self.instruction_stream_window_bytes <= self.instruction_cache_bytes:
             raise InputError(f"hardware field instruction_stream_window_bytes={self.instruction_stream_window_bytes}: "

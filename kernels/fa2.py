@@ -77,9 +77,10 @@ def default_tiles(head_dim: int, decode: bool = False, hw=None) -> tuple[int, in
 
 #: FA2's forward kernels as compiled, per (head dim, block_m, block_n, warps, causal, even shapes): SASS instructions
 #: per warp of the prologue, the straight-line start (the prologue and the first tiles), the main loop body and the
-#: epilogue, of one product's HMMAs and ldmatrix in the loop body, and of the masking of one masked first tile
-#: (validation/fa2_code_paths.py on the SASS of SDPA's bf16 sm_90 kernels of torch 2.11,
-#: validation/data/fa2_sass_2026-11-30.json.gz; validation/README.md run 35). A kernel property, like its registers.
+#: epilogue, of a product's HMMAs and ldmatrix in the loop body (half the two products'), and of the masking of one
+#: masked first tile (validation/fa2_code_paths.py on the SASS of SDPA's bf16 sm_90 kernels of torch 2.11,
+#: validation/data/fa2_sass_2026-11-30.json.gz; validation/README.md run 35). A kernel property, like its registers;
+#: bf16 only (the fp16 kernels were not read).
 FORWARD_CODE = {
     (32, 128, 128, 4, False, False): (659, 2041, 1382, 665, 82, 0),
     (32, 128, 128, 4, False, True): (238, 1609, 1371, 412, 82, 0),
@@ -93,6 +94,8 @@ FORWARD_CODE = {
     (96, 128, 64, 4, False, True): (166, 1145, 979, 556, 126, 0),
     (96, 128, 64, 4, True, False): (496, 3815, 977, 808, 126, 129),
     (96, 128, 64, 4, True, True): (166, 2481, 978, 685, 126, 180),
+    (128, 128, 32, 4, False, False): (434, 1095, 661, 1068, 88, 0),
+    (128, 128, 32, 4, False, True): (136, 797, 661, 646, 88, 0),
     (128, 128, 64, 4, False, False): (754, 1912, 1158, 1090, 168, 0),
     (128, 128, 64, 4, False, True): (336, 1525, 1189, 654, 168, 0),
     (128, 128, 64, 4, True, False): (754, 5783, 1153, 1088, 168, 523),
@@ -125,7 +128,8 @@ class ForwardCode:
     @classmethod
     def of(cls, problem: AttentionProblem, block_m: int, block_n: int, warps: int) -> "ForwardCode | None":
         """The kernel SDPA runs for this problem and tile, or None where its SASS was not read (other head dims
-        or tiles) or it is not flash_fwd_kernel (decode runs the split-KV kernel family)."""
+        or tiles) or it is not flash_fwd_kernel (decode runs the split-KV kernel family; so do prefills too small
+        to fill the GPU, which the model runs as flash_fwd_kernel)."""
         d = problem.head_dim
         # flash_fwd_launch_template.h: even shapes only up to head dim 128
         even = problem.seq_len % block_m == 0 and problem.kv_len % block_n == 0 and d <= 128

@@ -102,6 +102,10 @@ def test_a_short_stream_holds_only_its_own_bytes():
     c.switch(None, ("loop", instructions(19), True))
     c.switch(None, ("epilogue", instructions(10.5), False))
     assert not c.thrashing  # 19 + 10.5 KiB fit; with the whole 16 KiB window they would not
+    c = cache()
+    c.switch(None, ("first", instructions(24), False))
+    c.switch(None, ("epilogue", instructions(10.5), False))
+    assert c.thrashing  # two streams, though they would fit: code run once misses either way
 
 
 @pytest.mark.parametrize("seq_len, head_dim, causal, key, steps", [

@@ -1,7 +1,8 @@
 """FA2's forward code paths, read from the SASS of SDPA's kernels (validation/README.md run 35): per kernel
 (head dim, tile, warps, causal, even shapes), the instructions per warp of its straight-line start (prologue and
 first tiles), its main loop body and its epilogue, and how the loop body splits into the two products (HMMA and
-ldmatrix) and the rest (the softmax). Prints the table kernels/fa2.py's FORWARD_CODE holds.
+ldmatrix) and the rest (the softmax). Prints the table kernels/fa2.py's FORWARD_CODE holds (kernels with a causal
+variant only, whose prologue the non-causal one gives, are left out).
 
     python validation/fa2_code_paths.py [validation/data/fa2_sass_2026-11-30.json.gz]
 """

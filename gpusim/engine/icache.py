@@ -7,7 +7,9 @@ code run once (a prologue, a CTA's first tiles, an epilogue), which streams thro
   20 KiB each (2.02-2.28, from call to call): every instruction is fetched again, at the SM's fetch rate;
 - a loop body of up to 16 KiB keeps running at full rate beside a stream of straight-line code, and one of 24 KiB
   thrashes with it: a stream holds `instruction_stream_window_bytes` of the cache;
-- two streams thrash (two 64 KiB bodies: 2.15), and one stream alone is prefetched (one 64 KiB body: 1.1).
+- two streams thrash (two 64 KiB bodies: 2.15-2.39), and one stream alone is prefetched (one 64 KiB body: 1.1).
+  Straight-line code run once misses whatever its length (the CTA that ran it last did so a CTA ago), so two
+  streams of any length are two streams for the prefetcher; a short one holds only its own size beside a loop.
 """
 
 from __future__ import annotations
