@@ -12,6 +12,7 @@ from gpusim.hardware import get_preset
 from gpusim.kernels.fa2 import FORWARD_CODE, ForwardCode
 from gpusim.ops import CodePath, Tile, Vector
 from gpusim.problem import AttentionProblem
+from gpusim.simulate import simulate
 from test_engine import TINY, launch_of, plan_of, run
 
 KIB = 1024
@@ -35,6 +36,14 @@ def test_paths_thrash_as_the_h200_probe_measured():
         for i, (kib, loops) in enumerate(paths):
             c.switch(None, (f"p{i}", instructions(kib), loops))
         assert c.thrashing is thrashes, paths
+
+
+def test_code_that_all_fits_the_cache_never_thrashes():
+    c = InstructionCache(128 * KIB, 16 * KIB)
+    c.switch(None, ("first", instructions(34), False))
+    c.switch(None, ("epilogue", instructions(11), False))
+    c.switch(None, ("loop", instructions(25), True))
+    assert not c.thrashing  # 70 KiB of code, all resident: nothing is fetched again
 
 
 def test_a_loop_body_larger_than_the_cache_streams_through_it():
@@ -131,3 +140,15 @@ def test_fa2_has_no_code_paths_where_its_sass_was_not_read():
     assert ForwardCode.of(AttentionProblem(batch=1, heads=1, seq_len=1024, head_dim=80), 128, 64, 4) is None
     assert ForwardCode.of(AttentionProblem(batch=1, heads=1, seq_len=1024, head_dim=64), 64, 64, 4) is None
     assert ForwardCode.of(AttentionProblem(batch=1, heads=1, seq_len=1, kv_len=4096, head_dim=64), 128, 128, 4) is None
+
+
+def test_fa2s_short_causal_ctas_wait_for_instructions_and_a_larger_cache_frees_them():
+    # FA2 at N = 512: causal CTAs of 1-4 tiles run their first tile's straight-line code beside a partner in its loop
+    problem = AttentionProblem(batch=4, heads=32, seq_len=512, head_dim=64, causal=True)  # two CTAs per SM
+    h200 = get_preset("h200")
+    default = simulate("fa2", problem, h200)
+    large = simulate("fa2", problem, dataclasses.replace(h200, instruction_cache_bytes=1 << 20))
+    none = simulate("fa2", problem, dataclasses.replace(h200, instruction_cache_bytes=0))
+    assert default.unit_busy["fetch"] > 0 and large.unit_busy["fetch"] == none.unit_busy["fetch"] == 0
+    assert default.time_s > 1.03 * large.time_s
+    assert large.time_s == pytest.approx(none.time_s, rel=1e-9)

@@ -10,6 +10,7 @@ code run once (a prologue, a CTA's first tiles, an epilogue), which streams thro
 - two streams thrash (two 64 KiB bodies: 2.15-2.39), and one stream alone is prefetched (one 64 KiB body: 1.1).
   Straight-line code run once misses whatever its length (the CTA that ran it last did so a CTA ago), so two
   streams of any length are two streams for the prefetcher; a short one holds only its own size beside a loop.
+  A kernel whose whole code (every path run on the SM) fits the cache never misses.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ class InstructionCache:
     """The code paths an SM's resident roles run now: name -> [bytes it holds of the cache, whether it streams,
     roles running it]."""
 
-    __slots__ = ("capacity_bytes", "stream_window_bytes", "_paths", "thrashing")
+    __slots__ = ("capacity_bytes", "stream_window_bytes", "_paths", "_code_bytes", "thrashing")
 
     def __init__(self, capacity_bytes: int, stream_window_bytes: int):
         self.capacity_bytes, self.stream_window_bytes = capacity_bytes, stream_window_bytes
         self._paths: dict[str, list] = {}
+        self._code_bytes: dict[str, int] = {}  # every path run on the SM so far: while they all fit, none misses
         self.thrashing = False
 
     def switch(self, old: tuple | None, new: tuple | None) -> None:
@@ -41,8 +43,10 @@ class InstructionCache:
         if new is not None:
             name, instructions, loops = new
             nbytes = instructions * INSTRUCTION_BYTES
+            self._code_bytes[name] = nbytes
             stream = not loops or nbytes > self.capacity_bytes
             paths.setdefault(name, [min(nbytes, self.stream_window_bytes) if stream else nbytes, stream, 0])[2] += 1
         streams = sum(1 for _, stream, _ in paths.values() if stream)
         footprint = sum(held for held, _, _ in paths.values())
-        self.thrashing = len(paths) > 1 and (streams > 1 or footprint > self.capacity_bytes)
+        self.thrashing = len(paths) > 1 and (streams > 1 or footprint > self.capacity_bytes) \
+            and sum(self._code_bytes.values()) > self.capacity_bytes
