@@ -76,36 +76,36 @@ def default_tiles(head_dim: int, decode: bool = False, hw=None) -> tuple[int, in
 
 
 #: FA2's forward kernels as compiled, per (head dim, block_m, block_n, warps, causal, even shapes): SASS instructions
-#: per warp of the prologue, the straight-line start (the prologue and the first tiles), the main loop body and the
-#: epilogue, of a product's HMMAs and ldmatrix in the loop body (half the two products'), and of the masking of one
-#: masked first tile (validation/fa2_code_paths.py on the SASS of SDPA's bf16 sm_90 kernels of torch 2.11,
+#: per warp of the straight-line start (the prologue and the first tiles), the main loop body and the epilogue, of
+#: a product's HMMAs and ldmatrix in the loop body (half the two products'), and of the masking of one masked
+#: first tile (validation/fa2_code_paths.py on the SASS of SDPA's bf16 sm_90 kernels of torch 2.11,
 #: validation/data/fa2_sass_2026-11-30.json.gz; validation/README.md run 35). A kernel property, like its registers;
 #: bf16 only (the fp16 kernels were not read).
 FORWARD_CODE = {
-    (32, 128, 128, 4, False, False): (659, 2041, 1382, 665, 82, 0),
-    (32, 128, 128, 4, False, True): (238, 1609, 1371, 412, 82, 0),
-    (32, 128, 128, 4, True, False): (659, 4125, 1382, 661, 82, 351),
-    (32, 128, 128, 4, True, True): (238, 1923, 1372, 529, 82, 313),
-    (64, 128, 128, 4, False, False): (726, 2357, 1631, 932, 164, 0),
-    (64, 128, 128, 4, False, True): (222, 1858, 1636, 514, 164, 0),
-    (64, 128, 128, 4, True, False): (726, 4867, 1612, 929, 164, 458),
-    (64, 128, 128, 4, True, True): (222, 2179, 1620, 705, 164, 337),
-    (96, 128, 64, 4, False, False): (496, 1473, 977, 806, 126, 0),
-    (96, 128, 64, 4, False, True): (166, 1145, 979, 556, 126, 0),
-    (96, 128, 64, 4, True, False): (496, 3815, 977, 808, 126, 129),
-    (96, 128, 64, 4, True, True): (166, 2481, 978, 685, 126, 180),
-    (128, 128, 32, 4, False, False): (434, 1095, 661, 1068, 88, 0),
-    (128, 128, 32, 4, False, True): (136, 797, 661, 646, 88, 0),
-    (128, 128, 64, 4, False, False): (754, 1912, 1158, 1090, 168, 0),
-    (128, 128, 64, 4, False, True): (336, 1525, 1189, 654, 168, 0),
-    (128, 128, 64, 4, True, False): (754, 5783, 1153, 1088, 168, 523),
-    (128, 128, 64, 4, True, True): (336, 3339, 1186, 859, 168, 316),
-    (192, 128, 64, 8, False, False): (391, 1118, 727, 731, 150, 0),
-    (192, 128, 64, 8, True, False): (391, 2888, 724, 740, 150, 108),
-    (256, 64, 64, 4, False, False): (499, 1375, 876, 813, 200, 0),
-    (256, 64, 64, 4, True, False): (499, 2903, 871, 818, 200, 331),
-    (256, 128, 64, 8, False, False): (410, 1274, 864, 806, 200, 0),
-    (256, 128, 64, 8, True, False): (410, 3574, 860, 814, 200, 195),
+    (32, 128, 128, 4, False, False): (2041, 1382, 665, 82, 0),
+    (32, 128, 128, 4, False, True): (1609, 1371, 412, 82, 0),
+    (32, 128, 128, 4, True, False): (4125, 1382, 661, 82, 351),
+    (32, 128, 128, 4, True, True): (1923, 1372, 529, 82, 313),
+    (64, 128, 128, 4, False, False): (2357, 1631, 932, 164, 0),
+    (64, 128, 128, 4, False, True): (1858, 1636, 514, 164, 0),
+    (64, 128, 128, 4, True, False): (4867, 1612, 929, 164, 458),
+    (64, 128, 128, 4, True, True): (2179, 1620, 705, 164, 337),
+    (96, 128, 64, 4, False, False): (1473, 977, 806, 126, 0),
+    (96, 128, 64, 4, False, True): (1145, 979, 556, 126, 0),
+    (96, 128, 64, 4, True, False): (3815, 977, 808, 126, 129),
+    (96, 128, 64, 4, True, True): (2481, 978, 685, 126, 180),
+    (128, 128, 32, 4, False, False): (1095, 661, 1068, 88, 0),
+    (128, 128, 32, 4, False, True): (797, 661, 646, 88, 0),
+    (128, 128, 64, 4, False, False): (1912, 1158, 1090, 168, 0),
+    (128, 128, 64, 4, False, True): (1525, 1189, 654, 168, 0),
+    (128, 128, 64, 4, True, False): (5783, 1153, 1088, 168, 523),
+    (128, 128, 64, 4, True, True): (3339, 1186, 859, 168, 316),
+    (192, 128, 64, 8, False, False): (1118, 727, 731, 150, 0),
+    (192, 128, 64, 8, True, False): (2888, 724, 740, 150, 108),
+    (256, 64, 64, 4, False, False): (1375, 876, 813, 200, 0),
+    (256, 64, 64, 4, True, False): (2903, 871, 818, 200, 331),
+    (256, 128, 64, 8, False, False): (1274, 864, 806, 200, 0),
+    (256, 128, 64, 8, True, False): (3574, 860, 814, 200, 195),
 }
 
 
@@ -117,7 +117,6 @@ class ForwardCode:
     multiples) as code of their own after the prologue, straight-line code run once, then its loop, then the
     epilogue."""
 
-    prologue: int
     first: int  # the prologue and the first tiles
     loop: int  # the main loop's body: both products and the softmax
     epilogue: int
@@ -129,12 +128,12 @@ class ForwardCode:
     def of(cls, problem: AttentionProblem, block_m: int, block_n: int, warps: int) -> "ForwardCode | None":
         """The kernel SDPA runs for this problem and tile, or None where its SASS was not read (other head dims
         or tiles) or it is not flash_fwd_kernel (decode runs the split-KV kernel family; so do prefills too small
-        to fill the GPU, which the model runs as flash_fwd_kernel)."""
+        to fill the GPU, which the model runs as flash_fwd_kernel; only the bf16 kernels were read)."""
         d = problem.head_dim
         # flash_fwd_launch_template.h: even shapes only up to head dim 128
         even = problem.seq_len % block_m == 0 and problem.kv_len % block_n == 0 and d <= 128
         counts = FORWARD_CODE.get((d, block_m, block_n, warps, problem.causal, even))
-        if counts is None or problem.seq_len == 1:
+        if counts is None or problem.seq_len == 1 or problem.dtype != "bf16":
             return None
         steps = 1 if not problem.causal else -(-block_m // block_n) + (0 if even else 1)
         return cls(*counts, masking_steps=steps)
@@ -180,7 +179,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
     # FA2's own prefill kernel: its compiled code paths (decode packs its rows into another kernel's tile, and a
     # ring of stages is a Triton kernel's, whose code is not read here)
     code = ForwardCode.of(problem, block_m, block_n, warps) if not packed and stages is None and warps_n == 1 \
-        and instruction == "mma_sync" and problem.dtype == "bf16" else None
+        and instruction == "mma_sync" else None
 
     def program(cta):
         mb, b, h = cta

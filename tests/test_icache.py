@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,7 @@ from gpusim.simulate import simulate
 from test_engine import TINY, launch_of, plan_of, run
 
 KIB = 1024
+VALIDATION = Path(__file__).resolve().parent.parent / "validation"
 #: instructions of a path of `kib` KiB (16-byte SASS instructions)
 def instructions(kib: float) -> int:
     return int(kib * KIB / 16)
@@ -127,13 +131,33 @@ def test_a_short_stream_holds_only_its_own_bytes():
 def test_fa2_runs_the_code_of_the_kernel_sdpa_picks(seq_len, head_dim, causal, key, steps):
     problem = AttentionProblem(batch=1, heads=1, seq_len=seq_len, head_dim=head_dim, causal=causal)
     code = ForwardCode.of(problem, *key[1:4])
-    prologue, first, loop, epilogue, mma, mask = FORWARD_CODE[key]
+    first, loop, epilogue, mma, mask = FORWARD_CODE[key]
     assert (code.first_path().instructions, code.loop_path().instructions, code.epilogue_path().instructions) == \
         (first, loop, epilogue)
     assert code.masking_steps == steps and code.softmax == loop - 2 * mma
     assert code.loop_path().loops and not code.first_path().loops
-    # the straight-line start is the prologue and the first tiles, each a loop body plus its masking
-    assert first == pytest.approx(prologue + steps * (loop + mask), abs=steps)
+
+
+def _code_paths_script():
+    """validation/fa2_code_paths.py, which reads the committed SASS (validation/data/fa2_sass_2026-11-30.json.gz)."""
+    sys.path.insert(0, str(VALIDATION))
+    try:
+        return importlib.import_module("fa2_code_paths")
+    finally:
+        sys.path.remove(str(VALIDATION))
+
+
+def test_fa2s_code_table_is_the_sass_and_its_first_tiles_are_the_kernels():
+    script = _code_paths_script()
+    found = script.kernel_paths(script.DATA)
+    assert FORWARD_CODE == script.forward_code(found)
+    for (d, bm, bn, warps, causal, even), paths in found.items():
+        problem = AttentionProblem(batch=1, heads=1, seq_len=bm * 8 + (0 if even else 1), head_dim=d, causal=causal)
+        code = ForwardCode.of(problem, bm, bn, warps)
+        if code is None:  # a tile kept out of the table (no non-causal kernel to give its prologue), or d > 128 even
+            continue
+        # the kernel's straight-line start holds the HMMAs of masking_steps tiles
+        assert paths["first_hmma"] == code.masking_steps * paths["loop_hmma"]
 
 
 def test_fa2_has_no_code_paths_where_its_sass_was_not_read():

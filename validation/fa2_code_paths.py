@@ -2,7 +2,7 @@
 (head dim, tile, warps, causal, even shapes), the instructions per warp of its straight-line start (prologue and
 first tiles), its main loop body and its epilogue, and how the loop body splits into the two products (HMMA and
 ldmatrix) and the rest (the softmax). Prints the table kernels/fa2.py's FORWARD_CODE holds (kernels with a causal
-variant only, whose prologue the non-causal one gives, are left out).
+variant only, whose prologue the non-causal one gives, are left out); tests/test_icache.py checks it against this.
 
     python validation/fa2_code_paths.py [validation/data/fa2_sass_2026-11-30.json.gz]
 """
@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import sys
 
-INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);")
+from dump_fa2_sass import INSTRUCTION
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "fa2_sass_2026-11-30.json.gz")
 TEMPLATE = re.compile(r"Flash_fwd_kernel_traits<(\d+), (\d+), (\d+), (\d+), .*>, (true|false), (true|false), "
                       r"(true|false), (true|false), (true|false), (true|false), (true|false), (true|false)>\(")
 
@@ -24,8 +27,8 @@ def opcode(text: str) -> str:
 
 
 def paths(sass: str) -> dict:
-    """Instructions before, in and after the main loop (the longest backward branch), and the loop's HMMA and
-    ldmatrix instructions."""
+    """Instructions before, in and after the main loop (the longest backward branch), the loop's HMMA and
+    ldmatrix instructions, and the HMMAs before and in it."""
     lines = [(int(a, 16), text.strip()) for a, text in INSTRUCTION.findall(sass)]
     loops = []
     for at, text in lines:
@@ -36,11 +39,14 @@ def paths(sass: str) -> dict:
     inside = [opcode(text) for at, text in lines if lo <= at <= hi]
     return {"first": sum(1 for at, _ in lines if at < lo), "loop": len(inside),
             "epilogue": sum(1 for at, _ in lines if at > hi),
-            "mma": sum(1 for op in inside if op in ("HMMA", "LDSM"))}
+            "mma": sum(1 for op in inside if op in ("HMMA", "LDSM")),
+            "first_hmma": sum(1 for at, text in lines if at < lo and opcode(text) == "HMMA"),
+            "loop_hmma": inside.count("HMMA")}
 
 
-def main() -> int:
-    path = sys.argv[1] if len(sys.argv) > 1 else "validation/data/fa2_sass_2026-11-30.json.gz"
+def kernel_paths(path: str) -> dict:
+    """paths() of every bf16 kernel SDPA runs without dropout, local window, alibi, softcap or returned softmax,
+    by (head dim, block_m, block_n, warps, causal, even shapes)."""
     with gzip.open(path, "rt") as f:
         kernels = json.load(f)["kernels"]
     found = {}
@@ -53,8 +59,13 @@ def main() -> int:
         if dropout or local or alibi or softcap or ret or not even_k:
             continue
         found[(d, bm, bn, warps, causal, even_mn)] = paths(kernel["sass"])
-    print("# (head_dim, block_m, block_n, warps, causal, even_mn): "
-          "(prologue, first, loop, epilogue, mma per product, masking per masked tile)")
+    return found
+
+
+def forward_code(found: dict) -> dict:
+    """FORWARD_CODE's rows: (first, loop, epilogue, mma per product, masking per masked tile). The masking is
+    what the causal kernel's first tiles have beyond the non-causal kernel's prologue and loop bodies."""
+    table = {}
     for key in sorted(found):
         d, bm, bn, warps, causal, even_mn = key
         p = found[key]
@@ -64,7 +75,16 @@ def main() -> int:
         prologue = plain["first"] - plain["loop"]  # the non-causal kernel's start: prologue and one tile
         steps = 1 if not causal else -(-bm // bn) + (0 if even_mn else 1)
         mask = round((p["first"] - prologue - steps * p["loop"]) / steps) if causal else 0
-        print(f"    {key}: ({prologue}, {p['first']}, {p['loop']}, {p['epilogue']}, {p['mma'] // 2}, {mask}),")
+        table[key] = (p["first"], p["loop"], p["epilogue"], p["mma"] // 2, mask)
+    return table
+
+
+def main() -> int:
+    path = sys.argv[1] if len(sys.argv) > 1 else DATA
+    print("# (head_dim, block_m, block_n, warps, causal, even_mn): "
+          "(first, loop, epilogue, mma per product, masking per masked tile)")
+    for key, row in forward_code(kernel_paths(path)).items():
+        print(f"    {key}: {row},")
     return 0
 
 
