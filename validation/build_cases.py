@@ -322,6 +322,8 @@ def ncu_cycle_rows() -> list[dict]:
          lambda c: prefill_options(c["backend"], "fwd", c["head_dim"]), lambda c: 1),
         ("h200_profile_2026-11-29_sm_pipes_cudnn_d256.json", 24, lambda c: ("fa3", "cudnn"), prefill,
          lambda c: prefill_options("cudnn", "fwd", c["head_dim"]), lambda c: 1),
+        ("h200_profile_2026-11-30_pair_gain.json", 37, fa2, prefill,
+         lambda c: prefill_options("flash", "fwd", c["head_dim"]), lambda c: 1),
     ]
     rows = []
     for name, run, implementation, shape, options, kernels_of in profiles:
