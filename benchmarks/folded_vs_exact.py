@@ -49,8 +49,8 @@ GRID = [  # (kernel, problem kwargs, hardware[, options[, simulate's keywords]])
     ("flash_decoding", dict(batch=8, heads=32, kv_heads=8, seq_len=1, kv_len=65536, head_dim=128), "h200",
      {"num_splits": 5, "block_m": 16, "block_n": 64, "stages": 3, "instruction": "mma_sync",
       "combine_loads": "together"}),
-    # FA2's forward kernel as SDPA runs decode for 64 sequences: 2 CTAs per SM walking sampled loops at the
-    # paces the scheduler's preference for the older one gives them (two waves)
+    # FA2's forward kernel as SDPA runs decode for 64 sequences: 2 CTAs per SM whose pace changes as they slide
+    # through each other's phases (two waves of 64-iteration loops, run in full: loop_sampling.SAMPLE_ABOVE)
     ("flash_decoding", dict(batch=64, heads=32, kv_heads=8, seq_len=1, kv_len=4096, head_dim=128), "h200",
      {"api": "mha_fwd"}),
     # after do_bench's flush: the write-backs of its dirty lines run while the first wave's loops warm up

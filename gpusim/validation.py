@@ -132,9 +132,10 @@ def suspect(case: Case, result, error: float) -> str:
     if case.metric == "hbm_read_bytes" and error > 0 and problem.seq_len >= 32768:
         return ("K/V kept between waves that the model evicts: the L2's two partitions, each of which keeps what "
                 "its own SMs read (run 26: about 46 MiB of data each SM reads alone, 29 of data all SMs "
-                "share; one LRU with a gradual edge is modelled); or CTAs more in step than modelled: FA2's first "
-                "waves and cuDNN's d = 64 forward at any length (validation/README.md run 31), where the model "
-                "staggers co-resident CTAs from the first wave and drifts every launch alike")
+                "share; one LRU with a gradual edge is modelled); or CTAs more in step than modelled: cuDNN's d = 64 "
+                "forward stays in step at any length (validation/README.md run 31), where the model drifts every "
+                "launch alike, and the model's co-resident pairs slide apart by about 2% of a CTA per CTA "
+                "(oldest_cta_issue_share, sixteenth session), where the GPU's hold their dispatch offset (run 33)")
     if case.metric in ("hbm_read_bytes", "hbm_write_bytes"):
         return "L2 capacity and eviction order (write-back timing)" if problem.seq_len >= 8192 else "L2 residency"
     if case.metric == "l2_bytes":

@@ -258,10 +258,10 @@ TABLE2 = AttentionProblem(batch=4, heads=16, seq_len=8448, head_dim=128)
 
 
 def test_fa3_sampled_walk_agrees_with_the_full_walk(monkeypatch):
-    """Folded mode samples each CTA's K/V walk (48 tiles here; the producer's and both consumers' loops
+    """Folded mode samples each CTA's K/V walk (70 tiles here; the producer's and both consumers' loops
     together) and reads the skipped tiles' data as shared stand-in chunks: time and DRAM reads stay with
     the walk run in full, at a fraction of the events."""
-    problem = AttentionProblem(batch=1, heads=8, seq_len=8448, head_dim=128)
+    problem = AttentionProblem(batch=1, heads=8, seq_len=12320, head_dim=128)
     sampled = simulate("fa3", problem, "h200")
     monkeypatch.setattr(loop_sampling, "SAMPLE_ABOVE", 10**9)
     full = simulate("fa3", problem, "h200")

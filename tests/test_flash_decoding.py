@@ -262,10 +262,10 @@ def test_folded_agrees_with_exact_on_two_waves_of_latency_bound_ctas():
     # 512 CTAs at 2 per SM: the second wave samples its loops while the first wave's CTAs have already
     # jumped; their skipped HBM time must not count as the second wave's measured bandwidth (it made the
     # loops look HBM-saturated and jump at the fair share: -22% against exact)
-    # With the preset's preference for the oldest CTA the two CTAs on an SM walk at different paces; the
-    # younger measures its pace while the older one's jump keeps the SM's units busy (it measured alone
-    # before that, 12% under exact; its second wave now runs its loops in full: within 1%, README,
-    # benchmarks/folded_vs_exact.py)
+    # The two CTAs on an SM slide through each other's phases over tens of iterations, so their pace changes
+    # within these 64-iteration loops: they run in full (loop_sampling.SAMPLE_ABOVE; sampled above 20
+    # iterations they ran -3.0% against exact). Before that, the younger CTA measured its pace alone after the
+    # older one's jump (12% under exact): a jump's work keeps the SM's units busy.
     problem = AttentionProblem(batch=64, heads=32, kv_heads=8, seq_len=1, kv_len=4096, head_dim=128)
     folded = simulate("flash_decoding", problem, H200, {"api": "mha_fwd"})
     exact = simulate("flash_decoding", problem, H200, {"api": "mha_fwd"}, exact=True)
