@@ -396,7 +396,7 @@ _OLDEST_SHARE_SOURCE = ("equal CTAs that share an H200 SM end 0.03 us apart (run
                         "CTAs fall out of step across SMs (K/V re-reads at one head of 128k tokens, d = 128: +141%; "
                         "sixteenth session, validation/README.md). "
                         "0.51 breaks ties; its pairs slide through each other's phases by about 2% of a CTA per CTA "
-                        "(0.6, the value before, by 20-40%). Against 0.6: FA2's Nsight Compute cycles at two CTAs per "
+                        "(0.6, the value before, by about 20%). Against 0.6: FA2's Nsight Compute cycles at two CTAs per "
                         "SM (run 37) +7 to +10% -> +3 to +5%; K/V re-reads at one head of 128k tokens, d = 128, +47% -> "
                         "-3%; SDPA's decode kernel (32-64 sequences) 12% -> 17% under its cycles. 0.505 gives the same "
                         "picture")
