@@ -26,16 +26,17 @@ GRID = [  # (kernel, problem kwargs, hardware[, options[, simulate's keywords]])
     ("fa2", dict(batch=1, heads=8, seq_len=2048, head_dim=128, causal=True), "h200"),
     ("fa2", dict(batch=1, heads=16, kv_heads=4, seq_len=2048, head_dim=128), "h200"),
     ("fa2", dict(batch=1, heads=8, seq_len=1024, head_dim=64, pass_="bwd"), "h200"),
-    # many waves of two co-resident CTAs per SM: whether they run in step or staggered moves FA2 by 10-20%
+    # many waves of two co-resident CTAs per SM, whose pace changes as they slide through each other's phases
+    # (30-54% per iteration between offsets, validation/README.md, sixteenth session)
     ("fa2", dict(batch=8, heads=16, seq_len=2048, head_dim=128), "h200"),
     ("fa2", dict(batch=8, heads=16, seq_len=4096, head_dim=128), "h200"),
     ("fa3", dict(batch=1, heads=16, seq_len=1024, head_dim=64), "h200"),
     ("fa3", dict(batch=1, heads=16, seq_len=4096, head_dim=128), "h200"),
     ("fa3", dict(batch=1, heads=8, seq_len=2048, head_dim=128, causal=True), "h200"),
     ("fa3", dict(batch=1, heads=8, seq_len=1024, head_dim=128, pass_="bwd"), "h200"),
-    # long K/V walks: 47 tiles, the producer's and the consumer warpgroups' loops sampled together; causal, up to
+    # long K/V walks: 70 tiles, the producer's and the consumer warpgroups' loops sampled together; causal, up to
     # 64 tiles, run in full
-    ("fa3", dict(batch=1, heads=8, seq_len=8192, head_dim=128), "h200"),
+    ("fa3", dict(batch=1, heads=8, seq_len=12320, head_dim=128), "h200"),
     ("fa3", dict(batch=1, heads=4, seq_len=8192, head_dim=128, causal=True), "h200"),
     ("fa4", dict(batch=1, heads=16, seq_len=4096, head_dim=128), "b200"),
     ("flash_decoding", dict(batch=2, heads=32, kv_heads=8, seq_len=1, kv_len=8192, head_dim=128), "h200"),

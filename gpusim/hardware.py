@@ -387,7 +387,7 @@ _JITTER_SOURCE = ("calibrated: DRAM reads of FA2 and cuDNN forward at d = 128, 9
 #: warp schedulers favour older warps (greedy-then-oldest, as GPGPU-Sim models them) but yield when those stall, so
 #: equal CTAs that share an SM share it almost evenly (run 30). Just over one half: the model's ops are whole tiles,
 #: and at exactly 0.5 two CTAs that start in the same cycle stay in the same phase, where all their ops contend
-#: (FA2 at d = 128: 7312 cycles per iteration against 4900-5600 at other offsets), a trap the GPU's
+#: (FA2 at d = 128: 7312 cycles per iteration against 4752-5632 at other offsets), a trap the GPU's
 #: instruction-level interleaving does not fall into; the older CTA's small edge breaks such ties.
 OLDEST_CTA_ISSUE_SHARE = 0.51
 _OLDEST_SHARE_SOURCE = ("equal CTAs that share an H200 SM end 0.03 us apart (run 30) and hold their dispatch offset "
@@ -395,11 +395,11 @@ _OLDEST_SHARE_SOURCE = ("equal CTAs that share an H200 SM end 0.03 us apart (run
                         "whose pairs settle at different offsets run FA2 at different speeds, so that a long forward's "
                         "CTAs fall out of step across SMs (K/V re-reads at one head of 128k tokens, d = 128: +141%; "
                         "sixteenth session, validation/README.md). "
-                        "0.51 breaks ties; its pairs slide through each other's phases by about 2% of a CTA per CTA "
-                        "(0.6, the value before, by about 20%). Against 0.6: FA2's Nsight Compute cycles at two CTAs per "
-                        "SM (run 37) +7 to +10% -> +3 to +5%; K/V re-reads at one head of 128k tokens, d = 128, +47% -> "
-                        "-3%; SDPA's decode kernel (32-64 sequences) 12% -> 17% under its cycles. 0.505 gives the same "
-                        "picture")
+                        "0.51 breaks ties; its pairs slide through each other's phases by about 2% of a CTA per "
+                        "CTA (0.6, the value before, by about 20%). Against 0.6: FA2's Nsight Compute cycles at two "
+                        "CTAs per SM (run 37) +7 to +10% -> +3 to +5%; K/V re-reads at one head of 128k tokens, "
+                        "d = 128, +47% -> -3%; the decode kernels' cycles (h200_ncu_cycles, median) 12% -> 17% under. "
+                        "0.505 gives the same picture")
 
 
 #: The L2 after do_bench's flush (HardwareSpec.flushed_l2_*), measured on the H200 (validation/README.md run 25).

@@ -22,6 +22,7 @@ import dataclasses
 import pytest
 import simpy
 
+from gpusim.engine import loop_sampling
 from gpusim.engine.folding import (MIN_REPRESENTATIVES, MIN_SIMULATED_SMS, Representative, choose_fold_factor,
                                    fold_grid)
 from gpusim.engine.l2 import CLASSES, L2Cache, class_capacities
@@ -1106,9 +1107,11 @@ def test_folded_agrees_with_exact_on_hopper_kernels(kernel, problem):
     AttentionProblem(batch=1, heads=4, seq_len=4096, head_dim=128),    # each head's O fits L2: re-read hits
     AttentionProblem(batch=1, heads=32, seq_len=2048, head_dim=128),   # the heads' O outgrow L2: streams
 ])
-def test_sampled_fa1_loops_agree_with_exact(problem):
+def test_sampled_fa1_loops_agree_with_exact(problem, monkeypatch):
     # FA1's inner loop walks the same Q, O, l, m tiles on every outer step: its sampled iterations keep
-    # the same L2 stand-in lines, so a working set that fits stays resident
+    # the same L2 stand-in lines, so a working set that fits stays resident (loops of 16-32 iterations: sampled
+    # from 21 on here, as they were before SAMPLE_ABOVE rose to 64)
+    monkeypatch.setattr(loop_sampling, "SAMPLE_ABOVE", 20)
     folded, exact = folded_and_exact("fa1", problem)
     assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
     assert folded.hbm_bytes == pytest.approx(exact.hbm_bytes, rel=0.01)
@@ -1194,7 +1197,8 @@ def test_folded_agrees_with_exact_on_many_waves_of_fa2():
     assert folded.hbm_bytes == pytest.approx(exact.hbm_bytes, rel=0.01)
     # write-backs alone: the h200's L2 classes (a gradual capacity edge) hash the tiles each mode simulates, and
     # the dirty O tiles the last wave leaves in them (not written back by the launch's end) differ: +3.4%, 1.9 MB
-    # of the 67 MB of O (+1.0% with the scheduler's share at 0.6); the launch's bytes stay within 0.4%
+    # of the 67 MB of O (+1.0% with the scheduler's share at 0.6), a known residual of folded mode's ending; the
+    # launch's bytes stay within 0.4%
     assert folded.hbm_write_bytes == pytest.approx(exact.hbm_write_bytes, rel=0.04)
     assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
 
@@ -1442,9 +1446,11 @@ def test_a_flushed_start_needs_the_flush_values():
         TimingInterpreter(hw, l2_start="flushed")
 
 
-def test_a_sampled_loop_that_loads_ahead_measures_iterations_that_load():
+def test_a_sampled_loop_that_loads_ahead_measures_iterations_that_load(monkeypatch):
     # FA2's 3-deep ring loads each K/V pair 3 iterations ahead, so its last 3 iterations load nothing: the tail
-    # keeps them, and the measured iterations each load one pair (with a tail of 2, folded mode read 8% less)
+    # keeps them, and the measured iterations each load one pair (with a tail of 2, folded mode read 8% less).
+    # The loops have 32 iterations: sampled from 21 on here, as they were before SAMPLE_ABOVE rose to 64
+    monkeypatch.setattr(loop_sampling, "SAMPLE_ABOVE", 20)
     problem = AttentionProblem(batch=64, heads=32, kv_heads=8, seq_len=1, kv_len=4096, head_dim=128)
     folded = simulate("fa2", problem, "h200", {"stages": 3})
     exact = simulate("fa2", problem, "h200", {"stages": 3}, exact=True)

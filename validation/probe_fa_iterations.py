@@ -3,7 +3,7 @@
 Run 32's Triton FlashAttention forward keeps the two CTAs of an SM in step at the scale of a CTA (they start and end
 within 1% of a CTA of each other), and run 30's MMA loops do the same. The model needs FA2's two CTAs to overlap
 their phases within an iteration (one in its MMAs while the other is in its softmax) to run as fast as the GPU, and
-it gets that only by letting the older CTA lead by a quarter of a CTA. This runs the same kernel
+it got that (until the sixteenth session) only by letting the older CTA lead by a quarter of a CTA. This runs the same kernel
 (probe_fa_phases.py) with the first wave's CTAs stamping `%globaltimer` at the start of every K/V iteration, and
 prints, for each pair of CTAs on one SM, how far the second one's iteration starts lie from the first one's, in
 iterations: 0 is lockstep, 0.5 is half an iteration apart.

@@ -24,15 +24,16 @@ METRICS = ["gpu__time_duration.sum", "sm__cycles_active.max", "sm__cycles_active
            "l1tex__data_pipe_lsu_wavefronts_mem_shared.sum", "smsp__inst_executed.sum"]
 
 
-def _case(backend: str, b: int, h: int, n: int, d: int, causal: bool = False) -> dict:
+def sdpa_case(backend: str, b: int, h: int, n: int, d: int, causal: bool = False) -> dict:
     return {"backend": backend, "batch": b, "heads": h, "seq_len": n, "head_dim": d, "causal": causal}
 
 
-CASES = [_case("cudnn", *shape) for shape in ((32, 32, 512, 64), (8, 32, 2048, 64), (2, 32, 8192, 64),
+CASES = [sdpa_case("cudnn", *shape) for shape in ((32, 32, 512, 64), (8, 32, 2048, 64), (2, 32, 8192, 64),
                                               (32, 16, 512, 128), (8, 16, 2048, 128), (2, 16, 8192, 128))] + \
-        [_case("cudnn", 8, 16, 2048, 128, True), _case("cudnn", 8, 32, 2048, 64, True)] + \
-        [_case("flash", *shape) for shape in ((32, 8, 512, 256), (8, 8, 2048, 256), (2, 8, 8192, 256))] + \
-        [_case("flash", 8, 8, 2048, 256, True), _case("flash", 2, 16, 8192, 128), _case("flash", 2, 32, 8192, 64)]
+        [sdpa_case("cudnn", 8, 16, 2048, 128, True), sdpa_case("cudnn", 8, 32, 2048, 64, True)] + \
+        [sdpa_case("flash", *shape) for shape in ((32, 8, 512, 256), (8, 8, 2048, 256), (2, 8, 8192, 256))] + \
+        [sdpa_case("flash", 8, 8, 2048, 256, True), sdpa_case("flash", 2, 16, 8192, 128),
+         sdpa_case("flash", 2, 32, 8192, 64)]
 
 
 def sdpa_forward(torch, case):
@@ -48,31 +49,37 @@ def sdpa_forward(torch, case):
     return call
 
 
-def _num(text) -> float | None:
+def ncu_number(text) -> float | None:
     try:
         return float(str(text).replace(",", ""))
     except ValueError:
         return None
 
 
-def main() -> int:
+def profile_cycles_main(script: str, doc: str, name: str, cases: list, metrics: list, *columns: str) -> int:
+    """Time `cases` (CUDA events), profile them under Nsight Compute and print each kernel's cycles and clock,
+    with the metrics named in `columns` after them; the record goes to `h200_profile_<date>_<name>.json`."""
     def timed() -> dict:
         import torch
-        return {"event_timings": event_timings(CASES, sdpa_forward), "torch": torch.__version__,
+        return {"event_timings": event_timings(cases, sdpa_forward), "torch": torch.__version__,
                 "device": torch.cuda.get_device_name(0)}
 
-    status, record = profile_cases_main(__file__, __doc__, "kernel_cycles", CASES, sdpa_forward, METRICS, timed)
+    status, record = profile_cases_main(script, doc, name, cases, sdpa_forward, metrics, timed)
     if record is None:
         return status
     for row in record["event_timings"]:
         print(row["backend"], row["batch"], row["heads"], row["seq_len"], row["head_dim"], row["causal"],
               f"{row['time_ms_median'] * 1e3:.1f} us")
     for kernel in record["kernels"]:  # ncu's raw page gives gpu__time_duration in ns, so cycles / ns is GHz
-        cycles, ns = _num(kernel.get("sm__cycles_active.max")), _num(kernel.get("gpu__time_duration.sum"))
+        cycles, ns = ncu_number(kernel.get("sm__cycles_active.max")), ncu_number(kernel.get("gpu__time_duration.sum"))
         ghz = f"{cycles / ns:.3f} GHz" if cycles and ns else "-"
         print(kernel.get("Kernel Name", "")[:60], kernel.get("Grid Size"), kernel.get("gpu__time_duration.sum"),
-              kernel.get("sm__cycles_active.max"), ghz)
+              kernel.get("sm__cycles_active.max"), ghz, *(kernel.get(column) for column in columns))
     return status
+
+
+def main() -> int:
+    return profile_cycles_main(__file__, __doc__, "kernel_cycles", CASES, METRICS)
 
 
 if __name__ == "__main__":

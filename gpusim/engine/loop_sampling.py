@@ -6,7 +6,7 @@ tail iteration is marked, the role has just finished its last warm iteration, an
 are accounted as copies of the last MEASURED ones: the role's clock jumps by their duration, every
 counter grows by the work the role did in them, their SM-unit work occupies the SM's units over the jump
 as steady demand (a co-resident CTA still measuring its pace meets the contention they would have caused:
-with the scheduler's preference for the oldest CTA, a younger one that measured alone after the older
+with the scheduler's share for the oldest CTA at 0.6, a younger one that measured alone after the older
 one's jump ran 12% fast, benchmarks/folded_vs_exact.py), and stand-in lines of the L2 volume they
 would have touched age the cache (the same lines again when a loop walks the same data again, so that a
 working set that fits L2 stays resident). A loop over tiles that concurrent CTAs walk too (ops.Loop.shared:
@@ -50,7 +50,8 @@ MEASURED = 6
 LAST_WAVE_FULL_ITERATIONS = 2048
 #: The same for the partial last wave of a launch of several waves. It starts while the wave before still runs and
 #: speeds up as that one drains, so the pace of its first iterations is not its pace: SDPA's FA2 decode kernel at
-#: 64 sequences, 4k tokens (248 CTAs after 264) ran +4.2% against exact mode sampled, +0.4% in full. (A one-wave
+#: 64 sequences, 4k tokens (248 CTAs after 264) ran +4.2% against exact mode sampled, +0.4% in full (with the
+#: scheduler's share at 0.6 and loops sampled from 21 iterations). (A one-wave
 #: launch keeps the smaller budget: FA3 at 131k tokens, 4 representatives of 1024 iterations, stays sampled.)
 TAIL_WAVE_FULL_ITERATIONS = 4096
 
