@@ -387,8 +387,8 @@ _JITTER_SOURCE = ("calibrated: DRAM reads of FA2 and cuDNN forward at d = 128, 9
 #: warp schedulers favour older warps (greedy-then-oldest, as GPGPU-Sim models them) but yield when those stall, so
 #: equal CTAs that share an SM share it almost evenly (run 30). Just over one half: the model's ops are whole tiles,
 #: and at exactly 0.5 two CTAs that start in the same cycle stay in the same phase, where all their ops contend
-#: (FA2 at d = 128: 7312 cycles per iteration against 4752-5632 at other offsets), a trap the GPU's
-#: instruction-level interleaving does not fall into; the older CTA's small edge breaks such ties.
+#: (FA2 at d = 128: 7312 cycles per iteration against 4752-5632 at offsets of 0.14-0.5 iterations), a trap the
+#: GPU's instruction-level interleaving does not fall into; the older CTA's small edge breaks such ties.
 OLDEST_CTA_ISSUE_SHARE = 0.51
 _OLDEST_SHARE_SOURCE = ("equal CTAs that share an H200 SM end 0.03 us apart (run 30) and hold their dispatch offset "
                         "(run 33): fair sharing, but exactly 0.5 leaves the model's tied pairs in lockstep, and SMs "

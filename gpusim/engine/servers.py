@@ -103,11 +103,11 @@ class SharedUnit:
     (FlashAttention-3 needs its ping-pong barriers to stagger its warpgroups). A stand-in job (a sampled
     loop's skipped iterations, spread over its jump) yields to its own CTA's real ops: the iterations it
     stands for would have interleaved with its sibling roles' (FlashAttention-3's warpgroups take the tensor
-    core in turn), not shared the unit with them. With 0.5 and two CTAs this is
-    plain processor sharing, under which two co-resident CTAs keep whatever offset they have, and FlashAttention-2's
-    pace depends on it (7312 cycles per iteration in lockstep, 4752-5632 at other offsets, d = 128): CTAs that
-    start tied stay tied. A share just over 0.5 (the h200's 0.51) breaks such ties: the younger falls behind
-    slowly, and the pair slides through its offsets (2% of a CTA per CTA at 128k tokens; 0.6 slid 20%).
+    core in turn), not shared the unit with them. With 0.5 and two CTAs this is plain processor sharing, under
+    which two co-resident CTAs keep whatever offset they have, and FlashAttention-2's pace depends on it (d = 128:
+    7312 cycles per iteration in lockstep, 4752-5632 at 0.14-0.5 iterations apart): CTAs that start tied stay
+    tied. A share just over 0.5 (the h200's 0.51) breaks such ties: the younger falls behind slowly, and the pair
+    slides through its offsets (2% of a CTA per CTA at 128k tokens; 0.6 slid 20%).
     """
 
     __slots__ = ("env", "name", "rate", "oldest_share", "busy_cycles", "work", "_jobs", "_shares", "_last",
