@@ -54,6 +54,8 @@ class HardwareSpec:
     registers_per_sm: int = 65536
     max_threads_per_sm: int = 2048
     max_ctas_per_sm: int = 32
+    #: warp schedulers (SM sub-partitions) per SM: a CTA's warps beyond one per scheduler take turns on it
+    warp_schedulers_per_sm: int = 4
     # --- tensor cores: dense FLOPs per clock per SM by instruction class and operand type (0 = absent)
     mma_sync_bf16_flops_per_clk_per_sm: float = 0.0
     mma_sync_fp8_flops_per_clk_per_sm: float = 0.0
@@ -132,7 +134,7 @@ class HardwareSpec:
         for name in ("sm_count", "sm_clock_hz", "hbm_bandwidth_bytes_per_s", "l2_bandwidth_bytes_per_clk",
                      "sm_max_inflight_bytes", "sm_load_bandwidth_bytes_per_clk", "smem_per_sm_bytes",
                      "smem_bandwidth_bytes_per_clk_per_sm", "mufu_ops_per_clk_per_sm", "fp32_ops_per_clk_per_sm",
-                     "max_ctas_per_sm", "max_threads_per_sm", "registers_per_sm"):
+                     "max_ctas_per_sm", "max_threads_per_sm", "registers_per_sm", "warp_schedulers_per_sm"):
             if getattr(self, name) <= 0:
                 raise InputError(f"hardware field {name}={getattr(self, name)}: must be positive")
         for name in ("hbm_achievable_fraction", "tensor_sustained_fraction", "mma_sync_sustained_fraction",
@@ -366,6 +368,8 @@ _COMMON_SOURCES = {
     "registers_per_sm": "CUDA programming guide: 64K 32-bit registers per SM (sm_80, sm_90, sm_100)",
     "max_threads_per_sm": "CUDA programming guide: 2048 resident threads per SM",
     "max_ctas_per_sm": "CUDA programming guide: 32 resident blocks per SM",
+    "warp_schedulers_per_sm": "NVIDIA architecture whitepapers (Volta to Blackwell): four sub-partitions per SM, "
+                              "each with its own warp scheduler and tensor core",
     "pcie_latency_s": "typical PCIe round trip for a DMA of one page (~2 us)",
     "async_copy_fill_smem_port_share": "assumed (not measured on this GPU): every cp.async fill byte takes the "
                                        "SMEM port as an operand read would",

@@ -164,7 +164,8 @@ class Mma(Op):
     copies land in SMEM while the product runs; they take the port as the GPU's
     async_copy_fill_smem_port_share says. `instructions`: the warp instructions it issues, summed over the
     role's warps (ldmatrix and MMA), which cost instruction fetch while the SM's code outgrows its
-    instruction cache (CodePath)."""
+    instruction cache (CodePath). `warps`: the warps that issue it (0: one per warp scheduler); where there
+    are more, an mma.sync warp's MMAs overlap the next warp's operand reads on its scheduler."""
 
     a: Tile
     b: Tile
@@ -176,6 +177,7 @@ class Mma(Op):
     smem_read_bytes: int | None = None
     smem_fill_bytes: int = 0
     instructions: int = 0
+    warps: int = 0
 
     @property
     def flops(self) -> int:

@@ -211,7 +211,8 @@ def forward_launch(problem: AttentionProblem, tensors: dict, br: int, bc: int, w
                     yield Vector(lambda: np.zeros(valid), [], l_old, 0.0)
                     yield Vector(lambda: np.full(valid, -np.inf), [], m_old, 0.0)
                 # Line 9: S_ij = Q_i K_j^T (each warp reads all of Q_i and its quarter of K_j).
-                yield Mma(q, k, s, "mma_sync", b_transposed=True, smem_read_bytes=warps * q.nbytes + k.nbytes)
+                yield Mma(q, k, s, "mma_sync", warps=warps, b_transposed=True,
+                          smem_read_bytes=warps * q.nbytes + k.nbytes)
                 mask = masked_scores(problem, r0, j * bc, tile_needs_mask(problem, r0, j * bc, (j + 1) * bc))
                 # Line 10: m~ = rowmax(S), P~ = exp(S - m~), l~ = rowsum(P~).
                 yield Vector(lambda s_: mask(s_).max(axis=1), [s], m_til, MAX_OPS_PER_ELEMENT, elements=s.elements)
@@ -229,7 +230,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, br: int, bc: int, w
                 # Line 12: O_i = diag(l_new)^-1 (diag(l_i) e^{m_i - m_new} O_i + e^{m~ - m_new} P~ V_j).
                 yield from _wait(v_ready)
                 v_ready = None
-                yield Mma(p, v, pv, "mma_sync", smem_read_bytes=v.nbytes + 2 * warps * pv.nbytes)
+                yield Mma(p, v, pv, "mma_sync", warps=warps, smem_read_bytes=v.nbytes + 2 * warps * pv.nbytes)
                 yield Vector(lambda t: t, [pv], pv, float(warps - 1))  # cross-warp sum of the split-K partials
                 yield Vector(lambda o, l0, a, pv_, bt, ln: np.divide(
                     (l0 * a)[:, None] * o + bt[:, None] * pv_, ln[:, None],
@@ -307,17 +308,19 @@ def backward_launch(problem: AttentionProblem, tensors: dict, br: int, bc: int, 
                     for handle in handles:
                         yield Wait(handle)
                     # S_ij = tau Q_i K_j^T; P_ij = exp(S_ij - LSE_i) (masked).
-                    yield Mma(q, k, s, "mma_sync", b_transposed=True, smem_read_bytes=warps * q.nbytes + k.nbytes)
+                    yield Mma(q, k, s, "mma_sync", warps=warps, b_transposed=True,
+                          smem_read_bytes=warps * q.nbytes + k.nbytes)
                     needs_mask = tile_needs_mask(problem, r0, c0, c0 + bc)
                     mask = masked_scores(problem, r0, c0, needs_mask)
                     yield Vector(lambda s_, l_: np.exp(mask(s_) - _safe(l_)[:, None]), [s, lse], p,
                                  BWD_P_FMA_OPS + (MASK_OPS if needs_mask else 0.0), 1.0, elements=s.elements)
                     # dV_j += P_ij^T dO_i (P^T read through the transposed SMEM path).
                     yield Vector(lambda t: t.T, [p], pt, 0.0)
-                    yield Mma(pt, do, dv_acc, "mma_sync", accumulate=True,
+                    yield Mma(pt, do, dv_acc, "mma_sync", warps=warps, accumulate=True,
                               smem_read_bytes=warps * do.nbytes + p.nbytes)
                     # dP_ij = dO_i V_j^T; D_i = rowsum(dO_i * O_i) (first visit; saved); dS_ij = P_ij (dP_ij - D_i).
-                    yield Mma(do, v, dp, "mma_sync", b_transposed=True, smem_read_bytes=warps * do.nbytes + v.nbytes)
+                    yield Mma(do, v, dp, "mma_sync", warps=warps, b_transposed=True,
+                              smem_read_bytes=warps * do.nbytes + v.nbytes)
                     if first_visit:
                         yield Vector(lambda a, c: (a * c).sum(axis=1), [do, o], dd, 2 * BWD_D_OPS,
                                      elements=do.elements)
@@ -325,12 +328,12 @@ def backward_launch(problem: AttentionProblem, tensors: dict, br: int, bc: int, 
                     yield Vector(lambda p_, dp_, d_: p_ * (dp_ - d_[:, None]), [p, dp, dd], ds, BWD_DS_OPS,
                                  elements=s.elements)
                     # dQ_i += tau dS_ij K_j, accumulated in HBM (read-modify-write at L2).
-                    yield Mma(ds, k, dq, "mma_sync", smem_read_bytes=warps * k.nbytes + ds.nbytes)
+                    yield Mma(ds, k, dq, "mma_sync", warps=warps, smem_read_bytes=warps * k.nbytes + ds.nbytes)
                     yield Vector(lambda t: t * scale, [dq], dq, BWD_SCALE_OPS)
                     yield Store(dq, dq_t.region(b, h, rows), accumulate=True)
                     # dK_j += dS_ij^T Q_i (tau applied once at the end).
                     yield Vector(lambda t: t.T, [ds], dst, 0.0)
-                    yield Mma(dst, q, dk_acc, "mma_sync", accumulate=True,
+                    yield Mma(dst, q, dk_acc, "mma_sync", warps=warps, accumulate=True,
                               smem_read_bytes=warps * q.nbytes + ds.nbytes)
             dk_out = Tile((bc, d), dk_t.dtype, "reg", "dK_out")
             dv_out = Tile((bc, d), dv_t.dtype, "reg", "dV_out")

@@ -13,7 +13,8 @@ Flash_fwd_kernel_traits), and the cp.async fill of V_j lands meanwhile; of P V: 
 K_j-1 lands. Head dim 256 on H100/H200 runs 64 x 64 tiles with
 4 warps, two CTAs per SM (run_mha_fwd_hdim256 picks it from the SMEM per SM and per CTA).
 
-Differences from the CUDA kernel: warps of a CTA are one process (they run in lockstep in FA2), and the
+Differences from the CUDA kernel: warps of a CTA are one process (they run in lockstep in FA2), except that an
+8-warp tile (two warps per scheduler) overlaps one warp's operand reads with another's MMAs (Mma.warps), and the
 per-element softmax work is counted from the algorithm (attention_common), not from SASS. With seq_len 1
 it is FlashAttention's decode path without a KV split (one CTA per (batch, head)). Backward: fa2_backward.
 """
@@ -47,7 +48,7 @@ OPTIONS = {
     "bwd_block_n": Option(int, None, "backward: K/V rows per CTA (default: FA2's choice)"),
     "bwd_warps": Option(int, None, "backward: warps per CTA (default: FA2's choice)"),
     "sdpa_copies": Option(bool, False, "backward as PyTorch SDPA calls it: dO and O are first copied into "
-                                       "FA2's layout by two elementwise copy kernels"),
+                                       "FA2's layout by two elementwise copy kernels (none with one head)"),
 }
 #: FA2's forward kernels use almost the whole register file per thread (255 registers), which with
 #: 4 warps allows two CTAs per SM; a property of the compiled kernel.
@@ -315,7 +316,7 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
             yield from load_v(pos)
         yield Mma(q, k, s, instruction, b_transposed=True,
                   smem_read_bytes=warps_m * k.nbytes + warps_n * q.nbytes, smem_fill_bytes=tile_bytes,
-                  instructions=product_instructions)
+                  instructions=product_instructions, warps=warps)
         following = pos + ahead
         fill = 0
         if not stages:
@@ -329,7 +330,7 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
         if stages:
             yield Wait(v_ready.pop(pos))
         yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps_m * v.nbytes, smem_fill_bytes=fill,
-                  instructions=product_instructions)
+                  instructions=product_instructions, warps=warps)
         if stages and following < len(order):  # P V_j is done: the pair `ahead` iterations ahead
             yield from load_k(following)
             yield from load_v(following)

@@ -18,7 +18,9 @@ Three launches, as run_flash_bwd_seqk_parallel (flash_bwd_launch_template.h) iss
 SMEM port traffic per product: the ldmatrix reads of both operands by the warp grid of that product
 (AtomLayoutMSdP, AtomLayoutNdKV, AtomLayoutMdQ) and the stores of P and dS; the cp.async fills of Q and dO
 that the warps issue between the products are declared on the product they overlap (Mma.smem_fill_bytes),
-and cost the port what the GPU's async_copy_fill_smem_port_share says.
+and cost the port what the GPU's async_copy_fill_smem_port_share says. The 8 warps are two per scheduler, so
+each product's reads and MMAs overlap in two turns (Mma.warps; validation/README.md run 38: on the H200 the main
+loop takes 0.88 of its tensor-pipe plus SMEM time, and its vector work does not hide).
 
 GQA/MQA: the CTA of KV head hk loops over the group's query heads inside (head-major, then Q blocks), so
 dK and dV are summed on chip and written once in bf16; the CUDA code instead runs one CTA per query head,
@@ -195,14 +197,15 @@ def main_launch(problem: AttentionProblem, tensors: dict, block_m: int, block_n:
             # D_i (dP_sum) is read from global memory at the top of the iteration, used after dP.
             d_ready = yield Load(d_t.region(b, h, rows), dd, wait=False)
             # S = Q_i K_j^T.
-            yield Mma(q, k, s, "mma_sync", b_transposed=True, smem_read_bytes=_smem_reads(q, k, warps, lay_sdp))
+            yield Mma(q, k, s, "mma_sync", warps=warps, b_transposed=True,
+                      smem_read_bytes=_smem_reads(q, k, warps, lay_sdp))
             # P = exp(tau S - LSE) (masked), converted to bf16 and stored to SMEM for the transposed product.
             needs_mask = tile_needs_mask(problem, r0, c0, c0 + block_n)
             mask = masked_scores(problem, r0, c0, needs_mask)
             yield Vector(lambda s_, lse_: np.exp(mask(s_) - np.where(np.isfinite(lse_), lse_, 0.0)[:, None]),
                          [s, lse], p, P_FMA_OPS + (MASK_OPS if needs_mask else 0.0), 1.0, elements=s.elements)
             # dP = dO_i V_j^T (the STS of P shares the SMEM port with its ldmatrix reads).
-            yield Mma(do, v, dp, "mma_sync", b_transposed=True,
+            yield Mma(do, v, dp, "mma_sync", warps=warps, b_transposed=True,
                       smem_read_bytes=_smem_reads(do, v, warps, lay_sdp) + p.nbytes)
             # dS = P (dP - D).
             yield Wait(d_ready)
@@ -214,7 +217,7 @@ def main_launch(problem: AttentionProblem, tensors: dict, block_m: int, block_n:
                 fills = q.nbytes
             # dV_j += P^T dO_i (transposed SMEM operand: a layout change, no instructions).
             yield Vector(lambda t: t.T, [p], pt, 0.0)
-            yield Mma(pt, do, dv_acc, "mma_sync", accumulate=True,
+            yield Mma(pt, do, dv_acc, "mma_sync", warps=warps, accumulate=True,
                       smem_read_bytes=_smem_reads(pt, do, warps, lay_dkv) + ds.nbytes, smem_fill_bytes=fills)
             # __syncthreads, then dO_i+1 into the single dO buffer.
             fills = 0
@@ -222,11 +225,12 @@ def main_launch(problem: AttentionProblem, tensors: dict, block_m: int, block_n:
                 do_pending = yield from load_do(idx + 1)
                 fills = do.nbytes
             # dQ_i += dS K_j: atomicAdd (fp32) into dQaccum; tau is applied by the convert launch.
-            yield Mma(ds, k, dq, "mma_sync", smem_read_bytes=_smem_reads(ds, k, warps, lay_dq), smem_fill_bytes=fills)
+            yield Mma(ds, k, dq, "mma_sync", warps=warps, smem_read_bytes=_smem_reads(ds, k, warps, lay_dq),
+                      smem_fill_bytes=fills)
             yield Store(dq, dqa_t.region(b, h, rows), accumulate=True)
             # dK_j += dS^T Q_i (tau applied once at the end).
             yield Vector(lambda t: t.T, [ds], dst, 0.0)
-            yield Mma(dst, q, dk_acc, "mma_sync", accumulate=True,
+            yield Mma(dst, q, dk_acc, "mma_sync", warps=warps, accumulate=True,
                       smem_read_bytes=_smem_reads(dst, q, warps, lay_dkv))
         dk_out = Tile((block_n, d), dk_t.dtype, "smem", "dK_out")
         dv_out = Tile((block_n, d), dv_t.dtype, "smem", "dV_out")
@@ -319,7 +323,9 @@ def backward_launches(problem: AttentionProblem, hw, tensors: dict, opts: dict) 
     tensors["dQ"] = GlobalTensor("dQ", (b, h, n, d), tensors["dO"].dtype, "output")
     launches = []
     used = tensors
-    if opts.get("sdpa_copies"):  # the kernels read dO and O from the copies
+    # PyTorch's .contiguous() of the [B, N, H, d] view of a [B, H, N, d] tensor copies unless H or N is 1 (then
+    # the view is already contiguous: run 39's one-head cases ran no copies); the kernels read dO and O from them
+    if opts.get("sdpa_copies") and problem.heads > 1 and problem.seq_len > 1:
         used = dict(tensors)
         for name in ("dO", "O"):
             copy = GlobalTensor(f"{name}.copy", tensors[name].shape, tensors[name].dtype, "scratch")

@@ -679,6 +679,24 @@ def test_mma_sync_with_serial_operands_reads_smem_before_the_tensor_work():
     assert out["cycles"] == 512
 
 
+def test_serial_operands_of_warps_sharing_a_scheduler_overlap_in_turns():
+    # the same 64x64x64 mma_sync (128 cycles of SMEM reads, 1024 of tensor work) issued by 8 warps, two per
+    # scheduler: the first warp's half reads (64), then its MMAs (512) run while the second's reads do (64);
+    # the second's MMAs follow (512): 64 + 512 + 512. Four warps, one per scheduler, stay serial (128 + 1024).
+    # Where the reads are the longer part (2048 bytes of ldmatrix per tensor cycle), the MMAs hide under them.
+    serial = dataclasses.replace(TINY, mma_sync_serial_operands=True)
+
+    def program_of(warps: int, smem_read_bytes: int | None = None):
+        def program(cta):
+            yield Mma(A, B, ACC, "mma_sync", warps=warps, smem_read_bytes=smem_read_bytes)
+        return program
+    for warps, smem_bytes, cycles in ((4, None, 128 + 1024), (8, None, 64 + 512 + 512),
+                                      (16, None, 32 + 3 * 256 + 256), (8, 262144, 1024 + 1024 + 512)):
+        out = run(plan_of(launch_of([0], program_of(warps, smem_bytes))), serial)
+        assert out["cycles"] == pytest.approx(cycles, abs=1), warps  # (whole cycles per unit job)
+        assert out["busy"]["tensor"] == pytest.approx(1024 / (2 * cycles), rel=1e-3)  # the same work, in less time
+
+
 def test_cp_async_fills_take_the_smem_port_as_the_gpu_says():
     # the same serial mma_sync with 16 KiB of cp.async fills landing meanwhile: on Hopper (share 0) the fills cost
     # the port nothing; with share 1 they take 128 more cycles before the tensor work. They are SMEM writes, never

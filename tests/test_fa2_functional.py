@@ -85,6 +85,13 @@ def test_backward_through_sdpa_layout_copies(pass_):
     assert names[-5:-3] == ["sdpa_copy_dO", "sdpa_copy_O"]
 
 
+def test_one_head_needs_no_sdpa_copies():
+    # with one head the [B, N, H, d] view FA2 wants is already contiguous, so PyTorch copies nothing (run 39)
+    problem = AttentionProblem(batch=2, heads=1, seq_len=257, head_dim=64, pass_="bwd")
+    plan = build_plan(problem, get_preset("h200"), {"sdpa_copies": True})
+    assert not any(launch.name.startswith("sdpa_copy") for launch in plan.launches)
+
+
 def test_backward_with_kv_longer_than_q_and_batch_two():
     problem = AttentionProblem(batch=2, heads=2, seq_len=120, kv_len=300, head_dim=64, causal=True, pass_="fwd_bwd")
     data, o, lse = _inputs(problem, seed=4)

@@ -56,15 +56,17 @@ def ncu_number(text) -> float | None:
         return None
 
 
-def profile_cycles_main(script: str, doc: str, name: str, cases: list, metrics: list, *columns: str) -> int:
+def profile_cycles_main(script: str, doc: str, name: str, cases: list, metrics: list, *columns: str,
+                        make_callable=sdpa_forward) -> int:
     """Time `cases` (CUDA events), profile them under Nsight Compute and print each kernel's cycles and clock,
-    with the metrics named in `columns` after them; the record goes to `h200_profile_<date>_<name>.json`."""
+    with the metrics named in `columns` after them; the record goes to `h200_profile_<date>_<name>.json`.
+    `make_callable(torch, case)` launches a case's kernels (default: SDPA's forward)."""
     def timed() -> dict:
         import torch
-        return {"event_timings": event_timings(cases, sdpa_forward), "torch": torch.__version__,
+        return {"event_timings": event_timings(cases, make_callable), "torch": torch.__version__,
                 "device": torch.cuda.get_device_name(0)}
 
-    status, record = profile_cases_main(script, doc, name, cases, sdpa_forward, metrics, timed)
+    status, record = profile_cases_main(script, doc, name, cases, make_callable, metrics, timed)
     if record is None:
         return status
     for row in record["event_timings"]:
