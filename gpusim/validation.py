@@ -150,6 +150,15 @@ def suspect(case: Case, result, error: float) -> str:
         return ("instruction fetch: short causal CTAs alternate their masked and unmasked tile loops, two large "
                 "code paths that co-resident CTAs evict from the SM's instruction cache (validation/README.md runs "
                 "21, 23; modelled for FA2's kernel only, whose SASS was read)")
+    if case.metric in ("time_s", "kernel_cycles") and error < 0 and problem.pass_ != "fwd":
+        if case.impl == "cudnn":
+            return ("backward CTA shape and fixed cost: cuDNN's CTA takes 128 keys (two 64-key tiles), the model's "
+                    "64, so a launch of few tiles runs on fewer SMs than modelled; and about 200k cycles per launch "
+                    "that the model lacks (validation/README.md runs 38, 39)")
+        return ("backward fixed costs: FA2's CTA spends about 12k cycles beyond its loop at d = 128 (the model "
+                "7.7k), waiting on global memory; PyTorch's layout copies issue at 2.95 instructions per cycle per "
+                "SM, the model at 4; one-wave auxiliary kernels take 7-10k cycles, the model's 2k "
+                "(validation/README.md runs 38, 39)")
     if case.metric == "time_s" and error > 0 and modelled_cap and "dram" in case.suite:
         return ("clock: these times are single Nsight Compute replays, which ran above the power-capped clock the "
                 "model uses for sustained calls (validation/README.md run 15)")
