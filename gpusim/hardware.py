@@ -54,7 +54,8 @@ class HardwareSpec:
     registers_per_sm: int = 65536
     max_threads_per_sm: int = 2048
     max_ctas_per_sm: int = 32
-    #: warp schedulers (SM sub-partitions) per SM: a CTA's warps beyond one per scheduler take turns on it
+    #: warp schedulers (SM sub-partitions) per SM: a CTA with a whole multiple of them in warps (8 on 4) has
+    #: several warps on each scheduler, which take turns on it (TimingInterpreter._serial_operands)
     warp_schedulers_per_sm: int = 4
     # --- tensor cores: dense FLOPs per clock per SM by instruction class and operand type (0 = absent)
     mma_sync_bf16_flops_per_clk_per_sm: float = 0.0
@@ -65,7 +66,8 @@ class HardwareSpec:
     tcgen05_fp8_flops_per_clk_per_sm: float = 0.0
     tensor_sustained_fraction: float = 1.0
     #: synchronous mma.sync: the fraction of its rate a stream of them sustains (None: tensor_sustained_fraction),
-    #: and whether its warps read the operands from SMEM (ldmatrix) before issuing, not overlapping the two
+    #: and whether its warps read the operands from SMEM (ldmatrix) before issuing, not overlapping the two within
+    #: a warp (warps that share a scheduler overlap one's reads with another's MMAs: warp_schedulers_per_sm)
     mma_sync_sustained_fraction: float | None = None
     mma_sync_serial_operands: bool = False
     async_mma_latency_cycles: float = 0.0
@@ -137,6 +139,9 @@ class HardwareSpec:
                      "max_ctas_per_sm", "max_threads_per_sm", "registers_per_sm", "warp_schedulers_per_sm"):
             if getattr(self, name) <= 0:
                 raise InputError(f"hardware field {name}={getattr(self, name)}: must be positive")
+        if not isinstance(self.warp_schedulers_per_sm, int):
+            raise InputError(f"hardware field warp_schedulers_per_sm={self.warp_schedulers_per_sm}: must be a whole "
+                             f"number")
         for name in ("hbm_achievable_fraction", "tensor_sustained_fraction", "mma_sync_sustained_fraction",
                      "oldest_cta_issue_share"):
             if getattr(self, name) is not None and not 0 < getattr(self, name) <= 1:
@@ -313,7 +318,8 @@ _HOPPER_SOURCES = {
                                           "FLOPs) keeps its sub-partition's tensor pipe busy 6.0 cycles, 4 x 4096 / 6",
     "mma_sync_sustained_fraction": "run 7: the pipe time per HMMA is exact in all five FA2 kernels profiled",
     "mma_sync_serial_operands": "run 7: FA2's kernel time is close to tensor-pipe plus SMEM time (0.87-0.94), not "
-                                "their maximum; ldmatrix waits are 25% of warp cycles in the backward",
+                                "their maximum; ldmatrix waits are 25% of warp cycles in the backward (within a "
+                                "warp; the backward's two warps per scheduler overlap in turns, run 38)",
     "mufu_ops_per_clk_per_sm": _ANCHORS, "fp32_ops_per_clk_per_sm": "128 FP32 lanes per SM (67 TFLOP/s FP32)",
     "l2_hit_latency_cycles": "probe on the H200 (validation/README.md run 22): one thread's dependent ld.global.cg "
                              "over 1-16 MiB in random 128-byte lines, 289 cycles per load (Luo et al. 2024, arXiv "

@@ -164,8 +164,9 @@ class Mma(Op):
     copies land in SMEM while the product runs; they take the port as the GPU's
     async_copy_fill_smem_port_share says. `instructions`: the warp instructions it issues, summed over the
     role's warps (ldmatrix and MMA), which cost instruction fetch while the SM's code outgrows its
-    instruction cache (CodePath). `warps`: the warps that issue it (0: one per warp scheduler); where there
-    are more, an mma.sync warp's MMAs overlap the next warp's operand reads on its scheduler."""
+    instruction cache (CodePath). `warps`: the warps that issue it (0: one per warp scheduler); with a whole
+    multiple of the schedulers (8 on 4), an mma.sync warp's MMAs overlap the next warp's operand reads on its
+    scheduler (fewer extra warps, as 6 on 4, are taken as serial)."""
 
     a: Tile
     b: Tile

@@ -309,7 +309,7 @@ def backward_launch(problem: AttentionProblem, tensors: dict, br: int, bc: int, 
                         yield Wait(handle)
                     # S_ij = tau Q_i K_j^T; P_ij = exp(S_ij - LSE_i) (masked).
                     yield Mma(q, k, s, "mma_sync", warps=warps, b_transposed=True,
-                          smem_read_bytes=warps * q.nbytes + k.nbytes)
+                              smem_read_bytes=warps * q.nbytes + k.nbytes)
                     needs_mask = tile_needs_mask(problem, r0, c0, c0 + bc)
                     mask = masked_scores(problem, r0, c0, needs_mask)
                     yield Vector(lambda s_, l_: np.exp(mask(s_) - _safe(l_)[:, None]), [s, lse], p,

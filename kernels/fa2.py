@@ -14,7 +14,8 @@ K_j-1 lands. Head dim 256 on H100/H200 runs 64 x 64 tiles with
 4 warps, two CTAs per SM (run_mha_fwd_hdim256 picks it from the SMEM per SM and per CTA).
 
 Differences from the CUDA kernel: warps of a CTA are one process (they run in lockstep in FA2), except that an
-8-warp tile (two warps per scheduler) overlaps one warp's operand reads with another's MMAs (Mma.warps), and the
+8-warp tile (two warps per scheduler) overlaps one warp's operand reads with another's MMAs (Mma.warps: measured
+on the backward, run 38; the forward's 8-warp tiles for d = 160-224 follow it unmeasured), and the
 per-element softmax work is counted from the algorithm (attention_common), not from SASS. With seq_len 1
 it is FlashAttention's decode path without a KV split (one CTA per (batch, head)). Backward: fa2_backward.
 """
@@ -48,7 +49,8 @@ OPTIONS = {
     "bwd_block_n": Option(int, None, "backward: K/V rows per CTA (default: FA2's choice)"),
     "bwd_warps": Option(int, None, "backward: warps per CTA (default: FA2's choice)"),
     "sdpa_copies": Option(bool, False, "backward as PyTorch SDPA calls it: dO and O are first copied into "
-                                       "FA2's layout by two elementwise copy kernels (none with one head)"),
+                                       "FA2's layout by two elementwise copy kernels (none with one head or one "
+                                       "query)"),
 }
 #: FA2's forward kernels use almost the whole register file per thread (255 registers), which with
 #: 4 warps allows two CTAs per SM; a property of the compiled kernel.

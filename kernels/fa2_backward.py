@@ -20,7 +20,7 @@ SMEM port traffic per product: the ldmatrix reads of both operands by the warp g
 that the warps issue between the products are declared on the product they overlap (Mma.smem_fill_bytes),
 and cost the port what the GPU's async_copy_fill_smem_port_share says. The 8 warps are two per scheduler, so
 each product's reads and MMAs overlap in two turns (Mma.warps; validation/README.md run 38: on the H200 the main
-loop takes 0.88 of its tensor-pipe plus SMEM time, and its vector work does not hide).
+loop takes 0.88-0.91 of its tensor-pipe plus SMEM time, and its vector work does not hide).
 
 GQA/MQA: the CTA of KV head hk loops over the group's query heads inside (head-major, then Q blocks), so
 dK and dV are summed on chip and written once in bf16; the CUDA code instead runs one CTA per query head,

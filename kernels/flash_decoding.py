@@ -274,12 +274,12 @@ def split_launch(problem: AttentionProblem, tensors: dict, layout: _Layout, spli
                 slot = i % stages
                 k, v = k_buf[slot], v_buf[slot]
                 yield Acquire(k_full[slot])
-                yield Mma(q, k, score, instruction, b_transposed=True,
+                yield Mma(q, k, score, instruction, b_transposed=True, warps=CONSUMER_WARPS,
                           smem_read_bytes=warps_m * k.nbytes + warps_n * q.nbytes if sync else None)
                 needs_mask = tile_needs_mask(problem, n0, j * bn, (j + 1) * bn)
                 yield from online_softmax(score, m, l_, acc, p, packed_scores(problem, n0, nr, j * bn, needs_mask))
                 yield Acquire(v_full[slot])
-                yield Mma(p, v, acc, instruction, accumulate=True,
+                yield Mma(p, v, acc, instruction, accumulate=True, warps=CONSUMER_WARPS,
                           smem_read_bytes=warps_m * v.nbytes if sync else None)
                 yield Signal(empty[slot])
                 if ahead is not None:

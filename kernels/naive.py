@@ -279,7 +279,7 @@ def _gemm_launch(g: _Gemm, problem: AttentionProblem, hw, opts: dict) -> Launch:
                     yield Vector(lambda x: x.T, [a_buf[s]], a_view, 0.0)
                     a_tile = a_view
                 yield Mma(a_tile, b_buf[s], acc, instruction, b_transposed=g.b_trans, accumulate=i > 0,
-                          smem_read_bytes=int(a_bytes * warps_n + b_bytes * warps_m))
+                          smem_read_bytes=int(a_bytes * warps_n + b_bytes * warps_m), warps=warps_m * warps_n)
                 yield Signal(empty[s])
             out = Tile((bm, bn), out_t.dtype, "smem", "C")
             alpha = g.alpha

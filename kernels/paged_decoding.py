@@ -329,11 +329,11 @@ def _decode_launch(problem, tensors, geo: _Geometry, stages: int, splits: int, t
             k_load, v_load = issued.pop(j)
             k, v = k_tiles[slot], v_tiles[slot]
             yield from tile_ready(*k_load, k)
-            yield Mma(q, k, s, "mma_sync", b_transposed=True, smem_read_bytes=k.nbytes)
+            yield Mma(q, k, s, "mma_sync", b_transposed=True, smem_read_bytes=k.nbytes, warps=WARPS)
             valid = min(bn, l - j * bn)
             yield from online_softmax(s, m, l_, acc, p, _scale_and_mask(problem.scale, valid))
             yield from tile_ready(*v_load, v)
-            yield Mma(p, v, acc, "mma_sync", accumulate=True, smem_read_bytes=v.nbytes)
+            yield Mma(p, v, acc, "mma_sync", accumulate=True, smem_read_bytes=v.nbytes, warps=WARPS)
             yield from issue_kv(j + stages)
             yield from issue_table(j + stages + 1)
         heads = slice(h0, h0 + g)

@@ -683,14 +683,16 @@ def test_serial_operands_of_warps_sharing_a_scheduler_overlap_in_turns():
     # the same 64x64x64 mma_sync (128 cycles of SMEM reads, 1024 of tensor work) issued by 8 warps, two per
     # scheduler: the first warp's half reads (64), then its MMAs (512) run while the second's reads do (64);
     # the second's MMAs follow (512): 64 + 512 + 512. Four warps, one per scheduler, stay serial (128 + 1024).
-    # Where the reads are the longer part (2048 bytes of ldmatrix per tensor cycle), the MMAs hide under them.
+    # Where the reads are the longer part (2048 cycles of ldmatrix against 1024 of MMAs), the MMAs hide under them.
+    # Warps that do not fill every scheduler twice (2 or 6 on 4) stay serial.
     serial = dataclasses.replace(TINY, mma_sync_serial_operands=True)
 
     def program_of(warps: int, smem_read_bytes: int | None = None):
         def program(cta):
             yield Mma(A, B, ACC, "mma_sync", warps=warps, smem_read_bytes=smem_read_bytes)
         return program
-    for warps, smem_bytes, cycles in ((4, None, 128 + 1024), (8, None, 64 + 512 + 512),
+    for warps, smem_bytes, cycles in ((4, None, 128 + 1024), (2, None, 128 + 1024), (6, None, 128 + 1024),
+                                      (8, None, 64 + 512 + 512),
                                       (16, None, 32 + 3 * 256 + 256), (8, 262144, 1024 + 1024 + 512)):
         out = run(plan_of(launch_of([0], program_of(warps, smem_bytes))), serial)
         assert out["cycles"] == pytest.approx(cycles, abs=1), warps  # (whole cycles per unit job)

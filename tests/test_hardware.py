@@ -315,3 +315,12 @@ def test_h200_copy_on_8_sms_with_a_one_chunk_window_is_held_back_by_littles_law(
     bandwidth = 2 * problem.bytes / few.time_s
     limit = 8 * per_sm_read_limit(h200, 16384) * h200.sm_clock_hz * 2
     assert 0.98 * limit < bandwidth <= limit * (1 + 1e-9)
+
+
+def test_warp_schedulers_are_a_positive_whole_number():
+    h200 = get_preset("h200")
+    assert h200.warp_schedulers_per_sm == 4
+    with pytest.raises(InputError, match="warp_schedulers_per_sm=2.5: must be a whole number"):
+        dataclasses.replace(h200, warp_schedulers_per_sm=2.5)
+    with pytest.raises(InputError, match="warp_schedulers_per_sm=0: must be positive"):
+        dataclasses.replace(h200, warp_schedulers_per_sm=0)

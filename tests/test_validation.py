@@ -62,7 +62,14 @@ def test_suspects_name_the_measured_mechanisms_of_known_misses():
     cudnn_bwd = Case("h200_ncu_cycles", "h200", "fa3", "cudnn", backward, {}, "kernel_cycles", 1e6, "test")
     assert "backward fixed costs" in suspect(fa2_bwd, fast, -0.12)
     assert "128 keys" in suspect(cudnn_bwd, fast, -0.2)
+    assert "backward pace" in suspect(cudnn_bwd, fast, +0.12)
     assert "backward" not in suspect(fa2_bwd, fast, +0.12)
+    short_causal = Case("h200_ncu_cycles", "h200", "fa2", "flash",
+                        AttentionProblem(batch=32, heads=16, seq_len=512, head_dim=128, causal=True, pass_="bwd"),
+                        {}, "kernel_cycles", 1e6, "test")
+    assert "backward fixed costs" in suspect(short_causal, fast, -0.15)  # the fetch suspect is the forward's
+    fa1_anchor = Case("anchors", "a100-40gb", "fa1", "flashattention", backward, {}, "time_s", 1e-2, "test")
+    assert "FA2's CTA" not in suspect(fa1_anchor, fast, -0.15)
 
 
 def test_suspects_follow_what_bounds_the_miss():

@@ -333,19 +333,22 @@ def ncu_cycle_rows() -> list[dict]:
          lambda c: {**prefill(c), "pass": "bwd"}, lambda c: prefill_options(c["backend"], "bwd", c["head_dim"]),
          lambda c: 3 if c["backend"] == "cudnn" or c["heads"] == 1 else 5),  # one head: no copies
     ]
-    rows, seen = [], set()
+    rows, seen = [], {}
     for name, run, implementation, shape, options, kernels_of in profiles:
         data = json.loads((HERE / "data" / name).read_text())
         kernels = iter(data["kernels"])
         source = f"validation/data/{name} (run {run}, Nsight Compute sm__cycles_active.max)"
         for case in data["cases"]:
-            cycles = sum(float(next(kernels)["sm__cycles_active.max"].replace(",", ""))
-                         for _ in range(kernels_of(case)))
+            profiled = [next(kernels) for _ in range(kernels_of(case))]
+            assert shape(case).get("pass", "fwd") == "fwd" or "convert_dq" in profiled[-1]["Kernel Name"], \
+                f"{name}: a backward case's kernels end with its dQ conversion"
+            cycles = sum(float(kernel["sm__cycles_active.max"].replace(",", "")) for kernel in profiled)
             kernel, impl = implementation(case)
             key = (impl, json.dumps(shape(case), sort_keys=True))
-            if key in seen:  # a case an earlier run profiled (run 38 repeats run 7's backwards)
+            if key in seen:  # a case an earlier run profiled (run 38 repeats three of run 7's backwards)
+                assert abs(cycles / seen[key] - 1) < 0.02, f"{name}: {key} differs from its earlier profile"
                 continue
-            seen.add(key)
+            seen[key] = cycles
             rows.append(row(suite="h200_ncu_cycles", hardware="h200", kernel=kernel, impl=impl, **shape(case),
                             options=json.dumps(options(case)), metric="kernel_cycles", measured=cycles,
                             unit="cycles", source=source))

@@ -1,11 +1,12 @@
 """Where a backward CTA's fixed cycles go on an H200: SDPA's FLASH (FA2) and CUDNN backwards launched as exactly one
 and two waves, at loops of 4 to 264 iterations (Nsight Compute cycles and warp stalls, CUDA-event times).
 
-Run 38 (profile_bwd_sizes.py) finds FA2's main backward kernel at d = 128 spending about 10k cycles per CTA beyond
-its loop, twice what it spends at d = 64, and cuDNN's about 200k cycles per launch. Here one wave is 132 CTAs
-(FA2: one per SM, K/V blocks of 128 keys; cuDNN: 132 tiles of 64 keys for its 132 persistent CTAs), so the main
-kernel's cycles against its iterations give one CTA's fixed part without tail or wave effects; two waves
-(264 CTAs) add what starting a second CTA on an SM costs. Batch 1, H heads of N tokens with H x N fixed.
+Run 38 (profile_bwd_sizes.py) suggests FA2's main backward kernel at d = 128 spends about 10k cycles per CTA beyond
+its loop (from its many-wave launches), and cuDNN's about 200k cycles per launch. Here one wave is 132 CTAs
+(FA2: one per SM, K/V blocks of 128 keys; cuDNN: 132 tiles of 64 keys, meant for its 132 persistent CTAs, though it
+turned out to run them as 66 CTAs of 128 keys: validation/README.md run 39), so the main kernel's cycles against its
+iterations give one CTA's fixed part without tail or wave effects; two waves (264 CTAs) add what starting a second
+CTA on an SM costs. Batch 1, H heads of N tokens with H x N fixed.
 
     python validation/profile_bwd_waves.py --out validation/data      (needs torch, CUDA and `ncu`)
 
@@ -25,7 +26,7 @@ STALLS = ("long_scoreboard", "short_scoreboard", "barrier", "wait", "membar", "d
           "lg_throttle", "mio_throttle", "math_pipe_throttle", "selected", "not_selected")
 METRICS = CYCLE_METRICS + ["dram__bytes_read.sum", "dram__bytes_write.sum", "sm__ctas_launched.max"] + \
     [f"smsp__warp_issue_stalled_{s}_per_warp_active.pct" for s in STALLS]
-#: (keys per K/V block, tokens x heads of one wave): FA2's backward takes 128 keys per CTA, cuDNN's 64 per tile
+#: tokens x heads of one wave: 132 K/V blocks of 128 keys (FA2's backward CTA) or of 64 keys (cuDNN's tile)
 WAVE = {"flash": 132 * 128, "cudnn": 132 * 64}
 HEADS = (1, 2, 4, 11, 33)
 CASES = [sdpa_case(backend, 1, heads * waves, WAVE[backend] // heads, d)

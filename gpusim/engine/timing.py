@@ -324,7 +324,8 @@ class TimingInterpreter:
         (hw.mma_sync_serial_operands). Where a scheduler holds several of its warps, it serves the older warp's
         reads first, and that warp's MMAs run while the next warp's reads do: the op's work split by warps per
         scheduler, each part's reads after the part before's and its MMAs after its own reads (validation/README.md
-        run 38: FA2's 8-warp backward loop takes 0.88 of its tensor-pipe plus SMEM time on the H200)."""
+        run 38: FA2's 8-warp backward loop takes 0.88 (d = 128) and 0.91 (d = 64) of its tensor-pipe plus SMEM time
+        on the H200)."""
         turns = max(1, warps // self.hw.warp_schedulers_per_sm)
         if turns == 1:
             return self._after(sm.smem.submit(smem_bytes, age), (sm.tensor, cycles), (sm.dispatch, held), age=age)
