@@ -156,9 +156,9 @@ def suspect(case: Case, result, error: float) -> str:
             return ("backward CTA shape and fixed cost: cuDNN's CTA takes 128 keys (two 64-key tiles), the model's "
                     "64, so a launch of few tiles runs on fewer SMs than modelled; and about 200k cycles per launch "
                     "that the model lacks (validation/README.md runs 38, 39)")
-        return ("backward pace: the model's cuDNN step is about 10% slow on long loops, one consumer warpgroup per "
-                "64-key CTA standing in for cuDNN's two per 128 keys, whose stalls the model lacks "
-                "(validation/README.md runs 38, 39)")
+        return ("backward pace: the model's cuDNN step is about 10% slow on long loops: it runs one consumer "
+                "warpgroup per 64-key CTA where cuDNN runs two per 128 keys, with stalls that the model's "
+                "two-warpgroup CTA lacks (that shape runs 20-25% fast; validation/README.md runs 38, 39)")
     if backward and error < 0 and case.impl == "flash":
         return ("backward fixed costs: FA2's CTA spends about 12k cycles beyond its loop at d = 128 (the model "
                 "7.7k), waiting on global memory; PyTorch's layout copies issue at 2.95 instructions per cycle per "

@@ -321,8 +321,8 @@ class TimingInterpreter:
 
     def _serial_operands(self, sm: SmState, smem_bytes: float, cycles: float, held: float, warps: int, age: int):
         """A synchronous MMA whose warps each read their operands (ldmatrix) before issuing their MMAs
-        (hw.mma_sync_serial_operands). Where a scheduler holds several of its warps, it serves the older warp's
-        reads first, and that warp's MMAs run while the next warp's reads do: the op's work split by warps per
+        (hw.mma_sync_serial_operands). Where a scheduler holds several of its warps, the model has it serve one
+        warp's reads first and that warp's MMAs run while the next warp's reads do: the op's work split by warps per
         scheduler, each part's reads after the part before's and its MMAs after its own reads (validation/README.md
         run 38: FA2's 8-warp backward loop takes 0.88 (d = 128) and 0.91 (d = 64) of its tensor-pipe plus SMEM time
         on the H200)."""
