@@ -304,9 +304,14 @@ def ncu_cycle_rows() -> list[dict]:
     profiles). Each profile lists its kernels in case order; `kernels_of` says how many each case ran."""
     fa2, sdpa, triton = (lambda c: ("fa2", "flash")), (lambda c: ("flash_decoding", "sdpa_flash")), \
         (lambda c: ("flash_decoding", "triton_splitk"))
+    by_backend = lambda c: ("fa3", "cudnn") if c["backend"] == "cudnn" else ("fa2", "flash")  # noqa: E731
     prefill = lambda c: dict(batch=c["batch"], heads=c["heads"], seq_len=c["seq_len"], head_dim=c["head_dim"],  # noqa: E731
                              causal=c["causal"])
     decode = lambda c: dict(batch=c["batch"], heads=32, kv_heads=8, seq_len=1, kv_len=c["kv_len"], head_dim=128)  # noqa: E731
+    backward = lambda c: {**prefill(c), "pass": "bwd"}  # noqa: E731
+    backward_options = lambda c: prefill_options(c["backend"], "bwd", c["head_dim"])  # noqa: E731
+    # cuDNN's backward runs three kernels, FA2's five: PyTorch's two layout copies (none with one head), then its three
+    backward_kernels = lambda c: 3 if c["backend"] == "cudnn" or c["heads"] == 1 else 5  # noqa: E731
     profiles = [  # (file, run, case -> (kernel, impl), case -> problem fields, case -> options, case -> kernels)
         ("h200_profile_2026-11-29_fa2_bwd.json", 7, fa2,
          lambda c: dict(batch=c["B"], heads=c["H"], seq_len=c["N"], head_dim=c["d"], causal=c["causal"],
@@ -317,21 +322,14 @@ def ncu_cycle_rows() -> list[dict]:
          lambda c: decode_options({"impl": "sdpa_flash"}), lambda c: 2 if c["batch"] <= 8 else 1),
         ("h200_profile_2026-11-29_triton_decode.json", 14, triton, decode,
          lambda c: decode_options({"impl": "triton_splitk", "splits": 3 if c["batch"] == 16 else 5}), lambda c: 2),
-        ("h200_profile_2026-11-29_kernel_cycles.json", 15,
-         lambda c: ("fa3", "cudnn") if c["backend"] == "cudnn" else ("fa2", "flash"), prefill,
+        ("h200_profile_2026-11-29_kernel_cycles.json", 15, by_backend, prefill,
          lambda c: prefill_options(c["backend"], "fwd", c["head_dim"]), lambda c: 1),
         ("h200_profile_2026-11-29_sm_pipes_cudnn_d256.json", 24, lambda c: ("fa3", "cudnn"), prefill,
          lambda c: prefill_options("cudnn", "fwd", c["head_dim"]), lambda c: 1),
         ("h200_profile_2026-11-30_pair_gain.json", 37, fa2, prefill,
          lambda c: prefill_options("flash", "fwd", c["head_dim"]), lambda c: 1),
-        ("h200_profile_2026-11-30_bwd_sizes.json", 38,
-         lambda c: ("fa3", "cudnn") if c["backend"] == "cudnn" else ("fa2", "flash"),
-         lambda c: {**prefill(c), "pass": "bwd"}, lambda c: prefill_options(c["backend"], "bwd", c["head_dim"]),
-         lambda c: 5 if c["backend"] == "flash" else 3),  # FA2: PyTorch's two copies, then its three kernels
-        ("h200_profile_2026-11-30_bwd_waves.json", 39,
-         lambda c: ("fa3", "cudnn") if c["backend"] == "cudnn" else ("fa2", "flash"),
-         lambda c: {**prefill(c), "pass": "bwd"}, lambda c: prefill_options(c["backend"], "bwd", c["head_dim"]),
-         lambda c: 3 if c["backend"] == "cudnn" or c["heads"] == 1 else 5),  # one head: no copies
+        ("h200_profile_2026-11-30_bwd_sizes.json", 38, by_backend, backward, backward_options, backward_kernels),
+        ("h200_profile_2026-11-30_bwd_waves.json", 39, by_backend, backward, backward_options, backward_kernels),
     ]
     rows, seen = [], {}
     for name, run, implementation, shape, options, kernels_of in profiles:

@@ -327,15 +327,13 @@ class TimingInterpreter:
         run 38: FA2's 8-warp backward loop takes 0.88 (d = 128) and 0.91 (d = 64) of its tensor-pipe plus SMEM time
         on the H200)."""
         turns = max(1, warps // self.hw.warp_schedulers_per_sm)
-        if turns == 1:
-            return self._after(sm.smem.submit(smem_bytes, age), (sm.tensor, cycles), (sm.dispatch, held), age=age)
         parts = []
         read = sm.smem.submit(smem_bytes / turns, age)
         for turn in range(turns):
             parts.append(self._after(read, (sm.tensor, cycles / turns), (sm.dispatch, held / turns), age=age))
             if turn + 1 < turns:
                 read = self._after(read, (sm.smem, smem_bytes / turns), age=age)
-        return _all_done(self.env, parts)
+        return parts[0] if turns == 1 else _all_done(self.env, parts)
 
     def _submit(self, *parts: tuple, age: int = 0):
         """Start (unit, work) parts at once; the event fires when all are done."""
