@@ -153,12 +153,13 @@ def suspect(case: Case, result, error: float) -> str:
     backward = case.metric in ("time_s", "kernel_cycles") and problem.pass_ != "fwd"
     if backward and case.impl == "cudnn":
         if error < 0:
-            return ("backward CTA shape and fixed cost: cuDNN's CTA takes 128 keys (two 64-key tiles), the model's "
-                    "64, so a launch of few tiles runs on fewer SMs than modelled; and about 200k cycles per launch "
-                    "that the model lacks (validation/README.md runs 38, 39)")
-        return ("backward pace: the model's cuDNN step is about 10% slow on long loops: it runs one consumer "
-                "warpgroup per 64-key CTA where cuDNN runs two per 128 keys, with stalls that the model's "
-                "two-warpgroup CTA lacks (that shape runs 20-25% fast; validation/README.md runs 38, 39)")
+            return ("backward fixed cost per CTA: cuDNN's 128-key CTA spends about 12k (d = 128) / 9.5k (d = 64) "
+                    "cycles beyond its steps, the model 5.5k / 3.1k, its warps waiting on global memory "
+                    "(validation/README.md runs 39, 40; eighteenth session)")
+        return ("backward pace: with its warpgroups held in step by the barrier, the model's cuDNN step at d = 64 "
+                "is about 9% slow on long loops (2766 cycles against 2543) and 5% fast at d = 128 (3773 against "
+                "3976): where the GPU overlaps its exponentials with the MMAs is not known (validation/README.md "
+                "run 40, eighteenth session)")
     if backward and error < 0 and case.impl == "flash":
         return ("backward fixed costs: FA2's CTA spends about 12k cycles beyond its loop at d = 128 (the model "
                 "7.7k), waiting on global memory; PyTorch's layout copies issue at 2.95 instructions per cycle per "

@@ -55,9 +55,14 @@ Backward (pass bwd / fwd_bwd), after FA3's Appendix B and hopper/mainloop_bwd (t
 rows per step, `bwd_block_n` keys per CTA, the release's by default): a preprocess launch computes
 D = rowsum(dO * O) and zeroes the fp32 dQ accumulator; the main launch has one CTA per (K/V block, batch,
 KV head); a producer warp loads K and V once and streams (Q, dO, LSE, D) tiles through a ring; each consumer
-warpgroup owns 64 keys and computes S^T = K Q^T and dP^T = V dO^T with wgmma, P^T and dS^T, then
-dV += P^T dO and dK += dS^T Q; dS goes to SMEM and one warpgroup in turn (query tile i by warpgroup
-i mod n) forms dQ_i = dS K and adds it to the fp32 dQaccum with an atomic reduce (Store accumulate=True); a
+warpgroup owns 64 keys and computes S^T = K Q^T and dP^T = V dO^T with wgmma, P^T and dS^T; dS goes to
+SMEM and all consumer warpgroups meet at a named barrier (the code's PdS: every warpgroup's P and dS are
+written before any reads them), then each computes dV += P^T dO, its share of the head-dim columns of
+dQ_i = dS K over every warpgroup's keys, and dK += dS^T Q, and adds its dQ columns to the fp32 dQaccum with an
+atomic reduce (Store accumulate=True). The barrier keeps the warpgroups in step, so their exponentials and dS
+arithmetic run at the same time and the tensor core waits for them (cuDNN's backward, whose warps stall on
+barriers 17-23% of the time: validation/README.md runs 39-40). Its instructions beyond that arithmetic (index
+math, packing, the atomics' addresses) are options measured per implementation (`extra_bwd_ops_*`). A
 postprocess launch writes dQ = scale * dQaccum in the output type (flash_bwd_postprocess). Differences:
 query heads of a GQA group are walked inside the CTA (dK, dV stay in registers) instead of atomically
 accumulating dK/dV per head; the forward-only options (pingpong, warp_specialization, intra_wg_pipeline) do
@@ -79,7 +84,7 @@ from gpusim.kernels.attention_common import (EXP_FMA_OPS_PER_ELEMENT, declare_te
                                              init_row_state, kv_tiles_for_rows, masked_scores, online_softmax,
                                              own_regions, tensor_dtype, tile_needs_mask)
 from gpusim.kernels.fa2_backward import convert_dq_launch
-from gpusim.kernels.warp_specialized import CommitQueue, InlineLoader, PingPong, SmemRing, wait_for
+from gpusim.kernels.warp_specialized import CommitQueue, InlineLoader, NamedBarrier, PingPong, SmemRing, wait_for
 
 NAME = "fa3"
 PROBLEM = AttentionProblem
@@ -104,6 +109,12 @@ OPTIONS = {
                                                       "issues in its softmax beyond the online softmax's arithmetic "
                                                       "(index math, moves, packing P): an implementation's ncu count"),
     "extra_softmax_ops_per_acc": Option(float, 0.0, "the same per output-accumulator element (beside its rescale)"),
+    "extra_bwd_ops_per_score": Option(float, 0.0, "backward: FP32 lane operations per score element a consumer "
+                                                  "warpgroup issues beyond the step's arithmetic (exp, dS), with "
+                                                  "those two in proportion to their own: an implementation's ncu "
+                                                  "count"),
+    "extra_bwd_ops_per_dq": Option(float, 0.0, "backward: the same per dQ element a step adds to dQaccum, "
+                                               "issued after its dQ product"),
 }
 
 #: Rows of the Q tile one consumer warpgroup owns: wgmma's M per warpgroup (PTX ISA, wgmma.mma_async).
@@ -505,6 +516,16 @@ def backward_tiles(head_dim: int) -> tuple[int, int, int]:
     return 64, 64, 1
 
 
+def backward_extras(opts: dict) -> tuple[float, float]:
+    """The backward's instructions beyond its arithmetic: (FP32 ops per score element, per dQ element)."""
+    extras = []
+    for key in ("extra_bwd_ops_per_score", "extra_bwd_ops_per_dq"):
+        if opts[key] < 0:
+            raise InputError(f"fa3: option {key}={opts[key]} must not be negative")
+        extras.append(float(opts[key]))
+    return extras[0], extras[1]
+
+
 def resolve_backward_tiles(problem: AttentionProblem, opts: dict) -> tuple[int, int, int]:
     """The backward's (query rows per step, keys per CTA, stages): the release's, or the options'."""
     bm, bn, stages = backward_tiles(problem.head_dim)
@@ -557,12 +578,17 @@ def _masked_scores_t(problem: AttentionProblem, key_start: int, q_start: int, ne
     return lambda st: apply(st.T).T
 
 
-def backward_launch(problem: AttentionProblem, tensors: dict, tiles: tuple[int, int, int]) -> Launch:
+def backward_launch(problem: AttentionProblem, tensors: dict, tiles: tuple[int, int, int],
+                    extras: tuple[float, float] = (0.0, 0.0)) -> Launch:
     q_t, k_t, v_t, do_t, lse_t, delta_t, dq_t, dk_t, dv_t = (
         tensors[k] for k in ("Q", "K", "V", "dO", "LSE", "Delta", "dQaccum", "dK", "dV"))
     d, n, group = problem.head_dim, problem.seq_len, problem.group_size
     bm, bn, stages = tiles
     n_wg = bn // BWD_WG_KEYS
+    extra_per_score, extra_per_dq = extras
+    counted = EXP_FMA_OPS_PER_ELEMENT + DS_OPS_PER_ELEMENT
+    exp_ops = EXP_FMA_OPS_PER_ELEMENT * (1.0 + extra_per_score / counted)
+    ds_ops = DS_OPS_PER_ELEMENT * (1.0 + extra_per_score / counted)
     dt = tensor_dtype(problem)
     offset = problem.kv_len - problem.seq_len
     n_blocks = -(-problem.kv_len // bn)
@@ -583,23 +609,32 @@ def backward_launch(problem: AttentionProblem, tensors: dict, tiles: tuple[int, 
 
         k_tiles = [Tile((BWD_WG_KEYS, d), dt, "smem", f"K{w}") for w in range(n_wg)]
         v_tiles = [Tile((BWD_WG_KEYS, d), dt, "smem", f"V{w}") for w in range(n_wg)]
-        kv_full = [Semaphore(f"kv_full{w}") for w in range(n_wg)]
+        kv_issued = [Semaphore(f"kv_issued{w}") for w in range(n_wg)]
+        kv_handles: dict = {}
         ring = SmemRing("QdO", stages, lambda s: [Tile((bm, d), dt, "smem", f"Q{s}"),
                                                   Tile((bm, d), do_t.dtype, "smem", f"dO{s}"),
                                                   Tile((bm,), "fp32", "smem", f"LSE{s}"),
                                                   Tile((bm,), "fp32", "smem", f"D{s}")], n_wg)
         # dS^T per warpgroup, double-buffered across steps; dS is the same SMEM read through a transposed
-        # descriptor by the dQ product
+        # descriptor by the dQ product. Double-buffered, it needs no release: the barrier of step t + 1 comes
+        # after every warpgroup has waited for its step-t dQ product.
         ds_t = [[Tile((BWD_WG_KEYS, bm), dt, "smem", f"dS^T{w}.{k}") for k in range(2)] for w in range(n_wg)]
         ds = [[Tile((bm, BWD_WG_KEYS), dt, "smem", f"dS{w}.{k}") for k in range(2)] for w in range(n_wg)]
-        ds_ready = [Semaphore(f"ds_ready{k}") for k in range(2)]
-        ds_free = [[Semaphore(f"ds_free{w}.{k}", initial=1) for k in range(2)] for w in range(n_wg)]
-        dq = Tile((bm, d), "fp32", "smem", "dQ")
+        ds_written = NamedBarrier(n_wg, "PdS")
+        # dQ_i = dS_i K is split over the warpgroups by head-dim columns: each reads every warpgroup's dS and its
+        # own columns of every K tile (the same SMEM through a narrower descriptor)
+        col_bounds = [d * w // n_wg for w in range(n_wg + 1)]
+        dq_cols = [slice(col_bounds[w], col_bounds[w + 1]) for w in range(n_wg)]
+        k_cols = [[Tile((BWD_WG_KEYS, col_bounds[w + 1] - col_bounds[w]), dt, "smem", f"K{u}[:, {w}]")
+                   for u in range(n_wg)] for w in range(n_wg)]
+        dq = [Tile((bm, col_bounds[w + 1] - col_bounds[w]), "fp32", "smem", f"dQ{w}") for w in range(n_wg)]
 
         def producer():
             for w in range(n_wg):
-                yield Load(k_t.region(b, hk, key_rows(w)), k_tiles[w], wait=False, signal=kv_full[w], tma=True)
-                yield Load(v_t.region(b, hk, key_rows(w)), v_tiles[w], wait=False, signal=kv_full[w], tma=True)
+                kv_handles["K", w] = yield Load(k_t.region(b, hk, key_rows(w)), k_tiles[w], wait=False, tma=True)
+                kv_handles["V", w] = yield Load(v_t.region(b, hk, key_rows(w)), v_tiles[w], wait=False, tma=True)
+            for w in range(n_wg):  # several warpgroups wait on each K tile: each waits on the loads themselves
+                yield Signal(kv_issued[w])
             for t, (hq, i) in enumerate(steps):
                 yield from ring.produce(t, [q_t.region(b, hq, q_rows(i)), do_t.region(b, hq, q_rows(i)),
                                             lse_t.region(b, hq, q_rows(i)), delta_t.region(b, hq, q_rows(i))])
@@ -607,7 +642,12 @@ def backward_launch(problem: AttentionProblem, tensors: dict, tiles: tuple[int, 
         def consumer(w):
             kw0 = k0 + w * BWD_WG_KEYS
             keys = max(0, min(BWD_WG_KEYS, problem.kv_len - kw0))
-            yield Acquire(kv_full[w], 2)
+            yield Acquire(kv_issued[w])
+            yield from wait_for(kv_handles["V", w])
+            for u in range(n_wg):  # every warpgroup reads every K tile in its dQ product
+                yield from wait_for(kv_handles["K", u])
+            for u in range(n_wg):
+                yield Vector(lambda k_, c=dq_cols[w]: k_[:, c], [k_tiles[u]], k_cols[w][u], 0.0)
             dk = Tile((BWD_WG_KEYS, d), "fp32", "reg", "dK")
             dv = Tile((BWD_WG_KEYS, d), "fp32", "reg", "dV")
             yield Vector(lambda: np.zeros((keys, d)), [], dk, 0.0)
@@ -623,27 +663,24 @@ def backward_launch(problem: AttentionProblem, tensors: dict, tiles: tuple[int, 
                 yield from wait_for(hs)
                 q0 = i * bm
                 mask = _masked_scores_t(problem, kw0, q0, problem.causal and kw0 + BWD_WG_KEYS - 1 > q0 + offset)
-                yield Vector(lambda s_, l_, f=mask: np.exp(f(s_) - l_[None, :]), [s_t, lse], p_t,
-                             EXP_FMA_OPS_PER_ELEMENT, 1.0)
+                yield Vector(lambda s_, l_, f=mask: np.exp(f(s_) - l_[None, :]), [s_t, lse], p_t, exp_ops, 1.0)
                 yield from wait_for(hdp)
-                yield Acquire(ds_free[w][buf])
                 yield Vector(lambda p_, dp_, d_: p_ * (dp_ - d_[None, :]), [p_t, dp_t, delta], ds_t[w][buf],
-                             DS_OPS_PER_ELEMENT)
+                             ds_ops)
                 yield Vector(lambda x: x.T, [ds_t[w][buf]], ds[w][buf], 0.0)  # the transposed descriptor
+                # every warpgroup's P and dS are in SMEM before any reads them (the code's PdS named barrier)
+                yield from ds_written.sync(w)
                 hv = yield Mma(p_t, do, dv, "wgmma", accumulate=True, wait=False)
-                hk_ = yield Mma(ds_t[w][buf], q, dk, "wgmma", accumulate=True, wait=False)
-                yield Signal(ds_ready[buf])
-                if t % n_wg == w:
-                    yield Acquire(ds_ready[buf], n_wg)
-                    hq_ = None
-                    for u in range(n_wg):
-                        hq_ = yield Mma(ds[u][buf], k_tiles[u], dq, "wgmma", accumulate=u > 0, wait=False)
-                    yield from wait_for(hq_)
-                    for u in range(n_wg):
-                        yield Signal(ds_free[u][buf])
-                    # unscaled: the postprocess launch applies the softmax scale when it converts dQaccum
-                    yield Store(dq, dq_t.region(b, hq, q_rows(i)), accumulate=True)
+                hq_ = None
+                for u in range(n_wg):
+                    hq_ = yield Mma(ds[u][buf], k_cols[w][u], dq[w], "wgmma", accumulate=u > 0, wait=False)
                 yield from wait_for(hv)
+                hk_ = yield Mma(ds_t[w][buf], q, dk, "wgmma", accumulate=True, wait=False)
+                yield from wait_for(hq_)
+                if extra_per_dq:
+                    yield Vector(lambda x: x, [dq[w]], dq[w], extra_per_dq)
+                # unscaled: the postprocess launch applies the softmax scale when it converts dQaccum
+                yield Store(dq[w], dq_t.region(b, hq, q_rows(i), dq_cols[w]), accumulate=True)
                 yield from wait_for(hk_)
                 yield from ring.release(t)
             out_k = Tile((BWD_WG_KEYS, d), dk_t.dtype, "smem", "dK.out")
@@ -701,7 +738,7 @@ def build_plan(problem: AttentionProblem, hw, options=None) -> KernelPlan:
         tensors["dQ"] = GlobalTensor("dQ", (b, h, n, d), tensors["dO"].dtype, "output")
         bm, bn, stages = tiles = resolve_backward_tiles(problem, opts)
         launches.append(preprocess_launch(problem, tensors, bm))
-        launches.append(backward_launch(problem, tensors, tiles))
+        launches.append(backward_launch(problem, tensors, tiles, backward_extras(opts)))
         # flash_bwd_postprocess: dQ = scale * dQaccum in the output type (cuDNN's convert_dq_to_16bits, run 12)
         launches.append(convert_dq_launch(problem, tensors, bm, POSTPROCESS_WARPS, name="fa3_bwd_postprocess"))
         info.update(bwd_block_m=bm, bwd_block_n=bn, bwd_stages=stages)

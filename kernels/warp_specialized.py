@@ -5,6 +5,7 @@
 - `PingPong`: the named-barrier round robin FlashAttention-3 uses so that consumer warpgroups issue their
   GEMMs in turn (its `warp_scheduler_barrier_sync/arrive`).
 - `InlineLoader`: the same rings filled in-line by a consumer role when there is no producer warp.
+- `NamedBarrier`: `bar.sync` of a set of roles (warpgroups), each waiting until all have arrived.
 - `wait_for`: wait on an asynchronous op's handle.
 - `CommitQueue`: completion of asynchronous tensor-core work announced to other roles (`tcgen05.commit` to
   an mbarrier, or a wgmma whose completion another role waits on).
@@ -123,6 +124,25 @@ class InlineLoader:
             return
         while self.pending:
             yield from self.fill(*self.pending.pop(0))
+
+
+class NamedBarrier:
+    """`bar.sync` over `n` roles: role w's `sync(w)` returns once every role has called sync the same number of
+    times. Built from counting semaphores (each arrival posts one token to every other role, which takes n - 1):
+    no role can be a whole phase ahead, since it waits for the others' arrivals at each phase, so tokens of
+    consecutive phases never mix up."""
+
+    def __init__(self, n: int, name: str = "bar"):
+        self.n = n
+        self.arrived = [Semaphore(f"{name}{w}") for w in range(n)]
+
+    def sync(self, w: int):
+        if self.n < 2:
+            return
+        for u in range(self.n):
+            if u != w:
+                yield Signal(self.arrived[u])
+        yield Acquire(self.arrived[w], self.n - 1)
 
 
 class PingPong:

@@ -34,6 +34,7 @@ from gpusim.engine.steady_state import MAX_BAND_CTAS, SIMULATED_WAVES, Drift, Wa
 from gpusim.engine.timing import TimingInterpreter, _all_done
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, get_preset
+from gpusim.kernels.warp_specialized import NamedBarrier
 from gpusim.launch import KernelPlan, Launch, RegionKey
 from gpusim.ops import GlobalTensor, Load, Loop, Mma, Store, Tile, Vector, Wait
 from gpusim.problem import AttentionProblem
@@ -1489,3 +1490,29 @@ def test_all_done_fires_once_every_part_has_and_not_before():
     env.run()
     assert fired == [7]
     assert _all_done(env, []).triggered  # nothing to wait for
+
+
+def test_named_barrier_holds_every_role_until_all_have_arrived():
+    """bar.sync of two roles: the role that arrives first waits for the other, phase after phase, and a phase's
+    arrivals never count for the next (each role posts one token to every other role per phase)."""
+    def program(_cta):
+        bar = NamedBarrier(2)
+
+        def slow_then_fast():  # phase 1 waits on a DRAM load (500+ cycles); phase 2 is quick
+            yield Load(chunk(0, 128), buf(128))
+            yield from bar.sync(0)
+            yield from bar.sync(0)
+
+        def fast_then_slow():
+            yield from bar.sync(1)
+            yield delay(300)  # phase 2: 300 cycles, after the other role's load
+            yield from bar.sync(1)
+            yield delay(50)
+        return [slow_then_fast(), fast_then_slow()]
+
+    def load_alone(_cta):
+        yield Load(chunk(0, 128), buf(128))
+
+    alone = run(plan_of(launch_of([0], load_alone)))["cycles"]
+    out = run(plan_of(launch_of([0], program)))
+    assert out["cycles"] == pytest.approx(alone + 300 + 50, abs=2)

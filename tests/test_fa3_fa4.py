@@ -72,8 +72,9 @@ def test_fa3_head_dim_256():
 
 
 # ------------------------------------------------------------------------------------------------ FA3 backward
-#: cuDNN's backward tiles (validation/README.md run 12): 64 keys per CTA, 64 query rows per step
-CUDNN_BWD = {"bwd_block_m": 64, "bwd_block_n": 64}
+#: cuDNN's backward (validation/README.md runs 39-40): two 64-key consumer warpgroups per CTA, 64 query rows per
+#: step, and its extra instructions
+CUDNN_BWD = {"bwd_block_m": 64, "bwd_block_n": 128, "extra_bwd_ops_per_score": 7.51, "extra_bwd_ops_per_dq": 6.63}
 
 
 @pytest.mark.parametrize("shape, options", [
@@ -81,10 +82,13 @@ CUDNN_BWD = {"bwd_block_m": 64, "bwd_block_n": 64}
     (dict(seq_len=97, heads=4, kv_heads=1, causal=True), None),
     (dict(seq_len=70, kv_len=200, heads=4, kv_heads=2, causal=True), None), (dict(seq_len=97, head_dim=128), None),
     (dict(seq_len=150, causal=True), CUDNN_BWD), (dict(seq_len=97, heads=4, kv_heads=2, head_dim=128), CUDNN_BWD),
+    # one consumer warpgroup; three, whose dQ columns (64 / 3) split unevenly, over a ragged last CTA
+    (dict(seq_len=150, causal=True), {"bwd_block_m": 64, "bwd_block_n": 64}),
+    (dict(seq_len=97, kv_len=250, causal=True), {"bwd_block_m": 64, "bwd_block_n": 192}),
 ])
 def test_fa3_backward(shape, options):
     """pass_='bwd' reads O and LSE (from the reference forward) and dO; dQ, dK, dV match the float64
-    reference, with the release's tiles and with cuDNN's."""
+    reference, with the release's tiles, cuDNN's, and one or three consumer warpgroups."""
     spec = dict(batch=1, heads=2, head_dim=64, pass_="bwd")
     spec.update(shape)
     problem = AttentionProblem(**spec)
@@ -189,11 +193,40 @@ def test_fa3_extra_softmax_instructions_cost_time_not_results():
         fa3.build_plan(problem, _hw("h200"), {"extra_softmax_ops_per_acc": -1.0})
 
 
+def test_fa3_extra_backward_instructions_cost_time_not_results():
+    """cuDNN's backward instructions beyond its arithmetic (run 40) grow the FP32 work by exactly the extra lane
+    operations per score element and per dQ element, and lengthen the step; negative counts are refused."""
+    problem = AttentionProblem(batch=1, heads=2, seq_len=512, head_dim=64, pass_="bwd")
+    tiles = {"bwd_block_m": 64, "bwd_block_n": 128}
+    extra = {"extra_bwd_ops_per_score": 3.0, "extra_bwd_ops_per_dq": 2.0}
+    base, more = (TimingInterpreter(_hw("h200"), exact=True).run(fa3.build_plan(problem, _hw("h200"), {**tiles, **x}))
+                  for x in ({}, extra))
+    scores = problem.batch * problem.heads * problem.seq_len * problem.kv_len
+    dq_elements = problem.batch * problem.heads * problem.seq_len * problem.head_dim * (problem.kv_len // 128)
+    assert more["counters"].fp32_ops - base["counters"].fp32_ops == pytest.approx(3.0 * scores + 2.0 * dq_elements)
+    assert more["cycles"] > base["cycles"]
+    with pytest.raises(InputError, match="extra_bwd_ops_per_dq=-1.0 must not be negative"):
+        fa3.build_plan(problem, _hw("h200"), {"extra_bwd_ops_per_dq": -1.0})
+
+
+def test_fa3_backward_two_waves_take_twice_one():
+    """cuDNN-shaped backward CTAs (two consumer warpgroups held together by the named barrier before dV) run their
+    second wave at the first wave's pace, folded as exact: a launch of two full waves takes twice one wave.
+    (With the barrier after dV, the warpgroups of later CTAs could drift half a step apart and overlap: B = 1,
+    H = 8, N = 4096, d = 64 ran 19% faster per step in its second wave, and folded mode was 10% off exact.)"""
+    def main_kernel_s(heads: int, exact: bool) -> float:
+        problem = AttentionProblem(batch=1, heads=heads, seq_len=1536, head_dim=64, pass_="bwd")  # 12 CTAs a head
+        result = simulate("fa3", problem, "h200", CUDNN_BWD, exact=exact)
+        return next(launch.time_s for launch in result.launches if launch.name == "fa3_bwd")
+
+    assert main_kernel_s(22, exact=False) == pytest.approx(2 * main_kernel_s(11, exact=True), rel=0.03)
+
+
 def test_fa3_backward_tiles_are_options():
     problem = AttentionProblem(batch=1, heads=1, seq_len=256, head_dim=64, pass_="bwd")
     plan = fa3.build_plan(problem, _hw("h200"), CUDNN_BWD)
-    assert (plan.info["bwd_block_m"], plan.info["bwd_block_n"]) == (64, 64)
-    assert len(plan.launches[1].grid) == 256 // 64
+    assert (plan.info["bwd_block_m"], plan.info["bwd_block_n"]) == (64, 128)
+    assert len(plan.launches[1].grid) == 256 // 128
     with pytest.raises(InputError, match="bwd_block_n=96 must be a multiple of 64"):
         fa3.build_plan(problem, _hw("h200"), {"bwd_block_n": 96})
 

@@ -12,6 +12,7 @@ Two parts in one call:
     python validation/profile_sm_pipes.py --out validation/data      (needs nvcc, torch, CUDA and `ncu`)
     python validation/profile_sm_pipes.py --out validation/data --cases fa2_causal   (FA2 causal and not, run 21)
     python validation/profile_sm_pipes.py --out validation/data --cases cudnn_d256   (cuDNN at d = 256, run 24)
+    python validation/profile_sm_pipes.py --out validation/data --cases bwd          (the backwards, run 40)
 
 Writes `h200_profile_<date>_sm_pipes.json` (`..._sm_pipes_fa2_causal.json` with `--cases fa2_causal`).
 """
@@ -27,6 +28,7 @@ import sys
 import tempfile
 
 from ncu_profile import build_cuda_probe, find_ncu, parse_raw_csv, profile_until_kernels, run_cases, write_json
+from profile_bwd_sizes import sdpa_backward
 from profile_kernel_cycles import sdpa_forward
 
 CASES = [{"backend": backend, "batch": 2, "heads": heads, "seq_len": 8192, "head_dim": d, "causal": False}
@@ -39,7 +41,13 @@ FA2_CAUSAL_CASES = [{"backend": "flash", "batch": b, "heads": h, "seq_len": n, "
 #: `--cases cudnn_d256`: cuDNN's forward at d = 256, whose tiles and instruction counts no other run measured.
 CUDNN_D256_CASES = [{"backend": "cudnn", "batch": b, "heads": 8, "seq_len": n, "head_dim": 256, "causal": causal}
                     for b, n in ((8, 2048), (2, 8192)) for causal in (False, True)]
-CASE_SETS = {"pipes": CASES, "fa2_causal": FA2_CAUSAL_CASES, "cudnn_d256": CUDNN_D256_CASES}
+#: `--cases bwd`: cuDNN's and FA2's backwards (`pass` bwd: torch.autograd.grad of the output, as the campaign times
+#: them) at the forward cases' shapes, and cuDNN's causal: how many instructions a step issues on each pipe.
+BWD_CASES = [{"backend": backend, "batch": 2, "heads": heads, "seq_len": 8192, "head_dim": d, "causal": causal,
+              "pass": "bwd"}
+             for backend in ("cudnn", "flash") for heads, d in ((32, 64), (16, 128))
+             for causal in ((False, True) if backend == "cudnn" else (False,))]
+CASE_SETS = {"pipes": CASES, "fa2_causal": FA2_CAUSAL_CASES, "cudnn_d256": CUDNN_D256_CASES, "bwd": BWD_CASES}
 BASE_METRICS = ["gpu__time_duration.sum", "sm__cycles_active.max", "smsp__inst_executed.sum",
                 "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active",
                 "launch__registers_per_thread", "launch__shared_mem_per_block_dynamic"]
@@ -70,6 +78,11 @@ def run_probe() -> tuple[list, str, list]:
     return rows, f"exit status {done.returncode}\n" + done.stderr[-2000:], counted
 
 
+def sdpa_call(torch, case):
+    """The case's SDPA forward, or its backward where `pass` is bwd."""
+    return (sdpa_backward if case.get("pass") == "bwd" else sdpa_forward)(torch, case)
+
+
 def available_metrics(ncu: str) -> list[str]:
     """Per-pipe instruction counters (.sum) and stall ratios (.ratio) this ncu lists for the GH100."""
     listed = subprocess.run([ncu, "--query-metrics", "--chip", "gh100"], capture_output=True, text=True).stdout
@@ -84,12 +97,12 @@ def main() -> int:
     parser.add_argument("--out", default="validation/data")
     parser.add_argument("--cases", choices=sorted(CASE_SETS), default="pipes",
                         help="pipes: the probe, then cuDNN and FA2 at N = 8192; fa2_causal: FA2 causal and not; "
-                             "cudnn_d256: cuDNN at d = 256 (no probe in either)")
+                             "cudnn_d256: cuDNN at d = 256; bwd: cuDNN's and FA2's backwards (no probe but in pipes)")
     parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     cases = CASE_SETS[args.cases]
     if args.driver:
-        run_cases(cases, sdpa_forward)
+        run_cases(cases, sdpa_call)
         return 0
     probe, probe_log, probe_counts = run_probe() if args.cases == "pipes" else ([], "", [])
     for row in probe:
