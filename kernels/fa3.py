@@ -56,8 +56,8 @@ rows per step, `bwd_block_n` keys per CTA, the release's by default): a preproce
 D = rowsum(dO * O) and zeroes the fp32 dQ accumulator; the main launch has one CTA per (K/V block, batch,
 KV head); a producer warp loads K and V once and streams (Q, dO, LSE, D) tiles through a ring; each consumer
 warpgroup owns 64 keys and computes S^T = K Q^T and dP^T = V dO^T with wgmma, P^T and dS^T; dS goes to
-SMEM and all consumer warpgroups meet at a named barrier (the code's PdS: every warpgroup's P and dS are
-written before any reads them), then each computes dV += P^T dO, its share of the head-dim columns of
+SMEM and all consumer warpgroups meet at a named barrier (the code's PdS: every warpgroup's dS is written
+before any reads it), then each computes dV += P^T dO, its share of the head-dim columns of
 dQ_i = dS K over every warpgroup's keys, and dK += dS^T Q, and adds its dQ columns to the fp32 dQaccum with an
 atomic reduce (Store accumulate=True). The barrier keeps the warpgroups in step, so their exponentials and dS
 arithmetic run at the same time and the tensor core waits for them (cuDNN's backward, whose warps stall on
@@ -65,8 +65,9 @@ barriers 17-23% of the time: validation/README.md runs 39-40). Its instructions 
 math, packing, the atomics' addresses) are options measured per implementation (`extra_bwd_ops_*`). A
 postprocess launch writes dQ = scale * dQaccum in the output type (flash_bwd_postprocess). Differences:
 query heads of a GQA group are walked inside the CTA (dK, dV stay in registers) instead of atomically
-accumulating dK/dV per head; the forward-only options (pingpong, warp_specialization, intra_wg_pipeline) do
-not change the backward.
+accumulating dK/dV per head; P stays in registers (FA3 also writes it to SMEM where its dV product reads it
+from there, the order whose barrier the model follows); the forward-only options (pingpong,
+warp_specialization, intra_wg_pipeline) do not change the backward.
 """
 
 from __future__ import annotations
@@ -109,10 +110,10 @@ OPTIONS = {
                                                       "issues in its softmax beyond the online softmax's arithmetic "
                                                       "(index math, moves, packing P): an implementation's ncu count"),
     "extra_softmax_ops_per_acc": Option(float, 0.0, "the same per output-accumulator element (beside its rescale)"),
-    "extra_bwd_ops_per_score": Option(float, 0.0, "backward: FP32 lane operations per score element a consumer "
-                                                  "warpgroup issues beyond the step's arithmetic (exp, dS), with "
-                                                  "those two in proportion to their own: an implementation's ncu "
-                                                  "count"),
+    "extra_bwd_ops_per_score": Option(float, 0.0, "backward: FP32 lane operations per score element an "
+                                                  "implementation issues beyond the step's arithmetic, split between "
+                                                  "the exp and dS steps in proportion to their own counts (its ncu "
+                                                  "count)"),
     "extra_bwd_ops_per_dq": Option(float, 0.0, "backward: the same per dQ element a step adds to dQaccum, "
                                                "issued after its dQ product"),
 }
@@ -181,12 +182,17 @@ def resolve_config(problem: AttentionProblem, opts: dict, tma: bool = True) -> C
                          f"{WG_ROWS} rows, wgmma's M)")
     if problem.head_dim > 256:
         raise InputError(f"fa3: head_dim {problem.head_dim} > 256 is not supported (FA3 supports up to 256)")
-    for key in ("extra_softmax_ops_per_score", "extra_softmax_ops_per_acc"):
-        if opts[key] < 0:
-            raise InputError(f"fa3: option {key}={opts[key]} must not be negative")
+    require_non_negative(opts, ("extra_softmax_ops_per_score", "extra_softmax_ops_per_acc"))
     return Config(bm, bn, opts["stages"], opts["warp_specialization"], opts["pingpong"],
                   opts["intra_wg_pipeline"], problem.dtype == "fp8", opts["fp8_scaling"], tma,
                   opts["extra_softmax_ops_per_score"], opts["extra_softmax_ops_per_acc"])
+
+
+def require_non_negative(opts: dict, keys) -> None:
+    """Instruction counts are added work: a negative one is an input error."""
+    for key in keys:
+        if opts[key] < 0:
+            raise InputError(f"fa3: option {key}={opts[key]} must not be negative")
 
 
 def _registers(threads: int) -> int:
@@ -518,12 +524,9 @@ def backward_tiles(head_dim: int) -> tuple[int, int, int]:
 
 def backward_extras(opts: dict) -> tuple[float, float]:
     """The backward's instructions beyond its arithmetic: (FP32 ops per score element, per dQ element)."""
-    extras = []
-    for key in ("extra_bwd_ops_per_score", "extra_bwd_ops_per_dq"):
-        if opts[key] < 0:
-            raise InputError(f"fa3: option {key}={opts[key]} must not be negative")
-        extras.append(float(opts[key]))
-    return extras[0], extras[1]
+    keys = ("extra_bwd_ops_per_score", "extra_bwd_ops_per_dq")
+    require_non_negative(opts, keys)
+    return float(opts[keys[0]]), float(opts[keys[1]])
 
 
 def resolve_backward_tiles(problem: AttentionProblem, opts: dict) -> tuple[int, int, int]:
@@ -579,16 +582,16 @@ def _masked_scores_t(problem: AttentionProblem, key_start: int, q_start: int, ne
 
 
 def backward_launch(problem: AttentionProblem, tensors: dict, tiles: tuple[int, int, int],
-                    extras: tuple[float, float] = (0.0, 0.0)) -> Launch:
+                    extras: tuple[float, float]) -> Launch:
     q_t, k_t, v_t, do_t, lse_t, delta_t, dq_t, dk_t, dv_t = (
         tensors[k] for k in ("Q", "K", "V", "dO", "LSE", "Delta", "dQaccum", "dK", "dV"))
     d, n, group = problem.head_dim, problem.seq_len, problem.group_size
     bm, bn, stages = tiles
     n_wg = bn // BWD_WG_KEYS
     extra_per_score, extra_per_dq = extras
-    counted = EXP_FMA_OPS_PER_ELEMENT + DS_OPS_PER_ELEMENT
-    exp_ops = EXP_FMA_OPS_PER_ELEMENT * (1.0 + extra_per_score / counted)
-    ds_ops = DS_OPS_PER_ELEMENT * (1.0 + extra_per_score / counted)
+    # the implementation's extra instructions per score element go with the exp and dS steps, in proportion
+    score_scale = 1.0 + extra_per_score / (EXP_FMA_OPS_PER_ELEMENT + DS_OPS_PER_ELEMENT)
+    exp_ops, ds_ops = EXP_FMA_OPS_PER_ELEMENT * score_scale, DS_OPS_PER_ELEMENT * score_scale
     dt = tensor_dtype(problem)
     offset = problem.kv_len - problem.seq_len
     n_blocks = -(-problem.kv_len // bn)
@@ -668,20 +671,21 @@ def backward_launch(problem: AttentionProblem, tensors: dict, tiles: tuple[int, 
                 yield Vector(lambda p_, dp_, d_: p_ * (dp_ - d_[None, :]), [p_t, dp_t, delta], ds_t[w][buf],
                              ds_ops)
                 yield Vector(lambda x: x.T, [ds_t[w][buf]], ds[w][buf], 0.0)  # the transposed descriptor
-                # every warpgroup's P and dS are in SMEM before any reads them (the code's PdS named barrier)
+                # every warpgroup's dS is in SMEM before any reads it (the code's PdS named barrier; P stays in
+                # registers here, where FA3 also writes it to SMEM when dV reads P from there)
                 yield from ds_written.sync(w)
                 hv = yield Mma(p_t, do, dv, "wgmma", accumulate=True, wait=False)
-                hq_ = None
+                h_dq = None
                 for u in range(n_wg):
-                    hq_ = yield Mma(ds[u][buf], k_cols[w][u], dq[w], "wgmma", accumulate=u > 0, wait=False)
+                    h_dq = yield Mma(ds[u][buf], k_cols[w][u], dq[w], "wgmma", accumulate=u > 0, wait=False)
                 yield from wait_for(hv)
-                hk_ = yield Mma(ds_t[w][buf], q, dk, "wgmma", accumulate=True, wait=False)
-                yield from wait_for(hq_)
+                h_dk = yield Mma(ds_t[w][buf], q, dk, "wgmma", accumulate=True, wait=False)
+                yield from wait_for(h_dq)
                 if extra_per_dq:
                     yield Vector(lambda x: x, [dq[w]], dq[w], extra_per_dq)
                 # unscaled: the postprocess launch applies the softmax scale when it converts dQaccum
                 yield Store(dq[w], dq_t.region(b, hq, q_rows(i), dq_cols[w]), accumulate=True)
-                yield from wait_for(hk_)
+                yield from wait_for(h_dk)
                 yield from ring.release(t)
             out_k = Tile((BWD_WG_KEYS, d), dk_t.dtype, "smem", "dK.out")
             out_v = Tile((BWD_WG_KEYS, d), dv_t.dtype, "smem", "dV.out")

@@ -128,9 +128,10 @@ class InlineLoader:
 
 class NamedBarrier:
     """`bar.sync` over `n` roles: role w's `sync(w)` returns once every role has called sync the same number of
-    times. Built from counting semaphores (each arrival posts one token to every other role, which takes n - 1):
-    no role can be a whole phase ahead, since it waits for the others' arrivals at each phase, so tokens of
-    consecutive phases never mix up."""
+    times. Built from counting semaphores: each arrival posts one token to every other role, and a role takes
+    n - 1 of its own. Tokens of consecutive phases cannot be confused: the first role to pass phase p has, from
+    every other role, exactly its p arrivals so far (none of them can have passed p yet, so none has arrived
+    at p + 1), and every role must call sync equally often."""
 
     def __init__(self, n: int, name: str = "bar"):
         self.n = n

@@ -205,21 +205,25 @@ def test_fa3_extra_backward_instructions_cost_time_not_results():
     dq_elements = problem.batch * problem.heads * problem.seq_len * problem.head_dim * (problem.kv_len // 128)
     assert more["counters"].fp32_ops - base["counters"].fp32_ops == pytest.approx(3.0 * scores + 2.0 * dq_elements)
     assert more["cycles"] > base["cycles"]
+    small = AttentionProblem(batch=1, heads=2, seq_len=97, head_dim=64, pass_="bwd")
+    x = random_inputs(small, 3, with_grad=True)
+    x["O"], x["LSE"] = attention_forward(x["Q"], x["K"], x["V"], small.causal)
+    plain, extra_out = (run_functional_check("fa3", small, "h200", dict(x), {**tiles, **e}) for e in ({}, extra))
+    for name in ("dQ", "dK", "dV"):
+        assert (plain[name] == extra_out[name]).all(), name
     with pytest.raises(InputError, match="extra_bwd_ops_per_dq=-1.0 must not be negative"):
         fa3.build_plan(problem, _hw("h200"), {"extra_bwd_ops_per_dq": -1.0})
 
 
-def test_fa3_backward_two_waves_take_twice_one():
-    """cuDNN-shaped backward CTAs (two consumer warpgroups held together by the named barrier before dV) run their
-    second wave at the first wave's pace, folded as exact: a launch of two full waves takes twice one wave.
-    (With the barrier after dV, the warpgroups of later CTAs could drift half a step apart and overlap: B = 1,
-    H = 8, N = 4096, d = 64 ran 19% faster per step in its second wave, and folded mode was 10% off exact.)"""
-    def main_kernel_s(heads: int, exact: bool) -> float:
-        problem = AttentionProblem(batch=1, heads=heads, seq_len=1536, head_dim=64, pass_="bwd")  # 12 CTAs a head
-        result = simulate("fa3", problem, "h200", CUDNN_BWD, exact=exact)
-        return next(launch.time_s for launch in result.launches if launch.name == "fa3_bwd")
-
-    assert main_kernel_s(22, exact=False) == pytest.approx(2 * main_kernel_s(11, exact=True), rel=0.03)
+def test_fa3_backward_warpgroups_stay_in_step_across_waves():
+    """cuDNN-shaped backward CTAs (two consumer warpgroups held together by the named barrier before dV) run every
+    wave at the first wave's pace, so folding, which starts fewer SMs' CTAs at other times, agrees with exact mode.
+    With the barrier after dV (or none), the second wave's warpgroups drift half a step apart and overlap: folded
+    mode comes out 7-10% off exact at this shape (two waves of 64-step CTAs)."""
+    problem = AttentionProblem(batch=1, heads=8, seq_len=4096, head_dim=64, pass_="bwd")
+    folded, exact = (simulate("fa3", problem, "h200", CUDNN_BWD, exact=e) for e in (False, True))
+    main = [next(launch.time_s for launch in r.launches if launch.name == "fa3_bwd") for r in (folded, exact)]
+    assert main[0] == pytest.approx(main[1], rel=0.02)
 
 
 def test_fa3_backward_tiles_are_options():

@@ -47,12 +47,13 @@ CUDNN_FPROP_SOFTMAX_EXTRA = {"extra_softmax_ops_per_score": 2.14, "extra_softmax
 #: one-deep ring. Its softmax issues 9.87 non-MUFU lanes per score element at N = 8192, where the two counts above
 #: give 10.18 (6.0 counted + 2.14 + 2 x 1.02).
 CUDNN_FPROP_D256 = {"block_m": 128, "block_n": 128, "stages": 1}
-#: cuDNN's Hopper backward (validation/README.md runs 12, 39, 40; ncu): `..._flash_bprop_wgmma_f16_knob_26_64x64x{d}_1x4x1`,
-#: 384 threads: a producer and two consumer warpgroups of 64 keys each, so a CTA walks 128 keys in steps of 64 query
-#: rows (run 39: 132 tiles of 64 keys ran on 66 CTAs), at d = 64 and 128, where FA3's own backward takes 128 x 128
-#: (d = 64) and 64 x 128 (d = 128). Its consumer warpgroups issue 13.8 / 17.2 FP32-pipe lanes (ncu's `alu` plus
-#: `fma`) per score element at d = 64 / 128 (run 40, N = 8192), where the model's exp and dS count 3: the rest is
-#: 7.51 per score element and 6.63 per element of the step's 64 x d dQ tile (the two head dims solved together).
+#: cuDNN's Hopper backward (validation/README.md runs 12, 39, 40; ncu):
+#: `..._flash_bprop_wgmma_f16_knob_26_64x64x{d}_1x4x1`, 384 threads: a producer and two consumer warpgroups of 64
+#: keys each, so a CTA walks 128 keys in steps of 64 query rows (run 39: 132 tiles of 64 keys ran on 66 CTAs), at
+#: d = 64 and 128, where FA3's own backward takes 128 x 128 (d = 64) and 64 x 128 (d = 128). Its CTA issues 13.8 /
+#: 17.1 FP32-pipe lanes (ncu's `alu` plus `fma`) per score element at d = 64 / 128 (run 40, N = 8192), where the
+#: model's exp and dS count 3: the rest is 7.51 per score element and 6.63 per element of the step's 64 x d dQ
+#: tile (the two head dims solved together).
 CUDNN_BPROP_TILES = {"bwd_block_m": 64, "bwd_block_n": 128, "extra_bwd_ops_per_score": 7.51,
                      "extra_bwd_ops_per_dq": 6.63}
 

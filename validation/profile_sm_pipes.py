@@ -14,7 +14,7 @@ Two parts in one call:
     python validation/profile_sm_pipes.py --out validation/data --cases cudnn_d256   (cuDNN at d = 256, run 24)
     python validation/profile_sm_pipes.py --out validation/data --cases bwd          (the backwards, run 40)
 
-Writes `h200_profile_<date>_sm_pipes.json` (`..._sm_pipes_fa2_causal.json` with `--cases fa2_causal`).
+Writes `h200_profile_<date>_sm_pipes.json` (`..._sm_pipes_<cases>.json` with `--cases` other than pipes).
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ def main() -> int:
     parser.add_argument("--out", default="validation/data")
     parser.add_argument("--cases", choices=sorted(CASE_SETS), default="pipes",
                         help="pipes: the probe, then cuDNN and FA2 at N = 8192; fa2_causal: FA2 causal and not; "
-                             "cudnn_d256: cuDNN at d = 256; bwd: cuDNN's and FA2's backwards (no probe but in pipes)")
+                             "cudnn_d256: cuDNN at d = 256; bwd: cuDNN's and FA2's backwards (the probe only with "
+                             "pipes)")
     parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     cases = CASE_SETS[args.cases]
