@@ -154,8 +154,8 @@ def suspect(case: Case, result, error: float) -> str:
     if backward and case.impl == "cudnn":
         if error < 0:
             return ("backward fixed cost per CTA: cuDNN's 128-key CTA spends about 12k (d = 128) / 9.5k (d = 64) "
-                    "cycles beyond its steps, the model 5.5k / 3.1k, its warps waiting on global memory "
-                    "(validation/README.md runs 39, 40; eighteenth session)")
+                    "cycles beyond its steps, the model 5.5k / 3.1k: its consumers' first wait for K and V, its epilogue's "
+                    "barriers and dK/dV stores, and slower first steps (validation/README.md runs 39, 41)")
         return ("backward pace: with its warpgroups held in step by the barrier, the model's cuDNN step at d = 64 "
                 "is about 9% slow on long loops (2766 cycles against 2543) and 5% fast at d = 128 (3773 against "
                 "3976): where the GPU overlaps its exponentials with the MMAs is not known (validation/README.md "
