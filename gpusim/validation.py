@@ -123,6 +123,8 @@ def suspect(case: Case, result, error: float) -> str:
                 "serves first come first served (run 18; do_bench's flush, run 25, is modelled)")
     if case.metric == "time_s" and case.measured < HOST_BOUND_BELOW_S:
         return "launch overhead / host-bound small kernel"
+    if case.metric == "hbm_read_bytes" and problem.causal and problem.pass_ == "fwd" and case.kernel == "fa2":
+        return _causal_walk_suspect(error)
     if case.metric == "hbm_read_bytes" and error < 0 and problem.seq_len >= 32768:
         fa2 = (" FA2's passes per wave over one head's K/V grow from 1.0 at 4 waves to 1.9 at 62 (run 31)."
                if case.kernel == "fa2" else "")
@@ -173,6 +175,23 @@ def suspect(case: Case, result, error: float) -> str:
         return ("SM clock under load: tensor-heavy kernels ran at 1.6-1.8 GHz under the power cap (validation/"
                 "README.md runs 2, 7, 10), the preset's clock is fixed")
     return f"{result.bound}-bound prediction: busiest unit {result.busiest_unit}"
+
+
+def _causal_walk_suspect(error: float) -> str:
+    """FA2's causal forward: its CTAs walk K/V down from their own diagonals, so the CTAs running together keep a
+    head's K/V live at about the L2's capacity, where which L2 model is right decides the re-reads (run 43)."""
+    where = ("each causal CTA walks K/V down from its own diagonal, so the CTAs running together keep a head's K/V "
+             "live at about the L2's capacity")
+    if error < 0:
+        return (f"causal K/V walks re-read more than modelled: {where}. A Triton causal forward of FA2's shape read "
+                "K/V 1.80 / 2.43 times per head at 4 / 16 heads of 32k tokens (SDPA's FA2 2.4-2.9 / 4.0, run 42); "
+                "replaying the schedule it ran (validation/README.md run 43) through the model's L2 (one LRU per hash "
+                "class) gives 1.29 / 1.75, through two LRU partitions of 25.5-27 MiB with copies beside far readers "
+                "(run 29) 1.36-1.92 / 2.20-3.15")
+    return (f"causal K/V walks kept by the GPU's L2 where the model's thrashes: {where}. A Triton causal forward of "
+            "FA2's shape read K/V 1.92 times at one head of 128k tokens, d = 64; replaying the schedule it ran "
+            "(validation/README.md run 43) through the model's L2 gives 6.78, through two LRU partitions of "
+            "25.5-27 MiB (run 29) 2.51-2.86")
 
 
 def run_validation(args) -> int:

@@ -68,6 +68,11 @@ def test_suspects_name_the_measured_mechanisms_of_known_misses():
                         AttentionProblem(batch=32, heads=16, seq_len=512, head_dim=128, causal=True, pass_="bwd"),
                         {}, "kernel_cycles", 1e6, "test")
     assert "backward fixed costs" in suspect(short_causal, fast, -0.15)  # the fetch suspect is the forward's
+    # run 43: causal walks at the L2's capacity, FA2's forward only
+    causal_reads = _case(metric="hbm_read_bytes", seq_len=32768, causal=True, suite="h200_campaign_dram_heads")
+    assert "re-read more than modelled" in suspect(causal_reads, fast, -0.3)
+    assert "thrashes" in suspect(causal_reads, fast, +0.3)
+    assert "causal K/V walks" not in suspect(_case(metric="hbm_read_bytes", seq_len=32768), fast, -0.3)
     fa1_anchor = Case("anchors", "a100-40gb", "fa1", "flashattention", backward, {}, "time_s", 1e-2, "test")
     assert "FA2's CTA" not in suspect(fa1_anchor, fast, -0.15)
 

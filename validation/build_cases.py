@@ -179,6 +179,12 @@ DRAM_READ_REPEATS = "h200_profile_2026-11-29_dram_repeats.json"
 #: Run 31: SDPA's FLASH and CUDNN forwards at 1 to 16 heads of one long sequence. Its 16-head calls join the campaign's
 #: medians; the other head counts are the suite h200_campaign_dram_heads.
 DRAM_HEADS = "h200_profile_2026-11-29_dram_heads.json"
+#: Run 42: SDPA's causal FLASH and CUDNN forwards at 1 to 32 heads (validation/profile_dram_causal_heads.py). Its
+#: calls of a campaign case (FA2 at 32k tokens, d = 128, 16 heads) join that case's medians; the others are rows of
+#: h200_campaign_dram_heads.
+DRAM_CAUSAL_HEADS = "h200_profile_2026-11-30_dram_causal_heads.json"
+#: The head-count sweeps, with the run that measured each.
+HEAD_SWEEPS = ((DRAM_HEADS, 31), (DRAM_CAUSAL_HEADS, 42))
 #: Run 1's `time_ms` holds nanoseconds (a parser bug of that run, validation/README.md "Files"): seconds per unit.
 RUN1_TIME_FILE, RUN1_SECONDS_PER_TIME_UNIT = "repeats/run1_dram.json", 1e-9
 #: metric -> (the campaign's field and its scale to the metric's unit, the Nsight Compute metric of runs 28 and 31,
@@ -223,10 +229,10 @@ def forward_profiled_calls() -> tuple[dict[tuple, dict[str, list[float]]], dict[
                     if metric == "time_s" and name == RUN1_TIME_FILE:
                         scale = RUN1_SECONDS_PER_TIME_UNIT
                     per_metric.setdefault(metric, []).append(r[field] * scale)
-    for name, run in ((DRAM_READ_REPEATS, 28), (DRAM_HEADS, 31)):
+    for name, run in ((DRAM_READ_REPEATS, 28), *HEAD_SWEEPS):
         for case, kernels in profiled_forward_calls(name):
-            if case["heads"] != 16:
-                continue  # run 31's other head counts are rows of their own (dram_heads_rows)
+            if not joins_campaign_medians(name, case):
+                continue  # rows of their own (dram_heads_rows)
             assert case["batch"] == 1, f"{name}: {case} is not B = 1"
             key = (case["impl"], case["head_dim"], case["seq_len"], case["causal"])
             per_metric = calls.setdefault(key, {})
@@ -361,20 +367,31 @@ def ncu_cycle_rows() -> list[dict]:
     return rows
 
 
+def joins_campaign_medians(name: str, case: dict) -> bool:
+    """Whether a profiled case repeats a campaign DRAM case (B = 1, 16 heads, 32k-128k tokens), whose row takes the
+    median of all its calls, rather than being a row of its own (dram_heads_rows)."""
+    if name == DRAM_READ_REPEATS or (name == DRAM_HEADS and case["heads"] == 16):
+        return True
+    return name == DRAM_CAUSAL_HEADS and (case["impl"], case["head_dim"], case["seq_len"], case["heads"]) == \
+        ("flash", 128, 32768, 16)
+
+
 def dram_heads_rows() -> list[dict]:
-    """One hbm_read_bytes row per case of run 31 with fewer than 16 heads: the median of its profiled calls. The sweep
-    shows how a long forward's K/V passes per wave grow with the waves it runs (validation/README.md run 31)."""
+    """One hbm_read_bytes row per case of runs 31 and 42 that is not a campaign case: the median of its profiled
+    calls. The sweeps show how a long forward's K/V passes grow with the heads (the waves) it runs, causal or not
+    (validation/README.md runs 31 and 42)."""
     rows = []
-    for case, kernels in profiled_forward_calls(DRAM_HEADS):
-        if case["heads"] >= 16:
-            continue
-        reads = [float(kernel["dram__bytes_read.sum"].replace(",", "")) for kernel in kernels]
-        rows.append(row(suite="h200_campaign_dram_heads", hardware="h200", kernel=KERNEL_OF_IMPL[case["impl"]],
-                        impl=case["impl"], batch=case["batch"], heads=case["heads"], seq_len=case["seq_len"],
-                        head_dim=case["head_dim"], causal=case["causal"],
-                        options=json.dumps(prefill_options(case["impl"], "fwd", case["head_dim"])),
-                        metric="hbm_read_bytes", measured=median(reads), unit="B",
-                        source=f"median of {len(reads)} profiled calls: validation/data/{DRAM_HEADS} (run 31)"))
+    for name, run in HEAD_SWEEPS:
+        for case, kernels in profiled_forward_calls(name):
+            if joins_campaign_medians(name, case):
+                continue
+            reads = [float(kernel["dram__bytes_read.sum"].replace(",", "")) for kernel in kernels]
+            rows.append(row(suite="h200_campaign_dram_heads", hardware="h200", kernel=KERNEL_OF_IMPL[case["impl"]],
+                            impl=case["impl"], batch=case["batch"], heads=case["heads"], seq_len=case["seq_len"],
+                            head_dim=case["head_dim"], causal=case["causal"],
+                            options=json.dumps(prefill_options(case["impl"], "fwd", case["head_dim"])),
+                            metric="hbm_read_bytes", measured=median(reads), unit="B",
+                            source=f"median of {len(reads)} profiled calls: validation/data/{name} (run {run})"))
     return rows
 
 

@@ -1,0 +1,160 @@
+"""Replay run 43's measured causal schedules through L2 models: is it the schedule or the L2 that re-reads?
+
+Run 43 (probe_fa_causal.py) recorded when each CTA of a Triton causal forward ran, on which SM, and Nsight Compute
+counted the kernel's DRAM reads. This replays every CTA's K/V walk (its tiles from its diagonal down, spread evenly
+over its start and end, Q read at its start, O written at its end) through three L2 models, and prints the K/V
+passes per head each gives beside the GPU's:
+
+- the model's L2 (`gpusim.engine.l2.L2Cache` at the h200 preset: 8 hashed LRU classes around 29.2 MiB);
+- one LRU of a given capacity;
+- two partitions of a given capacity each (run 29): every line has a home partition by address (half of each tile
+  on each side), and a read from an SM on the other side leaves a copy beside it; each partition an LRU.
+
+    python validation/replay_causal_schedule.py            (no GPU needed; a few minutes)
+
+The replay's own approximation (tiles spread evenly over a CTA, no prefetch) is measured by replaying the model's
+exact-mode schedule of SDPA's FA2 (validation/README.md, nineteenth session).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCHEDULES = HERE / "data" / "h200_probe_2026-11-30_fa_causal.json"
+MIB = 1 << 20
+#: Run 29: the SMs beside SM 0's L2 partition (inclusive ranges); the others sit beside SM 67's.
+SIDE_OF_SM0 = ((0, 1), (8, 13), (16, 17), (24, 29), (32, 33), (40, 45), (48, 49), (56, 61), (70, 75), (84, 89),
+               (98, 103), (112, 117), (120, 121), (124, 131))
+SM0_SIDE = {sm for first, last in SIDE_OF_SM0 for sm in range(first, last + 1)}
+LRU_CAPACITIES_MIB = (24, 27, 29.2, 32)
+PARTITION_CAPACITIES_MIB = (24, 25.5, 27)
+
+
+def accesses(case: dict, records: list) -> list[tuple]:
+    """Every access of a causal schedule in time order: (time, order, SM, kind, key, bytes); kind "read" or "write".
+    `records` holds each CTA's (sm, start, end) in grid order (query blocks of a head, then heads)."""
+    blocks_per_head = case["seq_len"] // case["block_m"]
+    tile_bytes = case["block_n"] * case["head_dim"] * 2
+    rows_bytes = case["block_m"] * case["head_dim"] * 2
+    t0 = min(r[1] for r in records)
+    events = []
+    for cta, (sm, start, end) in enumerate(records):
+        head, block = divmod(cta, blocks_per_head)
+        tiles = -(-((block + 1) * case["block_m"]) // case["block_n"])
+        start, end = start - t0, end - t0
+        events.append((start, 0, sm, "read", ("Q", head, block), rows_bytes))
+        for step in range(tiles):
+            when = start + (end - start) * step / tiles
+            for tensor in ("K", "V"):
+                events.append((when, 1, sm, "read", (tensor, head, tiles - 1 - step), tile_bytes))
+        events.append((end, 2, sm, "write", ("O", head, block), rows_bytes))
+    events.sort(key=lambda e: (e[0], e[1]))
+    return events
+
+
+class OneLru:
+    """One LRU of `capacity` bytes over whole tiles."""
+
+    def __init__(self, capacity: float):
+        self.lines: OrderedDict = OrderedDict()
+        self.capacity, self.used = capacity, 0.0
+
+    def access(self, sm: int, key, nbytes: float, write: bool) -> float:
+        """DRAM bytes this access reads."""
+        if key in self.lines:
+            self.lines.move_to_end(key)
+            return 0.0
+        self.lines[key] = nbytes
+        self.used += nbytes
+        while self.used > self.capacity:
+            self.used -= self.lines.popitem(last=False)[1]
+        return 0.0 if write else nbytes
+
+
+class ModelL2:
+    """The model's L2 at the h200 preset."""
+
+    def __init__(self):
+        from gpusim.engine.l2 import L2Cache
+        from gpusim.hardware import get_preset
+        hw = get_preset("h200")
+        self.cache = L2Cache(hw.l2_capacity_bytes, hw.l2_capacity_spread_fraction * hw.l2_capacity_bytes)
+
+    def access(self, sm: int, key, nbytes: float, write: bool) -> float:
+        if write:
+            self.cache.insert(key, nbytes, dirty=True)
+            return 0.0
+        if self.cache.hit(key):
+            return 0.0
+        self.cache.insert(key, nbytes, dirty=False)
+        return nbytes
+
+
+class TwoPartitions:
+    """Two LRU partitions of `capacity` bytes each; half of each tile is homed in each. A read from the far side
+    finds its near copy, else the home line (then copies it near), else reads DRAM into the home and near."""
+
+    def __init__(self, capacity: float):
+        self.parts = (OneLru(capacity), OneLru(capacity))
+
+    def _has(self, side: int, entry) -> bool:
+        lines = self.parts[side].lines
+        if entry in lines:
+            lines.move_to_end(entry)
+            return True
+        return False
+
+    def _put(self, side: int, entry, nbytes: float) -> None:
+        self.parts[side].access(0, entry, nbytes, write=True)
+
+    def access(self, sm: int, key, nbytes: float, write: bool) -> float:
+        side = 0 if sm in SM0_SIDE else 1
+        dram = 0.0
+        for home in (0, 1):
+            half, entry = nbytes / 2, (key, home)
+            if write or side == home:
+                if not self._has(home, entry):
+                    self._put(home, entry, half)
+                    dram += 0.0 if write else half
+                continue
+            if self._has(side, (entry, "copy")):
+                continue
+            if not self._has(home, entry):
+                self._put(home, entry, half)
+                dram += half
+            self._put(side, (entry, "copy"), half)
+        return dram
+
+
+def kv_passes(case: dict, events: list, cache) -> float:
+    """K/V DRAM reads over one read of every head's K and V."""
+    kv_read = 0.0
+    for _, _, sm, kind, key, nbytes in events:
+        dram = cache.access(sm, key, nbytes, kind == "write")
+        if key[0] in ("K", "V"):
+            kv_read += dram
+    return kv_read / (2 * case["heads"] * case["seq_len"] * case["head_dim"] * 2)
+
+
+def main() -> None:
+    doc = json.loads(SCHEDULES.read_text())
+    print("K/V reads per head: the GPU's (run 43), then each L2 model's replay of the GPU's schedule")
+    print(f"case | GPU | model L2 | LRU {' / '.join(map(str, LRU_CAPACITIES_MIB))} MiB | "
+          f"two partitions {' / '.join(map(str, PARTITION_CAPACITIES_MIB))} MiB each")
+    for timeline, kernel in zip(doc["timelines"], doc["kernels"]):
+        case = timeline["case"]
+        kv_bytes = 2 * case["heads"] * case["seq_len"] * case["head_dim"] * 2
+        gpu = (float(kernel["dram__bytes_read.sum"].replace(",", "")) - kv_bytes / 2) / kv_bytes
+        events = accesses(case, timeline["records"])
+        lru = [kv_passes(case, events, OneLru(c * MIB)) for c in LRU_CAPACITIES_MIB]
+        parts = [kv_passes(case, events, TwoPartitions(c * MIB)) for c in PARTITION_CAPACITIES_MIB]
+        print(f"{case['heads']} heads, N = {case['seq_len']}, d = {case['head_dim']} | {gpu:.2f} | "
+              f"{kv_passes(case, events, ModelL2()):.2f} | {' / '.join(f'{p:.2f}' for p in lru)} | "
+              f"{' / '.join(f'{p:.2f}' for p in parts)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
