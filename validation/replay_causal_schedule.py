@@ -139,7 +139,30 @@ def kv_passes(case: dict, events: list, cache) -> float:
     return kv_read / (2 * case["heads"] * case["seq_len"] * case["head_dim"] * 2)
 
 
+def rereads_in_order(working_set_mib: float, cache, shared: bool, passes: int = 3) -> float:
+    """Run 26's pattern: `working_set_mib` of 16 KiB tiles read `passes` times in the same order, by SMs of both sides
+    (`shared`, as a wave's CTAs read a head's K/V) or each tile by one SM, sides alternating; the last pass's DRAM
+    reads over the working set."""
+    tile = 16 * 1024
+    tiles = int(working_set_mib * MIB // tile)
+    sms = (0, 67) if shared else None  # SM 0 and SM 67 sit beside different partitions (run 29)
+    dram = 0.0
+    for _ in range(passes):
+        dram = 0.0
+        for i in range(tiles):
+            for sm in (sms if shared else ((0, 67)[i % 2],)):
+                dram += cache.access(sm, ("W", i), tile, write=False)
+    return dram / (tiles * tile)
+
+
 def main() -> None:
+    print("run 26's re-read in order, DRAM reads per byte of the last pass (GPU: shared 0.00 / 0.35 / 0.82 / 1.00 at "
+          "24 / 28 / 32 / 40 MiB; private 0.02 / 0.20 / 0.69 / 1.00 at 40 / 44 / 48 / 56 MiB)")
+    for name, make in [("model's L2", ModelL2)] + [(f"two partitions of {c} MiB", lambda c=c: TwoPartitions(c * MIB))
+                                                   for c in PARTITION_CAPACITIES_MIB]:
+        shared = " / ".join(f"{rereads_in_order(w, make(), True):.2f}" for w in (24, 28, 32, 40))
+        private = " / ".join(f"{rereads_in_order(w, make(), False):.2f}" for w in (40, 44, 48, 56))
+        print(f"  {name}: shared {shared}; private {private}", flush=True)
     doc = json.loads(SCHEDULES.read_text())
     print("K/V reads per head: the GPU's (run 43), then each L2 model's replay of the GPU's schedule")
     print(f"case | GPU | model L2 | LRU {' / '.join(map(str, LRU_CAPACITIES_MIB))} MiB | "
