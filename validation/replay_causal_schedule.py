@@ -8,9 +8,13 @@ passes per head each gives beside the GPU's:
 - the model's L2 (`gpusim.engine.l2.L2Cache` at the h200 preset: 8 hashed LRU classes around 29.2 MiB);
 - one LRU of a given capacity;
 - two partitions of a given capacity each (run 29): every line has a home partition by address (half of each tile
-  on each side), and a read from an SM on the other side leaves a copy beside it; each partition an LRU.
+  on each side), and a read from an SM on the other side leaves a copy beside it (always, or with a probability);
+  each partition an LRU, or the model's hashed classes with a spread.
 
-    python validation/replay_causal_schedule.py            (no GPU needed; a few minutes)
+It first reads run 26's patterns (a working set re-read in order, by every SM or each line by one) through the same
+models, since an L2 model must fit those too.
+
+    python validation/replay_causal_schedule.py [CAPACITY_MIB:SPREAD:COPY_PROBABILITY ...]   (no GPU; minutes)
 
 The replay's own approximation (tiles spread evenly over a CTA, no prefetch) is measured by replaying the model's
 exact-mode schedule of SDPA's FA2 (validation/README.md, nineteenth session).
@@ -19,6 +23,8 @@ exact-mode schedule of SDPA's FA2 (validation/README.md, nineteenth session).
 from __future__ import annotations
 
 import json
+import random
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -30,7 +36,10 @@ SIDE_OF_SM0 = ((0, 1), (8, 13), (16, 17), (24, 29), (32, 33), (40, 45), (48, 49)
                (98, 103), (112, 117), (120, 121), (124, 131))
 SM0_SIDE = {sm for first, last in SIDE_OF_SM0 for sm in range(first, last + 1)}
 LRU_CAPACITIES_MIB = (24, 27, 29.2, 32)
-PARTITION_CAPACITIES_MIB = (24, 25.5, 27)
+#: Two partitions: (capacity of each in MiB, spread as a fraction of it, probability that a far read leaves a copy).
+#: The first three are copies always and one LRU each; the last two give run 26's gradual edges too (nineteenth
+#: session). More from the command line: `replay_causal_schedule.py 26:0.106:0.5 ...`.
+PARTITIONS = ((24, 0.0, 1.0), (25.5, 0.0, 1.0), (27, 0.0, 1.0), (26, 0.106, 0.5), (27, 0.15, 0.4))
 
 
 def accesses(case: dict, records: list) -> list[tuple]:
@@ -94,21 +103,22 @@ class ModelL2:
 
 
 class TwoPartitions:
-    """Two LRU partitions of `capacity` bytes each; half of each tile is homed in each. A read from the far side
-    finds its near copy, else the home line (then copies it near), else reads DRAM into the home and near."""
+    """Two L2 partitions of `capacity` bytes each, each the model's L2Cache (hashed LRU classes, `spread_fraction`
+    of the capacity); half of each tile is homed in each. A read from the far side finds its copy beside it, else
+    the home line (a far hit), else reads DRAM into the home; then it leaves a copy beside the reader with
+    `copy_probability` (seeded, so a replay repeats)."""
 
-    def __init__(self, capacity: float):
-        self.parts = (OneLru(capacity), OneLru(capacity))
+    def __init__(self, capacity: float, spread_fraction: float = 0.0, copy_probability: float = 1.0, seed: int = 0):
+        from gpusim.engine.l2 import L2Cache
+        self.parts = tuple(L2Cache(capacity, spread_fraction * capacity) for _ in range(2))
+        self.copy_probability = copy_probability
+        self.random = random.Random(seed)
 
     def _has(self, side: int, entry) -> bool:
-        lines = self.parts[side].lines
-        if entry in lines:
-            lines.move_to_end(entry)
-            return True
-        return False
+        return self.parts[side].hit(entry)
 
     def _put(self, side: int, entry, nbytes: float) -> None:
-        self.parts[side].access(0, entry, nbytes, write=True)
+        self.parts[side].insert(entry, nbytes, dirty=False)
 
     def access(self, sm: int, key, nbytes: float, write: bool) -> float:
         side = 0 if sm in SM0_SIDE else 1
@@ -125,7 +135,8 @@ class TwoPartitions:
             if not self._has(home, entry):
                 self._put(home, entry, half)
                 dram += half
-            self._put(side, (entry, "copy"), half)
+            if self.copy_probability >= 1.0 or self.random.random() < self.copy_probability:
+                self._put(side, (entry, "copy"), half)
         return dram
 
 
@@ -155,25 +166,35 @@ def rereads_in_order(working_set_mib: float, cache, shared: bool, passes: int = 
     return dram / (tiles * tile)
 
 
+def partitioned(params: tuple) -> TwoPartitions:
+    capacity_mib, spread_fraction, copy_probability = params
+    return TwoPartitions(capacity_mib * MIB, spread_fraction, copy_probability)
+
+
+def partition_label(params: tuple) -> str:
+    capacity_mib, spread_fraction, copy_probability = params
+    return f"two partitions of {capacity_mib:g} MiB (spread {spread_fraction:g}, copies {copy_probability:g})"
+
+
 def main() -> None:
     print("run 26's re-read in order, DRAM reads per byte of the last pass (GPU: shared 0.00 / 0.35 / 0.82 / 1.00 at "
           "24 / 28 / 32 / 40 MiB; private 0.02 / 0.20 / 0.69 / 1.00 at 40 / 44 / 48 / 56 MiB)")
-    for name, make in [("model's L2", ModelL2)] + [(f"two partitions of {c} MiB", lambda c=c: TwoPartitions(c * MIB))
-                                                   for c in PARTITION_CAPACITIES_MIB]:
+    partitions = [tuple(float(x) for x in arg.split(":")) for arg in sys.argv[1:]] or list(PARTITIONS)
+    for name, make in [("model's L2", ModelL2)] + [(partition_label(p), lambda p=p: partitioned(p)) for p in partitions]:
         shared = " / ".join(f"{rereads_in_order(w, make(), True):.2f}" for w in (24, 28, 32, 40))
         private = " / ".join(f"{rereads_in_order(w, make(), False):.2f}" for w in (40, 44, 48, 56))
         print(f"  {name}: shared {shared}; private {private}", flush=True)
     doc = json.loads(SCHEDULES.read_text())
     print("K/V reads per head: the GPU's (run 43), then each L2 model's replay of the GPU's schedule")
     print(f"case | GPU | model L2 | LRU {' / '.join(map(str, LRU_CAPACITIES_MIB))} MiB | "
-          f"two partitions {' / '.join(map(str, PARTITION_CAPACITIES_MIB))} MiB each")
+          + " / ".join(partition_label(p) for p in partitions))
     for timeline, kernel in zip(doc["timelines"], doc["kernels"]):
         case = timeline["case"]
         kv_bytes = 2 * case["heads"] * case["seq_len"] * case["head_dim"] * 2
         gpu = (float(kernel["dram__bytes_read.sum"].replace(",", "")) - kv_bytes / 2) / kv_bytes
         events = accesses(case, timeline["records"])
         lru = [kv_passes(case, events, OneLru(c * MIB)) for c in LRU_CAPACITIES_MIB]
-        parts = [kv_passes(case, events, TwoPartitions(c * MIB)) for c in PARTITION_CAPACITIES_MIB]
+        parts = [kv_passes(case, events, partitioned(p)) for p in partitions]
         print(f"{case['heads']} heads, N = {case['seq_len']}, d = {case['head_dim']} | {gpu:.2f} | "
               f"{kv_passes(case, events, ModelL2()):.2f} | {' / '.join(f'{p:.2f}' for p in lru)} | "
               f"{' / '.join(f'{p:.2f}' for p in parts)}", flush=True)
