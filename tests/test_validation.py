@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -68,11 +69,21 @@ def test_suspects_name_the_measured_mechanisms_of_known_misses():
                         AttentionProblem(batch=32, heads=16, seq_len=512, head_dim=128, causal=True, pass_="bwd"),
                         {}, "kernel_cycles", 1e6, "test")
     assert "backward fixed costs" in suspect(short_causal, fast, -0.15)  # the fetch suspect is the forward's
-    # run 43: causal walks at the L2's capacity, FA2's forward only
+    # run 43: FA2's causal forward on the H200 whose K/V per head is at about the L2's capacity, and nothing else
     causal_reads = _case(metric="hbm_read_bytes", seq_len=32768, causal=True, suite="h200_campaign_dram_heads")
     assert "re-read more than modelled" in suspect(causal_reads, fast, -0.3)
     assert "thrashes" in suspect(causal_reads, fast, +0.3)
-    assert "causal K/V walks" not in suspect(_case(metric="hbm_read_bytes", seq_len=32768), fast, -0.3)
+    causal_32k = AttentionProblem(batch=1, heads=16, seq_len=32768, head_dim=128, causal=True)
+    others = [_case(metric="hbm_read_bytes", seq_len=32768),  # not causal
+              _case(metric="hbm_read_bytes", seq_len=4096, causal=True),  # K/V well inside the L2
+              _case(metric="hbm_read_bytes", seq_len=131072, causal=True),  # streamed: 2.2 times the L2
+              _case(metric="hbm_write_bytes", seq_len=32768, causal=True),
+              Case("h200_campaign_dram", "h200", "fa3", "cudnn", causal_32k, {}, "hbm_read_bytes", 1e8, "test"),
+              Case("h200_campaign_dram", "h200", "fa2", "flash", dataclasses.replace(causal_32k, pass_="bwd"), {},
+                   "hbm_read_bytes", 1e8, "test"),
+              Case("h100_dram", "h100", "fa2", "flash", causal_32k, {}, "hbm_read_bytes", 1e8, "test")]
+    for other in others:
+        assert "causal K/V walks" not in suspect(other, fast, -0.3), other
     fa1_anchor = Case("anchors", "a100-40gb", "fa1", "flashattention", backward, {}, "time_s", 1e-2, "test")
     assert "FA2's CTA" not in suspect(fa1_anchor, fast, -0.15)
 

@@ -103,7 +103,8 @@ def make_call(torch, case):
         """Largest |difference| from float32 causal attention over 256 query rows of head 0 (rows 1024-1279)."""
         rows = slice(1024, 1280)
         scores = q[0, rows].float() @ k[0, :1280].float().T * case["head_dim"] ** -0.5
-        scores = scores.masked_fill(torch.ones(256, 1280, device="cuda", dtype=torch.bool).triu(1 + 1024), float("-inf"))
+        future = torch.ones(256, 1280, device="cuda", dtype=torch.bool).triu(1 + 1024)  # keys past each row
+        scores = scores.masked_fill(future, float("-inf"))
         return float((torch.softmax(scores, -1) @ v[0, :1280].float() - o[0, rows].float()).abs().max())
     call.error = error
     return call

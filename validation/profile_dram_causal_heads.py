@@ -3,9 +3,9 @@
 The campaign's causal FA2 forward at 32k tokens, d = 128 and 16 heads reads 1.20 GB, three times its Q, K and V,
 where the model (folded or exact) reads 0.72-0.83 GB. A causal CTA walks K/V from its own diagonal down, so the CTAs
 running together read a head's K/V in a wavefront rather than in step, and its longest CTAs still walk one head
-while the next head's start. This profiles SDPA's FLASH (FA2) and CUDNN causal forwards at 1 to 32 heads of one
-sequence, each call its own kernel with the L2 flushed before it (ncu's default cache control), REPEATS calls per
-case, as run 31 (profile_dram_heads.py) did for the non-causal ones.
+while the next head's CTAs start. This profiles SDPA's FLASH (FA2) and CUDNN causal forwards at 1 to 32 heads of
+one sequence, each call its own kernel with the L2 flushed before it (ncu's default cache control), REPEATS calls
+per case, as run 31 (profile_dram_heads.py) did for the non-causal ones.
 
     python validation/profile_dram_causal_heads.py --out validation/data      (needs torch, CUDA and `ncu`)
 

@@ -16,8 +16,9 @@ models, since an L2 model must fit those too.
 
     python validation/replay_causal_schedule.py [CAPACITY_MIB:SPREAD:COPY_PROBABILITY ...]   (no GPU; minutes)
 
-The replay's own approximation (tiles spread evenly over a CTA, no prefetch) is measured by replaying the model's
-exact-mode schedule of SDPA's FA2 (validation/README.md, nineteenth session).
+The replay's own approximation (tiles spread evenly over a CTA, no prefetch) was gauged on the model's exact-mode
+schedule of SDPA's FA2, recorded with a hook into the engine that is not part of this script (validation/README.md,
+nineteenth session).
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ SIDE_OF_SM0 = ((0, 1), (8, 13), (16, 17), (24, 29), (32, 33), (40, 45), (48, 49)
 SM0_SIDE = {sm for first, last in SIDE_OF_SM0 for sm in range(first, last + 1)}
 LRU_CAPACITIES_MIB = (24, 27, 29.2, 32)
 #: Two partitions: (capacity of each in MiB, spread as a fraction of it, probability that a far read leaves a copy).
-#: The first three are copies always and one LRU each; the last two give run 26's gradual edges too (nineteenth
+#: The first three are copies always and one LRU each; the last three give run 26's gradual edges too (nineteenth
 #: session). More from the command line: `replay_causal_schedule.py 26:0.106:0.5 ...`.
-PARTITIONS = ((24, 0.0, 1.0), (25.5, 0.0, 1.0), (27, 0.0, 1.0), (26, 0.106, 0.5), (27, 0.15, 0.4))
+PARTITIONS = ((24, 0.0, 1.0), (25.5, 0.0, 1.0), (27, 0.0, 1.0), (26, 0.106, 0.5), (26.5, 0.12, 0.45), (27, 0.15, 0.4))
 
 
 def accesses(case: dict, records: list) -> list[tuple]:
@@ -53,23 +54,23 @@ def accesses(case: dict, records: list) -> list[tuple]:
     for cta, (sm, start, end) in enumerate(records):
         head, block = divmod(cta, blocks_per_head)
         tiles = -(-((block + 1) * case["block_m"]) // case["block_n"])
-        start, end = start - t0, end - t0
-        events.append((start, 0, sm, "read", ("Q", head, block), rows_bytes))
+        start_ns, end_ns = start - t0, end - t0
+        events.append((start_ns, 0, sm, "read", ("Q", head, block), rows_bytes))
         for step in range(tiles):
-            when = start + (end - start) * step / tiles
+            time_ns = start_ns + (end_ns - start_ns) * step / tiles
             for tensor in ("K", "V"):
-                events.append((when, 1, sm, "read", (tensor, head, tiles - 1 - step), tile_bytes))
-        events.append((end, 2, sm, "write", ("O", head, block), rows_bytes))
+                events.append((time_ns, 1, sm, "read", (tensor, head, tiles - 1 - step), tile_bytes))
+        events.append((end_ns, 2, sm, "write", ("O", head, block), rows_bytes))
     events.sort(key=lambda e: (e[0], e[1]))
     return events
 
 
 class OneLru:
-    """One LRU of `capacity` bytes over whole tiles."""
+    """One LRU of `capacity_bytes` over whole tiles."""
 
-    def __init__(self, capacity: float):
+    def __init__(self, capacity_bytes: float):
         self.lines: OrderedDict = OrderedDict()
-        self.capacity, self.used = capacity, 0.0
+        self.capacity_bytes, self.used_bytes = capacity_bytes, 0.0
 
     def access(self, sm: int, key, nbytes: float, write: bool) -> float:
         """DRAM bytes this access reads."""
@@ -77,9 +78,9 @@ class OneLru:
             self.lines.move_to_end(key)
             return 0.0
         self.lines[key] = nbytes
-        self.used += nbytes
-        while self.used > self.capacity:
-            self.used -= self.lines.popitem(last=False)[1]
+        self.used_bytes += nbytes
+        while self.used_bytes > self.capacity_bytes:
+            self.used_bytes -= self.lines.popitem(last=False)[1]
         return 0.0 if write else nbytes
 
 
@@ -103,44 +104,40 @@ class ModelL2:
 
 
 class TwoPartitions:
-    """Two L2 partitions of `capacity` bytes each, each the model's L2Cache (hashed LRU classes, `spread_fraction`
+    """Two L2 partitions of `capacity_bytes` each, each the model's L2Cache (hashed LRU classes, `spread_fraction`
     of the capacity); half of each tile is homed in each. A read from the far side finds its copy beside it, else
     the home line (a far hit), else reads DRAM into the home; then it leaves a copy beside the reader with
     `copy_probability` (seeded, so a replay repeats)."""
 
-    def __init__(self, capacity: float, spread_fraction: float = 0.0, copy_probability: float = 1.0, seed: int = 0):
+    def __init__(self, capacity_bytes: float, spread_fraction: float = 0.0, copy_probability: float = 1.0,
+                 seed: int = 0):
         from gpusim.engine.l2 import L2Cache
-        self.parts = tuple(L2Cache(capacity, spread_fraction * capacity) for _ in range(2))
+        self.parts = tuple(L2Cache(capacity_bytes, spread_fraction * capacity_bytes) for _ in range(2))
         self.copy_probability = copy_probability
         self.random = random.Random(seed)
-
-    def _has(self, side: int, entry) -> bool:
-        return self.parts[side].hit(entry)
-
-    def _put(self, side: int, entry, nbytes: float) -> None:
-        self.parts[side].insert(entry, nbytes, dirty=False)
 
     def access(self, sm: int, key, nbytes: float, write: bool) -> float:
         side = 0 if sm in SM0_SIDE else 1
         dram = 0.0
         for home in (0, 1):
             half, entry = nbytes / 2, (key, home)
+            home_part, near_part = self.parts[home], self.parts[side]
             if write or side == home:
-                if not self._has(home, entry):
-                    self._put(home, entry, half)
+                if not home_part.hit(entry):
+                    home_part.insert(entry, half, dirty=False)
                     dram += 0.0 if write else half
                 continue
-            if self._has(side, (entry, "copy")):
+            if near_part.hit((entry, "copy")):
                 continue
-            if not self._has(home, entry):
-                self._put(home, entry, half)
+            if not home_part.hit(entry):
+                home_part.insert(entry, half, dirty=False)
                 dram += half
             if self.copy_probability >= 1.0 or self.random.random() < self.copy_probability:
-                self._put(side, (entry, "copy"), half)
+                near_part.insert((entry, "copy"), half, dirty=False)
         return dram
 
 
-def kv_passes(case: dict, events: list, cache) -> float:
+def kv_reads_per_head(case: dict, events: list, cache) -> float:
     """K/V DRAM reads over one read of every head's K and V."""
     kv_read = 0.0
     for _, _, sm, kind, key, nbytes in events:
@@ -154,16 +151,15 @@ def rereads_in_order(working_set_mib: float, cache, shared: bool, passes: int = 
     """Run 26's pattern: `working_set_mib` of 16 KiB tiles read `passes` times in the same order, by SMs of both sides
     (`shared`, as a wave's CTAs read a head's K/V) or each tile by one SM, sides alternating; the last pass's DRAM
     reads over the working set."""
-    tile = 16 * 1024
-    tiles = int(working_set_mib * MIB // tile)
-    sms = (0, 67) if shared else None  # SM 0 and SM 67 sit beside different partitions (run 29)
-    dram = 0.0
+    tile_bytes = 16 * 1024
+    tiles = int(working_set_mib * MIB // tile_bytes)
+    one_per_side = (0, 67)  # SM 0 and SM 67 sit beside different partitions (run 29)
     for _ in range(passes):
         dram = 0.0
         for i in range(tiles):
-            for sm in (sms if shared else ((0, 67)[i % 2],)):
-                dram += cache.access(sm, ("W", i), tile, write=False)
-    return dram / (tiles * tile)
+            for sm in (one_per_side if shared else (one_per_side[i % 2],)):
+                dram += cache.access(sm, ("W", i), tile_bytes, write=False)
+    return dram / (tiles * tile_bytes)
 
 
 def partitioned(params: tuple) -> TwoPartitions:
@@ -180,7 +176,8 @@ def main() -> None:
     print("run 26's re-read in order, DRAM reads per byte of the last pass (GPU: shared 0.00 / 0.35 / 0.82 / 1.00 at "
           "24 / 28 / 32 / 40 MiB; private 0.02 / 0.20 / 0.69 / 1.00 at 40 / 44 / 48 / 56 MiB)")
     partitions = [tuple(float(x) for x in arg.split(":")) for arg in sys.argv[1:]] or list(PARTITIONS)
-    for name, make in [("model's L2", ModelL2)] + [(partition_label(p), lambda p=p: partitioned(p)) for p in partitions]:
+    models = [("model's L2", ModelL2)] + [(partition_label(p), lambda p=p: partitioned(p)) for p in partitions]
+    for name, make in models:
         shared = " / ".join(f"{rereads_in_order(w, make(), True):.2f}" for w in (24, 28, 32, 40))
         private = " / ".join(f"{rereads_in_order(w, make(), False):.2f}" for w in (40, 44, 48, 56))
         print(f"  {name}: shared {shared}; private {private}", flush=True)
@@ -193,10 +190,10 @@ def main() -> None:
         kv_bytes = 2 * case["heads"] * case["seq_len"] * case["head_dim"] * 2
         gpu = (float(kernel["dram__bytes_read.sum"].replace(",", "")) - kv_bytes / 2) / kv_bytes
         events = accesses(case, timeline["records"])
-        lru = [kv_passes(case, events, OneLru(c * MIB)) for c in LRU_CAPACITIES_MIB]
-        parts = [kv_passes(case, events, partitioned(p)) for p in partitions]
+        lru = [kv_reads_per_head(case, events, OneLru(c * MIB)) for c in LRU_CAPACITIES_MIB]
+        parts = [kv_reads_per_head(case, events, partitioned(p)) for p in partitions]
         print(f"{case['heads']} heads, N = {case['seq_len']}, d = {case['head_dim']} | {gpu:.2f} | "
-              f"{kv_passes(case, events, ModelL2()):.2f} | {' / '.join(f'{p:.2f}' for p in lru)} | "
+              f"{kv_reads_per_head(case, events, ModelL2()):.2f} | {' / '.join(f'{p:.2f}' for p in lru)} | "
               f"{' / '.join(f'{p:.2f}' for p in parts)}", flush=True)
 
 
