@@ -15,18 +15,15 @@ Writes `h200_probe_<date>_fa_causal.json`: per case the DRAM reads and every CTA
 
 from __future__ import annotations
 
-import datetime
-import os
 import sys
 
-from ncu_profile import parse_raw_csv, profile_args, profile_script, run_cases, write_json
+from ncu_profile import profile_args, run_cases
+from probe_fa_phases import profile_and_write, timer_functions
 
 #: FA2's tiles: 128 x 64 at d = 128, 128 x 128 at d = 64; two stages, four warps.
 CASES = ([{"heads": h, "seq_len": 32768, "head_dim": 128, "block_m": 128, "block_n": 64} for h in (1, 2, 4, 16)]
          + [{"heads": h, "seq_len": 131072, "head_dim": 64, "block_m": 128, "block_n": 128} for h in (1, 4)])
 CASES = [{**case, "warps": 4, "stages": 2} for case in CASES]
-METRICS = ["dram__bytes_read.sum", "gpu__time_duration.sum", "launch__occupancy_limit_registers",
-           "launch__occupancy_limit_shared_mem", "launch__registers_per_thread", "sm__ctas_launched.max"]
 
 
 def label(case: dict) -> str:
@@ -37,14 +34,7 @@ def build_kernel():
     import triton
     import triton.language as tl
 
-    @triton.jit
-    def stamp():
-        return tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=tl.int64, is_pure=False,
-                                         pack=1)
-
-    @triton.jit
-    def sm_id():
-        return tl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r", [], dtype=tl.int32, is_pure=False, pack=1)
+    stamp, sm_id = timer_functions()
 
     @triton.jit
     def forward(q_ptr, k_ptr, v_ptr, o_ptr, rec_ptr, seq_len, scale_log2,
@@ -132,22 +122,7 @@ def main() -> int:
         timelines.append({"case": case, "max_abs_error": error, "records": records})
         call = None
         torch.cuda.empty_cache()
-    done = profile_script(__file__, METRICS, base_units=True)
-    kernels = parse_raw_csv(done.stdout, with_units=True) if done is not None else []
-    if len(kernels) != len(CASES):
-        print(f"Nsight Compute profiled {len(kernels)} kernels for {len(CASES)} cases", file=sys.stderr)
-    for case, k in zip(CASES, kernels):
-        read = float(k["dram__bytes_read.sum"].replace(",", ""))
-        kv = 2 * case["heads"] * case["seq_len"] * case["head_dim"] * 2
-        print(label(case), "DRAM", f"{read / 1e9:.3f} GB,", f"{(read - kv / 2) / kv:.2f} K/V reads per head",
-              "regs", k.get("launch__registers_per_thread"), "CTAs per SM limit (regs, smem)",
-              k.get("launch__occupancy_limit_registers"), k.get("launch__occupancy_limit_shared_mem"), flush=True)
-    path = os.path.join(args.out, f"h200_probe_{datetime.date.today()}_fa_causal.json")
-    write_json(path, {"cases": CASES, "timelines": timelines, "kernels": kernels,
-                      "ncu_returncode": done.returncode if done is not None else None,
-                      "ncu_stderr": done.stderr[-2000:] if done is not None else "ncu not found"}, compact=True)
-    print("->", path)
-    return 0 if len(kernels) == len(CASES) else 1
+    return profile_and_write(__file__, CASES, label, args.out, "fa_causal", timelines)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def label(case: dict) -> str:
             f"warps={case['warps']}:")
 
 
-def build_kernel():
+def timer_functions():
+    """Triton device functions reading %globaltimer (ns) and %smid, for kernels whose CTAs record themselves."""
     import triton
     import triton.language as tl
 
@@ -47,6 +48,41 @@ def build_kernel():
     @triton.jit
     def sm_id():
         return tl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r", [], dtype=tl.int32, is_pure=False, pack=1)
+
+    return stamp, sm_id
+
+
+def kv_reads_per_head(case: dict, read_bytes: float) -> float:
+    """A forward's DRAM reads less Q's bytes, over one read of every head's K and V."""
+    kv_bytes = 2 * case["heads"] * case["seq_len"] * case["head_dim"] * 2
+    return (read_bytes - kv_bytes / 2) / kv_bytes
+
+
+def profile_and_write(script: str, cases: list, label, out_dir: str, name: str, timelines: list) -> int:
+    """Nsight Compute's DRAM reads of each case's kernel (`script --driver` runs one per case), printed beside
+    `label(case)`; writes h200_probe_<date>_<name>.json with `timelines`; the exit status."""
+    done = profile_script(script, METRICS, base_units=True)
+    kernels = parse_raw_csv(done.stdout, with_units=True) if done is not None else []
+    if len(kernels) != len(cases):
+        print(f"Nsight Compute profiled {len(kernels)} kernels for {len(cases)} cases", file=sys.stderr)
+    for case, k in zip(cases, kernels):
+        read = float(k["dram__bytes_read.sum"].replace(",", ""))
+        print(label(case), "DRAM", f"{read / 1e9:.3f} GB,", f"{kv_reads_per_head(case, read):.2f} K/V reads per head",
+              "regs", k.get("launch__registers_per_thread"), "CTAs per SM limit (regs, smem)",
+              k.get("launch__occupancy_limit_registers"), k.get("launch__occupancy_limit_shared_mem"), flush=True)
+    path = os.path.join(out_dir, f"h200_probe_{datetime.date.today()}_{name}.json")
+    write_json(path, {"cases": cases, "timelines": timelines, "kernels": kernels,
+                      "ncu_returncode": done.returncode if done is not None else None,
+                      "ncu_stderr": done.stderr[-2000:] if done is not None else "ncu not found"}, compact=True)
+    print("->", path)
+    return 0 if len(kernels) == len(cases) else 1
+
+
+def build_kernel():
+    import triton
+    import triton.language as tl
+
+    stamp, sm_id = timer_functions()
 
     @triton.jit
     def forward(q_ptr, k_ptr, v_ptr, o_ptr, rec_ptr, iters_ptr, seq_len, scale_log2,
@@ -178,22 +214,7 @@ def main() -> int:
         timelines.append({"case": case, "max_abs_error": error, "summaries": summaries, "records": runs[-1]})
         call = None
         torch.cuda.empty_cache()
-    done = profile_script(__file__, METRICS, base_units=True)
-    kernels = parse_raw_csv(done.stdout, with_units=True) if done is not None else []
-    if len(kernels) != len(CASES):
-        print(f"Nsight Compute profiled {len(kernels)} kernels for {len(CASES)} cases", file=sys.stderr)
-    for case, k in zip(CASES, kernels):
-        read = float(k["dram__bytes_read.sum"].replace(",", ""))
-        kv = 2 * case["heads"] * case["seq_len"] * case["head_dim"] * 2
-        print(label(case), "DRAM", f"{read / 1e9:.3f} GB,", f"{(read - kv / 2) / kv:.2f} K/V reads per head",
-              "regs", k.get("launch__registers_per_thread"), flush=True)
-    path = os.path.join(args.out, f"h200_probe_{datetime.date.today()}_fa_phases.json")
-    write_json(path, {"cases": CASES, "timelines": timelines, "kernels": kernels,
-                      "ncu_returncode": done.returncode if done is not None else None,
-                      "ncu_stderr": done.stderr[-2000:] if done is not None else "ncu not found"}, compact=True)
-    print("->", path)
-    return 0 if len(kernels) == len(CASES) else 1
-
+    return profile_and_write(__file__, CASES, label, args.out, "fa_phases", timelines)
 
 if __name__ == "__main__":
     sys.exit(main())
