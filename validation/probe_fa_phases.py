@@ -19,6 +19,7 @@ import os
 import sys
 
 from ncu_profile import parse_raw_csv, profile_args, profile_script, run_cases, write_json
+from profile_dram_heads import kv_reads_per_head
 
 BASE = {"heads": 16, "seq_len": 131072, "head_dim": 64, "block_m": 128, "block_n": 64, "warps": 4, "stages": 2}
 #: 1, 4 and 16 heads of the base shape, then 16 heads with FA2's tiles at d = 64 (128 x 128) and d = 128 (128 x 64,
@@ -52,12 +53,6 @@ def timer_functions():
     return stamp, sm_id
 
 
-def kv_reads_per_head(case: dict, read_bytes: float) -> float:
-    """A forward's DRAM reads less Q's bytes, over one read of every head's K and V."""
-    kv_bytes = 2 * case["heads"] * case["seq_len"] * case["head_dim"] * 2
-    return (read_bytes - kv_bytes / 2) / kv_bytes
-
-
 def profile_and_write(script: str, cases: list, label, out_dir: str, name: str, timelines: list) -> int:
     """Nsight Compute's DRAM reads of each case's kernel (`script --driver` runs one per case), printed beside
     `label(case)`; writes h200_probe_<date>_<name>.json with `timelines`; the exit status."""
@@ -86,7 +81,8 @@ def build_kernel():
 
     @triton.jit
     def forward(q_ptr, k_ptr, v_ptr, o_ptr, rec_ptr, iters_ptr, seq_len, scale_log2,
-                D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RECORD_CTAS: tl.constexpr = 0):
+                D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RECORD_CTAS: tl.constexpr = 0,
+                CAUSAL: tl.constexpr = 0):
         mb = tl.program_id(0)
         head = tl.program_id(1)
         cta = head * tl.num_programs(0) + mb
@@ -98,7 +94,10 @@ def build_kernel():
         m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
         l_i = tl.zeros((BLOCK_M,), tl.float32)
         acc = tl.zeros((BLOCK_M, D), tl.float32)
-        n_tiles = seq_len // BLOCK_N
+        if CAUSAL:  # up to the diagonal (probe_fa_causal.py)
+            n_tiles = ((mb + 1) * BLOCK_M + BLOCK_N - 1) // BLOCK_N
+        else:
+            n_tiles = seq_len // BLOCK_N
         for i in range(0, n_tiles):
             if RECORD_CTAS > 0:  # the start of every iteration of the first CTAs (probe_fa_iterations.py)
                 if cta < RECORD_CTAS:
@@ -107,9 +106,15 @@ def build_kernel():
             k = tl.load(k_ptr + base + keys[None, :] * D + cols[:, None])
             v = tl.load(v_ptr + base + keys[:, None] * D + cols[None, :])
             s = tl.dot(q, k) * scale_log2
+            if CAUSAL:
+                s = tl.where(keys[None, :] <= rows[:, None], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
-            p = tl.exp2(s - m_new[:, None])
-            alpha = tl.exp2(m_i - m_new)
+            if CAUSAL:  # rows whose keys so far are all masked
+                m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            else:
+                m_safe = m_new
+            p = tl.exp2(s - m_safe[:, None])
+            alpha = tl.exp2(m_i - m_safe)
             l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + tl.dot(p.to(tl.bfloat16), v)
             m_i = m_new
@@ -124,8 +129,10 @@ def build_kernel():
 
 
 def make_call(torch, case, record_ctas: int = 0):
-    """A callable that runs `case` once and returns its per-CTA (sm, start, end) records; with `record_ctas`, the
-    first that many CTAs also stamp every iteration's start into `call.iterations` (CTAs x tiles)."""
+    """A callable that runs `case` once (causal when `case["causal"]`) and returns its per-CTA (sm, start, end)
+    records; with `record_ctas`, the first that many CTAs also stamp every iteration's start into
+    `call.iterations` (CTAs x tiles)."""
+    causal = bool(case.get("causal"))
     kernel = build_kernel()
     shape = (case["heads"], case["seq_len"], case["head_dim"])
     q, k, v = (torch.randn(*shape, device="cuda", dtype=torch.bfloat16) for _ in range(3))
@@ -138,17 +145,40 @@ def make_call(torch, case, record_ctas: int = 0):
 
     def call():
         kernel[grid](q, k, v, o, rec, iterations, case["seq_len"], scale_log2, D=case["head_dim"],
-                     BLOCK_M=case["block_m"], BLOCK_N=case["block_n"], RECORD_CTAS=record_ctas,
+                     BLOCK_M=case["block_m"], BLOCK_N=case["block_n"], RECORD_CTAS=record_ctas, CAUSAL=int(causal),
                      num_warps=case["warps"], num_stages=case["stages"])
         return rec
     call.iterations = iterations
 
     def error() -> float:
-        """Largest |difference| from float32 attention over the first 256 query rows of head 0."""
-        scores = q[0, :256].float() @ k[0].float().T * case["head_dim"] ** -0.5
-        return float((torch.softmax(scores, -1) @ v[0].float() - o[0, :256].float()).abs().max())
+        """Largest |difference| from float32 attention over 256 query rows of head 0: the first, or rows 1024-1279
+        when causal (whose first rows see few keys)."""
+        first = 1024 if causal else 0
+        rows, keys = slice(first, first + 256), (first + 256 if causal else case["seq_len"])
+        scores = q[0, rows].float() @ k[0, :keys].float().T * case["head_dim"] ** -0.5
+        if causal:
+            future = torch.ones(256, keys, device="cuda", dtype=torch.bool).triu(1 + first)  # keys past each row
+            scores = scores.masked_fill(future, float("-inf"))
+        return float((torch.softmax(scores, -1) @ v[0, :keys].float() - o[0, rows].float()).abs().max())
     call.error = error
     return call
+
+
+def recorded_calls(torch, case: dict, calls: int) -> tuple[list, float]:
+    """Run `case` once to warm up, then `calls` times: each call's per-CTA (sm, start, end) records, and the largest
+    error of its output (make_call's `error`). Frees the case's tensors."""
+    call = make_call(torch, case)
+    call()
+    torch.cuda.synchronize()
+    runs = []
+    for _ in range(calls):
+        rec = call()
+        torch.cuda.synchronize()
+        runs.append(rec.view(-1, 3).tolist())
+    error = call.error()
+    call = None
+    torch.cuda.empty_cache()
+    return runs, error
 
 
 def summarize(records: list) -> dict:
@@ -195,15 +225,7 @@ def main() -> int:
     import torch
     timelines = []
     for case in CASES:
-        call = make_call(torch, case)
-        call()
-        torch.cuda.synchronize()
-        runs = []
-        for _ in range(2):
-            rec = call()
-            torch.cuda.synchronize()
-            runs.append(rec.view(-1, 3).tolist())
-        error = call.error()
+        runs, error = recorded_calls(torch, case, 2)
         print(label(case), "max |error| over 256 rows of head 0:", f"{error:.4f}", flush=True)
         summaries = [summarize(r) for r in runs]
         for s in summaries:
@@ -212,8 +234,6 @@ def main() -> int:
                   "partner gap p90 / max", s["partner_gap"]["p90"], "/", s["partner_gap"]["max"],
                   "; start p10/p90 by wave:", spread, flush=True)
         timelines.append({"case": case, "max_abs_error": error, "summaries": summaries, "records": runs[-1]})
-        call = None
-        torch.cuda.empty_cache()
     return profile_and_write(__file__, CASES, label, args.out, "fa_phases", timelines)
 
 if __name__ == "__main__":

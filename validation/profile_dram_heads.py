@@ -25,10 +25,15 @@ CASES = [{"impl": impl, "batch": 1, "heads": h, "seq_len": n, "head_dim": d, "ca
          for impl, d, n in SHAPES for h in (1, 2, 4, 8, 16)]
 
 
-def describe(case: dict, reads: list) -> str:
-    """A case's DRAM reads and its K/V reads per head: (reads - Q's bytes) over the heads' K and V bytes."""
+def kv_reads_per_head(case: dict, read_bytes: float) -> float:
+    """A forward's DRAM reads less Q's bytes, over one read of every head's K and V (bf16; Q is half of K and V)."""
     kv_bytes = 2 * case["heads"] * case["seq_len"] * case["head_dim"] * 2
-    passes = " ".join(f"{(r - kv_bytes / 2) / kv_bytes:.2f}" for r in reads)
+    return (read_bytes - kv_bytes / 2) / kv_bytes
+
+
+def describe(case: dict, reads: list) -> str:
+    """A case's DRAM reads and its K/V reads per head (kv_reads_per_head)."""
+    passes = " ".join(f"{kv_reads_per_head(case, r):.2f}" for r in reads)
     return (f"{case['impl']} {case['head_dim']} {case['seq_len']} {case['heads']} GB "
             f"{' '.join(f'{r / 1e9:.3f}' for r in reads)} K/V reads per head {passes}")
 

@@ -29,6 +29,8 @@ import sys
 from collections import OrderedDict
 from pathlib import Path
 
+from profile_dram_heads import kv_reads_per_head
+
 HERE = Path(__file__).resolve().parent
 SCHEDULES = HERE / "data" / "h200_probe_2026-11-30_fa_causal.json"
 MIB = 1 << 20
@@ -137,7 +139,7 @@ class TwoPartitions:
         return dram
 
 
-def kv_reads_per_head(case: dict, events: list, cache) -> float:
+def replayed_kv_reads_per_head(case: dict, events: list, cache) -> float:
     """K/V DRAM reads over one read of every head's K and V."""
     kv_read = 0.0
     for _, _, sm, kind, key, nbytes in events:
@@ -187,13 +189,12 @@ def main() -> None:
           + " / ".join(partition_label(p) for p in partitions))
     for timeline, kernel in zip(doc["timelines"], doc["kernels"]):
         case = timeline["case"]
-        kv_bytes = 2 * case["heads"] * case["seq_len"] * case["head_dim"] * 2
-        gpu = (float(kernel["dram__bytes_read.sum"].replace(",", "")) - kv_bytes / 2) / kv_bytes
+        gpu = kv_reads_per_head(case, float(kernel["dram__bytes_read.sum"].replace(",", "")))
         events = accesses(case, timeline["records"])
-        lru = [kv_reads_per_head(case, events, OneLru(c * MIB)) for c in LRU_CAPACITIES_MIB]
-        parts = [kv_reads_per_head(case, events, partitioned(p)) for p in partitions]
+        lru = [replayed_kv_reads_per_head(case, events, OneLru(c * MIB)) for c in LRU_CAPACITIES_MIB]
+        parts = [replayed_kv_reads_per_head(case, events, partitioned(p)) for p in partitions]
         print(f"{case['heads']} heads, N = {case['seq_len']}, d = {case['head_dim']} | {gpu:.2f} | "
-              f"{kv_reads_per_head(case, events, ModelL2()):.2f} | {' / '.join(f'{p:.2f}' for p in lru)} | "
+              f"{replayed_kv_reads_per_head(case, events, ModelL2()):.2f} | {' / '.join(f'{p:.2f}' for p in lru)} | "
               f"{' / '.join(f'{p:.2f}' for p in parts)}", flush=True)
 
 
