@@ -12,6 +12,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 
 from gpusim import AttentionProblem, simulate
+from gpusim.kernels.fa3 import CUDNN_BPROP_TILES
 
 TIME_TOLERANCE = 0.03
 BYTES_TOLERANCE = 0.01
@@ -40,7 +41,7 @@ GRID = [  # (kernel, problem kwargs, hardware[, options[, simulate's keywords]])
     # cuDNN's backward CTA (two consumer warpgroups held in step by a named barrier), two waves of 64-step loops:
     # with the barrier after dV the second wave's warpgroups drifted apart and folded mode was +10% off exact
     ("fa3", dict(batch=1, heads=8, seq_len=4096, head_dim=64, pass_="bwd"), "h200",
-     {"bwd_block_m": 64, "bwd_block_n": 128, "extra_bwd_ops_per_score": 7.51, "extra_bwd_ops_per_dq": 6.63}),
+     CUDNN_BPROP_TILES),
     # long K/V walks: 70 tiles, the producer's and the consumer warpgroups' loops sampled together; causal, up to
     # 64 tiles, run in full
     ("fa3", dict(batch=1, heads=8, seq_len=12320, head_dim=128), "h200"),

@@ -74,7 +74,7 @@ def test_fa3_head_dim_256():
 # ------------------------------------------------------------------------------------------------ FA3 backward
 #: cuDNN's backward (validation/README.md runs 39-40): two 64-key consumer warpgroups per CTA, 64 query rows per
 #: step, and its extra instructions
-CUDNN_BWD = {"bwd_block_m": 64, "bwd_block_n": 128, "extra_bwd_ops_per_score": 7.51, "extra_bwd_ops_per_dq": 6.63}
+CUDNN_BWD = fa3.CUDNN_BPROP_TILES
 
 
 @pytest.mark.parametrize("shape, options", [
