@@ -644,6 +644,19 @@ def test_two_ctas_on_one_sm_share_its_fp32_pipe():
     assert out["busy"]["fp32"] == 1.0 and out["busy"]["dispatch"] == 1.0
 
 
+def test_trace_has_a_row_per_cta_on_its_slot():
+    # one SM of two slots, three CTAs of 1000 FP32 cycles: the first two share the SM (2000 cycles each), the
+    # third takes the slot that frees first and runs alone
+    def program(cta):
+        yield delay(1000)
+
+    out = run(plan_of(launch_of([0, 1, 2], program, max_ctas_per_sm=2)), sm_count=1, trace=True)
+    rows = sorted((name, sm, unit, start, duration) for name, sm, unit, start, duration in out["trace"]
+                  if unit.startswith("cta"))
+    assert rows == [("cta 0", 0, "cta slot 0", 0, 2000), ("cta 1", 0, "cta slot 1", 0, 2000),
+                    ("cta 2", 0, "cta slot 0", 2000, 1000)]
+
+
 def _mma_and_vector(instruction: str, vector_cycles: int):
     """One CTA of two warp roles: one issues a 64x64x64 MMA, the other a vector op, both at t=0."""
     def program(cta):

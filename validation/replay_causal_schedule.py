@@ -17,8 +17,7 @@ models, since an L2 model must fit those too.
     python validation/replay_causal_schedule.py [CAPACITY_MIB:SPREAD:COPY_PROBABILITY ...]   (no GPU; minutes)
 
 The replay's own approximation (tiles spread evenly over a CTA, no prefetch) was gauged on the model's exact-mode
-schedule of SDPA's FA2, recorded with a hook into the engine that is not part of this script (validation/README.md,
-nineteenth session).
+schedule of SDPA's FA2: compare_causal_schedule.py records it from the engine's trace and replays it the same way.
 """
 
 from __future__ import annotations

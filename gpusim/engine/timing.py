@@ -178,8 +178,8 @@ class TimingInterpreter:
         self._last_wave_ctas = sum(rep.count for rep in list(reps)[len(reps) - self._last_wave_reps:])
         start = env.now
         store_done = [start]
-        workers = [env.process(self._sm_slot(sm, launch, reps, store_done, meter))
-                   for _ in range(occupancy) for sm in sms]
+        workers = [env.process(self._sm_slot(sm, slot, launch, reps, store_done, meter))
+                   for slot in range(occupancy) for sm in sms]
         yield env.all_of(workers)
         finish = max(env.now, store_done[0])
         if finish > env.now:
@@ -266,7 +266,9 @@ class TimingInterpreter:
             else:
                 self.per_sm_busy[name] += extra
 
-    def _sm_slot(self, sm: SmState, launch: Launch, reps: deque, store_done: list, meter=None):
+    def _sm_slot(self, sm: SmState, slot: int, launch: Launch, reps: deque, store_done: list, meter=None):
+        """One of an SM's CTA slots: runs the next representative whenever it is free (CTAs are placed in grid
+        order as slots free). Traced: one `cta` row per CTA, on its slot's track."""
         env = self.env
         while reps:
             rep = reps.popleft()
@@ -279,10 +281,13 @@ class TimingInterpreter:
                             self._dispatched)
             sm.reps_run += 1
             sm.work_represented += rep.weight
+            started = env.now
             procs = [env.process(self._run_role(role, cta, launch.name)) for role in roles]
             self._resident += rep.count
             yield env.all_of(procs)
             self._resident -= rep.count
+            if self.trace is not None:
+                self.trace.append((f"cta {rep.cta}", sm.index, f"cta slot {slot}", started, env.now - started))
             store_done[0] = max(store_done[0], cta.store_done)
             if meter is not None:
                 meter.cta_finished(env.now)
