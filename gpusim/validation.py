@@ -126,8 +126,9 @@ def suspect(case: Case, result, error: float) -> str:
     if case.metric == "hbm_read_bytes" and _causal_walk_near_l2(case):
         return _causal_walk_suspect(error)
     if case.metric == "hbm_read_bytes" and error < 0 and problem.seq_len >= 32768:
-        fa2 = (" FA2's passes per wave over one head's K/V grow from 1.0 at 4 waves to 1.9 at 62 (run 31)."
-               if case.kernel == "fa2" else "")
+        fa2 = (" FA2's passes per wave over one head's K/V grow from 1.0 at 4 waves to 1.9 at 62 (run 31), alike at"
+               " d = 64 and 128, where the model's drift makes at most stream / L2 passes per wave (1.1 at d = 64,"
+               " 128k: validation/README.md, twentieth session)." if case.kernel == "fa2" else "")
         return ("K/V re-read from DRAM more than modelled: CTAs fall out of step over a long launch faster than "
                 "the model's drift (cta_duration_jitter, one random walk for every kernel, where how far a launch "
                 f"drifts is its kernel's: validation/README.md runs 31-32).{fa2} Or the L2's two partitions (run 29)")
@@ -198,11 +199,13 @@ def _causal_walk_suspect(error: float) -> str:
     where = ("each causal CTA walks K/V down from its own diagonal, so the CTAs running together keep a head's K/V "
              "live at about the L2's capacity")
     if error < 0:
-        return (f"causal K/V walks re-read more than modelled: {where}. A Triton causal forward of FA2's shape read "
-                "K/V 1.80 / 2.43 times per head at 4 / 16 heads of 32k tokens (SDPA's FA2 2.4-2.9 / 4.0, run 42); "
-                "replaying the schedule it ran (validation/README.md run 43) through the model's L2 (one LRU per hash "
-                "class) gives 1.29 / 1.75, through two LRU partitions of 25.5-27 MiB with copies beside far readers "
-                "(run 29) 1.36-1.92 / 2.20-3.15")
+        return (f"causal K/V walks re-read more than modelled: {where}. The model runs the GPU's schedule (heads "
+                "within 0.015 of the span of a Triton causal forward of FA2's shape, run 43: validation/"
+                "compare_causal_schedule.py), so the L2 and the kernel differ: that Triton kernel read K/V 1.80 / 2.43 "
+                "times per head at 4 / 16 heads of 32k tokens, SDPA's FA2 2.7 / 4.0 (run 42), the model 1.11 at 4 "
+                "heads; two L2 partitions with copies beside far readers (run 29) read 1.79 / 2.42 in exact mode but "
+                "not folded (validation/README.md, twentieth session), and SDPA's kernel re-reads about 1.5 times what "
+                "the Triton kernel does, as its long non-causal launches drift where that kernel's do not (run 32)")
     return (f"causal K/V walks kept by the GPU's L2 where the model's thrashes: {where}, and the model's smaller "
             "hash classes re-read all of it. At one head of 128k tokens, d = 64, a Triton causal forward of FA2's "
             "shape read K/V 1.92 times; replaying the schedule it ran (validation/README.md run 43) through the "
