@@ -30,22 +30,25 @@ def label(case: dict) -> str:
     return f"H={case['heads']} N={case['seq_len']} d={case['head_dim']} {case['block_m']}x{case['block_n']}:"
 
 
-def main() -> int:
-    args = profile_args(__doc__)
+def probe(script: str, doc: str, cases: list, name: str, flush_l2: bool = False) -> int:
+    """The command line of a causal probe: every case's CTA records, then its DRAM reads under Nsight Compute;
+    writes h200_probe_<date>_<name>.json. `flush_l2`: record the schedule of a call after an L2 flush, as the
+    profiled call runs, rather than of one after a warm-up call."""
+    args = profile_args(doc)
     if args.driver:
-        run_cases(CASES, make_call)
+        run_cases(cases, make_call)
         return 0
     import torch
     timelines = []
-    for case in CASES:
-        (records,), error = recorded_calls(torch, case, 1)
+    for case in cases:
+        (records,), error = recorded_calls(torch, case, 1, flush_l2=flush_l2)
         t0 = min(r[1] for r in records)
         span_us = (max(r[2] for r in records) - t0) / 1e3
         print(label(case), f"max |error| {error:.4f}, {len(records)} CTAs on {len({r[0] for r in records})} SMs,",
               f"{span_us:.0f} us", flush=True)
-        timelines.append({"case": case, "max_abs_error": error, "records": records})
-    return profile_and_write(__file__, CASES, label, args.out, "fa_causal", timelines)
+        timelines.append({"case": case, "max_abs_error": error, "records": records, "l2_flushed": flush_l2})
+    return profile_and_write(script, cases, label, args.out, name, timelines)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(probe(__file__, __doc__, CASES, "fa_causal"))

@@ -164,19 +164,28 @@ def make_call(torch, case, record_ctas: int = 0):
     return call
 
 
-def recorded_calls(torch, case: dict, calls: int) -> tuple[list, float]:
+#: Bytes zeroed to flush the L2 before a recorded call (`recorded_calls(flush_l2=True)`): as do_bench does, 256 MB.
+FLUSH_BYTES = 256 * 10**6
+
+
+def recorded_calls(torch, case: dict, calls: int, flush_l2: bool = False) -> tuple[list, float]:
     """Run `case` once to warm up, then `calls` times: each call's per-CTA (sm, start, end) records, and the largest
-    error of its output (make_call's `error`). Frees the case's tensors."""
+    error of its output (make_call's `error`). `flush_l2`: zero a buffer larger than the L2 before each recorded
+    call, so that it finds none of its data in L2, as Nsight Compute's profiled call does (that one starts from an
+    empty L2, this one from the buffer's dirty lines, as do_bench's calls do). Frees the case's tensors."""
     call = make_call(torch, case)
     call()
     torch.cuda.synchronize()
+    flush = torch.empty(FLUSH_BYTES, dtype=torch.int8, device="cuda") if flush_l2 else None
     runs = []
     for _ in range(calls):
+        if flush is not None:
+            flush.zero_()
         rec = call()
         torch.cuda.synchronize()
         runs.append(rec.view(-1, 3).tolist())
     error = call.error()
-    call = None
+    call = flush = None
     torch.cuda.empty_cache()
     return runs, error
 
