@@ -1,7 +1,7 @@
-"""Replay run 43's measured causal schedules through L2 models: is it the schedule or the L2 that re-reads?
+"""Replay runs 43-44's measured causal schedules through L2 models: is it the schedule or the L2 that re-reads?
 
-Run 43 (probe_fa_causal.py) recorded when each CTA of a Triton causal forward ran, on which SM, and Nsight Compute
-counted the kernel's DRAM reads. This replays every CTA's K/V walk (its tiles from its diagonal down, spread evenly
+Runs 43 and 44 (probe_fa_causal.py, probe_fa_causal_more.py) recorded when each CTA of a Triton causal forward ran,
+on which SM, and Nsight Compute counted the kernel's DRAM reads. This replays every CTA's K/V walk (its tiles from its diagonal down, spread evenly
 over its start and end, Q read at its start, O written at its end) through three L2 models, and prints the K/V
 passes per head each gives beside the GPU's:
 
@@ -32,6 +32,8 @@ from profile_dram_heads import kv_reads_per_head
 
 HERE = Path(__file__).resolve().parent
 SCHEDULES = HERE / "data" / "h200_probe_2026-11-30_fa_causal.json"
+#: Run 44 (probe_fa_causal_more.py): the same kernel on run 42's other gated shapes, each recorded after an L2 flush.
+MORE_SCHEDULES = HERE / "data" / "h200_probe_2026-11-30_fa_causal_more.json"
 MIB = 1 << 20
 #: Run 29: the SMs beside SM 0's L2 partition (inclusive ranges); the others sit beside SM 67's.
 SIDE_OF_SM0 = ((0, 1), (8, 13), (16, 17), (24, 29), (32, 33), (40, 45), (48, 49), (56, 61), (70, 75), (84, 89),
@@ -182,17 +184,18 @@ def main() -> None:
         shared = " / ".join(f"{rereads_in_order(w, make(), True):.2f}" for w in (24, 28, 32, 40))
         private = " / ".join(f"{rereads_in_order(w, make(), False):.2f}" for w in (40, 44, 48, 56))
         print(f"  {name}: shared {shared}; private {private}", flush=True)
-    doc = json.loads(SCHEDULES.read_text())
-    print("K/V reads per head: the GPU's (run 43), then each L2 model's replay of the GPU's schedule")
+    print("K/V reads per head: the GPU's (runs 43 and 44), then each L2 model's replay of the GPU's schedule")
     print(f"case | GPU | model L2 | LRU {' / '.join(map(str, LRU_CAPACITIES_MIB))} MiB | "
           + " / ".join(partition_label(p) for p in partitions))
-    for timeline, kernel in zip(doc["timelines"], doc["kernels"]):
+    docs = [json.loads(path.read_text()) for path in (SCHEDULES, MORE_SCHEDULES)]
+    for timeline, kernel in ((t, k) for doc in docs for t, k in zip(doc["timelines"], doc["kernels"])):
         case = timeline["case"]
         gpu = kv_reads_per_head(case, float(kernel["dram__bytes_read.sum"].replace(",", "")))
         events = accesses(case, timeline["records"])
         lru = [replayed_kv_reads_per_head(case, events, OneLru(c * MIB)) for c in LRU_CAPACITIES_MIB]
         parts = [replayed_kv_reads_per_head(case, events, partitioned(p)) for p in partitions]
-        print(f"{case['heads']} heads, N = {case['seq_len']}, d = {case['head_dim']} | {gpu:.2f} | "
+        flushed = " (after a flush)" if timeline.get("l2_flushed") else ""
+        print(f"{case['heads']} heads, N = {case['seq_len']}, d = {case['head_dim']}{flushed} | {gpu:.2f} | "
               f"{replayed_kv_reads_per_head(case, events, ModelL2()):.2f} | {' / '.join(f'{p:.2f}' for p in lru)} | "
               f"{' / '.join(f'{p:.2f}' for p in parts)}", flush=True)
 
