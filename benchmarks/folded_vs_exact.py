@@ -12,7 +12,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 
 from gpusim import AttentionProblem, simulate
-from gpusim.kernels.fa3 import CUDNN_BPROP_TILES
+from gpusim.kernels.cudnn_options import CUDNN_BPROP_TILES
 
 TIME_TOLERANCE = 0.03
 BYTES_TOLERANCE = 0.01

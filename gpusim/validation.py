@@ -127,8 +127,9 @@ def suspect(case: Case, result, error: float) -> str:
         return _causal_walk_suspect(error)
     if case.metric == "hbm_read_bytes" and error < 0 and problem.seq_len >= 32768:
         fa2 = (" FA2's passes per wave over one head's K/V grow from 1.0 at 4 waves to 1.9 at 62 (run 31), alike at"
-               " d = 64 and 128, where the model's drift makes at most stream / L2 passes per wave (1.1 at d = 64,"
-               " 128k: validation/README.md, twentieth session)." if case.kernel == "fa2" else "")
+               " d = 64 and 128; the model's later waves make at most the larger of its simulated waves' passes and"
+               " one head's K/V over the L2 (1.1 at d = 64, 128k: validation/README.md, twentieth session)."
+               if case.kernel == "fa2" else "")
         return ("K/V re-read from DRAM more than modelled: CTAs fall out of step over a long launch faster than "
                 "the model's drift (cta_duration_jitter, one random walk for every kernel, where how far a launch "
                 f"drifts is its kernel's: validation/README.md runs 31-32).{fa2} Or the L2's two partitions (run 29)")
@@ -195,17 +196,19 @@ def _causal_walk_near_l2(case: Case) -> bool:
 
 
 def _causal_walk_suspect(error: float) -> str:
-    """Why a causal FA2 forward's DRAM reads miss: which L2 model is right decides its re-reads (run 43)."""
+    """Why a causal FA2 forward's DRAM reads miss: which L2 model is right decides its re-reads (runs 43-44), and
+    SDPA's kernel reads more than a Triton kernel of its grid and tiles (run 42 against 43-44)."""
     where = ("each causal CTA walks K/V down from its own diagonal, so the CTAs running together keep a head's K/V "
              "live at about the L2's capacity")
     if error < 0:
-        return (f"causal K/V walks re-read more than modelled: {where}. The model runs the GPU's schedule (heads "
-                "within 0.015 of the span of a Triton causal forward of FA2's shape, run 43: validation/"
-                "compare_causal_schedule.py), so the L2 and the kernel differ: that Triton kernel read K/V 1.80 / 2.43 "
-                "times per head at 4 / 16 heads of 32k tokens, SDPA's FA2 2.7 / 4.0 (run 42), the model 1.11 at 4 "
-                "heads; two L2 partitions with copies beside far readers (run 29) read 1.79 / 2.42 in exact mode but "
-                "not folded (validation/README.md, twentieth session), and SDPA's kernel re-reads about 1.5 times what "
-                "the Triton kernel does, as its long non-causal launches drift where that kernel's do not (run 32)")
+        return (f"causal K/V walks re-read more than modelled: {where}. At 4 heads of 32k tokens the model's exact "
+                "schedule is a Triton causal forward's of FA2's shape (heads within 0.015 of the span: validation/"
+                "compare_causal_schedule.py), so the L2 and the kernel differ: that kernel read K/V 1.56-1.94 / 2.43 "
+                "times per head at 4 / 16 heads (runs 43-44), SDPA's FA2 2.7 / 4.0 (run 42), the model's exact mode "
+                "1.11 / 2.18. Two L2 partitions with copies beside far readers (run 29; unmerged branch "
+                "wip/l2-partitions-3) read 1.79 / 2.42 in exact and 1.77 / 2.32 in folded mode but break cuDNN's "
+                "rows; SDPA's kernel read 1.4-1.7 times the Triton kernel's K/V at 32k, 0.9-1.3 at 16k, for reasons "
+                "not measured (validation/README.md, twentieth session)")
     return (f"causal K/V walks kept by the GPU's L2 where the model's thrashes: {where}, and the model's smaller "
             "hash classes re-read all of it. At one head of 128k tokens, d = 64, a Triton causal forward of FA2's "
             "shape read K/V 1.92 times; replaying the schedule it ran (validation/README.md run 43) through the "

@@ -653,8 +653,8 @@ def test_trace_has_a_row_per_cta_on_its_slot():
     out = run(plan_of(launch_of([0, 1, 2], program, max_ctas_per_sm=2)), sm_count=1, trace=True)
     rows = sorted((name, sm, unit, start, duration) for name, sm, unit, start, duration in out["trace"]
                   if unit.startswith("cta"))
-    assert rows == [("cta 0", 0, "cta slot 0", 0, 2000), ("cta 1", 0, "cta slot 1", 0, 2000),
-                    ("cta 2", 0, "cta slot 0", 2000, 1000)]
+    assert rows == [("t cta 0", 0, "cta slot 0", 0, 2000), ("t cta 1", 0, "cta slot 1", 0, 2000),
+                    ("t cta 2", 0, "cta slot 0", 2000, 1000)]
 
 
 def _mma_and_vector(instruction: str, vector_cycles: int):

@@ -13,6 +13,7 @@ from gpusim.engine import loop_sampling
 from gpusim.engine.timing import TimingInterpreter
 from gpusim.errors import InputError
 from gpusim.kernels import fa3, fa4
+from gpusim.kernels.cudnn_options import CUDNN_BPROP_TILES
 from gpusim.problem import AttentionProblem
 from gpusim.reference import attention_backward, attention_forward, random_inputs, relative_error
 from gpusim.simulate import run_functional_check, simulate
@@ -74,7 +75,7 @@ def test_fa3_head_dim_256():
 # ------------------------------------------------------------------------------------------------ FA3 backward
 #: cuDNN's backward (validation/README.md runs 39-40): two 64-key consumer warpgroups per CTA, 64 query rows per
 #: step, and its extra instructions
-CUDNN_BWD = fa3.CUDNN_BPROP_TILES
+CUDNN_BWD = CUDNN_BPROP_TILES
 
 
 @pytest.mark.parametrize("shape, options", [

@@ -12,7 +12,9 @@ import functools
 import json
 from pathlib import Path
 
-from gpusim.kernels import fa3
+# cuDNN as fa3's options, measured on the H200
+from gpusim.kernels.cudnn_options import (CUDNN_BPROP_TILES, CUDNN_FPROP_D256, CUDNN_FPROP_SOFTMAX_EXTRA,
+                                          CUDNN_FPROP_TILES)
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "gpusim" / "data" / "validation_cases.csv"
@@ -34,11 +36,6 @@ KERNEL_OF_IMPL = {"flash": "fa2", "cudnn": "fa3", "naive": "naive", "triton_nosp
 #: cp.async round trip (0.92 us, run 17) and its math; two in flight would take half.
 TRITON_DECODE_TILES = {"block_m": 16, "block_n": 64}
 TRITON_DECODE_WARPS, TRITON_DECODE_STAGES = 4, 3
-
-
-# cuDNN's fused attention as fa3's options (tiles and extra instructions, each measured on the H200): gpusim.kernels.fa3
-CUDNN_FPROP_TILES, CUDNN_FPROP_SOFTMAX_EXTRA = fa3.CUDNN_FPROP_TILES, fa3.CUDNN_FPROP_SOFTMAX_EXTRA
-CUDNN_FPROP_D256, CUDNN_BPROP_TILES = fa3.CUDNN_FPROP_D256, fa3.CUDNN_BPROP_TILES
 
 
 def prefill_options(impl: str, phase: str, head_dim: int) -> dict:

@@ -4,8 +4,9 @@ Run 43 (probe_fa_causal.py) recorded each CTA of a Triton causal forward of FA2'
 simulates SDPA's FA2 on the same problem in exact mode with the engine's trace (one `cta` row per CTA: its SM,
 start and duration), then prints, for both schedules, each normalized to its own span:
 
-- every head's first start, last start and last end, and how many heads have CTAs running at 21 points in time;
-- each CTA's time per K/V step over the median (10th and 90th percentile, short and long CTAs);
+- every head's first start, last start and last end, and how many heads have CTAs running at 21 points in time (the
+  middles of 21 equal slices of the span);
+- each CTA's time per K/V step over the median (10th and 90th percentile, and a head's first CTAs, the shortest);
 - the K/V reads per head that replay_causal_schedule.py's L2 models give on each schedule, beside the engine's own
   and the GPU's (run 43's Triton kernel, run 42's SDPA kernel).
 
@@ -21,27 +22,35 @@ import json
 import statistics
 import sys
 
-from profile_dram_heads import kv_reads_per_head
+from profile_dram_heads import dram_read_bytes, kv_reads_per_head
 from replay_causal_schedule import (PARTITIONS, SCHEDULES, ModelL2, accesses, partition_label, partitioned,
                                     replayed_kv_reads_per_head)
 
 #: Points in time at which running heads are counted.
 LIVE_SAMPLES = 21
+#: A head's first CTAs (query blocks), whose walks are the shortest (2-16 tiles at 128 x 64): their fixed costs show.
+SHORT_CTAS = 8
 
 
 def model_records(case: dict) -> tuple[list, float]:
     """The engine's exact-mode schedule of SDPA's FA2 on run 43's case: (sm, start, end) per CTA in grid order
-    (cycles), and the engine's own K/V reads per head."""
+    (cycles, from the trace's `cta` rows of the forward launch), and the engine's own K/V reads per head."""
     from gpusim import AttentionProblem, simulate
     problem = AttentionProblem(batch=1, heads=case["heads"], seq_len=case["seq_len"], head_dim=case["head_dim"],
                                causal=True)
     result = simulate("fa2", problem, "h200", exact=True, trace=True)
+    if (result.info["block_m"], result.info["block_n"]) != (case["block_m"], case["block_n"]):
+        raise SystemExit(f"compare_causal_schedule.py: the model's FA2 tiles {result.info['block_m']} x "
+                         f"{result.info['block_n']} are not the probe's {case['block_m']} x {case['block_n']}")
     blocks_per_head = case["seq_len"] // case["block_m"]
     records = {}
     for name, sm, unit, start, duration in result.trace:
-        if unit.startswith("cta"):
-            block, _batch, head = ast.literal_eval(name.removeprefix("cta "))
+        if unit.startswith("cta slot") and name.startswith("fa2_fwd cta "):
+            block, _batch, head = ast.literal_eval(name.removeprefix("fa2_fwd cta "))  # (query block, batch, head)
             records[head * blocks_per_head + block] = (sm, start, start + duration)
+    if sorted(records) != list(range(case["heads"] * blocks_per_head)):
+        raise SystemExit(f"compare_causal_schedule.py: the trace has {len(records)} forward CTAs, not "
+                         f"{case['heads']} x {blocks_per_head}")
     return [records[i] for i in range(len(records))], kv_reads_per_head(case, result.hbm_read_bytes)
 
 
@@ -56,17 +65,16 @@ def describe(label: str, case: dict, records: list) -> None:
         own = spans[head * blocks:(head + 1) * blocks]
         print(f"  head {head}: first start {min(s for s, _ in own):.3f}, last start {max(s for s, _ in own):.3f}, "
               f"last end {max(e for _, e in own):.3f}")
-    live = [len({i // blocks for i, (s, e) in enumerate(spans) if s <= k / (LIVE_SAMPLES - 1) < e})
+    live = [len({i // blocks for i, (s, e) in enumerate(spans) if s <= (k + 0.5) / LIVE_SAMPLES < e})
             for k in range(LIVE_SAMPLES)]
     print(f"  heads running at {LIVE_SAMPLES} points: {live}")
     tiles_per_block = case["block_m"] // case["block_n"]
     steps = [(e - s) / ((i % blocks + 1) * tiles_per_block) for i, (s, e) in enumerate(spans)]
     median = statistics.median(steps)
     deciles = statistics.quantiles(steps, n=10)
-    short = statistics.median(steps[i] for i in range(len(steps)) if i % blocks < 8)
-    long = statistics.median(steps[i] for i in range(len(steps)) if i % blocks >= blocks - 56)
+    short = statistics.median(steps[i] for i in range(len(steps)) if i % blocks < SHORT_CTAS)
     print(f"  time per K/V step over the median: p10 {deciles[0] / median:.2f}, p90 {deciles[-1] / median:.2f}; "
-          f"first 8 CTAs of a head {short / median:.2f}, last 56 {long / median:.2f}")
+          f"a head's first {SHORT_CTAS} CTAs {short / median:.2f}")
 
 
 def main() -> None:
@@ -78,7 +86,7 @@ def main() -> None:
         raise SystemExit(f"compare_causal_schedule.py: no run 43 case with {heads} heads at 32k tokens (1, 2, 4, 16)")
     timeline, kernel = found[0]
     case = timeline["case"]
-    gpu_reads = kv_reads_per_head(case, float(kernel["dram__bytes_read.sum"].replace(",", "")))
+    gpu_reads = kv_reads_per_head(case, dram_read_bytes(kernel))
     model, engine_reads = model_records(case)
     describe("run 43 (Triton kernel on the H200)", case, timeline["records"])
     describe("the model (SDPA's FA2, exact mode)", case, model)

@@ -1,9 +1,9 @@
 """Run 44: probe_fa_causal.py's Triton causal forward on the shapes of run 42's other gated rows (H200).
 
 Run 42's SDPA FA2 rows past 25% are FA2's causal forward at 32k tokens, d = 128, with 4, 8 and 16 heads, and at 16k
-with 16 and 32 heads; run 43 probed 1, 2, 4 and 16 heads at 32k. This probes the rest with the same kernel, and
-records each schedule from a call after an L2 flush (run 43's came from a call after a warm-up call), so that an L2
-model can be judged on more of the walks that the gated rows make.
+with 16 and 32 heads; run 43 probed 1, 2, 4 and 16 heads at 32k. This probes 8 heads at 32k and 4, 16 and 32 at 16k
+with the same kernel (and 4 at 32k again), each schedule recorded from a call after an L2 flush (run 43's came from a
+call after a warm-up call), so that an L2 model can be judged on more of the walks that the gated rows make.
 
     python validation/probe_fa_causal_more.py --out validation/data      (needs torch, triton, CUDA and `ncu`)
 

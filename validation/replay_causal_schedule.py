@@ -1,9 +1,9 @@
 """Replay runs 43-44's measured causal schedules through L2 models: is it the schedule or the L2 that re-reads?
 
 Runs 43 and 44 (probe_fa_causal.py, probe_fa_causal_more.py) recorded when each CTA of a Triton causal forward ran,
-on which SM, and Nsight Compute counted the kernel's DRAM reads. This replays every CTA's K/V walk (its tiles from its diagonal down, spread evenly
-over its start and end, Q read at its start, O written at its end) through three L2 models, and prints the K/V
-passes per head each gives beside the GPU's:
+on which SM, and Nsight Compute counted the kernel's DRAM reads. This replays every CTA's K/V walk (its tiles from
+its diagonal down, spread evenly over its start and end, Q read at its start, O written at its end) through three L2
+models, and prints the K/V passes per head each gives beside the GPU's:
 
 - the model's L2 (`gpusim.engine.l2.L2Cache` at the h200 preset: 8 hashed LRU classes around 29.2 MiB);
 - one LRU of a given capacity;
@@ -28,7 +28,7 @@ import sys
 from collections import OrderedDict
 from pathlib import Path
 
-from profile_dram_heads import kv_reads_per_head
+from profile_dram_heads import dram_read_bytes, kv_reads_per_head
 
 HERE = Path(__file__).resolve().parent
 SCHEDULES = HERE / "data" / "h200_probe_2026-11-30_fa_causal.json"
@@ -190,7 +190,7 @@ def main() -> None:
     docs = [json.loads(path.read_text()) for path in (SCHEDULES, MORE_SCHEDULES)]
     for timeline, kernel in ((t, k) for doc in docs for t, k in zip(doc["timelines"], doc["kernels"])):
         case = timeline["case"]
-        gpu = kv_reads_per_head(case, float(kernel["dram__bytes_read.sum"].replace(",", "")))
+        gpu = kv_reads_per_head(case, dram_read_bytes(kernel))
         events = accesses(case, timeline["records"])
         lru = [replayed_kv_reads_per_head(case, events, OneLru(c * MIB)) for c in LRU_CAPACITIES_MIB]
         parts = [replayed_kv_reads_per_head(case, events, partitioned(p)) for p in partitions]

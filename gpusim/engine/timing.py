@@ -268,7 +268,9 @@ class TimingInterpreter:
 
     def _sm_slot(self, sm: SmState, slot: int, launch: Launch, reps: deque, store_done: list, meter=None):
         """One of an SM's CTA slots: runs the next representative whenever it is free (CTAs are placed in grid
-        order as slots free). Traced: one `cta` row per CTA, on its slot's track."""
+        order as slots free). Traced: a row per CTA on the slot's track ("cta slot k"), named by its launch and grid
+        index, from its dispatch to the end of its roles (its last stores may still be draining); in folded mode
+        the rows are the representatives."""
         env = self.env
         while reps:
             rep = reps.popleft()
@@ -287,7 +289,8 @@ class TimingInterpreter:
             yield env.all_of(procs)
             self._resident -= rep.count
             if self.trace is not None:
-                self.trace.append((f"cta {rep.cta}", sm.index, f"cta slot {slot}", started, env.now - started))
+                self.trace.append((f"{launch.name} cta {rep.cta}", sm.index, f"cta slot {slot}", started,
+                                   env.now - started))
             store_done[0] = max(store_done[0], cta.store_done)
             if meter is not None:
                 meter.cta_finished(env.now)
