@@ -202,7 +202,7 @@ def _causal_walk_suspect(error: float) -> str:
              "live at about the L2's capacity")
     if error < 0:
         return (f"causal K/V walks re-read more than modelled: {where}. At 4 heads of 32k tokens the model's exact "
-                "schedule is a Triton causal forward's of FA2's shape (heads within 0.015 of the span: validation/"
+                "schedule matches a Triton causal forward of FA2's shape (heads within 0.015 of the span: validation/"
                 "compare_causal_schedule.py), so the L2 and the kernel differ: that kernel read K/V 1.56-1.94 / 2.43 "
                 "times per head at 4 / 16 heads (runs 43-44), SDPA's FA2 2.7 / 4.0 (run 42), the model's exact mode "
                 "1.11 / 2.18. Two L2 partitions with copies beside far readers (run 29; unmerged branch "
