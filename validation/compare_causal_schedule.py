@@ -22,7 +22,8 @@ import json
 import statistics
 import sys
 
-from profile_dram_heads import dram_read_bytes, kv_reads_per_head
+from ncu_profile import metric_value
+from profile_dram_heads import kv_reads_per_head
 from replay_causal_schedule import (PARTITIONS, SCHEDULES, ModelL2, accesses, partition_label, partitioned,
                                     replayed_kv_reads_per_head)
 
@@ -86,7 +87,7 @@ def main() -> None:
         raise SystemExit(f"compare_causal_schedule.py: no run 43 case with {heads} heads at 32k tokens (1, 2, 4, 16)")
     timeline, kernel = found[0]
     case = timeline["case"]
-    gpu_reads = kv_reads_per_head(case, dram_read_bytes(kernel))
+    gpu_reads = kv_reads_per_head(case, metric_value(kernel, "dram__bytes_read.sum"))
     model, engine_reads = model_records(case)
     describe("run 43 (Triton kernel on the H200)", case, timeline["records"])
     describe("the model (SDPA's FA2, exact mode)", case, model)

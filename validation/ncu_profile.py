@@ -162,6 +162,11 @@ def parse_raw_csv(text: str, with_units: bool = False) -> list[dict]:
     return kernels
 
 
+def metric_value(kernel: dict, metric: str) -> float:
+    """A metric of one kernel's record from parse_raw_csv (ncu prints thousands separators)."""
+    return float(kernel[metric].replace(",", ""))
+
+
 def write_json(path: str, doc: dict, compact: bool = False) -> None:
     """Write `doc` to `path` whole or not at all; `compact`: without indentation (per-CTA records)."""
     with open(path + ".tmp", "w") as f:

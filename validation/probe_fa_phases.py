@@ -18,8 +18,8 @@ import datetime
 import os
 import sys
 
-from ncu_profile import parse_raw_csv, profile_args, profile_script, run_cases, write_json
-from profile_dram_heads import dram_read_bytes, kv_reads_per_head
+from ncu_profile import metric_value, parse_raw_csv, profile_args, profile_script, run_cases, write_json
+from profile_dram_heads import kv_reads_per_head
 
 BASE = {"heads": 16, "seq_len": 131072, "head_dim": 64, "block_m": 128, "block_n": 64, "warps": 4, "stages": 2}
 #: 1, 4 and 16 heads of the base shape, then 16 heads with FA2's tiles at d = 64 (128 x 128) and d = 128 (128 x 64,
@@ -61,7 +61,7 @@ def profile_and_write(script: str, cases: list, label, out_dir: str, name: str, 
     if len(kernels) != len(cases):
         print(f"Nsight Compute profiled {len(kernels)} kernels for {len(cases)} cases", file=sys.stderr)
     for case, k in zip(cases, kernels):
-        read = dram_read_bytes(k)
+        read = metric_value(k, "dram__bytes_read.sum")
         print(label(case), "DRAM", f"{read / 1e9:.3f} GB,", f"{kv_reads_per_head(case, read):.2f} K/V reads per head",
               "regs", k.get("launch__registers_per_thread"), "CTAs per SM limit (regs, smem)",
               k.get("launch__occupancy_limit_registers"), k.get("launch__occupancy_limit_shared_mem"), flush=True)

@@ -31,11 +31,6 @@ def kv_reads_per_head(case: dict, read_bytes: float) -> float:
     return (read_bytes - kv_bytes / 2) / kv_bytes
 
 
-def dram_read_bytes(kernel: dict) -> float:
-    """A kernel's DRAM reads from its Nsight Compute record (ncu prints thousands separators)."""
-    return float(kernel["dram__bytes_read.sum"].replace(",", ""))
-
-
 def describe(case: dict, reads: list) -> str:
     """A case's DRAM reads and its K/V reads per head (kv_reads_per_head)."""
     passes = " ".join(f"{kv_reads_per_head(case, r):.2f}" for r in reads)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from ncu_profile import profile_cases_main
+from ncu_profile import metric_value, profile_cases_main
 
 REPEATS = 5
 METRICS = ["dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum", "gpu__time_duration.sum"]
@@ -48,7 +48,7 @@ def profile_forwards(script: str, doc: str, name: str, cases: list, describe) ->
         return status
     calls = iter(record["kernels"])
     for case in cases:
-        reads = [float(next(calls)["dram__bytes_read.sum"].replace(",", "")) for _ in range(case["repeats"])]
+        reads = [metric_value(next(calls), "dram__bytes_read.sum") for _ in range(case["repeats"])]
         print(describe(case, reads))
     return status
 

@@ -28,7 +28,8 @@ import sys
 from collections import OrderedDict
 from pathlib import Path
 
-from profile_dram_heads import dram_read_bytes, kv_reads_per_head
+from ncu_profile import metric_value
+from profile_dram_heads import kv_reads_per_head
 
 HERE = Path(__file__).resolve().parent
 SCHEDULES = HERE / "data" / "h200_probe_2026-11-30_fa_causal.json"
@@ -190,7 +191,7 @@ def main() -> None:
     docs = [json.loads(path.read_text()) for path in (SCHEDULES, MORE_SCHEDULES)]
     for timeline, kernel in ((t, k) for doc in docs for t, k in zip(doc["timelines"], doc["kernels"])):
         case = timeline["case"]
-        gpu = kv_reads_per_head(case, dram_read_bytes(kernel))
+        gpu = kv_reads_per_head(case, metric_value(kernel, "dram__bytes_read.sum"))
         events = accesses(case, timeline["records"])
         lru = [replayed_kv_reads_per_head(case, events, OneLru(c * MIB)) for c in LRU_CAPACITIES_MIB]
         parts = [replayed_kv_reads_per_head(case, events, partitioned(p)) for p in partitions]
