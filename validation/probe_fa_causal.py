@@ -27,7 +27,8 @@ CASES = [{**case, "warps": 4, "stages": 2, "causal": True} for case in CASES]
 
 
 def label(case: dict) -> str:
-    return f"H={case['heads']} N={case['seq_len']} d={case['head_dim']} {case['block_m']}x{case['block_n']}:"
+    delay = f" delay {case['delay']} {case['delay_ns']} ns" if case.get("delay") else ""
+    return f"H={case['heads']} N={case['seq_len']} d={case['head_dim']} {case['block_m']}x{case['block_n']}{delay}:"
 
 
 def probe(script: str, doc: str, cases: list, name: str, flush_l2: bool = False) -> int:

@@ -80,9 +80,9 @@ def build_kernel():
     stamp, sm_id = timer_functions()
 
     @triton.jit
-    def forward(q_ptr, k_ptr, v_ptr, o_ptr, rec_ptr, iters_ptr, seq_len, scale_log2,
+    def forward(q_ptr, k_ptr, v_ptr, o_ptr, rec_ptr, iters_ptr, seq_len, scale_log2, delay_ns,
                 D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RECORD_CTAS: tl.constexpr = 0,
-                CAUSAL: tl.constexpr = 0):
+                CAUSAL: tl.constexpr = 0, DELAY: tl.constexpr = 0):
         mb = tl.program_id(0)
         head = tl.program_id(1)
         cta = head * tl.num_programs(0) + mb
@@ -98,7 +98,15 @@ def build_kernel():
             n_tiles = ((mb + 1) * BLOCK_M + BLOCK_N - 1) // BLOCK_N
         else:
             n_tiles = seq_len // BLOCK_N
+        if DELAY == 2:  # this CTA's wait per iteration: a hash of its index, spread evenly over [0, 2 delay_ns)
+            wait = ((cta.to(tl.int64) * 2654435761) % 1024) * 2 * delay_ns // 1024
+        elif DELAY == 1:
+            wait = delay_ns.to(tl.int64)
         for i in range(0, n_tiles):
+            if DELAY > 0:  # probe_fa_jitter.py: spin on the clock, a slower CTA (DELAY 2: each its own pace)
+                until = stamp() + wait
+                while stamp() < until:
+                    pass
             if RECORD_CTAS > 0:  # the start of every iteration of the first CTAs (probe_fa_iterations.py)
                 if cta < RECORD_CTAS:
                     tl.store(iters_ptr + cta * n_tiles + i, stamp())
@@ -129,8 +137,9 @@ def build_kernel():
 
 
 def make_call(torch, case, record_ctas: int = 0):
-    """A callable that runs `case` once (causal when `case["causal"]`) and returns its per-CTA (sm, start, end)
-    records; with `record_ctas`, the first that many CTAs also stamp every iteration's start into
+    """A callable that runs `case` once (causal when `case["causal"]`; each K/V iteration first waiting
+    `case["delay_ns"]` when `case["delay"]` is 1, a per-CTA share of twice that when 2) and returns its per-CTA
+    (sm, start, end) records; with `record_ctas`, the first that many CTAs also stamp every iteration's start into
     `call.iterations` (CTAs x tiles)."""
     causal = bool(case.get("causal"))
     kernel = build_kernel()
@@ -144,9 +153,10 @@ def make_call(torch, case, record_ctas: int = 0):
     scale_log2 = case["head_dim"] ** -0.5 * 1.4426950408889634
 
     def call():
-        kernel[grid](q, k, v, o, rec, iterations, case["seq_len"], scale_log2, D=case["head_dim"],
-                     BLOCK_M=case["block_m"], BLOCK_N=case["block_n"], RECORD_CTAS=record_ctas, CAUSAL=int(causal),
-                     num_warps=case["warps"], num_stages=case["stages"])
+        kernel[grid](q, k, v, o, rec, iterations, case["seq_len"], scale_log2, case.get("delay_ns", 0),
+                     D=case["head_dim"], BLOCK_M=case["block_m"], BLOCK_N=case["block_n"], RECORD_CTAS=record_ctas,
+                     CAUSAL=int(causal), DELAY=case.get("delay", 0), num_warps=case["warps"],
+                     num_stages=case["stages"])
         return rec
     call.iterations = iterations
 
