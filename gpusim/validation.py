@@ -132,8 +132,8 @@ def suspect(case: Case, result, error: float) -> str:
                if case.kernel == "fa2" else "")
         return ("K/V re-read from DRAM more than modelled: CTAs fall out of step over a long launch faster than "
                 "the model's drift (cta_duration_jitter, one random walk for every kernel, where how far a launch "
-                f"drifts is its kernel's: validation/README.md runs 31-32; run 45: pace differences between CTAs, "
-                f"not slowness, make the re-reads).{fa2} Or the L2's two partitions (run 29)")
+                f"drifts is its kernel's: validation/README.md runs 31-32; runs 45-46: pace differences between CTAs "
+                f"add far more re-reads than slowness alone).{fa2} Or the L2's two partitions (run 29)")
     if case.metric == "hbm_read_bytes" and error > 0 and problem.seq_len >= 32768:
         return ("K/V kept between waves that the model evicts: the L2's two partitions, each of which keeps what "
                 "its own SMs read (run 26: about 46 MiB of data each SM reads alone, 29 of data all SMs "
@@ -208,10 +208,11 @@ def _causal_walk_suspect(error: float) -> str:
                 "times per head at 4 / 16 heads (runs 43-44), SDPA's FA2 2.7 / 4.0 (run 42), the model's exact mode "
                 "1.11 / 2.18. Two L2 partitions with copies beside far readers (run 29; unmerged branch "
                 "wip/l2-partitions-3) read 1.79 / 2.42 in exact and 1.77 / 2.32 in folded mode but break cuDNN's "
-                "rows. SDPA's kernel read 1.4-1.7 times the Triton kernel's K/V at 32k: run 45 made that kernel's "
-                "CTAs run each at its own pace (the std of the pace of CTAs at one grid position from 0.063 to "
-                "0.078 of its mean) and it read 2.84 at 4 heads, slowed alike 2.13; the model's exact schedule has "
-                "the unslowed kernel's spread (0.065) and reads 1.11 (validation/README.md, twenty-first session)")
+                "rows. SDPA's kernel read 1.4-1.7 times the Triton kernel's K/V at 32k. Run 45 slowed that "
+                "kernel's CTAs: by 1000 ns per K/V step alike it read 2.13 at 4 heads, by waits that differ between "
+                "CTAs (mean 1000 / 300 ns) 3.98 / 2.84, as the std over the mean of paces at one query block rose "
+                "from 0.063 to 0.183 / 0.078; the model's exact schedule has the unslowed kernel's spread (0.065) "
+                "and reads 1.11 (validation/README.md, twenty-first session)")
     return (f"causal K/V walks kept by the GPU's L2 where the model's thrashes: {where}, and the model's smaller "
             "hash classes re-read all of it. At one head of 128k tokens, d = 64, a Triton causal forward of FA2's "
             "shape read K/V 1.92 times; replaying the schedule it ran (validation/README.md run 43) through the "

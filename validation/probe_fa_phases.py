@@ -98,12 +98,12 @@ def build_kernel():
             n_tiles = ((mb + 1) * BLOCK_M + BLOCK_N - 1) // BLOCK_N
         else:
             n_tiles = seq_len // BLOCK_N
-        if DELAY == 2:  # this CTA's wait per iteration: a hash of its index, spread evenly over [0, 2 delay_ns)
+        if DELAY == 2:  # this CTA's wait per iteration: a hash of its index mod 1024, even over [0, 2 delay_ns)
             wait = ((cta.to(tl.int64) * 2654435761) % 1024) * 2 * delay_ns // 1024
         elif DELAY == 1:
             wait = delay_ns.to(tl.int64)
         for i in range(0, n_tiles):
-            if DELAY > 0:  # probe_fa_jitter.py: spin on the clock, a slower CTA (DELAY 2: each its own pace)
+            if DELAY > 0:  # probe_fa_jitter.py: spin on the clock, a slower CTA (DELAY 2: paces that differ)
                 until = stamp() + wait
                 while stamp() < until:
                     pass
