@@ -6,7 +6,8 @@ start and duration), then prints, for both schedules, each normalized to its own
 
 - every head's first start, last start and last end, and how many heads have CTAs running at 21 points in time (the
   middles of 21 equal slices of the span);
-- each CTA's time per K/V step over the median (10th and 90th percentile, and a head's first CTAs, the shortest);
+- each CTA's time per K/V step over the median (10th and 90th percentile, and a head's first CTAs, the shortest),
+  and the spread of paces among a query block's CTAs in different heads (probe_fa_phases.pace_spread);
 - the K/V reads per head that replay_causal_schedule.py's L2 models give on each schedule, beside the engine's own
   and the GPU's (run 43's Triton kernel, run 42's SDPA kernel).
 
@@ -23,6 +24,7 @@ import statistics
 import sys
 
 from ncu_profile import metric_value
+from probe_fa_phases import pace_spread
 from profile_dram_heads import kv_reads_per_head
 from replay_causal_schedule import (PARTITIONS, SCHEDULES, ModelL2, accesses, partition_label, partitioned,
                                     replayed_kv_reads_per_head)
@@ -76,6 +78,7 @@ def describe(label: str, case: dict, records: list) -> None:
     short = statistics.median(steps[i] for i in range(len(steps)) if i % blocks < SHORT_CTAS)
     print(f"  time per K/V step over the median: p10 {deciles[0] / median:.2f}, p90 {deciles[-1] / median:.2f}; "
           f"a head's first {SHORT_CTAS} CTAs {short / median:.2f}")
+    print(f"  pace spread among a query block's CTAs in different heads: {pace_spread(case, records)[0]:.3f}")
 
 
 def main() -> None:
@@ -86,7 +89,7 @@ def main() -> None:
     if not found:
         raise SystemExit(f"compare_causal_schedule.py: no run 43 case with {heads} heads at 32k tokens (1, 2, 4, 16)")
     timeline, kernel = found[0]
-    case = timeline["case"]
+    case = {**timeline["case"], "causal": True}  # every run 43 case is causal; its data does not say so
     gpu_reads = kv_reads_per_head(case, metric_value(kernel, "dram__bytes_read.sum"))
     model, engine_reads = model_records(case)
     describe("run 43 (Triton kernel on the H200)", case, timeline["records"])

@@ -15,7 +15,9 @@ Writes `h200_probe_<date>_fa_phases.json`.
 from __future__ import annotations
 
 import datetime
+import math
 import os
+import statistics
 import sys
 
 from ncu_profile import metric_value, parse_raw_csv, profile_args, profile_script, run_cases, write_json
@@ -198,6 +200,36 @@ def recorded_calls(torch, case: dict, calls: int, flush_l2: bool = False) -> tup
     call = flush = None
     torch.cuda.empty_cache()
     return runs, error
+
+
+#: CTAs with fewer K/V iterations are left out of pace_spread: their fixed costs, not their pace, set their time.
+PACE_MIN_ITERATIONS = 64
+
+
+def iterations(case: dict, query_block: int) -> int:
+    """K/V iterations of the CTA at `query_block`: up to its diagonal when causal, else every tile."""
+    if case.get("causal"):
+        return -(-(query_block + 1) * case["block_m"] // case["block_n"])
+    return case["seq_len"] // case["block_n"]
+
+
+def pace_spread(case: dict, records: list) -> tuple[float, float, float]:
+    """From per-CTA (sm, start, end) records in grid order (head-major): the std over the mean of CTA paces (time per
+    K/V iteration) among the CTAs at one query block in different heads (an RMS over blocks, unbiased for the heads
+    counted), the same over all CTAs (which, for a causal launch, also holds the paces' trend along the diagonal),
+    and the median pace (the records' time unit per iteration). CTAs under PACE_MIN_ITERATIONS are left out."""
+    blocks, heads = case["seq_len"] // case["block_m"], case["heads"]
+    deviations, paces = [], []
+    for block in range(blocks):
+        n = iterations(case, block)
+        if n < PACE_MIN_ITERATIONS:
+            continue
+        same_block = [(records[h * blocks + block][2] - records[h * blocks + block][1]) / n for h in range(heads)]
+        mean = statistics.fmean(same_block)
+        deviations += [p / mean - 1.0 for p in same_block]
+        paces += same_block
+    across_heads = math.sqrt(sum(d * d for d in deviations) / len(deviations) * heads / (heads - 1))
+    return across_heads, statistics.pstdev(paces) / statistics.fmean(paces), statistics.median(paces)
 
 
 def summarize(records: list) -> dict:
