@@ -28,9 +28,9 @@ from gpusim.engine.folding import (MIN_REPRESENTATIVES, MIN_SIMULATED_SMS, Repre
 from gpusim.engine.l2 import CLASSES, L2Cache, class_capacities
 from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, TAIL_ITERATIONS, TAIL_WAVE_FULL_ITERATIONS,
                                          WARM_ITERATIONS, FullRuns)
-from gpusim.engine.memory import MemorySystem, SmMemoryPort
+from gpusim.engine.memory import MemorySystem, ReadTally, SmMemoryPort
 from gpusim.engine.servers import Server, SharedUnit
-from gpusim.engine.steady_state import MAX_BAND_CTAS, SIMULATED_WAVES, Drift, WaveMeter, extrapolated_reads
+from gpusim.engine.steady_state import MAX_BAND_CTAS, Drift, WaveMeter, extrapolated_reads
 from gpusim.engine.timing import TimingInterpreter, _all_done
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, get_preset
@@ -1274,18 +1274,22 @@ def test_a_tail_wave_after_full_waves_runs_in_full_within_its_larger_budget():
     assert FullRuns(40).plan(per_rep, sample=True).state is not None  # a one-wave launch: the smaller budget
 
 
-def _meter_with(finish_cycles: list, slots: int, dram=None, rereads=None) -> WaveMeter:
-    """A wave meter that saw CTAs finish at `finish_cycles`; `dram` / `rereads`: (before the last wave, at the end)
-    DRAM reads and re-reads per tensor."""
-    state = {"dram": {}, "rereads": {}}
-    meter = WaveMeter(slots, dict, lambda: state["rereads"], lambda: state["dram"])
-    for i, cycle in enumerate(finish_cycles):
-        if dram is not None and i + 1 == slots * (SIMULATED_WAVES - 1):
-            state["dram"], state["rereads"] = dict(dram[0]), dict(rereads[0])
+def _meter_with(finish_cycles: list, slots: int, tallies=None) -> WaveMeter:
+    """A wave meter that saw CTAs start in order and finish at `finish_cycles`; `tallies`: each CTA's ReadTally
+    (what its own requests read from DRAM), in dispatch order."""
+    meter = WaveMeter(slots, dict)
+    for i in range(len(finish_cycles)):
+        meter.cta_started(tallies[i] if tallies is not None else ReadTally())
+    for cycle in finish_cycles:
         meter.cta_finished(cycle)
-    if dram is not None:
-        state["dram"], state["rereads"] = dict(dram[1]), dict(rereads[1])
     return meter
+
+
+def _tally(dram: dict, rereads: dict) -> ReadTally:
+    tally = ReadTally()
+    for tensor, nbytes in dram.items():
+        tally.add(tensor, nbytes, rereads.get(tensor, 0.0))
+    return tally
 
 
 def test_steady_period_comes_from_waves_that_had_a_wave_behind_them():
@@ -1303,9 +1307,21 @@ def test_steady_period_comes_from_waves_that_had_a_wave_behind_them():
 
 def test_a_tensor_is_streamed_only_when_the_last_wave_mostly_re_reads_it():
     cycles = [float(c) for c in range(12)]
-    meter = _meter_with(cycles, slots=4, dram=({"K": 100.0, "V": 100.0}, {"K": 200.0, "V": 200.0}),
-                        rereads=({"K": 0.0, "V": 0.0}, {"K": 4.0, "V": 50.0}))
+    first_waves = [_tally({"K": 12.5, "V": 12.5}, {}) for _ in range(8)]
+    last_wave = [_tally({"K": 25.0, "V": 25.0}, {"K": 1.0, "V": 12.5}) for _ in range(4)]
+    meter = _meter_with(cycles, slots=4, tallies=first_waves + last_wave)
     assert meter.streaming() == {"V"}  # K re-read 4% of what the last wave read of it, V 50%
+
+
+def test_a_wave_s_reads_are_its_own_ctas_whenever_they_made_them():
+    # CTAs that differ in pace overlap waves, and a sampled loop reads its skipped tiles when it jumps, early in its
+    # CTA: the last wave's CTAs may have read everything before the wave before them finished. Their reads still
+    # count for their wave, not for the CTAs that happened to finish around them.
+    tallies = [_tally({"K": 10.0}, {}) for _ in range(8)] + [_tally({"K": 10.0}, {"K": 10.0}) for _ in range(4)]
+    meter = _meter_with([float(c) for c in range(12)], slots=4, tallies=tallies)
+    tallies[9].add("K", 5.0, 5.0)  # read after the meter saw the CTAs start: tallies are read when asked
+    assert meter.last_wave.dram == {"K": 45.0} and meter.last_wave.rereads == {"K": 45.0}
+    assert meter.streaming() == {"K"}
 
 
 def test_a_full_run_loop_that_holds_another_is_sampled_after_all():

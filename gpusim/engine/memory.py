@@ -103,6 +103,22 @@ class SmMemoryPort:
         self.outstanding_bytes += nbytes
 
 
+class ReadTally:
+    """One CTA's DRAM reads and re-reads per tensor: what its own requests missed, whenever it made them (a sampled
+    loop's jump reads its skipped iterations' tiles early), so a wave's reads are its CTAs' reads."""
+
+    __slots__ = ("dram", "rereads")
+
+    def __init__(self):
+        self.dram: dict[str, float] = {}
+        self.rereads: dict[str, float] = {}
+
+    def add(self, tensor: str, dram: float, rereads: float) -> None:
+        self.dram[tensor] = self.dram.get(tensor, 0.0) + dram
+        if rereads:
+            self.rereads[tensor] = self.rereads.get(tensor, 0.0) + rereads
+
+
 class MemorySystem:
     def __init__(self, hw: HardwareSpec):
         self.hw = hw
@@ -193,11 +209,12 @@ class MemorySystem:
         return self._hbm(t, nbytes, "write-back")
 
     def read(self, port: SmMemoryPort, t: float, keys: tuple, nbytes: int, weight: float = 1.0,
-             multiplicity: float = 1.0, key_bytes: tuple | None = None) -> float:
+             multiplicity: float = 1.0, key_bytes: tuple | None = None, tally: ReadTally | None = None) -> float:
         """Read a tile into an SM; returns its completion cycle: the time its bytes have drained through
         every server on the way (SM link, L2, HBM on a miss) plus the access latency. `keys` are the
         distinct tiles the request stands for (the first is the issuing CTA's own), each counting
-        `multiplicity` real tiles of `nbytes`, or of `key_bytes[i]` where they differ."""
+        `multiplicity` real tiles of `nbytes`, or of `key_bytes[i]` where they differ. Its DRAM reads also
+        go to the requesting CTA's `tally`."""
         t = port.admit(t, nbytes)
         l2_bytes = nbytes * weight if key_bytes is None else sum(key_bytes) * weight / len(keys)
         self.bytes.l2_read += l2_bytes
@@ -224,13 +241,13 @@ class MemorySystem:
             dram = missed_bytes
             drained = max(drained, self.evict_flush_residue(t, dram))
             self.bytes.hbm_read += dram
-            tensor = keys[0][0]
-            self.hbm_read_by_tensor[tensor] = self.hbm_read_by_tensor.get(tensor, 0.0) + dram
+            rereads = 0.0
             for key, size in missed:
                 if key in self._missed_once:
-                    self.reread_bytes_by_tensor[tensor] = self.reread_bytes_by_tensor.get(tensor, 0.0) + size
+                    rereads += size
                 else:
                     self._missed_once.add(key)
+            self.count_tensor_reads(keys[0][0], dram, rereads, tally)
             hbm_done = self._hbm(t, dram, f"read {keys[0][0]}")
             if not own_hit:
                 drained = max(drained, hbm_done)
@@ -246,7 +263,16 @@ class MemorySystem:
         port.track(done, nbytes)
         return done
 
-    def read_stand_ins(self, tensor: str, chunks: list[tuple], now: float) -> float:
+    def count_tensor_reads(self, tensor: str, dram: float, rereads: float, tally: ReadTally | None = None) -> None:
+        """Add DRAM reads of `tensor` (`rereads` of them re-read tiles that had missed before) to the per-tensor
+        totals and to the requesting CTA's `tally`."""
+        self.hbm_read_by_tensor[tensor] = self.hbm_read_by_tensor.get(tensor, 0.0) + dram
+        if rereads:
+            self.reread_bytes_by_tensor[tensor] = self.reread_bytes_by_tensor.get(tensor, 0.0) + rereads
+        if tally is not None:
+            tally.add(tensor, dram, rereads)
+
+    def read_stand_ins(self, tensor: str, chunks: list[tuple], now: float, tally: ReadTally | None = None) -> float:
         """Reads of a sampled loop's skipped iterations of a walk that concurrent CTAs share, as `chunks`
         ((key, bytes, class, cycle): `cycle` is when the real walk reads that part). The chunks of a whole
         jump arrive at once, so L2 residency cannot tell whether a CTA walking the same data a little later
@@ -258,14 +284,15 @@ class MemorySystem:
         whose other lines it ages as the real tiles would. No transfer is queued and the loop's jump does not
         wait for them (it lasts the measured iterations' pace, or their share of HBM); HBM's busy time grows by
         the bytes read (their write-backs count as bytes only, as an aged cache's do). The DRAM reads are
-        counted when the jump is, not when the walk reaches them. Returns the DRAM bytes read."""
+        counted when the jump is, not when the walk reaches them, and go to the jumping CTA's `tally`. Returns the
+        DRAM bytes read."""
         start_cycle, start_fill = self._launch_start
         fills = self._walk_fills
         while fills and fills[0][0] <= now:  # the walk has reached them
             self._walk_fills_ahead -= heapq.heappop(fills)[1]
         filled = self._l2_fill_bytes() - self._walk_fills_ahead - start_fill  # less what enters L2 later
         fill_per_cycle = filled / max(now - start_cycle, 1.0) / self.cache.classes
-        dram = written_back = 0.0
+        dram = rereads = written_back = 0.0
         for key, nbytes, cls, cycle in chunks:
             last = self._walk_reads.get(key)
             self._walk_reads[key] = cycle if last is None else max(last, cycle)
@@ -276,12 +303,12 @@ class MemorySystem:
             heapq.heappush(fills, (cycle, nbytes))
             self._walk_fills_ahead += nbytes
             if key in self._missed_once:
-                self.reread_bytes_by_tensor[tensor] = self.reread_bytes_by_tensor.get(tensor, 0.0) + nbytes
+                rereads += nbytes
             else:
                 self._missed_once.add(key)
         if dram:
             self.bytes.hbm_read += dram
-            self.hbm_read_by_tensor[tensor] = self.hbm_read_by_tensor.get(tensor, 0.0) + dram
+            self.count_tensor_reads(tensor, dram, rereads, tally)
         self.bytes.hbm_write += written_back
         self.hbm.busy_cycles += dram / self.hbm.rate
         return dram

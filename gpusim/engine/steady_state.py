@@ -25,6 +25,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from gpusim.engine.memory import ReadTally
+
 #: Waves simulated before extrapolating: the two before the last give the period, the last the counters per wave
 #: (its drain does not change the work). (A simulation setting; at least 3.)
 SIMULATED_WAVES = 3
@@ -46,30 +48,41 @@ def should_extrapolate(reps: int, slots: int, uniform: bool, exact: bool) -> boo
 
 
 class WaveMeter:
-    """Counts finished CTAs and snapshots the counters when the last two simulated waves complete, with the
-    DRAM reads and re-reads per tensor at the first of them: only re-reads during the last simulated wave show
-    a steady pattern (the launch's start can re-read a few tiles once, while its CTAs fall out of lockstep)."""
+    """Counts finished CTAs and snapshots the counters when the last two simulated waves complete, and sums the
+    DRAM reads and re-reads per tensor of the CTAs of the last simulated wave (the last `slots` dispatched): only
+    re-reads there show a steady pattern (the launch's start can re-read a few tiles once, while its CTAs fall out
+    of lockstep). A wave's reads are its own CTAs' (memory.ReadTally), not those made while it finished: a sampled
+    loop reads its skipped tiles when it jumps, early in its CTA, and CTAs that differ in pace overlap waves."""
 
-    def __init__(self, slots: int, read_counters, read_rereads=dict, read_dram=dict):
+    def __init__(self, slots: int, read_counters):
         self.slots = slots
         self.read_counters = read_counters  # () -> dict of additive counters
-        self.read_rereads = read_rereads  # () -> {tensor: re-read bytes so far}
-        self.read_dram = read_dram  # () -> {tensor: DRAM read bytes so far}
-        self.dram_before_last_wave: dict = {}
+        self.started = 0
         self.finished = 0
         self.finish_cycles: list[float] = []  # every simulated CTA's, in finishing order
         self.snapshots: dict[int, dict] = {}  # the additive counters when that many CTAs had finished
-        self.rereads_before_last_wave: dict = {}
+        self._last_wave_tallies: list[ReadTally] = []  # each CTA's of the last simulated wave
+
+    def cta_started(self, tally: ReadTally) -> None:
+        """A simulated CTA was dispatched; `tally` will hold its DRAM reads."""
+        self.started += 1
+        if self.started > self.slots * (SIMULATED_WAVES - 1):
+            self._last_wave_tallies.append(tally)
 
     def cta_finished(self, cycle: float) -> None:
         self.finished += 1
         self.finish_cycles.append(cycle)
-        before_last = self.slots * (SIMULATED_WAVES - 1)
-        if self.finished == before_last:
-            self.rereads_before_last_wave = dict(self.read_rereads())
-            self.dram_before_last_wave = dict(self.read_dram())
-        if self.finished in (before_last, self.slots * SIMULATED_WAVES):
+        if self.finished in (self.slots * (SIMULATED_WAVES - 1), self.slots * SIMULATED_WAVES):
             self.snapshots[self.finished] = self.read_counters()
+
+    @property
+    def last_wave(self) -> ReadTally:
+        """The DRAM reads and re-reads per tensor of the last simulated wave's CTAs."""
+        total = ReadTally()
+        for tally in self._last_wave_tallies:
+            for tensor, nbytes in tally.dram.items():
+                total.add(tensor, nbytes, tally.rereads.get(tensor, 0.0))
+        return total
 
     def period(self) -> tuple[float, dict]:
         """(cycles, counter deltas) of a steady wave: the counters of the last simulated wave; the time between
@@ -81,12 +94,10 @@ class WaveMeter:
             {k: b[k] - a[k] for k in b}
 
     def streaming(self) -> set:
-        """The tensors the last simulated wave streamed: over STREAMED_REREAD_SHARE of what it read of them from
-        DRAM was re-reads of tiles evicted since their first read."""
-        rereads, reads = self.read_rereads(), self.read_dram()
-        return {t for t, n in rereads.items()
-                if n - self.rereads_before_last_wave.get(t, 0.0)
-                > STREAMED_REREAD_SHARE * (reads.get(t, 0.0) - self.dram_before_last_wave.get(t, 0.0))}
+        """The tensors the last simulated wave streamed: over STREAMED_REREAD_SHARE of what its CTAs read of them
+        from DRAM was re-reads of tiles evicted since their first read."""
+        last = self.last_wave
+        return {t for t, n in last.rereads.items() if n > STREAMED_REREAD_SHARE * last.dram.get(t, 0.0)}
 
     def _mean_finish(self, wave: int) -> float:
         cycles = self.finish_cycles[wave * self.slots:(wave + 1) * self.slots]

@@ -20,7 +20,7 @@ import simpy
 
 from gpusim.engine.folding import Representative, choose_fold_factor, fold_grid
 from gpusim.engine.icache import InstructionCache
-from gpusim.engine.memory import MemorySystem, SmMemoryPort, check_l2_start
+from gpusim.engine.memory import MemorySystem, ReadTally, SmMemoryPort, check_l2_start
 from gpusim.engine.servers import SharedUnit
 from gpusim.engine.steady_state import (SIMULATED_WAVES, Drift, WaveMeter, busiest_unit_cycles, extrapolated_reads,
                                         should_extrapolate)
@@ -162,8 +162,7 @@ class TimingInterpreter:
                                limit=SIMULATED_WAVES * slots if extrapolate else None))
         if extrapolate:
             skipped = blocks - len(reps)
-            meter = WaveMeter(slots, lambda: self._additive_counters(sms, fold),
-                              lambda: self.memory.reread_bytes_by_tensor, lambda: self.memory.hbm_read_by_tensor)
+            meter = WaveMeter(slots, lambda: self._additive_counters(sms, fold))
         window = _Window(len(reps), slots, self._additive_counters(sms, fold), dict(self.memory.hbm_read_by_tensor),
                          dict(self.memory.reread_bytes_by_tensor),
                          dict(self.memory.l2_read_by_tensor)) if meter is not None else None
@@ -215,8 +214,7 @@ class TimingInterpreter:
         streamed = sum(v - window.l2_reads.get(t, 0.0) for t, v in memory.l2_read_by_tensor.items()
                        if t in streaming and t in shared)
         stream_per_cta = streamed / (simulated * fold)
-        last_wave_dram = sum(v - meter.dram_before_last_wave.get(t, 0.0) for t, v in memory.hbm_read_by_tensor.items()
-                             if t in streaming and t in shared)
+        last_wave_dram = sum(v for t, v in meter.last_wave.dram.items() if t in streaming and t in shared)
         # one pass is one read of every stream the last wave's CTAs walked (two heads' K/V at a head boundary)
         last_wave = launch.grid[(SIMULATED_WAVES - 1) * slots * fold:SIMULATED_WAVES * slots * fold]
         streams = max((len({launch.shared_by(cta)[t] for cta in last_wave}) for t in streaming & shared), default=1)
@@ -281,6 +279,8 @@ class TimingInterpreter:
             self._dispatched += 1
             cta = _CtaState(rep, sm, self._last_wave_reps if len(reps) < self._last_wave_reps else 0,
                             self._dispatched)
+            if meter is not None:
+                meter.cta_started(cta.reads)
             sm.reps_run += 1
             sm.work_represented += rep.weight
             started = env.now
@@ -354,11 +354,12 @@ class TimingInterpreter:
         return self.memory.hbm.busy_cycles - self._hbm_busy_jumped
 
     def _account_skipped(self, plan: LoopPlan, work: "_RoleWork", sm: SmState, skipped: int, now: float,
-                         rep: Representative, last_wave: bool = False) -> tuple[int, float, dict]:
+                         cta: "_CtaState") -> tuple[int, float, dict]:
         """Add `skipped` copies of the role's last MEASURED iterations to every counter (for a shared walk,
         its reads of shared tensors are read as stand-in chunks instead, _read_skipped_walk); return the
         cycles its clock must jump, the span over which their SM-unit work runs and that work (busy cycles
         per unit, see _occupy_during_jump)."""
+        rep, last_wave = cta.rep, cta.last_wave_reps > 0
         state, weight = plan.state, rep.weight
         t0, before, hbm_busy_at_t0 = state["marks"][-MEASURED]
         hbm_saturated = self._hbm_busy_simulated() - hbm_busy_at_t0 >= HBM_SATURATED * (now - t0)
@@ -366,7 +367,7 @@ class TimingInterpreter:
         per = {name: (a - b) / MEASURED for name, a, b in zip(_RoleWork.FIELDS, after, before)}
         counters, mem = self.counters, self.memory
         walked = self._skip_tensor_reads(work, before[-1], after[-1], skipped,
-                                         rep.shared_keys if state["shared"] else None)
+                                         rep.shared_keys if state["shared"] else None, cta.reads)
         walked_dram = sum(dram for _tensor, _keys, _distinct, dram in walked)  # per iteration, replaced by chunks
         walked_busy = walked_dram / mem.hbm.rate
         counters.flops += per["flops"] * skipped
@@ -413,15 +414,16 @@ class TimingInterpreter:
         # its own (whose jump is 0: it follows the roles that load for it), over its measured pace
         span = delay if delay > 0 else paced
         for tensor, shared_keys, distinct_bytes, _dram in walked:
-            self._read_skipped_walk(tensor, shared_keys, distinct_bytes, plan.count, now, span)
+            self._read_skipped_walk(tensor, shared_keys, distinct_bytes, plan.count, now, span, cta.reads)
         return delay, span, unit_cycles
 
     def _skip_tensor_reads(self, work: "_RoleWork", before: dict, after: dict, skipped: int,
-                           shared_keys) -> list[tuple]:
+                           shared_keys, tally: ReadTally) -> list[tuple]:
         """Per tensor: add `skipped` copies of the measured iterations' reads (`before` and `after`: the
-        role's per-tensor reads at the first and last measured mark) to the memory's per-tensor counters and
-        the role's own. A shared walk's (`shared_keys`: a tensor's `shared_by` keys in the block, () for one
-        the CTAs do not share; None: not a shared walk) reads of shared tensors are left to stand-in chunks:
+        role's per-tensor reads at the first and last measured mark) to the memory's per-tensor counters, its
+        CTA's `tally` and the role's own. A shared walk's (`shared_keys`: a tensor's `shared_by` keys in the
+        block, () for one the CTAs do not share; None: not a shared walk) reads of shared tensors are left to
+        stand-in chunks:
         returns those as (tensor, keys, distinct bytes of the skipped iterations, DRAM bytes per iteration)."""
         mem = self.memory
         walked = []
@@ -437,13 +439,12 @@ class TimingInterpreter:
                 if per[3] > 0:
                     walked.append((tensor, keys, per[3] * skipped, per[0]))
                 continue
-            for totals, value in ((mem.hbm_read_by_tensor, per[0]), (mem.reread_bytes_by_tensor, per[1])):
-                if value > 0:
-                    totals[tensor] = totals.get(tensor, 0.0) + value * skipped
+            if per[0] > 0:
+                mem.count_tensor_reads(tensor, per[0] * skipped, max(0.0, per[1]) * skipped, tally)
         return walked
 
     def _read_skipped_walk(self, tensor: str, shared_keys: tuple, distinct_bytes: float, count: int, now: float,
-                           span: float) -> None:
+                           span: float, tally: ReadTally) -> None:
         """A sampled shared walk's skipped reads of `tensor` (`distinct_bytes` of real tiles, over `span` cycles
         from `now`, in a loop of `count` iterations): WALK_CHUNKS stand-in chunks of the data of each of the
         block's `shared_by` keys, named by that key and their place in the walk, so that every CTA walking the
@@ -453,7 +454,7 @@ class TimingInterpreter:
         size = distinct_bytes / WALK_CHUNKS / len(shared_keys)
         dram = mem.read_stand_ins(tensor, [((tensor, key, "walk", count, i), size, i % classes,
                                             now + span * (i + 0.5) / WALK_CHUNKS)
-                                           for i in range(WALK_CHUNKS) for key in shared_keys], now)
+                                           for i in range(WALK_CHUNKS) for key in shared_keys], now, tally)
         self._hbm_busy_jumped += dram / mem.hbm.rate  # the busy time read_stand_ins added
 
     def _warm_longer(self, cta: "_CtaState", key: tuple, state: dict, now: float) -> bool:
@@ -545,7 +546,7 @@ class TimingInterpreter:
                     l2_before = mem.l2_read_by_tensor.get(tensor, 0.0)
                 own_cp_async = op.cp_async and sm.cp_async is not None
                 path = sm.tma if op.tma else sm.cp_async if own_cp_async else sm.port
-                done = mem.read(path, now, keys, nbytes, weight, multiplicity, key_bytes)
+                done = mem.read(path, now, keys, nbytes, weight, multiplicity, key_bytes, cta.reads)
                 if tracking:
                     work.add_hbm(mem.bytes.hbm_read - read_before, mem.own_hbm_write_bytes() - write_before,
                                  mem.hbm.rate)
@@ -667,8 +668,7 @@ class TimingInterpreter:
                 if plan.state is not None:
                     skipped = gap_after(plan, op.index)
                     if skipped:
-                        delay, span, unit_cycles = self._account_skipped(plan, work, sm, skipped, now, rep,
-                                                                         cta.last_wave_reps > 0)
+                        delay, span, unit_cycles = self._account_skipped(plan, work, sm, skipped, now, cta)
                         self._occupy_during_jump(sm, age, span, unit_cycles)
                         if delay > 0:
                             yield env.timeout(delay)
@@ -750,15 +750,16 @@ class _RoleWork:
 
 
 class _CtaState:
-    """Per-CTA state shared by its warp roles: semaphores and the completion of posted stores."""
+    """Per-CTA state shared by its warp roles: semaphores, the completion of posted stores and its DRAM reads."""
 
-    __slots__ = ("rep", "sm", "store_done", "last_wave_reps", "age", "warm_decisions", "_sems")
+    __slots__ = ("rep", "sm", "store_done", "last_wave_reps", "age", "warm_decisions", "reads", "_sems")
 
     def __init__(self, rep: Representative, sm: SmState, last_wave_reps: int = 0, age: int = 0):
         self.rep, self.sm, self.store_done = rep, sm, 0.0
         self.age = age  # dispatch order: the SM units favour the oldest resident CTA (SharedUnit)
         self.last_wave_reps = last_wave_reps  # the launch's last-wave representatives when this is one, else 0
         self.warm_decisions: dict = {}  # (loop key, warm iterations) -> warm up longer (loop sampling)
+        self.reads = ReadTally()  # what its requests read from DRAM (a wave's reads for steady_state.WaveMeter)
         self._sems: dict = {}
 
     def _sem(self, sem):
