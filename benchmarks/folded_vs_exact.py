@@ -41,7 +41,7 @@ GRID = [  # (kernel, problem kwargs, hardware[, options[, simulate's keywords]])
     # cuDNN's backward CTA (two consumer warpgroups held in step by a named barrier), two waves of 64-step loops:
     # with the barrier after dV the second wave's warpgroups drifted apart and folded mode was +10% off exact
     ("fa3", dict(batch=1, heads=8, seq_len=4096, head_dim=64, pass_="bwd"), "h200",
-     CUDNN_BPROP_TILES),
+     dict(CUDNN_BPROP_TILES)),
     # long K/V walks: 70 tiles, the producer's and the consumer warpgroups' loops sampled together; causal, up to
     # 64 tiles, run in full
     ("fa3", dict(batch=1, heads=8, seq_len=12320, head_dim=128), "h200"),
