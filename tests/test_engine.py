@@ -455,30 +455,39 @@ def test_memory_system_atomic_accumulate_reads_hbm_only_when_absent():
     assert mem.bytes.l2_write == 2000 and mem.bytes.l2_read == 2000
 
 
-def test_stand_in_chunks_of_a_shared_walk_hit_while_the_bytes_since_their_last_read_fit_l2():
+def _chunk(tensor: str, i: int, cycle: float, nbytes: float = 1000) -> tuple:
+    """A stand-in chunk of a shared walk (MemorySystem.read_stand_ins), in L2 class 0."""
+    return (tensor, (tensor, "walk", i), nbytes, 0, cycle)
+
+
+def test_stand_in_chunks_of_a_shared_walk_hit_while_the_chunks_read_since_fit_l2():
     mem = MemorySystem(TINY)  # 1 MB of L2 in one class
     mem.start_launch(0)
-    walk = [(("K", "walk", 0), 1000, 0)]  # one chunk of 1000 bytes
-    assert mem.read_stand_ins("K", [(*walk[0], 1000)], now=1000) == 1000  # first read: from HBM
-    # another CTA reads it 100 cycles later: 1000 bytes entered L2 in 1100 cycles, so 91 since: a hit
-    assert mem.read_stand_ins("K", [(*walk[0], 1100)], now=1100) == 0
-    # 2 MB of other data; 2900 cycles after its last read, at 500 bytes a cycle, 1.45 MB entered L2: a re-read
-    assert mem.read_stand_ins("V", [(("V", "walk", 0), 2e6, 0, 2000)], now=2000) == 2e6
-    assert mem.read_stand_ins("K", [(*walk[0], 4000)], now=4000) == 1000
-    assert mem.hbm_read_by_tensor == {"K": 2000, "V": 2e6}
-    assert mem.reread_bytes_by_tensor == {"K": 1000}
-    assert mem.bytes.hbm_read == 2e6 + 2000
+    assert mem.read_stand_ins([_chunk("K", 0, 1000)], now=1000) == 1000  # first read: from HBM
+    assert mem.read_stand_ins([_chunk("K", 0, 1100)], now=1100) == 0  # no other chunk read since: a hit
+    # a walk over 1100 other chunks (1.1 MB) before the next read: an LRU of 1 MB has evicted it, though what the
+    # walk itself would re-read from L2 fills nothing new (the stack distance counts the chunks touched)
+    other = [_chunk("V", i, 2000 + i) for i in range(1100)]
+    assert mem.read_stand_ins(other, now=2000) == 1.1e6
+    assert mem.read_stand_ins([_chunk("K", 0, 4000)], now=4000) == 1000
+    assert mem.read_stand_ins([_chunk("V", i, 5000 + i) for i in range(1100)], now=5000) == 1.1e6
+    assert mem.hbm_read_by_tensor == {"K": 2000, "V": 2.2e6}
+    assert mem.reread_bytes_by_tensor == {"K": 1000, "V": 1.1e6}
+    assert mem.bytes.hbm_read == 2.2e6 + 2000
 
 
-def test_stand_in_misses_fill_l2_from_when_the_walk_reaches_them():
+def test_stand_in_chunks_count_what_the_walk_reads_by_then_not_by_the_jump():
     mem = MemorySystem(TINY)
     mem.start_launch(0)
-    chunk = ("K", "walk", 0)
-    mem.read_stand_ins("K", [(chunk, 1000, 0, 1000)], now=1000)
-    # a jump's later chunk: 3 MB that the walk reaches at cycle 10^6, read from HBM now
-    assert mem.read_stand_ins("V", [(("V", "walk", 9), 3e6, 0, 10**6)], now=1000) == 3e6
-    # 1000 cycles on, only the first 1000 bytes have entered L2 (0.5 a cycle): the first chunk still hits
-    assert mem.read_stand_ins("K", [(chunk, 1000, 0, 2000)], now=2000) == 0
+    # one CTA's jump books a whole walk of 1.1 MB, read over the next 10^6 cycles
+    assert mem.read_stand_ins([_chunk("K", i, 1000 + 1000 * i) for i in range(1100)], now=1000) == 1.1e6
+    # another CTA 500 cycles behind reads the first chunk again: only chunk 1 (at cycle 2000) is outside the
+    # range (1000, 1500), so nothing came between: a hit, though the first jump booked the whole walk already
+    assert mem.read_stand_ins([_chunk("K", 0, 1500)], now=1500) == 0
+    # other lines entering L2 count at the launch's mean rate: 2 MB dirtied over 2000 cycles, 1000 B a cycle
+    mem.bytes.l2_dirtied += 2e6
+    assert mem.read_stand_ins([_chunk("K", 0, 2000)], now=2000) == 0  # 500 cycles: 0.5 MB
+    assert mem.read_stand_ins([_chunk("K", 0, 3500)], now=2000) == 1000  # 1500 cycles: 1.5 MB (and chunk 2)
 
 
 # ---------------------------------------------------------------------------------------------- compute units

@@ -21,7 +21,10 @@ the distinct tiles that miss; the SM's own path sees the bytes of one CTA.
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass
+
+from sortedcontainers import SortedList
 
 from gpusim.engine.l2 import L2Cache
 from gpusim.engine.servers import Server
@@ -132,9 +135,12 @@ class MemorySystem:
         self.reread_bytes_by_tensor: dict[str, float] = {}  # DRAM bytes of misses on tiles that had missed
         # before in the launch (evicted)
         self._missed_once: set = set()
-        self._walk_reads: dict = {}  # stand-in chunk of a shared walk -> the cycle it was last read (read_stand_ins)
-        self._walk_fills: list = []  # heap of (cycle, bytes): stand-in misses counted before the walk reaches them
-        self._walk_fills_ahead = 0.0  # their bytes
+        # stand-in chunks of shared walks (read_stand_ins): chunk -> (cycle of its latest read, sequence number), and
+        # per L2 class those entries in time order; the launch's stand-in DRAM reads so far
+        self._walk_reads: dict = {}
+        self._walk_times: dict[int, SortedList] = {}
+        self._walk_seq = 0
+        self._walk_missed_bytes = 0.0
         self._launch_start = (0.0, 0.0)  # (cycle, L2 fill bytes) at the launch's start
         self.flush_residue_bytes = 0.0  # dirty bytes of a benchmark's flush buffer still in L2
         self.flush_written_back = 0.0  # the bytes of them written back so far
@@ -185,8 +191,8 @@ class MemorySystem:
         backward reads the dO tiles its preprocess launch read)."""
         self._missed_once.clear()
         self._walk_reads.clear()
-        self._walk_fills.clear()
-        self._walk_fills_ahead = 0.0
+        self._walk_times.clear()
+        self._walk_missed_bytes = 0.0
         self._launch_start = (now, self._l2_fill_bytes())
 
     def _l2_fill_bytes(self) -> float:
@@ -272,46 +278,56 @@ class MemorySystem:
         if tally is not None:
             tally.add(tensor, dram, rereads)
 
-    def read_stand_ins(self, tensor: str, chunks: list[tuple], now: float, tally: ReadTally | None = None) -> float:
+    def read_stand_ins(self, chunks: list[tuple], now: float, tally: ReadTally | None = None) -> float:
         """Reads of a sampled loop's skipped iterations of a walk that concurrent CTAs share, as `chunks`
-        ((key, bytes, class, cycle): `cycle` is when the real walk reads that part). The chunks of a whole
-        jump arrive at once, so L2 residency cannot tell whether a CTA walking the same data a little later
-        would still find a chunk; instead a chunk hits when the bytes that entered L2 since its last read (at
-        the launch's mean fill rate so far, spread over the classes) fit its class. Stand-in misses count
-        towards that rate from the cycle the walk reaches them, not from their jump (the first wave's jumps
-        would otherwise bring a whole walk into L2 within a few thousand cycles). A miss is read from HBM and
-        counted as a real read of `tensor` (a re-read when it had missed before); every chunk is put in L2,
-        whose other lines it ages as the real tiles would. No transfer is queued and the loop's jump does not
-        wait for them (it lasts the measured iterations' pace, or their share of HBM); HBM's busy time grows by
-        the bytes read (their write-backs count as bytes only, as an aged cache's do). The DRAM reads are
-        counted when the jump is, not when the walk reaches them, and go to the jumping CTA's `tally`. Returns the
-        DRAM bytes read."""
+        ((tensor, key, bytes, class, cycle), in order of `cycle`: when the real walk reads that part). The chunks
+        of a whole jump arrive at once, so L2 residency cannot tell whether a CTA walking the same data a little later
+        would still find a chunk; instead each chunk's LRU stack distance is estimated from the walk's timeline:
+        it hits when it and the bytes touched in its class between its last read and this one fit the class. Those are
+        the other stand-in chunks of the class whose latest read falls in between (a walk that re-reads its data
+        in order touches all of it between two reads of one chunk, though every chunk may hit), and the lines
+        other reads brought in over that time (DRAM reads of other data and dirtied lines, at the launch's mean
+        rate so far). A miss is read from HBM and counted as a real read of its tensor (a re-read when it had
+        missed before); every chunk is put in L2, whose other lines it ages as the real tiles would. No transfer
+        is queued and the loop's jump does not wait for them (it lasts the measured iterations' pace, or their
+        share of HBM); HBM's busy time grows by the bytes read (their write-backs count as bytes only, as an aged
+        cache's do). The DRAM reads are counted when the jump is, not when the walk reaches them, and go to the
+        jumping CTA's `tally`. Returns the DRAM bytes read."""
         start_cycle, start_fill = self._launch_start
-        fills = self._walk_fills
-        while fills and fills[0][0] <= now:  # the walk has reached them
-            self._walk_fills_ahead -= heapq.heappop(fills)[1]
-        filled = self._l2_fill_bytes() - self._walk_fills_ahead - start_fill  # less what enters L2 later
-        fill_per_cycle = filled / max(now - start_cycle, 1.0) / self.cache.classes
-        dram = rereads = written_back = 0.0
-        for key, nbytes, cls, cycle in chunks:
-            last = self._walk_reads.get(key)
-            self._walk_reads[key] = cycle if last is None else max(last, cycle)
+        other_fill = self._l2_fill_bytes() - start_fill - self._walk_missed_bytes
+        other_per_cycle = max(0.0, other_fill) / max(now - start_cycle, 1.0) / self.cache.classes
+        written_back = 0.0
+        dram: dict[str, float] = {}
+        rereads: dict[str, float] = {}
+        for tensor, key, nbytes, cls, cycle in chunks:
+            times = self._walk_times.setdefault(cls, SortedList())
+            entry = self._walk_reads.get(key)
+            hit = False
+            if entry is not None:
+                low, high = sorted((entry[0], cycle))
+                between = times.bisect_left((high, -1)) - times.bisect_right((low, math.inf))
+                hit = (between + 1) * nbytes + (high - low) * other_per_cycle <= self.cache.class_bytes(cls)
+                times.remove(entry)
+            self._walk_seq += 1
+            entry = (cycle if entry is None else max(entry[0], cycle), self._walk_seq)
+            self._walk_reads[key] = entry
+            times.add(entry)
             written_back += self.cache.insert(key, nbytes, dirty=False, cls=cls)
-            if last is not None and abs(cycle - last) * fill_per_cycle <= self.cache.class_bytes(cls):
+            if hit:
                 continue
-            dram += nbytes
-            heapq.heappush(fills, (cycle, nbytes))
-            self._walk_fills_ahead += nbytes
+            dram[tensor] = dram.get(tensor, 0.0) + nbytes
             if key in self._missed_once:
-                rereads += nbytes
+                rereads[tensor] = rereads.get(tensor, 0.0) + nbytes
             else:
                 self._missed_once.add(key)
-        if dram:
-            self.bytes.hbm_read += dram
-            self.count_tensor_reads(tensor, dram, rereads, tally)
+        for tensor, nbytes in dram.items():
+            self.count_tensor_reads(tensor, nbytes, rereads.get(tensor, 0.0), tally)
+        missed = sum(dram.values())
+        self._walk_missed_bytes += missed
+        self.bytes.hbm_read += missed
         self.bytes.hbm_write += written_back
-        self.hbm.busy_cycles += dram / self.hbm.rate
-        return dram
+        self.hbm.busy_cycles += missed / self.hbm.rate
+        return missed
 
     def write(self, port: SmMemoryPort, t: float, keys: tuple, nbytes: int, weight: float = 1.0,
               multiplicity: float = 1.0, accumulate: bool = False, key_bytes: tuple | None = None) -> float:

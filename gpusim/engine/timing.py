@@ -413,8 +413,8 @@ class TimingInterpreter:
         # the SM units' share of the skipped work is spread over the jump; for a role with no HBM traffic of
         # its own (whose jump is 0: it follows the roles that load for it), over its measured pace
         span = delay if delay > 0 else paced
-        for tensor, shared_keys, distinct_bytes, _dram in walked:
-            self._read_skipped_walk(tensor, shared_keys, distinct_bytes, plan.count, now, span, cta.reads)
+        if walked:
+            self._read_skipped_walk(walked, plan.count, now, span, cta.reads)
         return delay, span, unit_cycles
 
     def _skip_tensor_reads(self, work: "_RoleWork", before: dict, after: dict, skipped: int,
@@ -443,18 +443,21 @@ class TimingInterpreter:
                 mem.count_tensor_reads(tensor, per[0] * skipped, max(0.0, per[1]) * skipped, tally)
         return walked
 
-    def _read_skipped_walk(self, tensor: str, shared_keys: tuple, distinct_bytes: float, count: int, now: float,
-                           span: float, tally: ReadTally) -> None:
-        """A sampled shared walk's skipped reads of `tensor` (`distinct_bytes` of real tiles, over `span` cycles
-        from `now`, in a loop of `count` iterations): WALK_CHUNKS stand-in chunks of the data of each of the
-        block's `shared_by` keys, named by that key and their place in the walk, so that every CTA walking the
-        same data reads the same chunks (MemorySystem.read_stand_ins), each at its time in the walk."""
+    def _read_skipped_walk(self, walked: list[tuple], count: int, now: float, span: float, tally: ReadTally) -> None:
+        """A sampled shared walk's skipped reads (`walked`: per tensor, its `shared_by` keys in the block and the
+        distinct bytes of real tiles, see _skip_tensor_reads) over `span` cycles from `now`, in a loop of `count`
+        iterations: WALK_CHUNKS stand-in chunks of the data of each tensor and key, named by them and their place
+        in the walk, so that every CTA walking the same data reads the same chunks (MemorySystem.read_stand_ins),
+        each at its time in the walk, in the walk's order across the tensors."""
         mem = self.memory
         classes = mem.cache.classes
-        size = distinct_bytes / WALK_CHUNKS / len(shared_keys)
-        dram = mem.read_stand_ins(tensor, [((tensor, key, "walk", count, i), size, i % classes,
-                                            now + span * (i + 0.5) / WALK_CHUNKS)
-                                           for i in range(WALK_CHUNKS) for key in shared_keys], now, tally)
+        chunks = []
+        for tensor, shared_keys, distinct_bytes, _dram in walked:
+            size = distinct_bytes / WALK_CHUNKS / len(shared_keys)
+            chunks += [(tensor, (tensor, key, "walk", count, i), size, i % classes,
+                        now + span * (i + 0.5) / WALK_CHUNKS) for i in range(WALK_CHUNKS) for key in shared_keys]
+        chunks.sort(key=lambda chunk: chunk[4])
+        dram = mem.read_stand_ins(chunks, now, tally)
         self._hbm_busy_jumped += dram / mem.hbm.rate  # the busy time read_stand_ins added
 
     def _warm_longer(self, cta: "_CtaState", key: tuple, state: dict, now: float) -> bool:
