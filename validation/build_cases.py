@@ -163,8 +163,11 @@ DRAM_HEADS = "h200_profile_2026-11-29_dram_heads.json"
 #: calls of a campaign case (FA2 at 32k tokens, d = 128, 16 heads) join that case's medians; the others are rows of
 #: h200_campaign_dram_heads.
 DRAM_CAUSAL_HEADS = "h200_profile_2026-11-30_dram_causal_heads.json"
+#: Run 47: SDPA's CUDNN forward at 1 to 8 heads where one head's K/V is about the L2's size (98k, d = 64; 49k,
+#: d = 128) or well inside it (65k, d = 64; validation/profile_dram_l2_edge.py): rows of h200_campaign_dram_heads.
+DRAM_L2_EDGE = "h200_profile_2026-11-30_dram_l2_edge.json"
 #: The head-count sweeps, with the run that measured each.
-HEAD_SWEEPS = ((DRAM_HEADS, 31), (DRAM_CAUSAL_HEADS, 42))
+HEAD_SWEEPS = ((DRAM_HEADS, 31), (DRAM_CAUSAL_HEADS, 42), (DRAM_L2_EDGE, 47))
 #: Run 1's `time_ms` holds nanoseconds (a parser bug of that run, validation/README.md "Files"): seconds per unit.
 RUN1_TIME_FILE, RUN1_SECONDS_PER_TIME_UNIT = "repeats/run1_dram.json", 1e-9
 #: metric -> (the campaign's field and its scale to the metric's unit, the Nsight Compute metric of runs 28 and 31,
@@ -366,9 +369,9 @@ def campaign_dram_forward_keys() -> frozenset:
 
 
 def dram_heads_rows() -> list[dict]:
-    """One hbm_read_bytes row per case of runs 31 and 42 that is not a campaign case: the median of its profiled
+    """One hbm_read_bytes row per case of runs 31, 42 and 47 that is not a campaign case: the median of its profiled
     calls. The sweeps show how a long forward's K/V passes grow with the heads (the waves) it runs, causal or not
-    (validation/README.md runs 31 and 42)."""
+    (validation/README.md runs 31, 42 and 47)."""
     rows = []
     for name, run in HEAD_SWEEPS:
         for case, kernels in profiled_forward_calls(name):
