@@ -11,12 +11,12 @@ one's jump ran 12% fast, benchmarks/folded_vs_exact.py), and stand-in lines of t
 would have touched age the cache (the same lines again when a loop walks the same data again, so that a
 working set that fits L2 stays resident). A loop over tiles that concurrent CTAs walk too (ops.Loop.shared:
 FlashAttention-3's K/V) reads its skipped tiles of shared tensors as stand-in chunks of that data instead, which
-every CTA walking it reads alike: each hits or misses by what entered L2 since the chunk's last read
-(engine.memory.read_stand_ins), so DRAM traffic follows the cache as it would over the whole walk; copying the
-warm iterations' hits would miss a walk that outgrows L2 only later (FA3 at 98k tokens, d = 64: 1.5 passes where
-the full walk reads 3.9, Nsight Compute 3.4). Such a loop is always sampled, even in a last wave, so that no CTA
-reads the real tiles that others stood in for. Its roles (a producer and consumer warpgroups) each mark every
-iteration where they wait on nothing another role does after marking it, so that they jump side by side; a
+every CTA walking it reads alike: each hits or misses by what was touched in L2 since the chunk's last read (an
+LRU's stack distance, engine.memory.read_stand_ins), so DRAM traffic follows the cache as it would over the whole
+walk; copying the warm iterations' hits would miss a walk that outgrows L2 only later (FA3 at 98k tokens, d = 64:
+1.5 passes where the full walk reads 3.9, Nsight Compute 3.4). Such a loop is always sampled, even in a last wave,
+so that no CTA reads the real tiles that others stood in for. Its roles (a producer and consumer warpgroups) each
+mark every iteration where they wait on nothing another role does after marking it, so that they jump side by side; a
 role's stand-in work on the SM's units yields to its own CTA's real work (engine.servers.SharedUnit), as the
 skipped iterations would have taken turns with its sibling roles'. The functional interpreter runs every
 iteration, so results stay exact; only time and counters are extrapolated, and only from the same CTA's

@@ -279,20 +279,20 @@ class MemorySystem:
             tally.add(tensor, dram, rereads)
 
     def read_stand_ins(self, chunks: list[tuple], now: float, tally: ReadTally | None = None) -> float:
-        """Reads of a sampled loop's skipped iterations of a walk that concurrent CTAs share, as `chunks`
-        ((tensor, key, bytes, class, cycle), in order of `cycle`: when the real walk reads that part). The chunks
-        of a whole jump arrive at once, so L2 residency cannot tell whether a CTA walking the same data a little later
-        would still find a chunk; instead each chunk's LRU stack distance is estimated from the walk's timeline:
-        it hits when it and the bytes touched in its class between its last read and this one fit the class. Those are
-        the other stand-in chunks of the class whose latest read falls in between (a walk that re-reads its data
-        in order touches all of it between two reads of one chunk, though every chunk may hit), and the lines
-        other reads brought in over that time (DRAM reads of other data and dirtied lines, at the launch's mean
-        rate so far). A miss is read from HBM and counted as a real read of its tensor (a re-read when it had
-        missed before); every chunk is put in L2, whose other lines it ages as the real tiles would. No transfer
-        is queued and the loop's jump does not wait for them (it lasts the measured iterations' pace, or their
-        share of HBM); HBM's busy time grows by the bytes read (their write-backs count as bytes only, as an aged
-        cache's do). The DRAM reads are counted when the jump is, not when the walk reaches them, and go to the
-        jumping CTA's `tally`. Returns the DRAM bytes read."""
+        """Reads of a sampled loop's skipped iterations of a walk that concurrent CTAs share, as `chunks` ((tensor,
+        key, bytes, class, cycle), in order of `cycle`: when the real walk reads that part). The chunks of a whole
+        jump arrive at once, so L2 residency cannot tell whether a CTA walking the same data a little later would
+        still find a chunk; instead each chunk's LRU stack distance is estimated from the walk's timeline: it hits
+        when it and the bytes touched in its class between its last read and this one fit the class. Those are the
+        other stand-in chunks of the class whose latest read falls in between, counted at this chunk's size (a
+        walk's chunks are alike; a walk that re-reads its data in order touches all of it between two reads of one
+        chunk, though every chunk may hit), and the lines other reads brought in over that time (DRAM reads of other
+        data and dirtied lines, at the launch's mean rate so far). A miss is read from HBM and counted as a real
+        read of its tensor (a re-read when it had missed before); every chunk is put in L2, whose other lines it
+        ages as the real tiles would. No transfer is queued and the loop's jump does not wait for them (it lasts the
+        measured iterations' pace, or their share of HBM); HBM's busy time grows by the bytes read (their write-
+        backs count as bytes only, as an aged cache's do). The DRAM reads are counted when the jump is, not when the
+        walk reaches them, and go to the jumping CTA's `tally`. Returns the DRAM bytes read."""
         start_cycle, start_fill = self._launch_start
         other_fill = self._l2_fill_bytes() - start_fill - self._walk_missed_bytes
         other_per_cycle = max(0.0, other_fill) / max(now - start_cycle, 1.0) / self.cache.classes

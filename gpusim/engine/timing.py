@@ -423,8 +423,8 @@ class TimingInterpreter:
         role's per-tensor reads at the first and last measured mark) to the memory's per-tensor counters, its
         CTA's `tally` and the role's own. A shared walk's (`shared_keys`: a tensor's `shared_by` keys in the
         block, () for one the CTAs do not share; None: not a shared walk) reads of shared tensors are left to
-        stand-in chunks:
-        returns those as (tensor, keys, distinct bytes of the skipped iterations, DRAM bytes per iteration)."""
+        stand-in chunks: returns those as (tensor, keys, distinct bytes of the skipped iterations, DRAM bytes per
+        iteration)."""
         mem = self.memory
         walked = []
         for tensor, values in after.items():
