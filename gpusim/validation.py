@@ -142,10 +142,10 @@ def suspect(case: Case, result, error: float) -> str:
                 "launch alike, and the model's co-resident pairs slide apart by about 2% of a CTA per CTA "
                 "(oldest_cta_issue_share, sixteenth session), where the GPU's hold their dispatch offset (run 33). "
                 "Where one head's K/V is about the L2's size (cuDNN at 98k, d = 64 and 49k, d = 128, 1-8 heads: run "
-                "47) the GPU re-read it 1.9-3.2 times per head, the model 2.5-3.9 (exact mode 2.9 at 98k, one head), "
-                "as if Q and O pushed less K/V out: FlashAttention-3's Hopper code loads K and V with an evict-last "
-                "hint, which the model's L2 does not have (cuDNN's code is not public; validation/README.md, "
-                "twenty-second session)")
+                "47) the GPU read it 1.85-3.20 times per head, the model 2.50-3.74 (exact mode 2.94 at 98k, one "
+                "head), as if Q and O pushed less K/V out. On the H200 a stream read with an evict-first hint "
+                "displaces almost nothing (run 48); which hints cuDNN's kernels use was not measured "
+                "(validation/README.md, twenty-second session)")
     if case.metric in ("hbm_read_bytes", "hbm_write_bytes"):
         return "L2 capacity and eviction order (write-back timing)" if problem.seq_len >= 8192 else "L2 residency"
     if case.metric == "l2_bytes":

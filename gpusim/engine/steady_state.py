@@ -78,6 +78,8 @@ class WaveMeter:
     @property
     def last_wave(self) -> ReadTally:
         """The DRAM reads and re-reads per tensor of the last simulated wave's CTAs."""
+        if not self._last_wave_tallies:
+            raise RuntimeError("WaveMeter: no CTA of the last simulated wave was dispatched")
         total = ReadTally()
         for tally in self._last_wave_tallies:
             for tensor, nbytes in tally.dram.items():
