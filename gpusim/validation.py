@@ -144,8 +144,9 @@ def suspect(case: Case, result, error: float) -> str:
                 "Where one head's K/V is about the L2's size (cuDNN at 98k, d = 64 and 49k, d = 128, 1-8 heads: run "
                 "47) the GPU read it 1.85-3.20 times per head, the model 2.50-3.74 (exact mode 2.94 at 98k, one "
                 "head), as if Q and O pushed less K/V out. On the H200 a stream read with an evict-first hint "
-                "displaces almost nothing (run 48); which hints cuDNN's kernels use was not measured "
-                "(validation/README.md, twenty-second session)")
+                "displaces almost nothing (run 48), but cuDNN's TMA loads of Q and of K/V show no cache hint that "
+                "tells them apart in SASS (run 49), so the L2's own policy is the suspect (validation/README.md, "
+                "twenty-second session)")
     if case.metric in ("hbm_read_bytes", "hbm_write_bytes"):
         return "L2 capacity and eviction order (write-back timing)" if problem.seq_len >= 8192 else "L2 residency"
     if case.metric == "l2_bytes":
