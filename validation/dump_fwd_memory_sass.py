@@ -51,8 +51,6 @@ def main() -> int:
         name = re.search(r'"?Kernel Name"?\s*[,:]\s*"?([^",]+)', line)
         if name:
             current = name.group(1).strip()
-        if line.startswith('"Kernel Name"') or "flash" in line and "Address" not in line and current is None:
-            current = line.strip('"')
         for match in MEMORY_OPCODE.finditer(line):
             kernels.setdefault(current or "?", collections.Counter())[match.group(1)] += 1
     record = {"cases": CASES, "command": " ".join(cmd[:-3]), "returncode": done.returncode,

@@ -279,7 +279,8 @@ class TimingInterpreter:
             self._dispatched += 1
             cta = _CtaState(rep, sm, self._last_wave_reps if len(reps) < self._last_wave_reps else 0,
                             self._dispatched)
-            if meter is not None:
+            if meter is not None:  # only an extrapolated launch needs each CTA's reads
+                cta.reads = ReadTally()
                 meter.cta_started(cta.reads)
             sm.reps_run += 1
             sm.work_represented += rep.weight
@@ -418,7 +419,7 @@ class TimingInterpreter:
         return delay, span, unit_cycles
 
     def _skip_tensor_reads(self, work: "_RoleWork", before: dict, after: dict, skipped: int,
-                           shared_keys, tally: ReadTally) -> list[tuple]:
+                           shared_keys, tally: ReadTally | None) -> list[tuple]:
         """Per tensor: add `skipped` copies of the measured iterations' reads (`before` and `after`: the
         role's per-tensor reads at the first and last measured mark) to the memory's per-tensor counters, its
         CTA's `tally` and the role's own. A shared walk's (`shared_keys`: a tensor's `shared_by` keys in the
@@ -443,7 +444,8 @@ class TimingInterpreter:
                 mem.count_tensor_reads(tensor, per[0] * skipped, max(0.0, per[1]) * skipped, tally)
         return walked
 
-    def _read_skipped_walk(self, walked: list[tuple], count: int, now: float, span: float, tally: ReadTally) -> None:
+    def _read_skipped_walk(self, walked: list[tuple], count: int, now: float, span: float,
+                           tally: ReadTally | None) -> None:
         """A sampled shared walk's skipped reads (`walked`: per tensor, its `shared_by` keys in the block and the
         distinct bytes of real tiles, see _skip_tensor_reads) over `span` cycles from `now`, in a loop of `count`
         iterations: WALK_CHUNKS stand-in chunks of the data of each tensor and key, named by them and their place
@@ -762,7 +764,8 @@ class _CtaState:
         self.age = age  # dispatch order: the SM units favour the oldest resident CTA (SharedUnit)
         self.last_wave_reps = last_wave_reps  # the launch's last-wave representatives when this is one, else 0
         self.warm_decisions: dict = {}  # (loop key, warm iterations) -> warm up longer (loop sampling)
-        self.reads = ReadTally()  # what its requests read from DRAM (a wave's reads for steady_state.WaveMeter)
+        self.reads: ReadTally | None = None  # what its requests read from DRAM, in a launch steady_state.WaveMeter
+        # extrapolates (a wave's reads are its CTAs')
         self._sems: dict = {}
 
     def _sem(self, sem):
