@@ -27,8 +27,9 @@ GRID = [  # (kernel, problem kwargs, hardware[, options[, simulate's keywords]])
     ("fa2", dict(batch=1, heads=8, seq_len=2048, head_dim=128, causal=True), "h200"),
     ("fa2", dict(batch=1, heads=16, kv_heads=4, seq_len=2048, head_dim=128), "h200"),
     ("fa2", dict(batch=1, heads=8, seq_len=1024, head_dim=64, pass_="bwd"), "h200"),
-    # a causal launch whose K/V is re-read from DRAM: a block of consecutive causal CTAs walks offset tiles, which
-    # folding collapses onto its representative's (eighteenth session: K reads +68% at this fold of 11, -1% at 2)
+    # a causal launch whose K/V is re-read from DRAM: a block of consecutive causal CTAs walks offset tiles, each a
+    # few steps behind the one before (folding.WalkedRange, steady_dispatch_lag; before them, K reads were +68% at
+    # this fold of 11)
     ("fa2", dict(batch=1, heads=4, seq_len=32768, head_dim=128, causal=True), "h200"),
     # many waves of two co-resident CTAs per SM, whose pace changes as they slide through each other's phases
     # (30-54% per iteration between offsets, validation/README.md, sixteenth session)

@@ -23,10 +23,29 @@ def _no_sharing(cta) -> Mapping[str, Hashable]:
     return {}
 
 
+class WalkedRange(tuple):
+    """A RegionKey entry: the range [start, stop) of one index dimension that a CTA walks in tiles of `step`, from
+    its stop down when `descending` (FA2 walks a causal CTA's K/V from the diagonal tile down). CTAs whose walks
+    differ in length read, at one step, tiles offset by the difference of their starting ends: folding has a
+    representative's read at each step stand for its siblings' reads at that step."""
+
+    def __new__(cls, start: int, stop: int, step: int, descending: bool = False):
+        return super().__new__(cls, (start, stop, step, descending))
+
+    @property
+    def step(self) -> int:
+        return self[2]
+
+    @property
+    def descending(self) -> bool:
+        return self[3]
+
+
 class RegionKey(tuple):
     """A `shared_by` key that names tile regions by some of their index entries, wherever they sit:
     RegionKey({0: b, 1: h, 3: (r0, r1)}) for tiles [b, h, k-slice, rows] of a transposed operand. A plain
-    key is the leading entries of the region index (K[b, kv_head, ...] and key (b, kv_head))."""
+    key is the leading entries of the region index (K[b, kv_head, ...] and key (b, kv_head)). A range entry
+    is a WalkedRange where CTAs walk it from different ends."""
 
     def __new__(cls, entries: Mapping[int, Hashable]):
         return super().__new__(cls, sorted(entries.items()))

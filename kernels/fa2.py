@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpusim.errors import InputError
-from gpusim.launch import KernelPlan, Launch, Option, resolve_options
+from gpusim.launch import KernelPlan, Launch, Option, RegionKey, WalkedRange, resolve_options
 from gpusim.ops import CodePath, Load, Loop, LoopPlan, Mma, Store, Tile, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.kernels.attention_common import (MASKED_TILE_FP32_OPS, declare_tensors, finalize_output, init_row_state,
@@ -229,7 +229,17 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
         yield Store(lse, out_refs[1])
 
     smem = (block_m + 2 * (stages or 1) * block_n) * d * problem.element_bytes
-    kv_key = (lambda cta: (cta[1], cta[2])) if packed else (lambda cta: (cta[1], cta[2] // group))
+    def kv_key(cta):
+        """Packed decode: one CTA per (batch, KV head). Causal: each CTA walks its own K/V range from the diagonal
+        down, so the key names that range (folding: a block's CTAs read offset tiles at each step)."""
+        mb, b, h = cta
+        if packed:
+            return b, h
+        if not problem.causal:
+            return b, h // group
+        r0 = mb * block_m
+        tiles = kv_tiles_for_rows(problem, r0, min(r0 + block_m, problem.seq_len), block_n)
+        return RegionKey({0: b, 1: h // group, 2: WalkedRange(tiles.start * block_n, tiles.stop * block_n, block_n, True)})
 
     def work(cta) -> float:
         r0 = cta[0] * block_m

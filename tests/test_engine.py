@@ -24,7 +24,7 @@ import simpy
 
 from gpusim.engine import loop_sampling
 from gpusim.engine.folding import (MIN_REPRESENTATIVES, MIN_SIMULATED_SMS, Representative, choose_fold_factor,
-                                   fold_grid)
+                                   fold_grid, steady_dispatch_lag)
 from gpusim.engine.l2 import CLASSES, L2Cache, class_capacities
 from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, TAIL_ITERATIONS, TAIL_WAVE_FULL_ITERATIONS,
                                          WARM_ITERATIONS, FullRuns)
@@ -35,7 +35,7 @@ from gpusim.engine.timing import TimingInterpreter, _all_done
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, get_preset
 from gpusim.kernels.warp_specialized import NamedBarrier
-from gpusim.launch import KernelPlan, Launch, RegionKey
+from gpusim.launch import KernelPlan, Launch, RegionKey, WalkedRange
 from gpusim.ops import GlobalTensor, Load, Loop, Mma, Store, Tile, Vector, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.result import BOUND_OF_UNIT, Result
@@ -1066,6 +1066,40 @@ def test_region_keys_name_the_real_tiles_with_their_sizes():
     assert [key[1][0] for key in keys] == [(4, 8), (0, 4), (8, 10)]
     assert multiplicity == 1 and key_bytes == (64, 64, 32)
 
+
+def test_walked_ranges_stand_for_each_siblings_tile_at_the_same_step():
+    # three CTAs walk K from their diagonal tile down (tiles of 4 keys): CTA i walks tiles i+1 .. 0. At the step the
+    # representative (CTA 1) reads tile 1, CTA 2 reads tile 2 and CTA 0 tile 0; one step on, CTA 0 is done
+    k = GlobalTensor("K", (2, 16), "bf16")
+
+    def shared_by(cta):
+        return {"K": RegionKey({0: 0, 1: WalkedRange(0, 4 * (cta + 1), 4, descending=True)})}
+    rep = fold_grid([0, 1, 2], shared_by, 3)[0]
+    assert rep.cta == 1
+    keys, multiplicity, _ = rep.l2_keys(k.region(0, slice(4, 8)))
+    assert [key[1][1] for key in keys] == [(4, 8), (0, 4), (8, 12)] and multiplicity == 1
+    keys, _, _ = rep.l2_keys(k.region(0, slice(0, 4)))
+    assert [key[1][1] for key in keys] == [(0, 4), (4, 8)]
+    # started a step apart in grid order: at the representative's first step CTA 2 has not started and CTA 0's walk
+    # is over; at its second CTA 2 reads its diagonal tile
+    rep.lag_steps = 1.0
+    keys, _, _ = rep.l2_keys(k.region(0, slice(4, 8)))
+    assert [key[1][1] for key in keys] == [(4, 8)]
+    keys, _, _ = rep.l2_keys(k.region(0, slice(0, 4)))
+    assert [key[1][1] for key in keys] == [(0, 4), (8, 12)]
+    # an ascending walk (CTA i walks tiles 0 .. i): at the representative's tile 1, CTA 2 reads tile 0
+    up = fold_grid([0, 1, 2], lambda cta: {"K": RegionKey({0: 0, 1: WalkedRange(0, 4 * (cta + 1), 4)})}, 3)[0]
+    keys, _, _ = up.l2_keys(k.region(0, slice(4, 8)))
+    assert [key[1][1] for key in keys] == [(4, 8)]
+    up.lag_steps = 1.0
+    keys, _, _ = up.l2_keys(k.region(0, slice(4, 8)))
+    assert [key[1][1] for key in keys] == [(4, 8), (0, 4)]
+
+
+def test_steady_dispatch_lag_is_mean_work_over_concurrent_ctas():
+    # CTAs of 10 and 30 steps, 4 at a time: a CTA ends (and the next starts) every 20 / 4 = 5 steps of a walk
+    assert steady_dispatch_lag([10, 30, 10, 30], 4) == 5.0
+    assert steady_dispatch_lag(None, 4) == 0.0
 
 def test_folded_busy_fractions_count_only_the_sms_a_one_wave_launch_uses():
     # 112 uneven split CTAs on 132 SMs: folded, each simulated SM's busy time stands for its blocks' real

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
-from gpusim.launch import RegionKey
+from gpusim.launch import RegionKey, WalkedRange
 
 #: Fewest SMs a folded simulation keeps: enough that wave quantization and neighbouring-CTA effects
 #: survive, few enough that a large grid costs a handful of CTAs per wave. (A simulation setting.)
@@ -31,14 +31,19 @@ MIN_REPRESENTATIVES = 64
 class Representative:
     """One simulated CTA standing for the `count` real CTAs of its block. Its demands on shared resources
     are scaled by `weight`: the block's work over the representative's own (`count` when the CTAs are alike),
-    so a block of uneven CTAs still moves its real bytes and FLOPs. `shared[tensor] = (own key, other keys)`
-    lists the distinct `shared_by` keys of its block."""
+    so a block of uneven CTAs still moves its real bytes and FLOPs. `shared[tensor] = (own key, other keys[,
+    their offsets])` lists the distinct `shared_by` keys of its block and, optionally, where in the block (grid
+    positions after the representative's, negative before) the first CTA holding each sits. `lag_steps`: how many
+    steps of a walk each CTA of the block is behind the one before it in the grid, because it started later (see
+    steady_dispatch_lag); the representative's read of a walked tile (WalkedRange) stands for the tile each sibling
+    reads at that moment."""
 
-    __slots__ = ("cta", "weight", "count", "_shared")
+    __slots__ = ("cta", "weight", "count", "_shared", "lag_steps")
 
     def __init__(self, cta: Any, weight: float, shared: Mapping[str, tuple], count: int | None = None):
         self.cta, self.weight, self._shared = cta, weight, shared
         self.count = int(weight) if count is None else count
+        self.lag_steps = 0.0
 
     def shared_keys(self, tensor: str) -> tuple:
         """The distinct `shared_by` keys of `tensor` in the representative's block, its own first; () for a
@@ -58,15 +63,19 @@ class Representative:
         scale = self.weight / self.count
         if entry is None:
             return self._private_keys(ref.key), scale, None
-        own, others = entry
+        own, others = entry[:2]
         if not others:
             return (ref.key,), scale, None
         index = ref.index
         if isinstance(own, RegionKey):
             if not all(_within(index[dim], value) for dim, value in own):
                 return (ref.key,), (len(others) + 1) * scale, None
-            indices = [sibling for sibling in (_substituted(index, own, other) for other in others)
-                       if sibling is not None]
+            offsets = entry[2] if len(entry) > 2 else (0,) * len(others)
+            # siblings reading the representative's own tile at this step (walks from one end) are that tile
+            indices = list(dict.fromkeys(
+                sibling for sibling in (_substituted(index, own, other, ref.tensor.shape, round(offset * self.lag_steps))
+                                        for other, offset in zip(others, offsets))
+                if sibling is not None and sibling != index))
             siblings = tuple((name, sibling) for sibling in indices)
             return (ref.key,) + siblings, 1, _region_bytes(ref, index, indices)
         prefix = own if isinstance(own, tuple) else (own,)
@@ -103,10 +112,13 @@ def _within(entry, value) -> bool:
     return entry == value
 
 
-def _substituted(index: tuple, own: RegionKey, other: RegionKey) -> tuple | None:
+def _substituted(index: tuple, own: RegionKey, other: RegionKey, shape: tuple, lag_steps: int = 0) -> tuple | None:
     """The sibling's counterpart of `index`: each entry `own` names replaced by `other`'s; an index range
-    that is part of the representative's range (one warpgroup's rows of its tile) is moved by the same
-    offset and clipped to the sibling's range (whose tile may be partial). None when nothing is left."""
+    that is part of the representative's range (one warpgroup's rows of its tile, the tile a walk reads at this
+    step) is moved by the offset of the ranges' starts (of their stops for a descending WalkedRange), and a walked
+    range back by the `lag_steps` the sibling's walk is behind; then clipped to the sibling's range and the
+    tensor's `shape` (the sibling's tile may be partial, its walk not started or over). None when nothing is
+    left."""
     entries = list(index)
     own_values = dict(own)
     for dim, value in other:
@@ -114,8 +126,12 @@ def _substituted(index: tuple, own: RegionKey, other: RegionKey) -> tuple | None
         if entry == mine or not isinstance(entry, tuple):
             entries[dim] = value
             continue
-        shift = value[0] - mine[0]
-        start, stop = max(entry[0] + shift, value[0]), min(entry[1] + shift, value[1])
+        if isinstance(mine, WalkedRange):
+            lag = lag_steps * mine.step
+            shift = value[1] - mine[1] + lag if mine.descending else value[0] - mine[0] - lag
+        else:
+            shift = value[0] - mine[0]
+        start, stop = max(entry[0] + shift, value[0]), min(entry[1] + shift, value[1], shape[dim])
         if start >= stop:
             return None
         entries[dim] = (start, stop)
@@ -148,6 +164,17 @@ def choose_fold_factor(sm_count: int, grid_size: int, ctas_per_sm: int, works: S
         if mismatch <= MAX_WORK_MISMATCH and (f % 2 or mismatch <= EVEN_BLOCK_MISMATCH):
             return f
     return 1
+
+
+def steady_dispatch_lag(works: Sequence[float] | None, concurrent_ctas: int) -> float:
+    """Steps of a walk by which each CTA lags the one before it in the grid once a launch dispatches in steady
+    state: a CTA starts whenever one finishes, so by Little's law CTAs start one per (mean CTA duration) /
+    (concurrent CTAs), which is (mean work) / (concurrent CTAs) steps of a CTA's walk, `works` counting
+    steps (the K/V tiles a CTA visits, and its prologue). 0 when the CTAs' works are not given (uniform CTAs
+    read alike tiles at each step, see Representative)."""
+    if not works or concurrent_ctas <= 0:
+        return 0.0
+    return sum(works) / len(works) / concurrent_ctas
 
 
 def work_mismatch(works: Sequence[float], fold: int) -> float:
@@ -190,11 +217,14 @@ def fold_grid(grid: Sequence[Any], shared_by: Callable[[Any], Mapping[str, Hasha
                 weight = sum(block_works) / block_works[pick]
         rep = block[pick]
         own = keys_of(rep)
-        keys: dict[str, dict] = {}
-        for cta in block:
+        keys: dict[str, dict] = {}  # tensor -> distinct key -> grid position of its first CTA after the rep's
+        for position, cta in enumerate(block):
             for tensor, key in keys_of(cta).items():
-                keys.setdefault(tensor, {})[key] = None
-        shared = {tensor: (own[tensor], tuple(k for k in distinct if k != own[tensor]))
-                  for tensor, distinct in keys.items() if tensor in own}
+                keys.setdefault(tensor, {}).setdefault(key, position - pick)
+        shared = {}
+        for tensor, distinct in keys.items():
+            if tensor in own:
+                others = [(key, offset) for key, offset in distinct.items() if key != own[tensor]]
+                shared[tensor] = (own[tensor], tuple(k for k, _ in others), tuple(o for _, o in others))
         reps.append(Representative(rep, weight, shared, count=len(block)))
     return reps

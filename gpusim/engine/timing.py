@@ -18,7 +18,7 @@ from collections import deque
 
 import simpy
 
-from gpusim.engine.folding import Representative, choose_fold_factor, fold_grid
+from gpusim.engine.folding import Representative, choose_fold_factor, fold_grid, steady_dispatch_lag
 from gpusim.engine.icache import InstructionCache
 from gpusim.engine.memory import MemorySystem, ReadTally, SmMemoryPort, check_l2_start
 from gpusim.engine.servers import SharedUnit
@@ -160,6 +160,9 @@ class TimingInterpreter:
         extrapolate = should_extrapolate(blocks, slots, launch.work is None, self.exact)
         reps = deque(fold_grid(launch.grid, launch.shared_by, fold, works, one_wave, launch.owned_by,
                                limit=SIMULATED_WAVES * slots if extrapolate else None))
+        lag = steady_dispatch_lag(works, slots * fold)
+        for rep in list(reps)[slots:]:  # the first wave's CTAs all start at once
+            rep.lag_steps = lag
         if extrapolate:
             skipped = blocks - len(reps)
             meter = WaveMeter(slots, lambda: self._additive_counters(sms, fold))
