@@ -239,7 +239,8 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
             return b, h // group
         r0 = mb * block_m
         tiles = kv_tiles_for_rows(problem, r0, min(r0 + block_m, problem.seq_len), block_n)
-        return RegionKey({0: b, 1: h // group, 2: WalkedRange(tiles.start * block_n, tiles.stop * block_n, block_n, True)})
+        walked = WalkedRange(tiles.start * block_n, tiles.stop * block_n, block_n, descending=True)
+        return RegionKey({0: b, 1: h // group, 2: walked})
 
     def work(cta) -> float:
         r0 = cta[0] * block_m

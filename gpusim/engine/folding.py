@@ -72,10 +72,10 @@ class Representative:
                 return (ref.key,), (len(others) + 1) * scale, None
             offsets = entry[2] if len(entry) > 2 else (0,) * len(others)
             # siblings reading the representative's own tile at this step (walks from one end) are that tile
-            indices = list(dict.fromkeys(
-                sibling for sibling in (_substituted(index, own, other, ref.tensor.shape, round(offset * self.lag_steps))
-                                        for other, offset in zip(others, offsets))
-                if sibling is not None and sibling != index))
+            shape = ref.tensor.shape
+            substituted = (_substituted(index, own, other, shape, round(offset * self.lag_steps))
+                           for other, offset in zip(others, offsets))
+            indices = list(dict.fromkeys(s for s in substituted if s is not None and s != index))
             siblings = tuple((name, sibling) for sibling in indices)
             return (ref.key,) + siblings, 1, _region_bytes(ref, index, indices)
         prefix = own if isinstance(own, tuple) else (own,)
