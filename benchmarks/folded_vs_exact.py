@@ -47,6 +47,8 @@ GRID = [  # (kernel, problem kwargs, hardware[, options[, simulate's keywords]])
     # 64 tiles, run in full
     ("fa3", dict(batch=1, heads=8, seq_len=12320, head_dim=128), "h200"),
     ("fa3", dict(batch=1, heads=4, seq_len=8192, head_dim=128, causal=True), "h200"),
+    # causal K/V at the L2's edge, walked up from the first tile (before WalkedRange: +10.61% bytes at fold 11)
+    ("fa3", dict(batch=1, heads=4, seq_len=32768, head_dim=128, causal=True), "h200"),
     ("fa4", dict(batch=1, heads=16, seq_len=4096, head_dim=128), "b200"),
     ("flash_decoding", dict(batch=2, heads=32, kv_heads=8, seq_len=1, kv_len=8192, head_dim=128), "h200"),
     ("flash_decoding", dict(batch=8, heads=32, kv_heads=8, seq_len=1, kv_len=16384, head_dim=128), "h200"),

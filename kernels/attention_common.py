@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from gpusim.launch import RegionKey
+from gpusim.launch import RegionKey, WalkedRange
 from gpusim.ops import GlobalTensor, Tile, Vector
 from gpusim.problem import AttentionProblem
 
@@ -61,6 +61,16 @@ def own_regions(tensors: dict[str, GlobalTensor], names, *index) -> dict[str, Re
     that launch finds in L2, rather than stand-ins. Keyed by each tensor's own name (which a role name such as
     "dO" may map to a copy, "dO.copy"), as the engine looks tiles up by it."""
     return {tensors[name].name: RegionKey.of_region(tensors[name].region(*index)) for name in names}
+
+
+def causal_walk_key(problem: AttentionProblem, b: int, kv_head: int, row_start: int, row_stop: int, block_n: int,
+                    descending: bool = False) -> RegionKey:
+    """`shared_by` key of a causal CTA's K and V: the range of keys it walks (kv_tiles_for_rows), in tiles of
+    `block_n`, from the diagonal down when `descending`. Folding then has a representative's read at each step
+    stand for the tile each CTA of its block reads at that step (launch.WalkedRange)."""
+    tiles = kv_tiles_for_rows(problem, row_start, row_stop, block_n)
+    walked = WalkedRange(tiles.start * block_n, tiles.stop * block_n, block_n, descending)
+    return RegionKey({0: b, 1: kv_head, 2: walked})
 
 
 def causal_offset(problem: AttentionProblem) -> int:

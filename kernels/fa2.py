@@ -25,12 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpusim.errors import InputError
-from gpusim.launch import KernelPlan, Launch, Option, RegionKey, WalkedRange, resolve_options
+from gpusim.launch import KernelPlan, Launch, Option, resolve_options
 from gpusim.ops import CodePath, Load, Loop, LoopPlan, Mma, Store, Tile, Wait
 from gpusim.problem import AttentionProblem
-from gpusim.kernels.attention_common import (MASKED_TILE_FP32_OPS, declare_tensors, finalize_output, init_row_state,
-                                             kv_tiles_for_rows, masked_scores, online_softmax, own_regions,
-                                             tensor_dtype, tile_needs_mask)
+from gpusim.kernels.attention_common import (MASKED_TILE_FP32_OPS, causal_walk_key, declare_tensors, finalize_output,
+                                             init_row_state, kv_tiles_for_rows, masked_scores, online_softmax,
+                                             own_regions, tensor_dtype, tile_needs_mask)
 
 #: Rows of one mma.sync m16n8k16 tile: the rows one warp owns.
 MMA_M = 16
@@ -238,9 +238,8 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
         if not problem.causal:
             return b, h // group
         r0 = mb * block_m
-        tiles = kv_tiles_for_rows(problem, r0, min(r0 + block_m, problem.seq_len), block_n)
-        walked = WalkedRange(tiles.start * block_n, tiles.stop * block_n, block_n, descending=True)
-        return RegionKey({0: b, 1: h // group, 2: walked})
+        return causal_walk_key(problem, b, h // group, r0, min(r0 + block_m, problem.seq_len), block_n,
+                               descending=True)
 
     def work(cta) -> float:
         r0 = cta[0] * block_m

@@ -81,7 +81,7 @@ from gpusim.errors import InputError
 from gpusim.launch import MAX_REGISTERS_PER_THREAD, KernelPlan, Launch, Option, resolve_options
 from gpusim.ops import Acquire, GlobalTensor, Load, Loop, LoopPlan, Mma, Semaphore, Signal, Store, Tile, Vector
 from gpusim.problem import AttentionProblem
-from gpusim.kernels.attention_common import (EXP_FMA_OPS_PER_ELEMENT, declare_tensors, finalize_output,
+from gpusim.kernels.attention_common import (EXP_FMA_OPS_PER_ELEMENT, causal_walk_key, declare_tensors, finalize_output,
                                              init_row_state, kv_tiles_for_rows, masked_scores, online_softmax,
                                              own_regions, tensor_dtype, tile_needs_mask)
 from gpusim.kernels.fa2_backward import convert_dq_launch
@@ -482,8 +482,11 @@ def forward_launch(problem: AttentionProblem, tensors: dict, cfg: Config) -> Lau
     threads = 128 * (n_wg + (1 if cfg.warp_specialization else 0))
 
     def shared_by(cta):
-        key = (cta[1], cta[2] // group)
-        return {"K": key, "V": key, "K_descale": key, "V_descale": key} if block_scales else {"K": key, "V": key}
+        mb, b, h = cta
+        key = (b, h // group)
+        # a causal CTA walks its own keys up to its diagonal (causal_walk_key); its descales are read whole
+        walk = causal_walk_key(problem, b, h // group, mb * bm, min((mb + 1) * bm, n), bn) if problem.causal else key
+        return {"K": walk, "V": walk, "K_descale": key, "V_descale": key} if block_scales else {"K": walk, "V": walk}
 
     def owned_by(cta):  # named by region so that a folded block counts its partial last tile
         mb, b, h = cta

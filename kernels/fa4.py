@@ -47,7 +47,7 @@ from gpusim.launch import KernelPlan, Launch, Option, resolve_options
 from gpusim.ops import Acquire, Load, Mma, Semaphore, Signal, Store, Tile, Vector
 from gpusim.problem import AttentionProblem
 from gpusim.kernels.attention_common import (EXP_FMA_OPS_PER_ELEMENT, MAX_OPS_PER_ELEMENT, RESCALE_OPS_PER_ELEMENT,
-                                             SUM_OPS_PER_ELEMENT, declare_tensors, finalize_output,
+                                             SUM_OPS_PER_ELEMENT, causal_walk_key, declare_tensors, finalize_output,
                                              kv_tiles_for_rows, masked_scores, tensor_dtype, tile_needs_mask)
 from gpusim.kernels.warp_specialized import SmemRing
 
@@ -279,9 +279,15 @@ def forward_launch(problem: AttentionProblem, tensors: dict, bn: int, q_stages: 
         r0 = cta[0] * cta_rows
         return 1 + len(kv_tiles_for_rows(problem, r0, min(r0 + cta_rows, n), bn))
 
+    def shared_by(cta):  # a causal CTA walks its own keys up to its diagonal (causal_walk_key)
+        mb, b, h = cta
+        key = causal_walk_key(problem, b, h // group, mb * cta_rows, min((mb + 1) * cta_rows, n), bn) \
+            if problem.causal else (b, h // group)
+        return {"K": key, "V": key}
+
     return Launch(name="fa4_fwd", grid=grid, program=program, smem_bytes_per_cta=smem_bytes,
                   threads_per_cta=threads, registers_per_thread=65536 // threads,
-                  shared_by=lambda cta: {"K": (cta[1], cta[2] // group), "V": (cta[1], cta[2] // group)},
+                  shared_by=shared_by,
                   work=work if problem.causal else None)
 
 
