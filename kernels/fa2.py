@@ -229,6 +229,7 @@ def forward_launch(problem: AttentionProblem, tensors: dict, block_m: int, block
         yield Store(lse, out_refs[1])
 
     smem = (block_m + 2 * (stages or 1) * block_n) * d * problem.element_bytes
+
     def kv_key(cta):
         """Packed decode: one CTA per (batch, KV head). Causal: each CTA walks its own K/V range from the diagonal
         down, so the key names that range (folding: a block's CTAs read offset tiles at each step)."""
