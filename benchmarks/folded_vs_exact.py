@@ -27,9 +27,9 @@ GRID = [  # (kernel, problem kwargs, hardware[, options[, simulate's keywords]])
     ("fa2", dict(batch=1, heads=8, seq_len=2048, head_dim=128, causal=True), "h200"),
     ("fa2", dict(batch=1, heads=16, kv_heads=4, seq_len=2048, head_dim=128), "h200"),
     ("fa2", dict(batch=1, heads=8, seq_len=1024, head_dim=64, pass_="bwd"), "h200"),
-    # a causal launch whose K/V is re-read from DRAM: a block of consecutive causal CTAs walks offset tiles, each a
-    # few steps behind the one before (folding.WalkedRange, steady_dispatch_lag; before them, K reads were +68% at
-    # this fold of 11)
+    # a causal launch whose K/V is re-read from DRAM: a block of consecutive causal CTAs walks offset tiles, each CTA
+    # about a step behind the one before (launch.WalkedRange, folding.steady_dispatch_lag; before them, K reads were
+    # +68% at this fold of 11)
     ("fa2", dict(batch=1, heads=4, seq_len=32768, head_dim=128, causal=True), "h200"),
     # the same at 16 heads, a long launch: exact mode re-reads K/V more with each head (2.18 times per head in all),
     # folded mode less so (1.47; twenty-third session: -22.5% bytes)

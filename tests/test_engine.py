@@ -1068,7 +1068,7 @@ def test_region_keys_name_the_real_tiles_with_their_sizes():
 
 
 def test_walked_ranges_stand_for_each_siblings_tile_at_the_same_step():
-    # three CTAs walk K from their diagonal tile down (tiles of 4 keys): CTA i walks tiles i+1 .. 0. At the step the
+    # three CTAs walk K from their diagonal tile down (tiles of 4 keys): CTA i walks tiles i .. 0. At the step the
     # representative (CTA 1) reads tile 1, CTA 2 reads tile 2 and CTA 0 tile 0; one step on, CTA 0 is done
     k = GlobalTensor("K", (2, 16), "bf16")
 
@@ -1087,7 +1087,8 @@ def test_walked_ranges_stand_for_each_siblings_tile_at_the_same_step():
     assert [key[1][1] for key in keys] == [(4, 8)]
     keys, _, _ = rep.l2_keys(k.region(0, slice(0, 4)))
     assert [key[1][1] for key in keys] == [(0, 4), (8, 12)]
-    # an ascending walk (CTA i walks tiles 0 .. i): at the representative's tile 1, CTA 2 reads tile 0
+    # an ascending walk (CTA i walks tiles 0 .. i): at the representative's tile 1, CTA 2 reads tile 1 too and CTA 0
+    # is done; a step behind, CTA 2 reads tile 0
     up = fold_grid([0, 1, 2], lambda cta: {"K": RegionKey({0: 0, 1: WalkedRange(0, 4 * (cta + 1), 4)})}, 3)[0]
     keys, _, _ = up.l2_keys(k.region(0, slice(4, 8)))
     assert [key[1][1] for key in keys] == [(4, 8)]
@@ -1096,10 +1097,27 @@ def test_walked_ranges_stand_for_each_siblings_tile_at_the_same_step():
     assert [key[1][1] for key in keys] == [(4, 8), (0, 4)]
 
 
+def test_walked_ranges_map_a_partial_last_tile_onto_whole_ones_and_lag_identical_walks():
+    # 14 keys in tiles of 4: the last tile holds 2. The representative (CTA 3) reads it first; CTA 2 reads its own
+    # diagonal tile then, a whole one
+    k = GlobalTensor("K", (2, 14), "bf16")
+    down = fold_grid([2, 3, 4], lambda cta: {"K": RegionKey({0: 0, 1: WalkedRange(0, 4 * (cta + 1), 4, True)})}, 3)[0]
+    keys, _, key_bytes = down.l2_keys(k.region(0, slice(12, 16)))
+    assert [key[1][1] for key in keys] == [(12, 14), (8, 12)] and key_bytes == (4, 8)
+    # three CTAs walk the same keys up, a step apart: at the representative's last (partial) tile, the CTA before it
+    # is done and the one after it reads the whole tile before
+    same = fold_grid([0, 1, 2], lambda cta: {"K": RegionKey({0: 0, 1: WalkedRange(0, 16, 4)})}, 3)[0]
+    assert same.l2_keys(k.region(0, slice(12, 16)))[0] == (("K", (0, (12, 14))),)
+    same.lag_steps = 1.0
+    keys, _, _ = same.l2_keys(k.region(0, slice(12, 16)))
+    assert [key[1][1] for key in keys] == [(12, 14), (8, 12)]
+
+
 def test_steady_dispatch_lag_is_mean_work_over_concurrent_ctas():
     # CTAs of 10 and 30 steps, 4 at a time: a CTA ends (and the next starts) every 20 / 4 = 5 steps of a walk
     assert steady_dispatch_lag([10, 30, 10, 30], 4) == 5.0
     assert steady_dispatch_lag(None, 4) == 0.0
+
 
 def test_folded_busy_fractions_count_only_the_sms_a_one_wave_launch_uses():
     # 112 uneven split CTAs on 132 SMs: folded, each simulated SM's busy time stands for its blocks' real

@@ -32,11 +32,10 @@ class Representative:
     """One simulated CTA standing for the `count` real CTAs of its block. Its demands on shared resources
     are scaled by `weight`: the block's work over the representative's own (`count` when the CTAs are alike),
     so a block of uneven CTAs still moves its real bytes and FLOPs. `shared[tensor] = (own key, other keys[,
-    their offsets])` lists the distinct `shared_by` keys of its block and, optionally, where in the block (grid
-    positions after the representative's, negative before) the first CTA holding each sits. `lag_steps`: how many
-    steps of a walk each CTA of the block is behind the one before it in the grid, because it started later (see
-    steady_dispatch_lag); the representative's read of a walked tile (WalkedRange) stands for the tile each sibling
-    reads at that moment."""
+    walkers])` lists the distinct `shared_by` keys of its block and, for a walked key (WalkedRange), every other
+    CTA's (key, grid position relative to the representative's): CTAs that walk the same range but start at
+    different times read different tiles at one step. `lag_steps`: how many steps of a walk each CTA of the block is
+    behind the one before it in the grid, because it started later (see steady_dispatch_lag)."""
 
     __slots__ = ("cta", "weight", "count", "_shared", "lag_steps")
 
@@ -55,8 +54,10 @@ class Representative:
         """The L2 keys one access to `ref` by this representative stands for, and how many real tiles
         each key counts for. Shared tensors: the block's distinct tiles, found by substituting each
         other CTA's shared key for the named (RegionKey) or leading indices of the region (K[b, kv_head, ...]
-        and key (b, kv_head)); keys that are not part of the region count each distinct key once. Private
-        tensors: one tile per CTA of the block. Third: each key's bytes where they differ from the
+        and key (b, kv_head)); keys that are not part of the region count each distinct key once. A walked
+        range (WalkedRange) maps the representative's tile onto the one each other CTA reads at this step (none
+        where its walk has not started or is over); siblings that read the representative's own tile are that
+        tile. Private tensors: one tile per CTA of the block. Third: each key's bytes where they differ from the
         representative's tile (a sibling's region is a partial tile at the edge of the tensor), else None."""
         name = ref.tensor.name
         entry = self._shared.get(name)
@@ -64,17 +65,16 @@ class Representative:
         if entry is None:
             return self._private_keys(ref.key), scale, None
         own, others = entry[:2]
-        if not others:
+        walkers = entry[2] if len(entry) > 2 else ()
+        if not others and not walkers:
             return (ref.key,), scale, None
         index = ref.index
         if isinstance(own, RegionKey):
             if not all(_within(index[dim], value) for dim, value in own):
                 return (ref.key,), (len(others) + 1) * scale, None
-            offsets = entry[2] if len(entry) > 2 else (0,) * len(others)
-            # siblings reading the representative's own tile at this step (walks from one end) are that tile
             shape = ref.tensor.shape
-            substituted = (_substituted(index, own, other, shape, round(offset * self.lag_steps))
-                           for other, offset in zip(others, offsets))
+            substituted = (_substituted(index, own, other, shape, math.floor(offset * self.lag_steps + 0.5))
+                           for other, offset in (walkers or ((other, 0) for other in others)))
             indices = list(dict.fromkeys(s for s in substituted if s is not None and s != index))
             siblings = tuple((name, sibling) for sibling in indices)
             return (ref.key,) + siblings, 1, _region_bytes(ref, index, indices)
@@ -126,12 +126,14 @@ def _substituted(index: tuple, own: RegionKey, other: RegionKey, shape: tuple, l
         if entry == mine or not isinstance(entry, tuple):
             entries[dim] = value
             continue
+        end = entry[1]
         if isinstance(mine, WalkedRange):
             lag = lag_steps * mine.step
             shift = value[1] - mine[1] + lag if mine.descending else value[0] - mine[0] - lag
+            end = max(end, entry[0] + mine.step)  # the tensor's partial last tile is a whole one elsewhere
         else:
             shift = value[0] - mine[0]
-        start, stop = max(entry[0] + shift, value[0]), min(entry[1] + shift, value[1], shape[dim])
+        start, stop = max(entry[0] + shift, value[0]), min(end + shift, value[1], shape[dim])
         if start >= stop:
             return None
         entries[dim] = (start, stop)
@@ -217,14 +219,17 @@ def fold_grid(grid: Sequence[Any], shared_by: Callable[[Any], Mapping[str, Hasha
                 weight = sum(block_works) / block_works[pick]
         rep = block[pick]
         own = keys_of(rep)
-        keys: dict[str, dict] = {}  # tensor -> distinct key -> grid position of its first CTA after the rep's
+        keys: dict[str, list] = {}  # tensor -> (key, grid position relative to the rep's) of every CTA
         for position, cta in enumerate(block):
             for tensor, key in keys_of(cta).items():
-                keys.setdefault(tensor, {}).setdefault(key, position - pick)
+                keys.setdefault(tensor, []).append((key, position - pick))
         shared = {}
-        for tensor, distinct in keys.items():
+        for tensor, held in keys.items():
             if tensor in own:
-                others = [(key, offset) for key, offset in distinct.items() if key != own[tensor]]
-                shared[tensor] = (own[tensor], tuple(k for k, _ in others), tuple(o for _, o in others))
+                mine = own[tensor]
+                others = tuple(dict.fromkeys(key for key, _ in held if key != mine))
+                walked = isinstance(mine, RegionKey) and any(isinstance(v, WalkedRange) for _, v in mine)
+                walkers = tuple((key, offset) for key, offset in held if offset) if walked else ()
+                shared[tensor] = (mine, others, walkers) if walkers else (mine, others)
         reps.append(Representative(rep, weight, shared, count=len(block)))
     return reps
