@@ -73,9 +73,13 @@ class Representative:
             if not all(_within(index[dim], value) for dim, value in own):
                 return (ref.key,), (len(others) + 1) * scale, None
             shape = ref.tensor.shape
-            substituted = (_substituted(index, own, other, shape, math.floor(offset * self.lag_steps + 0.5))
-                           for other, offset in (walkers or ((other, 0) for other in others)))
-            indices = list(dict.fromkeys(s for s in substituted if s is not None and s != index))
+            if walkers:  # siblings that read the representative's own tile at this step are that tile
+                lag = self.lag_steps
+                walked = (_substituted(index, own, other, shape, math.floor(offset * lag + 0.5))
+                          for other, offset in walkers)
+                indices = list(dict.fromkeys(s for s in walked if s is not None and s != index))
+            else:
+                indices = [s for s in (_substituted(index, own, other, shape) for other in others) if s is not None]
             siblings = tuple((name, sibling) for sibling in indices)
             return (ref.key,) + siblings, 1, _region_bytes(ref, index, indices)
         prefix = own if isinstance(own, tuple) else (own,)
