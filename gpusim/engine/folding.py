@@ -40,7 +40,8 @@ class Representative:
     __slots__ = ("cta", "weight", "count", "_shared", "lag_steps")
 
     def __init__(self, cta: Any, weight: float, shared: Mapping[str, tuple], count: int | None = None):
-        self.cta, self.weight, self._shared = cta, weight, shared
+        self.cta, self.weight = cta, weight
+        self._shared = {tensor: entry if len(entry) > 2 else (*entry, ()) for tensor, entry in shared.items()}
         self.count = int(weight) if count is None else count
         self.lag_steps = 0.0
 
@@ -64,8 +65,7 @@ class Representative:
         scale = self.weight / self.count
         if entry is None:
             return self._private_keys(ref.key), scale, None
-        own, others = entry[:2]
-        walkers = entry[2] if len(entry) > 2 else ()
+        own, others, walkers = entry
         if not others and not walkers:
             return (ref.key,), scale, None
         index = ref.index
@@ -234,6 +234,6 @@ def fold_grid(grid: Sequence[Any], shared_by: Callable[[Any], Mapping[str, Hasha
                 others = tuple(dict.fromkeys(key for key, _ in held if key != mine))
                 walked = isinstance(mine, RegionKey) and any(isinstance(v, WalkedRange) for _, v in mine)
                 walkers = tuple((key, offset) for key, offset in held if offset) if walked else ()
-                shared[tensor] = (mine, others, walkers) if walkers else (mine, others)
+                shared[tensor] = (mine, others, walkers)
         reps.append(Representative(rep, weight, shared, count=len(block)))
     return reps

@@ -161,8 +161,9 @@ class TimingInterpreter:
         reps = deque(fold_grid(launch.grid, launch.shared_by, fold, works, one_wave, launch.owned_by,
                                limit=SIMULATED_WAVES * slots if extrapolate else None))
         lag = steady_dispatch_lag(works, slots * fold)
-        for rep in list(reps)[slots:]:  # the first wave's CTAs all start at once
-            rep.lag_steps = lag
+        if lag:
+            for rep in list(reps)[slots:]:  # the first wave's CTAs all start at once
+                rep.lag_steps = lag
         if extrapolate:
             skipped = blocks - len(reps)
             meter = WaveMeter(slots, lambda: self._additive_counters(sms, fold))
