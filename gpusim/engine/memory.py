@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from sortedcontainers import SortedList
 
-from gpusim.engine.l2 import L2Cache
+from gpusim.engine.l2 import SHARED, L2Cache
 from gpusim.engine.servers import Server
 from gpusim.errors import InputError
 from gpusim.hardware import HardwareSpec
@@ -60,11 +60,12 @@ class SmMemoryPort:
     cp.async where the GPU's spec gives it its own."""
 
     __slots__ = ("window_bytes", "inflight", "outstanding_bytes", "load_link", "store_link", "hit_extra_cycles",
-                 "miss_extra_cycles")
+                 "miss_extra_cycles", "sm_index")
 
     def __init__(self, name: str, window_bytes: int, link_bytes_per_clk: float, hit_extra_cycles: float = 0.0,
-                 miss_extra_cycles: float = 0.0):
+                 miss_extra_cycles: float = 0.0, sm_index: int = SHARED):
         self.window_bytes = window_bytes
+        self.sm_index = sm_index  # the SM whose requests it carries (an L2 line's reader)
         # what the path adds to the access latency of a read that hits in L2 / that misses to HBM
         self.hit_extra_cycles, self.miss_extra_cycles = hit_extra_cycles, miss_extra_cycles
         self.inflight: list = []  # heap of (done_cycle, bytes)
@@ -74,7 +75,8 @@ class SmMemoryPort:
 
     @classmethod
     def load_store_units(cls, hw: HardwareSpec, sm_index: int) -> "SmMemoryPort":
-        return cls(f"sm{sm_index}.lsu", hw.sm_max_inflight_bytes, hw.sm_load_bandwidth_bytes_per_clk)
+        return cls(f"sm{sm_index}.lsu", hw.sm_max_inflight_bytes, hw.sm_load_bandwidth_bytes_per_clk,
+                   sm_index=sm_index)
 
     @classmethod
     def async_copy_path(cls, hw: HardwareSpec, sm_index: int) -> "SmMemoryPort | None":
@@ -82,13 +84,13 @@ class SmMemoryPort:
         if hw.async_copy_max_inflight_bytes <= 0:
             return None
         return cls(f"sm{sm_index}.cp_async", hw.async_copy_max_inflight_bytes, hw.async_copy_bandwidth_bytes_per_clk,
-                   hw.async_copy_hit_extra_latency_cycles, hw.async_copy_miss_extra_latency_cycles)
+                   hw.async_copy_hit_extra_latency_cycles, hw.async_copy_miss_extra_latency_cycles, sm_index)
 
     @classmethod
     def tma_engine(cls, hw: HardwareSpec, sm_index: int) -> "SmMemoryPort | None":
         if not hw.has_tma:
             return None
-        return cls(f"sm{sm_index}.tma", hw.tma_max_inflight_bytes, hw.tma_bandwidth_bytes_per_clk)
+        return cls(f"sm{sm_index}.tma", hw.tma_max_inflight_bytes, hw.tma_bandwidth_bytes_per_clk, sm_index=sm_index)
 
     def admit(self, t: float, nbytes: float) -> float:
         """Earliest time >= t at which `nbytes` more fit in the in-flight window."""
@@ -127,7 +129,8 @@ class MemorySystem:
         self.hw = hw
         self.hbm = Server("hbm", hw.hbm_bytes_per_clk)
         self.l2 = Server("l2", hw.l2_bandwidth_bytes_per_clk)
-        self.cache = L2Cache(hw.l2_capacity_bytes, hw.l2_capacity_spread_fraction * hw.l2_capacity_bytes)
+        self.cache = L2Cache(hw.l2_capacity_bytes, hw.l2_capacity_spread_fraction * hw.l2_capacity_bytes,
+                             hw.l2_private_line_share)
         self.bytes = ByteCounters()
         self.trace: list | None = None  # when tracing: (name, track, unit, start, duration) of HBM transfers
         self.hbm_read_by_tensor: dict[str, float] = {}
@@ -196,8 +199,9 @@ class MemorySystem:
         self._launch_start = (now, self._l2_fill_bytes())
 
     def _l2_fill_bytes(self) -> float:
-        """Bytes that have entered L2 so far: reads from HBM and lines dirtied by writes."""
-        return self.bytes.hbm_read + self.bytes.l2_dirtied
+        """The room that has filled in L2 so far: reads from HBM, and lines dirtied by writes at a private line's
+        room (each written by one SM), as age's stand-in lines take it."""
+        return self.bytes.hbm_read + self.bytes.l2_dirtied * self.cache.private_share
 
     def _hbm(self, t: float, nbytes: float, what: str) -> float:
         """Queue a transfer on HBM; returns when it has drained."""
@@ -222,6 +226,7 @@ class MemorySystem:
         `multiplicity` real tiles of `nbytes`, or of `key_bytes[i]` where they differ. Its DRAM reads also
         go to the requesting CTA's `tally`."""
         t = port.admit(t, nbytes)
+        reader = _reader(port, keys, weight, multiplicity)
         l2_bytes = nbytes * weight if key_bytes is None else sum(key_bytes) * weight / len(keys)
         self.bytes.l2_read += l2_bytes
         self.l2_read_by_tensor[keys[0][0]] = self.l2_read_by_tensor.get(keys[0][0], 0.0) + l2_bytes
@@ -231,13 +236,13 @@ class MemorySystem:
         own_arrival = 0.0
         missed_bytes = 0.0
         for i, key in enumerate(keys):
-            arrival = self.cache.arrival(key)
+            arrival = self.cache.arrival(key, reader)
             if arrival is None:
                 size = (nbytes if key_bytes is None else key_bytes[i]) * multiplicity
                 missed.append((key, size))
                 own_hit = own_hit and i > 0
                 missed_bytes += size
-                drained = max(drained, self._write_back(t, self.cache.insert(key, size, dirty=False)))
+                drained = max(drained, self._write_back(t, self.cache.insert(key, size, dirty=False, reader=reader)))
             elif i == 0:
                 own_arrival = arrival
         misses = len(missed) * multiplicity
@@ -340,6 +345,7 @@ class MemorySystem:
         """Post a tile write (write-back L2); returns when L2 has absorbed it. `accumulate` is an atomic
         add performed at L2: a read-modify-write there, reading HBM only if the line is absent."""
         l2_bytes = nbytes * weight if key_bytes is None else sum(key_bytes) * weight / len(keys)
+        reader = _reader(port, keys, weight, multiplicity)
         self.bytes.l2_write += l2_bytes
         done = max(self.l2.reserve(t, l2_bytes * (2 if accumulate else 1)), port.store_link.reserve(t, nbytes))
         for i, key in enumerate(keys):
@@ -349,10 +355,16 @@ class MemorySystem:
             if not self.cache.is_dirty(key):
                 self.bytes.l2_dirtied += tile_bytes
             if accumulate:
-                if not self.cache.hit(key):
+                if not self.cache.hit(key, reader):
                     self.bytes.hbm_read += tile_bytes
                     done = max(done, t + self.hw.hbm_latency_cycles, self._hbm(t, tile_bytes, f"read {key[0]}"))
-            done = max(done, self._write_back(t, self.cache.insert(key, tile_bytes, dirty=True)))
+            done = max(done, self._write_back(t, self.cache.insert(key, tile_bytes, dirty=True, reader=reader)))
         if accumulate:
             self.bytes.l2_read += l2_bytes
         return max(done, t + self.hw.l2_hit_latency_cycles)
+
+
+def _reader(port: SmMemoryPort, keys: tuple, weight: float, multiplicity: float) -> int:
+    """The L2 reader of a request: its SM, or SHARED where a folded request stands for more CTAs (on other SMs)
+    than the tiles it names, so that several of them use each tile."""
+    return port.sm_index if weight <= len(keys) * multiplicity * (1 + 1e-9) else SHARED

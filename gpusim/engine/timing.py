@@ -199,6 +199,15 @@ class TimingInterpreter:
             waves=len(launch.grid) / (occupancy * hw.sm_count), start_s=start * seconds,
             time_s=(env.now - start) * seconds, simulated_ctas=simulated, fold_factor=fold))
 
+    def _clean_room(self, reads: dict[str, float], shared) -> float:
+        """The L2 room per byte of stand-in lines for `reads` (bytes per tensor): a tensor the launch's CTAs share
+        (`shared(tensor)`) takes its bytes, a private one the room of a line one SM uses (l2_private_line_share)."""
+        total = sum(reads.values())
+        if total <= 0:
+            return 1.0
+        private = sum(v for t, v in reads.items() if not shared(t))
+        return 1.0 - private / total * (1.0 - self.hw.l2_private_line_share)
+
     def _extrapolate(self, launch: Launch, meter: WaveMeter, window: "_Window", sms: list, fold: int,
                      skipped: int, start: float):
         """Account for the `skipped` representatives of a uniform launch after its simulated waves (see
@@ -235,7 +244,10 @@ class TimingInterpreter:
         # dirty line, FA2's dQaccum, dirty nothing new)
         written_back = memory.cache.age(launch_totals["mem.hbm_read"] * share,
                                         launch_totals["mem.l2_dirtied"] * share, tag=(launch.name, start),
-                                        ending=memory.cache.composition())
+                                        ending=memory.cache.composition(),
+                                        clean_room=self._clean_room(
+                                            {t: v - window.reads.get(t, 0.0)
+                                             for t, v in memory.hbm_read_by_tensor.items()}, shared.__contains__))
         memory.bytes.hbm_write += written_back
         memory.hbm.busy_cycles += written_back / memory.hbm.rate
         # The measured waves ran while L2 still absorbed writes; in steady state the write-backs share HBM
@@ -392,8 +404,12 @@ class TimingInterpreter:
         # Their write-backs are the dirty lines this evicts (not copies of the measured ones: those came
         # from evicting older data, which the stand-in lines now evict).
         clean = max(0.0, per["l2_read"] - per["l2_write"]) if state["revisits"] else per["hbm_read"] - walked_dram
+        field = 2 if state["revisits"] else 0  # the tiles it reads, or those that missed (_RoleWork.by_tensor)
+        walked_tensors = {tensor for tensor, *_ in walked}
+        reads = {t: v[field] - before[-1].get(t, _NO_READS)[field] for t, v in after[-1].items()
+                 if state["revisits"] or t not in walked_tensors}
         written_back = mem.cache.age(clean * skipped, per["l2_dirtied"] * skipped, tag=state["tag"],
-                                     chunks=16)
+                                     chunks=16, clean_room=self._clean_room(reads, lambda t: bool(rep.shared_keys(t))))
         mem.bytes.hbm_write += written_back
         # The skipped traffic is not queued on the shared servers (one huge reservation would serialize the
         # other CTAs behind it), so the jump lasts at least this CTA's fair share of them: one real CTA's
