@@ -999,6 +999,19 @@ def test_l2_private_line_share_is_checked():
             dataclasses.replace(TINY, l2_private_line_share=value)
 
 
+def test_the_l2_fill_counts_each_line_at_its_room():
+    # what stand-in chunks count as other lines entering L2: a private read miss at its private room, a shared one
+    # at its bytes, a dirtied line at a private line's room
+    memory = MemorySystem(dataclasses.replace(TINY, l2_private_line_share=0.5))
+    port = SmMemoryPort("sm0", 10**9, 1e9, sm_index=0)
+    memory.read(port, 0.0, (("Q", 0),), 1000)
+    assert memory._l2_fill_bytes() == 500
+    memory.read(port, 0.0, (("K", 0),), 1000, weight=2.0)  # two CTAs read one K tile
+    assert memory._l2_fill_bytes() == 1500
+    memory.write(port, 0.0, (("O", 0),), 1000)
+    assert memory._l2_fill_bytes() == 2000
+
+
 def test_a_folded_request_for_more_ctas_than_tiles_reads_as_shared():
     port = SmMemoryPort("sm5", 1024, 64.0, sm_index=5)
     assert _reader(port, (("Q", 0),), 1.0, 1.0) == 5  # exact mode: the CTA's SM
