@@ -133,20 +133,17 @@ def suspect(case: Case, result, error: float) -> str:
         return ("K/V re-read from DRAM more than modelled: CTAs fall out of step over a long launch faster than "
                 "the model's drift (cta_duration_jitter, one random walk for every kernel, where how far a launch "
                 f"drifts is its kernel's: validation/README.md runs 31-32; runs 45-46: pace differences between CTAs "
-                f"add far more re-reads than slowness alone).{fa2} Or the L2's two partitions (run 29)")
+                f"add far more re-reads than slowness alone).{fa2}")
     if case.metric == "hbm_read_bytes" and error > 0 and problem.seq_len >= 32768:
-        return ("K/V kept between waves that the model evicts: the L2's two partitions, each of which keeps what "
-                "its own SMs read (run 26: about 46 MiB of data each SM reads alone, 29 of data all SMs "
-                "share; one LRU with a gradual edge is modelled); or CTAs more in step than modelled: cuDNN's d = 64 "
+        return ("K/V kept between waves that the model evicts: CTAs more in step than modelled: cuDNN's d = 64 "
                 "forward stays in step at any length (validation/README.md run 31), where the model drifts every "
                 "launch alike, and the model's co-resident pairs slide apart by about 2% of a CTA per CTA "
                 "(oldest_cta_issue_share, sixteenth session), where the GPU's hold their dispatch offset (run 33). "
-                "Where one head's K/V is about the L2's size (cuDNN at 98k, d = 64 and 49k, d = 128, 1-8 heads: run "
-                "47) the GPU read it 1.85-3.20 times per head, the model 2.50-3.74 (exact mode 2.94 at 98k, one "
-                "head), as if Q and O pushed less K/V out. On the H200 a stream read with an evict-first hint "
-                "displaces almost nothing (run 48), but cuDNN's TMA loads of Q and of K/V show no cache hint that "
-                "tells them apart in SASS (run 49), so the L2's own policy is the suspect (validation/README.md, "
-                "twenty-second session)")
+                "Or folded mode's sampled K/V walk: where one head's K/V is about the L2's size (cuDNN at 98k, d = 64 "
+                "and 49k, d = 128: run 47) the GPU read it 1.85-3.20 times per head; with Q and O taking a private "
+                "line's room (l2_private_line_share, runs 26 and 50) the model reads 1.63-3.03 at 1-4 heads, and at "
+                "49k, d = 128 folded mode 2.13 / 2.39 where exact mode reads 2.02 / 2.60 at 1 / 2 heads "
+                "(validation/README.md, twenty-fourth session)")
     if case.metric in ("hbm_read_bytes", "hbm_write_bytes"):
         return "L2 capacity and eviction order (write-back timing)" if problem.seq_len >= 8192 else "L2 residency"
     if case.metric == "l2_bytes":
@@ -212,16 +209,16 @@ def _causal_walk_suspect(error: float) -> str:
                 "schedule matches a Triton causal forward of FA2's shape (heads within 0.015 of the span: "
                 "validation/compare_causal_schedule.py), so the L2 and the kernel differ: that kernel read K/V "
                 "1.56-1.94 / 2.43 times per head at 4 / 16 heads (runs 43-44), SDPA's FA2 2.7 / 4.0 (run 42), the "
-                "model's exact mode 1.11 / 2.18, its folded mode 1.09 / 1.47 (before launch.WalkedRange had each "
-                "block's CTAs read their own tile at each step, folded mode read 1.87 / 2.59: its blocks' walks "
-                "collapsed onto one, which hid part of this gap; validation/README.md, twenty-third session). Two L2 "
+                "model's folded mode 1.03 / 1.21 with Q and O at a private line's room (before it, exact mode 1.11 / "
+                "2.18 and folded 1.09 / 1.47; validation/README.md, twenty-third and twenty-fourth sessions). Two L2 "
                 "partitions with copies beside far readers (run 29; unmerged branch wip/l2-partitions-3) read 1.79 / "
-                "2.42 in exact and 1.77 / 2.32 in folded mode but break cuDNN's rows. SDPA's kernel read 1.4-1.7 "
-                "times the Triton kernel's K/V at 32k. Run 45 slowed that kernel's CTAs: by 1000 ns per K/V step "
-                "alike it read 2.13 at 4 heads, by waits that differ between CTAs (mean 1000 / 300 ns) 3.98 / 2.84, "
-                "as the std over the mean of paces at one query block rose from 0.063 to 0.183 / 0.078; the model's "
-                "exact schedule has the unslowed kernel's spread (0.065) and reads 1.11 (validation/README.md, "
-                "twenty-first session)")
+                "2.42 in exact and 1.77 / 2.32 in folded mode but break cuDNN's rows, and run 52 finds two SMs beside "
+                "one partition sharing a stream as two across it do, which they do not model. SDPA's kernel read "
+                "1.4-1.7 times the Triton kernel's K/V at 32k. Run 45 slowed that kernel's CTAs: by 1000 ns per K/V "
+                "step alike it read 2.13 at 4 heads, by waits that differ between CTAs (mean 1000 / 300 ns) 3.98 / "
+                "2.84, as the std over the mean of paces at one query block rose from 0.063 to 0.183 / 0.078; the "
+                "model's exact schedule has the unslowed kernel's spread (0.065) and then read 1.11 "
+                "(validation/README.md, twenty-first session)")
     return (f"causal K/V walks kept by the GPU's L2 where the model's thrashes: {where}, and the model's smaller "
             "hash classes re-read all of it. At one head of 128k tokens, d = 64, a Triton causal forward of FA2's "
             "shape read K/V 1.92 times; replaying the schedule it ran (validation/README.md run 43) through the "
