@@ -1006,7 +1006,7 @@ def test_the_l2_fill_counts_each_line_at_its_room():
     port = SmMemoryPort("sm0", 10**9, 1e9, sm_index=0)
     memory.read(port, 0.0, (("Q", 0),), 1000)
     assert memory._l2_fill_bytes() == 500
-    memory.read(port, 0.0, (("K", 0),), 1000, weight=2.0)  # two CTAs read one K tile
+    memory.read(port, 0.0, (("K", 0),), 1000, weight=2.0, ctas=2)  # two CTAs read one K tile
     assert memory._l2_fill_bytes() == 1500
     memory.write(port, 0.0, (("O", 0),), 1000)
     assert memory._l2_fill_bytes() == 2000
@@ -1014,9 +1014,29 @@ def test_the_l2_fill_counts_each_line_at_its_room():
 
 def test_a_folded_request_for_more_ctas_than_tiles_reads_as_shared():
     port = SmMemoryPort("sm5", 1024, 64.0, sm_index=5)
-    assert _reader(port, (("Q", 0),), 1.0, 1.0) == 5  # exact mode: the CTA's SM
-    assert _reader(port, (("Q", 0), ("Q", 1)), 4.0, 2.0) == 5  # a private tile per CTA
-    assert _reader(port, (("K", 0),), 4.0, 1.0) == SHARED  # four CTAs read one K tile
+    assert _reader(port, (("Q", 0),), 1) == 5  # exact mode: the CTA's SM
+    assert _reader(port, (("Q", 0), ("Q", 1), ("Q", 2)), 3) == 5  # a private tile per CTA
+    assert _reader(port, (("K", 0),), 4) == SHARED  # four CTAs read one K tile
+    assert _reader(port, (("K", 0), ("K", 1)), 3) == SHARED  # a causal block whose walks meet on one tile
+
+
+def test_l2_stand_in_lines_keep_their_room_when_aged_again():
+    # a revisiting loop's stand-ins keep their tag: inserted again, they keep the room age gives them
+    cache = L2Cache(10**6, private_share=0.5)
+    cache.age(1000, 1000, tag="t", chunks=4, clean_room=0.5)
+    assert cache.used_bytes == 1000  # clean at half room, dirty at a private line's
+    cache.age(1000, 1000, tag="t", chunks=4, clean_room=0.5)
+    assert cache.used_bytes == 1000
+    # a private line read again by its SM at a new size keeps a private line's room
+    cache.insert("q", 400, dirty=False, reader=1)
+    cache.insert("q", 600, dirty=False, reader=1)
+    assert cache.used_bytes == 1300
+
+
+def test_stand_in_reads_take_the_room_of_the_tensors_they_stand_for():
+    timing = TimingInterpreter(dataclasses.replace(TINY, l2_private_line_share=0.5), exact=True)
+    assert timing._clean_room({"K": 300.0, "Q": 100.0}, {"K"}.__contains__) == pytest.approx(1 - 0.25 * 0.5)
+    assert timing._clean_room({}, {"K"}.__contains__) == 1.0
 
 
 def test_l2_cache_reinsert_updates_size_and_keeps_dirtiness():

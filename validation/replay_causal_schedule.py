@@ -89,21 +89,22 @@ class OneLru:
 
 
 class ModelL2:
-    """The model's L2 at the h200 preset."""
+    """The model's L2 at the h200 preset (a line one SM uses takes l2_private_line_share of its bytes of room)."""
 
     def __init__(self):
         from gpusim.engine.l2 import L2Cache
         from gpusim.hardware import get_preset
         hw = get_preset("h200")
-        self.cache = L2Cache(hw.l2_capacity_bytes, hw.l2_capacity_spread_fraction * hw.l2_capacity_bytes)
+        self.cache = L2Cache(hw.l2_capacity_bytes, hw.l2_capacity_spread_fraction * hw.l2_capacity_bytes,
+                             hw.l2_private_line_share)
 
     def access(self, sm: int, key, nbytes: float, write: bool) -> float:
         if write:
-            self.cache.insert(key, nbytes, dirty=True)
+            self.cache.insert(key, nbytes, dirty=True, reader=sm)
             return 0.0
-        if self.cache.hit(key):
+        if self.cache.hit(key, sm):
             return 0.0
-        self.cache.insert(key, nbytes, dirty=False)
+        self.cache.insert(key, nbytes, dirty=False, reader=sm)
         return nbytes
 
 

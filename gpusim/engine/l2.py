@@ -90,7 +90,8 @@ class L2Cache:
         return cls
 
     def hit(self, key, reader: int = SHARED) -> bool:
-        """True (and the line becomes most recently used) when the tile is resident."""
+        """True (and the line becomes most recently used) when the tile is resident; a `reader` other than the
+        line's one owner makes it shared."""
         return self.arrival(key, reader) is not None
 
     def arrival(self, key, reader: int = SHARED) -> float | None:
@@ -107,6 +108,10 @@ class L2Cache:
         if line[6] != reader and line[6] != SHARED:
             self._share(line)
         return line[2]
+
+    def _room(self, nbytes: float, owner: int) -> float:
+        """The room a line of `nbytes` takes: its bytes once shared, a private line's share while one SM owns it."""
+        return nbytes if owner == SHARED else nbytes * self.private_share
 
     def _share(self, line) -> None:
         """A second SM uses the line: it now takes its whole bytes of room. The class may hold more than its
@@ -132,7 +137,8 @@ class L2Cache:
                reader: int = SHARED, room: float | None = None) -> float:
         """Make a tile resident for `reader` (an SM index, or SHARED); returns the dirty bytes evicted to make room
         (to be written to HBM). `cls` places a new line in that class rather than its key's, and `room` gives it
-        that room rather than its reader's (age's stand-in lines)."""
+        that room rather than its owner's (age's stand-in lines, also when they are inserted again: a revisiting
+        loop's stand-ins keep their tag)."""
         line = self._lines.get(key)
         if line is not None:
             self._touch(key, line)
@@ -140,13 +146,13 @@ class L2Cache:
                 line[6] = SHARED
             line[0] = nbytes
             line[1] = line[1] or dirty
-            new_room = nbytes if line[6] == SHARED else nbytes * self.private_share
+            new_room = self._room(nbytes, line[6]) if room is None else room
             grown = new_room - line[5]
             line[5] = new_room
         else:
             self._stamp += 1
             if room is None:
-                room = nbytes if reader == SHARED else nbytes * self.private_share
+                room = self._room(nbytes, reader)
             line = self._lines[key] = [nbytes, dirty, arrival, self._class_of(key) if cls is None else cls,
                                        self._stamp, room, reader]
             self._orders[line[3]][key] = None
@@ -194,11 +200,12 @@ class L2Cache:
             tail.append((size, dirty, cls, room))
         written_back = 0.0
         classes = self.classes  # the stand-in lines' tags may hold object ids: classes are given, not hashed
-        clean, dirty = clean_bytes / chunks, dirty_bytes / chunks
+        clean_chunk, dirty_chunk = clean_bytes / chunks, dirty_bytes / chunks
         for i in range(chunks):
-            written_back += self.insert((tag, "read", i), clean, dirty=False, cls=i % classes, room=clean * clean_room)
-            written_back += self.insert((tag, "write", i), dirty, dirty=True, cls=i % classes,
-                                        room=dirty * self.private_share)
+            written_back += self.insert((tag, "read", i), clean_chunk, dirty=False, cls=i % classes,
+                                        room=clean_chunk * clean_room)
+            written_back += self.insert((tag, "write", i), dirty_chunk, dirty=True, cls=i % classes,
+                                        room=dirty_chunk * self.private_share)
         for i, (size, dirty, cls, room) in enumerate(reversed(tail)):
             written_back += self.insert((tag, "end", i), size, dirty=dirty, cls=cls, room=room)
         return written_back

@@ -138,7 +138,9 @@ class MemorySystem:
         self.reread_bytes_by_tensor: dict[str, float] = {}  # DRAM bytes of misses on tiles that had missed
         # before in the launch (evicted)
         self._missed_once: set = set()
-        self._private_read_saved = 0.0  # bytes of room private read misses did not take (l2_private_line_share)
+        # room that lines entering L2 did not take: private reads at l2_private_line_share (the fill counts them at
+        # their bytes), less the room folded writes gave dirtied lines beyond a private line's (counted at the share)
+        self._fill_room_saved = 0.0
         # stand-in chunks of shared walks (read_stand_ins): chunk -> (cycle of its latest read, sequence number), and
         # per L2 class those entries in time order; the launch's stand-in DRAM reads so far
         self._walk_reads: dict = {}
@@ -201,10 +203,10 @@ class MemorySystem:
 
     def _l2_fill_bytes(self) -> float:
         """The room that has filled in L2 so far: reads from HBM, those of one SM (a CTA's Q tiles) at a private line's
-        room, and lines dirtied by writes at a private line's room (each written by one SM), as age's stand-in lines
-        take it. A sampled walk's stand-in chunks count other lines by it: counting a private read at its bytes, cuDNN's
-        forward at 49k tokens, d = 128, one head read K/V 2.61 times folded where exact mode reads 2.02 (2.13 now)."""
-        return self.bytes.hbm_read - self._private_read_saved + self.bytes.l2_dirtied * self.cache.private_share
+        room, and lines dirtied by writes at the room they took. A sampled walk's stand-in chunks count other lines by
+        it: counting a private read at its bytes, cuDNN's forward at 49k tokens, d = 128, one head read K/V 2.61 times
+        folded where exact mode reads 2.02 (2.13 with it)."""
+        return self.bytes.hbm_read - self._fill_room_saved + self.bytes.l2_dirtied * self.cache.private_share
 
     def _hbm(self, t: float, nbytes: float, what: str) -> float:
         """Queue a transfer on HBM; returns when it has drained."""
@@ -221,15 +223,21 @@ class MemorySystem:
         self.bytes.hbm_write += nbytes
         return self._hbm(t, nbytes, "write-back")
 
+    def note_private_fill(self, nbytes: float, room: float) -> None:
+        """`nbytes` of reads counted in hbm_read outside `read` (a sampled loop's skipped iterations) took `room` of
+        L2 room."""
+        self._fill_room_saved += nbytes - room
+
     def read(self, port: SmMemoryPort, t: float, keys: tuple, nbytes: int, weight: float = 1.0,
-             multiplicity: float = 1.0, key_bytes: tuple | None = None, tally: ReadTally | None = None) -> float:
+             multiplicity: float = 1.0, key_bytes: tuple | None = None, tally: ReadTally | None = None,
+             ctas: int = 1) -> float:
         """Read a tile into an SM; returns its completion cycle: the time its bytes have drained through
         every server on the way (SM link, L2, HBM on a miss) plus the access latency. `keys` are the
         distinct tiles the request stands for (the first is the issuing CTA's own), each counting
         `multiplicity` real tiles of `nbytes`, or of `key_bytes[i]` where they differ. Its DRAM reads also
-        go to the requesting CTA's `tally`."""
+        go to the requesting CTA's `tally`. `ctas`: the real CTAs the request stands for (folded mode)."""
         t = port.admit(t, nbytes)
-        reader = _reader(port, keys, weight, multiplicity)
+        reader = _reader(port, keys, ctas)
         l2_bytes = nbytes * weight if key_bytes is None else sum(key_bytes) * weight / len(keys)
         self.bytes.l2_read += l2_bytes
         self.l2_read_by_tensor[keys[0][0]] = self.l2_read_by_tensor.get(keys[0][0], 0.0) + l2_bytes
@@ -247,7 +255,7 @@ class MemorySystem:
                 missed_bytes += size
                 drained = max(drained, self._write_back(t, self.cache.insert(key, size, dirty=False, reader=reader)))
                 if reader != SHARED:
-                    self._private_read_saved += size * (1.0 - self.cache.private_share)
+                    self._fill_room_saved += size * (1.0 - self.cache.private_share)
             elif i == 0:
                 own_arrival = arrival
         misses = len(missed) * multiplicity
@@ -346,11 +354,12 @@ class MemorySystem:
         return missed
 
     def write(self, port: SmMemoryPort, t: float, keys: tuple, nbytes: int, weight: float = 1.0,
-              multiplicity: float = 1.0, accumulate: bool = False, key_bytes: tuple | None = None) -> float:
+              multiplicity: float = 1.0, accumulate: bool = False, key_bytes: tuple | None = None,
+              ctas: int = 1) -> float:
         """Post a tile write (write-back L2); returns when L2 has absorbed it. `accumulate` is an atomic
         add performed at L2: a read-modify-write there, reading HBM only if the line is absent."""
         l2_bytes = nbytes * weight if key_bytes is None else sum(key_bytes) * weight / len(keys)
-        reader = _reader(port, keys, weight, multiplicity)
+        reader = _reader(port, keys, ctas)
         self.bytes.l2_write += l2_bytes
         done = max(self.l2.reserve(t, l2_bytes * (2 if accumulate else 1)), port.store_link.reserve(t, nbytes))
         for i, key in enumerate(keys):
@@ -359,6 +368,8 @@ class MemorySystem:
                 done = max(done, self.evict_flush_residue(t, tile_bytes))
             if not self.cache.is_dirty(key):
                 self.bytes.l2_dirtied += tile_bytes
+                if reader == SHARED:  # a shared line's room, where the fill counts a private one's
+                    self._fill_room_saved -= tile_bytes * (1.0 - self.cache.private_share)
             if accumulate:
                 if not self.cache.hit(key, reader):
                     self.bytes.hbm_read += tile_bytes
@@ -369,7 +380,7 @@ class MemorySystem:
         return max(done, t + self.hw.l2_hit_latency_cycles)
 
 
-def _reader(port: SmMemoryPort, keys: tuple, weight: float, multiplicity: float) -> int:
+def _reader(port: SmMemoryPort, keys: tuple, ctas: int) -> int:
     """The L2 reader of a request: its SM, or SHARED where a folded request stands for more CTAs (on other SMs)
-    than the tiles it names, so that several of them use each tile."""
-    return port.sm_index if weight <= len(keys) * multiplicity * (1 + 1e-9) else SHARED
+    than the distinct tiles it names, so that several of them use one tile."""
+    return port.sm_index if ctas <= len(keys) else SHARED

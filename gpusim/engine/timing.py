@@ -121,6 +121,7 @@ class TimingInterpreter:
         self._last_wave_reps = 0  # representatives in the running launch's partial last wave (a one-wave launch: all)
         self._last_wave_budget = LAST_WAVE_FULL_ITERATIONS  # its loops' full-run budget (loop_sampling.FullRuns)
         self._last_wave_ctas = 0  # the real CTAs they stand for
+        self._shared_tensors: set = set()  # the running launch's shared_by tensors (owned_by ones are private)
         self._hbm_busy_jumped = 0.0  # HBM busy cycles that loop sampling added for skipped iterations
 
     # ------------------------------------------------------------------ public
@@ -148,6 +149,7 @@ class TimingInterpreter:
     def _run_launch(self, launch: Launch):
         env, hw = self.env, self.hw
         self.memory.start_launch(env.now)
+        self._shared_tensors = set(launch.shared_by(launch.grid[0])) if launch.grid else set()
         occupancy = launch.occupancy(hw)
         works = [launch.work(cta) for cta in launch.grid] if launch.work and not self.exact else None
         fold = 1 if self.exact else choose_fold_factor(hw.sm_count, len(launch.grid), occupancy, works)
@@ -223,7 +225,7 @@ class TimingInterpreter:
                 deltas[key] = launch_totals[key] * slots / simulated
         deltas["mem.hbm_write"] = 0.0  # write-backs depend on L2 capacity, not on work: aged below
         streaming = meter.streaming()
-        shared = set(launch.shared_by(launch.grid[0])) if launch.grid else set()
+        shared = self._shared_tensors
         streamed = sum(v - window.l2_reads.get(t, 0.0) for t, v in memory.l2_read_by_tensor.items()
                        if t in streaming and t in shared)
         stream_per_cta = streamed / (simulated * fold)
@@ -233,9 +235,9 @@ class TimingInterpreter:
         streams = max((len({launch.shared_by(cta)[t] for cta in last_wave}) for t in streaming & shared), default=1)
         drift = Drift(self.hw.cta_duration_jitter, stream_per_cta, memory.cache.capacity_bytes,
                       window_passes=last_wave_dram / (stream_per_cta * streams) if stream_per_cta else 1.0)
+        window_reads = {t: v - window.reads.get(t, 0.0) for t, v in memory.hbm_read_by_tensor.items()}
         extra_reads = extrapolated_reads(
-            {t: v - window.reads.get(t, 0.0) for t, v in memory.hbm_read_by_tensor.items()},
-            launch.grid, launch.shared_by, simulated * fold, streaming, slots * fold, drift,
+            window_reads, launch.grid, launch.shared_by, simulated * fold, streaming, slots * fold, drift,
             {t: v - window.reread_bytes.get(t, 0.0) for t, v in memory.reread_bytes_by_tensor.items()})
         deltas["mem.hbm_read"] = extra_reads * slots / skipped
         self._add_counters(deltas, skipped / slots)
@@ -245,9 +247,7 @@ class TimingInterpreter:
         written_back = memory.cache.age(launch_totals["mem.hbm_read"] * share,
                                         launch_totals["mem.l2_dirtied"] * share, tag=(launch.name, start),
                                         ending=memory.cache.composition(),
-                                        clean_room=self._clean_room(
-                                            {t: v - window.reads.get(t, 0.0)
-                                             for t, v in memory.hbm_read_by_tensor.items()}, shared.__contains__))
+                                        clean_room=self._clean_room(window_reads, shared.__contains__))
         memory.bytes.hbm_write += written_back
         memory.hbm.busy_cycles += written_back / memory.hbm.rate
         # The measured waves ran while L2 still absorbed writes; in steady state the write-backs share HBM
@@ -404,12 +404,17 @@ class TimingInterpreter:
         # Their write-backs are the dirty lines this evicts (not copies of the measured ones: those came
         # from evicting older data, which the stand-in lines now evict).
         clean = max(0.0, per["l2_read"] - per["l2_write"]) if state["revisits"] else per["hbm_read"] - walked_dram
-        field = 2 if state["revisits"] else 0  # the tiles it reads, or those that missed (_RoleWork.by_tensor)
+        # their room per byte, from the tensors they read (for a revisiting loop its L2 reads, tiles it also writes
+        # included), or those that missed (_RoleWork.by_tensor's fields)
+        field = 2 if state["revisits"] else 0
         walked_tensors = {tensor for tensor, *_ in walked}
         reads = {t: v[field] - before[-1].get(t, _NO_READS)[field] for t, v in after[-1].items()
                  if state["revisits"] or t not in walked_tensors}
+        clean_room = self._clean_room(reads, self._shared_tensors.__contains__)
+        mem.note_private_fill((per["hbm_read"] - walked_dram) * skipped,
+                              (per["hbm_read"] - walked_dram) * skipped * clean_room)
         written_back = mem.cache.age(clean * skipped, per["l2_dirtied"] * skipped, tag=state["tag"],
-                                     chunks=16, clean_room=self._clean_room(reads, lambda t: bool(rep.shared_keys(t))))
+                                     chunks=16, clean_room=clean_room)
         mem.bytes.hbm_write += written_back
         # The skipped traffic is not queued on the shared servers (one huge reservation would serialize the
         # other CTAs behind it), so the jump lasts at least this CTA's fair share of them: one real CTA's
@@ -571,7 +576,7 @@ class TimingInterpreter:
                     l2_before = mem.l2_read_by_tensor.get(tensor, 0.0)
                 own_cp_async = op.cp_async and sm.cp_async is not None
                 path = sm.tma if op.tma else sm.cp_async if own_cp_async else sm.port
-                done = mem.read(path, now, keys, nbytes, weight, multiplicity, key_bytes, cta.reads)
+                done = mem.read(path, now, keys, nbytes, weight, multiplicity, key_bytes, cta.reads, rep.count)
                 if tracking:
                     work.add_hbm(mem.bytes.hbm_read - read_before, mem.own_hbm_write_bytes() - write_before,
                                  mem.hbm.rate)
@@ -663,7 +668,7 @@ class TimingInterpreter:
                 keys, multiplicity, key_bytes = rep.l2_keys(dst)
                 read_before, write_before = mem.bytes.hbm_read, mem.own_hbm_write_bytes()
                 dirtied_before = mem.bytes.l2_dirtied
-                done = mem.write(sm.port, now, keys, nbytes, weight, multiplicity, op.accumulate, key_bytes)
+                done = mem.write(sm.port, now, keys, nbytes, weight, multiplicity, op.accumulate, key_bytes, rep.count)
                 if tracking:
                     work.add_hbm(mem.bytes.hbm_read - read_before, mem.own_hbm_write_bytes() - write_before,
                                  mem.hbm.rate)
