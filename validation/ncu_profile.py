@@ -211,3 +211,27 @@ def profile_cases_main(script: str, doc: str, name: str, cases: list, make_calla
     write_json(path, record)
     print(f"{len(kernels)} kernels -> {path}")
     return 0, record
+
+
+def probe_main(script: str, doc: str, name: str, cases: list, make_callable, metrics: list, *,
+               ncu_flags: tuple = (), **fields) -> tuple[list, str] | None:
+    """The command line of a probe (`--out DIR`, and `--driver` for the profiled child, which runs the cases and
+    gets None): every case under Nsight Compute with `ncu_flags` (e.g. `--cache-control none`), recorded with the
+    machine's metadata and `fields` in `h200_probe_<date>_<name>.json` in DIR. Returns (kernels, that path)."""
+    import datetime
+
+    import measure_h200 as campaign
+
+    args = profile_args(doc)
+    campaign.import_gpu()
+    if args.driver:
+        run_cases(cases, make_callable)
+        return None
+    kernels, runs = profile_until_kernels(script, [metrics], driver_flag="--driver", timeout=500, ncu_flags=ncu_flags)
+    record = {"script": f"validation/{os.path.basename(script)}", "date": datetime.date.today().isoformat(),
+              "meta": campaign.env_meta(), "cases": cases, **fields, "metrics": metrics, "kernels": kernels,
+              "ncu_runs": runs}
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"h200_probe_{record['date']}_{name}.json")
+    write_json(path, record)
+    return kernels, path

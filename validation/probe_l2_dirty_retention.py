@@ -16,12 +16,10 @@ kernel, in MiB.
 
 from __future__ import annotations
 
-import datetime
-import os
 import sys
 
 import measure_h200 as campaign
-from ncu_profile import profile_until_kernels, run_cases, write_json
+from ncu_profile import probe_main
 
 CTAS = 132
 BLOCK = 4096  # bf16 elements per step (8 KiB)
@@ -76,27 +74,14 @@ def retention(torch, case):
 
 
 def main() -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="validation/data")
-    parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    campaign.import_gpu()
-    if args.driver:
-        run_cases(CASES, retention)
+    done = probe_main(__file__, __doc__, "l2_dirty_retention", CASES, retention, METRICS,
+                      ncu_flags=("--cache-control", "none"), ctas=CTAS, block=BLOCK, evict_mib=EVICT_MIB)
+    if done is None:
         return 0
-    found, runs = profile_until_kernels(__file__, [METRICS], driver_flag="--driver", timeout=500,
-                                        ncu_flags=("--cache-control", "none"))
-    record = {"script": "validation/probe_l2_dirty_retention.py", "date": datetime.date.today().isoformat(),
-              "meta": campaign.env_meta(), "cases": CASES, "ctas": CTAS, "block": BLOCK, "evict_mib": EVICT_MIB,
-              "metrics": METRICS, "kernels": found, "ncu_runs": runs}
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"h200_probe_{record['date']}_l2_dirty_retention.json")
-    write_json(path, record)
+    kernels, path = done
     mib = 2 ** 20
     for i, case in enumerate(CASES):
-        mine = found[i * KERNELS_PER_CASE:(i + 1) * KERNELS_PER_CASE]
+        mine = kernels[i * KERNELS_PER_CASE:(i + 1) * KERNELS_PER_CASE]
         if len(mine) < KERNELS_PER_CASE:
             break
         written = case["write_mib"] * 2 ** 19 // CTAS // BLOCK * BLOCK * CTAS * 2  # bytes
@@ -105,7 +90,7 @@ def main() -> int:
         print(f"W {case['write_mib']} MiB (written {written / mib:.2f}), stream {case['stream_mib']} MiB: "
               f"DRAM writes during {during:.2f} MiB, after {after:.2f} MiB", flush=True)
     print("wrote", path)
-    return 0 if len(found) == len(CASES) * KERNELS_PER_CASE else 1
+    return 0 if len(kernels) == len(CASES) * KERNELS_PER_CASE else 1
 
 
 if __name__ == "__main__":

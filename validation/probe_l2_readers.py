@@ -19,13 +19,11 @@ passes: the first pass of a case may find the warm-up's lines).
 
 from __future__ import annotations
 
-import datetime
-import os
 import statistics
 import sys
 
 import measure_h200 as campaign
-from ncu_profile import profile_until_kernels, run_cases, write_json
+from ncu_profile import probe_main
 
 PASSES = 4
 SMS = 132
@@ -80,25 +78,12 @@ def reader_passes(torch, case):
 
 
 def main() -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="validation/data")
-    parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    campaign.import_gpu()
-    if args.driver:
-        run_cases(CASES, reader_passes)
+    done = probe_main(__file__, __doc__, "l2_readers", CASES, reader_passes, METRICS,
+                      ncu_flags=("--cache-control", "none", "--kernel-name", "one_pass"),  # not the claims' zeroing
+                      readers=READERS, ctas_per_sm=CTAS_PER_SM, block=BLOCK)
+    if done is None:
         return 0
-    # the claims' zeroing is a kernel too: profile only the probe's own
-    kernels, runs = profile_until_kernels(__file__, [METRICS], driver_flag="--driver", timeout=500,
-                                          ncu_flags=("--cache-control", "none", "--kernel-name", "one_pass"))
-    record = {"script": "validation/probe_l2_readers.py", "date": datetime.date.today().isoformat(),
-              "meta": campaign.env_meta(), "cases": CASES, "readers": READERS, "ctas_per_sm": CTAS_PER_SM,
-              "block": BLOCK, "metrics": METRICS, "kernels": kernels, "ncu_runs": runs}
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"h200_probe_{record['date']}_l2_readers.json")
-    write_json(path, record)
+    kernels, path = done
     for i, case in enumerate(CASES):
         mine = kernels[i * PASSES:(i + 1) * PASSES]
         shares = [(campaign._num(k.get("dram__bytes_read.sum")) or 0.0) / (case["stream_mib"] * 2 ** 20) for k in mine]
