@@ -235,3 +235,12 @@ def probe_main(script: str, doc: str, name: str, cases: list, make_callable, met
     path = os.path.join(args.out, f"h200_probe_{record['date']}_{name}.json")
     write_json(path, record)
     return kernels, path
+
+
+def pass_shares(kernels: list, metric: str, per_bytes: float) -> tuple[list[float], float]:
+    """A probe's passes (one profiled kernel each): each one's `metric` over `per_bytes`, and the median of the
+    passes after the first (the first may find lines the warm-up left)."""
+    import statistics
+
+    shares = [float(str(k.get(metric) or 0).replace(",", "")) / per_bytes for k in kernels]
+    return shares, statistics.median(shares[1:]) if len(shares) > 1 else float("nan")

@@ -15,11 +15,9 @@ Writes `h200_probe_<date>_l2_promotion.json`; prints each case's DRAM reads per 
 
 from __future__ import annotations
 
-import statistics
 import sys
 
-import measure_h200 as campaign
-from ncu_profile import probe_main
+from ncu_profile import pass_shares, probe_main
 
 PASSES = 4
 CTAS = 132
@@ -69,8 +67,7 @@ def main() -> int:
     kernels, path = done
     for i, case in enumerate(CASES):
         mine = kernels[i * PASSES:(i + 1) * PASSES]
-        shares = [(campaign._num(k.get("dram__bytes_read.sum")) or 0.0) / (case["stream_mib"] * 2 ** 20) for k in mine]
-        later = statistics.median(shares[1:]) if len(shares) > 1 else float("nan")
+        shares, later = pass_shares(mine, "dram__bytes_read.sum", case["stream_mib"] * 2 ** 20)
         print(f"S {case['stream_mib']} MiB, H {case['hot_mib']} MiB: DRAM reads per pass / S",
               " ".join(f"{r:.2f}" for r in shares), f"(median of the later passes {later:.2f})")
     print("wrote", path)
