@@ -242,5 +242,14 @@ def pass_shares(kernels: list, metric: str, per_bytes: float) -> tuple[list[floa
     passes after the first (the first may find lines the warm-up left)."""
     import statistics
 
-    shares = [float(str(k.get(metric) or 0).replace(",", "")) / per_bytes for k in kernels]
+    shares = [(metric_value(k, metric) if k.get(metric) else 0.0) / per_bytes for k in kernels]
     return shares, statistics.median(shares[1:]) if len(shares) > 1 else float("nan")
+
+
+def report_pass_shares(kernels: list, cases: list, passes: int, metric: str, per_bytes, label) -> int:
+    """Print each case's `passes` kernels' `metric` over `per_bytes(case)` after `label(case)`, with the median of
+    the later passes; the exit status: 0 when every case's kernels came back."""
+    for i, case in enumerate(cases):
+        shares, later = pass_shares(kernels[i * passes:(i + 1) * passes], metric, per_bytes(case))
+        print(label(case), " ".join(f"{r:.2f}" for r in shares), f"(median of the later passes {later:.2f})")
+    return 0 if len(kernels) == len(cases) * passes else 1

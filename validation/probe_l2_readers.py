@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 
-from ncu_profile import pass_shares, probe_main
+from ncu_profile import probe_main, report_pass_shares
 
 PASSES = 4
 SMS = 132
@@ -82,13 +82,10 @@ def main() -> int:
     if done is None:
         return 0
     kernels, path = done
-    for i, case in enumerate(CASES):
-        mine = kernels[i * PASSES:(i + 1) * PASSES]
-        shares, later = pass_shares(mine, "dram__bytes_read.sum", case["stream_mib"] * 2 ** 20)
-        print(f"{case['readers']:>8}, W {case['stream_mib']} MiB: DRAM reads per pass / W",
-              " ".join(f"{r:.2f}" for r in shares), f"(median of the later passes {later:.2f})")
+    status = report_pass_shares(kernels, CASES, PASSES, "dram__bytes_read.sum", lambda c: c["stream_mib"] * 2 ** 20,
+                                lambda c: f"{c['readers']:>8}, W {c['stream_mib']} MiB: DRAM reads per pass / W")
     print("wrote", path)
-    return 0 if len(kernels) == len(CASES) * PASSES else 1
+    return status
 
 
 if __name__ == "__main__":

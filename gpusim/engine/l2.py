@@ -144,7 +144,7 @@ class L2Cache:
         if line is not None:
             self._touch(key, line)
             if line[6] != reader and line[6] != SHARED:
-                line[6] = SHARED
+                self._share(line)
             line[0] = nbytes
             line[1] = line[1] or dirty
             new_room = self._room(nbytes, line[6]) if room is None else room
