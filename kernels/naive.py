@@ -56,6 +56,7 @@ few percent. The defaults (none, 0, False) keep the sequence the H200 `naive` ro
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -290,13 +291,20 @@ def _gemm_launch(g: _Gemm, problem: AttentionProblem, hw, opts: dict) -> Launch:
         return [producer(), consumer()]
 
     smem = stages * (a_bytes + b_bytes) + bm * bn * (4 if out_t.dtype == "fp32" else 2)
+    @functools.cache
+    def a_key(b, hc, tm):
+        return RegionKey({0: b, 1: g.pairs(hc)[0][0], (3 if g.a_trans else 2): _span(tm, bm, g.m)})
+
+    @functools.cache
+    def b_key(b, hc, tn):
+        return RegionKey({0: b, 1: g.pairs(hc)[0][1], (2 if g.b_trans else 3): _span(tn, bn, g.n)})
+
     def shared_by(cta):
         """A tiles are shared by the CTAs of one output tile row, B tiles by those of one tile column (of the
-        first head pair: a GQA group's sum walks more heads, which folding then counts per CTA)."""
+        first head pair: a GQA group's sum walks more heads, which folding then counts per CTA). The keys are
+        built once per row and column: the steady-state extrapolation asks for every CTA's (524288 at 16k tokens)."""
         b, hc, tm, tn = cta
-        (ha, hb), rows, cols = g.pairs(hc)[0], _span(tm, bm, g.m), _span(tn, bn, g.n)
-        return {g.a.name: RegionKey({0: b, 1: ha, (3 if g.a_trans else 2): rows}),
-                g.b.name: RegionKey({0: b, 1: hb, (2 if g.b_trans else 3): cols})}
+        return {g.a.name: a_key(b, hc, tm), g.b.name: b_key(b, hc, tn)}
 
     return Launch(name=g.name, grid=grid, program=program, smem_bytes_per_cta=int(smem), threads_per_cta=threads,
                   registers_per_thread=GEMM_REGISTERS_PER_THREAD, shared_by=shared_by), (bm, bn, bk, stages)

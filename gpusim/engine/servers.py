@@ -140,11 +140,19 @@ class SharedUnit:
         if amount <= 0:
             event.succeed()
             return event
+        self.work += amount
+        if not self._jobs and cap == 1.0 and not stand_in:  # an idle unit: the job alone takes the whole rate
+            self._last = self.env.now
+            job = [amount, age, cap, stand_in]
+            self._jobs[event] = job
+            self._generation += 1
+            self._shares = [(job, 1.0)]
+            self._wake_after(max(1, math.ceil(amount / self.rate - 1e-9)))
+            return event
         self._advance()
         self._jobs[event] = [amount, age, cap, stand_in]
         self._capped += cap < 1.0
         self._stand_ins += stand_in
-        self.work += amount
         self._schedule()
         return event
 
@@ -225,15 +233,17 @@ class SharedUnit:
         if not self._jobs:
             self._shares = []
             return
-        generation = self._generation
         self._shares = self._capped_shares() if self._capped else self._served()
         # Whole cycles (time is an integer cycle count): the first job to finish is done by then.
-        delay = max(1, math.ceil(min(job[0] / share for job, share in self._shares if share > 0) / self.rate
-                                 - 1e-9))
-        self.env.timeout(delay).callbacks.append(lambda _e: self._wake(generation))
+        self._wake_after(max(1, math.ceil(min(job[0] / share for job, share in self._shares if share > 0)
+                                          / self.rate - 1e-9)))
 
-    def _wake(self, generation: int) -> None:
-        if generation != self._generation:
+    def _wake_after(self, delay: int) -> None:
+        """Wake the unit `delay` cycles from now, unless its jobs change before (a newer generation)."""
+        self.env.timeout(delay, self._generation).callbacks.append(self._wake)
+
+    def _wake(self, timeout) -> None:
+        if timeout._value != self._generation:
             return
         self._advance()
         finished = [event for event, job in self._jobs.items() if job[0] <= 1e-9]

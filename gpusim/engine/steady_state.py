@@ -169,13 +169,8 @@ def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, st
     A shared streaming tensor's later waves take `drift`'s passes each, in the window's waves' passes;
     `slots` is the CTAs per wave."""
     window_rereads = window_rereads or {}
-    keys_all: dict[str, set] = {}
-    keys_window: dict[str, set] = {}
-    for i, cta in enumerate(grid):
-        for tensor, key in shared_by(cta).items():
-            keys_all.setdefault(tensor, set()).add(key)
-            if i < window_ctas:
-                keys_window.setdefault(tensor, set()).add(key)
+    keys_window = _distinct_keys(grid[:window_ctas], shared_by)
+    keys_all = _distinct_keys(grid, shared_by)
     extra = 0.0
     for tensor, nbytes in window_reads.items():
         if tensor in keys_all and tensor not in streaming:
@@ -188,3 +183,16 @@ def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, st
             ratio = len(grid) / window_ctas
         extra += nbytes * (ratio - 1.0)
     return extra
+
+
+def _distinct_keys(ctas, shared_by) -> dict[str, set]:
+    """Per tensor, the distinct `shared_by` keys of `ctas`. A tight loop: a large grid (the naive kernel's 524288
+    GEMM CTAs at 16k tokens) is walked whole."""
+    keys: dict[str, set] = {}
+    for cta in ctas:
+        for tensor, key in shared_by(cta).items():
+            found = keys.get(tensor)
+            if found is None:
+                keys[tensor] = found = set()
+            found.add(key)
+    return keys
