@@ -291,6 +291,7 @@ def _gemm_launch(g: _Gemm, problem: AttentionProblem, hw, opts: dict) -> Launch:
         return [producer(), consumer()]
 
     smem = stages * (a_bytes + b_bytes) + bm * bn * (4 if out_t.dtype == "fp32" else 2)
+
     @functools.cache
     def a_key(b, hc, tm):
         return RegionKey({0: b, 1: g.pairs(hc)[0][0], (3 if g.a_trans else 2): _span(tm, bm, g.m)})

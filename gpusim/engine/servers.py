@@ -243,7 +243,7 @@ class SharedUnit:
         self.env.timeout(delay, self._generation).callbacks.append(self._wake)
 
     def _wake(self, timeout) -> None:
-        if timeout._value != self._generation:
+        if timeout.value != self._generation:  # the jobs changed after this wake-up was set
             return
         self._advance()
         finished = [event for event, job in self._jobs.items() if job[0] <= 1e-9]
