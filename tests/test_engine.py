@@ -562,6 +562,15 @@ def test_shared_unit_is_processor_sharing_not_fifo():
     assert done == {0: 150, 1: 200}
 
 
+def test_a_job_for_an_idle_unit_is_timed_from_its_arrival_and_shares_with_the_next():
+    # rate 2: the first job (10) ends at 5; the unit idles until the second (10) arrives at 20, alone until a third
+    # (2) arrives at 22 with 6 of it left; they share 1/clk each until the third ends at 24, the second then has 4
+    # left at 2/clk: 26. Busy 5 + 6 cycles. (An idle unit takes a job without the general share computation.)
+    done, unit = unit_finish_times(2.0, [(0, 10), (20, 10), (22, 2)])
+    assert done == {0: 5, 1: 26, 2: 24}
+    assert unit.busy_cycles == 11 and unit.work == 22
+
+
 def test_shared_unit_completions_wake_on_whole_cycles():
     # rate 3: 10 units take 3.33 cycles, woken at 4; two of 10 take 20 / 3 = 6.67, both woken at 7
     assert unit_finish_times(3.0, [(0, 10)])[0] == {0: 4}
