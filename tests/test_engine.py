@@ -29,7 +29,7 @@ from gpusim.engine.folding import (MIN_REPRESENTATIVES, MIN_SIMULATED_SMS, Repre
 from gpusim.engine.l2 import CLASSES, SHARED, L2Cache, class_capacities
 from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, TAIL_ITERATIONS, TAIL_WAVE_FULL_ITERATIONS,
                                          WARM_ITERATIONS, FullRuns)
-from gpusim.engine.memory import MemorySystem, ReadTally, SmMemoryPort, _reader
+from gpusim.engine.memory import MemorySystem, ReadTally, SmMemoryPort, _key_reader, _reader
 from gpusim.engine.servers import Server, SharedUnit
 from gpusim.engine.steady_state import MAX_BAND_CTAS, Drift, WaveMeter, extrapolated_reads
 from gpusim.engine.timing import TimingInterpreter, _all_done
@@ -1027,6 +1027,18 @@ def test_a_folded_request_for_more_ctas_than_tiles_reads_as_shared():
     assert _reader(port, (("Q", 0), ("Q", 1), ("Q", 2)), 3) == 5  # a private tile per CTA
     assert _reader(port, (("K", 0),), 4) == SHARED  # four CTAs read one K tile
     assert _reader(port, (("K", 0), ("K", 1)), 3) == SHARED  # a causal block whose walks meet on one tile
+
+
+def test_a_folded_requests_keys_are_read_by_their_own_ctas_sms():
+    # a causal block's two CTAs: the second reads at this step the tile the first will read later (one request,
+    # two private tiles); when the first reads it, a second SM has used it, so it takes a shared line's room
+    memory = MemorySystem(dataclasses.replace(TINY, l2_private_line_share=0.5))
+    port = SmMemoryPort("sm0", 10**9, 1e9, sm_index=0)
+    memory.read(port, 0.0, (("K", 1), ("K", 0)), 1000, weight=2.0, ctas=2)
+    assert memory.cache.used_bytes == 1000  # two private lines
+    memory.read(port, 10.0, (("K", 0), ("K", -1)), 1000, weight=2.0, ctas=2)
+    assert memory.cache.used_bytes == 2000  # K 0 now shared, K -1 private
+    assert _key_reader(SHARED, 3) == SHARED and _key_reader(5, 0) == 5
 
 
 def test_l2_stand_in_lines_keep_their_room_when_aged_again():
