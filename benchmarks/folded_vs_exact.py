@@ -31,8 +31,8 @@ GRID = [  # (kernel, problem kwargs, hardware[, options[, simulate's keywords]])
     # about a step behind the one before (launch.WalkedRange, folding.steady_dispatch_lag; before them, K reads were
     # +68% at this fold of 11)
     ("fa2", dict(batch=1, heads=4, seq_len=32768, head_dim=128, causal=True), "h200"),
-    # the same at 16 heads, a long launch: exact mode re-reads K/V more with each head (2.18 times per head in all),
-    # folded mode less so (1.47; twenty-third session: -22.5% bytes)
+    # the same at 16 heads, a long launch: exact mode re-reads K/V more with each head (1.58 times per head in all),
+    # folded mode less so (1.30; folding by two already reads 1.32-1.39: validation/README.md, twenty-fifth session)
     ("fa2", dict(batch=1, heads=16, seq_len=32768, head_dim=128, causal=True), "h200"),
     # many waves of two co-resident CTAs per SM, whose pace changes as they slide through each other's phases
     # (30-54% per iteration between offsets, validation/README.md, sixteenth session)
