@@ -19,7 +19,8 @@ A line only one SM has used takes less room than one SMs on both sides of the GP
 the L2 is two partitions, and a line read from both sides is held in both, so the capacity is that of data every SM
 reads, and a private line (a CTA's Q or O tile) fills one partition only (run 26: private data fits about 46 MiB
 where shared data fits 29). Each line remembers its one reader (an SM index) until a second one uses it, which makes
-it shared; requests that stand for several SMs (folded mode) read as SHARED. (On the GPU only a reader beside the other
+it shared; requests that stand for several SMs (folded mode) read as SHARED, and each other CTA's tile that a folded
+request names is read by a reader of its own (memory._key_reader). (On the GPU only a reader beside the other
 partition does, run 52; the model has no sides, and an attention wave's K/V is read from both.)
 """
 
