@@ -248,14 +248,15 @@ class MemorySystem:
         own_arrival = 0.0
         missed_bytes = 0.0
         for i, key in enumerate(keys):
-            arrival = self.cache.arrival(key, _key_reader(reader, i))
+            key_reader = _key_reader(reader, i)
+            arrival = self.cache.arrival(key, key_reader)
             if arrival is None:
                 size = (nbytes if key_bytes is None else key_bytes[i]) * multiplicity
                 missed.append((key, size))
                 own_hit = own_hit and i > 0
                 missed_bytes += size
-                drained = max(drained, self._write_back(t, self.cache.insert(key, size, dirty=False,
-                                                                             reader=_key_reader(reader, i))))
+                written_back = self.cache.insert(key, size, dirty=False, reader=key_reader)
+                drained = max(drained, self._write_back(t, written_back))
                 if reader != SHARED:
                     self._fill_room_saved += size * (1.0 - self.cache.private_share)
             elif i == 0:
@@ -365,6 +366,7 @@ class MemorySystem:
         self.bytes.l2_write += l2_bytes
         done = max(self.l2.reserve(t, l2_bytes * (2 if accumulate else 1)), port.store_link.reserve(t, nbytes))
         for i, key in enumerate(keys):
+            key_reader = _key_reader(reader, i)
             tile_bytes = (nbytes if key_bytes is None else key_bytes[i]) * multiplicity
             if not self.cache.contains(key):
                 done = max(done, self.evict_flush_residue(t, tile_bytes))
@@ -373,11 +375,10 @@ class MemorySystem:
                 if reader == SHARED:  # a shared line's room, where the fill counts a private one's
                     self._fill_room_saved -= tile_bytes * (1.0 - self.cache.private_share)
             if accumulate:
-                if not self.cache.hit(key, _key_reader(reader, i)):
+                if not self.cache.hit(key, key_reader):
                     self.bytes.hbm_read += tile_bytes
                     done = max(done, t + self.hw.hbm_latency_cycles, self._hbm(t, tile_bytes, f"read {key[0]}"))
-            done = max(done, self._write_back(t, self.cache.insert(key, tile_bytes, dirty=True,
-                                                                   reader=_key_reader(reader, i))))
+            done = max(done, self._write_back(t, self.cache.insert(key, tile_bytes, dirty=True, reader=key_reader)))
         if accumulate:
             self.bytes.l2_read += l2_bytes
         return max(done, t + self.hw.l2_hit_latency_cycles)
