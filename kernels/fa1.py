@@ -57,6 +57,9 @@ OPTIONS = {
 }
 #: Tile granularity of mma.sync (m16n8k16): block sizes are multiples of 16.
 TILE_QUANTUM = 16
+#: Tensors whose rows of one (batch, head) a forward CTA alone reads and writes. Named for folding (Launch.owned_by):
+#: a folded block's Q / Oacc tiles are its CTAs' real tiles, so they take the L2 classes exact mode's take.
+OWN_ROW_TENSORS = ("Q", "Oacc", "Lsum", "Mmax", "O", "LSE")
 #: FA1's kernels use most of the register file per thread.
 REGISTERS_PER_THREAD = 255
 
@@ -254,7 +257,8 @@ def forward_launch(problem: AttentionProblem, tensors: dict, br: int, bc: int, w
     smem = forward_smem_bytes(br, bc, d, problem.element_bytes)
     return Launch(name="fa1_fwd", grid=grid, program=program, smem_bytes_per_cta=smem, threads_per_cta=32 * warps,
                   registers_per_thread=REGISTERS_PER_THREAD,
-                  shared_by=lambda cta: {"K": (cta[0], cta[1] // group), "V": (cta[0], cta[1] // group)})
+                  shared_by=lambda cta: {"K": (cta[0], cta[1] // group), "V": (cta[0], cta[1] // group)},
+                  owned_by=lambda cta: dict.fromkeys(OWN_ROW_TENSORS, cta))
 
 
 # ============================================================================================== backward

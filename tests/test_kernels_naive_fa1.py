@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gpusim.engine.folding import fold_grid
 from gpusim.errors import InputError
 from gpusim.hardware import get_preset
 from gpusim.problem import AttentionProblem
@@ -179,6 +180,21 @@ def test_fa1_rereads_o_when_its_working_set_exceeds_l2():
     o_scratch = 16 * 4096 * 64 * 4
     assert fa1_run.l2_bytes > 2 * (tc - 1) * o_scratch
 
+
+
+def test_folded_fa1_names_its_blocks_real_q_and_o_tiles():
+    """A folded block's Q and O scratch tiles are its CTAs' own (Launch.owned_by), not stand-in names: they hash to
+    the L2 classes exact mode's tiles take, where a class at its edge decides the re-reads (24 heads at 2k tokens:
+    +19.7% bytes against exact mode with stand-in names)."""
+    problem = AttentionProblem(batch=1, heads=24, seq_len=2048, head_dim=128)
+    plan = fa1.build_plan(problem, get_preset("h200"))
+    launch = plan.launches[0]
+    (rep,) = fold_grid(launch.grid, launch.shared_by, 24, owned_by=launch.owned_by)
+    for name in ("Q", "Oacc"):
+        ref = plan.tensors[name].region(0, rep.cta[1], slice(128, 256))
+        keys, multiplicity, _ = rep.l2_keys(ref)
+        assert keys[0] == ref.key and multiplicity == 1
+        assert set(keys) == {plan.tensors[name].region(0, h, slice(128, 256)).key for h in range(24)}
 
 # ---------------------------------------------------------------------------------------------- Fig. 2 options
 #: The FlashAttention paper's standard attention (Fig. 1 right): scale in the GEMM, a mask kernel, softmax,
