@@ -31,10 +31,10 @@ def label(case: dict) -> str:
     return f"H={case['heads']} N={case['seq_len']} d={case['head_dim']} {case['block_m']}x{case['block_n']}{delay}:"
 
 
-def probe(script: str, doc: str, cases: list, name: str, flush_l2: bool = False) -> int:
+def probe(script: str, doc: str, cases: list, name: str, flush_l2: bool = False, label=label) -> int:
     """The command line of a causal probe: every case's CTA records, then its DRAM reads under Nsight Compute;
     writes h200_probe_<date>_<name>.json. `flush_l2`: record the schedule of a call after an L2 flush, as the
-    profiled call runs, rather than of one after a warm-up call."""
+    profiled call runs, rather than of one after a warm-up call. `label(case)` names a case in the printout."""
     args = profile_args(doc)
     if args.driver:
         run_cases(cases, make_call)

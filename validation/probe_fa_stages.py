@@ -1,0 +1,38 @@
+"""Does a shallow load pipeline make CTAs fall out of step and re-read K/V? (H200, run 55.)
+
+SDPA's FA2 forward re-reads K/V more than a Triton kernel of its grid and tiles: 7.20 against 4.84 passes per head at
+128k tokens, d = 64, 16 heads (runs 31-32), 4.0 against 2.43 causal at 32k, d = 128, 16 heads (runs 42-43), and its
+CTAs are taken to drift apart where the Triton kernel's stay in step (runs 32, 45). The Triton kernel loads each
+K/V tile two iterations ahead (`num_stages` 2), so an L2 miss costs it no time. FA2 loads V at the top of an iteration
+and the next K after S = QK^T, so a miss is partly exposed: a CTA that falls behind the others finds its tiles
+evicted, waits for DRAM and falls further behind. Here the same Triton kernel runs with `num_stages` 1 (each tile
+loaded where it is used, every miss exposed) beside 2, on those shapes; each recorded call follows an L2 flush, as the
+profiled one does. If one stage re-reads as SDPA's kernel does and two do not, exposure to DRAM latency is what
+spreads the CTAs.
+
+    python validation/probe_fa_stages.py --out validation/data      (needs torch, triton, CUDA and `ncu`)
+
+Writes `h200_probe_<date>_fa_stages.json`: per case the DRAM reads and every CTA's (sm, start ns, end ns).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from probe_fa_causal import probe
+
+#: SDPA's FA2 tiles: 128 x 128 at d = 64, 128 x 64 at d = 128; four warps.
+LONG_64 = {"seq_len": 131072, "head_dim": 64, "block_m": 128, "block_n": 128}
+CAUSAL_32K = {"seq_len": 32768, "head_dim": 128, "block_m": 128, "block_n": 64, "causal": True}
+CASES = [{**shape, "heads": heads, "stages": stages, "warps": 4}
+         for shape in (LONG_64, CAUSAL_32K) for heads in (4, 16) for stages in (1, 2)]
+
+
+def label(case: dict) -> str:
+    causal = " causal" if case.get("causal") else ""
+    return (f"H={case['heads']} N={case['seq_len']} d={case['head_dim']}{causal} {case['block_m']}x{case['block_n']} "
+            f"stages={case['stages']}:")
+
+
+if __name__ == "__main__":
+    sys.exit(probe(__file__, __doc__, CASES, "fa_stages", flush_l2=True, label=label))
