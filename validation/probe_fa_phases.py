@@ -155,12 +155,13 @@ def make_call(torch, case, record_ctas: int = 0):
     scale_log2 = case["head_dim"] ** -0.5 * 1.4426950408889634
 
     def call():
-        kernel[grid](q, k, v, o, rec, iterations, case["seq_len"], scale_log2, case.get("delay_ns", 0),
-                     D=case["head_dim"], BLOCK_M=case["block_m"], BLOCK_N=case["block_n"], RECORD_CTAS=record_ctas,
-                     CAUSAL=int(causal), DELAY=case.get("delay", 0), num_warps=case["warps"],
-                     num_stages=case["stages"])
+        call.compiled = kernel[grid](q, k, v, o, rec, iterations, case["seq_len"], scale_log2, case.get("delay_ns", 0),
+                                     D=case["head_dim"], BLOCK_M=case["block_m"], BLOCK_N=case["block_n"],
+                                     RECORD_CTAS=record_ctas, CAUSAL=int(causal), DELAY=case.get("delay", 0),
+                                     num_warps=case["warps"], num_stages=case["stages"])
         return rec
     call.iterations = iterations
+    call.compiled = None  # the compiled kernel, once called (its PTX: call.compiled.asm["ptx"])
 
     def error() -> float:
         """Largest |difference| from float32 attention over 256 query rows of head 0: the first, or rows 1024-1279

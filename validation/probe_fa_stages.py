@@ -10,29 +10,52 @@ loaded where it is used, every miss exposed) beside 2, on those shapes; each rec
 profiled one does. If one stage re-reads as SDPA's kernel does and two do not, exposure to DRAM latency is what
 spreads the CTAs.
 
+Triton compiles `tl.dot` on the H200 to Hopper's wgmma, where SDPA's FA2 issues Ampere's mma.sync from every warp.
+With DISABLE_MMA_V3=1 in the environment Triton emits mma.sync instead (the output is then
+`h200_probe_<date>_fa_stages_mma_sync.json`); the script prints which one each case's PTX holds.
+
     python validation/probe_fa_stages.py --out validation/data      (needs torch, triton, CUDA and `ncu`)
+    DISABLE_MMA_V3=1 python validation/probe_fa_stages.py --out validation/data
 
 Writes `h200_probe_<date>_fa_stages.json`: per case the DRAM reads and every CTA's (sm, start ns, end ns).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from probe_fa_causal import probe
+from probe_fa_phases import make_call
 
 #: SDPA's FA2 tiles: 128 x 128 at d = 64, 128 x 64 at d = 128; four warps.
 LONG_64 = {"seq_len": 131072, "head_dim": 64, "block_m": 128, "block_n": 128}
 CAUSAL_32K = {"seq_len": 32768, "head_dim": 128, "block_m": 128, "block_n": 64, "causal": True}
-CASES = [{**shape, "heads": heads, "stages": stages, "warps": 4}
+MMA_SYNC = os.environ.get("DISABLE_MMA_V3") == "1"
+CASES = [{**shape, "heads": heads, "stages": stages, "warps": 4, "mma_v3_disabled": MMA_SYNC}
          for shape in (LONG_64, CAUSAL_32K) for heads in (4, 16) for stages in (1, 2)]
 
 
 def label(case: dict) -> str:
     causal = " causal" if case.get("causal") else ""
     return (f"H={case['heads']} N={case['seq_len']} d={case['head_dim']}{causal} {case['block_m']}x{case['block_n']} "
-            f"stages={case['stages']}:")
+            f"stages={case['stages']}{' mma.sync' if case.get('mma_v3_disabled') else ''}:")
+
+
+def print_mma_instructions() -> None:
+    """Which tensor-core instruction each case's kernel holds (from its PTX), at a quarter of its heads."""
+    import torch
+    for case in CASES:
+        call = make_call(torch, {**case, "heads": 1})
+        call()
+        torch.cuda.synchronize()
+        ptx = call.compiled.asm["ptx"]
+        kinds = [kind for kind in ("wgmma", "mma.sync") if kind in ptx]
+        print(label(case), "tensor-core instructions in the PTX:", ", ".join(kinds) or "none", flush=True)
 
 
 if __name__ == "__main__":
-    sys.exit(probe(__file__, __doc__, CASES, "fa_stages", flush_l2=True, label=label))
+    if "--driver" not in sys.argv:
+        print_mma_instructions()
+    sys.exit(probe(__file__, __doc__, CASES, "fa_stages_mma_sync" if MMA_SYNC else "fa_stages", flush_l2=True,
+                   label=label))
