@@ -1368,6 +1368,35 @@ def test_drift_adds_passes_only_past_the_band_the_simulated_waves_already_had():
     assert Drift(0.1, 200.0, 100.0, window_passes=0.5).passes(25) == pytest.approx(2.0)  # below 1 counts as 1
 
 
+
+def test_partners_that_move_apart_re_read_once_their_gap_outgrows_the_l2():
+    # two CTAs per SM moving apart by 0.05 of a CTA per wave, up to half a CTA: a tile the leading CTAs read is read
+    # by the trailing ones after 2 x offset x 200 bytes of the stream (the offset reaches 0.25 at wave 6: 100 bytes,
+    # the L2's capacity, so half of such tiles have been evicted on its gradual edge); once the offset has grown to a
+    # half, the trailing CTAs re-read all of it: two passes per wave
+    drift = Drift(0.0, stream_bytes_per_cta=200.0, l2_bytes=100.0, ctas_per_sm=2, partner_offset_per_wave=0.05,
+                  l2_spread_bytes=10.0)
+    assert drift.partner_offset(1) == 0.0 and drift.partner_offset(100) == 0.5
+    assert drift.passes(2) == pytest.approx(1.0, abs=1e-6)
+    assert drift.passes(6) == pytest.approx(1.5)
+    assert drift.passes(40) == pytest.approx(2.0)
+    # one CTA per SM, or partners in step: no such passes
+    assert Drift(0.0, 200.0, 100.0, ctas_per_sm=1, partner_offset_per_wave=0.05).passes(40) == 1.0
+    assert Drift(0.0, 200.0, 100.0, ctas_per_sm=2).passes(40) == 1.0
+    # a stream whose half fits the L2 is re-read by nobody however far the partners move apart
+    assert Drift(0.0, 80.0, 100.0, ctas_per_sm=2, partner_offset_per_wave=0.05, l2_spread_bytes=5.0).passes(40) == \
+        pytest.approx(1.0, abs=1e-4)
+
+
+def test_the_meter_measures_how_far_apart_partners_start():
+    # two CTAs per SM; on SM 0 the second pair starts 0.1 of a CTA apart, on SM 1 0.3 (0.7 one way, 0.3 the other)
+    meter = WaveMeter(4, dict)
+    for sm, cycle in ((0, 0.0), (0, 0.0), (1, 0.0), (1, 0.0), (0, 100.0), (0, 110.0), (1, 100.0), (1, 170.0)):
+        meter.cta_started(ReadTally(), sm, cycle)
+        meter.cta_finished(cycle + 100.0, cycle)
+    assert meter.partner_offset(2) == pytest.approx((0.0 + 0.1 + 0.0 + 0.3) / 4)
+    assert meter.partner_offset(1) == 0.0
+
 def test_a_long_launch_measures_its_passes_per_stream(monkeypatch):
     # FA2 at 64k tokens streams each head's 32 MiB of K/V past the L2: the extrapolation's drift gets one CTA's
     # stream (K and V of its head) and the simulated waves' DRAM passes over it, about one per wave

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 from gpusim.engine.memory import ReadTally
 
@@ -62,18 +63,39 @@ class WaveMeter:
         self.finish_cycles: list[float] = []  # every simulated CTA's, in finishing order
         self.snapshots: dict[int, dict] = {}  # the additive counters when that many CTAs had finished
         self._last_wave_tallies: list[ReadTally] = []  # each CTA's of the last simulated wave
+        self._starts: dict[int, list[float]] = {}  # per SM: its CTAs' start cycles, in order
+        self._durations: list[float] = []  # every finished CTA's
 
-    def cta_started(self, tally: ReadTally) -> None:
-        """A simulated CTA was dispatched; `tally` will hold its DRAM reads."""
+    def cta_started(self, tally: ReadTally, sm_index: int = 0, cycle: float = 0.0) -> None:
+        """A simulated CTA was dispatched to SM `sm_index` at `cycle`; `tally` will hold its DRAM reads."""
         self.started += 1
+        self._starts.setdefault(sm_index, []).append(cycle)
         if self.started > self.slots * (SIMULATED_WAVES - 1):
             self._last_wave_tallies.append(tally)
 
-    def cta_finished(self, cycle: float) -> None:
+    def cta_finished(self, cycle: float, started: float | None = None) -> None:
         self.finished += 1
         self.finish_cycles.append(cycle)
+        if started is not None:
+            self._durations.append(cycle - started)
         if self.finished in (self.slots * (SIMULATED_WAVES - 1), self.slots * SIMULATED_WAVES):
             self.snapshots[self.finished] = self.read_counters()
+
+    def partner_offset(self, ctas_per_sm: int) -> float:
+        """How far apart, in CTA durations, the CTAs that share an SM started in the last simulated wave: the mean
+        over SMs of each start's distance to the one before it on its SM, folded to [0, 1/2] (0: partners in
+        step; 1/2: each starts halfway through its partner, the most two can be apart). 0 with one CTA per SM."""
+        if ctas_per_sm < 2 or not self._durations:
+            return 0.0
+        duration = sorted(self._durations)[len(self._durations) // 2]
+        if duration <= 0:
+            return 0.0
+        offsets = []
+        for starts in self._starts.values():
+            for before, after in zip(starts[-ctas_per_sm - 1:], starts[-ctas_per_sm:]):
+                gap = (after - before) / duration % 1.0
+                offsets.append(min(gap, 1.0 - gap))
+        return sum(offsets) / len(offsets) if offsets else 0.0
 
     @property
     def last_wave(self) -> ReadTally:
@@ -143,12 +165,40 @@ class Drift:
     stream_bytes_per_cta: float  # bytes of the shared, streamed tensors one CTA reads through L2
     l2_bytes: float
     window_passes: float = 1.0  # DRAM passes over them per simulated wave (the last one), at least 1
+    ctas_per_sm: int = 1
+    partner_offset_per_wave: float = 0.0  # how fast co-resident CTAs move apart, in CTA durations per wave
+    l2_spread_bytes: float = 0.0  # the L2's capacity spread (hardware.l2_capacity_spread_fraction x capacity)
 
     def passes(self, wave: int) -> float:
         """DRAM passes over the shared streamed data during wave `wave` (1-based) of the launch, in simulated
-        waves' passes (1: as many as a simulated wave made)."""
+        waves' passes (1: as many as a simulated wave made): the larger of the random walk's and the partners'."""
         spread = min(MAX_BAND_CTAS, 2.0 * self.jitter * math.sqrt(wave))
-        return max(1.0, spread * self.stream_bytes_per_cta / self.l2_bytes / max(1.0, self.window_passes))
+        band = spread * self.stream_bytes_per_cta / self.l2_bytes
+        return max(1.0, max(band, self.partner_passes(wave)) / max(1.0, self.window_passes))
+
+    def partner_offset(self, wave: int) -> float:
+        """How far apart the CTAs that share an SM start in wave `wave`, in CTA durations: they move apart at the
+        rate the simulated waves showed, until each starts 1 / ctas_per_sm of a CTA after the one before it."""
+        if self.ctas_per_sm < 2:
+            return 0.0
+        return min(1.0 / self.ctas_per_sm, self.partner_offset_per_wave * (wave - 1))
+
+    def partner_passes(self, wave: int) -> float:
+        """DRAM passes in wave `wave` when the CTAs that share an SM walk the stream o CTAs apart (partner_offset):
+        the CTAs run as ctas_per_sm groups, each o of the stream behind the one before, and a tile one group read is
+        read by the next after 2 o of the stream has passed through L2 (the stream the first read ahead and the one
+        the second caught up on), so each later group re-reads the share of the tiles whose L2 depth that exceeds
+        (the L2's gradual edge: a normal around its capacity). Validation/README.md run 55: the mma.sync kernels'
+        co-resident CTAs settle half a CTA apart over the first ten or so waves, and re-read K/V twice per wave."""
+        offset = self.partner_offset(wave)
+        if offset <= 0.0:
+            return 1.0
+        reuse_bytes = 2.0 * offset * self.stream_bytes_per_cta
+        if self.l2_spread_bytes > 0:
+            missed = NormalDist(self.l2_bytes, self.l2_spread_bytes).cdf(reuse_bytes)
+        else:
+            missed = 1.0 if reuse_bytes > self.l2_bytes else 0.0
+        return 1.0 + (self.ctas_per_sm - 1) * missed
 
     def passes_after(self, first_waves: float, total_waves: float) -> float:
         """Passes of the waves after the first `first_waves`, counted in simulated waves' (1: as many as one made)."""

@@ -233,8 +233,12 @@ class TimingInterpreter:
         # one pass is one read of every stream the last wave's CTAs walked (two heads' K/V at a head boundary)
         last_wave = launch.grid[(SIMULATED_WAVES - 1) * slots * fold:SIMULATED_WAVES * slots * fold]
         streams = max((len({launch.shared_by(cta)[t] for cta in last_wave}) for t in streaming & shared), default=1)
+        ctas_per_sm = slots // len(sms)
         drift = Drift(self.hw.cta_duration_jitter, stream_per_cta, memory.cache.capacity_bytes,
-                      window_passes=last_wave_dram / (stream_per_cta * streams) if stream_per_cta else 1.0)
+                      window_passes=last_wave_dram / (stream_per_cta * streams) if stream_per_cta else 1.0,
+                      ctas_per_sm=ctas_per_sm,
+                      partner_offset_per_wave=meter.partner_offset(ctas_per_sm) / (SIMULATED_WAVES - 1),
+                      l2_spread_bytes=self.hw.l2_capacity_spread_fraction * memory.cache.capacity_bytes)
         window_reads = {t: v - window.reads.get(t, 0.0) for t, v in memory.hbm_read_by_tensor.items()}
         extra_reads = extrapolated_reads(
             window_reads, launch.grid, launch.shared_by, simulated * fold, streaming, slots * fold, drift,
@@ -297,7 +301,7 @@ class TimingInterpreter:
                             self._dispatched)
             if meter is not None:  # only an extrapolated launch needs each CTA's reads
                 cta.reads = ReadTally()
-                meter.cta_started(cta.reads)
+                meter.cta_started(cta.reads, sm.index, env.now)
             sm.reps_run += 1
             sm.work_represented += rep.weight
             started = env.now
@@ -310,7 +314,7 @@ class TimingInterpreter:
                                    env.now - started))
             store_done[0] = max(store_done[0], cta.store_done)
             if meter is not None:
-                meter.cta_finished(env.now)
+                meter.cta_finished(env.now, started)
             if launch.smem_bytes_per_cta:
                 yield sm.smem_budget.put(launch.smem_bytes_per_cta)
 
