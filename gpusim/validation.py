@@ -126,14 +126,18 @@ def suspect(case: Case, result, error: float) -> str:
     if case.metric == "hbm_read_bytes" and _causal_walk_near_l2(case):
         return _causal_walk_suspect(error)
     if case.metric == "hbm_read_bytes" and error < 0 and problem.seq_len >= 32768:
-        fa2 = (" FA2's passes per wave over one head's K/V grow from 1.0 at 4 waves to 1.9 at 62 (run 31), alike at"
-               " d = 64 and 128; the model's later waves make at most the larger of its simulated waves' passes and"
-               " one head's K/V over the L2 (1.1 at d = 64, 128k: validation/README.md, twentieth session)."
-               if case.kernel == "fa2" else "")
+        if case.kernel == "fa2":
+            return ("K/V re-read from DRAM more than modelled: the two CTAs that share an SM move apart faster than "
+                    "the model's. FA2 issues mma.sync from every warp, and a Triton forward of its shape compiled to "
+                    "mma.sync has its partners settle half a CTA apart within about ten waves and reads K/V 7.1-9.3 "
+                    "times per head at 128k tokens, d = 64 (SDPA's FA2 5.2-7.2), where compiled to wgmma its partners "
+                    "stay in step and it reads 4.6-5.1 (validation/README.md run 55). The model's partners move apart "
+                    "by 0.015-0.017 of a CTA per wave (oldest_cta_issue_share), the Triton mma.sync kernel's by about "
+                    "0.04, so its later waves re-read later (Drift.partner_passes)")
         return ("K/V re-read from DRAM more than modelled: CTAs fall out of step over a long launch faster than "
                 "the model's drift (cta_duration_jitter, one random walk for every kernel, where how far a launch "
-                f"drifts is its kernel's: validation/README.md runs 31-32; runs 45-46: pace differences between CTAs "
-                f"add far more re-reads than slowness alone).{fa2}")
+                "drifts is its kernel's: validation/README.md runs 31-32; runs 45-46: pace differences between CTAs "
+                "add far more re-reads than slowness alone)")
     if case.metric == "hbm_read_bytes" and error > 0 and problem.seq_len >= 32768:
         return ("K/V kept between waves that the model evicts: CTAs more in step than modelled: cuDNN's d = 64 "
                 "forward stays in step at any length (validation/README.md run 31), where the model drifts every "
@@ -201,14 +205,17 @@ def _causal_walk_near_l2(case: Case) -> bool:
 
 def _causal_walk_suspect(error: float) -> str:
     """Why a causal FA2 forward's DRAM reads miss: which L2 model is right decides its re-reads (runs 43-44), and
-    SDPA's kernel reads more than a Triton kernel of its grid and tiles (run 42 against 43-44)."""
+    SDPA's kernel reads more than a Triton kernel of its grid and tiles (run 42 against 43-44) because it issues
+    mma.sync where Triton issues wgmma (run 55)."""
     where = ("each causal CTA walks K/V down from its own diagonal, so the CTAs running together keep a head's K/V "
              "live at about the L2's capacity")
     if error < 0:
         return (f"causal K/V walks re-read more than modelled: {where}. At 4 heads of 32k tokens the model's exact "
                 "schedule matches a Triton causal forward of FA2's shape (heads within 0.015 of the span: "
                 "validation/compare_causal_schedule.py), so the L2 and the kernel differ: that kernel read K/V "
-                "1.56-1.94 / 2.43 times per head at 4 / 16 heads (runs 43-44), SDPA's FA2 2.7 / 4.0 (run 42), the "
+                "1.56-1.94 / 2.43-3.24 times per head at 4 / 16 heads (runs 43-44, 55), SDPA's FA2 2.7 / 4.0 (run "
+                "42), the same Triton kernel compiled to mma.sync, as FA2 issues its MMAs, 2.54-2.70 / 3.72-4.02 "
+                "(run 55: the instruction, not the kernel, makes SDPA's extra re-reads), the "
                 "model's folded mode 1.04 / 1.30 (exact mode 1.58 at 16 heads) with Q and O at a private line's "
                 "room and each CTA of a folded block its own reader (before them, exact mode 1.11 / 2.18 and folded "
                 "1.09 / 1.47; validation/README.md, twenty-third to twenty-fifth sessions). Two L2 "

@@ -159,7 +159,11 @@ class Drift:
     L2-sized slice of it (a band of one CTA: stream / L2 passes, as cuDNN's d = 128 forward makes at 98k and 128k).
     The simulated waves may already have needed more than one pass (`window_passes`): CTAs that share an SM fall
     out of step by part of a CTA's duration, a band of their own. Drift then adds passes only once its band
-    outgrows that one: a later wave makes the larger of the two counts, not their product."""
+    outgrows that one: a later wave makes the larger of the two counts, not their product.
+    The CTAs that share an SM also move apart steadily, as the simulated waves measure (`partner_offset_per_wave`):
+    on the GPU those of kernels that issue mma.sync settle half a CTA apart within about ten waves, where wgmma
+    kernels' stay in step (validation/README.md run 55); a later wave makes the larger of their passes
+    (partner_passes) and the random walk's."""
 
     jitter: float
     stream_bytes_per_cta: float  # bytes of the shared, streamed tensors one CTA reads through L2
