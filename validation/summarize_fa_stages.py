@@ -1,0 +1,54 @@
+"""Run 55's tables (validation/README.md, twenty-sixth session) from its data: per case, the tensor-core instruction
+and load stages, the K/V reads per head, how far apart the CTAs that share an SM start, the pace spread, and the
+wave-by-wave start phases.
+
+    python validation/summarize_fa_stages.py [DATA.json ...]      (default: run 55's two files)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ncu_profile import metric_value
+from probe_fa_phases import pace_spread, summarize
+from profile_dram_heads import kv_reads_per_head
+
+DATA = Path(__file__).resolve().parent / "data"
+RUNS = [DATA / "h200_probe_2026-12-01_fa_stages.json", DATA / "h200_probe_2026-12-01_fa_stages_mma_sync.json"]
+#: Waves whose start phases are printed (those the launch has).
+WAVES = (3, 7, 11, 14, 31, 61)
+
+
+def rows(doc: dict) -> list[str]:
+    """One markdown row per case: launch | instruction, stages | K/V reads per head | partner gap (90th percentile,
+    CTA durations) | pace spread across heads | start phases (10th / 90th percentile) at some waves."""
+    out = []
+    for timeline, kernel in zip(doc["timelines"], doc["kernels"]):
+        case, records = timeline["case"], timeline["records"]
+        across_heads, _all, _pace = pace_spread(case, records)
+        shape = summarize(records)
+        launch = (f"{'causal, ' if case.get('causal') else ''}{case['seq_len'] // 1024}k, d = {case['head_dim']}, "
+                  f"{case['heads']} heads")
+        instruction = "mma.sync" if case.get("mma_v3_disabled") else "wgmma"
+        reads = kv_reads_per_head(case, metric_value(kernel, "dram__bytes_read.sum"))
+        phases = " ".join(f"{w['wave']}: {w['p10']:+.2f} / {w['p90']:+.2f}" for w in shape["waves"]
+                          if w["wave"] in WAVES)
+        out.append(f"| {launch} | {instruction}, {case['stages']} | {reads:.2f} | {shape['partner_gap']['p90']:.3f} | "
+                   f"{across_heads:.3f} | {phases} |")
+    return out
+
+
+def main() -> int:
+    paths = [Path(p) for p in sys.argv[1:]] or RUNS
+    print("| launch | instruction, stages | K/V reads per head | partner gap p90 | pace spread | start phases by wave |")
+    print("|---|---|---|---|---|---|")
+    for path in paths:
+        for row in rows(json.loads(path.read_text())):
+            print(row)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
