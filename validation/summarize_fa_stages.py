@@ -42,7 +42,8 @@ def rows(doc: dict) -> list[str]:
 
 def main() -> int:
     paths = [Path(p) for p in sys.argv[1:]] or RUNS
-    print("| launch | instruction, stages | K/V reads per head | partner gap p90 | pace spread | start phases by wave |")
+    print("| launch | instruction, stages | K/V reads per head | partner gap p90 | pace spread | start phases by "
+          "wave |")
     print("|---|---|---|---|---|---|")
     for path in paths:
         for row in rows(json.loads(path.read_text())):
