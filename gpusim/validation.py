@@ -138,6 +138,13 @@ def suspect(case: Case, result, error: float) -> str:
                 "the model's drift (cta_duration_jitter, one random walk for every kernel, where how far a launch "
                 "drifts is its kernel's: validation/README.md runs 31-32; runs 45-46: pace differences between CTAs "
                 "add far more re-reads than slowness alone)")
+    if case.metric == "hbm_read_bytes" and error > 0 and problem.seq_len >= 32768 and case.kernel == "fa2":
+        return ("K/V kept by the GPU that the model's later waves re-read: once the two CTAs that share an SM are "
+                "far enough apart that the stream between them outgrows the L2, the model re-reads all of it in every "
+                "later wave (Drift.partner_passes: at 98k tokens, d = 128, 2 passes per wave from about the 25th of "
+                "its 46), where the GPU's FA2 averages 1.6 / 1.8 per wave at 65k / 98k tokens, d = 128, 16 heads: how "
+                "much of such a stream the GPU's L2 keeps is not modelled (validation/README.md, twenty-sixth "
+                "session)")
     if case.metric == "hbm_read_bytes" and error > 0 and problem.seq_len >= 32768:
         return ("K/V kept between waves that the model evicts: CTAs more in step than modelled: cuDNN's d = 64 "
                 "forward stays in step at any length (validation/README.md run 31), where the model drifts every "
