@@ -16,6 +16,7 @@ With DISABLE_MMA_V3=1 in the environment Triton emits mma.sync instead (the outp
 
     python validation/probe_fa_stages.py --out validation/data      (needs torch, triton, CUDA and `ncu`)
     DISABLE_MMA_V3=1 python validation/probe_fa_stages.py --out validation/data
+    FA_STAGES_SET=d128 DISABLE_MMA_V3=1 python validation/probe_fa_stages.py --out validation/data
 
 Writes `h200_probe_<date>_fa_stages.json`: per case the DRAM reads and every CTA's (sm, start ns, end ns).
 """
@@ -34,6 +35,12 @@ CAUSAL_32K = {"seq_len": 32768, "head_dim": 128, "block_m": 128, "block_n": 64, 
 MMA_SYNC = os.environ.get("DISABLE_MMA_V3") == "1"
 CASES = [{**shape, "heads": heads, "stages": stages, "warps": 4, "mma_v3_disabled": MMA_SYNC}
          for shape in (LONG_64, CAUSAL_32K) for heads in (4, 16) for stages in (1, 2)]
+#: FA_STAGES_SET=d128: the campaign's long d = 128 shapes at 16 heads (65k, 98k, 128k tokens, SDPA's 128 x 64 tiles)
+#: and 128k at one head, two stages: where the model's partners re-read more than SDPA's FA2 (twenty-sixth session).
+D128 = os.environ.get("FA_STAGES_SET") == "d128"
+if D128:
+    CASES = [{"seq_len": n, "head_dim": 128, "block_m": 128, "block_n": 64, "heads": heads, "stages": 2, "warps": 4,
+              "mma_v3_disabled": MMA_SYNC} for n, heads in ((65536, 16), (98304, 16), (131072, 16), (131072, 1))]
 
 
 def label(case: dict) -> str:
@@ -57,5 +64,5 @@ def print_mma_instructions() -> None:
 if __name__ == "__main__":
     if "--driver" not in sys.argv:
         print_mma_instructions()
-    sys.exit(probe(__file__, __doc__, CASES, "fa_stages_mma_sync" if MMA_SYNC else "fa_stages", flush_l2=True,
-                   label=label))
+    name = "fa_stages" + ("_d128" if D128 else "") + ("_mma_sync" if MMA_SYNC else "")
+    sys.exit(probe(__file__, __doc__, CASES, name, flush_l2=True, label=label))
