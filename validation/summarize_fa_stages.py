@@ -27,7 +27,7 @@ def rows(doc: dict) -> list[str]:
     out = []
     for timeline, kernel in zip(doc["timelines"], doc["kernels"]):
         case, records = timeline["case"], timeline["records"]
-        across_heads, _all, _pace = pace_spread(case, records)
+        across_heads = pace_spread(case, records)[0] if case["heads"] > 1 else float("nan")  # across heads
         shape = summarize(records)
         launch = (f"{'causal, ' if case.get('causal') else ''}{case['seq_len'] // 1024}k, d = {case['head_dim']}, "
                   f"{case['heads']} heads")
