@@ -161,9 +161,10 @@ class Drift:
     out of step by part of a CTA's duration, a band of their own. Drift then adds passes only once its band
     outgrows that one: a later wave makes the larger of the two counts, not their product.
     The CTAs that share an SM also move apart steadily, as the simulated waves measure (`partner_offset_per_wave`):
-    on the GPU those of kernels that issue mma.sync settle half a CTA apart within about ten waves, where wgmma
-    kernels' stay in step (validation/README.md run 55); a later wave makes the larger of their passes
-    (partner_passes) and the random walk's."""
+    on the GPU, a Triton forward of FA2's shape at d = 64 compiled to mma.sync (as SDPA's FA2 issues its MMAs) has its
+    partners settle half a CTA apart within about ten waves, where compiled to wgmma they stay in step
+    (validation/README.md run 55; at d = 128 its mma.sync partners stop at 0.1-0.2 of a CTA); a later wave makes the
+    larger of their passes (partner_passes) and the random walk's."""
 
     jitter: float
     stream_bytes_per_cta: float  # bytes of the shared, streamed tensors one CTA reads through L2
@@ -192,8 +193,8 @@ class Drift:
         the CTAs run as ctas_per_sm groups, each o of the stream behind the one before, and a tile one group read is
         read by the next after 2 o of the stream has passed through L2 (the stream the first read ahead and the one
         the second caught up on), so each later group re-reads the share of the tiles whose L2 depth that exceeds
-        (the L2's gradual edge: a normal around its capacity). Validation/README.md run 55: the mma.sync kernels'
-        co-resident CTAs settle half a CTA apart over the first ten or so waves, and re-read K/V twice per wave."""
+        (the L2's gradual edge: a normal around its capacity). Validation/README.md run 55: partners half a CTA
+        apart (the mma.sync build at d = 64, 128k tokens) re-read K/V about twice per wave."""
         offset = self.partner_offset(wave)
         if offset <= 0.0:
             return 1.0
