@@ -16,7 +16,7 @@ With DISABLE_MMA_V3=1 in the environment Triton emits mma.sync instead (the outp
 
     python validation/probe_fa_stages.py --out validation/data      (needs torch, triton, CUDA and `ncu`)
     DISABLE_MMA_V3=1 python validation/probe_fa_stages.py --out validation/data
-    FA_STAGES_SET=d128 DISABLE_MMA_V3=1 python validation/probe_fa_stages.py --out validation/data
+    FA_STAGES_SET=d128 DISABLE_MMA_V3=1 python validation/probe_fa_stages.py --out validation/data   (or =tiles)
 
 Writes `h200_probe_<date>_fa_stages.json`: per case the DRAM reads and every CTA's (sm, start ns, end ns).
 """
@@ -37,10 +37,15 @@ CASES = [{**shape, "heads": heads, "stages": stages, "warps": 4, "mma_v3_disable
          for shape in (LONG_64, CAUSAL_32K) for heads in (4, 16) for stages in (1, 2)]
 #: FA_STAGES_SET=d128: the campaign's long d = 128 shapes at 16 heads (65k, 98k, 128k tokens, SDPA's 128 x 64 tiles)
 #: and 128k at one head, two stages: where the model's partners re-read more than SDPA's FA2 (twenty-sixth session).
-D128 = os.environ.get("FA_STAGES_SET") == "d128"
-if D128:
+#: FA_STAGES_SET=tiles: 128k tokens, d = 64 with 64-key tiles (d = 128's tile width) at 16 heads, and SDPA's 128-key
+#: tiles at 2 and 8 heads: is it the head size or the tile that stops the partners at d = 128?
+CASE_SET = os.environ.get("FA_STAGES_SET", "")
+if CASE_SET == "d128":
     CASES = [{"seq_len": n, "head_dim": 128, "block_m": 128, "block_n": 64, "heads": heads, "stages": 2, "warps": 4,
               "mma_v3_disabled": MMA_SYNC} for n, heads in ((65536, 16), (98304, 16), (131072, 16), (131072, 1))]
+elif CASE_SET == "tiles":
+    CASES = [{**LONG_64, "block_n": block_n, "heads": heads, "stages": 2, "warps": 4, "mma_v3_disabled": MMA_SYNC}
+             for block_n, heads in ((64, 16), (128, 2), (128, 8))]
 
 
 def label(case: dict) -> str:
@@ -64,5 +69,5 @@ def print_mma_instructions() -> None:
 if __name__ == "__main__":
     if "--driver" not in sys.argv:
         print_mma_instructions()
-    name = "fa_stages" + ("_d128" if D128 else "") + ("_mma_sync" if MMA_SYNC else "")
+    name = "fa_stages" + (f"_{CASE_SET}" if CASE_SET else "") + ("_mma_sync" if MMA_SYNC else "")
     sys.exit(probe(__file__, __doc__, CASES, name, flush_l2=True, label=label))
