@@ -18,7 +18,8 @@ With DISABLE_MMA_V3=1 in the environment Triton emits mma.sync instead (the outp
     DISABLE_MMA_V3=1 python validation/probe_fa_stages.py --out validation/data
     FA_STAGES_SET=d128 DISABLE_MMA_V3=1 python validation/probe_fa_stages.py --out validation/data   (or =tiles)
 
-Writes `h200_probe_<date>_fa_stages.json`: per case the DRAM reads and every CTA's (sm, start ns, end ns).
+Writes `h200_probe_<date>_fa_stages[_SET][_mma_sync].json`: per case the DRAM reads and every CTA's (sm, start ns,
+end ns); run 55's are kept gzip-compressed (`summarize_fa_stages.py` reads either).
 """
 
 from __future__ import annotations

@@ -2,11 +2,12 @@
 and load stages, the K/V reads per head, how far apart the CTAs that share an SM start, the pace spread, and the
 wave-by-wave start phases.
 
-    python validation/summarize_fa_stages.py [DATA.json ...]      (default: run 55's two files)
+    python validation/summarize_fa_stages.py [DATA.json[.gz] ...]      (default: run 55's first two files)
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ from probe_fa_phases import pace_spread, summarize
 from profile_dram_heads import kv_reads_per_head
 
 DATA = Path(__file__).resolve().parent / "data"
-RUNS = [DATA / "h200_probe_2026-12-01_fa_stages.json", DATA / "h200_probe_2026-12-01_fa_stages_mma_sync.json"]
+#: Run 55's calls (gzip-compressed as written by probe_fa_stages.py, to keep the repository small).
+RUNS = [DATA / f"h200_probe_2026-12-01_fa_stages{suffix}.json.gz" for suffix in ("", "_mma_sync")]
 #: Waves whose start phases are printed (those the launch has).
 WAVES = (3, 7, 11, 14, 31, 61)
 
@@ -46,7 +48,8 @@ def main() -> int:
           "wave |")
     print("|---|---|---|---|---|---|")
     for path in paths:
-        for row in rows(json.loads(path.read_text())):
+        text = gzip.open(path, "rt").read() if path.suffix == ".gz" else path.read_text()
+        for row in rows(json.loads(text)):
             print(row)
     return 0
 
