@@ -163,8 +163,8 @@ class Drift:
     The CTAs that share an SM also move apart steadily, as the simulated waves measure (`partner_offset_per_wave`):
     on the GPU, a Triton forward of FA2's shape at d = 64 compiled to mma.sync (as SDPA's FA2 issues its MMAs) has its
     partners settle half a CTA apart within about ten waves, where compiled to wgmma they stay in step
-    (validation/README.md run 55; at d = 128 its mma.sync partners stop at 0.1-0.2 of a CTA); a later wave makes the
-    larger of their passes (partner_passes) and the random walk's."""
+    (validation/README.md run 55; with 64-key tiles, as at d = 128, its mma.sync partners stop at 0.1-0.2 of a CTA); a
+    later wave makes the larger of their passes (partner_passes) and the random walk's."""
 
     jitter: float
     stream_bytes_per_cta: float  # bytes of the shared, streamed tensors one CTA reads through L2
