@@ -1368,7 +1368,6 @@ def test_drift_adds_passes_only_past_the_band_the_simulated_waves_already_had():
     assert Drift(0.1, 200.0, 100.0, window_passes=0.5).passes(25) == pytest.approx(2.0)  # below 1 counts as 1
 
 
-
 def test_partners_that_move_apart_re_read_once_their_gap_outgrows_the_l2():
     # two CTAs per SM moving apart by 0.05 of a CTA per wave, up to half a CTA: a tile the leading CTAs read is read
     # by the trailing ones after 2 x offset x 200 bytes of the stream (the offset reaches 0.25 at wave 6: 100 bytes,
@@ -1396,6 +1395,7 @@ def test_the_meter_measures_how_far_apart_partners_start():
         meter.cta_finished(cycle + 100.0, cycle)
     assert meter.partner_offset(2) == pytest.approx((0.0 + 0.1 + 0.0 + 0.3) / 4)
     assert meter.partner_offset(1) == 0.0
+
 
 def test_a_long_launch_measures_its_passes_per_stream(monkeypatch):
     # FA2 at 64k tokens streams each head's 32 MiB of K/V past the L2: the extrapolation's drift gets one CTA's

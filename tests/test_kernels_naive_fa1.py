@@ -181,7 +181,6 @@ def test_fa1_rereads_o_when_its_working_set_exceeds_l2():
     assert fa1_run.l2_bytes > 2 * (tc - 1) * o_scratch
 
 
-
 def test_folded_fa1_names_its_blocks_real_q_and_o_tiles():
     """A folded block's Q and O scratch tiles are its CTAs' own (Launch.owned_by), not stand-in names: they hash to
     the L2 classes exact mode's tiles take, where a class at its edge decides the re-reads (24 heads at 2k tokens:
@@ -195,6 +194,7 @@ def test_folded_fa1_names_its_blocks_real_q_and_o_tiles():
         keys, multiplicity, _ = rep.l2_keys(ref)
         assert keys[0] == ref.key and multiplicity == 1
         assert set(keys) == {plan.tensors[name].region(0, h, slice(128, 256)).key for h in range(24)}
+
 
 # ---------------------------------------------------------------------------------------------- Fig. 2 options
 #: The FlashAttention paper's standard attention (Fig. 1 right): scale in the GEMM, a mask kernel, softmax,
