@@ -50,11 +50,12 @@ def class_capacities(capacity_bytes: float, spread_bytes: float, classes: int = 
 
 
 class L2Cache:
-    __slots__ = ("capacity_bytes", "private_share", "_lines", "_orders", "_capacities", "_used", "_stamp",
-                 "_class_of_key")
+    __slots__ = ("capacity_bytes", "spread_bytes", "private_share", "_lines", "_orders", "_capacities", "_used",
+                 "_stamp", "_class_of_key")
 
     def __init__(self, capacity_bytes: int, spread_bytes: float = 0.0, private_share: float = 1.0):
         self.capacity_bytes = capacity_bytes
+        self.spread_bytes = spread_bytes  # the standard deviation of the depth at which a re-read stream misses
         self.private_share = private_share  # the room a line one SM has used takes, over its bytes
         self._capacities = class_capacities(capacity_bytes, spread_bytes)
         self._orders = [OrderedDict() for _ in self._capacities]  # per class: key -> None, least recent first

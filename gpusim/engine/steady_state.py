@@ -97,6 +97,11 @@ class WaveMeter:
                 offsets.append(min(gap, 1.0 - gap))
         return sum(offsets) / len(offsets) if offsets else 0.0
 
+    def partner_offset_per_wave(self, ctas_per_sm: int) -> float:
+        """How fast the CTAs that share an SM moved apart, in CTA durations per wave: they start in step in the first
+        simulated wave and partner_offset apart in the last."""
+        return self.partner_offset(ctas_per_sm) / (SIMULATED_WAVES - 1)
+
     @property
     def last_wave(self) -> ReadTally:
         """The DRAM reads and re-reads per tensor of the last simulated wave's CTAs."""
@@ -172,7 +177,7 @@ class Drift:
     window_passes: float = 1.0  # DRAM passes over them per simulated wave (the last one), at least 1
     ctas_per_sm: int = 1
     partner_offset_per_wave: float = 0.0  # how fast co-resident CTAs move apart, in CTA durations per wave
-    l2_spread_bytes: float = 0.0  # the L2's capacity spread (hardware.l2_capacity_spread_fraction x capacity)
+    l2_spread_bytes: float = 0.0  # the L2's capacity spread (L2Cache.spread_bytes)
 
     def passes(self, wave: int) -> float:
         """DRAM passes over the shared streamed data during wave `wave` (1-based) of the launch, in simulated

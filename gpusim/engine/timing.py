@@ -237,8 +237,8 @@ class TimingInterpreter:
         drift = Drift(self.hw.cta_duration_jitter, stream_per_cta, memory.cache.capacity_bytes,
                       window_passes=last_wave_dram / (stream_per_cta * streams) if stream_per_cta else 1.0,
                       ctas_per_sm=ctas_per_sm,
-                      partner_offset_per_wave=meter.partner_offset(ctas_per_sm) / (SIMULATED_WAVES - 1),
-                      l2_spread_bytes=self.hw.l2_capacity_spread_fraction * memory.cache.capacity_bytes)
+                      partner_offset_per_wave=meter.partner_offset_per_wave(ctas_per_sm),
+                      l2_spread_bytes=memory.cache.spread_bytes)
         window_reads = {t: v - window.reads.get(t, 0.0) for t, v in memory.hbm_read_by_tensor.items()}
         extra_reads = extrapolated_reads(
             window_reads, launch.grid, launch.shared_by, simulated * fold, streaming, slots * fold, drift,
