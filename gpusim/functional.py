@@ -13,7 +13,8 @@ import ml_dtypes
 import numpy as np
 
 from gpusim.launch import KernelPlan
-from gpusim.ops import Acquire, CodePath, Load, Loop, LoopMark, LoopPlan, Mma, Signal, Store, Vector, Wait
+from gpusim.ops import (Acquire, CodePath, Load, Loop, LoopMark, LoopPlan, Mma, Signal, SpillStore, Store, Vector,
+                        Wait)
 
 _NUMPY_DTYPES = {
     "fp32": np.float32, "fp16": np.float16, "bf16": ml_dtypes.bfloat16, "fp8": ml_dtypes.float8_e4m3fn,
@@ -127,7 +128,7 @@ def _execute(op, arrays: dict, sems: dict):
     if kind is Signal:
         sems[op.sem] = sems.setdefault(op.sem, op.sem.initial) + op.count
         return None
-    if kind is Wait or kind is LoopMark or kind is CodePath:
+    if kind is Wait or kind is LoopMark or kind is CodePath or kind is SpillStore:
         return None
     if kind is Loop:
         return LoopPlan(op.count, range(op.count))

@@ -118,6 +118,10 @@ class HardwareSpec:
     #: the L2 room a line only one SM has used takes, over its bytes (engine l2): l2_capacity_bytes is that of data
     #: every SM reads, which a GPU whose L2 is two partitions holds in both; a line one SM uses fills one
     l2_private_line_share: float = 1.0
+    #: the share of lines whose home is the L2 partition away from the SM that asks (engine memory): a lookup that
+    #: misses beside its SM is forwarded there and looked up again, as Nsight Compute's lts__t_bytes counts it
+    #: (Result.l2_tag_bytes); 0 for an L2 of one partition
+    l2_far_home_share: float = 0.0
     # --- the L2 a benchmark leaves behind (simulate's l2_start="flushed"): do_bench clears L2 between repeats by
     # zeroing a buffer larger than it, which leaves the L2 full of that buffer's dirty lines. A kernel's first
     # misses evict them: `flushed_l2_writeback_per_byte` bytes written to HBM per byte it allocates in L2, until
@@ -174,7 +178,7 @@ class HardwareSpec:
         if self.l2_capacity_spread_fraction > 0.5:
             raise InputError(f"hardware field l2_capacity_spread_fraction={self.l2_capacity_spread_fraction}: must be "
                              "at most 0.5 (an edge wider than half the capacity is no capacity)")
-        for name in ("flushed_l2_dirty_fraction", "flushed_l2_writeback_per_byte"):
+        for name in ("flushed_l2_dirty_fraction", "flushed_l2_writeback_per_byte", "l2_far_home_share"):
             if getattr(self, name) > 1.0:
                 raise InputError(f"hardware field {name}={getattr(self, name)}: must be in [0, 1]")
         if self.smem_per_cta_max_bytes > self.smem_per_sm_bytes:
@@ -454,7 +458,7 @@ _preset(
     sm_count=132, sm_clock_hz=1.98e9,
     hbm_capacity_bytes=141 * 10**9, hbm_bandwidth_bytes_per_s=4.8e12, hbm_achievable_fraction=0.885,
     l2_capacity_bytes=30618419, l2_capacity_spread_fraction=0.106, l2_private_line_share=0.63,
-    l2_bandwidth_bytes_per_clk=6144.0,
+    l2_far_home_share=0.5, l2_bandwidth_bytes_per_clk=6144.0,
     tensor_sustained_fraction=0.93, kernel_launch_overhead_s=4e-6,
     power_limit_w=690.0, static_power_w=100.0, sm_active_power_w=207.5, tensor_power_w=1528.0,
     smem_power_w=193.0, hbm_energy_pj_per_byte=74.6,
@@ -480,6 +484,9 @@ _preset(
                                       "at 29.2. Checked on runs 50-51 (validation/model_l2_shared_side.py): a shared "
                                       "stream against Q and O side traffic, summed |model - GPU| 0.98 over 20 cells "
                                       "(every line at full room: 2.68)",
+             "l2_far_home_share": "validation/probe_l2_traffic.py (run 56): a 256 MiB stream each line of which one "
+                                  "SM reads (or writes) once is looked up 1.50 times at the L2's tag stage, 0.50 of "
+                                  "it from the other partition (srcunit_ltcfabric); so are the decode rows' K/V",
              "l2_bandwidth_bytes_per_clk": "FA3 paper Table 1: L2 12 TB/s on H100 SXM5 (6144 B/clk at 1.98 GHz)",
              "tensor_sustained_fraction": "run 15: cuBLAS 8192^3 bf16 at 665 TFLOP/s while its effective clock was "
                                           "1.32 GHz (0.9 x the 1.47 GHz nvidia-smi reported; ncu cycles over "
@@ -490,7 +497,8 @@ _preset(
     name="h100", description="NVIDIA H100 SXM5 80GB (Hopper)",
     sm_count=132, sm_clock_hz=1.83e9,
     hbm_capacity_bytes=80 * 10**9, hbm_bandwidth_bytes_per_s=3.35e12, hbm_achievable_fraction=0.90,
-    l2_capacity_bytes=25 * 2**20, l2_private_line_share=0.63, l2_bandwidth_bytes_per_clk=6144.0,
+    l2_capacity_bytes=25 * 2**20, l2_private_line_share=0.63, l2_far_home_share=0.5,
+    l2_bandwidth_bytes_per_clk=6144.0,
     tensor_sustained_fraction=0.80, kernel_launch_overhead_s=4e-6,
     **_HOPPER_COMMON,
     sources={**_HOPPER_SOURCES,
@@ -499,6 +507,7 @@ _preset(
              "hbm_achievable_fraction": "achieved DRAM bandwidth 90-92% of theoretical, anchors.md",
              "l2_capacity_bytes": "one of the two 25 MiB partitions of the 50 MiB L2 (FA3 paper Table 1), as h200",
              "l2_private_line_share": "as h200 (the same two-partition L2)",
+             "l2_far_home_share": "as h200 (the same two-partition L2)",
              "l2_bandwidth_bytes_per_clk": "as h200",
              "tensor_sustained_fraction": "FA3 paper: cuBLAS-class GEMMs sustain ~800 of 989 TFLOP/s on H100 SXM",
              "kernel_launch_overhead_s": "as h200"},

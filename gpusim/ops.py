@@ -157,6 +157,15 @@ class Store(Op):
 
 
 @dataclass(slots=True, eq=False)
+class SpillStore(Op):
+    """Register spills: `nbytes` per CTA stored to its local memory, posted. L1 writes local stores through to the
+    L2 (validation/README.md run 56), where the lines are the stack frames of the CTA's SM slot, which every CTA
+    that runs there writes again, so they stay resident. The loads that read them back hit in L1 (not modelled)."""
+
+    nbytes: int
+
+
+@dataclass(slots=True, eq=False)
 class Mma(Op):
     """out = a @ b (b^T when b_transposed), plus out when accumulate. `instruction` is the tensor-core
     class (mma_sync, wgmma, tcgen05). `smem_read_bytes` overrides the shared-memory operand traffic

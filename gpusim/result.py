@@ -35,6 +35,7 @@ class Result:
     hbm_write_bytes: float
     l2_read_bytes: float
     l2_write_bytes: float
+    l2_fabric_bytes: float  # lookups forwarded between the L2's partitions (engine memory; 0 for one partition)
     smem_read_bytes: float
     smem_write_bytes: float
     unit_busy: dict  # unit -> busy share of the kernel time (0..1, averaged over SMs for per-SM units)
@@ -59,7 +60,14 @@ class Result:
 
     @property
     def l2_bytes(self) -> float:
+        """What the SMs read from and write to the L2 (the crossbar's traffic)."""
         return self.l2_read_bytes + self.l2_write_bytes
+
+    @property
+    def l2_tag_bytes(self) -> float:
+        """Bytes looked up at the L2's tag stage, as Nsight Compute's lts__t_bytes counts them: the SMs' requests and
+        those one partition forwards to the other."""
+        return self.l2_bytes + self.l2_fabric_bytes
 
     @property
     def hbm_bytes_per_s(self) -> float:
@@ -86,6 +94,6 @@ class Result:
         data = asdict(self)
         data.pop("trace")
         data.update(tflops_per_s=self.tflops_per_s, bound=self.bound, hbm_bytes=self.hbm_bytes,
-                    l2_bytes=self.l2_bytes, hbm_bytes_per_s=self.hbm_bytes_per_s,
+                    l2_bytes=self.l2_bytes, l2_tag_bytes=self.l2_tag_bytes, hbm_bytes_per_s=self.hbm_bytes_per_s,
                     bytes_per_s=self.hbm_bytes_per_s, busiest_unit=self.busiest_unit)
         return data

@@ -16,8 +16,8 @@ from gpusim.scenario import Point, Scenario
 from gpusim.simulate import simulate
 
 ROW_METRICS = ("time_s", "tflops_per_s", "flops", "hbm_read_bytes", "hbm_write_bytes", "hbm_bytes", "l2_read_bytes",
-               "l2_write_bytes", "l2_bytes", "smem_read_bytes", "hbm_bytes_per_s", "arithmetic_intensity", "bound",
-               "busiest_unit", "sim_wall_s", "events")
+               "l2_write_bytes", "l2_bytes", "l2_tag_bytes", "smem_read_bytes", "hbm_bytes_per_s",
+               "arithmetic_intensity", "bound", "busiest_unit", "sim_wall_s", "events")
 
 
 def run_point(point: Point, use_cache: bool = False) -> Result | DoesNotFitError:

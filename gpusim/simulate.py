@@ -42,6 +42,7 @@ def simulate(kernel: str, problem, hardware: HardwareSpec | str, options: Mappin
         flops=float(problem.flops),
         hbm_read_bytes=bytes_.hbm_read, hbm_write_bytes=bytes_.hbm_write,
         l2_read_bytes=bytes_.l2_read, l2_write_bytes=bytes_.l2_write,
+        l2_fabric_bytes=bytes_.l2_fabric_miss + bytes_.l2_fabric_other,
         smem_read_bytes=counters.smem_read, smem_write_bytes=counters.smem_write,
         unit_busy=run["busy"], launches=run["launches"],
         sim_wall_s=wallclock.perf_counter() - started, events=counters.events, exact=exact,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from gpusim.errors import InputError
 from gpusim.launch import KernelPlan, Launch, Option, resolve_options
-from gpusim.ops import CodePath, Load, Loop, LoopPlan, Mma, Store, Tile, Wait
+from gpusim.ops import CodePath, Load, Loop, LoopPlan, Mma, SpillStore, Store, Tile, Wait
 from gpusim.problem import AttentionProblem
 from gpusim.kernels.attention_common import (MASKED_TILE_FP32_OPS, causal_walk_key, declare_tensors, finalize_output,
                                              init_row_state, kv_tiles_for_rows, masked_scores, online_softmax,
@@ -81,50 +81,52 @@ def default_tiles(head_dim: int, decode: bool = False, hw=None) -> tuple[int, in
 #: FA2's forward kernels as compiled, per (head dim, block_m, block_n, warps, causal, even shapes): SASS instructions
 #: per warp of the straight-line start (the prologue and the first tiles), the main loop body and the epilogue, of
 #: a product's HMMAs and ldmatrix in the loop body (half the two products'), and of the masking of one masked
-#: first tile (validation/fa2_code_paths.py on the SASS of SDPA's bf16 sm_90 kernels of torch 2.11,
-#: validation/data/fa2_sass_2026-11-30.json.gz; validation/README.md run 35). A kernel property, like its registers;
-#: bf16 only (the fp16 kernels were not read).
+#: first tile; and the bytes each thread's register spills store per loop iteration (validation/fa2_code_paths.py
+#: on the SASS of SDPA's bf16 sm_90 kernels of torch 2.11, validation/data/fa2_sass_2026-11-30.json.gz;
+#: validation/README.md runs 35, 56). A kernel property, like its registers; bf16 only (the fp16 kernels were not
+#: read).
 FORWARD_CODE = {
-    (32, 128, 128, 4, False, False): (2041, 1382, 665, 82, 0),
-    (32, 128, 128, 4, False, True): (1609, 1371, 412, 82, 0),
-    (32, 128, 128, 4, True, False): (4125, 1382, 661, 82, 351),
-    (32, 128, 128, 4, True, True): (1923, 1372, 529, 82, 313),
-    (64, 128, 128, 4, False, False): (2357, 1631, 932, 164, 0),
-    (64, 128, 128, 4, False, True): (1858, 1636, 514, 164, 0),
-    (64, 128, 128, 4, True, False): (4867, 1612, 929, 164, 458),
-    (64, 128, 128, 4, True, True): (2179, 1620, 705, 164, 337),
-    (96, 128, 64, 4, False, False): (1473, 977, 806, 126, 0),
-    (96, 128, 64, 4, False, True): (1145, 979, 556, 126, 0),
-    (96, 128, 64, 4, True, False): (3815, 977, 808, 126, 129),
-    (96, 128, 64, 4, True, True): (2481, 978, 685, 126, 180),
-    (128, 128, 32, 4, False, False): (1095, 661, 1068, 88, 0),
-    (128, 128, 32, 4, False, True): (797, 661, 646, 88, 0),
-    (128, 128, 64, 4, False, False): (1912, 1158, 1090, 168, 0),
-    (128, 128, 64, 4, False, True): (1525, 1189, 654, 168, 0),
-    (128, 128, 64, 4, True, False): (5783, 1153, 1088, 168, 523),
-    (128, 128, 64, 4, True, True): (3339, 1186, 859, 168, 316),
-    (192, 128, 64, 8, False, False): (1118, 727, 731, 150, 0),
-    (192, 128, 64, 8, True, False): (2888, 724, 740, 150, 108),
-    (256, 64, 64, 4, False, False): (1375, 876, 813, 200, 0),
-    (256, 64, 64, 4, True, False): (2903, 871, 818, 200, 331),
-    (256, 128, 64, 8, False, False): (1274, 864, 806, 200, 0),
-    (256, 128, 64, 8, True, False): (3574, 860, 814, 200, 195),
+    (32, 128, 128, 4, False, False): (2041, 1382, 665, 82, 0, 16),
+    (32, 128, 128, 4, False, True): (1609, 1371, 412, 82, 0, 0),
+    (32, 128, 128, 4, True, False): (4125, 1382, 661, 82, 351, 16),
+    (32, 128, 128, 4, True, True): (1923, 1372, 529, 82, 313, 0),
+    (64, 128, 128, 4, False, False): (2357, 1631, 932, 164, 0, 24),
+    (64, 128, 128, 4, False, True): (1858, 1636, 514, 164, 0, 24),
+    (64, 128, 128, 4, True, False): (4867, 1612, 929, 164, 458, 20),
+    (64, 128, 128, 4, True, True): (2179, 1620, 705, 164, 337, 24),
+    (96, 128, 64, 4, False, False): (1473, 977, 806, 126, 0, 0),
+    (96, 128, 64, 4, False, True): (1145, 979, 556, 126, 0, 0),
+    (96, 128, 64, 4, True, False): (3815, 977, 808, 126, 129, 0),
+    (96, 128, 64, 4, True, True): (2481, 978, 685, 126, 180, 0),
+    (128, 128, 32, 4, False, False): (1095, 661, 1068, 88, 0, 0),
+    (128, 128, 32, 4, False, True): (797, 661, 646, 88, 0, 0),
+    (128, 128, 64, 4, False, False): (1912, 1158, 1090, 168, 0, 32),
+    (128, 128, 64, 4, False, True): (1525, 1189, 654, 168, 0, 56),
+    (128, 128, 64, 4, True, False): (5783, 1153, 1088, 168, 523, 32),
+    (128, 128, 64, 4, True, True): (3339, 1186, 859, 168, 316, 56),
+    (192, 128, 64, 8, False, False): (1118, 727, 731, 150, 0, 0),
+    (192, 128, 64, 8, True, False): (2888, 724, 740, 150, 108, 0),
+    (256, 64, 64, 4, False, False): (1375, 876, 813, 200, 0, 0),
+    (256, 64, 64, 4, True, False): (2903, 871, 818, 200, 331, 0),
+    (256, 128, 64, 8, False, False): (1274, 864, 806, 200, 0, 0),
+    (256, 128, 64, 8, True, False): (3574, 860, 814, 200, 195, 0),
 }
 
 
 @dataclass(frozen=True)
 class ForwardCode:
     """SASS instructions per warp of one of FA2's forward kernels (FORWARD_CODE): the code paths its instruction
-    cache holds (ops.CodePath) and what each op issues. The kernel runs its first `masking_steps` tiles (one
-    without a causal mask, the tiles the diagonal cuts with one, one more where the shapes are not tile
-    multiples) as code of their own after the prologue, straight-line code run once, then its loop, then the
-    epilogue."""
+    cache holds (ops.CodePath), what each op issues and what its register spills store. The kernel runs its first
+    `masking_steps` tiles (one without a causal mask, the tiles the diagonal cuts with one, one more where the shapes
+    are not tile multiples) as code of their own after the prologue, straight-line code run once, then its loop,
+    then the epilogue."""
 
     first: int  # the prologue and the first tiles
     loop: int  # the main loop's body: both products and the softmax
     epilogue: int
     mma: int  # one product's HMMAs and ldmatrix
     mask: int  # more in each of the first tiles under a causal mask
+    spill_bytes: int  # stored to local memory per thread and iteration (register spills)
     masking_steps: int
 
     @classmethod
@@ -340,6 +342,8 @@ def walk_kv_tiles(plan: LoopPlan, tiles, *, k_region, v_region, q: Tile, q_ready
         yield from online_softmax(s, m, l_, acc, p, scores(j),
                                   extra_fp32_ops=MASKED_TILE_FP32_OPS if masked(j) else 0.0,
                                   instructions=softmax_instructions(pos))
+        if code is not None and code.spill_bytes:  # the softmax's registers spill (taken alike in every tile)
+            yield SpillStore(code.spill_bytes * 32 * warps)
         if stages:
             yield Wait(v_ready.pop(pos))
         yield Mma(p, v, acc, instruction, accumulate=True, smem_read_bytes=warps_m * v.nbytes, smem_fill_bytes=fill,

@@ -763,8 +763,8 @@ def test_wgmma_and_vector_work_overlap():
 def test_dispatch_counts_as_compute_bound():
     assert BOUND_OF_UNIT["dispatch"] == "compute"
     result = Result(kernel="k", hardware="tiny", problem="p", time_s=1.0, flops=0, hbm_read_bytes=0,
-                    hbm_write_bytes=0, l2_read_bytes=0, l2_write_bytes=0, smem_read_bytes=0, smem_write_bytes=0,
-                    unit_busy={"hbm": 0.3, "tensor": 0.4, "dispatch": 0.9}, launches=[])
+                    hbm_write_bytes=0, l2_read_bytes=0, l2_write_bytes=0, l2_fabric_bytes=0, smem_read_bytes=0,
+                    smem_write_bytes=0, unit_busy={"hbm": 0.3, "tensor": 0.4, "dispatch": 0.9}, launches=[])
     assert result.busiest_unit == "dispatch" and result.bound == "compute"
 
 

@@ -131,10 +131,10 @@ def test_a_short_stream_holds_only_its_own_bytes():
 def test_fa2_runs_the_code_of_the_kernel_sdpa_picks(seq_len, head_dim, causal, key, steps):
     problem = AttentionProblem(batch=1, heads=1, seq_len=seq_len, head_dim=head_dim, causal=causal)
     code = ForwardCode.of(problem, *key[1:4])
-    first, loop, epilogue, mma, mask = FORWARD_CODE[key]
+    first, loop, epilogue, mma, mask, spill = FORWARD_CODE[key]
     assert (code.first_path().instructions, code.loop_path().instructions, code.epilogue_path().instructions) == \
         (first, loop, epilogue)
-    assert code.masking_steps == steps and code.softmax == loop - 2 * mma
+    assert code.masking_steps == steps and code.softmax == loop - 2 * mma and code.spill_bytes == spill
     assert code.loop_path().loops and not code.first_path().loops
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import sys
 from pathlib import Path
 
 # cuDNN as fa3's options, measured on the H200
@@ -96,7 +97,7 @@ def calibration_rows(path: Path, source: str) -> list[dict]:
                       batch=r["B"], heads=r["H"], seq_len=r["N"], head_dim=r["d"], source=source,
                       options=json.dumps(prefill_options(r["impl"], "fwd", r["d"])))
         rows.append(row(**common, metric="hbm_read_bytes", measured=r["dram_read_GB"] * 1e9, unit="B"))
-        rows.append(row(**common, metric="l2_bytes", measured=r["l2_GB"] * 1e9, unit="B"))
+        rows.append(row(**common, metric="l2_tag_bytes", measured=r["l2_GB"] * 1e9, unit="B"))
         rows.append(row(**common, metric="time_s", measured=r["time_ms"] * 1e-3, unit="s"))
         if r["dram_write_GB"] > 0.005:  # below a few MB the write-back timing of the profiler window dominates
             rows.append(row(**common, metric="hbm_write_bytes", measured=r["dram_write_GB"] * 1e9, unit="B"))
@@ -173,7 +174,7 @@ RUN1_TIME_FILE, RUN1_SECONDS_PER_TIME_UNIT = "repeats/run1_dram.json", 1e-9
 #: metric -> (the campaign's field and its scale to the metric's unit, the Nsight Compute metric of runs 28 and 31,
 #: the unit printed in a row's source, its scale from the metric's unit)
 PROFILED_METRICS = {"hbm_read_bytes": ("dram_read_GB", 1e9, "dram__bytes_read.sum", "GB", 1e-9),
-                    "l2_bytes": ("l2_GB", 1e9, "lts__t_bytes.sum", "GB", 1e-9),
+                    "l2_tag_bytes": ("l2_GB", 1e9, "lts__t_bytes.sum", "GB", 1e-9),
                     "time_s": ("time_ms", 1e-3, "gpu__time_duration.sum", "ms", 1e3)}
 
 
@@ -387,6 +388,52 @@ def dram_heads_rows() -> list[dict]:
     return rows
 
 
+#: Run 56 (validation/probe_l2_traffic.py): Nsight Compute's L2 counters on the campaign's forward and decode shapes.
+L2_TRAFFIC = "h200_probe_2026-12-01_l2_traffic.json"
+
+
+def l2_traffic_rows() -> list[dict]:
+    """Run 56's attention cases: what the SMs read from and write to the L2 (l1tex__m_xbar2l1tex_read_bytes plus
+    l1tex__m_l1tex2xbar_write_bytes: the model's l2_bytes) and what the L2 looks up (lts__t_bytes: l2_tag_bytes),
+    each summed over the case's kernels. Its stream cases set l2_far_home_share, so they are not rows here."""
+    if str(HERE) not in sys.path:  # the probe's case markers (run as a script or imported by the tests)
+        sys.path.insert(0, str(HERE))
+    import probe_l2_traffic as probe
+    from ncu_profile import metric_value
+
+    path = HERE / "data" / L2_TRAFFIC
+    doc = json.loads(path.read_text())
+    by_case = probe.kernels_by_case(doc["kernels"], len(doc["cases"]))
+    source = f"validation/data/{L2_TRAFFIC} (run 56, Nsight Compute, one call after an L2 flush)"
+    rows = []
+    for i, case in enumerate(doc["cases"]):
+        kernels = by_case.get(i, [])
+        if case["kind"] == "sdpa":
+            impl = case["impl"]
+            shape = dict(batch=1, heads=case["heads"], seq_len=case["seq_len"], head_dim=case["head_dim"],
+                         causal=case["causal"])
+            options = prefill_options(impl, "fwd", case["head_dim"])
+        elif case["kind"] == "decode":
+            impl = "sdpa_flash"
+            shape = dict(batch=case["batch"], heads=case["heads"], kv_heads=case["kv_heads"], seq_len=1,
+                         kv_len=case["kv_len"], head_dim=case["head_dim"])
+            options = decode_options({"impl": impl})
+        elif case["kind"] == "naive":
+            impl = "naive"
+            shape = dict(batch=1, heads=case["heads"], seq_len=case["seq_len"], head_dim=case["head_dim"])
+            options = {}
+        else:
+            continue
+        assert kernels, f"{L2_TRAFFIC}: no kernels after case {i}'s marker"
+        total = lambda metric: sum(metric_value(k, metric) for k in kernels)  # noqa: E731
+        common = dict(suite="h200_l2_traffic", hardware="h200", kernel=KERNEL_OF_IMPL[impl], impl=impl,
+                      options=json.dumps(options), source=source, unit="B", **shape)
+        rows.append(row(**common, metric="l2_bytes", measured=total("l1tex__m_xbar2l1tex_read_bytes.sum")
+                        + total("l1tex__m_l1tex2xbar_write_bytes.sum")))
+        rows.append(row(**common, metric="l2_tag_bytes", measured=total("lts__t_bytes.sum")))
+    return rows
+
+
 #: Fields that name one measured case (its metric included), to match a reference row with the project's own
 #: measurement of the same case.
 CASE_FIELDS = ("hardware", "kernel", "impl", "batch", "heads", "kv_heads", "seq_len", "kv_len", "head_dim", "causal",
@@ -412,7 +459,7 @@ def all_rows() -> list[dict]:
                             "validation/data/h200_calibration_reference.json (../shared/reference, H200 campaign)")
     campaign = measured_rows()
     return (with_remeasurements(rows, campaign) + campaign + dram_heads_rows() + ncu_cycle_rows()
-            + anchor_rows())
+            + l2_traffic_rows() + anchor_rows())
 
 
 def main() -> None:

@@ -26,7 +26,10 @@ import sys
 from ncu_profile import find_ncu, profile_args, run_cases, write_json
 from profile_dram_repeats import sdpa_forward
 
-CASES = [{"impl": impl, "batch": 1, "heads": 1, "seq_len": 4096, "head_dim": d, "causal": False, "repeats": 1}
+#: FWD_SASS_HEADS=16 in the environment: 16 heads, where SDPA runs FLASH's whole-sequence kernel rather than its
+#: split-KV one (run 56; the output name then ends in `_h16`).
+HEADS = int(os.environ.get("FWD_SASS_HEADS", "1"))
+CASES = [{"impl": impl, "batch": 1, "heads": HEADS, "seq_len": 4096, "head_dim": d, "causal": False, "repeats": 1}
          for impl in ("cudnn", "flash") for d in (64, 128)]
 #: Opcodes that move data between global memory (through L2) and the SM.
 MEMORY_OPCODE = re.compile(r"\b((?:LDGSTS|LDG|STG|RED|ATOMG|UTMALDG|UTMASTG|UTMAPF|UTMAREDG|UBLKCP|UBLKRED|UBLKPF|"
@@ -56,7 +59,8 @@ def main() -> int:
     record = {"cases": CASES, "command": " ".join(cmd[:-3]), "returncode": done.returncode,
               "memory_instructions": {k: dict(v.most_common()) for k, v in kernels.items()},
               "stdout_head": done.stdout[:4000], "stderr_tail": done.stderr[-3000:]}
-    path = os.path.join(args.out, f"h200_sass_{datetime.date.today()}_fwd_memory.json")
+    path = os.path.join(args.out, f"h200_sass_{datetime.date.today()}_fwd_memory"
+                                  f"{'' if HEADS == 1 else f'_h{HEADS}'}.json")
     write_json(path, record)
     with gzip.open(path.replace(".json", ".csv.gz"), "wt") as raw:  # ncu's whole source page, to read again
         raw.write(done.stdout)

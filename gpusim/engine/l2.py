@@ -50,13 +50,14 @@ def class_capacities(capacity_bytes: float, spread_bytes: float, classes: int = 
 
 
 class L2Cache:
-    __slots__ = ("capacity_bytes", "spread_bytes", "private_share", "_lines", "_orders", "_capacities", "_used",
-                 "_stamp", "_class_of_key")
+    __slots__ = ("capacity_bytes", "spread_bytes", "private_share", "shared_bytes", "_lines", "_orders",
+                 "_capacities", "_used", "_stamp", "_class_of_key")
 
     def __init__(self, capacity_bytes: int, spread_bytes: float = 0.0, private_share: float = 1.0):
         self.capacity_bytes = capacity_bytes
         self.spread_bytes = spread_bytes  # the standard deviation of the depth at which a re-read stream misses
         self.private_share = private_share  # the room a line one SM has used takes, over its bytes
+        self.shared_bytes = 0.0  # bytes of lines a second SM has used while resident (each counted once per stay)
         self._capacities = class_capacities(capacity_bytes, spread_bytes)
         self._orders = [OrderedDict() for _ in self._capacities]  # per class: key -> None, least recent first
         self._used = [0.0 for _ in self._capacities]  # per class: the room its lines take
@@ -120,6 +121,7 @@ class L2Cache:
         """A second SM uses the line: it now takes its whole bytes of room. The class may hold more than its
         capacity until its next insert evicts down to it (a hit evicts nothing, and returns no write-back)."""
         self._used[line[3]] += line[0] - line[5]
+        self.shared_bytes += line[0]
         line[5], line[6] = line[0], SHARED
 
     def contains(self, key) -> bool:

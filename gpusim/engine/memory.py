@@ -13,6 +13,12 @@ first byte pays the latency, the rest stream behind it), plus what its path adds
 A simulation can start from the L2 a benchmark's flush leaves (`start_flushed`): full of another buffer's dirty
 lines, which the kernel's first allocations evict to HBM (hw.flushed_l2_*).
 
+Nsight Compute's L2 bytes (lts__t_bytes) count lookups at the L2's tag stage: the SMs' requests, and those that
+the partition beside an SM forwards to the line's home in the other one (`hw.l2_far_home_share` of lines live
+there; run 56). A read that misses to DRAM is forwarded with that chance; a line SMs on both sides use is looked up
+from the far side once more (counted when a second SM first uses it, or at the miss of a request that stands for
+several SMs: forwarded_share); every write is forwarded with that chance (ByteCounters.l2_fabric_*).
+
 Folded simulation: one representative request can stand for `weight` CTAs' requests for a few distinct
 tiles (`keys`, each counting `multiplicity` real tiles). The L2 server sees weight x bytes, HBM the bytes of
 the distinct tiles that miss; the SM's own path sees the bytes of one CTA.
@@ -52,6 +58,11 @@ class ByteCounters:
     l2_dirtied: float = 0.0  # bytes of L2 lines a write made dirty (absent or clean before): distinct data
     l2_hits: float = 0.0
     l2_misses: float = 0.0
+    # lookups the L2 partition beside a request's SM forwarded to the line's home in the other one (bytes), as
+    # Nsight Compute's lts__t_bytes counts them beside the SMs' own: those of misses to DRAM, and the rest (writes,
+    # and the first use from the other side of a line one SM had used)
+    l2_fabric_miss: float = 0.0
+    l2_fabric_other: float = 0.0
 
 
 class SmMemoryPort:
@@ -223,6 +234,10 @@ class MemorySystem:
         self.bytes.hbm_write += nbytes
         return self._hbm(t, nbytes, "write-back")
 
+    def fabric_bytes(self) -> tuple[float, float]:
+        """(l2_fabric_miss, l2_fabric_other) so far: a caller's before and after of one access."""
+        return self.bytes.l2_fabric_miss, self.bytes.l2_fabric_other
+
     def note_private_fill(self, nbytes: float, room: float) -> None:
         """`nbytes` of reads counted in hbm_read outside `read` (a sampled loop's skipped iterations) took `room` of
         L2 room."""
@@ -243,6 +258,10 @@ class MemorySystem:
         self.bytes.l2_read += l2_bytes
         self.l2_read_by_tensor[keys[0][0]] = self.l2_read_by_tensor.get(keys[0][0], 0.0) + l2_bytes
         drained = max(self.l2.reserve(t, l2_bytes), port.load_link.reserve(t, nbytes))
+        shared_before = self.cache.shared_bytes
+        fabric_per_miss = forwarded_share(self.hw.l2_far_home_share,
+                                          ctas / (len(keys) * multiplicity) if reader == SHARED else 1.0)
+        fabric_missed = 0.0
         missed = []
         own_hit = True
         own_arrival = 0.0
@@ -253,6 +272,7 @@ class MemorySystem:
             if arrival is None:
                 size = (nbytes if key_bytes is None else key_bytes[i]) * multiplicity
                 missed.append((key, size))
+                fabric_missed += size * fabric_per_miss
                 own_hit = own_hit and i > 0
                 missed_bytes += size
                 written_back = self.cache.insert(key, size, dirty=False, reader=key_reader)
@@ -261,6 +281,7 @@ class MemorySystem:
                     self._fill_room_saved += size * (1.0 - self.cache.private_share)
             elif i == 0:
                 own_arrival = arrival
+        self._count_fabric(fabric_missed, shared_before)
         misses = len(missed) * multiplicity
         self.bytes.l2_misses += misses
         self.bytes.l2_hits += weight - misses
@@ -289,6 +310,12 @@ class MemorySystem:
             done = arrival + port.miss_extra_cycles
         port.track(done, nbytes)
         return done
+
+    def _count_fabric(self, forwarded_miss_bytes: float, shared_before: float) -> None:
+        """The lookups a read forwarded to the other L2 partition (see the module's docstring): those of its misses,
+        and the lines it made shared, with the far-home chance."""
+        self.bytes.l2_fabric_miss += forwarded_miss_bytes
+        self.bytes.l2_fabric_other += self.hw.l2_far_home_share * (self.cache.shared_bytes - shared_before)
 
     def count_tensor_reads(self, tensor: str, dram: float, rereads: float, tally: ReadTally | None = None) -> None:
         """Add DRAM reads of `tensor` (`rereads` of them re-read tiles that had missed before) to the per-tensor
@@ -350,6 +377,7 @@ class MemorySystem:
         for tensor, nbytes in dram.items():
             self.count_tensor_reads(tensor, nbytes, rereads.get(tensor, 0.0), tally)
         missed = sum(dram.values())
+        self.bytes.l2_fabric_miss += forwarded_share(self.hw.l2_far_home_share, math.inf) * missed  # many readers
         self._walk_missed_bytes += missed
         self.bytes.hbm_read += missed
         self.bytes.hbm_write += written_back
@@ -358,19 +386,22 @@ class MemorySystem:
 
     def write(self, port: SmMemoryPort, t: float, keys: tuple, nbytes: int, weight: float = 1.0,
               multiplicity: float = 1.0, accumulate: bool = False, key_bytes: tuple | None = None,
-              ctas: int = 1) -> float:
+              ctas: int = 1, frame: bool = False) -> float:
         """Post a tile write (write-back L2); returns when L2 has absorbed it. `accumulate` is an atomic
-        add performed at L2: a read-modify-write there, reading HBM only if the line is absent."""
+        add performed at L2: a read-modify-write there, reading HBM only if the line is absent. `frame`: the lines
+        are a CTA slot's stack frame (ops.SpillStore), which the slot's later CTAs write again, so they are no new
+        data (l2_dirtied, which extrapolated waves age the L2 by)."""
         l2_bytes = nbytes * weight if key_bytes is None else sum(key_bytes) * weight / len(keys)
         reader = _reader(port, keys, ctas)
         self.bytes.l2_write += l2_bytes
+        self.bytes.l2_fabric_other += self.hw.l2_far_home_share * l2_bytes
         done = max(self.l2.reserve(t, l2_bytes * (2 if accumulate else 1)), port.store_link.reserve(t, nbytes))
         for i, key in enumerate(keys):
             key_reader = _key_reader(reader, i)
             tile_bytes = (nbytes if key_bytes is None else key_bytes[i]) * multiplicity
             if not self.cache.contains(key):
                 done = max(done, self.evict_flush_residue(t, tile_bytes))
-            if not self.cache.is_dirty(key):
+            if not self.cache.is_dirty(key) and not frame:
                 self.bytes.l2_dirtied += tile_bytes
                 if reader == SHARED:  # a shared line's room, where the fill counts a private one's
                     self._fill_room_saved -= tile_bytes * (1.0 - self.cache.private_share)
@@ -382,6 +413,12 @@ class MemorySystem:
         if accumulate:
             self.bytes.l2_read += l2_bytes
         return max(done, t + self.hw.l2_hit_latency_cycles)
+
+
+def forwarded_share(far_home_share: float, readers: float) -> float:
+    """The share of a missed line's bytes looked up in both L2 partitions when `readers` SMs (on random sides) read
+    it: once one of them is away from its home. One reader: the far-home share; many: all of it."""
+    return 1.0 - (1.0 - far_home_share) ** max(1.0, readers) if far_home_share else 0.0
 
 
 def _reader(port: SmMemoryPort, keys: tuple, ctas: int) -> int:

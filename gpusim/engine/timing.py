@@ -29,7 +29,8 @@ from gpusim.hardware import ASYNC_INSTRUCTIONS, INSTRUCTION_BYTES, HardwareSpec
 from gpusim.launch import KernelPlan, Launch
 from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, MEASURED, TAIL_WAVE_FULL_ITERATIONS, FullRuns,
                                          extend_warm, gap_after, is_warm_decision)
-from gpusim.ops import Acquire, CodePath, Handle, Load, Loop, LoopMark, LoopPlan, Mma, Signal, Store, Vector, Wait
+from gpusim.ops import (Acquire, CodePath, Handle, Load, Loop, LoopMark, LoopPlan, Mma, Signal, SpillStore, Store,
+                        Vector, Wait)
 from gpusim.result import LaunchStats
 
 PER_SM_UNITS = ("tensor", "mufu", "fp32", "smem", "sm_load", "cp_async", "tma", "dispatch", "fetch")
@@ -244,6 +245,9 @@ class TimingInterpreter:
             window_reads, launch.grid, launch.shared_by, simulated * fold, streaming, slots * fold, drift,
             {t: v - window.reread_bytes.get(t, 0.0) for t, v in memory.reread_bytes_by_tensor.items()})
         deltas["mem.hbm_read"] = extra_reads * slots / skipped
+        if launch_totals["mem.hbm_read"] > 0:  # lookups forwarded with the misses follow them
+            deltas["mem.l2_fabric_miss"] = (deltas["mem.hbm_read"] * launch_totals["mem.l2_fabric_miss"]
+                                            / launch_totals["mem.hbm_read"])
         self._add_counters(deltas, skipped / slots)
         share = skipped / simulated
         # stand-in lines: the reads that missed and the lines the writes dirtied (atomic adds into a resident
@@ -298,7 +302,7 @@ class TimingInterpreter:
             roles = roles if isinstance(roles, list) else [roles]
             self._dispatched += 1
             cta = _CtaState(rep, sm, self._last_wave_reps if len(reps) < self._last_wave_reps else 0,
-                            self._dispatched)
+                            self._dispatched, slot)
             if meter is not None:  # only an extrapolated launch needs each CTA's reads
                 cta.reads = ReadTally()
                 meter.cta_started(cta.reads, sm.index, env.now)
@@ -399,6 +403,9 @@ class TimingInterpreter:
         mem.bytes.l2_read += per["l2_read"] * skipped
         mem.bytes.l2_write += per["l2_write"] * skipped
         mem.bytes.l2_dirtied += per["l2_dirtied"] * skipped
+        mem.bytes.l2_fabric_other += per["l2_fabric_other"] * skipped
+        if per["hbm_read"] > 0:  # the stand-in chunks count their own (MemorySystem.read_stand_ins)
+            mem.bytes.l2_fabric_miss += per["l2_fabric_miss"] * (1.0 - walked_dram / per["hbm_read"]) * skipped
         mem.bytes.hbm_read += (per["hbm_read"] - walked_dram) * skipped
         mem.hbm.busy_cycles += (per["hbm_busy"] - walked_busy) * skipped
         self._hbm_busy_jumped += (per["hbm_busy"] - walked_busy) * skipped
@@ -574,6 +581,7 @@ class TimingInterpreter:
                 if op.tma and sm.tma is None:
                     raise InputError(f"{launch_name}: a TMA load on {self.hw.name}, which has no TMA (has_tma)")
                 read_before, write_before = mem.bytes.hbm_read, mem.own_hbm_write_bytes()
+                fabric_before = mem.fabric_bytes()
                 if tracking:
                     tensor = keys[0][0]
                     reread_before = mem.reread_bytes_by_tensor.get(tensor, 0.0)
@@ -584,6 +592,7 @@ class TimingInterpreter:
                 if tracking:
                     work.add_hbm(mem.bytes.hbm_read - read_before, mem.own_hbm_write_bytes() - write_before,
                                  mem.hbm.rate)
+                    work.add_fabric(fabric_before, mem.fabric_bytes())
                     work.add_tensor_read(tensor, mem.bytes.hbm_read - read_before,
                                          mem.reread_bytes_by_tensor.get(tensor, 0.0) - reread_before,
                                          mem.l2_read_by_tensor[tensor] - l2_before,
@@ -666,23 +675,29 @@ class TimingInterpreter:
                     if trace is not None:
                         trace.append(("exp" if mufu_ops else "vector", sm.index, "mufu" if mufu_ops else "fp32",
                                       now, env.now - now))
-            elif kind is Store:
-                dst = op.dst
-                nbytes = dst.nbytes
-                keys, multiplicity, key_bytes = rep.l2_keys(dst)
+            elif kind is Store or kind is SpillStore:
+                if kind is Store:
+                    nbytes, accumulate, ctas, what = op.dst.nbytes, op.accumulate, rep.count, op.dst.tensor.name
+                    keys, multiplicity, key_bytes = rep.l2_keys(op.dst)
+                else:  # the slot's stack frames: one per real CTA the representative stands for, each one SM's
+                    nbytes, accumulate, ctas, what = op.nbytes, False, 1, "local"
+                    keys, multiplicity, key_bytes = (("local", sm.index, cta.slot),), rep.count, None
                 read_before, write_before = mem.bytes.hbm_read, mem.own_hbm_write_bytes()
                 dirtied_before = mem.bytes.l2_dirtied
-                done = mem.write(sm.port, now, keys, nbytes, weight, multiplicity, op.accumulate, key_bytes, rep.count)
+                fabric_before = mem.fabric_bytes()
+                done = mem.write(sm.port, now, keys, nbytes, weight, multiplicity, accumulate, key_bytes, ctas,
+                                 frame=kind is SpillStore)
                 if tracking:
                     work.add_hbm(mem.bytes.hbm_read - read_before, mem.own_hbm_write_bytes() - write_before,
                                  mem.hbm.rate)
+                    work.add_fabric(fabric_before, mem.fabric_bytes())
                     work.l2_write += nbytes * weight
                     work.l2_dirtied += mem.bytes.l2_dirtied - dirtied_before
-                    work.l2_busy += nbytes * weight * (2 if op.accumulate else 1) / mem.l2.rate
-                if op.src.space == "smem":
+                    work.l2_busy += nbytes * weight * (2 if accumulate else 1) / mem.l2.rate
+                if kind is Store and op.src.space == "smem":
                     counters.smem_read += nbytes * weight
                 if trace is not None:
-                    trace.append((f"store {dst.tensor.name}", sm.index, "tma", now, done - now))
+                    trace.append((f"store {what}", sm.index, "tma", now, done - now))
                 cta.store_done = max(cta.store_done, done)
             elif kind is CodePath:
                 if sm.icache is not None:
@@ -752,8 +767,8 @@ class _RoleWork:
     can account skipped iterations as copies of measured ones."""
 
     FIELDS = ("flops", "smem_read", "smem_write", "fp32_ops", "mufu_ops", "l2_read", "l2_write", "l2_dirtied",
-              "hbm_read", "hbm_write", "tensor", "mufu", "fp32", "smem", "dispatch", "sm_load", "cp_async", "tma",
-              "hbm_busy", "l2_busy")
+              "l2_fabric_miss", "l2_fabric_other", "hbm_read", "hbm_write", "tensor", "mufu", "fp32", "smem",
+              "dispatch", "sm_load", "cp_async", "tma", "hbm_busy", "l2_busy")
     __slots__ = FIELDS + ("by_tensor",)
 
     def __init__(self):
@@ -776,6 +791,12 @@ class _RoleWork:
         for i, value in enumerate((dram_bytes, reread_bytes, l2_bytes, distinct_bytes)):
             values[i] += value
 
+    def add_fabric(self, before: tuple[float, float], after: tuple[float, float]) -> None:
+        """The lookups an access forwarded to the other L2 partition: memory counters (l2_fabric_miss, _other)
+        `after` it less `before`."""
+        self.l2_fabric_miss += after[0] - before[0]
+        self.l2_fabric_other += after[1] - before[1]
+
     def add_hbm(self, read_bytes: float, written_back_bytes: float, hbm_bytes_per_cycle: float) -> None:
         """HBM traffic an access caused: its misses (or read-modify-write reads) and the dirty lines it evicted."""
         self.hbm_read += read_bytes
@@ -786,10 +807,10 @@ class _RoleWork:
 class _CtaState:
     """Per-CTA state shared by its warp roles: semaphores, the completion of posted stores and its DRAM reads."""
 
-    __slots__ = ("rep", "sm", "store_done", "last_wave_reps", "age", "warm_decisions", "reads", "_sems")
+    __slots__ = ("rep", "sm", "slot", "store_done", "last_wave_reps", "age", "warm_decisions", "reads", "_sems")
 
-    def __init__(self, rep: Representative, sm: SmState, last_wave_reps: int = 0, age: int = 0):
-        self.rep, self.sm, self.store_done = rep, sm, 0.0
+    def __init__(self, rep: Representative, sm: SmState, last_wave_reps: int = 0, age: int = 0, slot: int = 0):
+        self.rep, self.sm, self.slot, self.store_done = rep, sm, slot, 0.0
         self.age = age  # dispatch order: the SM units favour the oldest resident CTA (SharedUnit)
         self.last_wave_reps = last_wave_reps  # the launch's last-wave representatives when this is one, else 0
         self.warm_decisions: dict = {}  # (loop key, warm iterations) -> warm up longer (loop sampling)
