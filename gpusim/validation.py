@@ -127,38 +127,28 @@ def suspect(case: Case, result, error: float) -> str:
         return _causal_walk_suspect(error)
     if case.metric == "hbm_read_bytes" and error < 0 and problem.seq_len >= 32768:
         if case.kernel == "fa2":
-            return ("K/V re-read from DRAM more than modelled: the two CTAs that share an SM move apart faster than "
-                    "the model's. FA2 issues mma.sync from every warp, and a Triton forward of its shape compiled to "
-                    "mma.sync has its partners settle half a CTA apart within about ten waves and reads K/V 7.1-9.3 "
-                    "times per head at 128k tokens, d = 64 (SDPA's FA2 5.2-7.2), where compiled to wgmma its partners "
-                    "stay in step and it reads 4.6-5.1 (validation/README.md run 55). The model's partners move apart "
-                    "by 0.015-0.017 of a CTA per wave (oldest_cta_issue_share), the Triton mma.sync kernel's by about "
-                    "0.04, so its later waves re-read later (Drift.partner_passes)")
-        return ("K/V re-read from DRAM more than modelled: CTAs fall out of step over a long launch faster than "
-                "the model's drift (cta_duration_jitter, one random walk for every kernel, where how far a launch "
-                "drifts is its kernel's: validation/README.md runs 31-32; runs 45-46: pace differences between CTAs "
-                "add far more re-reads than slowness alone)")
+            return ("K/V re-read from DRAM more than modelled: FA2's two CTAs on an SM move apart faster than the "
+                    "model's (0.015-0.017 of a CTA per wave; a Triton forward of its shape compiled to mma.sync, as FA2 "
+                    "issues its MMAs, settles half a CTA apart: validation/README.md run 55; Drift.partner_passes)")
+        return ("K/V re-read from DRAM more than modelled: CTAs fall out of step faster than the model's drift "
+                "(cta_duration_jitter, alike for every kernel; validation/README.md runs 31-32, 45-46)")
     if case.metric == "hbm_read_bytes" and error > 0 and problem.seq_len >= 32768 and case.kernel == "fa2":
-        return ("K/V kept by the GPU that the model's later waves re-read: once the two CTAs that share an SM are "
-                "far enough apart that the stream between them outgrows the L2, the model re-reads all of it in every "
-                "later wave (Drift.partner_passes: at 98k tokens, d = 128, 2 passes per wave from about the 25th of "
-                "its 46), where the GPU's FA2 averages 1.6 / 1.8 per wave at 65k / 98k tokens, d = 128, 16 heads: how "
-                "much of such a stream the GPU's L2 keeps is not modelled (validation/README.md, twenty-sixth "
-                "session)")
+        return ("K/V the GPU's L2 keeps between partners far apart: once the stream between an SM's two CTAs outgrows "
+                "the L2 the model re-reads all of it in every later wave (Drift.partner_passes), where the GPU keeps "
+                "part of it (validation/README.md, twenty-sixth session)")
     if case.metric == "hbm_read_bytes" and error > 0 and problem.seq_len >= 32768:
-        return ("K/V kept between waves that the model evicts: CTAs more in step than modelled: cuDNN's d = 64 "
-                "forward stays in step at any length (validation/README.md run 31), where the model drifts every "
-                "launch alike, and the model's co-resident pairs slide apart by about 2% of a CTA per CTA "
-                "(oldest_cta_issue_share, sixteenth session), where the GPU's hold their dispatch offset (run 33). "
-                "Or folded mode's sampled K/V walk: where one head's K/V is about the L2's size (cuDNN at 98k, d = 64 "
-                "and 49k, d = 128: run 47) the GPU read it 1.85-3.20 times per head; with Q and O taking a private "
-                "line's room (l2_private_line_share, runs 26 and 50) the model reads 1.63-3.03 at 1-4 heads, and at "
-                "49k, d = 128 folded mode 2.13 / 2.39 where exact mode reads 2.02 / 2.60 at 1 / 2 heads "
-                "(validation/README.md, twenty-fourth session)")
+        return ("K/V kept between waves that the model evicts: cuDNN's CTAs stay more in step than modelled (its d = 64 "
+                "forward at any length: validation/README.md run 31), or folded mode's sampled K/V walk where one "
+                "head's K/V is about the L2's size (run 47; twenty-fourth session)")
     if case.metric in ("hbm_read_bytes", "hbm_write_bytes"):
         return "L2 capacity and eviction order (write-back timing)" if problem.seq_len >= 8192 else "L2 residency"
-    if case.metric == "l2_bytes":
-        return "L2 traffic per tile (sector granularity, multicast)"
+    if case.metric == "l2_tag_bytes" and error > 0:
+        return ("L2 lookups merged: CTAs that read the same lines at about the same moment (a short launch's, in step) "
+                "are served by fewer tag lookups than requests, which the model does not merge (run 56: a buffer every "
+                "SM reads in step is looked up 0.27 times per byte it delivers, cuDNN's forward at 4k tokens 0.44, "
+                "FA2's 0.84; validation/README.md)")
+    if case.metric in ("l2_bytes", "l2_tag_bytes"):
+        return "L2 traffic per tile (sector granularity, spills, lookups forwarded between partitions: run 56)"
     modelled_cap = getattr(result, "info", {}).get("board_power_w") is not None  # the clock follows the cap
     if case.metric in ("time_s", "kernel_cycles") and error < 0 and problem.causal \
             and problem.seq_len <= SHORT_CAUSAL_ROWS and problem.pass_ == "fwd":
@@ -217,27 +207,14 @@ def _causal_walk_suspect(error: float) -> str:
     where = ("each causal CTA walks K/V down from its own diagonal, so the CTAs running together keep a head's K/V "
              "live at about the L2's capacity")
     if error < 0:
-        return (f"causal K/V walks re-read more than modelled: {where}. At 4 heads of 32k tokens the model's exact "
-                "schedule matches a Triton causal forward of FA2's shape (heads within 0.015 of the span: "
-                "validation/compare_causal_schedule.py), so the L2 and the kernel differ: that kernel read K/V "
-                "1.56-1.94 / 2.43-3.24 times per head at 4 / 16 heads (runs 43-44, 55), SDPA's FA2 2.7 / 4.0 (run "
-                "42), the same Triton kernel compiled to mma.sync, as FA2 issues its MMAs, 2.54-2.70 / 3.72-4.02 "
-                "(run 55: the instruction, not the kernel, makes SDPA's extra re-reads), the "
-                "model's folded mode 1.04 / 1.30 (exact mode 1.58 at 16 heads) with Q and O at a private line's "
-                "room and each CTA of a folded block its own reader (before them, exact mode 1.11 / 2.18 and folded "
-                "1.09 / 1.47; validation/README.md, twenty-third to twenty-fifth sessions). Two L2 "
-                "partitions with copies beside far readers (run 29; unmerged branch wip/l2-partitions-3) read 1.79 / "
-                "2.42 in exact and 1.77 / 2.32 in folded mode but break cuDNN's rows; run 52 finds the sides at work, "
-                "with a map of them that differs between chips. SDPA's kernel read "
-                "1.4-1.7 times the Triton kernel's K/V at 32k. Run 45 slowed that kernel's CTAs: by 1000 ns per K/V "
-                "step alike it read 2.13 at 4 heads, by waits that differ between CTAs (mean 1000 / 300 ns) 3.98 / "
-                "2.84, as the std over the mean of paces at one query block rose from 0.063 to 0.183 / 0.078; the "
-                "model's exact schedule has the unslowed kernel's spread (0.065) and then read 1.11 "
-                "(validation/README.md, twenty-first session)")
-    return (f"causal K/V walks kept by the GPU's L2 where the model's thrashes: {where}, and the model's smaller "
-            "hash classes re-read all of it. At one head of 128k tokens, d = 64, a Triton causal forward of FA2's "
-            "shape read K/V 1.92 times; replaying the schedule it ran (validation/README.md run 43) through the "
-            "model's L2 gives 6.78, through two LRU partitions of 25.5-27 MiB (run 29) 2.51-2.86")
+        return (f"causal K/V walks re-read more than modelled: {where}. The model's L2 keeps more of them than the "
+                "GPU's: replayed through it, the schedule a Triton forward of FA2's shape ran on the GPU reads K/V "
+                "1.1-1.6 times per head at 4-16 heads, 32k tokens, where that kernel read 1.8-3.2 (two L2 partitions "
+                "with copies beside far readers: 1.5-2.8); and FA2's mma.sync CTAs drift within their walks (2.5-4.0, "
+                "SDPA's 2.7-4.0) (validation/README.md runs 43-45, 55)")
+    return (f"causal K/V walks kept by the GPU's L2 where the model's thrashes: {where}. At one head of 128k tokens, "
+            "d = 64, a Triton forward of FA2's shape read K/V 1.92 times; its schedule replayed through the model's L2 "
+            "reads 6.78, through two LRU partitions 2.51-2.86 (validation/README.md runs 29, 43)")
 
 
 def run_validation(args) -> int:

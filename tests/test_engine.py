@@ -1002,6 +1002,42 @@ def test_l2_private_lines_displace_a_shared_stream_less():
     assert stream_misses(0.5) == 0
 
 
+def test_l2_lookups_forward_half_of_one_sms_misses_and_writes():
+    # run 56: a stream each line of which one SM reads (or writes) once is looked up 1.5 times: half of its lines
+    # live in the other partition, which looks them up again
+    def program(cta):
+        tile = buf(1000)
+        yield Load(chunk(cta[0] * 1000, 1000), tile)
+        yield Store(tile, DST.region(slice(cta[0] * 1000, (cta[0] + 1) * 1000)))
+
+    counted = run(plan_of(launch_of([(i,) for i in range(4)], program)))["bytes"]
+    assert counted.l2_fabric_miss == pytest.approx(0.5 * 4000)
+    assert counted.l2_fabric_other == pytest.approx(0.5 * 4000)  # the writes
+    one_partition = run(plan_of(launch_of([(i,) for i in range(4)], program)), l2_far_home_share=0.0)["bytes"]
+    assert one_partition.l2_fabric_miss == one_partition.l2_fabric_other == 0.0
+
+
+def test_l2_lookups_forward_a_line_both_sides_read_once_in_all():
+    # a tile every CTA reads: its miss is forwarded with the far-home chance, and its first use by a second SM
+    # (taken to be beside the other partition) once more; later hits stay beside their SM
+    def program(cta):
+        yield Load(chunk(0, 1000), buf(1000))
+
+    counted = run(plan_of(launch_of([(i,) for i in range(6)], program)))["bytes"]
+    assert counted.l2_fabric_miss == pytest.approx(500)
+    assert counted.l2_fabric_other == pytest.approx(500)
+
+
+def test_a_request_for_many_sms_forwards_its_misses_as_their_readers_would():
+    # folded mode: a miss that stands for CTAs on several SMs reading one tile is looked up from both sides
+    memory = MemorySystem(TINY)
+    port = SmMemoryPort.load_store_units(TINY, 0)
+    memory.read(port, 0.0, (("K", 0),), 1000, weight=8, ctas=8)
+    assert memory.bytes.l2_fabric_miss == pytest.approx(1000 * (1 - 0.5 ** 8))
+    memory.read(port, 0.0, (("K", 1),), 1000, weight=8, multiplicity=8, ctas=8)  # eight tiles, one CTA each
+    assert memory.bytes.l2_fabric_miss == pytest.approx(1000 * (1 - 0.5 ** 8) + 0.5 * 8000)
+
+
 def test_l2_private_line_share_is_checked():
     for value in (0.0, 1.5):
         with pytest.raises(InputError, match="l2_private_line_share"):

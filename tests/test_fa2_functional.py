@@ -228,6 +228,17 @@ def test_forward_charges_the_causal_mask_on_the_tiles_it_cuts_only():
     assert causal[1:] == full[1:]
 
 
+
+def test_forward_register_spills_are_l2_writes_that_stay_in_l2():
+    # SDPA's d = 128 kernel stores 56 bytes per thread per K/V tile to local memory (its SASS, run 56): 7 KiB per
+    # CTA and tile written through to the L2, where the slot's stack frame stays; O and LSE are the other writes
+    problem = AttentionProblem(batch=1, heads=1, seq_len=1024, head_dim=128)
+    result = simulate("fa2", problem, "h200", exact=True)
+    ctas, tiles = 1024 // 128, 1024 // 64
+    assert result.l2_write_bytes == 1024 * 128 * 2 + 1024 * 4 + ctas * tiles * 56 * 128
+    assert result.hbm_write_bytes == 0  # nothing evicted: O and the frames stay dirty in L2 at the end
+
+
 @pytest.mark.parametrize("stages, in_flight", [(1, None), (2, None), (2, 1), (3, None), (3, 2)])
 def test_software_pipelined_ring_computes_attention(stages, in_flight):
     # a Triton-style ring of K/V tile pairs (stages), at most loads_in_flight pairs ahead (a slot is reloaded only

@@ -105,6 +105,9 @@ def test_suspects_follow_what_bounds_the_miss():
     assert "mma.sync" not in suspect(cudnn, _result(0.5), -0.3)  # FA2's partners are not cuDNN's suspect
     assert "runs 31-32" in suspect(cudnn, _result(0.5), -0.3)
     assert "run 31" in suspect(cudnn, _result(0.5), +0.3)  # cuDNN's d = 64 forward stays in step
+    # run 56: short launches' CTAs read K/V in step, and the L2 merges their lookups
+    assert "merged" in suspect(_case("l2_tag_bytes", seq_len=4096), _result(0.5), +0.5)
+    assert "merged" not in suspect(_case("l2_tag_bytes", seq_len=4096), _result(0.5), -0.2)
 
 
 def test_summary_gates_only_suites_with_a_tolerance():

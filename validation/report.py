@@ -59,7 +59,10 @@ def main() -> int:
               "`cta_duration_jitter` (fitted to the `dram` rows at d = 128, 98k and 128k tokens); `anchors` are "
               "published figures. Times "
               "measured with do_bench are simulated from the L2 its flush leaves (`l2_start = flushed`: dirty lines "
-              "to write back, validation/README.md run 25); Nsight Compute's rows and the anchors from an empty L2.",
+              "to write back, validation/README.md run 25); Nsight Compute's rows and the anchors from an empty L2. "
+              "L2 metrics: `l2_bytes` is what the SMs read from and write to the L2 (Nsight Compute's crossbar bytes, "
+              "`h200_l2_traffic`: run 56), `l2_tag_bytes` what the L2 looks up (`lts__t_bytes`: those requests and "
+              "the lookups one partition forwards to the other).",
               "",
               f"Host-bound: reference rows whose time is over {HOST_BOUND_RATIO:g}x the project's CUDA-graph replay "
               "of the same case "
