@@ -1038,6 +1038,44 @@ def test_a_request_for_many_sms_forwards_its_misses_as_their_readers_would():
     assert memory.bytes.l2_fabric_miss == pytest.approx(1000 * (1 - 0.5 ** 8) + 0.5 * 8000)
 
 
+def test_l2_reserved_room_comes_out_of_every_class_and_goes_back():
+    cache = L2Cache(800, spread_bytes=80.0)
+    before = [cache.class_bytes(c) for c in range(cache.classes)]
+    cache.insert("k", 50, dirty=True)
+    cls = next(c for c in range(cache.classes) if cache.contains("k"))
+    assert cache.reserve(8 * before[cls]) == 50  # its class has no room left: the dirty line is written back
+    assert not cache.contains("k")
+    assert [cache.class_bytes(c) for c in range(cache.classes)] == \
+        pytest.approx([max(0.0, b - before[cls]) for b in before])
+    cache.reserve(-8 * before[cls])
+    assert cache.class_bytes(cls) == pytest.approx(before[cls])
+
+
+def test_register_spills_hold_l2_room_for_the_launch_and_count_as_writes():
+    # a slot's stack frame is rewritten every iteration: it takes a private line's room out of the L2 while the launch
+    # runs (whichever CTA runs on the slot), and its stores are L2 writes, half of them forwarded to the far partition
+    from gpusim.ops import SpillStore
+
+    def program(cta):
+        for _ in range(3):
+            yield SpillStore(100)
+
+    interp = TimingInterpreter(dataclasses.replace(TINY, l2_private_line_share=0.5), exact=True)
+    capacity = interp.memory.cache.class_bytes(0)
+    seen = []
+    original = interp.memory.write_frame
+
+    def spy(port, t, nbytes, weight, new_room):
+        seen.append(new_room)
+        return original(port, t, nbytes, weight, new_room)
+
+    interp.memory.write_frame = spy
+    out = interp.run(plan_of(launch_of([(i,) for i in range(4)], program)))
+    assert sorted(seen, reverse=True)[:2] == [50.0, 50.0] and sum(seen) == 100.0  # two slots, once each
+    assert out["bytes"].l2_write == 4 * 3 * 100 and out["bytes"].l2_fabric_other == pytest.approx(600)
+    assert out["bytes"].hbm_write == 0 and interp.memory.cache.class_bytes(0) == capacity  # given back at the end
+
+
 def test_l2_private_line_share_is_checked():
     for value in (0.0, 1.5):
         with pytest.raises(InputError, match="l2_private_line_share"):

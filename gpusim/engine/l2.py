@@ -174,6 +174,22 @@ class L2Cache:
                 written_back += evicted[0]
         return written_back
 
+    def reserve(self, room: float) -> float:
+        """Take `room` out of the capacity, evenly from every class (lines that never leave the L2 because they are
+        rewritten all the time, hashed over every set: ops.SpillStore's stack frames), evicting what no longer fits;
+        returns the dirty bytes evicted. A negative room gives it back."""
+        written_back = 0.0
+        share = room / len(self._orders)
+        for cls, order in enumerate(self._orders):
+            self._capacities[cls] = max(0.0, self._capacities[cls] - share)
+            while self._used[cls] > self._capacities[cls] and order:
+                oldest, _ = order.popitem(last=False)
+                evicted = self._lines.pop(oldest)
+                self._used[cls] -= evicted[5]
+                if evicted[1]:
+                    written_back += evicted[0]
+        return written_back
+
     def dirty_bytes(self) -> float:
         return sum(line[0] for line in self._lines.values() if line[1])
 

@@ -317,6 +317,18 @@ class MemorySystem:
         self.bytes.l2_fabric_miss += forwarded_miss_bytes
         self.bytes.l2_fabric_other += self.hw.l2_far_home_share * (self.cache.shared_bytes - shared_before)
 
+    def write_frame(self, port: SmMemoryPort, t: float, nbytes: int, weight: float, new_room: float) -> float:
+        """Post register spills (ops.SpillStore): `nbytes` per CTA, for `weight` CTAs, to stack frames the L2 holds for
+        good (each is rewritten every iteration, so it never ages out); `new_room` is the L2 room frames that were not
+        resident before take, reserved from every class (L2Cache.reserve). Returns when the L2 has absorbed them."""
+        l2_bytes = nbytes * weight
+        self.bytes.l2_write += l2_bytes
+        self.bytes.l2_fabric_other += self.hw.l2_far_home_share * l2_bytes
+        done = max(self.l2.reserve(t, l2_bytes), port.store_link.reserve(t, nbytes))
+        if new_room > 0:
+            done = max(done, self._write_back(t, self.cache.reserve(new_room)))
+        return max(done, t + self.hw.l2_hit_latency_cycles)
+
     def count_tensor_reads(self, tensor: str, dram: float, rereads: float, tally: ReadTally | None = None) -> None:
         """Add DRAM reads of `tensor` (`rereads` of them re-read tiles that had missed before) to the per-tensor
         totals and to the requesting CTA's `tally`."""
@@ -386,11 +398,9 @@ class MemorySystem:
 
     def write(self, port: SmMemoryPort, t: float, keys: tuple, nbytes: int, weight: float = 1.0,
               multiplicity: float = 1.0, accumulate: bool = False, key_bytes: tuple | None = None,
-              ctas: int = 1, frame: bool = False) -> float:
+              ctas: int = 1) -> float:
         """Post a tile write (write-back L2); returns when L2 has absorbed it. `accumulate` is an atomic
-        add performed at L2: a read-modify-write there, reading HBM only if the line is absent. `frame`: the lines
-        are a CTA slot's stack frame (ops.SpillStore), which the slot's later CTAs write again, so they are no new
-        data (l2_dirtied, which extrapolated waves age the L2 by)."""
+        add performed at L2: a read-modify-write there, reading HBM only if the line is absent."""
         l2_bytes = nbytes * weight if key_bytes is None else sum(key_bytes) * weight / len(keys)
         reader = _reader(port, keys, ctas)
         self.bytes.l2_write += l2_bytes
@@ -401,7 +411,7 @@ class MemorySystem:
             tile_bytes = (nbytes if key_bytes is None else key_bytes[i]) * multiplicity
             if not self.cache.contains(key):
                 done = max(done, self.evict_flush_residue(t, tile_bytes))
-            if not self.cache.is_dirty(key) and not frame:
+            if not self.cache.is_dirty(key):
                 self.bytes.l2_dirtied += tile_bytes
                 if reader == SHARED:  # a shared line's room, where the fill counts a private one's
                     self._fill_room_saved -= tile_bytes * (1.0 - self.cache.private_share)

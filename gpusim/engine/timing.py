@@ -124,6 +124,7 @@ class TimingInterpreter:
         self._last_wave_ctas = 0  # the real CTAs they stand for
         self._shared_tensors: set = set()  # the running launch's shared_by tensors (owned_by ones are private)
         self._hbm_busy_jumped = 0.0  # HBM busy cycles that loop sampling added for skipped iterations
+        self._frames: dict = {}  # (SM, slot) -> the L2 room its stack frames hold in the running launch
 
     # ------------------------------------------------------------------ public
     def run(self, plan: KernelPlan) -> dict:
@@ -196,11 +197,25 @@ class TimingInterpreter:
                 self.per_sm_busy[unit] += value * sm.real_sms()
         if meter is not None:
             yield from self._extrapolate(launch, meter, window, sms, fold, skipped, start)
+        # the launch's stack frames leave with it (their dirty lines are not written back: a few MB at most)
+        self.memory.cache.reserve(-sum(self._frames.values()))
+        self._frames.clear()
         seconds = hw.seconds_per_cycle
         self.launch_stats.append(LaunchStats(
             name=launch.name, ctas=len(launch.grid), ctas_per_sm=occupancy,
             waves=len(launch.grid) / (occupancy * hw.sm_count), start_s=start * seconds,
             time_s=(env.now - start) * seconds, simulated_ctas=simulated, fold_factor=fold))
+
+    def _frame_room(self, sm: SmState, cta: "_CtaState", nbytes: int) -> float:
+        """The L2 room the stack frames of `cta`'s slot take beyond what they took before: `nbytes` of spills per real
+        CTA its representative stands for (each frame one SM's line, at l2_private_line_share). A slot's frames stay
+        for the launch: every CTA that runs there rewrites them (ops.SpillStore)."""
+        room = nbytes * cta.rep.count * self.hw.l2_private_line_share
+        held = self._frames.get((sm.index, cta.slot), 0.0)
+        if room <= held:
+            return 0.0
+        self._frames[(sm.index, cta.slot)] = room
+        return room - held
 
     def _clean_room(self, reads: dict[str, float], shared) -> float:
         """The L2 room per byte of stand-in lines for `reads` (bytes per tensor): a tensor the launch's CTAs share
@@ -676,17 +691,17 @@ class TimingInterpreter:
                         trace.append(("exp" if mufu_ops else "vector", sm.index, "mufu" if mufu_ops else "fp32",
                                       now, env.now - now))
             elif kind is Store or kind is SpillStore:
-                if kind is Store:
-                    nbytes, accumulate, ctas, what = op.dst.nbytes, op.accumulate, rep.count, op.dst.tensor.name
-                    keys, multiplicity, key_bytes = rep.l2_keys(op.dst)
-                else:  # the slot's stack frames: one per real CTA the representative stands for, each one SM's
-                    nbytes, accumulate, ctas, what = op.nbytes, False, 1, "local"
-                    keys, multiplicity, key_bytes = (("local", sm.index, cta.slot),), rep.count, None
+                nbytes = op.dst.nbytes if kind is Store else op.nbytes
+                accumulate = kind is Store and op.accumulate
                 read_before, write_before = mem.bytes.hbm_read, mem.own_hbm_write_bytes()
                 dirtied_before = mem.bytes.l2_dirtied
                 fabric_before = mem.fabric_bytes()
-                done = mem.write(sm.port, now, keys, nbytes, weight, multiplicity, accumulate, key_bytes, ctas,
-                                 frame=kind is SpillStore)
+                if kind is Store:
+                    keys, multiplicity, key_bytes = rep.l2_keys(op.dst)
+                    done = mem.write(sm.port, now, keys, nbytes, weight, multiplicity, accumulate, key_bytes,
+                                     rep.count)
+                else:
+                    done = mem.write_frame(sm.port, now, nbytes, weight, self._frame_room(sm, cta, nbytes))
                 if tracking:
                     work.add_hbm(mem.bytes.hbm_read - read_before, mem.own_hbm_write_bytes() - write_before,
                                  mem.hbm.rate)
@@ -697,6 +712,7 @@ class TimingInterpreter:
                 if kind is Store and op.src.space == "smem":
                     counters.smem_read += nbytes * weight
                 if trace is not None:
+                    what = op.dst.tensor.name if kind is Store else "spills"
                     trace.append((f"store {what}", sm.index, "tma", now, done - now))
                 cta.store_done = max(cta.store_done, done)
             elif kind is CodePath:
