@@ -112,6 +112,9 @@ class HardwareSpec:
     #: at most one): a shared K/V stream is re-read from DRAM once their spread outgrows the L2 (engine
     #: steady_state.Drift). Fitted per GPU, though how far a launch drifts is really its kernel's (runs 31-32)
     cta_duration_jitter: float = 0.0
+    #: the std over the mean of the paces of CTAs of alike work (engine folding): a folded block's other CTAs walk
+    #: their own ranges (a causal walk) each at its own pace, so their reads drift from the representative's
+    cta_pace_spread: float = 0.0
     #: std of the LRU depth at which a tile leaves the L2, over l2_capacity_bytes (engine l2): sets and partitions
     #: make the capacity edge gradual, a normal CDF around the capacity; 0 is one LRU edge
     l2_capacity_spread_fraction: float = 0.0
@@ -403,6 +406,14 @@ _JITTER_SOURCE = ("calibrated: DRAM reads of FA2 and cuDNN forward at d = 128, 9
                   "FlashAttention kernel written in Triton drifts not at all (run 32)")
 
 
+#: How much the paces of alike CTAs differ (HardwareSpec.cta_pace_spread), measured on the H200.
+CTA_PACE_SPREAD = 0.063
+_PACE_SPREAD_SOURCE = ("run 45: a Triton causal forward of FA2's shape, 4 heads, 32k tokens, d = 128: the std over the mean "
+                       "of the paces (time per K/V step) of the CTAs of one query block across heads, 0.063; run 55: "
+                       "0.034-0.068 (wgmma) and 0.040-0.078 (mma.sync) at 4-16 heads (validation/probe_fa_phases.py "
+                       "pace_spread). The model's exact mode has 0.065 of its own (twenty-first session)")
+
+
 #: Share of a contended SM unit the oldest resident CTA gets (HardwareSpec.oldest_cta_issue_share): NVIDIA's
 #: warp schedulers favour older warps (greedy-then-oldest, as GPGPU-Sim models them) but yield when those stall, so
 #: equal CTAs that share an SM share it almost evenly (run 30). Just over one half: the model's ops are whole tiles,
@@ -441,6 +452,7 @@ _MEASURED_ON_H200 = {
     "flushed_l2_writeback_per_byte": (FLUSHED_L2_WRITEBACK_PER_BYTE, _FLUSHED_SOURCE,
                                       "as h200 (the same flush; not measured on this GPU)"),
     "cta_duration_jitter": (CTA_DURATION_JITTER, _JITTER_SOURCE, "as h200 (not measured on this GPU)"),
+    "cta_pace_spread": (CTA_PACE_SPREAD, _PACE_SPREAD_SOURCE, "as h200 (not measured on this GPU)"),
 }
 
 

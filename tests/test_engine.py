@@ -19,6 +19,7 @@ dispatch unit for their duration; async MMAs (wgmma, tcgen05) do not.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import simpy
@@ -1296,6 +1297,24 @@ def test_walked_ranges_map_a_partial_last_tile_onto_whole_ones_and_lag_identical
     same.lag_steps = 1.0
     keys, _, _ = same.l2_keys(k.region(0, slice(12, 16)))
     assert [key[1][1] for key in keys] == [(12, 14), (8, 12)]
+
+
+def test_walking_siblings_drift_from_the_representative_at_their_own_pace():
+    # three CTAs walk the same 40 tiles up; with alike paces the siblings read the representative's tile at every
+    # step. With paces that differ (cta_pace_spread), each sibling falls behind or gets ahead by its own fixed deviate
+    # times the spread per step: none at the first step, about deviate x spread x 30 tiles after 30 steps
+    from gpusim.engine.folding import _pace_deviate
+
+    k = GlobalTensor("K", (2, 160), "bf16")
+    walk = lambda cta: {"K": RegionKey({0: 0, 1: WalkedRange(0, 160, 4)})}  # noqa: E731
+    rep = fold_grid([0, 1, 2], walk, 3)[0]
+    assert rep.l2_keys(k.region(0, slice(120, 124)))[0] == (("K", (0, (120, 124))),)
+    rep.pace_spread = 0.1
+    assert rep.l2_keys(k.region(0, slice(0, 4)))[0] == (("K", (0, (0, 4))),)
+    keys, _, _ = rep.l2_keys(k.region(0, slice(120, 124)))
+    behind = {math.floor(3.0 * _pace_deviate(walk(cta)["K"], cta - 1) + 0.5) for cta in (0, 2)} - {0}
+    assert {(120 - key[1][1][0]) // 4 for key in keys[1:]} == behind and len(behind) == 2
+    assert _pace_deviate(("K", 1), 1) == _pace_deviate(("K", 1), 1)  # fixed: a hash, not a draw
 
 
 def test_steady_dispatch_lag_is_mean_work_over_concurrent_ctas():

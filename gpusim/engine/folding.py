@@ -10,7 +10,10 @@ L2 residency count the distinct tiles, L2 traffic counts weight.
 
 from __future__ import annotations
 
+import functools
 import math
+import zlib
+from statistics import NormalDist
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
 from gpusim.launch import RegionKey, WalkedRange
@@ -35,15 +38,18 @@ class Representative:
     walkers])` lists the distinct `shared_by` keys of its block and, for a walked key (WalkedRange), every other
     CTA's (key, grid position relative to the representative's): CTAs that walk the same range but start at
     different times read different tiles at one step. `lag_steps`: how many steps of a walk each CTA of the block is
-    behind the one before it in the grid, because it started later (see steady_dispatch_lag)."""
+    behind the one before it in the grid, because it started later (see steady_dispatch_lag). `pace_spread`: the std
+    over the mean of the paces of alike CTAs (HardwareSpec.cta_pace_spread): each sibling's walk drifts from the
+    representative's by its own pace, a fixed normal deviate of it per sibling, step by step."""
 
-    __slots__ = ("cta", "weight", "count", "_shared", "lag_steps")
+    __slots__ = ("cta", "weight", "count", "_shared", "lag_steps", "pace_spread")
 
     def __init__(self, cta: Any, weight: float, shared: Mapping[str, tuple], count: int | None = None):
         self.cta, self.weight = cta, weight
         self._shared = {tensor: entry if len(entry) > 2 else (*entry, ()) for tensor, entry in shared.items()}
         self.count = int(weight) if count is None else count
         self.lag_steps = 0.0
+        self.pace_spread = 0.0
 
     def shared_keys(self, tensor: str) -> tuple:
         """The distinct `shared_by` keys of `tensor` in the representative's block, its own first; () for a
@@ -74,8 +80,9 @@ class Representative:
                 return (ref.key,), (len(others) + 1) * scale, None
             shape = ref.tensor.shape
             if walkers:  # siblings that read the representative's own tile at this step are that tile
-                lag = self.lag_steps
-                walked = (_substituted(index, own, other, shape, math.floor(offset * lag + 0.5))
+                lag, spread = self.lag_steps, self.pace_spread
+                walked = (_substituted(index, own, other, shape, offset * lag,
+                                       spread * _pace_deviate(other, offset) if spread else 0.0)
                           for other, offset in walkers)
                 indices = list(dict.fromkeys(s for s in walked if s is not None and s != index))
             else:
@@ -116,11 +123,21 @@ def _within(entry, value) -> bool:
     return entry == value
 
 
-def _substituted(index: tuple, own: RegionKey, other: RegionKey, shape: tuple, lag_steps: int = 0) -> tuple | None:
+@functools.lru_cache(maxsize=1 << 16)
+def _pace_deviate(key, offset: int) -> float:
+    """The pace of the sibling CTA `offset` places from its representative in the grid whose walk is `key`, in standard
+    deviations from the mean: a fixed normal deviate hashed from both (CRC-32 of their repr, the same in every
+    process)."""
+    return NormalDist().inv_cdf((zlib.crc32(repr((key, offset)).encode()) + 0.5) / 2 ** 32)
+
+
+def _substituted(index: tuple, own: RegionKey, other: RegionKey, shape: tuple, lag_steps: float = 0.0,
+                 drift_per_step: float = 0.0) -> tuple | None:
     """The sibling's counterpart of `index`: each entry `own` names replaced by `other`'s; an index range
     that is part of the representative's range (one warpgroup's rows of its tile, the tile a walk reads at this
     step) is moved by the offset of the ranges' starts (of their stops for a descending WalkedRange), and a walked
-    range back by the `lag_steps` the sibling's walk is behind; then clipped to the sibling's range and the
+    range back by the `lag_steps` the sibling's walk is behind, plus `drift_per_step` for every step the
+    representative has walked (its pace against the representative's); then clipped to the sibling's range and the
     tensor's `shape` (the sibling's tile may be partial, its walk not started or over). None when nothing is
     left."""
     entries = list(index)
@@ -132,7 +149,8 @@ def _substituted(index: tuple, own: RegionKey, other: RegionKey, shape: tuple, l
             continue
         end = entry[1]
         if isinstance(mine, WalkedRange):
-            lag = lag_steps * mine.step
+            walked = (mine[1] - end if mine.descending else entry[0] - mine[0]) / mine.step
+            lag = math.floor(lag_steps + drift_per_step * max(walked, 0.0) + 0.5) * mine.step
             shift = value[1] - mine[1] + lag if mine.descending else value[0] - mine[0] - lag
             end = max(end, entry[0] + mine.step)  # the tensor's partial last tile is a whole one elsewhere
         else:

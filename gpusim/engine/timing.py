@@ -168,6 +168,8 @@ class TimingInterpreter:
         if lag:
             for rep in list(reps)[slots:]:  # the first wave's CTAs all start at once
                 rep.lag_steps = lag
+        for rep in reps:
+            rep.pace_spread = hw.cta_pace_spread
         if extrapolate:
             skipped = blocks - len(reps)
             meter = WaveMeter(slots, lambda: self._additive_counters(sms, fold))
