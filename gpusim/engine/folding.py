@@ -40,7 +40,7 @@ class Representative:
     different times read different tiles at one step. `lag_steps`: how many steps of a walk each CTA of the block is
     behind the one before it in the grid, because it started later (see steady_dispatch_lag). `pace_spread`: the std
     over the mean of the paces of alike CTAs (HardwareSpec.cta_pace_spread): each sibling's walk drifts from the
-    representative's by its own pace, a fixed normal deviate of it per sibling, step by step."""
+    representative's by its own pace, step by step (_pace_deviates)."""
 
     __slots__ = ("cta", "weight", "count", "_shared", "lag_steps", "pace_spread")
 
@@ -81,9 +81,9 @@ class Representative:
             shape = ref.tensor.shape
             if walkers:  # siblings that read the representative's own tile at this step are that tile
                 lag, spread = self.lag_steps, self.pace_spread
-                walked = (_substituted(index, own, other, shape, offset * lag,
-                                       spread * _pace_deviate(other, offset) if spread else 0.0)
-                          for other, offset in walkers)
+                deviates = _pace_deviates(walkers) if spread else (0.0,) * len(walkers)
+                walked = (_substituted(index, own, other, shape, offset * lag, spread * deviate)
+                          for (other, offset), deviate in zip(walkers, deviates))
                 indices = list(dict.fromkeys(s for s in walked if s is not None and s != index))
             else:
                 indices = [s for s in (_substituted(index, own, other, shape) for other in others) if s is not None]
@@ -123,12 +123,18 @@ def _within(entry, value) -> bool:
     return entry == value
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _pace_deviate(key, offset: int) -> float:
-    """The pace of the sibling CTA `offset` places from its representative in the grid whose walk is `key`, in standard
-    deviations from the mean: a fixed normal deviate hashed from both (CRC-32 of their repr, the same in every
-    process)."""
-    return NormalDist().inv_cdf((zlib.crc32(repr((key, offset)).encode()) + 0.5) / 2 ** 32)
+@functools.lru_cache(maxsize=1 << 14)
+def _pace_deviates(walkers: tuple) -> tuple[float, ...]:
+    """The paces of a block's walking siblings ((key, grid offset) each), in standard deviations from the mean: the
+    normal quantiles of as many evenly spaced probabilities, dealt in an order hashed from each sibling (CRC-32 of its
+    repr, the same in every process). Quantiles rather than draws, so that every block's paces have the spread's mean
+    and width, and which sibling runs fast is still arbitrary."""
+    order = sorted(range(len(walkers)), key=lambda i: zlib.crc32(repr(walkers[i]).encode()))
+    normal, n = NormalDist(), len(walkers)
+    deviates = [0.0] * n
+    for rank, i in enumerate(order):
+        deviates[i] = normal.inv_cdf((rank + 0.5) / n)
+    return tuple(deviates)
 
 
 def _substituted(index: tuple, own: RegionKey, other: RegionKey, shape: tuple, lag_steps: float = 0.0,
