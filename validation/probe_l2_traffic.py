@@ -22,7 +22,7 @@ import re
 import subprocess
 import sys
 
-from ncu_profile import find_ncu, metric_value, probe_main
+from ncu_profile import find_ncu, metric_value, probe_main, run_cases
 
 MIB = 2 ** 20
 #: Counters asked for when this Nsight Compute lists them (`--query-metrics`), each summed over the GPU.
@@ -141,22 +141,19 @@ def make_call(torch, case: dict):
 
 
 def run_marked_cases(cases: list) -> None:
-    """Each case warmed up once, then profiled after a marker kernel whose grid (1000 + index) names the case."""
+    """ncu_profile.run_cases, each call opened by a marker kernel whose grid (1000 + index) names the case."""
     import torch
     _, _, marker = stream_kernels()
     flag = torch.zeros(4096, device="cuda", dtype=torch.float32)
-    for i, case in enumerate(cases):
-        fn = make_call(torch, case)
-        fn()
-        torch.cuda.synchronize()
-        torch.cuda.profiler.start()
-        marker[(1000 + i,)](flag)
-        fn()
-        torch.cuda.synchronize()
-        torch.cuda.profiler.stop()
-        print("CASE", i, json.dumps(case), flush=True)
-        fn = None
-        torch.cuda.empty_cache()
+
+    def marked(torch, case):
+        index, fn = cases.index(case), make_call(torch, case)
+
+        def call():
+            marker[(1000 + index,)](flag)
+            fn()
+        return call
+    run_cases(cases, marked)
 
 
 def available_metrics() -> tuple[list[str], list[str]]:

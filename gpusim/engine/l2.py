@@ -164,9 +164,14 @@ class L2Cache:
             grown = room
         cls = line[3]
         self._used[cls] += grown
+        return self._evict(cls, keep=1)  # never the line just inserted
+
+    def _evict(self, cls: int, keep: int) -> float:
+        """Evict class `cls`'s least recent lines until it fits its capacity or holds `keep` lines; returns the dirty
+        bytes evicted."""
         order, capacity = self._orders[cls], self._capacities[cls]
         written_back = 0.0
-        while self._used[cls] > capacity and len(order) > 1:
+        while self._used[cls] > capacity and len(order) > keep:
             oldest, _ = order.popitem(last=False)
             evicted = self._lines.pop(oldest)
             self._used[cls] -= evicted[5]
@@ -178,16 +183,11 @@ class L2Cache:
         """Take `room` out of the capacity, evenly from every class (lines that never leave the L2 because they are
         rewritten all the time, hashed over every set: ops.SpillStore's stack frames), evicting what no longer fits;
         returns the dirty bytes evicted. A negative room gives it back."""
-        written_back = 0.0
         share = room / len(self._orders)
-        for cls, order in enumerate(self._orders):
+        written_back = 0.0
+        for cls in range(len(self._orders)):
             self._capacities[cls] = max(0.0, self._capacities[cls] - share)
-            while self._used[cls] > self._capacities[cls] and order:
-                oldest, _ = order.popitem(last=False)
-                evicted = self._lines.pop(oldest)
-                self._used[cls] -= evicted[5]
-                if evicted[1]:
-                    written_back += evicted[0]
+            written_back += self._evict(cls, keep=0)
         return written_back
 
     def dirty_bytes(self) -> float:
