@@ -53,8 +53,7 @@ def _print_result(result) -> None:
             ("HBM read / write", f"{result.hbm_read_bytes / 1e6:,.2f} / {result.hbm_write_bytes / 1e6:,.2f} MB"),
             ("HBM bandwidth", f"{result.hbm_bytes_per_s / 1e12:,.3f} TB/s"),
             ("L2 read / write", f"{result.l2_read_bytes / 1e6:,.2f} / {result.l2_write_bytes / 1e6:,.2f} MB"),
-            ("L2 lookups", f"{result.l2_tag_bytes / 1e6:,.2f} MB ({result.l2_fabric_bytes / 1e6:,.2f} MB of them "
-                           "forwarded between the partitions)"),
+            ("L2 lookups", f"{result.l2_tag_bytes / 1e6:,.2f} MB, {result.l2_fabric_bytes / 1e6:,.2f} MB forwarded"),
             ("bound", f"{result.bound} (busiest: {result.busiest_unit})")]
     clock_hz = result.info.get("sm_clock_hz")
     if clock_hz:
