@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import gzip
 import json
 import sys
 from pathlib import Path
@@ -389,7 +390,7 @@ def dram_heads_rows() -> list[dict]:
 
 
 #: Run 56 (validation/probe_l2_traffic.py): Nsight Compute's L2 counters on the campaign's forward and decode shapes.
-L2_TRAFFIC = "h200_probe_2026-12-01_l2_traffic.json"
+L2_TRAFFIC = "h200_probe_2026-12-01_l2_traffic.json.gz"  # kept gzip-compressed: the device tool's 64 MiB
 
 
 def l2_traffic_rows() -> list[dict]:
@@ -401,8 +402,8 @@ def l2_traffic_rows() -> list[dict]:
     import probe_l2_traffic as probe
     from ncu_profile import metric_value
 
-    path = HERE / "data" / L2_TRAFFIC
-    doc = json.loads(path.read_text())
+    with gzip.open(HERE / "data" / L2_TRAFFIC, "rt") as f:
+        doc = json.load(f)
     by_case = probe.kernels_by_case(doc["kernels"], len(doc["cases"]))
     source = f"validation/data/{L2_TRAFFIC} (run 56, Nsight Compute, one call after an L2 flush)"
     rows = []

@@ -12,7 +12,8 @@ Nsight Compute knows them (`ncu --query-metrics` is asked first; the list it gav
     python validation/probe_l2_traffic.py --out validation/data      (needs torch, triton and `ncu`)
 
 Writes `h200_probe_<date>_l2_traffic.json`: per case its kernels' counters (a marker kernel of grid 1000 + the case's
-index opens each case); prints each case's counters over the bytes its SMs request.
+index opens each case); prints each case's counters over the bytes its SMs request. Run 56's is kept gzip-compressed
+(validation/build_cases.py reads it).
 """
 
 from __future__ import annotations
