@@ -10,7 +10,6 @@ L2 residency count the distinct tiles, L2 traffic counts weight.
 
 from __future__ import annotations
 
-import functools
 import math
 import zlib
 from statistics import NormalDist
@@ -42,7 +41,7 @@ class Representative:
     over the mean of the paces of alike CTAs (HardwareSpec.cta_pace_spread): each sibling's walk drifts from the
     representative's by its own pace, step by step (_pace_deviates)."""
 
-    __slots__ = ("cta", "weight", "count", "_shared", "lag_steps", "pace_spread")
+    __slots__ = ("cta", "weight", "count", "_shared", "lag_steps", "pace_spread", "_deviates")
 
     def __init__(self, cta: Any, weight: float, shared: Mapping[str, tuple], count: int | None = None):
         self.cta, self.weight = cta, weight
@@ -50,6 +49,7 @@ class Representative:
         self.count = int(weight) if count is None else count
         self.lag_steps = 0.0
         self.pace_spread = 0.0
+        self._deviates: dict[str, tuple] = {}  # tensor -> its walking siblings' _pace_deviates, once
 
     def shared_keys(self, tensor: str) -> tuple:
         """The distinct `shared_by` keys of `tensor` in the representative's block, its own first; () for a
@@ -81,7 +81,9 @@ class Representative:
             shape = ref.tensor.shape
             if walkers:  # siblings that read the representative's own tile at this step are that tile
                 lag, spread = self.lag_steps, self.pace_spread
-                deviates = _pace_deviates(walkers) if spread else (0.0,) * len(walkers)
+                deviates = self._deviates.get(name)
+                if deviates is None:
+                    deviates = self._deviates[name] = _pace_deviates(walkers)
                 walked = (_substituted(index, own, other, shape, offset * lag, spread * deviate)
                           for (other, offset), deviate in zip(walkers, deviates))
                 indices = list(dict.fromkeys(s for s in walked if s is not None and s != index))
@@ -123,7 +125,6 @@ def _within(entry, value) -> bool:
     return entry == value
 
 
-@functools.lru_cache(maxsize=1 << 14)
 def _pace_deviates(walkers: tuple) -> tuple[float, ...]:
     """The paces of a block's walking siblings ((key, grid offset) each), in standard deviations from the mean: the
     normal quantiles of as many evenly spaced probabilities, dealt in an order hashed from each sibling (CRC-32 of its

@@ -598,8 +598,8 @@ class TimingInterpreter:
                 if op.tma and sm.tma is None:
                     raise InputError(f"{launch_name}: a TMA load on {self.hw.name}, which has no TMA (has_tma)")
                 read_before, write_before = mem.bytes.hbm_read, mem.own_hbm_write_bytes()
-                fabric_before = mem.fabric_bytes()
                 if tracking:
+                    fabric_before = mem.fabric_bytes()
                     tensor = keys[0][0]
                     reread_before = mem.reread_bytes_by_tensor.get(tensor, 0.0)
                     l2_before = mem.l2_read_by_tensor.get(tensor, 0.0)
@@ -697,7 +697,7 @@ class TimingInterpreter:
                 accumulate = kind is Store and op.accumulate
                 read_before, write_before = mem.bytes.hbm_read, mem.own_hbm_write_bytes()
                 dirtied_before = mem.bytes.l2_dirtied
-                fabric_before = mem.fabric_bytes()
+                fabric_before = mem.fabric_bytes() if tracking else None
                 if kind is Store:
                     keys, multiplicity, key_bytes = rep.l2_keys(op.dst)
                     done = mem.write(sm.port, now, keys, nbytes, weight, multiplicity, accumulate, key_bytes,
