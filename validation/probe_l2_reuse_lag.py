@@ -1,0 +1,134 @@
+"""Which lines the H200's L2 keeps when each is read once and then once more after a given lag (run 57).
+
+Runs 26 and 50 measured the L2 on streams that every SM re-reads in the same order, pass after pass: every line is
+used many times, at one reuse distance. The causal forward's K/V tiles are read by a few CTAs at a time, at many
+distances, and the model's L2 (fitted to run 26) re-reads about half of what the GPU does on the GPU's own causal
+schedules (validation/replay_causal_schedule.py). This measures the L2 on the simplest pattern of that kind: one
+kernel per case; `GROUP` leader CTAs stream a buffer of `STREAM_MIB` in order, chunk by chunk; as many follower CTAs
+read the same chunks in the same order, each chunk only once the leaders have finished the chunk `lag_mib` further
+on (a counter in global memory that the leaders add to and the followers poll). So every line is read once by a
+leader and once more by a follower, with `lag_mib` of new lines read in between. Nsight Compute (its default cache
+control: the L2 is flushed before each kernel) counts the kernel's DRAM reads; the followers' re-read share is
+(DRAM reads - STREAM_MIB) / STREAM_MIB. A second pass without the profiler records how far ahead of each follower
+chunk the leaders really were (the lag is a lower bound: followers that hit run faster and wait).
+
+    python validation/probe_l2_reuse_lag.py --out validation/data      (needs torch, triton and ncu)
+
+Writes `h200_probe_<date>_l2_reuse_lag.json`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+
+import measure_h200 as campaign
+from ncu_profile import profile_until_kernels, run_cases, write_json
+
+STREAM_MIB = 128
+CHUNK = 8192  # bf16 elements a CTA reads per step (16 KiB)
+CHUNK_BYTES = 2 * CHUNK
+METRICS = ["dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum", "gpu__time_duration.sum"]
+#: (CTAs per group, lag in MiB): 66 + 66 CTAs (one per SM) and 132 + 132 (two per SM, both groups on every SM).
+CASES = [{"group": group, "lag_mib": lag} for group in (66, 132)
+         for lag in (1, 4, 8, 11, 14, 17, 20, 23, 26, 29, 32, 38, 48)]
+
+
+def lag_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def reuse_lag(x_ptr, counter_ptr, lead_ptr, out_ptr, n_chunks, lag_chunks, GROUP: tl.constexpr,
+                  CHUNK: tl.constexpr):
+        pid = tl.program_id(0)
+        me = pid % GROUP
+        offs = tl.arange(0, CHUNK)
+        acc = tl.zeros([CHUNK], dtype=tl.float32)
+        if pid < GROUP:  # a leader: read, then count the chunk done
+            for c in range(me, n_chunks, GROUP):
+                acc += tl.load(x_ptr + c * CHUNK + offs).to(tl.float32)
+                # counted once its data is in (acc is positive, so the comparison adds 0; it only waits)
+                tl.atomic_add(counter_ptr, 1 + (tl.sum(acc, 0) < -1.0).to(tl.int32))
+        else:  # a follower: wait until the leaders are lag_chunks ahead of this chunk
+            for c in range(me, n_chunks, GROUP):
+                target = tl.minimum(c + lag_chunks + 1, n_chunks)
+                done = tl.atomic_add(counter_ptr, 0)
+                while done < target:
+                    done = tl.atomic_add(counter_ptr, 0)
+                tl.store(lead_ptr + c, done - c)
+                acc += tl.load(x_ptr + c * CHUNK + offs).to(tl.float32)
+        tl.store(out_ptr + pid * CHUNK + offs, acc)
+    return reuse_lag
+
+
+def lag_launch(torch, case):
+    """One launch of the case (the counter zeroed first), and the buffer of the leaders' lead at each follower chunk."""
+    n_chunks = STREAM_MIB * 2 ** 20 // CHUNK_BYTES
+    x = torch.ones(n_chunks * CHUNK, device="cuda", dtype=torch.bfloat16)
+    counter = torch.zeros(1, device="cuda", dtype=torch.int32)
+    lead = torch.zeros(n_chunks, device="cuda", dtype=torch.int32)
+    out = torch.empty(2 * case["group"] * CHUNK, device="cuda", dtype=torch.float32)
+    kernel = lag_kernel()
+    lag_chunks = case["lag_mib"] * 2 ** 20 // CHUNK_BYTES
+
+    def launch():
+        counter.zero_()
+        kernel[(2 * case["group"],)](x, counter, lead, out, n_chunks, lag_chunks, GROUP=case["group"], CHUNK=CHUNK)
+    return launch, lead
+
+
+def leads(torch, cases) -> list[dict]:
+    """Without the profiler: each case's time (CUDA events, median of 5 after a warm-up) and the leaders' lead over
+    the followers' chunks in MiB (quantiles)."""
+    rows = []
+    for case in cases:
+        launch, lead = lag_launch(torch, case)
+        launch()
+        ms = []
+        for _ in range(5):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            launch()
+            end.record()
+            torch.cuda.synchronize()
+            ms.append(start.elapsed_time(end))
+        mib = sorted((lead.float() * CHUNK_BYTES / 2 ** 20).tolist())
+        q = {f"lead_mib_p{p}": round(mib[min(len(mib) - 1, len(mib) * p // 100)], 3) for p in (5, 50, 95)}
+        rows.append({**case, "time_ms_median": sorted(ms)[2], **q})
+        print("LEAD", rows[-1], flush=True)
+    return rows
+
+
+def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="validation/data")
+    parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch = campaign.import_gpu()
+    if args.driver:
+        run_cases(CASES, lambda torch, case: lag_launch(torch, case)[0])
+        return 0
+    timings = leads(torch, CASES)
+    kernels, runs = profile_until_kernels(__file__, [METRICS], driver_flag="--driver", timeout=500)
+    kernels = [k for k in kernels if "reuse_lag" in k.get("Kernel Name", "")]
+    record = {"script": "validation/probe_l2_reuse_lag.py", "date": datetime.date.today().isoformat(),
+              "meta": campaign.env_meta(), "stream_mib": STREAM_MIB, "chunk_bytes": CHUNK_BYTES, "cases": CASES,
+              "metrics": METRICS, "kernels": kernels, "timings": timings, "ncu_runs": runs}
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"h200_probe_{record['date']}_l2_reuse_lag.json")
+    write_json(path, record)
+    stream = STREAM_MIB * 2 ** 20
+    for case, kernel, timing in zip(CASES, kernels, timings):
+        dram = campaign._num(kernel.get("dram__bytes_read.sum")) or 0.0
+        print(f"group {case['group']}, lag {case['lag_mib']} MiB (lead p50 {timing['lead_mib_p50']} MiB): followers "
+              f"re-read {(dram - stream) / stream:.3f} of the stream; {timing['time_ms_median']:.3f} ms")
+    print("wrote", path)
+    return 0 if len(kernels) == len(CASES) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
