@@ -13,8 +13,10 @@ control: the L2 is flushed before each kernel) counts the kernel's DRAM reads; t
 chunk the leaders really were (the lag is a lower bound: followers that hit run faster and wait).
 
     python validation/probe_l2_reuse_lag.py --out validation/data      (needs torch, triton and ncu)
+    python validation/probe_l2_reuse_lag.py --readers --out validation/data   (run 57b: k followers, each line
+                                                                               read k + 1 times over the lag)
 
-Writes `h200_probe_<date>_l2_reuse_lag.json`.
+Writes `h200_probe_<date>_l2_reuse_lag.json` (`_l2_reuse_readers.json` with --readers).
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ METRICS = ["dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum", 
 #: (CTAs per group, lag in MiB): 66 + 66 CTAs (one per SM) and 132 + 132 (two per SM, both groups on every SM).
 CASES = [{"group": group, "lag_mib": lag} for group in (66, 132)
          for lag in (1, 4, 8, 11, 14, 17, 20, 23, 26, 29, 32, 38, 48)]
+#: `--readers` (run 57b): `followers` groups of 33 CTAs read each line after the leaders, follower f (1..k) at f / k of
+#: the lag, so a line is read k + 1 times with lag / k of new lines between reads.
+READER_CASES = [{"group": 33, "followers": k, "lag_mib": lag} for k in (1, 3)
+                for lag in (14, 20, 26, 32, 40, 48, 64, 80)]
 
 
 def lag_kernel():
@@ -40,10 +46,11 @@ def lag_kernel():
     import triton.language as tl
 
     @triton.jit
-    def reuse_lag(x_ptr, counter_ptr, lead_ptr, out_ptr, n_chunks, lag_chunks, GROUP: tl.constexpr,
+    def reuse_lag(x_ptr, counter_ptr, lead_ptr, out_ptr, n_chunks, lag_chunks, followers, GROUP: tl.constexpr,
                   CHUNK: tl.constexpr):
         pid = tl.program_id(0)
         me = pid % GROUP
+        group = pid // GROUP  # 0: the leaders; f = 1..followers: at f / followers of the lag
         offs = tl.arange(0, CHUNK)
         acc = tl.zeros([CHUNK], dtype=tl.float32)
         if pid < GROUP:  # a leader: read, then count the chunk done
@@ -51,13 +58,14 @@ def lag_kernel():
                 acc += tl.load(x_ptr + c * CHUNK + offs).to(tl.float32)
                 # counted once its data is in (acc is positive, so the comparison adds 0; it only waits)
                 tl.atomic_add(counter_ptr, 1 + (tl.sum(acc, 0) < -1.0).to(tl.int32))
-        else:  # a follower: wait until the leaders are lag_chunks ahead of this chunk
+        else:  # a follower: wait until the leaders are its lag ahead of this chunk
+            my_lag = group * lag_chunks // followers
             for c in range(me, n_chunks, GROUP):
-                target = tl.minimum(c + lag_chunks + 1, n_chunks)
+                target = tl.minimum(c + my_lag + 1, n_chunks)
                 done = tl.atomic_add(counter_ptr, 0)
                 while done < target:
                     done = tl.atomic_add(counter_ptr, 0)
-                tl.store(lead_ptr + c, done - c)
+                tl.store(lead_ptr + (group - 1) * n_chunks + c, done - c)
                 acc += tl.load(x_ptr + c * CHUNK + offs).to(tl.float32)
         tl.store(out_ptr + pid * CHUNK + offs, acc)
     return reuse_lag
@@ -68,14 +76,16 @@ def lag_launch(torch, case):
     n_chunks = STREAM_MIB * 2 ** 20 // CHUNK_BYTES
     x = torch.ones(n_chunks * CHUNK, device="cuda", dtype=torch.bfloat16)
     counter = torch.zeros(1, device="cuda", dtype=torch.int32)
-    lead = torch.zeros(n_chunks, device="cuda", dtype=torch.int32)
-    out = torch.empty(2 * case["group"] * CHUNK, device="cuda", dtype=torch.float32)
+    followers = case.get("followers", 1)
+    lead = torch.zeros(followers * n_chunks, device="cuda", dtype=torch.int32)
+    out = torch.empty((1 + followers) * case["group"] * CHUNK, device="cuda", dtype=torch.float32)
     kernel = lag_kernel()
     lag_chunks = case["lag_mib"] * 2 ** 20 // CHUNK_BYTES
 
     def launch():
         counter.zero_()
-        kernel[(2 * case["group"],)](x, counter, lead, out, n_chunks, lag_chunks, GROUP=case["group"], CHUNK=CHUNK)
+        kernel[((1 + followers) * case["group"],)](x, counter, lead, out, n_chunks, lag_chunks, followers,
+                                                  GROUP=case["group"], CHUNK=CHUNK)
     return launch, lead
 
 
@@ -94,7 +104,7 @@ def leads(torch, cases) -> list[dict]:
             end.record()
             torch.cuda.synchronize()
             ms.append(start.elapsed_time(end))
-        mib = sorted((lead.float() * CHUNK_BYTES / 2 ** 20).tolist())
+        mib = sorted((lead[-(lead.numel() // case.get("followers", 1)):].float() * CHUNK_BYTES / 2 ** 20).tolist())
         q = {f"lead_mib_p{p}": round(mib[min(len(mib) - 1, len(mib) * p // 100)], 3) for p in (5, 50, 95)}
         rows.append({**case, "time_ms_median": sorted(ms)[2], **q})
         print("LEAD", rows[-1], flush=True)
@@ -106,28 +116,32 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="validation/data")
+    parser.add_argument("--readers", action="store_true", help="run 57b's cases: a line read by several followers")
     parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch = campaign.import_gpu()
+    cases, name = (READER_CASES, "l2_reuse_readers") if args.readers else (CASES, "l2_reuse_lag")
     if args.driver:
-        run_cases(CASES, lambda torch, case: lag_launch(torch, case)[0])
+        run_cases(cases, lambda torch, case: lag_launch(torch, case)[0])
         return 0
-    timings = leads(torch, CASES)
-    kernels, runs = profile_until_kernels(__file__, [METRICS], driver_flag="--driver", timeout=500)
+    timings = leads(torch, cases)
+    kernels, runs = profile_until_kernels(__file__, [METRICS], driver_flag="--driver", timeout=500,
+                                          driver_args=("--readers",) if args.readers else ())
     kernels = [k for k in kernels if "reuse_lag" in k.get("Kernel Name", "")]
     record = {"script": "validation/probe_l2_reuse_lag.py", "date": datetime.date.today().isoformat(),
-              "meta": campaign.env_meta(), "stream_mib": STREAM_MIB, "chunk_bytes": CHUNK_BYTES, "cases": CASES,
+              "meta": campaign.env_meta(), "stream_mib": STREAM_MIB, "chunk_bytes": CHUNK_BYTES, "cases": cases,
               "metrics": METRICS, "kernels": kernels, "timings": timings, "ncu_runs": runs}
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"h200_probe_{record['date']}_l2_reuse_lag.json")
+    path = os.path.join(args.out, f"h200_probe_{record['date']}_{name}.json")
     write_json(path, record)
     stream = STREAM_MIB * 2 ** 20
-    for case, kernel, timing in zip(CASES, kernels, timings):
+    for case, kernel, timing in zip(cases, kernels, timings):
         dram = campaign._num(kernel.get("dram__bytes_read.sum")) or 0.0
-        print(f"group {case['group']}, lag {case['lag_mib']} MiB (lead p50 {timing['lead_mib_p50']} MiB): followers "
-              f"re-read {(dram - stream) / stream:.3f} of the stream; {timing['time_ms_median']:.3f} ms")
+        print(f"group {case['group']} x {case.get('followers', 1)} followers, lag {case['lag_mib']} MiB (last "
+              f"follower's lead p50 {timing['lead_mib_p50']} MiB): followers re-read {(dram - stream) / stream:.3f} "
+              f"of the stream; {timing['time_ms_median']:.3f} ms")
     print("wrote", path)
-    return 0 if len(kernels) == len(CASES) else 1
+    return 0 if len(kernels) == len(cases) else 1
 
 
 if __name__ == "__main__":
