@@ -109,9 +109,9 @@ def build_kernel():
                 until = stamp() + wait
                 while stamp() < until:
                     pass
-            if RECORD_CTAS > 0:  # the start of every iteration of the first CTAs (probe_fa_iterations.py)
-                if cta < RECORD_CTAS:
-                    tl.store(iters_ptr + cta * n_tiles + i, stamp())
+            if RECORD_CTAS > 0:  # the start of every iteration of the first CTAs (probe_fa_iterations.py; a row of
+                if cta < RECORD_CTAS:  # the longest walk's length each, for causal walks: probe_fa_causal_walks.py)
+                    tl.store(iters_ptr + cta * (seq_len // BLOCK_N) + i, stamp())
             keys = (n_tiles - 1 - i) * BLOCK_N + tl.arange(0, BLOCK_N)  # last tile first, as FA2 walks
             k = tl.load(k_ptr + base + keys[None, :] * D + cols[:, None])
             v = tl.load(v_ptr + base + keys[:, None] * D + cols[None, :])

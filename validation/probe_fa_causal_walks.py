@@ -1,0 +1,97 @@
+"""When every CTA of a causal FlashAttention-style forward reads each of its K/V tiles (H200, run 58).
+
+Runs 43-44 recorded each CTA's start and end; replay_causal_schedule.py spreads a CTA's tiles evenly between them,
+and on those schedules the model's L2 re-reads K/V half as often as the GPU did (4 heads at 32k: 1.17 against 1.80),
+while it fits streams measured alone (runs 26, 50, 57). This records the real time of every K/V iteration of every
+CTA (probe_fa_phases.py's kernel, RECORD_CTAS = the whole grid: one `%globaltimer` store per iteration), after an L2
+flush, and Nsight Compute measures the DRAM reads of the same instrumented kernel, so that the replay can read each
+tile at its real time (replay_causal_walks.py): is the gap in the schedule within CTAs, or in the L2?
+
+    python validation/probe_fa_causal_walks.py --out validation/data      (needs torch, triton, CUDA and `ncu`)
+
+Writes `h200_probe_<date>_fa_causal_walks.json.gz`: per case every CTA's (sm, start, end) in ns from the first start,
+and its iterations' starts in units of 10 ns from its own start.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import json
+import os
+import sys
+
+from ncu_profile import metric_value, profile_args, profile_until_kernels, run_cases
+from probe_fa_phases import FLUSH_BYTES, iterations, make_call
+from profile_dram_heads import kv_reads_per_head
+
+CASES = [{"heads": h, "seq_len": n, "head_dim": 128, "block_m": 128, "block_n": 64, "warps": 4, "stages": 2,
+          "causal": True} for h, n in ((4, 32768), (8, 32768), (16, 16384))]
+METRICS = ["dram__bytes_read.sum", "dram__bytes_write.sum", "gpu__time_duration.sum"]
+TICK_NS = 10
+
+
+def grid_ctas(case: dict) -> int:
+    return case["seq_len"] // case["block_m"] * case["heads"]
+
+
+def instrumented(torch, case):
+    """The case's callable with every CTA stamping every iteration."""
+    return make_call(torch, case, record_ctas=grid_ctas(case))
+
+
+def record(torch, case: dict) -> dict:
+    """One call after a warm-up call and an L2 flush: per CTA (sm, start, end) and its iterations' offsets."""
+    call = instrumented(torch, case)
+    call()
+    flush = torch.empty(FLUSH_BYTES, dtype=torch.int8, device="cuda")
+    torch.cuda.synchronize()
+    flush.zero_()
+    rec = call()
+    torch.cuda.synchronize()
+    records = rec.view(-1, 3).tolist()
+    stamps = call.iterations.view(grid_ctas(case), -1).tolist()
+    t0 = min(r[1] for r in records)
+    blocks = case["seq_len"] // case["block_m"]
+    walks = []
+    for cta, (sm, start, end) in enumerate(records):
+        n = iterations(case, cta % blocks)
+        walks.append([(s - start) // TICK_NS for s in stamps[cta][:n]])
+    error = call.error()
+    call = flush = None
+    torch.cuda.empty_cache()
+    return {"case": case, "max_abs_error": error, "tick_ns": TICK_NS,
+            "records": [[sm, start - t0, end - t0] for sm, start, end in records], "walks": walks}
+
+
+def main() -> int:
+    args = profile_args(__doc__)
+    if args.driver:
+        run_cases(CASES, instrumented)
+        return 0
+    import torch
+    timelines = [record(torch, case) for case in CASES]
+    for t in timelines:
+        c = t["case"]
+        print(f"H={c['heads']} N={c['seq_len']}: max |error| {t['max_abs_error']:.4f}, "
+              f"{(max(r[2] for r in t['records'])) / 1e3:.0f} us", flush=True)
+    kernels, runs = profile_until_kernels(__file__, [METRICS], driver_flag="--driver", timeout=500)
+    kernels = [k for k in kernels if "forward" in k.get("Kernel Name", "")]
+    for case, kernel in zip(CASES, kernels):
+        read = metric_value(kernel, "dram__bytes_read.sum")
+        print(f"H={case['heads']} N={case['seq_len']}: DRAM {read / 1e9:.3f} GB, "
+              f"{kv_reads_per_head(case, read):.2f} K/V reads per head", flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"h200_probe_{datetime.date.today()}_fa_causal_walks.json.gz")
+    doc = {"script": "validation/probe_fa_causal_walks.py", "cases": CASES, "timelines": timelines,
+           "kernels": [{k: v for k, v in kernel.items() if k.startswith(("dram", "gpu", "Kernel"))}
+                       for kernel in kernels], "ncu_runs": runs}
+    with gzip.open(path + ".tmp", "wt") as f:
+        json.dump(doc, f, separators=(",", ":"))
+    os.replace(path + ".tmp", path)
+    print("->", path)
+    return 0 if len(kernels) == len(CASES) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
