@@ -10,7 +10,8 @@ tile at its real time (replay_causal_walks.py): is the gap in the schedule withi
     python validation/probe_fa_causal_walks.py --out validation/data      (needs torch, triton, CUDA and `ncu`)
 
 Writes `h200_probe_<date>_fa_causal_walks.json.gz`: per case every CTA's (sm, start, end) in ns from the first start,
-and its iterations' starts in units of 10 ns from its own start.
+and its iterations' starts in units of 10 ns: the first from the CTA's start, each later one from the one before.
+(Run 58's file was written with offsets from the CTA's start and turned into these deltas afterwards.)
 """
 
 from __future__ import annotations
@@ -55,12 +56,12 @@ def record(torch, case: dict) -> dict:
     blocks = case["seq_len"] // case["block_m"]
     walks = []
     for cta, (sm, start, end) in enumerate(records):
-        n = iterations(case, cta % blocks)
-        walks.append([(s - start) // TICK_NS for s in stamps[cta][:n]])
+        ticks = [(s - start) // TICK_NS for s in stamps[cta][:iterations(case, cta % blocks)]]
+        walks.append(ticks[:1] + [b - a for a, b in zip(ticks, ticks[1:])])  # deltas: a quarter of the bytes
     error = call.error()
     call = flush = None
     torch.cuda.empty_cache()
-    return {"case": case, "max_abs_error": error, "tick_ns": TICK_NS,
+    return {"case": case, "max_abs_error": error, "tick_ns": TICK_NS, "walks_as": "deltas",
             "records": [[sm, start - t0, end - t0] for sm, start, end in records], "walks": walks}
 
 
@@ -86,7 +87,7 @@ def main() -> int:
     doc = {"script": "validation/probe_fa_causal_walks.py", "cases": CASES, "timelines": timelines,
            "kernels": [{k: v for k, v in kernel.items() if k.startswith(("dram", "gpu", "Kernel"))}
                        for kernel in kernels], "ncu_runs": runs}
-    with gzip.open(path + ".tmp", "wt") as f:
+    with gzip.open(path + ".tmp", "wt", compresslevel=9) as f:
         json.dump(doc, f, separators=(",", ":"))
     os.replace(path + ".tmp", path)
     print("->", path)
