@@ -1,0 +1,77 @@
+"""Replay run 58's causal walks through the model's L2, each tile at the time the GPU's CTA read it.
+
+Run 58 (probe_fa_causal_walks.py) recorded when every CTA of a causal Triton forward started, ended and began each K/V
+iteration, and Nsight Compute counted the kernel's DRAM reads. This reads each CTA's Q at its start, its K and V tiles
+(last first, as the kernel walks) at their iterations' times, and writes its O at its end, through:
+
+- the model's L2 (the engine's at the h200 preset);
+- the same with each CTA's tiles spread evenly between its start and end, as replay_causal_schedule.py does for runs
+  43-44: the difference is what the pace within CTAs does;
+- the two partitions of halved tiles that replay_causal_schedule.py fitted (26.5 MiB each, spread 0.12, copies 0.45).
+
+and prints the K/V reads per head beside the GPU's.
+
+    python validation/replay_causal_walks.py      (no GPU; a few minutes)
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from ncu_profile import metric_value
+from profile_dram_heads import kv_reads_per_head
+from replay_causal_schedule import ModelL2, accesses, partitioned, replayed_kv_reads_per_head
+
+DATA = Path(__file__).resolve().parent / "data" / "h200_probe_2026-12-01_fa_causal_walks.json.gz"
+
+
+def walked_accesses(timeline: dict) -> list[tuple]:
+    """Every access in time order, as replay_causal_schedule.accesses gives them, but each K/V tile at its
+    iteration's recorded start."""
+    case, tick = timeline["case"], timeline["tick_ns"]
+    blocks_per_head = case["seq_len"] // case["block_m"]
+    tile_bytes = case["block_n"] * case["head_dim"] * 2
+    rows_bytes = case["block_m"] * case["head_dim"] * 2
+    events = []
+    for cta, ((sm, start, end), deltas) in enumerate(zip(timeline["records"], timeline["walks"])):
+        head, block = divmod(cta, blocks_per_head)
+        events.append((start, 0, sm, "read", ("Q", head, block), rows_bytes))
+        offset = 0
+        for step, delta in enumerate(deltas):
+            offset += delta
+            for tensor in ("K", "V"):
+                events.append((start + offset * tick, 1, sm, "read", (tensor, head, len(deltas) - 1 - step),
+                               tile_bytes))
+        events.append((end, 2, sm, "write", ("O", head, block), rows_bytes))
+    events.sort(key=lambda e: (e[0], e[1]))
+    return events
+
+
+MODELS = {"model's L2": ModelL2, "two partitions": lambda: partitioned((26.5, 0.12, 0.45))}
+
+
+def replay(args: tuple) -> tuple:
+    index, model, spread_evenly = args
+    timeline = json.loads(gzip.open(DATA).read())["timelines"][index]
+    events = accesses(timeline["case"], timeline["records"]) if spread_evenly else walked_accesses(timeline)
+    return index, model, spread_evenly, replayed_kv_reads_per_head(timeline["case"], events, MODELS[model]())
+
+
+def main() -> None:
+    doc = json.loads(gzip.open(DATA).read())
+    jobs = [(i, model, even) for i in range(len(doc["timelines"])) for model in MODELS for even in (False, True)]
+    with ProcessPoolExecutor(2) as pool:
+        results = {(i, model, even): value for i, model, even, value in pool.map(replay, jobs)}
+    print("K/V reads per head: GPU | " + " | ".join(f"{m}, tiles at their times / spread evenly" for m in MODELS))
+    for i, (timeline, kernel) in enumerate(zip(doc["timelines"], doc["kernels"])):
+        case = timeline["case"]
+        gpu = kv_reads_per_head(case, metric_value(kernel, "dram__bytes_read.sum"))
+        cells = " | ".join(f"{results[(i, m, False)]:.2f} / {results[(i, m, True)]:.2f}" for m in MODELS)
+        print(f"{case['heads']} heads, N = {case['seq_len']}: {gpu:.2f} | {cells}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
