@@ -15,8 +15,11 @@ chunk the leaders really were (the lag is a lower bound: followers that hit run 
     python validation/probe_l2_reuse_lag.py --out validation/data      (needs torch, triton and ncu)
     python validation/probe_l2_reuse_lag.py --readers --out validation/data   (run 57b: k followers, each line
                                                                                read k + 1 times over the lag)
+    python validation/probe_l2_reuse_lag.py --more --out validation/data      (run 59: seven followers; Q- and
+                                                                               O-like side traffic)
 
-Writes `h200_probe_<date>_l2_reuse_lag.json` (`_l2_reuse_readers.json` with --readers).
+Writes `h200_probe_<date>_l2_reuse_lag.json` (`_l2_reuse_readers.json` with --readers, `_l2_reuse_more.json` with
+--more).
 """
 
 from __future__ import annotations
@@ -39,6 +42,13 @@ CASES = [{"group": group, "lag_mib": lag} for group in (66, 132)
 #: the lag, so a line is read k + 1 times with lag / k of new lines between reads.
 READER_CASES = [{"group": 33, "followers": k, "lag_mib": lag} for k in (1, 3)
                 for lag in (14, 20, 26, 32, 40, 48, 64, 80)]
+#: `--more` (run 59): seven follower groups of 16 CTAs (a line read eight times), and one or three followers with side
+#: traffic: for every chunk the leaders read, a fresh half chunk read (like Q) and one written (like O), each by one
+#: leader, as a causal forward reads and writes about as much new Q and O as new K/V.
+SIDE = CHUNK // 2
+MORE_CASES = ([{"group": 16, "followers": 7, "lag_mib": lag} for lag in (14, 20, 26, 32, 40, 48, 64)]
+              + [{"group": 33, "followers": k, "lag_mib": lag, "side": True} for k in (1, 3)
+                 for lag in (8, 14, 20, 26, 32, 40, 48)])
 
 
 def lag_kernel():
@@ -46,8 +56,8 @@ def lag_kernel():
     import triton.language as tl
 
     @triton.jit
-    def reuse_lag(x_ptr, counter_ptr, lead_ptr, out_ptr, n_chunks, lag_chunks, followers, GROUP: tl.constexpr,
-                  CHUNK: tl.constexpr):
+    def reuse_lag(x_ptr, counter_ptr, lead_ptr, out_ptr, q_ptr, o_ptr, n_chunks, lag_chunks, followers,
+                  GROUP: tl.constexpr, CHUNK: tl.constexpr, SIDE: tl.constexpr = 0):
         pid = tl.program_id(0)
         me = pid % GROUP
         group = pid // GROUP  # 0: the leaders; f = 1..followers: at f / followers of the lag
@@ -56,6 +66,9 @@ def lag_kernel():
         if pid < GROUP:  # a leader: read, then count the chunk done
             for c in range(me, n_chunks, GROUP):
                 acc += tl.load(x_ptr + c * CHUNK + offs).to(tl.float32)
+                if SIDE > 0:  # a fresh Q-like half chunk read, and an O-like one written
+                    side_offs = c * SIDE + tl.arange(0, SIDE)
+                    tl.store(o_ptr + side_offs, tl.load(q_ptr + side_offs) + 1)
                 # counted once its data is in (acc is positive, so the comparison adds 0; it only waits)
                 tl.atomic_add(counter_ptr, 1 + (tl.sum(acc, 0) < -1.0).to(tl.int32))
         else:  # a follower: wait until the leaders are its lag ahead of this chunk
@@ -77,6 +90,9 @@ def lag_launch(torch, case):
     x = torch.ones(n_chunks * CHUNK, device="cuda", dtype=torch.bfloat16)
     counter = torch.zeros(1, device="cuda", dtype=torch.int32)
     followers = case.get("followers", 1)
+    side = SIDE if case.get("side") else 0
+    q = torch.ones(max(1, side * n_chunks), device="cuda", dtype=torch.bfloat16)
+    o = torch.empty_like(q)
     lead = torch.zeros(followers * n_chunks, device="cuda", dtype=torch.int32)
     out = torch.empty((1 + followers) * case["group"] * CHUNK, device="cuda", dtype=torch.float32)
     kernel = lag_kernel()
@@ -84,8 +100,8 @@ def lag_launch(torch, case):
 
     def launch():
         counter.zero_()
-        kernel[((1 + followers) * case["group"],)](x, counter, lead, out, n_chunks, lag_chunks, followers,
-                                                  GROUP=case["group"], CHUNK=CHUNK)
+        kernel[((1 + followers) * case["group"],)](x, counter, lead, out, q, o, n_chunks, lag_chunks, followers,
+                                                  GROUP=case["group"], CHUNK=CHUNK, SIDE=side)
     return launch, lead
 
 
@@ -117,16 +133,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="validation/data")
     parser.add_argument("--readers", action="store_true", help="run 57b's cases: a line read by several followers")
+    parser.add_argument("--more", action="store_true", help="run 59's cases: seven followers; side traffic")
     parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch = campaign.import_gpu()
-    cases, name = (READER_CASES, "l2_reuse_readers") if args.readers else (CASES, "l2_reuse_lag")
+    cases, name = ((MORE_CASES, "l2_reuse_more") if args.more else (READER_CASES, "l2_reuse_readers") if args.readers
+                   else (CASES, "l2_reuse_lag"))
     if args.driver:
         run_cases(cases, lambda torch, case: lag_launch(torch, case)[0])
         return 0
     timings = leads(torch, cases)
     kernels, runs = profile_until_kernels(__file__, [METRICS], driver_flag="--driver", timeout=500,
-                                          driver_args=("--readers",) if args.readers else ())
+                                          driver_args=("--more",) if args.more else ("--readers",) if args.readers
+                                          else ())
     kernels = [k for k in kernels if "reuse_lag" in k.get("Kernel Name", "")]
     record = {"script": "validation/probe_l2_reuse_lag.py", "date": datetime.date.today().isoformat(),
               "meta": campaign.env_meta(), "stream_mib": STREAM_MIB, "chunk_bytes": CHUNK_BYTES, "cases": cases,
@@ -136,7 +155,8 @@ def main() -> int:
     write_json(path, record)
     stream = STREAM_MIB * 2 ** 20
     for case, kernel, timing in zip(cases, kernels, timings):
-        dram = campaign._num(kernel.get("dram__bytes_read.sum")) or 0.0
+        side_read = stream // 2 if case.get("side") else 0  # the Q-like reads, each once
+        dram = (campaign._num(kernel.get("dram__bytes_read.sum")) or 0.0) - side_read
         print(f"group {case['group']} x {case.get('followers', 1)} followers, lag {case['lag_mib']} MiB (last "
               f"follower's lead p50 {timing['lead_mib_p50']} MiB): followers re-read {(dram - stream) / stream:.3f} "
               f"of the stream; {timing['time_ms_median']:.3f} ms")
