@@ -14,7 +14,7 @@ import model_l2_reuse_lag as lag_model  # noqa: E402
 
 def _errors(group: int, followers: int) -> list[float]:
     """|model - GPU| of the model's L2 (the h200 preset) at each lag of run 57's pattern, up to 64 MiB."""
-    measured = lag_model.measured_rows()[(group, followers)]
+    measured = lag_model.measured_rows()[(group, followers, False)]
     lags = [lag for lag in sorted(measured) if lag <= 64]
     return [abs(lag_model.replay(lag_model.ModelL2(), lag, followers, group, 16 * 1024, 128) - max(measured[lag], 0.0))
             for lag in lags]
