@@ -8,10 +8,12 @@ flush, and Nsight Compute measures the DRAM reads of the same instrumented kerne
 tile at its real time (replay_causal_walks.py): is the gap in the schedule within CTAs, or in the L2?
 
     python validation/probe_fa_causal_walks.py --out validation/data      (needs torch, triton, CUDA and `ncu`)
+    python validation/probe_fa_causal_walks.py --memory-only --out validation/data   (run 60: the loads alone)
 
-Writes `h200_probe_<date>_fa_causal_walks.json.gz`: per case every CTA's (sm, start, end) in ns from the first start,
-and its iterations' starts in units of 10 ns: the first from the CTA's start, each later one from the one before.
-(Run 58's file was written with offsets from the CTA's start and turned into these deltas afterwards.)
+Writes `h200_probe_<date>_fa_causal_walks.json.gz` (`_fa_causal_walks_memory.json.gz`): per case every CTA's (sm,
+start, end) in ns from the first start, and its iterations' starts in units of 10 ns, the first from the CTA's start
+and each later one from the one before. (Run 58's file was written with offsets from the CTA's start and turned into
+these deltas afterwards.)
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from profile_dram_heads import kv_reads_per_head
 
 CASES = [{"heads": h, "seq_len": n, "head_dim": 128, "block_m": 128, "block_n": 64, "warps": 4, "stages": 2,
           "causal": True} for h, n in ((4, 32768), (8, 32768), (16, 16384))]
+#: `--memory-only` (run 60): the same loads without the arithmetic, each iteration first spinning 2 us (about the
+#: compute kernel's 2.3 us per iteration, so the walks keep its pace), and once without the wait at 4 heads.
+MEMORY_ONLY_CASES = ([{**case, "memory_only": True, "delay": 1, "delay_ns": 2000} for case in CASES]
+                     + [{**CASES[0], "memory_only": True}])
 METRICS = ["dram__bytes_read.sum", "dram__bytes_write.sum", "gpu__time_duration.sum"]
 TICK_NS = 10
 
@@ -66,32 +72,38 @@ def record(torch, case: dict) -> dict:
 
 
 def main() -> int:
+    memory_only = "--memory-only" in sys.argv
+    if memory_only:
+        sys.argv.remove("--memory-only")
+    cases, name = (MEMORY_ONLY_CASES, "fa_causal_walks_memory") if memory_only else (CASES, "fa_causal_walks")
     args = profile_args(__doc__)
     if args.driver:
-        run_cases(CASES, instrumented)
+        run_cases(cases, instrumented)
         return 0
     import torch
-    timelines = [record(torch, case) for case in CASES]
+    timelines = [record(torch, case) for case in cases]
     for t in timelines:
         c = t["case"]
-        print(f"H={c['heads']} N={c['seq_len']}: max |error| {t['max_abs_error']:.4f}, "
+        print(f"H={c['heads']} N={c['seq_len']}{' memory only' if c.get('memory_only') else ''}: max |error| "
+              f"{t['max_abs_error']:.4f}, "
               f"{(max(r[2] for r in t['records'])) / 1e3:.0f} us", flush=True)
-    kernels, runs = profile_until_kernels(__file__, [METRICS], driver_flag="--driver", timeout=500)
+    kernels, runs = profile_until_kernels(__file__, [METRICS], driver_flag="--driver", timeout=500,
+                                          driver_args=("--memory-only",) if memory_only else ())
     kernels = [k for k in kernels if "forward" in k.get("Kernel Name", "")]
-    for case, kernel in zip(CASES, kernels):
+    for case, kernel in zip(cases, kernels):
         read = metric_value(kernel, "dram__bytes_read.sum")
         print(f"H={case['heads']} N={case['seq_len']}: DRAM {read / 1e9:.3f} GB, "
               f"{kv_reads_per_head(case, read):.2f} K/V reads per head", flush=True)
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"h200_probe_{datetime.date.today()}_fa_causal_walks.json.gz")
-    doc = {"script": "validation/probe_fa_causal_walks.py", "cases": CASES, "timelines": timelines,
+    path = os.path.join(args.out, f"h200_probe_{datetime.date.today()}_{name}.json.gz")
+    doc = {"script": "validation/probe_fa_causal_walks.py", "cases": cases, "timelines": timelines,
            "kernels": [{k: v for k, v in kernel.items() if k.startswith(("dram", "gpu", "Kernel"))}
                        for kernel in kernels], "ncu_runs": runs}
     with gzip.open(path + ".tmp", "wt", compresslevel=9) as f:
         json.dump(doc, f, separators=(",", ":"))
     os.replace(path + ".tmp", path)
     print("->", path)
-    return 0 if len(kernels) == len(CASES) else 1
+    return 0 if len(kernels) == len(cases) else 1
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def build_kernel():
     @triton.jit
     def forward(q_ptr, k_ptr, v_ptr, o_ptr, rec_ptr, iters_ptr, seq_len, scale_log2, delay_ns,
                 D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RECORD_CTAS: tl.constexpr = 0,
-                CAUSAL: tl.constexpr = 0, DELAY: tl.constexpr = 0):
+                CAUSAL: tl.constexpr = 0, DELAY: tl.constexpr = 0, MEMORY_ONLY: tl.constexpr = 0):
         mb = tl.program_id(0)
         head = tl.program_id(1)
         cta = head * tl.num_programs(0) + mb
@@ -115,19 +115,25 @@ def build_kernel():
             keys = (n_tiles - 1 - i) * BLOCK_N + tl.arange(0, BLOCK_N)  # last tile first, as FA2 walks
             k = tl.load(k_ptr + base + keys[None, :] * D + cols[:, None])
             v = tl.load(v_ptr + base + keys[:, None] * D + cols[None, :])
-            s = tl.dot(q, k) * scale_log2
-            if CAUSAL:
-                s = tl.where(keys[None, :] <= rows[:, None], s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            if CAUSAL:  # rows whose keys so far are all masked
-                m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            if MEMORY_ONLY:  # the same loads without the arithmetic (probe_fa_causal_walks.py --memory-only)
+                acc += (tl.sum(k.to(tl.float32), 1) + tl.sum(v.to(tl.float32), 0))[None, :]
             else:
-                m_safe = m_new
-            p = tl.exp2(s - m_safe[:, None])
-            alpha = tl.exp2(m_i - m_safe)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(tl.bfloat16), v)
-            m_i = m_new
+                s = tl.dot(q, k) * scale_log2
+                if CAUSAL:
+                    s = tl.where(keys[None, :] <= rows[:, None], s, float("-inf"))
+                m_new = tl.maximum(m_i, tl.max(s, 1))
+                if CAUSAL:  # rows whose keys so far are all masked
+                    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+                else:
+                    m_safe = m_new
+                p = tl.exp2(s - m_safe[:, None])
+                alpha = tl.exp2(m_i - m_safe)
+                l_i = l_i * alpha + tl.sum(p, 1)
+                acc = acc * alpha[:, None] + tl.dot(p.to(tl.bfloat16), v)
+                m_i = m_new
+        if MEMORY_ONLY:
+            acc += tl.sum(q.to(tl.float32), 0)[None, :]  # Q read too
+            l_i = tl.full((BLOCK_M,), 1.0, tl.float32)
         acc = acc / l_i[:, None]
         tl.store(o_ptr + base + rows[:, None] * D + cols[None, :], acc.to(tl.bfloat16))
         end = stamp()
@@ -158,6 +164,7 @@ def make_call(torch, case, record_ctas: int = 0):
         call.compiled = kernel[grid](q, k, v, o, rec, iterations, case["seq_len"], scale_log2, case.get("delay_ns", 0),
                                      D=case["head_dim"], BLOCK_M=case["block_m"], BLOCK_N=case["block_n"],
                                      RECORD_CTAS=record_ctas, CAUSAL=int(causal), DELAY=case.get("delay", 0),
+                                     MEMORY_ONLY=int(case.get("memory_only", 0)),
                                      num_warps=case["warps"], num_stages=case["stages"])
         return rec
     call.iterations = iterations
