@@ -11,13 +11,14 @@ iteration, and Nsight Compute counted the kernel's DRAM reads. This reads each C
 
 and prints the K/V reads per head beside the GPU's.
 
-    python validation/replay_causal_walks.py      (no GPU; a few minutes)
+    python validation/replay_causal_walks.py [--memory-only]     (no GPU; a minute; run 60's walks with --memory-only)
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from profile_dram_heads import kv_reads_per_head
 from replay_causal_schedule import ModelL2, accesses, partitioned, replayed_kv_reads_per_head
 
 DATA = Path(__file__).resolve().parent / "data" / "h200_probe_2026-12-01_fa_causal_walks.json.gz"
+#: Run 60 (`--memory-only`): the same walks' loads without the arithmetic.
+MEMORY_ONLY_DATA = DATA.with_name("h200_probe_2026-12-01_fa_causal_walks_memory.json.gz")
 
 
 def walked_accesses(timeline: dict) -> list[tuple]:
@@ -54,15 +57,16 @@ MODELS = {"model's L2": ModelL2, "two partitions": lambda: partitioned((26.5, 0.
 
 
 def replay(args: tuple) -> tuple:
-    index, model, spread_evenly = args
-    timeline = json.loads(gzip.open(DATA).read())["timelines"][index]
+    path, index, model, spread_evenly = args
+    timeline = json.loads(gzip.open(path).read())["timelines"][index]
     events = accesses(timeline["case"], timeline["records"]) if spread_evenly else walked_accesses(timeline)
     return index, model, spread_evenly, replayed_kv_reads_per_head(timeline["case"], events, MODELS[model]())
 
 
 def main() -> None:
-    doc = json.loads(gzip.open(DATA).read())
-    jobs = [(i, model, even) for i in range(len(doc["timelines"])) for model in MODELS for even in (False, True)]
+    path = MEMORY_ONLY_DATA if "--memory-only" in sys.argv else DATA
+    doc = json.loads(gzip.open(path).read())
+    jobs = [(path, i, model, even) for i in range(len(doc["timelines"])) for model in MODELS for even in (False, True)]
     with ProcessPoolExecutor(2) as pool:
         results = {(i, model, even): value for i, model, even, value in pool.map(replay, jobs)}
     print("K/V reads per head: GPU | " + " | ".join(f"{m}, tiles at their times / spread evenly" for m in MODELS))
@@ -70,7 +74,8 @@ def main() -> None:
         case = timeline["case"]
         gpu = kv_reads_per_head(case, metric_value(kernel, "dram__bytes_read.sum"))
         cells = " | ".join(f"{results[(i, m, False)]:.2f} / {results[(i, m, True)]:.2f}" for m in MODELS)
-        print(f"{case['heads']} heads, N = {case['seq_len']}: {gpu:.2f} | {cells}", flush=True)
+        paced = f", waits {case['delay_ns']} ns per iteration" if case.get("delay") else ""
+        print(f"{case['heads']} heads, N = {case['seq_len']}{paced}: {gpu:.2f} | {cells}", flush=True)
 
 
 if __name__ == "__main__":
