@@ -9,8 +9,9 @@ tile at its real time (replay_causal_walks.py): is the gap in the schedule withi
 
     python validation/probe_fa_causal_walks.py --out validation/data      (needs torch, triton, CUDA and `ncu`)
     python validation/probe_fa_causal_walks.py --memory-only --out validation/data   (run 60: the loads alone)
+    python validation/probe_fa_causal_walks.py --bisect --out validation/data        (run 61: walked up, or K alone)
 
-Writes `h200_probe_<date>_fa_causal_walks.json.gz` (`_fa_causal_walks_memory.json.gz`): per case every CTA's (sm,
+Writes `h200_probe_<date>_fa_causal_walks.json.gz` (`_memory`, `_bisect`): per case every CTA's (sm,
 start, end) in ns from the first start, and its iterations' starts in units of 10 ns, the first from the CTA's start
 and each later one from the one before. (Run 58's file was written with offsets from the CTA's start and turned into
 these deltas afterwards.)
@@ -34,6 +35,8 @@ CASES = [{"heads": h, "seq_len": n, "head_dim": 128, "block_m": 128, "block_n": 
 #: compute kernel's 2.3 us per iteration, so the walks keep its pace), and once without the wait at 4 heads.
 MEMORY_ONLY_CASES = ([{**case, "memory_only": True, "delay": 1, "delay_ns": 2000} for case in CASES]
                      + [{**CASES[0], "memory_only": True}])
+#: `--bisect` (run 61): the 2 us-paced loads of run 60 at 4 and 16 heads, walked first tile first, or K alone.
+BISECT_CASES = [{**MEMORY_ONLY_CASES[i], **change} for i in (0, 2) for change in ({"walk_up": True}, {"k_only": True})]
 METRICS = ["dram__bytes_read.sum", "dram__bytes_write.sum", "gpu__time_duration.sum"]
 TICK_NS = 10
 
@@ -72,10 +75,11 @@ def record(torch, case: dict) -> dict:
 
 
 def main() -> int:
-    memory_only = "--memory-only" in sys.argv
-    if memory_only:
-        sys.argv.remove("--memory-only")
-    cases, name = (MEMORY_ONLY_CASES, "fa_causal_walks_memory") if memory_only else (CASES, "fa_causal_walks")
+    mode = next((flag for flag in ("--memory-only", "--bisect") if flag in sys.argv), None)
+    if mode:
+        sys.argv.remove(mode)
+    cases, name = {"--memory-only": (MEMORY_ONLY_CASES, "fa_causal_walks_memory"),
+                   "--bisect": (BISECT_CASES, "fa_causal_walks_bisect")}.get(mode, (CASES, "fa_causal_walks"))
     args = profile_args(__doc__)
     if args.driver:
         run_cases(cases, instrumented)
@@ -84,11 +88,12 @@ def main() -> int:
     timelines = [record(torch, case) for case in cases]
     for t in timelines:
         c = t["case"]
-        print(f"H={c['heads']} N={c['seq_len']}{' memory only' if c.get('memory_only') else ''}: max |error| "
+        kind = "".join(f" {k}" for k in ("memory_only", "walk_up", "k_only") if c.get(k))
+        print(f"H={c['heads']} N={c['seq_len']}{kind}: max |error| "
               f"{t['max_abs_error']:.4f}, "
               f"{(max(r[2] for r in t['records'])) / 1e3:.0f} us", flush=True)
     kernels, runs = profile_until_kernels(__file__, [METRICS], driver_flag="--driver", timeout=500,
-                                          driver_args=("--memory-only",) if memory_only else ())
+                                          driver_args=(mode,) if mode else ())
     kernels = [k for k in kernels if "forward" in k.get("Kernel Name", "")]
     for case, kernel in zip(cases, kernels):
         read = metric_value(kernel, "dram__bytes_read.sum")

@@ -84,7 +84,8 @@ def build_kernel():
     @triton.jit
     def forward(q_ptr, k_ptr, v_ptr, o_ptr, rec_ptr, iters_ptr, seq_len, scale_log2, delay_ns,
                 D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RECORD_CTAS: tl.constexpr = 0,
-                CAUSAL: tl.constexpr = 0, DELAY: tl.constexpr = 0, MEMORY_ONLY: tl.constexpr = 0):
+                CAUSAL: tl.constexpr = 0, DELAY: tl.constexpr = 0, MEMORY_ONLY: tl.constexpr = 0,
+                WALK_UP: tl.constexpr = 0, K_ONLY: tl.constexpr = 0):
         mb = tl.program_id(0)
         head = tl.program_id(1)
         cta = head * tl.num_programs(0) + mb
@@ -112,12 +113,18 @@ def build_kernel():
             if RECORD_CTAS > 0:  # the start of every iteration of the first CTAs (probe_fa_iterations.py; a row of
                 if cta < RECORD_CTAS:  # the longest walk's length each, for causal walks: probe_fa_causal_walks.py)
                     tl.store(iters_ptr + cta * (seq_len // BLOCK_N) + i, stamp())
-            keys = (n_tiles - 1 - i) * BLOCK_N + tl.arange(0, BLOCK_N)  # last tile first, as FA2 walks
+            if WALK_UP:  # first tile first (probe_fa_causal_walks.py --bisect)
+                keys = i * BLOCK_N + tl.arange(0, BLOCK_N)
+            else:
+                keys = (n_tiles - 1 - i) * BLOCK_N + tl.arange(0, BLOCK_N)  # last tile first, as FA2 walks
             k = tl.load(k_ptr + base + keys[None, :] * D + cols[:, None])
-            v = tl.load(v_ptr + base + keys[:, None] * D + cols[None, :])
-            if MEMORY_ONLY:  # the same loads without the arithmetic (probe_fa_causal_walks.py --memory-only)
+            if MEMORY_ONLY and K_ONLY:  # K's loads alone (--bisect)
+                acc += tl.sum(k.to(tl.float32), 1)[None, :]
+            elif MEMORY_ONLY:  # the same loads without the arithmetic (probe_fa_causal_walks.py --memory-only)
+                v = tl.load(v_ptr + base + keys[:, None] * D + cols[None, :])
                 acc += (tl.sum(k.to(tl.float32), 1) + tl.sum(v.to(tl.float32), 0))[None, :]
             else:
+                v = tl.load(v_ptr + base + keys[:, None] * D + cols[None, :])
                 s = tl.dot(q, k) * scale_log2
                 if CAUSAL:
                     s = tl.where(keys[None, :] <= rows[:, None], s, float("-inf"))
@@ -165,6 +172,7 @@ def make_call(torch, case, record_ctas: int = 0):
                                      D=case["head_dim"], BLOCK_M=case["block_m"], BLOCK_N=case["block_n"],
                                      RECORD_CTAS=record_ctas, CAUSAL=int(causal), DELAY=case.get("delay", 0),
                                      MEMORY_ONLY=int(case.get("memory_only", 0)),
+                                     WALK_UP=int(case.get("walk_up", 0)), K_ONLY=int(case.get("k_only", 0)),
                                      num_warps=case["warps"], num_stages=case["stages"])
         return rec
     call.iterations = iterations

@@ -11,7 +11,7 @@ iteration, and Nsight Compute counted the kernel's DRAM reads. This reads each C
 
 and prints the K/V reads per head beside the GPU's.
 
-    python validation/replay_causal_walks.py [--memory-only]     (no GPU; a minute; run 60's walks with --memory-only)
+    python validation/replay_causal_walks.py [--memory-only | --bisect]     (no GPU; a minute; runs 60 / 61)
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from replay_causal_schedule import ModelL2, accesses, partitioned, replayed_kv_r
 DATA = Path(__file__).resolve().parent / "data" / "h200_probe_2026-12-01_fa_causal_walks.json.gz"
 #: Run 60 (`--memory-only`): the same walks' loads without the arithmetic.
 MEMORY_ONLY_DATA = DATA.with_name("h200_probe_2026-12-01_fa_causal_walks_memory.json.gz")
+#: Run 61 (`--bisect`): those loads walked first tile first, or K alone.
+BISECT_DATA = DATA.with_name("h200_probe_2026-12-01_fa_causal_walks_bisect.json.gz")
 
 
 def walked_accesses(timeline: dict) -> list[tuple]:
@@ -38,6 +40,7 @@ def walked_accesses(timeline: dict) -> list[tuple]:
     blocks_per_head = case["seq_len"] // case["block_m"]
     tile_bytes = case["block_n"] * case["head_dim"] * 2
     rows_bytes = case["block_m"] * case["head_dim"] * 2
+    tensors = ("K",) if case.get("k_only") else ("K", "V")
     events = []
     for cta, ((sm, start, end), deltas) in enumerate(zip(timeline["records"], timeline["walks"])):
         head, block = divmod(cta, blocks_per_head)
@@ -45,9 +48,9 @@ def walked_accesses(timeline: dict) -> list[tuple]:
         offset = 0
         for step, delta in enumerate(deltas):
             offset += delta
-            for tensor in ("K", "V"):
-                events.append((start + offset * tick, 1, sm, "read", (tensor, head, len(deltas) - 1 - step),
-                               tile_bytes))
+            tile = step if case.get("walk_up") else len(deltas) - 1 - step
+            for tensor in tensors:
+                events.append((start + offset * tick, 1, sm, "read", (tensor, head, tile), tile_bytes))
         events.append((end, 2, sm, "write", ("O", head, block), rows_bytes))
     events.sort(key=lambda e: (e[0], e[1]))
     return events
@@ -56,15 +59,24 @@ def walked_accesses(timeline: dict) -> list[tuple]:
 MODELS = {"model's L2": ModelL2, "two partitions": lambda: partitioned((26.5, 0.12, 0.45))}
 
 
+def reads_per_head(case: dict, kv_reads: float) -> float:
+    """K/V reads per head as kv_reads_per_head counts them (over one read of K and V), or K's where the case loads K
+    alone (`k_only`)."""
+    return 2 * kv_reads if case.get("k_only") else kv_reads
+
+
 def replay(args: tuple) -> tuple:
     path, index, model, spread_evenly = args
     timeline = json.loads(gzip.open(path).read())["timelines"][index]
-    events = accesses(timeline["case"], timeline["records"]) if spread_evenly else walked_accesses(timeline)
-    return index, model, spread_evenly, replayed_kv_reads_per_head(timeline["case"], events, MODELS[model]())
+    case = timeline["case"]
+    if spread_evenly and (case.get("walk_up") or case.get("k_only")):
+        return index, model, spread_evenly, float("nan")  # accesses() walks K and V down
+    events = accesses(case, timeline["records"]) if spread_evenly else walked_accesses(timeline)
+    return index, model, spread_evenly, reads_per_head(case, replayed_kv_reads_per_head(case, events, MODELS[model]()))
 
 
 def main() -> None:
-    path = MEMORY_ONLY_DATA if "--memory-only" in sys.argv else DATA
+    path = MEMORY_ONLY_DATA if "--memory-only" in sys.argv else BISECT_DATA if "--bisect" in sys.argv else DATA
     doc = json.loads(gzip.open(path).read())
     jobs = [(path, i, model, even) for i in range(len(doc["timelines"])) for model in MODELS for even in (False, True)]
     with ProcessPoolExecutor(2) as pool:
@@ -72,9 +84,11 @@ def main() -> None:
     print("K/V reads per head: GPU | " + " | ".join(f"{m}, tiles at their times / spread evenly" for m in MODELS))
     for i, (timeline, kernel) in enumerate(zip(doc["timelines"], doc["kernels"])):
         case = timeline["case"]
-        gpu = kv_reads_per_head(case, metric_value(kernel, "dram__bytes_read.sum"))
+        gpu = reads_per_head(case, kv_reads_per_head(case, metric_value(kernel, "dram__bytes_read.sum")))
         cells = " | ".join(f"{results[(i, m, False)]:.2f} / {results[(i, m, True)]:.2f}" for m in MODELS)
         paced = f", waits {case['delay_ns']} ns per iteration" if case.get("delay") else ""
+        paced += ", first tile first" if case.get("walk_up") else ""
+        paced += ", K alone (its reads per head)" if case.get("k_only") else ""
         print(f"{case['heads']} heads, N = {case['seq_len']}{paced}: {gpu:.2f} | {cells}", flush=True)
 
 
