@@ -10,8 +10,9 @@ tile at its real time (replay_causal_walks.py): is the gap in the schedule withi
     python validation/probe_fa_causal_walks.py --out validation/data      (needs torch, triton, CUDA and `ncu`)
     python validation/probe_fa_causal_walks.py --memory-only --out validation/data   (run 60: the loads alone)
     python validation/probe_fa_causal_walks.py --bisect --out validation/data        (run 61: walked up, or K alone)
+    python validation/probe_fa_causal_walks.py --gap --out validation/data           (run 62: V at an odd gap)
 
-Writes `h200_probe_<date>_fa_causal_walks.json.gz` (`_memory`, `_bisect`): per case every CTA's (sm,
+Writes `h200_probe_<date>_fa_causal_walks.json.gz` (`_memory`, `_bisect`, `_gap`): per case every CTA's (sm,
 start, end) in ns from the first start, and its iterations' starts in units of 10 ns, the first from the CTA's start
 and each later one from the one before. (Run 58's file was written with offsets from the CTA's start and turned into
 these deltas afterwards.)
@@ -37,6 +38,9 @@ MEMORY_ONLY_CASES = ([{**case, "memory_only": True, "delay": 1, "delay_ns": 2000
                      + [{**CASES[0], "memory_only": True}])
 #: `--bisect` (run 61): the 2 us-paced loads of run 60 at 4 and 16 heads, walked first tile first, or K alone.
 BISECT_CASES = [{**MEMORY_ONLY_CASES[i], **change} for i in (0, 2) for change in ({"walk_up": True}, {"k_only": True})]
+#: `--gap` (run 62): run 60's paced 4-head loads again, and with V 1 MiB + 48 KiB past K's end in one buffer (run 60's
+#: separate tensors of 32 MiB may sit a power of two apart).
+GAP_CASES = [MEMORY_ONLY_CASES[0], {**MEMORY_ONLY_CASES[0], "kv_gap_bytes": (1 << 20) + 48 * 1024}]
 METRICS = ["dram__bytes_read.sum", "dram__bytes_write.sum", "gpu__time_duration.sum"]
 TICK_NS = 10
 
@@ -75,11 +79,12 @@ def record(torch, case: dict) -> dict:
 
 
 def main() -> int:
-    mode = next((flag for flag in ("--memory-only", "--bisect") if flag in sys.argv), None)
+    mode = next((flag for flag in ("--memory-only", "--bisect", "--gap") if flag in sys.argv), None)
     if mode:
         sys.argv.remove(mode)
     cases, name = {"--memory-only": (MEMORY_ONLY_CASES, "fa_causal_walks_memory"),
-                   "--bisect": (BISECT_CASES, "fa_causal_walks_bisect")}.get(mode, (CASES, "fa_causal_walks"))
+                   "--bisect": (BISECT_CASES, "fa_causal_walks_bisect"),
+                   "--gap": (GAP_CASES, "fa_causal_walks_gap")}.get(mode, (CASES, "fa_causal_walks"))
     args = profile_args(__doc__)
     if args.driver:
         run_cases(cases, instrumented)

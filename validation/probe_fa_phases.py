@@ -160,6 +160,10 @@ def make_call(torch, case, record_ctas: int = 0):
     kernel = build_kernel()
     shape = (case["heads"], case["seq_len"], case["head_dim"])
     q, k, v = (torch.randn(*shape, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    if case.get("kv_gap_bytes"):  # K and V in one buffer, V that many bytes past K's end (probe_fa_causal_walks.py)
+        n, gap = k.numel(), case["kv_gap_bytes"] // 2
+        kv = torch.randn(2 * n + gap, device="cuda", dtype=torch.bfloat16)
+        k, v = kv[:n].view(shape), kv[n + gap:].view(shape)
     o = torch.empty_like(q)
     grid = (case["seq_len"] // case["block_m"], case["heads"])
     rec = torch.zeros(grid[0] * grid[1] * 3, device="cuda", dtype=torch.int64)
