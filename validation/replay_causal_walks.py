@@ -11,7 +11,7 @@ iteration, and Nsight Compute counted the kernel's DRAM reads. This reads each C
 
 and prints the K/V reads per head beside the GPU's.
 
-    python validation/replay_causal_walks.py [--memory-only | --bisect]     (no GPU; a minute; runs 60 / 61)
+    python validation/replay_causal_walks.py [--memory-only | --bisect | --gap]   (no GPU; a minute; runs 60-62)
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ DATA = Path(__file__).resolve().parent / "data" / "h200_probe_2026-12-01_fa_caus
 MEMORY_ONLY_DATA = DATA.with_name("h200_probe_2026-12-01_fa_causal_walks_memory.json.gz")
 #: Run 61 (`--bisect`): those loads walked first tile first, or K alone.
 BISECT_DATA = DATA.with_name("h200_probe_2026-12-01_fa_causal_walks_bisect.json.gz")
+#: Run 62 (`--gap`): run 60's 4-head case again, and with V at an odd gap past K.
+GAP_DATA = DATA.with_name("h200_probe_2026-12-01_fa_causal_walks_gap.json.gz")
 
 
 def walked_accesses(timeline: dict) -> list[tuple]:
@@ -76,7 +78,8 @@ def replay(args: tuple) -> tuple:
 
 
 def main() -> None:
-    path = MEMORY_ONLY_DATA if "--memory-only" in sys.argv else BISECT_DATA if "--bisect" in sys.argv else DATA
+    path = {"--memory-only": MEMORY_ONLY_DATA, "--bisect": BISECT_DATA, "--gap": GAP_DATA}.get(
+        next((a for a in sys.argv[1:] if a.startswith("--")), None), DATA)
     doc = json.loads(gzip.open(path).read())
     jobs = [(path, i, model, even) for i in range(len(doc["timelines"])) for model in MODELS for even in (False, True)]
     with ProcessPoolExecutor(2) as pool:
@@ -89,6 +92,7 @@ def main() -> None:
         paced = f", waits {case['delay_ns']} ns per iteration" if case.get("delay") else ""
         paced += ", first tile first" if case.get("walk_up") else ""
         paced += ", K alone (its reads per head)" if case.get("k_only") else ""
+        paced += f", V {case['kv_gap_bytes']} bytes past K" if case.get("kv_gap_bytes") else ""
         print(f"{case['heads']} heads, N = {case['seq_len']}{paced}: {gpu:.2f} | {cells}", flush=True)
 
 
