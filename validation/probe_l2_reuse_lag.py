@@ -29,7 +29,7 @@ import os
 import sys
 
 import measure_h200 as campaign
-from ncu_profile import profile_until_kernels, run_cases, write_json
+from ncu_profile import event_timings, profile_until_kernels, run_cases, write_json
 
 STREAM_MIB = 128
 CHUNK = 8192  # bf16 elements a CTA reads per step (16 KiB)
@@ -105,25 +105,23 @@ def lag_launch(torch, case):
     return launch, lead
 
 
-def leads(torch, cases) -> list[dict]:
+def leads(cases) -> list[dict]:
     """Without the profiler: each case's time (CUDA events, median of 5 after a warm-up) and the leaders' lead over
     the followers' chunks in MiB (quantiles)."""
+    buffers = {}
+
+    def launch_keeping_lead(torch, case):
+        launch, buffers["lead"] = lag_launch(torch, case)
+        return launch
+
     rows = []
     for case in cases:
-        launch, lead = lag_launch(torch, case)
-        launch()
-        ms = []
-        for _ in range(5):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            launch()
-            end.record()
-            torch.cuda.synchronize()
-            ms.append(start.elapsed_time(end))
+        (row,) = event_timings([case], launch_keeping_lead, warmup=1, repeats=5)
+        lead = buffers.pop("lead")
         mib = sorted((lead[-(lead.numel() // case.get("followers", 1)):].float() * CHUNK_BYTES / 2 ** 20).tolist())
-        q = {f"lead_mib_p{p}": round(mib[min(len(mib) - 1, len(mib) * p // 100)], 3) for p in (5, 50, 95)}
-        rows.append({**case, "time_ms_median": sorted(ms)[2], **q})
-        print("LEAD", rows[-1], flush=True)
+        row.update({f"lead_mib_p{p}": round(mib[min(len(mib) - 1, len(mib) * p // 100)], 3) for p in (5, 50, 95)})
+        rows.append(row)
+        print("LEAD", row, flush=True)
     return rows
 
 
@@ -136,13 +134,13 @@ def main() -> int:
     parser.add_argument("--more", action="store_true", help="run 59's cases: seven followers; side traffic")
     parser.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch = campaign.import_gpu()
+    campaign.import_gpu()
     cases, name = ((MORE_CASES, "l2_reuse_more") if args.more else (READER_CASES, "l2_reuse_readers") if args.readers
                    else (CASES, "l2_reuse_lag"))
     if args.driver:
         run_cases(cases, lambda torch, case: lag_launch(torch, case)[0])
         return 0
-    timings = leads(torch, cases)
+    timings = leads(cases)
     kernels, runs = profile_until_kernels(__file__, [METRICS], driver_flag="--driver", timeout=500,
                                           driver_args=("--more",) if args.more else ("--readers",) if args.readers
                                           else ())
