@@ -11,8 +11,9 @@ tile at its real time (replay_causal_walks.py): is the gap in the schedule withi
     python validation/probe_fa_causal_walks.py --memory-only --out validation/data   (run 60: the loads alone)
     python validation/probe_fa_causal_walks.py --bisect --out validation/data        (run 61: walked up, or K alone)
     python validation/probe_fa_causal_walks.py --gap --out validation/data           (run 62: V at an odd gap)
+    python validation/probe_fa_causal_walks.py --no-qo --out validation/data         (run 63: no Q or O traffic)
 
-Writes `h200_probe_<date>_fa_causal_walks.json.gz` (`_memory`, `_bisect`, `_gap`): per case every CTA's (sm,
+Writes `h200_probe_<date>_fa_causal_walks.json.gz` (`_memory`, `_bisect`, `_gap`, `_no_qo`): per case every CTA's (sm,
 start, end) in ns from the first start, and its iterations' starts in units of 10 ns, the first from the CTA's start
 and each later one from the one before. (Run 58's file was written with offsets from the CTA's start and turned into
 these deltas afterwards.)
@@ -41,6 +42,8 @@ BISECT_CASES = [{**MEMORY_ONLY_CASES[i], **change} for i in (0, 2) for change in
 #: `--gap` (run 62): run 60's paced 4-head loads again, and with V 1 MiB + 48 KiB past K's end in one buffer (run 60's
 #: separate tensors of 32 MiB may sit a power of two apart).
 GAP_CASES = [MEMORY_ONLY_CASES[0], {**MEMORY_ONLY_CASES[0], "kv_gap_bytes": (1 << 20) + 48 * 1024}]
+#: `--no-qo` (run 63): run 60's paced loads at 4 and 16 heads without Q's reads and O's writes (one row of O per CTA).
+NO_QO_CASES = [{**MEMORY_ONLY_CASES[i], "no_qo": True} for i in (0, 2)]
 METRICS = ["dram__bytes_read.sum", "dram__bytes_write.sum", "gpu__time_duration.sum"]
 TICK_NS = 10
 
@@ -79,12 +82,13 @@ def record(torch, case: dict) -> dict:
 
 
 def main() -> int:
-    mode = next((flag for flag in ("--memory-only", "--bisect", "--gap") if flag in sys.argv), None)
+    mode = next((flag for flag in ("--memory-only", "--bisect", "--gap", "--no-qo") if flag in sys.argv), None)
     if mode:
         sys.argv.remove(mode)
     cases, name = {"--memory-only": (MEMORY_ONLY_CASES, "fa_causal_walks_memory"),
                    "--bisect": (BISECT_CASES, "fa_causal_walks_bisect"),
-                   "--gap": (GAP_CASES, "fa_causal_walks_gap")}.get(mode, (CASES, "fa_causal_walks"))
+                   "--gap": (GAP_CASES, "fa_causal_walks_gap"),
+                   "--no-qo": (NO_QO_CASES, "fa_causal_walks_no_qo")}.get(mode, (CASES, "fa_causal_walks"))
     args = profile_args(__doc__)
     if args.driver:
         run_cases(cases, instrumented)
@@ -93,7 +97,7 @@ def main() -> int:
     timelines = [record(torch, case) for case in cases]
     for t in timelines:
         c = t["case"]
-        kind = "".join(f" {k}" for k in ("memory_only", "walk_up", "k_only") if c.get(k))
+        kind = "".join(f" {k}" for k in ("memory_only", "walk_up", "k_only", "no_qo") if c.get(k))
         print(f"H={c['heads']} N={c['seq_len']}{kind}: max |error| "
               f"{t['max_abs_error']:.4f}, "
               f"{(max(r[2] for r in t['records'])) / 1e3:.0f} us", flush=True)

@@ -85,7 +85,7 @@ def build_kernel():
     def forward(q_ptr, k_ptr, v_ptr, o_ptr, rec_ptr, iters_ptr, seq_len, scale_log2, delay_ns,
                 D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RECORD_CTAS: tl.constexpr = 0,
                 CAUSAL: tl.constexpr = 0, DELAY: tl.constexpr = 0, MEMORY_ONLY: tl.constexpr = 0,
-                WALK_UP: tl.constexpr = 0, K_ONLY: tl.constexpr = 0):
+                WALK_UP: tl.constexpr = 0, K_ONLY: tl.constexpr = 0, NO_QO: tl.constexpr = 0):
         mb = tl.program_id(0)
         head = tl.program_id(1)
         cta = head * tl.num_programs(0) + mb
@@ -93,7 +93,10 @@ def build_kernel():
         base = head.to(tl.int64) * seq_len * D
         rows = mb * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = tl.arange(0, D)
-        q = tl.load(q_ptr + base + rows[:, None] * D + cols[None, :])
+        if NO_QO:  # no Q read and one row of O written (probe_fa_causal_walks.py --no-qo)
+            q = tl.zeros((BLOCK_M, D), tl.bfloat16)
+        else:
+            q = tl.load(q_ptr + base + rows[:, None] * D + cols[None, :])
         m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
         l_i = tl.zeros((BLOCK_M,), tl.float32)
         acc = tl.zeros((BLOCK_M, D), tl.float32)
@@ -142,7 +145,10 @@ def build_kernel():
             acc += tl.sum(q.to(tl.float32), 0)[None, :]  # Q read too
             l_i = tl.full((BLOCK_M,), 1.0, tl.float32)
         acc = acc / l_i[:, None]
-        tl.store(o_ptr + base + rows[:, None] * D + cols[None, :], acc.to(tl.bfloat16))
+        if NO_QO:
+            tl.store(o_ptr + base + mb * BLOCK_M * D + cols, tl.sum(acc, 0).to(tl.bfloat16))
+        else:
+            tl.store(o_ptr + base + rows[:, None] * D + cols[None, :], acc.to(tl.bfloat16))
         end = stamp()
         tl.store(rec_ptr + cta * 3, sm_id().to(tl.int64))
         tl.store(rec_ptr + cta * 3 + 1, start)
@@ -177,6 +183,7 @@ def make_call(torch, case, record_ctas: int = 0):
                                      RECORD_CTAS=record_ctas, CAUSAL=int(causal), DELAY=case.get("delay", 0),
                                      MEMORY_ONLY=int(case.get("memory_only", 0)),
                                      WALK_UP=int(case.get("walk_up", 0)), K_ONLY=int(case.get("k_only", 0)),
+                                     NO_QO=int(case.get("no_qo", 0)),
                                      num_warps=case["warps"], num_stages=case["stages"])
         return rec
     call.iterations = iterations

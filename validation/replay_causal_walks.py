@@ -11,7 +11,8 @@ iteration, and Nsight Compute counted the kernel's DRAM reads. This reads each C
 
 and prints the K/V reads per head beside the GPU's.
 
-    python validation/replay_causal_walks.py [--memory-only | --bisect | --gap]   (no GPU; a minute; runs 60-62)
+    python validation/replay_causal_walks.py [--memory-only | --bisect | --gap | --no-qo]   (no GPU; a minute; runs
+                                                                                           60-63)
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ MEMORY_ONLY_DATA = DATA.with_name("h200_probe_2026-12-01_fa_causal_walks_memory.
 BISECT_DATA = DATA.with_name("h200_probe_2026-12-01_fa_causal_walks_bisect.json.gz")
 #: Run 62 (`--gap`): run 60's 4-head case again, and with V at an odd gap past K.
 GAP_DATA = DATA.with_name("h200_probe_2026-12-01_fa_causal_walks_gap.json.gz")
+#: Run 63 (`--no-qo`): run 60's paced loads without Q's reads and O's writes.
+NO_QO_DATA = DATA.with_name("h200_probe_2026-12-01_fa_causal_walks_no_qo.json.gz")
 
 
 def walked_accesses(timeline: dict) -> list[tuple]:
@@ -46,14 +49,16 @@ def walked_accesses(timeline: dict) -> list[tuple]:
     events = []
     for cta, ((sm, start, end), deltas) in enumerate(zip(timeline["records"], timeline["walks"])):
         head, block = divmod(cta, blocks_per_head)
-        events.append((start, 0, sm, "read", ("Q", head, block), rows_bytes))
+        if not case.get("no_qo"):
+            events.append((start, 0, sm, "read", ("Q", head, block), rows_bytes))
         offset = 0
         for step, delta in enumerate(deltas):
             offset += delta
             tile = step if case.get("walk_up") else len(deltas) - 1 - step
             for tensor in tensors:
                 events.append((start + offset * tick, 1, sm, "read", (tensor, head, tile), tile_bytes))
-        events.append((end, 2, sm, "write", ("O", head, block), rows_bytes))
+        if not case.get("no_qo"):
+            events.append((end, 2, sm, "write", ("O", head, block), rows_bytes))
     events.sort(key=lambda e: (e[0], e[1]))
     return events
 
@@ -78,7 +83,7 @@ def replay(args: tuple) -> tuple:
 
 
 def main() -> None:
-    path = {"--memory-only": MEMORY_ONLY_DATA, "--bisect": BISECT_DATA, "--gap": GAP_DATA}.get(
+    path = {"--memory-only": MEMORY_ONLY_DATA, "--bisect": BISECT_DATA, "--gap": GAP_DATA, "--no-qo": NO_QO_DATA}.get(
         next((a for a in sys.argv[1:] if a.startswith("--")), None), DATA)
     doc = json.loads(gzip.open(path).read())
     jobs = [(path, i, model, even) for i in range(len(doc["timelines"])) for model in MODELS for even in (False, True)]
@@ -93,6 +98,7 @@ def main() -> None:
         paced += ", first tile first" if case.get("walk_up") else ""
         paced += ", K alone (its reads per head)" if case.get("k_only") else ""
         paced += f", V {case['kv_gap_bytes']} bytes past K" if case.get("kv_gap_bytes") else ""
+        paced += ", no Q or O traffic" if case.get("no_qo") else ""
         print(f"{case['heads']} heads, N = {case['seq_len']}{paced}: {gpu:.2f} | {cells}", flush=True)
 
 
