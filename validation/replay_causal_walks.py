@@ -92,7 +92,10 @@ def main() -> None:
     print("K/V reads per head: GPU | " + " | ".join(f"{m}, tiles at their times / spread evenly" for m in MODELS))
     for i, (timeline, kernel) in enumerate(zip(doc["timelines"], doc["kernels"])):
         case = timeline["case"]
-        gpu = reads_per_head(case, kv_reads_per_head(case, metric_value(kernel, "dram__bytes_read.sum")))
+        read = metric_value(kernel, "dram__bytes_read.sum")
+        if case.get("no_qo"):  # kv_reads_per_head takes Q's bytes off: this kernel reads none
+            read += case["heads"] * case["seq_len"] * case["head_dim"] * 2
+        gpu = reads_per_head(case, kv_reads_per_head(case, read))
         cells = " | ".join(f"{results[(i, m, False)]:.2f} / {results[(i, m, True)]:.2f}" for m in MODELS)
         paced = f", waits {case['delay_ns']} ns per iteration" if case.get("delay") else ""
         paced += ", first tile first" if case.get("walk_up") else ""
