@@ -12,11 +12,12 @@ tile at its real time (replay_causal_walks.py): is the gap in the schedule withi
     python validation/probe_fa_causal_walks.py --bisect --out validation/data        (run 61: walked up, or K alone)
     python validation/probe_fa_causal_walks.py --gap --out validation/data           (run 62: V at an odd gap)
     python validation/probe_fa_causal_walks.py --no-qo --out validation/data         (run 63: no Q or O traffic)
+    python validation/probe_fa_causal_walks.py --no-q-or-o --out validation/data     (run 64: no Q, or no O)
 
-Writes `h200_probe_<date>_fa_causal_walks.json.gz` (`_memory`, `_bisect`, `_gap`, `_no_qo`): per case every CTA's (sm,
-start, end) in ns from the first start, and its iterations' starts in units of 10 ns, the first from the CTA's start
-and each later one from the one before. (Run 58's file was written with offsets from the CTA's start and turned into
-these deltas afterwards.)
+Writes `h200_probe_<date>_fa_causal_walks.json.gz` (with a suffix per mode: `_memory`, `_bisect`, `_gap`, `_no_qo`,
+`_no_q_or_o`): per case every CTA's (sm, start, end) in ns from the first start, and its iterations' starts in units of
+10 ns, the first from the CTA's start and each later one from the one before. (Run 58's file was written with offsets
+from the CTA's start and turned into these deltas afterwards.)
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ BISECT_CASES = [{**MEMORY_ONLY_CASES[i], **change} for i in (0, 2) for change in
 GAP_CASES = [MEMORY_ONLY_CASES[0], {**MEMORY_ONLY_CASES[0], "kv_gap_bytes": (1 << 20) + 48 * 1024}]
 #: `--no-qo` (run 63): run 60's paced loads at 4 and 16 heads without Q's reads and O's writes (one row of O per CTA).
 NO_QO_CASES = [{**MEMORY_ONLY_CASES[i], "no_qo": True} for i in (0, 2)]
+#: `--no-q-or-o` (run 64): the same without Q's reads only, or without O's writes only.
+NO_Q_OR_O_CASES = [{**MEMORY_ONLY_CASES[i], change: True} for i in (0, 2) for change in ("no_q", "no_o")]
 METRICS = ["dram__bytes_read.sum", "dram__bytes_write.sum", "gpu__time_duration.sum"]
 TICK_NS = 10
 
@@ -82,13 +85,15 @@ def record(torch, case: dict) -> dict:
 
 
 def main() -> int:
-    mode = next((flag for flag in ("--memory-only", "--bisect", "--gap", "--no-qo") if flag in sys.argv), None)
+    mode = next((flag for flag in ("--memory-only", "--bisect", "--gap", "--no-qo", "--no-q-or-o") if flag in sys.argv),
+                None)
     if mode:
         sys.argv.remove(mode)
     cases, name = {"--memory-only": (MEMORY_ONLY_CASES, "fa_causal_walks_memory"),
                    "--bisect": (BISECT_CASES, "fa_causal_walks_bisect"),
                    "--gap": (GAP_CASES, "fa_causal_walks_gap"),
-                   "--no-qo": (NO_QO_CASES, "fa_causal_walks_no_qo")}.get(mode, (CASES, "fa_causal_walks"))
+                   "--no-qo": (NO_QO_CASES, "fa_causal_walks_no_qo"),
+                   "--no-q-or-o": (NO_Q_OR_O_CASES, "fa_causal_walks_no_q_or_o")}.get(mode, (CASES, "fa_causal_walks"))
     args = profile_args(__doc__)
     if args.driver:
         run_cases(cases, instrumented)
@@ -97,7 +102,7 @@ def main() -> int:
     timelines = [record(torch, case) for case in cases]
     for t in timelines:
         c = t["case"]
-        kind = "".join(f" {k}" for k in ("memory_only", "walk_up", "k_only", "no_qo") if c.get(k))
+        kind = "".join(f" {k}" for k in ("memory_only", "walk_up", "k_only", "no_qo", "no_q", "no_o") if c.get(k))
         print(f"H={c['heads']} N={c['seq_len']}{kind}: max |error| "
               f"{t['max_abs_error']:.4f}, "
               f"{(max(r[2] for r in t['records'])) / 1e3:.0f} us", flush=True)

@@ -85,7 +85,7 @@ def build_kernel():
     def forward(q_ptr, k_ptr, v_ptr, o_ptr, rec_ptr, iters_ptr, seq_len, scale_log2, delay_ns,
                 D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RECORD_CTAS: tl.constexpr = 0,
                 CAUSAL: tl.constexpr = 0, DELAY: tl.constexpr = 0, MEMORY_ONLY: tl.constexpr = 0,
-                WALK_UP: tl.constexpr = 0, K_ONLY: tl.constexpr = 0, NO_QO: tl.constexpr = 0):
+                WALK_UP: tl.constexpr = 0, K_ONLY: tl.constexpr = 0, NO_Q: tl.constexpr = 0, NO_O: tl.constexpr = 0):
         mb = tl.program_id(0)
         head = tl.program_id(1)
         cta = head * tl.num_programs(0) + mb
@@ -93,7 +93,7 @@ def build_kernel():
         base = head.to(tl.int64) * seq_len * D
         rows = mb * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = tl.arange(0, D)
-        if NO_QO:  # no Q read and one row of O written (probe_fa_causal_walks.py --no-qo)
+        if NO_Q:  # no Q read (probe_fa_causal_walks.py --no-qo)
             q = tl.zeros((BLOCK_M, D), tl.bfloat16)
         else:
             q = tl.load(q_ptr + base + rows[:, None] * D + cols[None, :])
@@ -145,7 +145,7 @@ def build_kernel():
             acc += tl.sum(q.to(tl.float32), 0)[None, :]  # Q read too
             l_i = tl.full((BLOCK_M,), 1.0, tl.float32)
         acc = acc / l_i[:, None]
-        if NO_QO:
+        if NO_O:  # one row of O written
             tl.store(o_ptr + base + mb * BLOCK_M * D + cols, tl.sum(acc, 0).to(tl.bfloat16))
         else:
             tl.store(o_ptr + base + rows[:, None] * D + cols[None, :], acc.to(tl.bfloat16))
@@ -183,7 +183,8 @@ def make_call(torch, case, record_ctas: int = 0):
                                      RECORD_CTAS=record_ctas, CAUSAL=int(causal), DELAY=case.get("delay", 0),
                                      MEMORY_ONLY=int(case.get("memory_only", 0)),
                                      WALK_UP=int(case.get("walk_up", 0)), K_ONLY=int(case.get("k_only", 0)),
-                                     NO_QO=int(case.get("no_qo", 0)),
+                                     NO_Q=int(case.get("no_qo", 0) or case.get("no_q", 0)),
+                                     NO_O=int(case.get("no_qo", 0) or case.get("no_o", 0)),
                                      num_warps=case["warps"], num_stages=case["stages"])
         return rec
     call.iterations = iterations

@@ -11,8 +11,8 @@ iteration, and Nsight Compute counted the kernel's DRAM reads. This reads each C
 
 and prints the K/V reads per head beside the GPU's.
 
-    python validation/replay_causal_walks.py [--memory-only | --bisect | --gap | --no-qo]   (no GPU; a minute; runs
-                                                                                           60-63)
+    python validation/replay_causal_walks.py [--memory-only | --bisect | --gap | --no-qo | --no-q-or-o]
+                                                                            (no GPU; a minute; runs 58, 60-64)
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ BISECT_DATA = DATA.with_name("h200_probe_2026-12-01_fa_causal_walks_bisect.json.
 GAP_DATA = DATA.with_name("h200_probe_2026-12-01_fa_causal_walks_gap.json.gz")
 #: Run 63 (`--no-qo`): run 60's paced loads without Q's reads and O's writes.
 NO_QO_DATA = DATA.with_name("h200_probe_2026-12-01_fa_causal_walks_no_qo.json.gz")
+#: Run 64 (`--no-q-or-o`): without Q's reads only, or without O's writes only.
+NO_Q_OR_O_DATA = DATA.with_name("h200_probe_2026-12-01_fa_causal_walks_no_q_or_o.json.gz")
 
 
 def walked_accesses(timeline: dict) -> list[tuple]:
@@ -49,7 +51,7 @@ def walked_accesses(timeline: dict) -> list[tuple]:
     events = []
     for cta, ((sm, start, end), deltas) in enumerate(zip(timeline["records"], timeline["walks"])):
         head, block = divmod(cta, blocks_per_head)
-        if not case.get("no_qo"):
+        if not (case.get("no_qo") or case.get("no_q")):
             events.append((start, 0, sm, "read", ("Q", head, block), rows_bytes))
         offset = 0
         for step, delta in enumerate(deltas):
@@ -57,7 +59,7 @@ def walked_accesses(timeline: dict) -> list[tuple]:
             tile = step if case.get("walk_up") else len(deltas) - 1 - step
             for tensor in tensors:
                 events.append((start + offset * tick, 1, sm, "read", (tensor, head, tile), tile_bytes))
-        if not case.get("no_qo"):
+        if not (case.get("no_qo") or case.get("no_o")):
             events.append((end, 2, sm, "write", ("O", head, block), rows_bytes))
     events.sort(key=lambda e: (e[0], e[1]))
     return events
@@ -83,7 +85,8 @@ def replay(args: tuple) -> tuple:
 
 
 def main() -> None:
-    path = {"--memory-only": MEMORY_ONLY_DATA, "--bisect": BISECT_DATA, "--gap": GAP_DATA, "--no-qo": NO_QO_DATA}.get(
+    path = {"--memory-only": MEMORY_ONLY_DATA, "--bisect": BISECT_DATA, "--gap": GAP_DATA, "--no-qo": NO_QO_DATA,
+            "--no-q-or-o": NO_Q_OR_O_DATA}.get(
         next((a for a in sys.argv[1:] if a.startswith("--")), None), DATA)
     doc = json.loads(gzip.open(path).read())
     jobs = [(path, i, model, even) for i in range(len(doc["timelines"])) for model in MODELS for even in (False, True)]
@@ -93,7 +96,7 @@ def main() -> None:
     for i, (timeline, kernel) in enumerate(zip(doc["timelines"], doc["kernels"])):
         case = timeline["case"]
         read = metric_value(kernel, "dram__bytes_read.sum")
-        if case.get("no_qo"):  # kv_reads_per_head takes Q's bytes off: this kernel reads none
+        if case.get("no_qo") or case.get("no_q"):  # kv_reads_per_head takes Q's bytes off: this kernel reads none
             read += case["heads"] * case["seq_len"] * case["head_dim"] * 2
         gpu = reads_per_head(case, kv_reads_per_head(case, read))
         cells = " | ".join(f"{results[(i, m, False)]:.2f} / {results[(i, m, True)]:.2f}" for m in MODELS)
@@ -101,7 +104,8 @@ def main() -> None:
         paced += ", first tile first" if case.get("walk_up") else ""
         paced += ", K alone (its reads per head)" if case.get("k_only") else ""
         paced += f", V {case['kv_gap_bytes']} bytes past K" if case.get("kv_gap_bytes") else ""
-        paced += ", no Q or O traffic" if case.get("no_qo") else ""
+        paced += ", no Q or O traffic" if case.get("no_qo") else ", no Q reads" if case.get("no_q") else ""
+        paced += ", no O writes" if case.get("no_o") else ""
         print(f"{case['heads']} heads, N = {case['seq_len']}{paced}: {gpu:.2f} | {cells}", flush=True)
 
 
