@@ -74,6 +74,14 @@ def reads_per_head(case: dict, kv_reads: float) -> float:
     return 2 * kv_reads if case.get("k_only") else kv_reads
 
 
+def gpu_reads_per_head(case: dict, kernel: dict) -> float:
+    """The GPU's K/V reads per head (K's, for a case that loads K alone) from Nsight Compute's DRAM reads."""
+    read = metric_value(kernel, "dram__bytes_read.sum")
+    if case.get("no_qo") or case.get("no_q"):  # kv_reads_per_head takes Q's bytes off: this kernel reads none
+        read += case["heads"] * case["seq_len"] * case["head_dim"] * 2
+    return reads_per_head(case, kv_reads_per_head(case, read))
+
+
 def replay(args: tuple) -> tuple:
     path, index, model, spread_evenly = args
     timeline = json.loads(gzip.open(path).read())["timelines"][index]
@@ -95,10 +103,7 @@ def main() -> None:
     print("K/V reads per head: GPU | " + " | ".join(f"{m}, tiles at their times / spread evenly" for m in MODELS))
     for i, (timeline, kernel) in enumerate(zip(doc["timelines"], doc["kernels"])):
         case = timeline["case"]
-        read = metric_value(kernel, "dram__bytes_read.sum")
-        if case.get("no_qo") or case.get("no_q"):  # kv_reads_per_head takes Q's bytes off: this kernel reads none
-            read += case["heads"] * case["seq_len"] * case["head_dim"] * 2
-        gpu = reads_per_head(case, kv_reads_per_head(case, read))
+        gpu = gpu_reads_per_head(case, kernel)
         cells = " | ".join(f"{results[(i, m, False)]:.2f} / {results[(i, m, True)]:.2f}" for m in MODELS)
         paced = f", waits {case['delay_ns']} ns per iteration" if case.get("delay") else ""
         paced += ", first tile first" if case.get("walk_up") else ""
