@@ -8,7 +8,8 @@ The engine's L2 (and replay_causal_schedule.py's models) keep whole tiles in a f
 - a read from an SM looks in the partition beside it (run 29's map): the home line there, else a copy; a copy's miss
   looks up the home (a far hit, or a DRAM miss that fills the home) and leaves a copy beside the reader with the
   chance `copy`. A request for SMs on both sides (the cyclic shared pattern) reads from both. A write goes home;
-- policies per set: `lru`; `nru` (one referenced bit per line, set on insert and hit; the victim is random among
+- policies per set: `lru`; `plru` (tree pseudo-LRU: ways - 1 bits, each access points the bits on its path away from
+  it, the victim follows them); `nru` (one referenced bit per line, set on insert and hit; the victim is random among
   unreferenced lines, and when none is left every bit is cleared); `srrip` (2-bit re-reference values, insert at 2,
   hit to 0, evict the first at 3, ageing all).
 Only the sets whose index is a multiple of SAMPLE are simulated; DRAM bytes are scaled by SAMPLE.
@@ -70,7 +71,38 @@ class LineL2:
             self._lines[key] = lines
         return lines
 
+    def _plru_point_away(self, bits: list, way: int) -> None:
+        """Point the tree's bits on `way`'s path away from it (bit 0: the victim is in the left half)."""
+        node, low, high = 0, 0, self.ways
+        while high - low > 1:
+            mid = (low + high) // 2
+            left = way < mid
+            bits[node] = 0 if not left else 1  # 1: the victim is in the right half
+            node, low, high = (2 * node + 1, low, mid) if left else (2 * node + 2, mid, high)
+
+    def _plru_victim(self, bits: list) -> int:
+        node, low, high = 0, 0, self.ways
+        while high - low > 1:
+            mid = (low + high) // 2
+            right = bits[node] == 1
+            node, low, high = (2 * node + 2, mid, high) if right else (2 * node + 1, low, mid)
+        return low
+
+    def _plru(self, part: int, cache_set: int, tag, fill: bool) -> bool:
+        """Tree pseudo-LRU: look `tag` up (and fill it when `fill`); True on a hit."""
+        slots, bits = self.parts[part].setdefault(cache_set, ([None] * self.ways, [0] * (self.ways - 1)))
+        if tag in slots:
+            self._plru_point_away(bits, slots.index(tag))
+            return True
+        if fill:
+            way = slots.index(None) if None in slots else self._plru_victim(bits)
+            slots[way] = tag
+            self._plru_point_away(bits, way)
+        return False
+
     def _touch(self, part: int, cache_set: int, tag) -> bool:
+        if self.policy == "plru":
+            return self._plru(part, cache_set, tag, fill=False)
         ways = self.parts[part].get(cache_set)
         if ways:
             for i, entry in enumerate(ways):
@@ -83,6 +115,9 @@ class LineL2:
         return False
 
     def _fill(self, part: int, cache_set: int, tag) -> None:
+        if self.policy == "plru":
+            self._plru(part, cache_set, tag, fill=True)
+            return
         ways = self.parts[part].setdefault(cache_set, [])
         if len(ways) >= self.ways:
             if self.policy == "lru":
