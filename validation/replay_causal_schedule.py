@@ -152,17 +152,19 @@ def replayed_kv_reads_per_head(case: dict, events: list, cache) -> float:
     return kv_read / (2 * case["heads"] * case["seq_len"] * case["head_dim"] * 2)
 
 
-def rereads_in_order(working_set_mib: float, cache, shared: bool, passes: int = 3) -> float:
+def rereads_in_order(working_set_mib: float, cache, shared: bool, passes: int = 3,
+                     shared_readers: tuple = (0, 67)) -> float:
     """Run 26's pattern: `working_set_mib` of 16 KiB tiles read `passes` times in the same order, by SMs of both sides
-    (`shared`, as a wave's CTAs read a head's K/V) or each tile by one SM, sides alternating; the last pass's DRAM
-    reads over the working set."""
+    (`shared`, as a wave's CTAs read a head's K/V: `shared_readers`, by default SM 0 and SM 67, which sit beside
+    different partitions, run 29) or each tile by one SM, sides alternating; the last pass's DRAM reads over the
+    working set."""
     tile_bytes = 16 * 1024
     tiles = int(working_set_mib * MIB // tile_bytes)
     one_per_side = (0, 67)  # SM 0 and SM 67 sit beside different partitions (run 29)
     for _ in range(passes):
         dram = 0.0
         for i in range(tiles):
-            for sm in (one_per_side if shared else (one_per_side[i % 2],)):
+            for sm in (shared_readers if shared else (one_per_side[i % 2],)):
                 dram += cache.access(sm, ("W", i), tile_bytes, write=False)
     return dram / (tiles * tile_bytes)
 

@@ -31,7 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import model_l2_reuse_lag as lag_model
 import replay_causal_walks as walks
-from replay_causal_schedule import MIB, SM0_SIDE
+from replay_causal_schedule import MIB, SM0_SIDE, rereads_in_order
 
 LINE = 128
 SAMPLE = 32
@@ -165,13 +165,10 @@ class LineL2:
         return missed * LINE * SAMPLE
 
 
-def cyclic(params: tuple, working_set_mib: float, shared: bool, passes: int = 3) -> float:
-    """Run 26's pattern: the last pass's DRAM reads per byte, the set read by every SM, or each tile by one SM."""
-    model, tile = LineL2(*params), 16 * 1024
-    tiles = int(working_set_mib * MIB // tile)
-    for _ in range(passes):
-        dram = sum(model.access(-1 if shared else (0, 67)[i % 2], ("W", i), tile, False) for i in range(tiles))
-    return dram / (tiles * tile)
+def cyclic(params: tuple, working_set_mib: float, shared: bool) -> float:
+    """Run 26's pattern (replay_causal_schedule.rereads_in_order), a shared set read by one request for SMs on both
+    sides."""
+    return rereads_in_order(working_set_mib, LineL2(*params), shared, shared_readers=(-1,))
 
 
 def lag_row(args: tuple) -> tuple:
