@@ -125,6 +125,9 @@ class HardwareSpec:
     #: misses beside its SM is forwarded there and looked up again, as Nsight Compute's lts__t_bytes counts it
     #: (Result.l2_tag_bytes); 0 for an L2 of one partition
     l2_far_home_share: float = 0.0
+    #: the L2 picks victims by tree pseudo-LRU rather than true LRU (engine l2 L2Cache._victim_rank): a hit on an older
+    #: line scatters the tree's bits, and the fills that follow evict lines younger than the least recent
+    l2_tree_pseudo_lru: bool = False
     # --- the L2 a benchmark leaves behind (simulate's l2_start="flushed"): do_bench clears L2 between repeats by
     # zeroing a buffer larger than it, which leaves the L2 full of that buffer's dirty lines. A kernel's first
     # misses evict them: `flushed_l2_writeback_per_byte` bytes written to HBM per byte it allocates in L2, until
@@ -470,7 +473,7 @@ _preset(
     sm_count=132, sm_clock_hz=1.98e9,
     hbm_capacity_bytes=141 * 10**9, hbm_bandwidth_bytes_per_s=4.8e12, hbm_achievable_fraction=0.885,
     l2_capacity_bytes=30618419, l2_capacity_spread_fraction=0.106, l2_private_line_share=0.63,
-    l2_far_home_share=0.5, l2_bandwidth_bytes_per_clk=6144.0,
+    l2_far_home_share=0.5, l2_tree_pseudo_lru=True, l2_bandwidth_bytes_per_clk=6144.0,
     tensor_sustained_fraction=0.93, kernel_launch_overhead_s=4e-6,
     power_limit_w=690.0, static_power_w=100.0, sm_active_power_w=207.5, tensor_power_w=1528.0,
     smem_power_w=193.0, hbm_energy_pj_per_byte=74.6,
@@ -499,6 +502,10 @@ _preset(
              "l2_far_home_share": "validation/probe_l2_traffic.py (run 56): a 256 MiB stream each line of which one "
                                   "SM reads (or writes) once is looked up 1.50 times at the L2's tag stage, 0.50 of "
                                   "it from the other partition (srcunit_ltcfabric); so are the decode rows' K/V",
+             "l2_tree_pseudo_lru": "runs 58, 60, 63-64: causal walks read K/V 1.4-2.7 times per head where an "
+                                   "LRU of the L2's size reads 1.0-1.4, more so with Q/O traffic; a line-level 16-way "
+                                   "tree pseudo-LRU replays them within 0.03-0.26 (validation/replay_l2_lines.py); "
+                                   "victims' ranks: validation/plru_victim_ranks.py",
              "l2_bandwidth_bytes_per_clk": "FA3 paper Table 1: L2 12 TB/s on H100 SXM5 (6144 B/clk at 1.98 GHz)",
              "tensor_sustained_fraction": "run 15: cuBLAS 8192^3 bf16 at 665 TFLOP/s while its effective clock was "
                                           "1.32 GHz (0.9 x the 1.47 GHz nvidia-smi reported; ncu cycles over "

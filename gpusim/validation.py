@@ -201,20 +201,21 @@ def _causal_walk_near_l2(case: Case) -> bool:
 
 
 def _causal_walk_suspect(error: float) -> str:
-    """Why a causal FA2 forward's DRAM reads miss: which L2 model is right decides its re-reads (runs 43-44), and
+    """Why a causal FA2 forward's DRAM reads miss: the L2's victims decide its re-reads (runs 43-44, 58, 63-64), and
     SDPA's kernel reads more than a Triton kernel of its grid and tiles (run 42 against 43-44) because it issues
     mma.sync where Triton issues wgmma (run 55)."""
     where = ("each causal CTA walks K/V down from its own diagonal, so the CTAs running together keep a head's K/V "
-             "live at about the L2's capacity")
+             "live at about the L2's capacity, each tile re-read at 0.25-0.9 of it")
     if error < 0:
-        return (f"causal K/V walks re-read more than modelled: {where}. The model's L2 keeps more of them than the "
-                "GPU's: replayed through it, the schedule a Triton forward of FA2's shape ran on the GPU reads K/V "
-                "1.1-1.6 times per head at 4-16 heads, 32k tokens, where that kernel read 1.8-3.2 (two L2 partitions "
-                "with copies beside far readers: 1.5-2.8); and FA2's mma.sync CTAs drift within their walks (2.5-4.0, "
-                "SDPA's 2.7-4.0) (validation/README.md runs 43-45, 55)")
-    return (f"causal K/V walks kept by the GPU's L2 where the model's thrashes: {where}. At one head of 128k tokens, "
-            "d = 64, a Triton forward of FA2's shape read K/V 1.92 times; its schedule replayed through the model's L2 "
-            "reads 6.78, through two LRU partitions 2.51-2.86 (validation/README.md runs 29, 43)")
+        return (f"causal K/V walks re-read more than modelled: {where}. The model's L2 picks those victims as a tree "
+                "pseudo-LRU does, with one victim-rank distribution (engine.l2.TREE_PLRU_VICTIM_RANKS); FA2's "
+                "mma.sync CTAs also drift within their walks, where a Triton forward of its shape with wgmma reads "
+                "K/V 1.8-3.2 times per head and SDPA 2.7-4.0 (validation/README.md runs 55, 58; thirtieth session)")
+    return (f"causal K/V walks kept by the GPU's L2 where the model's loses them: {where}. The model's tree "
+            "pseudo-LRU victims come from one rank distribution, measured on run 58's 4-head walk; replayed through "
+            "the model's L2, run 58's walks read 2.21 / 2.83 / 1.57 K/V per head where the GPU read 1.71 / 2.27 / "
+            "1.42 (validation/README.md, thirtieth session). At one head of 128k tokens, d = 64, a Triton forward of "
+            "FA2's shape read K/V 1.92 times (runs 29, 43)")
 
 
 def run_validation(args) -> int:

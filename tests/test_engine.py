@@ -12,14 +12,13 @@ serialization add. So one cold read of n bytes alone takes n / 100 + 500 cycles,
 Writes are posted: L2 absorbs them after max(drain, 200).
 
 Per-SM execution units (tensor, MUFU, FP32, SMEM, dispatch) are processor-sharing: n ops in service each
-progress at rate / n (TINY favours no CTA by age), and completions wake on whole cycles. No power cap. Vector ops and mma_sync also hold the SM's
-dispatch unit for their duration; async MMAs (wgmma, tcgen05) do not.
+progress at rate / n (TINY favours no CTA by age), and completions wake on whole cycles. No power cap. Vector ops and
+mma_sync also hold the SM's dispatch unit for their duration; async MMAs (wgmma, tcgen05) do not.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import pytest
 import simpy
@@ -854,6 +853,35 @@ def test_l2_cache_is_lru():
     assert cache.hit("a") and not cache.hit("b") and cache.hit("c")
 
 
+def _stream_then_survivors(cache: L2Cache, tiles: int, rehits: int) -> set:
+    """Fill `tiles` tiles of 1 byte in a cache of 100 (one class), hitting `rehits` older tiles between fills;
+    the tiles still resident."""
+    for i in range(tiles):
+        cache.insert(i, 1, dirty=False)
+        for j in range(rehits):
+            cache.hit(max(0, i - 50 - j))
+    return {i for i in range(tiles) if cache.contains(i)}
+
+
+def test_pseudo_lru_evicts_the_least_recent_while_only_fills_come():
+    lru, plru = L2Cache(100), L2Cache(100, pseudo_lru=True)
+    assert _stream_then_survivors(lru, 300, 0) == _stream_then_survivors(plru, 300, 0) == set(range(200, 300))
+
+
+def test_pseudo_lru_after_hits_on_older_lines_evicts_younger_ones_but_never_the_newest():
+    plru = L2Cache(100, pseudo_lru=True)
+    survivors = _stream_then_survivors(plru, 300, 1)
+    lru_survivors = _stream_then_survivors(L2Cache(100), 300, 1)
+    assert survivors != lru_survivors
+    assert set(range(300 - 100 // 4, 300)) <= survivors  # the most recent quarter is never a victim
+    assert len(survivors) == len(lru_survivors) == 100
+
+
+def test_pseudo_lru_repeats_with_its_seed():
+    runs = [_stream_then_survivors(L2Cache(100, pseudo_lru=True, seed=seed), 300, 1) for seed in (0, 0, 1)]
+    assert runs[0] == runs[1] != runs[2]
+
+
 def test_l2_class_capacities_are_normal_quantiles_that_add_up_to_the_capacity():
     capacities = class_capacities(1000.0, 100.0)
     assert len(capacities) == CLASSES and sum(capacities) == pytest.approx(1000.0)
@@ -872,6 +900,14 @@ def _miss_share_of_rereads(cache: L2Cache, working_set_tiles: int, tile_bytes: i
             misses += 1
             cache.insert(("warm", i), tile_bytes, dirty=False)
     return misses / working_set_tiles
+
+
+def test_pseudo_lru_treats_a_stream_re_read_in_order_as_lru_does():
+    # each hit of a re-read in order lands at the least recent end, where the tree already points (runs 26, 50);
+    # with a spread some classes hit and some miss, so a hit that scattered the tree would change the misses
+    for working_set_tiles in (95, 100, 105):
+        lru, plru = L2Cache(100_000, 10_000), L2Cache(100_000, 10_000, pseudo_lru=True)
+        assert _miss_share_of_rereads(plru, working_set_tiles) == _miss_share_of_rereads(lru, working_set_tiles) > 0.3
 
 
 def test_l2_with_a_spread_misses_gradually_around_its_capacity():

@@ -22,7 +22,7 @@ GPU = {16: (0.00, -0.10, 0.00, 0.28), 20: (0.00, -0.03, 0.09, 0.67), 24: (0.00, 
 
 def stream_reread_share(w_mib: int, side_mib: int) -> float:
     cache = L2Cache(hw.l2_capacity_bytes, hw.l2_capacity_spread_fraction * hw.l2_capacity_bytes,
-                    hw.l2_private_line_share)
+                    hw.l2_private_line_share, pseudo_lru=hw.l2_tree_pseudo_lru)
     side_tiles = int(side_mib * MiB / 2 / TILE)
     shares = []
     for p in range(8):

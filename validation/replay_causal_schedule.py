@@ -96,7 +96,7 @@ class ModelL2:
         from gpusim.hardware import get_preset
         hw = get_preset("h200")
         self.cache = L2Cache(hw.l2_capacity_bytes, hw.l2_capacity_spread_fraction * hw.l2_capacity_bytes,
-                             hw.l2_private_line_share)
+                             hw.l2_private_line_share, pseudo_lru=hw.l2_tree_pseudo_lru)
 
     def access(self, sm: int, key, nbytes: float, write: bool) -> float:
         if write:

@@ -1,4 +1,4 @@
-"""L2 cache: capacity-managed, LRU over tiles, write-back, with a gradual capacity edge.
+"""L2 cache: capacity-managed, LRU or tree pseudo-LRU over tiles, write-back, with a gradual capacity edge.
 
 Entries are whole tiles keyed by their global region, so two CTAs reading the same K/V tile hit. A
 written tile is dirty; its bytes reach HBM only when it is evicted (as Nsight Compute counts DRAM
@@ -22,12 +22,20 @@ where shared data fits 29). Each line remembers its one reader (an SM index) unt
 it shared; requests that stand for several SMs (folded mode) read as SHARED, and each other CTA's tile that a folded
 request names is read by a reader of its own (memory._key_reader). (On the GPU only a reader beside the other
 partition does, run 52; the model has no sides, and an attention wave's K/V is read from both.)
+
+With `pseudo_lru` the victims are a tree pseudo-LRU's (_victim_rank), as the H200's L2 picks them: a causal forward's
+K/V, which its CTAs re-touch every two steps of their walks, is pushed out by once-used Q and O lines far sooner than
+an LRU would let them (runs 63-64), and a line-level model with a 16-way tree per set follows the GPU's causal walks
+where true LRU does not (validation/replay_l2_lines.py, twenty-eighth session).
 """
 
 from __future__ import annotations
 
+import bisect
+import random
 import zlib
 from collections import OrderedDict
+from itertools import islice
 from statistics import NormalDist
 
 #: Classes of a cache with a gradual edge: enough steps to follow the measured curve, few enough that each class
@@ -37,6 +45,24 @@ CLASSES = 8
 
 #: The reader of a request that stands for several SMs, and the owner of a line more than one SM has used.
 SHARED = -1
+
+#: Tree pseudo-LRU over 16 ways: where its victims sit in their set's true recency order (rank 0 the least recent,
+#: in sixteenths of the set) once hits have scattered its tree bits. The four most recent ways are never chosen.
+#: Measured on the line-level model (validation/replay_l2_lines.py, 30 MiB partitions, 16 ways, `plru`) replaying
+#: run 58's causal walk at 4 heads, 32k tokens (validation/plru_victim_ranks.py); run 57b's lag patterns give the
+#: same fall-off where hits dominate.
+TREE_PLRU_VICTIM_RANKS = (0.182, 0.167, 0.147, 0.137, 0.114, 0.089, 0.065, 0.048, 0.028, 0.015, 0.007, 0.001)
+_VICTIM_RANK_CDF = tuple(sum(TREE_PLRU_VICTIM_RANKS[:i + 1]) / sum(TREE_PLRU_VICTIM_RANKS)
+                         for i in range(len(TREE_PLRU_VICTIM_RANKS)))
+_RANK_STEPS = 16
+#: A tree pseudo-LRU of 16 ways never evicts the 4 most recent (log2 16 levels point away from each), and a hit on one
+#: of them moves no bit that picks the next victim; nor does a hit on a line at the least recent end, where the bits
+#: already point (a stream re-read in order keeps the tree in order). So a hit scatters the tree only on a line older
+#: than the most recent 1 / PROTECTED_SHARE_INVERSE of the cache and younger than all of it (by the accesses since its
+#: last use, which overcounts lines).
+PROTECTED_SHARE_INVERSE = 4
+#: Accesses over which the pseudo-LRU's state forgets (an exponential average): a few sets' worth of recent traffic.
+PLRU_MEMORY_ACCESSES = 64
 
 
 def class_capacities(capacity_bytes: float, spread_bytes: float, classes: int = CLASSES) -> list[float]:
@@ -51,10 +77,14 @@ def class_capacities(capacity_bytes: float, spread_bytes: float, classes: int = 
 
 class L2Cache:
     __slots__ = ("capacity_bytes", "spread_bytes", "private_share", "shared_bytes", "_lines", "_orders",
-                 "_capacities", "_used", "_stamp", "_class_of_key")
+                 "_capacities", "_used", "_stamp", "_class_of_key", "pseudo_lru", "_fill_share", "_random")
 
-    def __init__(self, capacity_bytes: int, spread_bytes: float = 0.0, private_share: float = 1.0):
+    def __init__(self, capacity_bytes: int, spread_bytes: float = 0.0, private_share: float = 1.0,
+                 pseudo_lru: bool = False, seed: int = 0):
         self.capacity_bytes = capacity_bytes
+        self.pseudo_lru = pseudo_lru  # victims as a tree pseudo-LRU picks them (_victim_rank), else the least recent
+        self._fill_share = 1.0  # recent accesses that were fills rather than hits on older lines (pseudo_lru)
+        self._random = random.Random(seed)  # seeded: a simulation repeats
         self.spread_bytes = spread_bytes  # the standard deviation of the depth at which a re-read stream misses
         self.private_share = private_share  # the room a line one SM has used takes, over its bytes
         self.shared_bytes = 0.0  # bytes of lines a second SM has used while resident (each counted once per stay)
@@ -106,6 +136,10 @@ class L2Cache:
         line = self._lines.get(key)
         if line is None:
             return None
+        if self.pseudo_lru:  # a hit between the most recent quarter and the least recent end scatters the tree
+            lines, quarters_since = len(self._lines), (self._stamp - line[4]) * PROTECTED_SHARE_INVERSE
+            if lines <= quarters_since < lines * PROTECTED_SHARE_INVERSE:
+                self._fill_share -= self._fill_share / PLRU_MEMORY_ACCESSES
         self._orders[line[3]].move_to_end(key)  # _touch, inlined: this is the hottest call of a simulation
         self._stamp += 1
         line[4] = self._stamp
@@ -162,6 +196,8 @@ class L2Cache:
                                        self._stamp, room, reader]
             self._orders[line[3]][key] = None
             grown = room
+            if self.pseudo_lru:
+                self._fill_share += (1.0 - self._fill_share) / PLRU_MEMORY_ACCESSES
         cls = line[3]
         self._used[cls] += grown
         return self._evict(cls, keep=1)  # never the line just inserted
@@ -172,12 +208,31 @@ class L2Cache:
         order, capacity = self._orders[cls], self._capacities[cls]
         written_back = 0.0
         while self._used[cls] > capacity and len(order) > keep:
-            oldest, _ = order.popitem(last=False)
-            evicted = self._lines.pop(oldest)
+            rank = self._victim_rank(len(order) - keep)
+            if rank == 0:
+                victim, _ = order.popitem(last=False)
+            else:
+                victim = next(islice(iter(order), rank, None))
+                del order[victim]
+            evicted = self._lines.pop(victim)
             self._used[cls] -= evicted[5]
             if evicted[1]:
                 written_back += evicted[0]
         return written_back
+
+    def _victim_rank(self, candidates: int) -> int:
+        """The recency rank (0: least recent) of the next victim among a class's `candidates` oldest lines.
+
+        LRU: always the least recent. Tree pseudo-LRU: a stream of fills alone walks its tree bits round the ways in
+        order, evicting the least recent; a hit on an older line points the bits away from it, and the fills that
+        follow evict lines the tree no longer orders by age. So the victim is the least recent with the chance that
+        recent accesses were fills, else a line at a rank drawn from TREE_PLRU_VICTIM_RANKS. A hit on a class's most
+        recent lines (PROTECTED_SHARE_INVERSE: SMs reading a tile just fetched) or on its least recent (a stream
+        re-read in order, which run 26 finds the GPU's L2 treating as an LRU does) moves no bit that matters."""
+        if not self.pseudo_lru or self._random.random() < self._fill_share:
+            return 0
+        step = bisect.bisect_left(_VICTIM_RANK_CDF, self._random.random())
+        return min(candidates - 1, int((step + self._random.random()) / _RANK_STEPS * candidates))
 
     def reserve(self, room: float) -> float:
         """Take `room` out of the capacity, evenly from every class (lines that never leave the L2 because they are

@@ -141,7 +141,7 @@ class MemorySystem:
         self.hbm = Server("hbm", hw.hbm_bytes_per_clk)
         self.l2 = Server("l2", hw.l2_bandwidth_bytes_per_clk)
         self.cache = L2Cache(hw.l2_capacity_bytes, hw.l2_capacity_spread_fraction * hw.l2_capacity_bytes,
-                             hw.l2_private_line_share)
+                             hw.l2_private_line_share, pseudo_lru=hw.l2_tree_pseudo_lru)
         self.bytes = ByteCounters()
         self.trace: list | None = None  # when tracing: (name, track, unit, start, duration) of HBM transfers
         self.hbm_read_by_tensor: dict[str, float] = {}
