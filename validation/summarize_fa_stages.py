@@ -1,8 +1,10 @@
 """Run 55's tables (validation/README.md, twenty-sixth session) from its data: per case, the tensor-core instruction
 and load stages, the K/V reads per head, how far apart the CTAs that share an SM start, the pace spread, and the
-wave-by-wave start phases.
+wave-by-wave start phases; with --by-wave, each non-causal case's mean partner offset wave by wave, the figure the
+model's folded mode measures over its simulated waves (steady_state.WaveMeter.partner_offset) and
+validation/model_partner_offsets.py prints for the model.
 
-    python validation/summarize_fa_stages.py [DATA.json[.gz] ...]      (default: run 55's first two files)
+    python validation/summarize_fa_stages.py [--by-wave] [DATA.json[.gz] ...]   (default: run 55's first two files)
 """
 
 from __future__ import annotations
@@ -42,8 +44,51 @@ def rows(doc: dict) -> list[str]:
     return out
 
 
+def partner_offsets_by_wave(records: list, ctas_per_sm: int = 2) -> list[float]:
+    """Per wave k (each SM's k-th group of `ctas_per_sm` starts), the mean over SMs of how far its partners start
+    apart, in CTA durations folded to [0, 1/2] (0: in step, 1/2: each halfway through the other), as
+    WaveMeter.partner_offset measures the model's; waves that fewer than half the SMs reach are left out."""
+    duration = sorted(end - start for _, start, end in records)[len(records) // 2]
+    starts_by_sm: dict = {}
+    for sm, start, _ in records:
+        starts_by_sm.setdefault(sm, []).append(start)
+    offsets = []
+    for wave in range(max(len(s) for s in starts_by_sm.values()) // ctas_per_sm):
+        gaps = []
+        for starts in starts_by_sm.values():
+            starts.sort()
+            if (wave + 1) * ctas_per_sm <= len(starts):
+                gap = (starts[wave * ctas_per_sm + 1] - starts[wave * ctas_per_sm]) / duration % 1.0
+                gaps.append(min(gap, 1.0 - gap))
+        if len(gaps) < len(starts_by_sm) / 2:
+            break
+        offsets.append(sum(gaps) / len(gaps))
+    return offsets
+
+
+def by_wave_rows(doc: dict) -> list[str]:
+    """One line per non-causal case: its instruction, stages, K/V tile and the mean partner offset at waves 0-15."""
+    out = []
+    for timeline in doc["timelines"]:
+        case = timeline["case"]
+        if case.get("causal"):
+            continue
+        instruction = "mma.sync" if case.get("mma_v3_disabled") else "wgmma"
+        offsets = " ".join(f"{o:.3f}" for o in partner_offsets_by_wave(timeline["records"])[:16])
+        out.append(f"{case['seq_len'] // 1024}k, d = {case['head_dim']}, {case['heads']} heads, {instruction}, "
+                   f"{case['stages']} stages, {case.get('block_n', '?')}-key tiles: {offsets}")
+    return out
+
+
 def main() -> int:
-    paths = [Path(p) for p in sys.argv[1:]] or RUNS
+    by_wave = "--by-wave" in sys.argv[1:]
+    paths = [Path(p) for p in sys.argv[1:] if p != "--by-wave"] or RUNS
+    if by_wave:
+        for path in paths:
+            for row in by_wave_rows(json.loads(gzip.open(path, "rt").read() if path.suffix == ".gz"
+                                               else path.read_text())):
+                print(row)
+        return 0
     print("| launch | instruction, stages | K/V reads per head | partner gap p90 | pace spread | start phases by "
           "wave |")
     print("|---|---|---|---|---|---|")
