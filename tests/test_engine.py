@@ -19,6 +19,7 @@ mma_sync also hold the SM's dispatch unit for their duration; async MMAs (wgmma,
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import simpy
@@ -1499,15 +1500,17 @@ def test_drift_adds_passes_only_past_the_band_the_simulated_waves_already_had():
 
 
 def test_partners_that_move_apart_re_read_once_their_gap_outgrows_the_l2():
-    # two CTAs per SM moving apart by 0.05 of a CTA per wave, up to half a CTA: a tile the leading CTAs read is read
-    # by the trailing ones after 2 x offset x 200 bytes of the stream (the offset reaches 0.25 at wave 6: 100 bytes,
-    # the L2's capacity, so half of such tiles have been evicted on its gradual edge); once the offset has grown to a
-    # half, the trailing CTAs re-read all of it: two passes per wave
+    # two CTAs per SM moving apart by 0.05 of a CTA per wave at first, slowing as they near half a CTA: a tile the
+    # leading CTAs read is read by the trailing ones after 2 x offset x 200 bytes of the stream (the offset reaches
+    # 0.25 after 5.5 waves: 100 bytes, the L2's capacity, so half of such tiles have been evicted on its gradual edge);
+    # once the offset has grown to a half, the trailing CTAs re-read all of it: two passes per wave
     drift = Drift(0.0, stream_bytes_per_cta=200.0, l2_bytes=100.0, ctas_per_sm=2, partner_offset_per_wave=0.05,
                   l2_spread_bytes=10.0)
-    assert drift.partner_offset(1) == 0.0 and drift.partner_offset(100) == 0.5
+    assert drift.partner_offset(1) == 0.0 and drift.partner_offset(100) == pytest.approx(0.5)
+    assert drift.partner_offset(2) == pytest.approx(0.05, rel=0.01)  # the measured rate, at first
+    assert drift.partner_offset(6) == pytest.approx(0.5 * math.tanh(0.5))  # 0.23: slower than 0.05 a wave
     assert drift.passes(2) == pytest.approx(1.0, abs=1e-6)
-    assert drift.passes(6) == pytest.approx(1.5)
+    assert 1.1 < drift.passes(6) < 1.5 < drift.passes(7) < 1.9
     assert drift.passes(40) == pytest.approx(2.0)
     # one CTA per SM, or partners in step: no such passes
     assert Drift(0.0, 200.0, 100.0, ctas_per_sm=1, partner_offset_per_wave=0.05).passes(40) == 1.0

@@ -186,12 +186,38 @@ class Drift:
         band = spread * self.stream_bytes_per_cta / self.l2_bytes
         return max(1.0, max(band, self.partner_passes(wave)) / max(1.0, self.window_passes))
 
+    def outgrows_l2(self) -> float:
+        """The share of a stream that CTAs walking it in step re-read from DRAM on each walk: the share of its depth
+        past the L2's gradual edge (1 for K/V well over the L2, 0 well under it)."""
+        if self.l2_spread_bytes > 0:
+            return NormalDist(self.l2_bytes, self.l2_spread_bytes).cdf(self.stream_bytes_per_cta)
+        return 1.0 if self.stream_bytes_per_cta > self.l2_bytes else 0.0
+
+    def walks_by_wave(self, grid, shared_by, tensor: str, slots: int) -> list[float]:
+        """Per wave of `slots` CTAs, the walks of `tensor`'s stream its DRAM reads stand for, in waves' walks (1: one
+        whole stream). A wave that straddles two heads walks both heads' K/V, each CTA its own head's whole stream,
+        and the partial last wave's CTAs walk whole streams too: where the stream outgrows the L2 each such walk is a
+        DRAM pass (the H200 read 4 / 9 passes of K/V at one / two heads of 131k tokens, d = 64, in 3.9 / 7.8 waves:
+        validation/README.md, thirty-first session); where the L2 keeps it the reads follow the wave's CTAs."""
+        outgrows = self.outgrows_l2()
+        walks = []
+        for start in range(0, len(grid), slots):
+            ctas = grid[start:start + slots]
+            share = len(ctas) / slots
+            streams = len({shared_by(cta)[tensor] for cta in ctas})
+            walks.append(share + (1.0 - share) * outgrows + (streams - 1) * outgrows)
+        return walks
+
     def partner_offset(self, wave: int) -> float:
         """How far apart the CTAs that share an SM start in wave `wave`, in CTA durations: they move apart at the
-        rate the simulated waves showed, until each starts 1 / ctas_per_sm of a CTA after the one before it."""
+        rate the simulated waves showed, slowing as each nears 1 / ctas_per_sm of a CTA after the one before it
+        (o_max tanh(rate (wave - 1) / o_max): a launch simulated wave by wave, validation/model_partner_offsets.py,
+        has its partners 0.25 / 0.38 / 0.44 / 0.47 of a CTA apart at waves 16 / 31 / 46 / 61 where this gives 0.23 /
+        0.38 / 0.45 / 0.48: FA2 at 131k tokens, d = 64, 16 heads; thirty-first session)."""
         if self.ctas_per_sm < 2:
             return 0.0
-        return min(1.0 / self.ctas_per_sm, self.partner_offset_per_wave * (wave - 1))
+        most = 1.0 / self.ctas_per_sm
+        return most * math.tanh(self.partner_offset_per_wave * (wave - 1) / most)
 
     def partner_passes(self, wave: int) -> float:
         """DRAM passes in wave `wave` when the CTAs that share an SM walk the stream o CTAs apart (partner_offset):
@@ -210,11 +236,6 @@ class Drift:
             missed = 1.0 if reuse_bytes > self.l2_bytes else 0.0
         return 1.0 + (self.ctas_per_sm - 1) * missed
 
-    def passes_after(self, first_waves: float, total_waves: float) -> float:
-        """Passes of the waves after the first `first_waves`, counted in simulated waves' (1: as many as one made)."""
-        whole = int(total_waves)
-        passes = sum(self.passes(k) for k in range(int(first_waves) + 1, whole + 1))
-        return passes + (total_waves - whole) * self.passes(whole + 1)
 
 
 def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, streaming: set = frozenset(),
@@ -237,8 +258,10 @@ def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, st
             ratio = len(keys_all[tensor]) / max(1, len(keys_window.get(tensor, ())))
             nbytes -= window_rereads.get(tensor, 0.0)
         elif tensor in keys_all and drift is not None and slots:
-            window_waves = window_ctas / slots
-            ratio = 1.0 + drift.passes_after(window_waves, len(grid) / slots) / window_waves
+            walks = drift.walks_by_wave(grid, shared_by, tensor, slots)
+            window_waves = -(-window_ctas // slots)
+            later = sum(walk * drift.passes(wave + 1) for wave, walk in enumerate(walks) if wave >= window_waves)
+            ratio = 1.0 + later / sum(walks[:window_waves])
         else:
             ratio = len(grid) / window_ctas
         extra += nbytes * (ratio - 1.0)
