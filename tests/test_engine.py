@@ -1470,6 +1470,28 @@ def test_in_step_ctas_read_a_streamed_tensor_once_per_wave():
     assert _stream_reads(0.0, 100) == pytest.approx(7.0)  # 7 more waves, one pass each
 
 
+def test_a_wave_that_straddles_two_heads_walks_both_streams_where_they_outgrow_the_l2():
+    # 2 heads of 35 CTAs, 10 per wave: wave 3 runs 5 CTAs of each head, and each CTA walks its head's whole K, so in
+    # step that wave reads both heads' K (the H200: 9 passes at two heads of 131k tokens, d = 64, in 7.8 waves)
+    head = lambda cta: {"K": cta // 35}  # noqa: E731
+    grid = list(range(70))
+    outgrows = Drift(0.0, stream_bytes_per_cta=200.0, l2_bytes=100.0)
+    assert outgrows.walks_by_wave(grid, head, "K", 10) == [1, 1, 1, 2, 1, 1, 1]
+    assert extrapolated_reads({"K": 3.0}, grid, head, 30, {"K"}, slots=10, drift=outgrows) == pytest.approx(5.0)
+    # a stream the L2 keeps is not read again by the wave that walks it a second time
+    fits = Drift(0.0, stream_bytes_per_cta=80.0, l2_bytes=100.0)
+    assert fits.walks_by_wave(grid, head, "K", 10) == [1, 1, 1, 1, 1, 1, 1]
+
+
+def test_a_partial_last_wave_walks_the_whole_stream_where_it_outgrows_the_l2():
+    one_head = lambda cta: {"K": 0}  # noqa: E731
+    grid = list(range(25))  # the last wave is half full; each of its CTAs still walks the whole K
+    assert Drift(0.0, 200.0, 100.0).walks_by_wave(grid, one_head, "K", 10)[-1] == 1.0
+    assert Drift(0.0, 80.0, 100.0).walks_by_wave(grid, one_head, "K", 10)[-1] == 0.5
+    # on the L2's gradual edge, in between
+    assert 0.5 < Drift(0.0, 100.0, 100.0, l2_spread_bytes=10.0).walks_by_wave(grid, one_head, "K", 10)[-1] < 1.0
+
+
 def test_drifting_ctas_reread_a_streamed_tensor_more_as_waves_go_by():
     # passes per wave = max(1, min(MAX_BAND_CTAS, 2 jitter sqrt(k)) x 200 / 100): with jitter 0.1 the band outgrows
     # the L2 after 6 waves, so later waves take more than one pass, and more so the longer the launch (up to the cap)
