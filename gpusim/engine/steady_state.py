@@ -237,7 +237,6 @@ class Drift:
         return 1.0 + (self.ctas_per_sm - 1) * missed
 
 
-
 def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, streaming: set = frozenset(),
                        slots: int | None = None, drift: Drift | None = None,
                        window_rereads: dict | None = None) -> float:
@@ -247,8 +246,8 @@ def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, st
     its start or of its in-step waves), CTAs for a private one or for a `streaming` tensor, whose tiles the
     window's steady waves had to re-read from DRAM after eviction (its traffic grows with the CTAs, not the
     data).
-    A shared streaming tensor's later waves take `drift`'s passes each, in the window's waves' passes;
-    `slots` is the CTAs per wave."""
+    A shared streaming tensor's later waves take `drift`'s passes over the walks each makes (Drift.walks_by_wave:
+    two where a wave straddles two heads), in the window's walks' passes; `slots` is the CTAs per wave."""
     window_rereads = window_rereads or {}
     keys_window = _distinct_keys(grid[:window_ctas], shared_by)
     keys_all = _distinct_keys(grid, shared_by)
