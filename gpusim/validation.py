@@ -128,8 +128,9 @@ def suspect(case: Case, result, error: float) -> str:
     if case.metric == "hbm_read_bytes" and error < 0 and problem.seq_len >= 32768:
         if case.kernel == "fa2":
             return ("K/V re-read from DRAM more than modelled: FA2's two CTAs on an SM move apart faster than the "
-                    "model's (0.015-0.017 of a CTA per wave; a Triton forward of its shape compiled to mma.sync, as FA2 "
-                    "issues its MMAs, settles half a CTA apart: validation/README.md run 55; Drift.partner_passes)")
+                    "model's (a Triton forward of its shape compiled to mma.sync, as FA2 issues its MMAs, with 128-key "
+                    "tiles: 0.048 of a CTA per wave at first, 0.44 apart by wave 12; the model's 0.017-0.022, 0.21 by "
+                    "wave 12: validation/README.md run 55, thirty-first session; Drift.partner_passes)")
         return ("K/V re-read from DRAM more than modelled: CTAs fall out of step faster than the model's drift "
                 "(cta_duration_jitter, alike for every kernel; validation/README.md runs 31-32, 45-46)")
     if case.metric == "hbm_read_bytes" and error > 0 and problem.seq_len >= 32768 and case.kernel == "fa2":
