@@ -13,10 +13,12 @@ from gpusim.result import Result
 
 
 def simulate(kernel: str, problem, hardware: HardwareSpec | str, options: Mapping[str, Any] | None = None,
-             *, exact: bool = False, trace: bool = False, l2_start: str = "empty") -> Result:
+             *, exact: bool = False, trace: bool = False, l2_start: str = "empty", extrapolate: bool = True) -> Result:
     """Time `kernel` (a name from gpusim.kernels) on `problem` and `hardware` (a spec or preset name).
 
-    exact=True simulates every CTA; the default folds alike CTAs (see gpusim.engine.folding). `l2_start` is the
+    exact=True simulates every CTA; the default folds alike CTAs (see gpusim.engine.folding) and continues a long
+    launch's steady waves from its first ones (engine.steady_state); extrapolate=False simulates every wave of the
+    folded launch instead (slower; benchmarks/folded_vs_exact.py prints how far apart the two are). `l2_start` is the
     L2 the first launch finds (engine.memory.L2_STARTS): "flushed" for times measured as do_bench measures them.
     On a preset with a power limit the SM-bound share of the time runs at the clock the cap allows (engine.power).
     """
@@ -27,7 +29,7 @@ def simulate(kernel: str, problem, hardware: HardwareSpec | str, options: Mappin
     hw = get_preset(hardware) if isinstance(hardware, str) else hardware
     module = get_kernel(kernel)
     plan = module.build_plan(problem, hw, options)
-    run = TimingInterpreter(hw, exact=exact, trace=trace, l2_start=l2_start).run(plan)
+    run = TimingInterpreter(hw, exact=exact, trace=trace, l2_start=l2_start, extrapolate=extrapolate).run(plan)
     counters, bytes_ = run["counters"], run["bytes"]
     act = power.activity(hw, run["cycles"], counters.flops, counters.smem_read + counters.smem_write,
                          bytes_.hbm_read + bytes_.hbm_write, run["busy"]["hbm"])

@@ -1595,6 +1595,17 @@ def test_folded_agrees_with_exact_on_many_waves_of_fa2():
     assert folded.time_s == pytest.approx(exact.time_s, rel=0.03)
 
 
+def test_a_folded_launch_without_extrapolation_simulates_every_wave():
+    # 8 waves of FA2: extrapolated, 3 are simulated; with extrapolate=False all of them, and the two agree (the
+    # benchmark's folded_vs_exact.py prints how closely on long launches)
+    problem = AttentionProblem(batch=8, heads=16, seq_len=2048, head_dim=128)
+    extrapolated = simulate("fa2", problem, "h200")
+    every_wave = simulate("fa2", problem, "h200", extrapolate=False)
+    assert every_wave.launches[0].simulated_ctas > 2 * extrapolated.launches[0].simulated_ctas
+    assert every_wave.hbm_bytes == pytest.approx(extrapolated.hbm_bytes, rel=0.02)
+    assert every_wave.time_s == pytest.approx(extrapolated.time_s, rel=0.03)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("problem", [
     AttentionProblem(batch=8, heads=32, kv_heads=8, seq_len=1, kv_len=65536, head_dim=128),   # HBM-bound walk

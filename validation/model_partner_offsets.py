@@ -18,10 +18,8 @@ from collections import defaultdict
 def partner_offsets(heads: int, seq_len: int, head_dim: int) -> tuple[object, dict[int, list[float]]]:
     """The simulated result and, per wave (the k-th pair of starts on an SM), every SM's partner offset."""
     from gpusim import AttentionProblem, simulate
-    from gpusim.engine import timing
-    timing.should_extrapolate = lambda *args, **kwargs: False
     result = simulate("fa2", AttentionProblem(batch=1, heads=heads, seq_len=seq_len, head_dim=head_dim), "h200",
-                      trace=True)
+                      trace=True, extrapolate=False)
     starts, durations = defaultdict(list), []
     for name, sm, unit, start, duration in result.trace:
         if unit.startswith("cta slot") and name.startswith("fa2_fwd cta"):

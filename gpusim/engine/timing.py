@@ -103,10 +103,12 @@ class _Counters:
 
 
 class TimingInterpreter:
-    def __init__(self, hw: HardwareSpec, *, exact: bool = False, trace: bool = False, l2_start: str = "empty"):
+    def __init__(self, hw: HardwareSpec, *, exact: bool = False, trace: bool = False, l2_start: str = "empty",
+                 extrapolate: bool = True):
         check_l2_start(l2_start, "TimingInterpreter")
         self.hw = hw
         self.exact = exact
+        self.extrapolate = extrapolate  # False: a folded launch runs every wave (steady_state off)
         self.env = simpy.Environment()
         self.memory = MemorySystem(hw)
         if l2_start == "flushed":
@@ -161,7 +163,7 @@ class TimingInterpreter:
         meter = None
         skipped = 0
         blocks = -(-len(launch.grid) // fold)
-        extrapolate = should_extrapolate(blocks, slots, launch.work is None, self.exact)
+        extrapolate = self.extrapolate and should_extrapolate(blocks, slots, launch.work is None, self.exact)
         reps = deque(fold_grid(launch.grid, launch.shared_by, fold, works, one_wave, launch.owned_by,
                                limit=SIMULATED_WAVES * slots if extrapolate else None))
         lag = steady_dispatch_lag(works, slots * fold)
