@@ -83,8 +83,8 @@ GRID = [  # (kernel, problem kwargs, hardware[, options[, simulate's keywords]])
 
 
 #: Long launches whose K/V outgrows the L2 (validation/README.md, thirty-first session), each against itself simulated
-#: wave by wave: two heads of 131k tokens, d = 64, whose fourth wave straddles both heads (7.8 waves, about 30 s), and
-#: 4 heads of 65k tokens, d = 128 (7.8 waves).
+#: wave by wave: two heads of 131k tokens, d = 64, whose fourth wave straddles both heads (7.8 waves; 12 s wave by
+#: wave), and 4 heads of 65k tokens, d = 128 (7.8 waves).
 EXTRAPOLATION_GRID = [
     ("fa2", dict(batch=1, heads=2, seq_len=131072, head_dim=64), "h200"),
     ("fa2", dict(batch=1, heads=4, seq_len=65536, head_dim=128), "h200"),

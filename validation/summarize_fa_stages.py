@@ -52,11 +52,12 @@ def partner_offsets_by_wave(records: list, ctas_per_sm: int = 2) -> list[float]:
     starts_by_sm: dict = {}
     for sm, start, _ in records:
         starts_by_sm.setdefault(sm, []).append(start)
+    for starts in starts_by_sm.values():
+        starts.sort()
     offsets = []
     for wave in range(max(len(s) for s in starts_by_sm.values()) // ctas_per_sm):
         gaps = []
         for starts in starts_by_sm.values():
-            starts.sort()
             if (wave + 1) * ctas_per_sm <= len(starts):
                 gap = (starts[wave * ctas_per_sm + 1] - starts[wave * ctas_per_sm]) / duration % 1.0
                 gaps.append(min(gap, 1.0 - gap))
