@@ -54,14 +54,16 @@ SHARED = -1
 TREE_PLRU_VICTIM_RANKS = (0.182, 0.167, 0.147, 0.137, 0.114, 0.089, 0.065, 0.048, 0.028, 0.015, 0.007, 0.001)
 _VICTIM_RANK_CDF = tuple(sum(TREE_PLRU_VICTIM_RANKS[:i + 1]) / sum(TREE_PLRU_VICTIM_RANKS)
                          for i in range(len(TREE_PLRU_VICTIM_RANKS)))
-_RANK_STEPS = 16
+#: Ways per set of the tree those ranks were counted on: each rank bin is a sixteenth of the class's lines.
+TREE_PLRU_WAYS = 16
 #: A tree pseudo-LRU of 16 ways never evicts the 4 most recent (log2 16 levels point away from each), and a hit on one
 #: of them moves no bit that picks the next victim; nor does a hit on a line at the least recent end, where the bits
 #: already point (a stream re-read in order keeps the tree in order). So a hit scatters the tree only on a line older
 #: than the most recent 1 / PROTECTED_SHARE_INVERSE of the cache and younger than all of it (by the accesses since its
 #: last use, which overcounts lines).
 PROTECTED_SHARE_INVERSE = 4
-#: Accesses over which the pseudo-LRU's state forgets (an exponential average): a few sets' worth of recent traffic.
+#: Accesses over which the pseudo-LRU's state forgets (an exponential average; a simulation setting, not measured): a
+#: few sets' worth of recent traffic.
 PLRU_MEMORY_ACCESSES = 64
 
 
@@ -232,7 +234,7 @@ class L2Cache:
         if not self.pseudo_lru or self._random.random() < self._fill_share:
             return 0
         step = bisect.bisect_left(_VICTIM_RANK_CDF, self._random.random())
-        return min(candidates - 1, int((step + self._random.random()) / _RANK_STEPS * candidates))
+        return min(candidates - 1, int((step + self._random.random()) / TREE_PLRU_WAYS * candidates))
 
     def reserve(self, room: float) -> float:
         """Take `room` out of the capacity, evenly from every class (lines that never leave the L2 because they are

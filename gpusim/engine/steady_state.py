@@ -186,12 +186,17 @@ class Drift:
         band = spread * self.stream_bytes_per_cta / self.l2_bytes
         return max(1.0, max(band, self.partner_passes(wave)) / max(1.0, self.window_passes))
 
-    def outgrows_l2(self) -> float:
-        """The share of a stream that CTAs walking it in step re-read from DRAM on each walk: the share of its depth
-        past the L2's gradual edge (1 for K/V well over the L2, 0 well under it)."""
+    def _missed_at_depth(self, depth_bytes: float) -> float:
+        """The share of tiles re-read `depth_bytes` of distinct data after their last read that the L2 has evicted:
+        its gradual edge, a normal around its capacity (a step without a spread)."""
         if self.l2_spread_bytes > 0:
-            return NormalDist(self.l2_bytes, self.l2_spread_bytes).cdf(self.stream_bytes_per_cta)
-        return 1.0 if self.stream_bytes_per_cta > self.l2_bytes else 0.0
+            return NormalDist(self.l2_bytes, self.l2_spread_bytes).cdf(depth_bytes)
+        return 1.0 if depth_bytes > self.l2_bytes else 0.0
+
+    def outgrows_l2(self) -> float:
+        """The share of a stream that CTAs walking it in step re-read from DRAM on each walk (1 for K/V well over the
+        L2, 0 well under it)."""
+        return self._missed_at_depth(self.stream_bytes_per_cta)
 
     def walks_by_wave(self, grid, shared_by, tensor: str, slots: int) -> list[float]:
         """Per wave of `slots` CTAs, the walks of `tensor`'s stream its DRAM reads stand for, in waves' walks (1: one
@@ -229,11 +234,7 @@ class Drift:
         offset = self.partner_offset(wave)
         if offset <= 0.0:
             return 1.0
-        reuse_bytes = 2.0 * offset * self.stream_bytes_per_cta
-        if self.l2_spread_bytes > 0:
-            missed = NormalDist(self.l2_bytes, self.l2_spread_bytes).cdf(reuse_bytes)
-        else:
-            missed = 1.0 if reuse_bytes > self.l2_bytes else 0.0
+        missed = self._missed_at_depth(2.0 * offset * self.stream_bytes_per_cta)
         return 1.0 + (self.ctas_per_sm - 1) * missed
 
 
