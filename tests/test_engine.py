@@ -1492,6 +1492,25 @@ def test_a_partial_last_wave_walks_the_whole_stream_where_it_outgrows_the_l2():
     assert 0.5 < Drift(0.0, 100.0, 100.0, l2_spread_bytes=10.0).walks_by_wave(grid, one_head, "K", 10)[-1] < 1.0
 
 
+def test_the_other_data_a_walk_passes_through_the_l2_pushes_the_stream_out():
+    # a stream of 90 bytes fits an L2 of 100 alone; with the 20 bytes of Q and O room its CTAs read and dirty meanwhile,
+    # a tile is 110 bytes deep when it is read again: two heads' walks in one wave are two DRAM passes (two heads of
+    # 131k tokens, d = 64: 33.5 MB of K/V and 5.5 MB of other room per walk, 4.9 walks extrapolated against 5.0 wave by
+    # wave without it: thirty-second session)
+    head = lambda cta: {"K": cta // 35}  # noqa: E731
+    grid = list(range(70))
+    alone = Drift(0.0, stream_bytes_per_cta=90.0, l2_bytes=100.0, l2_spread_bytes=5.0)
+    with_others = Drift(0.0, stream_bytes_per_cta=90.0, l2_bytes=100.0, l2_spread_bytes=5.0, other_bytes_per_walk=20.0)
+    assert alone.outgrows_l2() < 0.03 and with_others.outgrows_l2() > 0.97
+    assert with_others.walks_by_wave(grid, head, "K", 10)[3] == pytest.approx(2.0, abs=0.03)
+    # and partners half a CTA apart re-read the tiles that a walk of both pushes past the L2's edge: half of them on
+    # the edge itself, all of them with the other data on top
+    partners = dict(ctas_per_sm=2, partner_offset_per_wave=1.0, l2_spread_bytes=5.0)
+    assert Drift(0.0, 100.0, 100.0, **partners).partner_passes(100) == pytest.approx(1.5, abs=0.01)
+    assert Drift(0.0, 100.0, 100.0, other_bytes_per_walk=20.0, **partners).partner_passes(100) == \
+        pytest.approx(2.0, abs=0.01)
+
+
 def test_drifting_ctas_reread_a_streamed_tensor_more_as_waves_go_by():
     # passes per wave = max(1, min(MAX_BAND_CTAS, 2 jitter sqrt(k)) x 200 / 100): with jitter 0.1 the band outgrows
     # the L2 after 6 waves, so later waves take more than one pass, and more so the longer the launch (up to the cap)

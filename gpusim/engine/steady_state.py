@@ -178,6 +178,9 @@ class Drift:
     ctas_per_sm: int = 1
     partner_offset_per_wave: float = 0.0  # how fast co-resident CTAs move apart, in CTA durations per wave
     l2_spread_bytes: float = 0.0  # the L2's capacity spread (L2Cache.spread_bytes)
+    #: L2 room that other data takes while the CTAs running together walk the stream once: their private reads (Q
+    #: tiles) and the lines they dirty (O tiles), which push a tile as deep into the L2 as the stream's own bytes do
+    other_bytes_per_walk: float = 0.0
 
     def passes(self, wave: int) -> float:
         """DRAM passes over the shared streamed data during wave `wave` (1-based) of the launch, in simulated
@@ -193,10 +196,16 @@ class Drift:
             return NormalDist(self.l2_bytes, self.l2_spread_bytes).cdf(depth_bytes)
         return 1.0 if depth_bytes > self.l2_bytes else 0.0
 
+    def _walk_depth(self, walks: float) -> float:
+        """The L2 depth, in bytes, a tile reaches while the CTAs running together walk `walks` of the stream: its
+        bytes and the other data that passes through the L2 meanwhile (other_bytes_per_walk)."""
+        return walks * (self.stream_bytes_per_cta + self.other_bytes_per_walk)
+
     def outgrows_l2(self) -> float:
         """The share of a stream that CTAs walking it in step re-read from DRAM on each walk (1 for K/V well over the
-        L2, 0 well under it)."""
-        return self._missed_at_depth(self.stream_bytes_per_cta)
+        L2, 0 well under it): a tile is re-read after a whole walk of the stream and the other data read or dirtied
+        meanwhile (two heads of 131k tokens, d = 64: 33.5 MB of K/V and 5.5 MB of Q and O room per walk)."""
+        return self._missed_at_depth(self._walk_depth(1.0))
 
     def walks_by_wave(self, grid, shared_by, tensor: str, slots: int) -> list[float]:
         """Per wave of `slots` CTAs, the walks of `tensor`'s stream its DRAM reads stand for, in waves' walks (1: one
@@ -234,7 +243,7 @@ class Drift:
         offset = self.partner_offset(wave)
         if offset <= 0.0:
             return 1.0
-        missed = self._missed_at_depth(2.0 * offset * self.stream_bytes_per_cta)
+        missed = self._missed_at_depth(self._walk_depth(2.0 * offset))
         return 1.0 + (self.ctas_per_sm - 1) * missed
 
 

@@ -254,12 +254,14 @@ class TimingInterpreter:
         last_wave = launch.grid[(SIMULATED_WAVES - 1) * slots * fold:SIMULATED_WAVES * slots * fold]
         streams = max((len({launch.shared_by(cta)[t] for cta in last_wave}) for t in streaming & shared), default=1)
         ctas_per_sm = slots // len(sms)
+        window_reads = {t: v - window.reads.get(t, 0.0) for t, v in memory.hbm_read_by_tensor.items()}
         drift = Drift(self.hw.cta_duration_jitter, stream_per_cta, memory.cache.capacity_bytes,
                       window_passes=last_wave_dram / (stream_per_cta * streams) if stream_per_cta else 1.0,
                       ctas_per_sm=ctas_per_sm,
                       partner_offset_per_wave=meter.partner_offset_per_wave(ctas_per_sm),
-                      l2_spread_bytes=memory.cache.spread_bytes)
-        window_reads = {t: v - window.reads.get(t, 0.0) for t, v in memory.hbm_read_by_tensor.items()}
+                      l2_spread_bytes=memory.cache.spread_bytes,
+                      other_bytes_per_walk=self._other_room_per_cta(window_reads, streaming & shared, launch_totals,
+                                                                    simulated * fold) * slots * fold)
         extra_reads = extrapolated_reads(
             window_reads, launch.grid, launch.shared_by, simulated * fold, streaming, slots * fold, drift,
             {t: v - window.reread_bytes.get(t, 0.0) for t, v in memory.reread_bytes_by_tensor.items()})
@@ -282,6 +284,16 @@ class TimingInterpreter:
         hbm_bytes = (memory.bytes.hbm_read + memory.bytes.hbm_write - before["mem.hbm_read"] - before["mem.hbm_write"])
         floor = hbm_bytes / memory.hbm.rate - (env.now - start)
         yield env.timeout(math.ceil(max(meter.last_finish(period, skipped) - env.now, floor, 0.0)))
+
+    def _other_room_per_cta(self, window_reads: dict[str, float], streamed: set, launch_totals: dict,
+                            ctas: int) -> float:
+        """The L2 room one CTA's data other than the `streamed` tensors takes (Drift.other_bytes_per_walk): its DRAM
+        reads of them, shared tensors at their bytes and private ones at a private line's room, and the lines it
+        dirties (each written by one SM), from the window's `ctas` CTAs."""
+        share = self.hw.l2_private_line_share
+        reads = sum(v * (1.0 if t in self._shared_tensors else share)
+                    for t, v in window_reads.items() if t not in streamed)
+        return (reads + launch_totals["mem.l2_dirtied"] * share) / max(ctas, 1)
 
     def _additive_counters(self, sms: list, fold: int) -> dict:
         """Every counter that grows with work, for steady-state extrapolation."""
