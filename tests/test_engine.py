@@ -1503,11 +1503,11 @@ def test_the_other_data_a_walk_passes_through_the_l2_pushes_the_stream_out():
     with_others = Drift(0.0, stream_bytes_per_cta=90.0, l2_bytes=100.0, l2_spread_bytes=5.0, other_bytes_per_walk=20.0)
     assert alone.outgrows_l2() < 0.03 and with_others.outgrows_l2() > 0.97
     assert with_others.walks_by_wave(grid, head, "K", 10)[3] == pytest.approx(2.0, abs=0.03)
-    # and partners half a CTA apart re-read the tiles that a walk of both pushes past the L2's edge: half of them on
-    # the edge itself, all of them with the other data on top
+    # and partners half a CTA apart re-read the tiles that a walk of the stream and half a CTA's other data push past
+    # the L2's edge: half of them on the edge itself, all of them with 40 bytes of other data per CTA on top
     partners = dict(ctas_per_sm=2, partner_offset_per_wave=1.0, l2_spread_bytes=5.0)
     assert Drift(0.0, 100.0, 100.0, **partners).partner_passes(100) == pytest.approx(1.5, abs=0.01)
-    assert Drift(0.0, 100.0, 100.0, other_bytes_per_walk=20.0, **partners).partner_passes(100) == \
+    assert Drift(0.0, 100.0, 100.0, other_bytes_per_walk=40.0, **partners).partner_passes(100) == \
         pytest.approx(2.0, abs=0.01)
 
 

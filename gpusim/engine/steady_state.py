@@ -196,16 +196,16 @@ class Drift:
             return NormalDist(self.l2_bytes, self.l2_spread_bytes).cdf(depth_bytes)
         return 1.0 if depth_bytes > self.l2_bytes else 0.0
 
-    def _walk_depth(self, walks: float) -> float:
-        """The L2 depth, in bytes, a tile reaches while the CTAs running together walk `walks` of the stream: its
-        bytes and the other data that passes through the L2 meanwhile (other_bytes_per_walk)."""
-        return walks * (self.stream_bytes_per_cta + self.other_bytes_per_walk)
+    def _depth(self, stream_walks: float, ctas: float) -> float:
+        """The L2 depth, in bytes, a tile reaches after `stream_walks` of the stream passed through the L2 while the CTAs
+        ran for `ctas` CTA durations, which brings other_bytes_per_walk each."""
+        return stream_walks * self.stream_bytes_per_cta + ctas * self.other_bytes_per_walk
 
     def outgrows_l2(self) -> float:
         """The share of a stream that CTAs walking it in step re-read from DRAM on each walk (1 for K/V well over the
         L2, 0 well under it): a tile is re-read after a whole walk of the stream and the other data read or dirtied
         meanwhile (two heads of 131k tokens, d = 64: 33.5 MB of K/V and 5.5 MB of Q and O room per walk)."""
-        return self._missed_at_depth(self._walk_depth(1.0))
+        return self._missed_at_depth(self._depth(1.0, 1.0))
 
     def walks_by_wave(self, grid, shared_by, tensor: str, slots: int) -> list[float]:
         """Per wave of `slots` CTAs, the walks of `tensor`'s stream its DRAM reads stand for, in waves' walks (1: one
@@ -237,13 +237,13 @@ class Drift:
         """DRAM passes in wave `wave` when the CTAs that share an SM walk the stream o CTAs apart (partner_offset):
         the CTAs run as ctas_per_sm groups, each o of the stream behind the one before, and a tile one group read is
         read by the next after 2 o of the stream has passed through L2 (the stream the first read ahead and the one
-        the second caught up on), so each later group re-reads the share of the tiles whose L2 depth that exceeds
-        (the L2's gradual edge: a normal around its capacity). Validation/README.md run 55: partners half a CTA
+        the second caught up on) with o CTA durations' other data, so each later group re-reads the share of the tiles
+        whose L2 depth that exceeds (the L2's gradual edge: a normal around its capacity). Validation/README.md run 55: partners half a CTA
         apart (the mma.sync build at d = 64, 128k tokens) re-read K/V about twice per wave."""
         offset = self.partner_offset(wave)
         if offset <= 0.0:
             return 1.0
-        missed = self._missed_at_depth(self._walk_depth(2.0 * offset))
+        missed = self._missed_at_depth(self._depth(2.0 * offset, offset))
         return 1.0 + (self.ctas_per_sm - 1) * missed
 
 
