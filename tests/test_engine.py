@@ -32,10 +32,12 @@ from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, TAIL_ITERATI
                                          WARM_ITERATIONS, FullRuns)
 from gpusim.engine.memory import MemorySystem, ReadTally, SmMemoryPort, _key_reader, _reader
 from gpusim.engine.servers import Server, SharedUnit
-from gpusim.engine.steady_state import MAX_BAND_CTAS, Drift, WaveMeter, extrapolated_reads
+from gpusim.engine.steady_state import (MAX_BAND_CTAS, SIMULATED_WAVES, Drift, WaveMeter, extrapolated_reads,
+                                        window_waves)
 from gpusim.engine.timing import TimingInterpreter, _all_done
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, get_preset
+from gpusim.kernels.cudnn_options import CUDNN_FPROP_SOFTMAX_EXTRA, CUDNN_FPROP_TILES
 from gpusim.kernels.warp_specialized import NamedBarrier
 from gpusim.launch import KernelPlan, Launch, RegionKey, WalkedRange
 from gpusim.ops import GlobalTensor, Load, Loop, Mma, Store, Tile, Vector, Wait
@@ -1596,6 +1598,43 @@ def test_rereads_of_the_launch_start_are_not_extrapolated():
     grid = list(range(100))
     extra = extrapolated_reads({"K": 3.0}, grid, lambda c: {"K": c // 25}, 50, set(), window_rereads={"K": 1.0})
     assert extra == pytest.approx(2.0)
+
+
+def test_rereads_at_head_boundaries_are_extrapolated_per_boundary():
+    # heads of 20 CTAs, 10 per wave: the window (60 CTAs) read 3 heads once (3.0) and re-read 0.4 of them after its
+    # 2 boundaries (each straddling wave's two walks evict some of the new head); the rest of the grid adds 2 heads
+    # (2.0) and 2 boundaries (0.4)
+    grid = list(range(100))
+    head = lambda c: {"K": c // 20}  # noqa: E731
+    extra = extrapolated_reads({"K": 3.4}, grid, head, 60, set(), slots=10, window_rereads={"K": 0.4})
+    assert extra == pytest.approx(2.4)
+    # heads shorter than a wave: the window's re-reads are its start's, not the boundaries' (as without slots)
+    assert extrapolated_reads({"K": 3.4}, grid, head, 60, set(), slots=30, window_rereads={"K": 0.4}) == \
+        pytest.approx(2.0)
+
+
+def test_the_window_covers_the_first_head_boundary_and_the_wave_after_it():
+    grid = list(range(200))
+    # heads of 45 CTAs, 10 per wave: wave 5 holds the second head's first CTA; the window runs through wave 6, whose
+    # re-reads the boundary costs, and wave 7, a steady last wave
+    assert window_waves(grid, lambda c: {"K": c // 45}, 10) == 7
+    # the usual window already holds a boundary at wave 2 and the wave after it; one head, or heads shorter than a
+    # wave, have nothing to wait for
+    assert window_waves(grid, lambda c: {"K": c // 15}, 10) == SIMULATED_WAVES
+    assert window_waves(grid, lambda c: {"K": 0}, 10) == SIMULATED_WAVES
+    assert window_waves(grid, lambda c: {"K": c // 5}, 10) == SIMULATED_WAVES
+
+
+def test_a_launch_extrapolated_after_a_head_boundary_reads_what_every_wave_reads():
+    # cuDNN's forward at 4 heads of 65k tokens, d = 64: each head's K/V (16 MiB) fits the L2 alone, and the wave after
+    # one that straddles two heads re-reads some of the new head (3.6 MB a boundary); the window runs through the
+    # first such wave, and the extrapolation counts it at each later boundary (before: 10% fewer reads)
+    problem = AttentionProblem(batch=1, heads=4, seq_len=65536, head_dim=64)
+    options = {**CUDNN_FPROP_TILES, **CUDNN_FPROP_SOFTMAX_EXTRA}
+    extrapolated = simulate("fa3", problem, "h200", options)
+    every_wave = simulate("fa3", problem, "h200", options, extrapolate=False)
+    assert extrapolated.launches[0].simulated_ctas < every_wave.launches[0].simulated_ctas
+    assert extrapolated.hbm_read_bytes == pytest.approx(every_wave.hbm_read_bytes, rel=0.01)
 
 
 @pytest.mark.slow

@@ -44,8 +44,35 @@ MAX_BAND_CTAS = 1.0
 MIN_WAVES_TO_EXTRAPOLATE = 6
 
 
-def should_extrapolate(reps: int, slots: int, uniform: bool, exact: bool) -> bool:
-    return uniform and not exact and reps >= MIN_WAVES_TO_EXTRAPOLATE * slots
+def should_extrapolate(reps: int, slots: int, uniform: bool, exact: bool, waves: int = SIMULATED_WAVES) -> bool:
+    """Whether a launch of `reps` representatives over `slots` is extrapolated after `waves` simulated waves
+    (window_waves): a uniform one of MIN_WAVES_TO_EXTRAPOLATE waves or more, with a wave left after its window."""
+    return uniform and not exact and reps >= max(MIN_WAVES_TO_EXTRAPOLATE, waves + 1) * slots
+
+
+def first_boundary(grid, shared_by) -> int | None:
+    """The grid position of the first CTA whose `shared_by` keys differ from the first CTA's (the next head's), or
+    None when every CTA shares the same keys."""
+    if not grid:
+        return None
+    first = shared_by(grid[0])
+    return next((i for i, cta in enumerate(grid) if shared_by(cta) != first), None)
+
+
+def window_waves(grid, shared_by, wave_ctas: int) -> int:
+    """Waves a launch simulates before extrapolating: SIMULATED_WAVES, or, where a head (the CTAs that share K/V)
+    spans a wave or more and those waves end before the first wave that walks two heads is followed, through the wave
+    after that one and one more: a wave that
+    straddles two heads re-reads what of the new head's K/V their two walks push out of the L2 (cuDNN at 65k tokens,
+    d = 64: 3.6 MB a boundary simulated wave by wave, 9.7 on the H200; thirty-second session), which the window then
+    measures (extrapolated_reads counts it per boundary), and its last wave is a steady one."""
+    boundary = first_boundary(grid, shared_by)
+    if boundary is None or boundary < wave_ctas:
+        return SIMULATED_WAVES
+    straddling = boundary // wave_ctas + 1  # the 1-based wave that holds the first CTA of the second head
+    if straddling + 1 <= SIMULATED_WAVES:  # the usual window already holds the wave after it
+        return SIMULATED_WAVES
+    return straddling + 2
 
 
 class WaveMeter:
@@ -55,8 +82,11 @@ class WaveMeter:
     of lockstep). A wave's reads are its own CTAs' (memory.ReadTally), not those made while it finished: a sampled
     loop reads its skipped tiles when it jumps, early in its CTA, and CTAs that differ in pace overlap waves."""
 
-    def __init__(self, slots: int, read_counters):
+    def __init__(self, slots: int, read_counters, waves: int = SIMULATED_WAVES):
+        if waves < SIMULATED_WAVES:
+            raise ValueError(f"WaveMeter: {waves} waves; the period needs at least {SIMULATED_WAVES}")
         self.slots = slots
+        self.waves = waves  # simulated waves (window_waves)
         self.read_counters = read_counters  # () -> dict of additive counters
         self.started = 0
         self.finished = 0
@@ -70,7 +100,7 @@ class WaveMeter:
         """A simulated CTA was dispatched to SM `sm_index` at `cycle`; `tally` will hold its DRAM reads."""
         self.started += 1
         self._starts.setdefault(sm_index, []).append(cycle)
-        if self.started > self.slots * (SIMULATED_WAVES - 1):
+        if self.started > self.slots * (self.waves - 1):
             self._last_wave_tallies.append(tally)
 
     def cta_finished(self, cycle: float, started: float | None = None) -> None:
@@ -78,7 +108,7 @@ class WaveMeter:
         self.finish_cycles.append(cycle)
         if started is not None:
             self._durations.append(cycle - started)
-        if self.finished in (self.slots * (SIMULATED_WAVES - 1), self.slots * SIMULATED_WAVES):
+        if self.finished in (self.slots * (self.waves - 1), self.slots * self.waves):
             self.snapshots[self.finished] = self.read_counters()
 
     def partner_offset(self, ctas_per_sm: int) -> float:
@@ -100,7 +130,11 @@ class WaveMeter:
     def partner_offset_per_wave(self, ctas_per_sm: int) -> float:
         """How fast the CTAs that share an SM moved apart, in CTA durations per wave: they start in step in the first
         simulated wave and partner_offset apart in the last."""
-        return self.partner_offset(ctas_per_sm) / (SIMULATED_WAVES - 1)
+        offset = self.partner_offset(ctas_per_sm)
+        if offset <= 0.0:
+            return 0.0
+        most = 1.0 / ctas_per_sm  # the rate Drift.partner_offset's tanh takes to this offset at the last wave
+        return most * math.atanh(min(offset / most, 0.999)) / (self.waves - 1)
 
     @property
     def last_wave(self) -> ReadTally:
@@ -117,9 +151,9 @@ class WaveMeter:
         """(cycles, counter deltas) of a steady wave: the counters of the last simulated wave; the time between
         the mean finishing cycles of the two waves before it. The last wave's later CTAs finish with slots
         left empty behind them (no wave follows in the simulation) and run faster than a steady wave's."""
-        a = self.snapshots[self.slots * (SIMULATED_WAVES - 1)]
-        b = self.snapshots[self.slots * SIMULATED_WAVES]
-        return self._mean_finish(SIMULATED_WAVES - 2) - self._mean_finish(SIMULATED_WAVES - 3), \
+        a = self.snapshots[self.slots * (self.waves - 1)]
+        b = self.snapshots[self.slots * self.waves]
+        return self._mean_finish(self.waves - 2) - self._mean_finish(self.waves - 3), \
             {k: b[k] - a[k] for k in b}
 
     def streaming(self) -> set:
@@ -140,8 +174,8 @@ class WaveMeter:
         if skipped_reps <= 0:
             raise ValueError("last_finish: no CTA was skipped")
         waves_on, position = divmod(skipped_reps - 1, self.slots)
-        steady = SIMULATED_WAVES - 2
-        waves_after_steady = waves_on + SIMULATED_WAVES - steady
+        steady = self.waves - 2
+        waves_after_steady = waves_on + self.waves - steady
         return self.finish_cycles[steady * self.slots + position] + waves_after_steady * period_cycles
 
 
@@ -197,8 +231,8 @@ class Drift:
         return 1.0 if depth_bytes > self.l2_bytes else 0.0
 
     def _depth(self, stream_walks: float, ctas: float) -> float:
-        """The L2 depth, in bytes, a tile reaches after `stream_walks` of the stream passed through the L2 while the CTAs
-        ran for `ctas` CTA durations, which brings other_bytes_per_walk each."""
+        """The L2 depth, in bytes, a tile reaches after `stream_walks` of the stream passed through the L2 while the
+        CTAs ran for `ctas` CTA durations, each of which brings other_bytes_per_walk."""
         return stream_walks * self.stream_bytes_per_cta + ctas * self.other_bytes_per_walk
 
     def outgrows_l2(self) -> float:
@@ -238,8 +272,8 @@ class Drift:
         the CTAs run as ctas_per_sm groups, each o of the stream behind the one before, and a tile one group read is
         read by the next after 2 o of the stream has passed through L2 (the stream the first read ahead and the one
         the second caught up on) with o CTA durations' other data, so each later group re-reads the share of the tiles
-        whose L2 depth that exceeds (the L2's gradual edge: a normal around its capacity). Validation/README.md run 55: partners half a CTA
-        apart (the mma.sync build at d = 64, 128k tokens) re-read K/V about twice per wave."""
+        whose L2 depth that exceeds (the L2's gradual edge: a normal around its capacity). Validation/README.md run
+        55: partners half a CTA apart (the mma.sync build at d = 64, 128k tokens) re-read K/V about twice per wave."""
         offset = self.partner_offset(wave)
         if offset <= 0.0:
             return 1.0
@@ -265,7 +299,9 @@ def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, st
     for tensor, nbytes in window_reads.items():
         if tensor in keys_all and tensor not in streaming:
             ratio = len(keys_all[tensor]) / max(1, len(keys_window.get(tensor, ())))
-            nbytes -= window_rereads.get(tensor, 0.0)
+            rereads = window_rereads.get(tensor, 0.0)
+            nbytes -= rereads
+            extra += rereads * _later_boundaries_per_window_boundary(grid, shared_by, tensor, window_ctas, slots)
         elif tensor in keys_all and drift is not None and slots:
             walks = drift.walks_by_wave(grid, shared_by, tensor, slots)
             window_waves = -(-window_ctas // slots)
@@ -275,6 +311,21 @@ def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, st
             ratio = len(grid) / window_ctas
         extra += nbytes * (ratio - 1.0)
     return extra
+
+
+def _later_boundaries_per_window_boundary(grid, shared_by, tensor: str, window_ctas: int, slots: int | None) -> float:
+    """How many times the head boundaries of `tensor` (grid positions where its `shared_by` key changes) after the
+    window outnumber those in it, where its heads span a wave of `slots` CTAs or more (each boundary then re-reads what
+    the straddling wave's two walks evicted: window_waves); 0 otherwise (the window's re-reads are a transient of the
+    launch's start, or of waves that run many small heads in step)."""
+    if not slots:
+        return 0.0
+    keys = [shared_by(cta)[tensor] for cta in grid]
+    boundaries = [i for i in range(1, len(keys)) if keys[i] != keys[i - 1]]
+    if not boundaries or min(b - a for a, b in zip([0] + boundaries, boundaries + [len(keys)])) < slots:
+        return 0.0
+    in_window = sum(1 for i in boundaries if i < window_ctas)
+    return (len(boundaries) - in_window) / in_window if in_window else 0.0
 
 
 def _distinct_keys(ctas, shared_by) -> dict[str, set]:

@@ -22,8 +22,8 @@ from gpusim.engine.folding import Representative, choose_fold_factor, fold_grid,
 from gpusim.engine.icache import InstructionCache
 from gpusim.engine.memory import MemorySystem, ReadTally, SmMemoryPort, check_l2_start
 from gpusim.engine.servers import SharedUnit
-from gpusim.engine.steady_state import (SIMULATED_WAVES, Drift, WaveMeter, busiest_unit_cycles, extrapolated_reads,
-                                        should_extrapolate)
+from gpusim.engine.steady_state import (Drift, WaveMeter, busiest_unit_cycles, extrapolated_reads,
+                                        should_extrapolate, window_waves)
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, INSTRUCTION_BYTES, HardwareSpec
 from gpusim.launch import KernelPlan, Launch
@@ -163,9 +163,11 @@ class TimingInterpreter:
         meter = None
         skipped = 0
         blocks = -(-len(launch.grid) // fold)
-        extrapolate = self.extrapolate and should_extrapolate(blocks, slots, launch.work is None, self.exact)
+        uniform = launch.work is None
+        waves = window_waves(launch.grid, launch.shared_by, slots * fold) if uniform and not self.exact else 0
+        extrapolate = self.extrapolate and should_extrapolate(blocks, slots, uniform, self.exact, waves)
         reps = deque(fold_grid(launch.grid, launch.shared_by, fold, works, one_wave, launch.owned_by,
-                               limit=SIMULATED_WAVES * slots if extrapolate else None))
+                               limit=waves * slots if extrapolate else None))
         lag = steady_dispatch_lag(works, slots * fold)
         if lag:
             for rep in list(reps)[slots:]:  # the first wave's CTAs all start at once
@@ -174,7 +176,7 @@ class TimingInterpreter:
             rep.pace_spread = hw.cta_pace_spread
         if extrapolate:
             skipped = blocks - len(reps)
-            meter = WaveMeter(slots, lambda: self._additive_counters(sms, fold))
+            meter = WaveMeter(slots, lambda: self._additive_counters(sms, fold), waves)
         window = _Window(len(reps), slots, self._additive_counters(sms, fold), dict(self.memory.hbm_read_by_tensor),
                          dict(self.memory.reread_bytes_by_tensor),
                          dict(self.memory.l2_read_by_tensor)) if meter is not None else None
@@ -251,7 +253,7 @@ class TimingInterpreter:
         stream_per_cta = streamed / (simulated * fold)
         last_wave_dram = sum(v for t, v in meter.last_wave.dram.items() if t in streaming and t in shared)
         # one pass is one read of every stream the last wave's CTAs walked (two heads' K/V at a head boundary)
-        last_wave = launch.grid[(SIMULATED_WAVES - 1) * slots * fold:SIMULATED_WAVES * slots * fold]
+        last_wave = launch.grid[(meter.waves - 1) * slots * fold:meter.waves * slots * fold]
         streams = max((len({launch.shared_by(cta)[t] for cta in last_wave}) for t in streaming & shared), default=1)
         ctas_per_sm = slots // len(sms)
         window_reads = {t: v - window.reads.get(t, 0.0) for t, v in memory.hbm_read_by_tensor.items()}
