@@ -82,12 +82,18 @@ GRID = [  # (kernel, problem kwargs, hardware[, options[, simulate's keywords]])
 ]
 
 
-#: Long launches whose K/V outgrows the L2 (validation/README.md, thirty-first session), each against itself simulated
-#: wave by wave: two heads of 131k tokens, d = 64, whose fourth wave straddles both heads (7.8 waves; 12 s wave by
-#: wave), and 4 heads of 65k tokens, d = 128 (7.8 waves).
+#: Long launches, each against itself simulated wave by wave. K/V that outgrows the L2 (validation/README.md,
+#: thirty-first session): two heads of 131k tokens, d = 64, whose fourth wave straddles both heads (7.8 waves; 12 s wave
+#: by wave), and 4 heads of 65k tokens, d = 128 (7.8 waves). K/V that fits the L2 one head at a time (thirty-second
+#: session): cuDNN's forward at 4 heads of 65k tokens, d = 64, 1 CTA per SM, whose heads span 3.9 waves (the wave after
+#: each boundary re-reads some of the new head), and FA2's at 16 heads (31 waves, heads of 1.9), whose window re-reads
+#: more than its later waves do.
 EXTRAPOLATION_GRID = [
     ("fa2", dict(batch=1, heads=2, seq_len=131072, head_dim=64), "h200"),
     ("fa2", dict(batch=1, heads=4, seq_len=65536, head_dim=128), "h200"),
+    ("fa3", dict(batch=1, heads=4, seq_len=65536, head_dim=64), "h200",
+     {**CUDNN_FPROP_TILES, **CUDNN_FPROP_SOFTMAX_EXTRA}),
+    ("fa2", dict(batch=1, heads=16, seq_len=65536, head_dim=64), "h200"),
 ]
 
 
