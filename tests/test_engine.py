@@ -37,6 +37,7 @@ from gpusim.engine.steady_state import (MAX_BAND_CTAS, SIMULATED_WAVES, Drift, W
 from gpusim.engine.timing import TimingInterpreter, _all_done
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, get_preset
+from gpusim.kernels import get_kernel
 from gpusim.kernels.cudnn_options import CUDNN_FPROP_SOFTMAX_EXTRA, CUDNN_FPROP_TILES
 from gpusim.kernels.warp_specialized import NamedBarrier
 from gpusim.launch import KernelPlan, Launch, RegionKey, WalkedRange
@@ -1611,6 +1612,17 @@ def test_rereads_at_head_boundaries_are_extrapolated_per_boundary():
     # heads shorter than a wave: the window's re-reads are its start's, not the boundaries' (as without slots)
     assert extrapolated_reads({"K": 3.4}, grid, head, 60, set(), slots=30, window_rereads={"K": 0.4}) == \
         pytest.approx(2.0)
+
+
+def test_tallied_reads_are_every_simulated_ctas_dram_reads():
+    # validation/per_wave_reads.py sums them per wave: together they are the launch's DRAM reads of each tensor
+    hw = get_preset("h200")
+    problem = AttentionProblem(batch=8, heads=16, seq_len=2048, head_dim=128)
+    interpreter = TimingInterpreter(hw, extrapolate=False, tally_reads=True)
+    interpreter.run(get_kernel("fa2").build_plan(problem, hw, None))
+    assert len(interpreter.cta_reads) == interpreter.launch_stats[0].simulated_ctas
+    for tensor, nbytes in interpreter.memory.hbm_read_by_tensor.items():
+        assert sum(tally.dram.get(tensor, 0.0) for _, tally in interpreter.cta_reads) == pytest.approx(nbytes)
 
 
 def test_the_window_covers_the_first_head_boundary_and_the_wave_after_it():

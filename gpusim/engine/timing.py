@@ -104,11 +104,13 @@ class _Counters:
 
 class TimingInterpreter:
     def __init__(self, hw: HardwareSpec, *, exact: bool = False, trace: bool = False, l2_start: str = "empty",
-                 extrapolate: bool = True):
+                 extrapolate: bool = True, tally_reads: bool = False):
         check_l2_start(l2_start, "TimingInterpreter")
         self.hw = hw
         self.exact = exact
         self.extrapolate = extrapolate  # False: a folded launch runs every wave (steady_state off)
+        # tally_reads: each simulated CTA's DRAM reads per tensor, (launch name, ReadTally) in dispatch order
+        self.cta_reads: list[tuple[str, ReadTally]] | None = [] if tally_reads else None
         self.env = simpy.Environment()
         self.memory = MemorySystem(hw)
         if l2_start == "flushed":
@@ -336,9 +338,12 @@ class TimingInterpreter:
             self._dispatched += 1
             cta = _CtaState(rep, sm, self._last_wave_reps if len(reps) < self._last_wave_reps else 0,
                             self._dispatched, slot)
-            if meter is not None:  # only an extrapolated launch needs each CTA's reads
+            if meter is not None or self.cta_reads is not None:  # an extrapolated launch needs each CTA's reads
                 cta.reads = ReadTally()
-                meter.cta_started(cta.reads, sm.index, env.now)
+                if meter is not None:
+                    meter.cta_started(cta.reads, sm.index, env.now)
+                if self.cta_reads is not None:
+                    self.cta_reads.append((launch.name, cta.reads))
             sm.reps_run += 1
             sm.work_represented += rep.weight
             started = env.now
