@@ -59,16 +59,25 @@ def first_boundary(grid, shared_by) -> int | None:
     return next((i for i, cta in enumerate(grid) if shared_by(cta) != first), None)
 
 
-def window_waves(grid, shared_by, wave_ctas: int) -> int:
+def window_waves(grid, shared_by, wave_ctas: int, tensor_bytes: dict[str, float] | None = None,
+                 l2_bytes: float = math.inf) -> int:
     """Waves a launch simulates before extrapolating: SIMULATED_WAVES, or, where a head (the CTAs that share K/V)
     spans a wave or more and those waves end before the first wave that walks two heads is followed, through the wave
     after that one and one more: a wave that
     straddles two heads re-reads what of the new head's K/V their two walks push out of the L2 (cuDNN at 65k tokens,
     d = 64: 3.6 MB a boundary simulated wave by wave, 9.7 on the H200; thirty-second session), which the window then
-    measures (extrapolated_reads counts it per boundary), and its last wave is a steady one."""
+    measures (extrapolated_reads counts it per boundary), and its last wave is a steady one. Only where a head's
+    shared data (`tensor_bytes` over the distinct keys of each shared tensor) fits the L2's `l2_bytes`: K/V that
+    outgrows it is streamed, and the later waves' walks of it count the straddles (Drift.walks_by_wave) without a
+    longer window (which would double the cost of FA2 at 131k tokens, 32 heads)."""
     boundary = first_boundary(grid, shared_by)
     if boundary is None or boundary < wave_ctas:
         return SIMULATED_WAVES
+    if tensor_bytes is not None:
+        keys = _distinct_keys(grid, shared_by)
+        head_bytes = sum(tensor_bytes[t] / len(found) for t, found in keys.items() if t in tensor_bytes)
+        if head_bytes > l2_bytes:
+            return SIMULATED_WAVES
     straddling = boundary // wave_ctas + 1  # the 1-based wave that holds the first CTA of the second head
     if straddling + 1 <= SIMULATED_WAVES:  # the usual window already holds the wave after it
         return SIMULATED_WAVES

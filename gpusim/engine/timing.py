@@ -129,10 +129,12 @@ class TimingInterpreter:
         self._shared_tensors: set = set()  # the running launch's shared_by tensors (owned_by ones are private)
         self._hbm_busy_jumped = 0.0  # HBM busy cycles that loop sampling added for skipped iterations
         self._frames: dict = {}  # (SM, slot) -> the L2 room its stack frames hold in the running launch
+        self._tensor_bytes: dict[str, float] = {}  # the running plan's tensors' bytes (steady_state.window_waves)
 
     # ------------------------------------------------------------------ public
     def run(self, plan: KernelPlan) -> dict:
         plan.validate(self.hw)
+        self._tensor_bytes = {name: tensor.nbytes for name, tensor in plan.tensors.items()}
         started = wallclock.perf_counter()
         # until the plan is done: a loop-sampling jump's stand-in work (_occupy_during_jump) may outlast it
         self.env.run(until=self.env.process(self._run_plan(plan)))
@@ -166,7 +168,8 @@ class TimingInterpreter:
         skipped = 0
         blocks = -(-len(launch.grid) // fold)
         uniform = launch.work is None
-        waves = window_waves(launch.grid, launch.shared_by, slots * fold) if uniform and not self.exact else 0
+        waves = window_waves(launch.grid, launch.shared_by, slots * fold, self._tensor_bytes,
+                             self.memory.cache.capacity_bytes) if uniform and not self.exact else 0
         extrapolate = self.extrapolate and should_extrapolate(blocks, slots, uniform, self.exact, waves)
         reps = deque(fold_grid(launch.grid, launch.shared_by, fold, works, one_wave, launch.owned_by,
                                limit=waves * slots if extrapolate else None))
