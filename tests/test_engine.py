@@ -1635,6 +1635,10 @@ def test_the_window_covers_the_first_head_boundary_and_the_wave_after_it():
     assert window_waves(grid, lambda c: {"K": c // 15}, 10) == SIMULATED_WAVES
     assert window_waves(grid, lambda c: {"K": 0}, 10) == SIMULATED_WAVES
     assert window_waves(grid, lambda c: {"K": c // 5}, 10) == SIMULATED_WAVES
+    # K/V that outgrows the L2 is streamed: its walks count the straddles, and the window stays as it was
+    head = lambda c: {"K": c // 45, "V": c // 45}  # noqa: E731
+    assert window_waves(grid, head, 10, {"K": 200.0, "V": 200.0, "Q": 1e6}, l2_bytes=100.0) == 7  # 80 bytes a head
+    assert window_waves(grid, head, 10, {"K": 400.0, "V": 400.0}, l2_bytes=100.0) == SIMULATED_WAVES  # 160
 
 
 def test_a_launch_extrapolated_after_a_head_boundary_reads_what_every_wave_reads():

@@ -2,7 +2,8 @@
 
 A launch whose CTAs all do the same work runs in identical waves once the pipeline has filled: each wave
 moves the same bytes, does the same work and takes the same time. Folded mode therefore simulates the
-first SIMULATED_WAVES waves and continues their pattern: the steady period is the time between the mean
+first SIMULATED_WAVES waves (more where a head spans several waves and its K/V fits the L2: window_waves) and
+continues their pattern: the steady period is the time between the mean
 finishing cycles of the two waves before the last (the last simulated wave drains with slots left empty behind
 it, which a steady wave never does), never shorter than the busy time of the busiest unit per wave, which no
 schedule can beat; each skipped CTA finishes a whole number of periods after the CTA at its position in the
@@ -12,8 +13,9 @@ CTAs: CTAs overlap wave boundaries, so one wave's count depends on where the bou
 HBM reads scale per tensor: a tensor the CTAs share (K/V of a head) costs its DRAM bytes once per distinct
 `shared_by` key while L2 holds it, and per CTA when over STREAMED_REREAD_SHARE of the window's last wave's
 DRAM reads of it are re-reads after eviction (re-reads confined to the launch's start while its CTAs fall out
-of lockstep, or a few between waves of representatives that run in step, are not repeated); a
-private one (Q tiles) once per CTA. HBM writes come from ageing the L2 with stand-in
+of lockstep, or a few between waves of representatives that run in step, are not repeated, except those after a
+head boundary where a head spans a wave or more, which recur at every later boundary); a private one (Q tiles) once
+per CTA. HBM writes come from ageing the L2 with stand-in
 traffic of the extrapolated volume (write-backs depend on the cache filling up, not on the work alone): the
 lines the skipped waves' writes would dirty, not their write traffic (repeated atomic adds hit one line),
 ending with the mix of clean and dirty tiles the window's last wave left, as the launch's last wave would.
@@ -61,15 +63,14 @@ def first_boundary(grid, shared_by) -> int | None:
 
 def window_waves(grid, shared_by, wave_ctas: int, tensor_bytes: dict[str, float] | None = None,
                  l2_bytes: float = math.inf) -> int:
-    """Waves a launch simulates before extrapolating: SIMULATED_WAVES, or, where a head (the CTAs that share K/V)
-    spans a wave or more and those waves end before the first wave that walks two heads is followed, through the wave
-    after that one and one more: a wave that
-    straddles two heads re-reads what of the new head's K/V their two walks push out of the L2 (cuDNN at 65k tokens,
-    d = 64: 3.6 MB a boundary simulated wave by wave, 9.7 on the H200; thirty-second session), which the window then
-    measures (extrapolated_reads counts it per boundary), and its last wave is a steady one. Only where a head's
-    shared data (`tensor_bytes` over the distinct keys of each shared tensor) fits the L2's `l2_bytes`: K/V that
-    outgrows it is streamed, and the later waves' walks of it count the straddles (Drift.walks_by_wave) without a
-    longer window (which would double the cost of FA2 at 131k tokens, 32 heads)."""
+    """Waves a launch simulates before extrapolating: SIMULATED_WAVES, or more where a head (the CTAs that share K/V)
+    spans a wave or more and its shared data (`tensor_bytes` over each shared tensor's distinct keys) fits the L2's
+    `l2_bytes`. The wave after one that straddles two heads re-reads part of the new head's K/V, which the two heads'
+    walks pushed out of the L2 (cuDNN at 65k tokens, d = 64: 3.6 MB a boundary simulated wave by wave, 9.7 on the H200;
+    thirty-second session); the window then runs through the first straddling wave, the wave after it and one more
+    (a steady last wave), so that it measures one boundary's re-reads, which extrapolated_reads counts at every later
+    boundary. K/V that outgrows the L2 is streamed: the later waves' walks of it count the straddles
+    (Drift.walks_by_wave) without a longer window, which would double the cost of FA2 at 131k tokens, 32 heads."""
     boundary = first_boundary(grid, shared_by)
     if boundary is None or boundary < wave_ctas:
         return SIMULATED_WAVES
