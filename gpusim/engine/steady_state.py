@@ -74,14 +74,14 @@ def window_waves(grid, shared_by, wave_ctas: int, tensor_bytes: dict[str, float]
     boundary = first_boundary(grid, shared_by)
     if boundary is None or boundary < wave_ctas:
         return SIMULATED_WAVES
-    if tensor_bytes is not None:
+    straddling = boundary // wave_ctas + 1  # the 1-based wave that holds the first CTA of the second head
+    if straddling + 1 <= SIMULATED_WAVES:  # the usual window already holds the wave after it
+        return SIMULATED_WAVES
+    if tensor_bytes is not None:  # (a pass over the whole grid: only where the window would grow)
         keys = _distinct_keys(grid, shared_by)
         head_bytes = sum(tensor_bytes[t] / len(found) for t, found in keys.items() if t in tensor_bytes)
         if head_bytes > l2_bytes:
             return SIMULATED_WAVES
-    straddling = boundary // wave_ctas + 1  # the 1-based wave that holds the first CTA of the second head
-    if straddling + 1 <= SIMULATED_WAVES:  # the usual window already holds the wave after it
-        return SIMULATED_WAVES
     return straddling + 2
 
 

@@ -168,9 +168,10 @@ class TimingInterpreter:
         skipped = 0
         blocks = -(-len(launch.grid) // fold)
         uniform = launch.work is None
+        extrapolate = self.extrapolate and should_extrapolate(blocks, slots, uniform, self.exact)
         waves = window_waves(launch.grid, launch.shared_by, slots * fold, self._tensor_bytes,
-                             self.memory.cache.capacity_bytes) if uniform and not self.exact else 0
-        extrapolate = self.extrapolate and should_extrapolate(blocks, slots, uniform, self.exact, waves)
+                             self.memory.cache.capacity_bytes) if extrapolate else 0
+        extrapolate = extrapolate and should_extrapolate(blocks, slots, uniform, self.exact, waves)
         reps = deque(fold_grid(launch.grid, launch.shared_by, fold, works, one_wave, launch.owned_by,
                                limit=waves * slots if extrapolate else None))
         lag = steady_dispatch_lag(works, slots * fold)
