@@ -87,13 +87,18 @@ GRID = [  # (kernel, problem kwargs, hardware[, options[, simulate's keywords]])
 #: by wave), and 4 heads of 65k tokens, d = 128 (7.8 waves). K/V that fits the L2 one head at a time (thirty-second
 #: session): cuDNN's forward at 4 heads of 65k tokens, d = 64, 1 CTA per SM, whose heads span 3.9 waves (the wave after
 #: each boundary re-reads some of the new head), and FA2's at 16 heads (31 waves, heads of 1.9), whose window re-reads
-#: more than its later waves do.
+#: more than its later waves do. Heads of about two waves whose K/V the L2 keeps between boundaries (thirty-third
+#: session): FA3 at 32 heads of 32k tokens, d = 128 (62 waves, a headline point) and cuDNN's forward at 8 heads of 98k
+#: tokens, d = 64 (2.9 waves a head), each head read once and re-read at its boundary, not once per wave.
 EXTRAPOLATION_GRID = [
     ("fa2", dict(batch=1, heads=2, seq_len=131072, head_dim=64), "h200"),
     ("fa2", dict(batch=1, heads=4, seq_len=65536, head_dim=128), "h200"),
     ("fa3", dict(batch=1, heads=4, seq_len=65536, head_dim=64), "h200",
      {**CUDNN_FPROP_TILES, **CUDNN_FPROP_SOFTMAX_EXTRA}),
     ("fa2", dict(batch=1, heads=16, seq_len=65536, head_dim=64), "h200"),
+    ("fa3", dict(batch=1, heads=32, seq_len=32768, head_dim=128), "h200"),
+    ("fa3", dict(batch=1, heads=8, seq_len=98304, head_dim=64), "h200",
+     {**CUDNN_FPROP_TILES, **CUDNN_FPROP_SOFTMAX_EXTRA}),
 ]
 
 

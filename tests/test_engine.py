@@ -1624,6 +1624,8 @@ def test_a_stream_the_l2_keeps_between_head_boundaries_is_not_extrapolated_per_w
     # K that outgrows the L2 is re-read on every walk; heads shorter than a wave re-read on every wave
     assert not kept_between_boundaries(grid, head, "K", 10, outgrows)
     assert not kept_between_boundaries(grid, head, "K", 30, fits)
+    # one head has no boundaries to re-read at: what its window re-read stays a stream
+    assert not kept_between_boundaries(grid, lambda c: {"K": 0}, "K", 10, fits)
 
 
 def test_fa3_extrapolated_over_heads_of_two_waves_reads_what_every_wave_reads():
