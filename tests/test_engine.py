@@ -33,7 +33,7 @@ from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, TAIL_ITERATI
 from gpusim.engine.memory import MemorySystem, ReadTally, SmMemoryPort, _key_reader, _reader
 from gpusim.engine.servers import Server, SharedUnit
 from gpusim.engine.steady_state import (MAX_BAND_CTAS, SIMULATED_WAVES, Drift, WaveMeter, extrapolated_reads,
-                                        kept_between_boundaries, window_waves)
+                                        window_waves)
 from gpusim.engine.timing import TimingInterpreter, _all_done
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, get_preset
@@ -1612,31 +1612,6 @@ def test_rereads_at_head_boundaries_are_extrapolated_per_boundary():
     # heads shorter than a wave: the window's re-reads are its start's, not the boundaries' (as without slots)
     assert extrapolated_reads({"K": 3.4}, grid, head, 60, set(), slots=30, window_rereads={"K": 0.4}) == \
         pytest.approx(2.0)
-
-
-def test_a_stream_the_l2_keeps_between_head_boundaries_is_not_extrapolated_per_walk():
-    grid = list(range(100))
-    head = lambda c: {"K": c // 20}  # noqa: E731
-    fits = Drift(0.0, stream_bytes_per_cta=50.0, l2_bytes=100.0, other_bytes_per_walk=10.0)
-    outgrows = Drift(0.0, stream_bytes_per_cta=200.0, l2_bytes=100.0)
-    # heads of 20 CTAs, 10 per wave, whose K fits the L2: its re-reads come from the boundaries
-    assert kept_between_boundaries(grid, head, "K", 10, fits)
-    # K that outgrows the L2 is re-read on every walk; heads shorter than a wave re-read on every wave
-    assert not kept_between_boundaries(grid, head, "K", 10, outgrows)
-    assert not kept_between_boundaries(grid, head, "K", 30, fits)
-    # one head has no boundaries to re-read at: what its window re-read stays a stream
-    assert not kept_between_boundaries(grid, lambda c: {"K": 0}, "K", 10, fits)
-
-
-def test_fa3_extrapolated_over_heads_of_two_waves_reads_what_every_wave_reads():
-    # FA3 at 32 heads of 32k tokens, d = 128: each head's K/V (16.8 MB) fits the L2 and its CTAs span 1.94 waves.
-    # The window's three waves read two heads' K/V first and re-read one boundary's; counted as a DRAM pass per walk
-    # that was 7.8% over every wave's reads, per head and per boundary 0.5%
-    problem = AttentionProblem(batch=1, heads=32, seq_len=32768, head_dim=128)
-    extrapolated = simulate("fa3", problem, "h200")
-    every_wave = simulate("fa3", problem, "h200", extrapolate=False)
-    assert extrapolated.launches[0].simulated_ctas < every_wave.launches[0].simulated_ctas / 10
-    assert extrapolated.hbm_read_bytes == pytest.approx(every_wave.hbm_read_bytes, rel=0.02)
 
 
 def test_tallied_reads_are_every_simulated_ctas_dram_reads():
