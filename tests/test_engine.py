@@ -32,8 +32,9 @@ from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, TAIL_ITERATI
                                          WARM_ITERATIONS, FullRuns)
 from gpusim.engine.memory import MemorySystem, ReadTally, SmMemoryPort, _key_reader, _reader
 from gpusim.engine.servers import Server, SharedUnit
+from gpusim.engine.stand_in_hits import NEVER_READ, StandInHits
 from gpusim.engine.steady_state import (MAX_BAND_CTAS, SIMULATED_WAVES, Drift, WaveMeter, extrapolated_reads,
-                                        window_waves)
+                                        kept_between_boundaries, window_waves)
 from gpusim.engine.timing import TimingInterpreter, _all_done
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, get_preset
@@ -496,6 +497,37 @@ def test_stand_in_chunks_count_what_the_walk_reads_by_then_not_by_the_jump():
     mem.bytes.l2_dirtied += 2e6
     assert mem.read_stand_ins([_chunk("K", 0, 2000)], now=2000) == 0  # 500 cycles: 0.5 MB
     assert mem.read_stand_ins([_chunk("K", 0, 3500)], now=2000) == 1000  # 1500 cycles: 1.5 MB (and chunk 2)
+
+
+def test_a_stand_in_hit_becomes_a_miss_when_a_later_jump_books_other_data_before_it():
+    mem = MemorySystem(TINY)  # 1 MB of L2 in one class
+    mem.start_launch(0)
+    assert mem.read_stand_ins([_chunk("K", 0, 1000)], now=1000) == 1000
+    # a CTA that jumps at 1500 reads chunk 0 again at 3000: nothing booked in between yet, a hit
+    assert mem.read_stand_ins([_chunk("K", 0, 3000)], now=1500) == 0
+    # a CTA that jumps later (a folded block's representative that walks the next head) books 1.1 MB of other chunks
+    # at 2000-2999, inside that interval: they push chunk 0 out before its read at 3000, which becomes a re-read
+    other = [_chunk("V", i, 2000 + i * 999 / 1100) for i in range(1100)]
+    assert mem.read_stand_ins(other, now=1600) == 1.1e6 + 1000
+    assert mem.reread_bytes_by_tensor == {"K": 1000}
+    # chunks read inside the interval before the decision were counted by it: booking them again takes no room
+    mem = MemorySystem(TINY)
+    mem.start_launch(0)
+    mem.read_stand_ins([_chunk("K", 0, 1000)] + [_chunk("V", i, 1500) for i in range(900)], now=1000)
+    assert mem.read_stand_ins([_chunk("K", 0, 3000)], now=1200) == 0  # 900 chunks between: 0.9 MB, a hit
+    assert mem.read_stand_ins([_chunk("V", i, 2000) for i in range(900)], now=1300) == 0
+
+
+def test_kept_stand_in_hits_are_dropped_once_their_read_has_passed():
+    hits = StandInHits()
+    hits.keep(0, low=100.0, high=200.0, room_bytes=1500.0, charge="a")
+    hits.keep(0, low=100.0, high=300.0, room_bytes=500.0, charge="b")
+    # one new chunk at 150 and one read at 120 before (already counted): "b" has no room left for the first
+    assert hits.book(110.0, 0, [150.0, 160.0], [NEVER_READ, 120.0], [1000.0, 1000.0]) == ["b"]
+    # "a" (read at 200) is gone once bookings start at 250; chunks of another class never touch it
+    assert hits.book(110.0, 1, [150.0], [NEVER_READ], [1e9]) == []
+    assert hits.book(250.0, 0, [260.0], [NEVER_READ], [1e9]) == []
+    assert hits.book(255.0, 0, [150.0], [NEVER_READ], [1e9]) == []
 
 
 # ---------------------------------------------------------------------------------------------- compute units
@@ -1612,6 +1644,31 @@ def test_rereads_at_head_boundaries_are_extrapolated_per_boundary():
     # heads shorter than a wave: the window's re-reads are its start's, not the boundaries' (as without slots)
     assert extrapolated_reads({"K": 3.4}, grid, head, 60, set(), slots=30, window_rereads={"K": 0.4}) == \
         pytest.approx(2.0)
+
+
+def test_a_stream_the_l2_keeps_between_head_boundaries_is_not_extrapolated_per_walk():
+    grid = list(range(100))
+    head = lambda c: {"K": c // 20}  # noqa: E731
+    fits = Drift(0.0, stream_bytes_per_cta=50.0, l2_bytes=100.0, other_bytes_per_walk=10.0)
+    outgrows = Drift(0.0, stream_bytes_per_cta=200.0, l2_bytes=100.0)
+    # heads of 20 CTAs, 10 per wave, whose K fits the L2: its re-reads come from the boundaries
+    assert kept_between_boundaries(grid, head, "K", 10, fits)
+    # K that outgrows the L2 is re-read on every walk; heads shorter than a wave re-read on every wave
+    assert not kept_between_boundaries(grid, head, "K", 10, outgrows)
+    assert not kept_between_boundaries(grid, head, "K", 30, fits)
+    # one head has no boundaries to re-read at: what its window re-read stays a stream
+    assert not kept_between_boundaries(grid, lambda c: {"K": 0}, "K", 10, fits)
+
+
+def test_fa3_extrapolated_over_heads_of_two_waves_reads_what_every_wave_reads():
+    # FA3 at 32 heads of 32k tokens, d = 128: each head's K/V (16.8 MB) fits the L2 and its CTAs span 1.94 waves.
+    # The window's three waves read two heads' K/V first and re-read one boundary's; counted as a DRAM pass per walk
+    # that was 7.8% over every wave's reads, per head and per boundary 0.5%
+    problem = AttentionProblem(batch=1, heads=32, seq_len=32768, head_dim=128)
+    extrapolated = simulate("fa3", problem, "h200")
+    every_wave = simulate("fa3", problem, "h200", extrapolate=False)
+    assert extrapolated.launches[0].simulated_ctas < every_wave.launches[0].simulated_ctas / 10
+    assert extrapolated.hbm_read_bytes == pytest.approx(every_wave.hbm_read_bytes, rel=0.02)
 
 
 def test_tallied_reads_are_every_simulated_ctas_dram_reads():

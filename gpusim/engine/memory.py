@@ -34,6 +34,7 @@ from sortedcontainers import SortedList
 
 from gpusim.engine.l2 import SHARED, L2Cache
 from gpusim.engine.servers import Server
+from gpusim.engine.stand_in_hits import NEVER_READ, StandInHits
 from gpusim.errors import InputError
 from gpusim.hardware import HardwareSpec
 
@@ -158,6 +159,7 @@ class MemorySystem:
         self._walk_times: dict[int, SortedList] = {}
         self._walk_seq = 0
         self._walk_missed_bytes = 0.0
+        self._walk_hits = StandInHits()  # hits that chunks booked later may still push out
         self._launch_start = (0.0, 0.0)  # (cycle, L2 fill bytes) at the launch's start
         self.flush_residue_bytes = 0.0  # dirty bytes of a benchmark's flush buffer still in L2
         self.flush_written_back = 0.0  # the bytes of them written back so far
@@ -210,6 +212,7 @@ class MemorySystem:
         self._walk_reads.clear()
         self._walk_times.clear()
         self._walk_missed_bytes = 0.0
+        self._walk_hits.clear()
         self._launch_start = (now, self._l2_fill_bytes())
 
     def _l2_fill_bytes(self) -> float:
@@ -350,7 +353,10 @@ class MemorySystem:
         other data and of skipped iterations, and dirtied lines, at the launch's mean rate so far). Only a chunk's
         latest read is kept, and a jump books reads up to its whole span ahead: a chunk touched in the interval and
         booked again later drops out of it (too many hits), and where the booked read is the later one, the interval
-        runs from the new read to it and a miss goes to the CTA that reads second in processing order. Chunks read
+        runs from the new read to it and a miss goes to the CTA that reads second in processing order. A hit stays
+        open to chunks that CTAs jumping later book inside its interval (StandInHits: the new head's K/V that a folded
+        block straddling two heads walks) and becomes a miss, the deciding CTA's re-read, once they fill its class's
+        room. Chunks read
         at the same cycle as either end are left out (a jump reads the K and V chunk of one place at one cycle):
         counting them, cuDNN at 98k, d = 64 reads K/V 3.24 times per head at one head where exact mode reads 2.94
         and the GPU 1.99 (validation/README.md, twenty-second session). A miss is read from HBM and counted as a
@@ -363,6 +369,7 @@ class MemorySystem:
         other_fill = self._l2_fill_bytes() - start_fill - self._walk_missed_bytes
         other_per_cycle = max(0.0, other_fill) / max(now - start_cycle, 1.0) / self.cache.classes
         written_back = 0.0
+        missed = self._push_out_kept_hits(chunks, now)
         dram: dict[str, float] = {}
         rereads: dict[str, float] = {}
         for tensor, key, nbytes, cls, cycle in chunks:
@@ -372,7 +379,10 @@ class MemorySystem:
             if entry is not None:
                 low, high = sorted((entry[0], cycle))
                 between = times.bisect_left((high, -1)) - times.bisect_right((low, math.inf))
-                hit = (between + 1) * nbytes + (high - low) * other_per_cycle <= self.cache.class_bytes(cls)
+                room = self.cache.class_bytes(cls) - (between + 1) * nbytes - (high - low) * other_per_cycle
+                hit = room >= 0
+                if hit:
+                    self._walk_hits.keep(cls, low, high, room, (tensor, nbytes, tally))
                 times.remove(entry)
             self._walk_seq += 1
             entry = (cycle if entry is None else max(entry[0], cycle), self._walk_seq)
@@ -388,12 +398,29 @@ class MemorySystem:
                 self._missed_once.add(key)
         for tensor, nbytes in dram.items():
             self.count_tensor_reads(tensor, nbytes, rereads.get(tensor, 0.0), tally)
-        missed = sum(dram.values())
+        missed += sum(dram.values())
         self.bytes.l2_fabric_miss += forwarded_share(self.hw.l2_far_home_share, math.inf) * missed  # many readers
         self._walk_missed_bytes += missed
         self.bytes.hbm_read += missed
         self.bytes.hbm_write += written_back
         self.hbm.busy_cycles += missed / self.hbm.rate
+        return missed
+
+    def _push_out_kept_hits(self, chunks: list[tuple], now: float) -> float:
+        """Turn into misses the earlier stand-in hits that `chunks` (read_stand_ins') push out of the L2 (StandInHits):
+        each is read from HBM, a re-read by the CTA that made it. Returns their DRAM bytes."""
+        by_class: dict[int, tuple[list, list, list]] = {}
+        for _tensor, key, nbytes, cls, cycle in chunks:
+            entry = self._walk_reads.get(key)
+            cycles, previous, sizes = by_class.setdefault(cls, ([], [], []))
+            cycles.append(cycle)
+            previous.append(NEVER_READ if entry is None else entry[0])
+            sizes.append(nbytes)
+        missed = 0.0
+        for cls, (cycles, previous, sizes) in by_class.items():
+            for tensor, nbytes, tally in self._walk_hits.book(now, cls, cycles, previous, sizes):
+                self.count_tensor_reads(tensor, nbytes, nbytes, tally)
+                missed += nbytes
         return missed
 
     def write(self, port: SmMemoryPort, t: float, keys: tuple, nbytes: int, weight: float = 1.0,
