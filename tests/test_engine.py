@@ -34,7 +34,7 @@ from gpusim.engine.memory import MemorySystem, ReadTally, SmMemoryPort, _key_rea
 from gpusim.engine.servers import Server, SharedUnit
 from gpusim.engine.stand_in_hits import NEVER_READ, StandInHits
 from gpusim.engine.steady_state import (MAX_BAND_CTAS, SIMULATED_WAVES, Drift, WaveMeter, extrapolated_reads,
-                                        kept_between_boundaries, window_waves)
+                                        kept_between_boundaries, last_waves_hold_no_boundary, window_waves)
 from gpusim.engine.timing import TimingInterpreter, _all_done
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, get_preset
@@ -1660,15 +1660,30 @@ def test_a_stream_the_l2_keeps_between_head_boundaries_is_not_extrapolated_per_w
     assert not kept_between_boundaries(grid, lambda c: {"K": 0}, "K", 10, fits)
 
 
-def test_fa3_extrapolated_over_heads_of_two_waves_reads_what_every_wave_reads():
-    # FA3 at 32 heads of 32k tokens, d = 128: each head's K/V (16.8 MB) fits the L2 and its CTAs span 1.94 waves.
-    # The window's three waves read two heads' K/V first and re-read one boundary's; counted as a DRAM pass per walk
-    # that was 7.8% over every wave's reads, per head and per boundary 0.5%
-    problem = AttentionProblem(batch=1, heads=32, seq_len=32768, head_dim=128)
-    extrapolated = simulate("fa3", problem, "h200")
-    every_wave = simulate("fa3", problem, "h200", extrapolate=False)
-    assert extrapolated.launches[0].simulated_ctas < every_wave.launches[0].simulated_ctas / 10
+def test_cudnn_extrapolated_over_heads_of_three_waves_reads_what_every_wave_reads():
+    # cuDNN's forward at 2 heads of 98k tokens, d = 64: each head's K/V (25 MB) fits the L2, its CTAs span 2.9 waves,
+    # and every wave re-reads 1.6 MB of K besides what the boundary's waves re-read. Counted as a DRAM pass per walk of
+    # the window's reads that was 24% over every wave's reads; per head and per boundary alone, 9% under
+    problem = AttentionProblem(batch=1, heads=2, seq_len=98304, head_dim=64)
+    options = {**CUDNN_FPROP_TILES, **CUDNN_FPROP_SOFTMAX_EXTRA}
+    extrapolated = simulate("fa3", problem, "h200", options)
+    every_wave = simulate("fa3", problem, "h200", options, extrapolate=False)
+    assert extrapolated.launches[0].simulated_ctas < every_wave.launches[0].simulated_ctas
     assert extrapolated.hbm_read_bytes == pytest.approx(every_wave.hbm_read_bytes, rel=0.02)
+
+
+def test_a_kept_streams_steady_rereads_recur_every_wave_and_the_rest_at_each_boundary():
+    # heads of 45 CTAs, 10 per wave, 120 CTAs: the window's 7 waves (70 CTAs) read 2 heads once (2.0) and re-read 1.0:
+    # 0.1 in each of its 6 waves after the first (its last, with no boundary in it or the wave before, re-read 0.1)
+    # and 0.4 at its one boundary. The 5 waves after it re-read 0.1 each, the boundary at 90 0.4 more, and the third
+    # head is read once
+    grid = list(range(120))
+    head = lambda c: {"K": c // 45}  # noqa: E731
+    assert last_waves_hold_no_boundary(grid, head, "K", 10, 7)  # waves 6 and 7: CTAs 50-69
+    assert not last_waves_hold_no_boundary(grid, head, "K", 10, 6)  # wave 5 (CTAs 40-49) straddles the boundary
+    extra = extrapolated_reads({"K": 3.0}, grid, head, 70, set(), slots=10, window_rereads={"K": 1.0},
+                               steady_rereads={"K": 0.1})
+    assert extra == pytest.approx(1.0 + 0.5 + 0.4)
 
 
 def test_tallied_reads_are_every_simulated_ctas_dram_reads():

@@ -23,7 +23,8 @@ from gpusim.engine.icache import InstructionCache
 from gpusim.engine.memory import MemorySystem, ReadTally, SmMemoryPort, check_l2_start
 from gpusim.engine.servers import SharedUnit
 from gpusim.engine.steady_state import (Drift, WaveMeter, busiest_unit_cycles, extrapolated_reads,
-                                        kept_between_boundaries, should_extrapolate, window_waves)
+                                        kept_between_boundaries, last_waves_hold_no_boundary, should_extrapolate,
+                                        window_waves)
 from gpusim.errors import InputError
 from gpusim.hardware import ASYNC_INSTRUCTIONS, INSTRUCTION_BYTES, HardwareSpec
 from gpusim.launch import KernelPlan, Launch
@@ -270,11 +271,14 @@ class TimingInterpreter:
                       l2_spread_bytes=memory.cache.spread_bytes,
                       other_bytes_per_walk=self._other_room_per_cta(window_reads, streaming & shared, launch_totals,
                                                                     simulated * fold) * slots * fold)
-        streaming = {t for t in streaming if t not in shared
-                     or not kept_between_boundaries(launch.grid, launch.shared_by, t, slots * fold, drift)}
+        kept = {t for t in streaming & shared
+                if kept_between_boundaries(launch.grid, launch.shared_by, t, slots * fold, drift)}
+        streaming -= kept
+        steady = {t: meter.last_wave.rereads.get(t, 0.0) for t in kept
+                  if last_waves_hold_no_boundary(launch.grid, launch.shared_by, t, slots * fold, meter.waves)}
         extra_reads = extrapolated_reads(
             window_reads, launch.grid, launch.shared_by, simulated * fold, streaming, slots * fold, drift,
-            {t: v - window.reread_bytes.get(t, 0.0) for t, v in memory.reread_bytes_by_tensor.items()})
+            {t: v - window.reread_bytes.get(t, 0.0) for t, v in memory.reread_bytes_by_tensor.items()}, steady)
         deltas["mem.hbm_read"] = extra_reads * slots / skipped
         if launch_totals["mem.hbm_read"] > 0:  # lookups forwarded with the misses follow them
             deltas["mem.l2_fabric_miss"] = (deltas["mem.hbm_read"] * launch_totals["mem.l2_fabric_miss"]
