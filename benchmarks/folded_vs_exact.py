@@ -57,9 +57,10 @@ GRID = [  # (kernel, problem kwargs, hardware[, options[, simulate's keywords]])
     # chunks decide the re-reads (counting Q reads at their bytes, folded mode read K/V 2.61 times, exact 2.02)
     ("fa3", dict(batch=1, heads=1, seq_len=49152, head_dim=128), "h200",
      {**CUDNN_FPROP_TILES, **CUDNN_FPROP_SOFTMAX_EXTRA}),
-    # heads of 1.9 waves whose K/V (16.8 MB) the L2 keeps between boundaries: exact mode re-reads 17 MB at each head
-    # boundary (the H200 read 146 MB in all, exact mode 151.5), folded mode simulated wave by wave 7.5 (123.0 MB); the
-    # extrapolation's excess on such launches brings folded mode to 140.5 (thirty-third session)
+    # heads of 1.9 waves whose K/V (16.8 MB) the L2 keeps between boundaries: in each wave that straddles two heads
+    # exact mode's CTAs of the old head re-read 8 MB of its K/V (the H200 read 146 MB in all, exact mode 151.5); folded
+    # mode re-read almost none until a stand-in hit stayed open to the new head's chunks booked later (-4.71% bytes,
+    # then +0.88%: memory.StandInHits, thirty-third session)
     ("fa3", dict(batch=1, heads=4, seq_len=32768, head_dim=128), "h200",
      {**CUDNN_FPROP_TILES, **CUDNN_FPROP_SOFTMAX_EXTRA}),
     ("fa4", dict(batch=1, heads=16, seq_len=4096, head_dim=128), "b200"),
@@ -93,10 +94,9 @@ GRID = [  # (kernel, problem kwargs, hardware[, options[, simulate's keywords]])
 #: session): cuDNN's forward at 4 heads of 65k tokens, d = 64, 1 CTA per SM, whose heads span 3.9 waves (the wave after
 #: each boundary re-reads some of the new head), and FA2's at 16 heads (31 waves, heads of 1.9), whose window re-reads
 #: more than its later waves do. Heads of two to three waves whose K/V the L2 keeps between boundaries (thirty-third
-#: session): FA3 at 32 heads of 32k tokens, d = 128 (62 waves, a headline point) and cuDNN's forward at 8 heads of
-#: 98k tokens, d = 64, where the extrapolation counts each wave's walk as a DRAM pass of the window's reads (two heads'
-#: first reads in three waves) and reads 8% more than every wave; that excess offsets what folding loses at the
-#: boundaries (cuDNN at 4 heads of 32k tokens, d = 128, in GRID).
+#: session), extrapolated per head, per steady wave and per boundary (steady_state.kept_between_boundaries): cuDNN's
+#: forward at 8 heads of 98k tokens, d = 64, and FA3 at 32 heads of 32k tokens, d = 128 (62 waves, a headline point),
+#: whose window holds only the first boundary, which re-reads more than the later ones (8.4 MB of K against 5.9).
 EXTRAPOLATION_GRID = [
     ("fa2", dict(batch=1, heads=2, seq_len=131072, head_dim=64), "h200"),
     ("fa2", dict(batch=1, heads=4, seq_len=65536, head_dim=128), "h200"),
