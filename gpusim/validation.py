@@ -137,6 +137,11 @@ def suspect(case: Case, result, error: float) -> str:
         return ("K/V the GPU's L2 keeps between partners far apart: once the stream between an SM's two CTAs outgrows "
                 "the L2 the model re-reads all of it in every later wave (Drift.partner_passes), where the GPU keeps "
                 "part of it (validation/README.md, twenty-sixth session)")
+    if case.metric == "hbm_read_bytes" and error > 0 and _heads_fit_l2(case):
+        return ("K/V re-read at head boundaries more than the GPU does: the steady-state extrapolation counts the "
+                "first boundary's re-reads, made while the CTAs still run in step, at every later one (FA3 at 32 heads "
+                "of 32k tokens, d = 128: +9.9% against every wave simulated), and folded mode's later boundaries "
+                "re-read 11.8 MB of K/V where the H200's come to about 8 (validation/README.md, thirty-third session)")
     if case.metric == "hbm_read_bytes" and error > 0 and problem.seq_len >= 32768:
         return ("K/V kept between waves that the model evicts: cuDNN's CTAs stay more in step than modelled (its d = 64 "
                 "forward at any length: validation/README.md run 31), or folded mode's sampled K/V walk where one "
@@ -199,6 +204,15 @@ def _causal_walk_near_l2(case: Case) -> bool:
     kv_bytes_per_head = 2 * problem.kv_len * problem.head_dim * problem.element_bytes
     low, high = CAUSAL_WALK_KV_OVER_L2
     return low <= kv_bytes_per_head / get_preset(case.hardware).l2_capacity_bytes <= high
+
+
+def _heads_fit_l2(case: Case) -> bool:
+    """A non-causal forward of several heads, each of whose K/V fits the L2 (steady_state.kept_between_boundaries)."""
+    problem = case.problem
+    if problem.causal or problem.pass_ != "fwd" or problem.batch * problem.kv_heads < 2:
+        return False
+    kv_bytes_per_head = 2 * problem.kv_len * problem.head_dim * problem.element_bytes
+    return kv_bytes_per_head <= get_preset(case.hardware).l2_capacity_bytes
 
 
 def _causal_walk_suspect(error: float) -> str:
