@@ -138,10 +138,10 @@ def suspect(case: Case, result, error: float) -> str:
                 "the L2 the model re-reads all of it in every later wave (Drift.partner_passes), where the GPU keeps "
                 "part of it (validation/README.md, twenty-sixth session)")
     if case.metric == "hbm_read_bytes" and error > 0 and _heads_fit_l2(case):
-        return ("K/V re-read at head boundaries more than the GPU does: the steady-state extrapolation counts the "
-                "first boundary's re-reads, made while the CTAs still run in step, at every later one (FA3 at 32 heads "
-                "of 32k tokens, d = 128: +9.9% against every wave simulated), and folded mode's later boundaries "
-                "re-read 11.8 MB of K/V where the H200's come to about 8 (validation/README.md, thirty-third session)")
+        return ("K/V re-read at head boundaries more than the GPU does: in each wave that straddles two heads and the "
+                "wave after it the model re-reads about half of a head's K/V (exact mode: 17 MB at every boundary of "
+                "cuDNN's forward at 8 heads of 32k tokens, d = 128), where the H200's come to about 8 MB "
+                "(validation/README.md, thirty-third session)")
     if case.metric == "hbm_read_bytes" and error > 0 and problem.seq_len >= 32768:
         return ("K/V kept between waves that the model evicts: cuDNN's CTAs stay more in step than modelled (its d = 64 "
                 "forward at any length: validation/README.md run 31), or folded mode's sampled K/V walk where one "
