@@ -96,7 +96,9 @@ GRID = [  # (kernel, problem kwargs, hardware[, options[, simulate's keywords]])
 #: more than its later waves do. Heads of two to three waves whose K/V the L2 keeps between boundaries (thirty-third
 #: session), extrapolated per head, per steady wave and per boundary (steady_state.kept_between_boundaries): cuDNN's
 #: forward at 8 heads of 98k tokens, d = 64, and FA3 at 32 heads of 32k tokens, d = 128 (62 waves, a headline point),
-#: whose window holds only the first boundary, which re-reads more than the later ones (8.4 MB of K against 5.9).
+#: whose window holds only the first boundary. Simulated wave by wave, folded mode's later boundaries re-read less
+#: K (5.9 MB from the fifth, 8.4 at the first); exact mode's do not (cuDNN at 8 heads of 32k, d = 128: 8.1-9.0 MB at
+#: each of its 7), so there the extrapolation is nearer exact mode than every wave is.
 EXTRAPOLATION_GRID = [
     ("fa2", dict(batch=1, heads=2, seq_len=131072, head_dim=64), "h200"),
     ("fa2", dict(batch=1, heads=4, seq_len=65536, head_dim=128), "h200"),
