@@ -18,6 +18,9 @@ import math
 
 import numpy as np
 
+#: The last read of a chunk not read before in the launch: before every interval, so it takes room from each.
+NEVER_READ = -math.inf
+
 
 class _ClassHits:
     """One L2 class's kept hits: their intervals (cycles), the room the class had left at each (bytes), and what to
@@ -70,5 +73,3 @@ class StandInHits:
         hits.charges = [hits.charges[i] for i in index]
         return charges
 
-
-NEVER_READ = -math.inf
