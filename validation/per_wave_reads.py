@@ -5,6 +5,7 @@ thirty-second session).
 
     python validation/per_wave_reads.py fa3 --heads 4 --seq-len 65536 --head-dim 64 \\
         --options '{"block_m": 128, "block_n": 128}'
+    python validation/per_wave_reads.py fa3 --cudnn --heads 8 --seq-len 32768 --head-dim 128 --exact
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from gpusim import AttentionProblem
 from gpusim.engine.timing import TimingInterpreter
 from gpusim.hardware import get_preset
 from gpusim.kernels import get_kernel
+from gpusim.kernels.cudnn_options import CUDNN_FPROP_SOFTMAX_EXTRA, CUDNN_FPROP_TILES
 
 
-def per_wave(kernel: str, problem: AttentionProblem, hardware: str, options: dict | None) -> tuple[list, dict]:
-    """(per wave of the last launch: (DRAM bytes per tensor, re-read bytes per tensor)), and that launch's stats."""
+def per_wave(kernel: str, problem: AttentionProblem, hardware: str, options: dict | None,
+             exact: bool = False) -> tuple[list, dict]:
+    """(per wave of the last launch: (DRAM bytes per tensor, re-read bytes per tensor)), and that launch's stats;
+    `exact` simulates every CTA (a wave is then the real GPU's)."""
     hw = get_preset(hardware)
-    interpreter = TimingInterpreter(hw, extrapolate=False, tally_reads=True)
+    interpreter = TimingInterpreter(hw, exact=exact, extrapolate=False, tally_reads=True)
     run = interpreter.run(get_kernel(kernel).build_plan(problem, hw, options))
     launch = run["launches"][-1]
     slots = launch.ctas_per_sm * (hw.sm_count // launch.fold_factor)
@@ -47,9 +51,13 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--hardware", default="h200")
     parser.add_argument("--options", type=json.loads, default=None, help="kernel options as JSON")
+    parser.add_argument("--cudnn", action="store_true", help="cuDNN's forward tiles and softmax (the H200's FA3 rows)")
+    parser.add_argument("--exact", action="store_true", help="simulate every CTA (slow: minutes for 1000 CTAs)")
     args = parser.parse_args()
+    if args.cudnn:
+        args.options = {**CUDNN_FPROP_TILES, **CUDNN_FPROP_SOFTMAX_EXTRA, **(args.options or {})}
     problem = AttentionProblem(batch=args.batch, heads=args.heads, seq_len=args.seq_len, head_dim=args.head_dim)
-    waves, launch = per_wave(args.kernel, problem, args.hardware, args.options)
+    waves, launch = per_wave(args.kernel, problem, args.hardware, args.options, args.exact)
     print(f"{args.kernel} {problem.describe()} on {args.hardware}: launch {launch['name']}, fold {launch['fold']}, "
           f"{launch['slots']} simulated CTAs per wave, {launch['waves']:.2f} waves")
     tensors = sorted({t for dram, _ in waves for t in dram})
