@@ -43,6 +43,10 @@ assert SIMULATED_WAVES >= 3, "the period needs two waves with a wave behind them
 STREAMED_REREAD_SHARE = 0.1
 #: The widest band of start times, in CTA durations, that the CTAs running together can drift into (Drift).
 MAX_BAND_CTAS = 1.0
+#: A shared stream whose walk the L2's gradual edge evicts below this share (Drift.outgrows_l2) counts as kept between
+#: head boundaries (kept_between_boundaries); at or above it, as re-read on every walk. (A simulation setting: the
+#: median of the edge, where a walk is as likely evicted as kept.)
+KEPT_BELOW_EVICTED_SHARE = 0.5
 #: Only launches with at least this many waves are extrapolated.
 MIN_WAVES_TO_EXTRAPOLATE = 6
 
@@ -318,9 +322,9 @@ def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, st
             nbytes -= rereads
             steady = steady_rereads.get(tensor, 0.0) if slots else 0.0
             if steady:
-                window_waves = -(-window_ctas // slots)
+                waves_in_window = -(-window_ctas // slots)
                 extra += steady * (len(grid) - window_ctas) / slots
-                rereads = max(0.0, rereads - steady * (window_waves - 1))
+                rereads = max(0.0, rereads - steady * (waves_in_window - 1))
             extra += rereads * _later_boundaries_per_window_boundary(grid, shared_by, tensor, window_ctas, slots)
         elif tensor in keys_all and drift is not None and slots:
             walks = drift.walks_by_wave(grid, shared_by, tensor, slots)
@@ -336,12 +340,12 @@ def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, st
 def kept_between_boundaries(grid, shared_by, tensor: str, slots: int, drift: Drift) -> bool:
     """Whether the L2 keeps `tensor`'s stream (one head's K/V) between its head boundaries, so that what the window's
     waves re-read of it comes from the boundaries, not from every walk: its heads each span a wave of `slots` CTAs or
-    more and a walk of it, with the other data, fits the L2 (drift.outgrows_l2 under a half). Its later reads are
-    then each head's first reads, a steady wave's re-reads in every wave and the window's other re-reads at every
-    later boundary (extrapolated_reads), not a DRAM pass per walk: counting each wave's walk as a pass of the window's
-    reads (two heads' first reads in a window of three waves) read 24% more than cuDNN's forward at 2 heads of 98k
-    tokens, d = 64, simulated wave by wave (thirty-third session)."""
-    if drift.outgrows_l2() >= 0.5:
+    more and a walk of it, with the other data, fits the L2 (drift.outgrows_l2 under KEPT_BELOW_EVICTED_SHARE). Its
+    later reads are then each head's first reads, a steady wave's re-reads in every wave and the window's other
+    re-reads at every later boundary (extrapolated_reads), not a DRAM pass per walk: counting each wave's walk as a
+    pass of the window's reads (two heads' first reads in a window of three waves) read 24% more than cuDNN's forward
+    at 2 heads of 98k tokens, d = 64, simulated wave by wave (thirty-third session)."""
+    if drift.outgrows_l2() >= KEPT_BELOW_EVICTED_SHARE:
         return False
     boundaries = _head_boundaries(grid, shared_by, tensor)
     return bool(boundaries) and _fewest_head_ctas(len(grid), boundaries) >= slots

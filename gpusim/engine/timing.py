@@ -258,7 +258,8 @@ class TimingInterpreter:
         streamed = sum(v - window.l2_reads.get(t, 0.0) for t, v in memory.l2_read_by_tensor.items()
                        if t in streaming and t in shared)
         stream_per_cta = streamed / (simulated * fold)
-        last_wave_dram = sum(v for t, v in meter.last_wave.dram.items() if t in streaming and t in shared)
+        last_wave_reads = meter.last_wave  # (a sum over its CTAs' tallies)
+        last_wave_dram = sum(v for t, v in last_wave_reads.dram.items() if t in streaming and t in shared)
         # one pass is one read of every stream the last wave's CTAs walked (two heads' K/V at a head boundary)
         last_wave = launch.grid[(meter.waves - 1) * slots * fold:meter.waves * slots * fold]
         streams = max((len({launch.shared_by(cta)[t] for cta in last_wave}) for t in streaming & shared), default=1)
@@ -274,7 +275,7 @@ class TimingInterpreter:
         kept = {t for t in streaming & shared
                 if kept_between_boundaries(launch.grid, launch.shared_by, t, slots * fold, drift)}
         streaming -= kept
-        steady = {t: meter.last_wave.rereads.get(t, 0.0) for t in kept
+        steady = {t: last_wave_reads.rereads.get(t, 0.0) for t in kept
                   if last_waves_hold_no_boundary(launch.grid, launch.shared_by, t, slots * fold, meter.waves)}
         extra_reads = extrapolated_reads(
             window_reads, launch.grid, launch.shared_by, simulated * fold, streaming, slots * fold, drift,
