@@ -33,7 +33,7 @@ from gpusim.engine.loop_sampling import (LAST_WAVE_FULL_ITERATIONS, TAIL_ITERATI
 from gpusim.engine.memory import MemorySystem, ReadTally, SmMemoryPort, _key_reader, _reader
 from gpusim.engine.servers import Server, SharedUnit
 from gpusim.engine.stand_in_hits import NEVER_READ, StandInHits
-from gpusim.engine.steady_state import (MAX_BAND_CTAS, SIMULATED_WAVES, Drift, WaveMeter, extrapolated_reads,
+from gpusim.engine.steady_state import (MAX_BAND_CTAS, SIMULATED_WAVES, Drift, GridHeads, WaveMeter, extrapolated_reads,
                                         kept_between_boundaries, last_waves_hold_no_boundary, window_waves)
 from gpusim.engine.timing import TimingInterpreter, _all_done
 from gpusim.errors import InputError
@@ -1498,7 +1498,7 @@ def _stream_reads(jitter: float, ctas: int) -> float:
     read it once per wave, each CTA streaming 2x the L2."""
     drift = Drift(jitter, stream_bytes_per_cta=200.0, l2_bytes=100.0)
     grid = list(range(ctas))
-    return extrapolated_reads({"K": 3.0}, grid, lambda c: {"K": 0}, 30, {"K"}, slots=10, drift=drift)
+    return extrapolated_reads({"K": 3.0}, GridHeads(grid, lambda c: {"K": 0}), 30, {"K"}, slots=10, drift=drift)
 
 
 def test_in_step_ctas_read_a_streamed_tensor_once_per_wave():
@@ -1512,7 +1512,8 @@ def test_a_wave_that_straddles_two_heads_walks_both_streams_where_they_outgrow_t
     grid = list(range(70))
     outgrows = Drift(0.0, stream_bytes_per_cta=200.0, l2_bytes=100.0)
     assert outgrows.walks_by_wave(grid, head, "K", 10) == [1, 1, 1, 2, 1, 1, 1]
-    assert extrapolated_reads({"K": 3.0}, grid, head, 30, {"K"}, slots=10, drift=outgrows) == pytest.approx(5.0)
+    assert extrapolated_reads({"K": 3.0}, GridHeads(grid, head), 30, {"K"}, slots=10, drift=outgrows) == \
+        pytest.approx(5.0)
     # a stream the L2 keeps is not read again by the wave that walks it a second time
     fits = Drift(0.0, stream_bytes_per_cta=80.0, l2_bytes=100.0)
     assert fits.walks_by_wave(grid, head, "K", 10) == [1, 1, 1, 1, 1, 1, 1]
@@ -1620,7 +1621,7 @@ def test_a_long_launch_measures_its_passes_per_stream(monkeypatch):
 
 def test_drift_leaves_tensors_that_l2_keeps_alone():
     drift = Drift(0.5, stream_bytes_per_cta=200.0, l2_bytes=100.0)
-    kept = extrapolated_reads({"K": 3.0}, list(range(100)), lambda c: {"K": c // 50}, 30, set(), slots=10,
+    kept = extrapolated_reads({"K": 3.0}, GridHeads(list(range(100)), lambda c: {"K": c // 50}), 30, set(), slots=10,
                               drift=drift)
     assert kept == pytest.approx(3.0)  # two keys, the window saw one: read once more
 
@@ -1629,7 +1630,8 @@ def test_rereads_of_the_launch_start_are_not_extrapolated():
     # a shared tensor L2 keeps: the window read 2 keys for 3.0 bytes, 1.0 of them re-reads while its CTAs
     # fell out of lockstep; the rest of the grid has 2 more keys, read once each (2.0), not 2 x 1.5
     grid = list(range(100))
-    extra = extrapolated_reads({"K": 3.0}, grid, lambda c: {"K": c // 25}, 50, set(), window_rereads={"K": 1.0})
+    heads = GridHeads(grid, lambda c: {"K": c // 25})
+    extra = extrapolated_reads({"K": 3.0}, heads, 50, set(), window_rereads={"K": 1.0})
     assert extra == pytest.approx(2.0)
 
 
@@ -1639,11 +1641,20 @@ def test_rereads_at_head_boundaries_are_extrapolated_per_boundary():
     # (2.0) and 2 boundaries (0.4)
     grid = list(range(100))
     head = lambda c: {"K": c // 20}  # noqa: E731
-    extra = extrapolated_reads({"K": 3.4}, grid, head, 60, set(), slots=10, window_rereads={"K": 0.4})
+    extra = extrapolated_reads({"K": 3.4}, GridHeads(grid, head), 60, set(), slots=10, window_rereads={"K": 0.4})
     assert extra == pytest.approx(2.4)
     # heads shorter than a wave: the window's re-reads are its start's, not the boundaries' (as without slots)
-    assert extrapolated_reads({"K": 3.4}, grid, head, 60, set(), slots=30, window_rereads={"K": 0.4}) == \
+    assert extrapolated_reads({"K": 3.4}, GridHeads(grid, head), 60, set(), slots=30, window_rereads={"K": 0.4}) == \
         pytest.approx(2.0)
+
+
+def test_grid_heads_walk_the_grid_once_for_each_shared_tensors_keys_and_boundaries():
+    # GQA: 4 query heads of 5 CTAs share each K/V head; Q is per query head
+    heads = GridHeads(list(range(40)), lambda c: {"K": c // 20, "Q": c // 5})
+    assert heads.keys == {"K": {0, 1}, "Q": set(range(8))}
+    assert heads.boundaries == {"K": [20], "Q": [5, 10, 15, 20, 25, 30, 35]}
+    assert heads.fewest_head_ctas("K") == 20 and heads.fewest_head_ctas("Q") == 5
+    assert GridHeads(list(range(7)), lambda c: {"K": 0}).fewest_head_ctas("K") == 0  # one head: no boundary
 
 
 def test_a_stream_the_l2_keeps_between_head_boundaries_is_not_extrapolated_per_walk():
@@ -1652,12 +1663,12 @@ def test_a_stream_the_l2_keeps_between_head_boundaries_is_not_extrapolated_per_w
     fits = Drift(0.0, stream_bytes_per_cta=50.0, l2_bytes=100.0, other_bytes_per_walk=10.0)
     outgrows = Drift(0.0, stream_bytes_per_cta=200.0, l2_bytes=100.0)
     # heads of 20 CTAs, 10 per wave, whose K fits the L2: its re-reads come from the boundaries
-    assert kept_between_boundaries(grid, head, "K", 10, fits)
+    assert kept_between_boundaries(GridHeads(grid, head), "K", 10, fits)
     # K that outgrows the L2 is re-read on every walk; heads shorter than a wave re-read on every wave
-    assert not kept_between_boundaries(grid, head, "K", 10, outgrows)
-    assert not kept_between_boundaries(grid, head, "K", 30, fits)
+    assert not kept_between_boundaries(GridHeads(grid, head), "K", 10, outgrows)
+    assert not kept_between_boundaries(GridHeads(grid, head), "K", 30, fits)
     # one head has no boundaries to re-read at: what its window re-read stays a stream
-    assert not kept_between_boundaries(grid, lambda c: {"K": 0}, "K", 10, fits)
+    assert not kept_between_boundaries(GridHeads(grid, lambda c: {"K": 0}), "K", 10, fits)
 
 
 def test_a_kept_streams_steady_rereads_recur_every_wave_and_the_rest_at_each_boundary():
@@ -1667,9 +1678,9 @@ def test_a_kept_streams_steady_rereads_recur_every_wave_and_the_rest_at_each_bou
     # head is read once
     grid = list(range(120))
     head = lambda c: {"K": c // 45}  # noqa: E731
-    assert last_waves_hold_no_boundary(grid, head, "K", 10, 7)  # waves 6 and 7: CTAs 50-69
-    assert not last_waves_hold_no_boundary(grid, head, "K", 10, 6)  # wave 5 (CTAs 40-49) straddles the boundary
-    extra = extrapolated_reads({"K": 3.0}, grid, head, 70, set(), slots=10, window_rereads={"K": 1.0},
+    assert last_waves_hold_no_boundary(GridHeads(grid, head), "K", 10, 7)  # waves 6 and 7: CTAs 50-69
+    assert not last_waves_hold_no_boundary(GridHeads(grid, head), "K", 10, 6)  # wave 5 (CTAs 40-49) straddles it
+    extra = extrapolated_reads({"K": 3.0}, GridHeads(grid, head), 70, set(), slots=10, window_rereads={"K": 1.0},
                                steady_rereads={"K": 0.1})
     assert extra == pytest.approx(1.0 + 0.5 + 0.4)
 

@@ -296,11 +296,11 @@ class Drift:
         return 1.0 + (self.ctas_per_sm - 1) * missed
 
 
-def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, streaming: set = frozenset(),
+def extrapolated_reads(window_reads: dict, heads: "GridHeads", window_ctas: int, streaming: set = frozenset(),
                        slots: int | None = None, drift: Drift | None = None,
                        window_rereads: dict | None = None, steady_rereads: dict | None = None) -> float:
-    """HBM read bytes the CTAs after the first `window_ctas` add: per tensor, the window's bytes times the
-    ratio of distinct data in the whole grid to the window: distinct `shared_by` keys for a shared tensor
+    """HBM read bytes the CTAs after the first `window_ctas` of `heads`' grid add: per tensor, the window's bytes times
+    the ratio of distinct data in the whole grid to the window: distinct `shared_by` keys for a shared tensor
     that L2 kept (read once per key: the window's first reads, not its `window_rereads` bytes, a transient of
     its start or of its in-step waves), CTAs for a private one or for a `streaming` tensor, whose tiles the
     window's steady waves had to re-read from DRAM after eviction (its traffic grows with the CTAs, not the
@@ -312,8 +312,9 @@ def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, st
     (its first wave re-reads nothing) at every later boundary."""
     window_rereads = window_rereads or {}
     steady_rereads = steady_rereads or {}
+    grid, shared_by = heads.grid, heads.shared_by
     keys_window = _distinct_keys(grid[:window_ctas], shared_by)
-    keys_all = _distinct_keys(grid, shared_by)
+    keys_all = heads.keys
     extra = 0.0
     for tensor, nbytes in window_reads.items():
         if tensor in keys_all and tensor not in streaming:
@@ -325,7 +326,7 @@ def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, st
                 waves_in_window = -(-window_ctas // slots)
                 extra += steady * (len(grid) - window_ctas) / slots
                 rereads = max(0.0, rereads - steady * (waves_in_window - 1))
-            extra += rereads * _later_boundaries_per_window_boundary(grid, shared_by, tensor, window_ctas, slots)
+            extra += rereads * _later_boundaries_per_window_boundary(heads, tensor, window_ctas, slots)
         elif tensor in keys_all and drift is not None and slots:
             walks = drift.walks_by_wave(grid, shared_by, tensor, slots)
             window_waves = -(-window_ctas // slots)
@@ -337,7 +338,7 @@ def extrapolated_reads(window_reads: dict, grid, shared_by, window_ctas: int, st
     return extra
 
 
-def kept_between_boundaries(grid, shared_by, tensor: str, slots: int, drift: Drift) -> bool:
+def kept_between_boundaries(heads: "GridHeads", tensor: str, slots: int, drift: Drift) -> bool:
     """Whether the L2 keeps `tensor`'s stream (one head's K/V) between its head boundaries, so that what the window's
     waves re-read of it comes from the boundaries, not from every walk: its heads each span a wave of `slots` CTAs or
     more and a walk of it, with the other data, fits the L2 (drift.outgrows_l2 under KEPT_BELOW_EVICTED_SHARE). Its
@@ -347,38 +348,57 @@ def kept_between_boundaries(grid, shared_by, tensor: str, slots: int, drift: Dri
     at 2 heads of 98k tokens, d = 64, simulated wave by wave (thirty-third session)."""
     if drift.outgrows_l2() >= KEPT_BELOW_EVICTED_SHARE:
         return False
-    boundaries = _head_boundaries(grid, shared_by, tensor)
-    return bool(boundaries) and _fewest_head_ctas(len(grid), boundaries) >= slots
+    return heads.fewest_head_ctas(tensor) >= slots
 
 
-def last_waves_hold_no_boundary(grid, shared_by, tensor: str, slots: int, waves: int) -> bool:
+def last_waves_hold_no_boundary(heads: "GridHeads", tensor: str, slots: int, waves: int) -> bool:
     """Whether the last of `waves` waves of `slots` CTAs and the wave before it start no head of `tensor`: the last
     wave then neither straddles a boundary nor re-reads after one, and its re-reads recur in every wave."""
     start, end = (waves - 2) * slots, waves * slots
-    return not any(start <= b < end for b in _head_boundaries(grid[:end], shared_by, tensor))
+    return not any(start <= b < end for b in heads.boundaries[tensor])
 
 
-def _head_boundaries(grid, shared_by, tensor: str) -> list[int]:
-    """The grid positions where `tensor`'s `shared_by` key changes (a new head's first CTA)."""
-    keys = [shared_by(cta)[tensor] for cta in grid]
-    return [i for i in range(1, len(keys)) if keys[i] != keys[i - 1]]
+class GridHeads:
+    """A launch's grid as its shared tensors see it, walked once: per tensor, its distinct `shared_by` keys (`keys`)
+    and the grid positions where its key changes (`boundaries`: a new head's first CTA). The steady-state rules for
+    head boundaries (kept_between_boundaries, last_waves_hold_no_boundary, extrapolated_reads) all read it."""
+
+    __slots__ = ("grid", "shared_by", "keys", "boundaries")
+
+    def __init__(self, grid, shared_by):
+        self.grid, self.shared_by = grid, shared_by
+        self.keys: dict[str, set] = {}
+        self.boundaries: dict[str, list[int]] = {}
+        previous: dict = {}
+        for i, cta in enumerate(grid):
+            current = shared_by(cta)
+            for tensor, key in current.items():
+                found = self.keys.get(tensor)
+                if found is None:
+                    self.keys[tensor], self.boundaries[tensor] = {key}, []
+                    continue
+                found.add(key)
+                if previous.get(tensor) != key:
+                    self.boundaries[tensor].append(i)
+            previous = current
+
+    def fewest_head_ctas(self, tensor: str) -> int:
+        """The fewest consecutive CTAs between `tensor`'s head boundaries (a head's CTAs); 0 where it has none (one
+        head: nothing to re-read at)."""
+        boundaries = self.boundaries.get(tensor)
+        if not boundaries:
+            return 0
+        return min(b - a for a, b in zip([0] + boundaries, boundaries + [len(self.grid)]))
 
 
-def _fewest_head_ctas(ctas: int, boundaries: list[int]) -> int:
-    """The fewest consecutive CTAs of a grid of `ctas` between its head `boundaries` (a head's CTAs)."""
-    return min(b - a for a, b in zip([0] + boundaries, boundaries + [ctas]))
-
-
-def _later_boundaries_per_window_boundary(grid, shared_by, tensor: str, window_ctas: int, slots: int | None) -> float:
+def _later_boundaries_per_window_boundary(heads: GridHeads, tensor: str, window_ctas: int, slots: int | None) -> float:
     """How many times the head boundaries of `tensor` (grid positions where its `shared_by` key changes) after the
     window outnumber those in it, where its heads span a wave of `slots` CTAs or more (each boundary then re-reads what
     the straddling wave's two walks evicted: window_waves); 0 otherwise (the window's re-reads are a transient of the
     launch's start, or of waves that run many small heads in step)."""
-    if not slots:
+    if not slots or heads.fewest_head_ctas(tensor) < slots:
         return 0.0
-    boundaries = _head_boundaries(grid, shared_by, tensor)
-    if not boundaries or _fewest_head_ctas(len(grid), boundaries) < slots:
-        return 0.0
+    boundaries = heads.boundaries[tensor]
     in_window = sum(1 for i in boundaries if i < window_ctas)
     return (len(boundaries) - in_window) / in_window if in_window else 0.0
 

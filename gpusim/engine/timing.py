@@ -22,7 +22,7 @@ from gpusim.engine.folding import Representative, choose_fold_factor, fold_grid,
 from gpusim.engine.icache import InstructionCache
 from gpusim.engine.memory import MemorySystem, ReadTally, SmMemoryPort, check_l2_start
 from gpusim.engine.servers import SharedUnit
-from gpusim.engine.steady_state import (Drift, WaveMeter, busiest_unit_cycles, extrapolated_reads,
+from gpusim.engine.steady_state import (Drift, GridHeads, WaveMeter, busiest_unit_cycles, extrapolated_reads,
                                         kept_between_boundaries, last_waves_hold_no_boundary, should_extrapolate,
                                         window_waves)
 from gpusim.errors import InputError
@@ -272,13 +272,13 @@ class TimingInterpreter:
                       l2_spread_bytes=memory.cache.spread_bytes,
                       other_bytes_per_walk=self._other_room_per_cta(window_reads, streaming & shared, launch_totals,
                                                                     simulated * fold) * slots * fold)
-        kept = {t for t in streaming & shared
-                if kept_between_boundaries(launch.grid, launch.shared_by, t, slots * fold, drift)}
+        heads = GridHeads(launch.grid, launch.shared_by)
+        kept = {t for t in streaming & shared if kept_between_boundaries(heads, t, slots * fold, drift)}
         streaming -= kept
         steady = {t: last_wave_reads.rereads.get(t, 0.0) for t in kept
-                  if last_waves_hold_no_boundary(launch.grid, launch.shared_by, t, slots * fold, meter.waves)}
+                  if last_waves_hold_no_boundary(heads, t, slots * fold, meter.waves)}
         extra_reads = extrapolated_reads(
-            window_reads, launch.grid, launch.shared_by, simulated * fold, streaming, slots * fold, drift,
+            window_reads, heads, simulated * fold, streaming, slots * fold, drift,
             {t: v - window.reread_bytes.get(t, 0.0) for t, v in memory.reread_bytes_by_tensor.items()}, steady)
         deltas["mem.hbm_read"] = extra_reads * slots / skipped
         if launch_totals["mem.hbm_read"] > 0:  # lookups forwarded with the misses follow them
