@@ -181,6 +181,17 @@ def test_fa1_rereads_o_when_its_working_set_exceeds_l2():
     assert fa1_run.l2_bytes > 2 * (tc - 1) * o_scratch
 
 
+def test_fa1_forward_time_grows_with_the_square_of_the_sequence_beyond_the_l2():
+    # one CTA per head walks all of Q and O per K/V block: past the L2 its work and traffic grow as N^2, and so does
+    # its time. The jumps of its sampled loops age the L2 with gigabytes of dirty O; inserted whole as a few lines,
+    # a real access that evicted one waited for its write-back (65k tokens: 3.0 s where N^2 gives 1.05)
+    def time_s(seq_len):
+        return simulate("fa1", AttentionProblem(batch=1, heads=32, seq_len=seq_len, head_dim=128), "h200").time_s
+    short, middle, long = time_s(16384), time_s(32768), time_s(65536)
+    assert middle / short == pytest.approx(4.0, rel=0.03)
+    assert long / middle == pytest.approx(4.0, rel=0.03)
+
+
 def test_folded_fa1_names_its_blocks_real_q_and_o_tiles():
     """A folded block's Q and O scratch tiles are its CTAs' own (Launch.owned_by), not stand-in names: they hash to
     the L2 classes exact mode's tiles take, where a class at its edge decides the re-reads (24 heads at 2k tokens:
