@@ -997,9 +997,9 @@ def test_l2_stand_in_traffic_ages_every_class():
 
 
 def test_l2_stand_in_traffic_beyond_the_capacity_passes_through():
-    # 100 MB of dirty stand-in traffic through a 1 MB cache: all but the last capacity's worth was written back
-    # during the skipped work; no stand-in line outgrows its class, so a later real access evicts a class's worth at
-    # most (a line of 100 MB / 16 evicted by one access made it wait for 6 GB of write-backs)
+    # 100 MB of dirty stand-in traffic through a 1 MB cache: all but what its classes hold was written back during the
+    # skipped work; no stand-in line outgrows its class, so a later real access evicts about a class's worth at most
+    # (a line of 100 MB / 16, evicted by one access, made it wait for 6 MB of write-backs)
     cache = L2Cache(10**6, 10**5)
     written_back = cache.age(0.0, 10**8, tag="t", chunks=16)
     assert written_back + cache.dirty_bytes() == pytest.approx(10**8)
