@@ -72,4 +72,3 @@ class StandInHits:
         hits.room = room[index].tolist()
         hits.charges = [hits.charges[i] for i in index]
         return charges
-
